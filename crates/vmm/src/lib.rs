@@ -1,0 +1,19 @@
+//! zeroboot's KVM layer: VMs and vCPUs, guest memory, page tables, and the
+//! ring-0 skeleton whose every trampoline exits to the VMM.
+//!
+//! This crate holds the `unsafe` code that talks to KVM and raw memory;
+//! everything above it (the sandbox's kernel) is safe Rust.
+
+pub mod boot;
+pub mod kick;
+pub mod layout;
+pub mod memory;
+pub mod paging;
+pub mod vcpu;
+pub mod vm;
+
+pub use kick::Kicker;
+pub use memory::{GuestMemory, MemoryError};
+pub use paging::{FrameAllocator, PageTables, PagingError};
+pub use vcpu::{ExceptionFrame, Exit, Vcpu, VcpuError, VcpuState};
+pub use vm::{Host, Vm, VmError};

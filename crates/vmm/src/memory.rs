@@ -1,0 +1,270 @@
+//! Guest-physical memory: one region over a memfd (or a snapshot file).
+//!
+//! A template's memory is a `MAP_SHARED` memfd; a fork maps the same file
+//! `MAP_PRIVATE`, so the host's page cache gives it copy-on-write for free.
+//! Every access is bounds-checked (vm-memory does the checking): guest
+//! physical addresses come from page tables the guest could not write, but a
+//! bug must still end in an error, never a stray host access.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{
+    ByteValued, Bytes, FileOffset, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress,
+    VolatileSlice,
+};
+
+use crate::layout::{MAX_GUEST_MEMORY, PAGE_SIZE};
+
+/// Errors of guest memory set-up and access.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("guest memory of {0} bytes is not a multiple of 2 MiB or exceeds the physmap")]
+    BadSize(u64),
+    #[error("creating the guest memory file")]
+    Memfd(#[source] io::Error),
+    #[error("mapping guest memory")]
+    Mmap(#[source] vm_memory::mmap::MmapRegionError),
+    #[error("guest-physical range {gpa:#x}+{len:#x} is outside guest memory")]
+    OutOfRange { gpa: u64, len: usize },
+}
+
+/// The memory of one VM.
+pub struct GuestMemory {
+    region: GuestRegionMmap<()>,
+    /// The file behind the memory, kept so that forks can map it privately.
+    file: Arc<File>,
+    size: u64,
+    private: bool,
+}
+
+impl std::fmt::Debug for GuestMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestMemory")
+            .field("size", &self.size)
+            .field("private", &self.private)
+            .finish()
+    }
+}
+
+fn check_size(size: u64) -> Result<(), MemoryError> {
+    if size == 0 || !size.is_multiple_of(2 << 20) || size > MAX_GUEST_MEMORY {
+        return Err(MemoryError::BadSize(size));
+    }
+    Ok(())
+}
+
+impl GuestMemory {
+    /// New zeroed memory of `size` bytes backed by a fresh memfd, shared so
+    /// that it can later be forked or saved. Untouched pages cost nothing.
+    pub fn new(size: u64) -> Result<Self, MemoryError> {
+        check_size(size)?;
+        let file = memfd("zeroboot-guest")?;
+        file.set_len(size).map_err(MemoryError::Memfd)?;
+        Self::map(Arc::new(file), size, libc::MAP_SHARED)
+    }
+
+    /// A copy-on-write view of `file`: writes stay private to this mapping.
+    /// Used for forks (of a template's memfd or of a template file on disk).
+    pub fn new_private(file: Arc<File>, size: u64) -> Result<Self, MemoryError> {
+        check_size(size)?;
+        Self::map(file, size, libc::MAP_PRIVATE)
+    }
+
+    fn map(file: Arc<File>, size: u64, flags: i32) -> Result<Self, MemoryError> {
+        let fo = FileOffset::from_arc(file.clone(), 0);
+        let region = MmapRegionBuilder::new(size as usize)
+            .with_file_offset(fo)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(flags | libc::MAP_NORESERVE)
+            .build()
+            .map_err(MemoryError::Mmap)?;
+        let region = GuestRegionMmap::new(region, vm_memory::GuestAddress(0)).ok_or(
+            MemoryError::OutOfRange {
+                gpa: 0,
+                len: size as usize,
+            },
+        )?;
+        Ok(GuestMemory {
+            region,
+            file,
+            size,
+            private: flags & libc::MAP_PRIVATE != 0,
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The file behind this memory (for forks and snapshots).
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Whether this is a private (copy-on-write) mapping.
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    /// Host address of guest-physical 0, for the KVM memory slot.
+    pub fn host_address(&self) -> u64 {
+        self.region.as_ptr() as u64
+    }
+
+    fn check(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
+        match gpa.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(MemoryError::OutOfRange { gpa, len }),
+        }
+    }
+
+    /// Copy guest memory at `gpa` into `buf`.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.check(gpa, buf.len())?;
+        self.region
+            .read_slice(buf, MemoryRegionAddress(gpa))
+            .map_err(|_| MemoryError::OutOfRange {
+                gpa,
+                len: buf.len(),
+            })
+    }
+
+    /// Copy `buf` into guest memory at `gpa`.
+    pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), MemoryError> {
+        self.check(gpa, buf.len())?;
+        self.region
+            .write_slice(buf, MemoryRegionAddress(gpa))
+            .map_err(|_| MemoryError::OutOfRange {
+                gpa,
+                len: buf.len(),
+            })
+    }
+
+    /// Read a plain value.
+    pub fn read_obj<T: ByteValued>(&self, gpa: u64) -> Result<T, MemoryError> {
+        self.check(gpa, std::mem::size_of::<T>())?;
+        self.region
+            .read_obj(MemoryRegionAddress(gpa))
+            .map_err(|_| MemoryError::OutOfRange {
+                gpa,
+                len: std::mem::size_of::<T>(),
+            })
+    }
+
+    /// Write a plain value.
+    pub fn write_obj<T: ByteValued>(&self, gpa: u64, val: T) -> Result<(), MemoryError> {
+        self.check(gpa, std::mem::size_of::<T>())?;
+        self.region
+            .write_obj(val, MemoryRegionAddress(gpa))
+            .map_err(|_| MemoryError::OutOfRange {
+                gpa,
+                len: std::mem::size_of::<T>(),
+            })
+    }
+
+    pub fn read_u64(&self, gpa: u64) -> Result<u64, MemoryError> {
+        self.read_obj::<u64>(gpa)
+    }
+
+    pub fn write_u64(&self, gpa: u64, val: u64) -> Result<(), MemoryError> {
+        self.write_obj::<u64>(gpa, val)
+    }
+
+    /// Zero `len` bytes at `gpa`.
+    pub fn zero(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
+        self.check(gpa, len)?;
+        static ZEROS: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROS.len());
+            self.write(gpa + done as u64, &ZEROS[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Zero a whole page. A page that is already zero is left untouched, so
+    /// that a fork does not copy a template page only to clear it again.
+    pub fn zero_page(&self, gpa: u64) -> Result<(), MemoryError> {
+        let s = self.slice(gpa, PAGE_SIZE as usize)?;
+        let mut buf = [0u64; (PAGE_SIZE / 8) as usize];
+        s.copy_to(buf.as_mut_slice());
+        if buf.iter().any(|&w| w != 0) {
+            self.zero(gpa, PAGE_SIZE as usize)?;
+        }
+        Ok(())
+    }
+
+    /// A bounds-checked volatile view of guest memory, for bulk copies to and
+    /// from host files without an intermediate buffer.
+    pub fn slice(
+        &self,
+        gpa: u64,
+        len: usize,
+    ) -> Result<VolatileSlice<'_, impl BitmapSlice>, MemoryError> {
+        self.check(gpa, len)?;
+        self.region
+            .get_slice(MemoryRegionAddress(gpa), len)
+            .map_err(|_| MemoryError::OutOfRange { gpa, len })
+    }
+
+    /// Whether the range is inside guest memory.
+    pub fn contains(&self, gpa: u64, len: u64) -> bool {
+        gpa.checked_add(len).is_some_and(|e| e <= self.size)
+    }
+
+    /// Length of the region (for `GuestMemoryRegion` users).
+    pub fn len(&self) -> u64 {
+        self.region.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+}
+
+/// A sealed-size anonymous memory file.
+fn memfd(name: &str) -> Result<File, MemoryError> {
+    let cname =
+        std::ffi::CString::new(name).map_err(|e| MemoryError::Memfd(io::Error::other(e)))?;
+    // SAFETY: memfd_create takes a valid NUL-terminated name and flags; it
+    // returns a new fd we take ownership of, or -1.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a freshly created, owned, valid file descriptor.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        m.write_u64(0x1000, 42).unwrap();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 42);
+        assert!(m.read_u64((2 << 20) - 4).is_err());
+        assert!(m.write(u64::MAX - 2, &[1, 2, 3, 4]).is_err());
+        assert!(GuestMemory::new(12345).is_err());
+    }
+
+    #[test]
+    fn private_mapping_is_copy_on_write() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        m.write_u64(0x2000, 7).unwrap();
+        let f = GuestMemory::new_private(m.file().clone(), m.size()).unwrap();
+        assert_eq!(f.read_u64(0x2000).unwrap(), 7);
+        f.write_u64(0x2000, 9).unwrap();
+        assert_eq!(f.read_u64(0x2000).unwrap(), 9);
+        assert_eq!(m.read_u64(0x2000).unwrap(), 7);
+    }
+}

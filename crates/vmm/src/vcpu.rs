@@ -1,0 +1,353 @@
+//! The vCPU: boot state, the run loop turning KVM exits into typed events,
+//! and the return to ring 3.
+//!
+//! Registers travel through `kvm_run`'s sync-regs area: KVM stores the GPRs
+//! there on every exit and loads whatever we mark dirty on the next
+//! `KVM_RUN`, so a syscall round trip costs one ioctl.
+
+use kvm_bindings::{
+    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_xcr, kvm_xcrs, kvm_xsave, Msrs,
+};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd, VmFd};
+
+use crate::boot::{self, has_error_code};
+use crate::layout::*;
+use crate::memory::GuestMemory;
+use crate::vm::Host;
+
+/// Errors of vCPU set-up and running.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("KVM ioctl {0} failed")]
+    Ioctl(&'static str, #[source] kvm_ioctls::Error),
+    #[error("the PTE writer did not finish: {0}")]
+    PteWriter(String),
+    #[error("guest memory: {0}")]
+    Memory(#[from] crate::memory::MemoryError),
+}
+
+fn io(name: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
+    move |e| VcpuError::Ioctl(name, e)
+}
+
+/// The `syscall` entry point (MSR_LSTAR).
+fn syscall_entry() -> u64 {
+    physmap(STUBS_GPA + stubs::SYSCALL)
+}
+
+/// What the CPU pushed for an exception, plus CR2 for page faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExceptionFrame {
+    pub vector: u8,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub cr2: u64,
+}
+
+impl ExceptionFrame {
+    /// Whether the exception interrupted ring 3.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Why `run` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Ring 3 executed `syscall`. Number and arguments are in the registers;
+    /// RCX holds the return address and R11 the user RFLAGS.
+    Syscall,
+    /// A CPU exception in ring 3.
+    Exception(ExceptionFrame),
+    /// An exception in ring 0: a VMM bug or a corrupted guest, never the
+    /// program's doing; the sandbox must be killed.
+    KernelException(ExceptionFrame),
+    /// The PTE writer finished its list.
+    PteWriterDone,
+    /// `KVM_RUN` was interrupted by a signal (a timeout or cancellation kick).
+    Kicked,
+    /// Anything else KVM reported (shutdown, emulation failure, ...).
+    Unexpected(String),
+}
+
+/// The full architectural state of the vCPU, for templates and forks.
+#[derive(Clone)]
+pub struct VcpuState {
+    pub regs: kvm_regs,
+    pub user_sregs: kvm_sregs,
+    /// The 4 KiB legacy XSAVE region (`kvm_xsave.region`).
+    pub xsave: Vec<u32>,
+    pub xcr0: u64,
+}
+
+/// The guest's one vCPU.
+pub struct Vcpu {
+    fd: VcpuFd,
+    kernel_sregs: kvm_sregs,
+    user_sregs: kvm_sregs,
+    xcr0: u64,
+}
+
+impl Vcpu {
+    pub(crate) fn new(vm: &VmFd, host: &Host) -> Result<Vcpu, VcpuError> {
+        let mut fd = vm.create_vcpu(0).map_err(io("KVM_CREATE_VCPU"))?;
+        fd.set_cpuid2(host.cpuid()).map_err(io("KVM_SET_CPUID2"))?;
+        let base = fd.get_sregs().map_err(io("KVM_GET_SREGS"))?;
+        let kernel_sregs = boot::kernel_sregs(&base);
+        fd.set_sregs(&kernel_sregs).map_err(io("KVM_SET_SREGS"))?;
+        let entries: Vec<kvm_msr_entry> = boot::syscall_msrs()
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries)
+            .map_err(|_| VcpuError::Ioctl("KVM_SET_MSRS", kvm_ioctls::Error::new(libc::E2BIG)))?;
+        let n = fd.set_msrs(&msrs).map_err(io("KVM_SET_MSRS"))?;
+        if n != entries.len() {
+            return Err(VcpuError::Ioctl(
+                "KVM_SET_MSRS",
+                kvm_ioctls::Error::new(libc::EINVAL),
+            ));
+        }
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0] = kvm_xcr {
+            xcr: 0,
+            reserved: 0,
+            value: host.xcr0,
+        };
+        fd.set_xcrs(&xcrs).map_err(io("KVM_SET_XCRS"))?;
+        // The FPU state a fresh Linux process starts with.
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        fd.set_fpu(&fpu).map_err(io("KVM_SET_FPU"))?;
+        fd.set_sync_valid_reg(SyncReg::Register);
+        let user_sregs = boot::user_sregs(&kernel_sregs);
+        Ok(Vcpu {
+            fd,
+            kernel_sregs,
+            user_sregs,
+            xcr0: host.xcr0,
+        })
+    }
+
+    /// Run until the next event. After it returns the vCPU is parked in a
+    /// ring-0 trampoline; call one of the `resume_*` methods (or change the
+    /// registers) before running again.
+    pub fn run(&mut self, mem: &GuestMemory) -> Result<Exit, VcpuError> {
+        let port = match self.fd.run() {
+            Ok(VcpuExit::IoOut(port, _)) => port,
+            Ok(other) => return Ok(Exit::Unexpected(format!("{other:?}"))),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                return Ok(Exit::Kicked)
+            }
+            Err(e) => return Err(VcpuError::Ioctl("KVM_RUN", e)),
+        };
+        match port {
+            ports::SYSCALL => Ok(Exit::Syscall),
+            ports::PTE_WRITER_DONE => Ok(Exit::PteWriterDone),
+            p if (ports::EXCEPTION_BASE..ports::EXCEPTION_BASE + 32).contains(&p) => {
+                let vector = (p - ports::EXCEPTION_BASE) as u8;
+                let mut frame = self.exception_frame(mem, vector)?;
+                if vector == 14 && frame.from_user() && frame.rip == syscall_entry() {
+                    // On PVM hosts `syscall` jumps to LSTAR but stays in
+                    // CPL 3, so fetching the supervisor-only stub faults
+                    // right there. RCX and R11 were set by `syscall`; only
+                    // the stack pointer must come back from the frame.
+                    self.regs_mut().rsp = frame.rsp;
+                    return Ok(Exit::Syscall);
+                }
+                if vector == 14 {
+                    frame.cr2 = self.fd.get_sregs().map_err(io("KVM_GET_SREGS"))?.cr2;
+                }
+                if frame.from_user() {
+                    Ok(Exit::Exception(frame))
+                } else {
+                    Ok(Exit::KernelException(frame))
+                }
+            }
+            p => Ok(Exit::Unexpected(format!("out to unknown port {p:#x}"))),
+        }
+    }
+
+    fn exception_frame(
+        &mut self,
+        mem: &GuestMemory,
+        vector: u8,
+    ) -> Result<ExceptionFrame, VcpuError> {
+        let rsp = self.regs().rsp;
+        let gpa = rsp.wrapping_sub(PHYSMAP_BASE);
+        let mut words = [0u64; 6];
+        let n = if has_error_code(vector) { 6 } else { 5 };
+        for (i, w) in words.iter_mut().take(n).enumerate() {
+            *w = mem.read_u64(gpa + 8 * i as u64)?;
+        }
+        let w = if n == 6 { &words[1..] } else { &words[..5] };
+        Ok(ExceptionFrame {
+            vector,
+            error_code: if n == 6 { words[0] } else { 0 },
+            rip: w[0],
+            cs: w[1],
+            rflags: w[2],
+            rsp: w[3],
+            ss: w[4],
+            cr2: 0,
+        })
+    }
+
+    /// The general-purpose registers as of the last exit.
+    pub fn regs(&mut self) -> &kvm_regs {
+        &self.fd.sync_regs_mut().regs
+    }
+
+    /// Mutable registers; changes take effect at the next run.
+    pub fn regs_mut(&mut self) -> &mut kvm_regs {
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        &mut self.fd.sync_regs_mut().regs
+    }
+
+    /// FS base of the user program (TLS pointer).
+    pub fn fs_base(&self) -> u64 {
+        self.user_sregs.fs.base
+    }
+
+    pub fn set_fs_base(&mut self, base: u64) {
+        self.user_sregs.fs.base = base;
+    }
+
+    pub fn gs_base(&self) -> u64 {
+        self.user_sregs.gs.base
+    }
+
+    pub fn set_gs_base(&mut self, base: u64) {
+        self.user_sregs.gs.base = base;
+    }
+
+    /// Return to ring 3 with the current registers (set RIP/RSP/RFLAGS first).
+    pub fn resume_user(&mut self) {
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+        self.fd.sync_regs_mut().sregs = self.user_sregs;
+        self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+    }
+
+    /// Finish a syscall: RAX = `ret`, back to the instruction after
+    /// `syscall` with the saved RFLAGS (RCX and R11 stay clobbered, as Linux
+    /// leaves them).
+    pub fn resume_from_syscall(&mut self, ret: u64) {
+        let r = self.regs_mut();
+        r.rax = ret;
+        r.rip = r.rcx;
+        // As sysret: reserved bit 1 set, RF/VM and friends cleared.
+        r.rflags = (r.r11 & 0x3c7fd7) | 0x2;
+        self.resume_user();
+    }
+
+    /// Return to the user context an exception interrupted.
+    pub fn resume_from_exception(&mut self, frame: &ExceptionFrame) {
+        let r = self.regs_mut();
+        r.rip = frame.rip;
+        r.rsp = frame.rsp;
+        r.rflags = (frame.rflags & 0x3c7fd7) | 0x2;
+        self.resume_user();
+    }
+
+    /// Run the ring-0 PTE writer over `entries` of (entry virtual address in
+    /// the physmap, new value, user address to invlpg). KVM traps each
+    /// write, so its shadow of the changed entries is dropped. The user
+    /// registers are kept; call a `resume_*` afterwards as usual.
+    pub fn run_pte_writer(
+        &mut self,
+        mem: &GuestMemory,
+        entries: &[(u64, u64, u64)],
+    ) -> Result<(), VcpuError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let saved = *self.regs();
+        for chunk in entries.chunks(PTE_LIST_CAPACITY) {
+            let mut buf = Vec::with_capacity(chunk.len() * PTE_LIST_ENTRY as usize);
+            for &(entry, value, va) in chunk {
+                buf.extend_from_slice(&entry.to_le_bytes());
+                buf.extend_from_slice(&value.to_le_bytes());
+                buf.extend_from_slice(&va.to_le_bytes());
+            }
+            mem.write(PTE_LIST_GPA, &buf)?;
+            {
+                let r = self.regs_mut();
+                r.rip = physmap(STUBS_GPA + stubs::PTE_WRITER);
+                r.rdi = physmap(PTE_LIST_GPA);
+                r.rcx = chunk.len() as u64;
+                r.rsp = physmap(KSTACK_TOP_GPA);
+                r.rflags = 0x2;
+            }
+            self.fd.sync_regs_mut().sregs = self.kernel_sregs;
+            self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+            loop {
+                match self.run(mem)? {
+                    Exit::PteWriterDone => break,
+                    // A kick during the writer: finish the list first.
+                    Exit::Kicked => continue,
+                    other => return Err(VcpuError::PteWriter(format!("{other:?}"))),
+                }
+            }
+        }
+        *self.regs_mut() = saved;
+        Ok(())
+    }
+
+    /// Capture the state a template stores (call while stopped at an exit).
+    pub fn save_state(&mut self) -> Result<VcpuState, VcpuError> {
+        let regs = *self.regs();
+        let xsave = self
+            .fd
+            .get_xsave()
+            .map_err(io("KVM_GET_XSAVE"))?
+            .region
+            .to_vec();
+        Ok(VcpuState {
+            regs,
+            user_sregs: self.user_sregs,
+            xsave,
+            xcr0: self.xcr0,
+        })
+    }
+
+    /// Load a saved state: the next `run` continues it in ring 3.
+    pub fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuError> {
+        let mut xsave = kvm_xsave::default();
+        if state.xsave.len() != xsave.region.len() {
+            return Err(VcpuError::Ioctl(
+                "KVM_SET_XSAVE",
+                kvm_ioctls::Error::new(libc::EINVAL),
+            ));
+        }
+        xsave.region.copy_from_slice(&state.xsave);
+        // SAFETY: `xsave` is a full legacy `kvm_xsave` (4 KiB region, no
+        // trailing extension) and XCR0 is limited to features whose state
+        // fits in it, so KVM reads nothing past the struct.
+        unsafe { self.fd.set_xsave(&xsave) }.map_err(io("KVM_SET_XSAVE"))?;
+        self.user_sregs.fs.base = state.user_sregs.fs.base;
+        self.user_sregs.gs.base = state.user_sregs.gs.base;
+        *self.regs_mut() = state.regs;
+        self.resume_user();
+        Ok(())
+    }
+
+    /// Whether `immediate_exit` is set; a kicker may set it so that a
+    /// `KVM_RUN` entered just after the kick returns at once.
+    pub fn set_immediate_exit(&mut self, on: bool) {
+        self.fd.set_kvm_immediate_exit(on as u8);
+    }
+}

@@ -1,0 +1,145 @@
+//! A KVM virtual machine: the VM fd, its one memory slot, and the host facts
+//! (supported CPUID, XCR0) gathered once per process.
+
+use std::sync::OnceLock;
+
+use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VmFd};
+
+use crate::memory::GuestMemory;
+use crate::vcpu::Vcpu;
+
+/// Errors of VM creation.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("cannot open /dev/kvm (is KVM available and are you allowed to use it?)")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    #[error("KVM API version {0} is not 12")]
+    ApiVersion(i32),
+    #[error("KVM lacks a capability zeroboot needs: {0}")]
+    MissingCap(&'static str),
+    #[error("KVM_GET_SUPPORTED_CPUID failed")]
+    Cpuid(#[source] kvm_ioctls::Error),
+    #[error("KVM_CREATE_VM failed")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("KVM_SET_USER_MEMORY_REGION failed")]
+    MemorySlot(#[source] kvm_ioctls::Error),
+    #[error("KVM is unavailable: {0}")]
+    Unavailable(String),
+    #[error("creating the vCPU failed")]
+    Vcpu(#[from] crate::vcpu::VcpuError),
+}
+
+/// Process-wide KVM state.
+pub struct Host {
+    kvm: Kvm,
+    cpuid: CpuId,
+    /// XCR0 the guest gets: the host's supported set limited to x87, SSE,
+    /// AVX and AVX-512 (no AMX: its state does not fit the 4 KiB XSAVE area).
+    pub xcr0: u64,
+}
+
+// SAFETY: `Kvm` is a file descriptor and `CpuId` plain data; both are only
+// read after initialisation.
+unsafe impl Sync for Host {}
+// SAFETY: as above; moving the fd between threads is fine.
+unsafe impl Send for Host {}
+
+static HOST: OnceLock<Result<Host, String>> = OnceLock::new();
+
+impl Host {
+    /// The process's KVM handle, opened on first use.
+    pub fn get() -> Result<&'static Host, VmError> {
+        HOST.get_or_init(|| Host::open().map_err(|e| error_chain(&e)))
+            .as_ref()
+            .map_err(|m| VmError::Unavailable(m.clone()))
+    }
+
+    fn open() -> Result<Host, VmError> {
+        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+        let v = kvm.get_api_version();
+        if v != 12 {
+            return Err(VmError::ApiVersion(v));
+        }
+        for (cap, name) in [
+            (kvm_ioctls::Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
+            (kvm_ioctls::Cap::Xsave, "KVM_CAP_XSAVE"),
+            (kvm_ioctls::Cap::Xcrs, "KVM_CAP_XCRS"),
+            (kvm_ioctls::Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(VmError::MissingCap(name));
+            }
+        }
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::Cpuid)?;
+        let mut supported_xcr0 = 0u64;
+        for e in cpuid.as_slice() {
+            if e.function == 0xd && e.index == 0 {
+                supported_xcr0 = (e.eax as u64) | ((e.edx as u64) << 32);
+            }
+        }
+        let xcr0 = supported_xcr0 & 0xe7 | 1;
+        Ok(Host { kvm, cpuid, xcr0 })
+    }
+
+    pub fn cpuid(&self) -> &CpuId {
+        &self.cpuid
+    }
+
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// A VM with its memory registered as slot 0.
+pub struct Vm {
+    fd: VmFd,
+}
+
+impl Vm {
+    /// Create a VM whose guest-physical memory is `mem`. The caller keeps
+    /// `mem` alive for as long as the VM.
+    pub fn new(mem: &GuestMemory) -> Result<Vm, VmError> {
+        let host = Host::get()?;
+        let fd = host.kvm.create_vm().map_err(VmError::CreateVm)?;
+        let vm = Vm { fd };
+        vm.set_memory(mem)?;
+        Ok(vm)
+    }
+
+    /// (Re)register `mem` as the VM's memory slot 0.
+    pub fn set_memory(&self, mem: &GuestMemory) -> Result<(), VmError> {
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem.size(),
+            userspace_addr: mem.host_address(),
+        };
+        // SAFETY: the region describes `mem`'s live mapping of exactly
+        // `mem.size()` bytes; the caller keeps `mem` alive while the VM uses it.
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(VmError::MemorySlot)
+    }
+
+    /// Create the vCPU with the boot state (long mode, ring 0 skeleton).
+    pub fn create_vcpu(&self) -> Result<Vcpu, VmError> {
+        Ok(Vcpu::new(&self.fd, Host::get()?)?)
+    }
+
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+}

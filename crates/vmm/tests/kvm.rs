@@ -1,0 +1,227 @@
+//! Hand-assembled ring-3 programs on real KVM: the mechanics every layer
+//! above relies on (syscall and fault exits, return to ring 3, the shadow
+//! MMU rules for changing page-table entries).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use zeroboot_vmm::layout::*;
+use zeroboot_vmm::paging::{index, pte};
+use zeroboot_vmm::{boot, Exit, FrameAllocator, GuestMemory, PageTables, Vcpu, Vm};
+
+struct Bump(u64);
+impl FrameAllocator for Bump {
+    fn alloc_table_frame(&mut self, _mem: &GuestMemory) -> Option<u64> {
+        let f = self.0;
+        self.0 += PAGE_SIZE;
+        Some(f)
+    }
+}
+
+struct Guest {
+    mem: GuestMemory,
+    _vm: Vm,
+    vcpu: Vcpu,
+    pt: PageTables,
+    alloc: Bump,
+}
+
+const CODE: u64 = 0x40_0000;
+const DATA: u64 = 0x60_0000;
+
+impl Guest {
+    fn new(code: &[u8]) -> Guest {
+        let mem = GuestMemory::new(32 << 20).unwrap();
+        boot::write_boot_structures(&mem).unwrap();
+        let vm = Vm::new(&mem).unwrap();
+        let vcpu = vm.create_vcpu().unwrap();
+        let mut g = Guest {
+            mem,
+            _vm: vm,
+            vcpu,
+            pt: PageTables::new(PML4_GPA),
+            alloc: Bump(FIRST_FREE_GPA),
+        };
+        let frame = g.frame();
+        g.mem.write(frame, code).unwrap();
+        g.map(CODE, frame, pte::PRESENT | pte::USER);
+        let r = g.vcpu.regs_mut();
+        r.rip = CODE;
+        r.rsp = 0;
+        r.rflags = 0x2;
+        g.vcpu.resume_user();
+        g
+    }
+
+    fn frame(&mut self) -> u64 {
+        self.alloc.alloc_table_frame(&self.mem).unwrap()
+    }
+
+    fn pte_gpa(&mut self, va: u64) -> u64 {
+        let t = self
+            .pt
+            .table_for_or_create(&self.mem, &mut self.alloc, va)
+            .unwrap();
+        t + index(va, 1) * 8
+    }
+
+    fn map(&mut self, va: u64, frame: u64, flags: u64) {
+        let e = self.pte_gpa(va);
+        self.mem.write_u64(e, frame | flags).unwrap();
+    }
+
+    /// Run to the next syscall and return RDI (the value the loop read).
+    fn next_value(&mut self) -> u64 {
+        match self.vcpu.run(&self.mem).unwrap() {
+            Exit::Syscall => {
+                let v = self.vcpu.regs().rdi;
+                self.vcpu.resume_from_syscall(0);
+                v
+            }
+            other => panic!("unexpected exit {other:?}"),
+        }
+    }
+}
+
+/// `loop: mov rdi, [rbx]; mov eax, 1; syscall; jmp loop`
+const READ_LOOP: [u8; 12] = [
+    0x48, 0x8b, 0x3b, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf4,
+];
+
+#[test]
+fn syscall_round_trip_returns_to_ring3() {
+    // mov eax, 39; syscall; inc rbx; jmp loop
+    let code = [0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0x48, 0xff, 0xc3, 0xeb, 0xf4];
+    let mut g = Guest::new(&code);
+    let n = 2000;
+    let t = Instant::now();
+    for i in 0..n {
+        match g.vcpu.run(&g.mem).unwrap() {
+            Exit::Syscall => {
+                assert_eq!(g.vcpu.regs().rax, 39);
+                assert_eq!(g.vcpu.regs().rbx, i);
+                g.vcpu.resume_from_syscall(1000 + i);
+            }
+            other => panic!("unexpected exit {other:?}"),
+        }
+    }
+    eprintln!("syscall round trip: {:?}", t.elapsed() / n as u32);
+}
+
+#[test]
+fn user_page_fault_reports_cr2_and_frame() {
+    let mut g = Guest::new(&READ_LOOP);
+    g.vcpu.regs_mut().rbx = 0xdead_b000;
+    g.vcpu.resume_user();
+    match g.vcpu.run(&g.mem).unwrap() {
+        Exit::Exception(f) => {
+            assert_eq!(f.vector, 14);
+            assert_eq!(f.cr2, 0xdead_b000);
+            assert_eq!(f.rip, CODE);
+            assert_eq!(f.error_code & 4, 4, "user-mode fault");
+            assert!(f.from_user());
+        }
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
+
+#[test]
+fn host_pte_changes_follow_the_accessed_bit() {
+    let mut g = Guest::new(&READ_LOOP);
+    let (f1, f2, f3) = (g.frame(), g.frame(), g.frame());
+    g.mem.write_u64(f1, 111).unwrap();
+    g.mem.write_u64(f2, 222).unwrap();
+    g.mem.write_u64(f3, 333).unwrap();
+    let user_rw = pte::PRESENT | pte::USER | pte::WRITABLE | pte::DIRTY;
+    // Two mappings; the guest only reads the first.
+    g.map(DATA, f1, user_rw);
+    g.map(DATA + PAGE_SIZE, f1, user_rw);
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    assert_eq!(g.next_value(), 111);
+    let used = g.pte_gpa(DATA);
+    let unused = g.pte_gpa(DATA + PAGE_SIZE);
+    assert_ne!(
+        g.mem.read_u64(used).unwrap() & pte::ACCESSED,
+        0,
+        "KVM sets A on use"
+    );
+    assert_eq!(g.mem.read_u64(unused).unwrap() & pte::ACCESSED, 0);
+
+    // An entry never used (A == 0) can be changed from the host.
+    g.mem.write_u64(unused, f2 | user_rw).unwrap();
+    g.vcpu.regs_mut().rbx = DATA + PAGE_SIZE;
+    g.vcpu.resume_user();
+    assert_eq!(g.next_value(), 222);
+
+    // A used entry changed from the host keeps its stale translation...
+    g.mem.write_u64(used, f2 | user_rw).unwrap();
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    let stale = g.next_value();
+    eprintln!("host-written change of a used PTE reads {stale} (111 = stale)");
+
+    // ...but the ring-0 PTE writer's change takes effect.
+    let t = Instant::now();
+    g.vcpu
+        .run_pte_writer(&g.mem, &[(physmap(used), f3 | user_rw, DATA)])
+        .unwrap();
+    eprintln!("PTE writer, one entry: {:?}", t.elapsed());
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    assert_eq!(g.next_value(), 333);
+
+    // Removing a used entry with the writer makes the next access fault.
+    g.vcpu
+        .run_pte_writer(&g.mem, &[(physmap(used), 0, DATA)])
+        .unwrap();
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    match g.vcpu.run(&g.mem).unwrap() {
+        Exit::Exception(f) => assert_eq!((f.vector, f.cr2), (14, DATA)),
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
+
+#[test]
+fn replacing_a_page_table_through_its_pde_drops_stale_entries() {
+    let mut g = Guest::new(&READ_LOOP);
+    let (f1, f2) = (g.frame(), g.frame());
+    g.mem.write_u64(f1, 111).unwrap();
+    g.mem.write_u64(f2, 222).unwrap();
+    let user_rw = pte::PRESENT | pte::USER | pte::WRITABLE | pte::DIRTY;
+    g.map(DATA, f1, user_rw);
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    assert_eq!(g.next_value(), 111);
+    // Build a new page table with DATA -> f2 and swap the PDE to it.
+    let new_pt = g.frame();
+    g.mem
+        .write_u64(new_pt + index(DATA, 1) * 8, f2 | user_rw)
+        .unwrap();
+    let pd = {
+        let pml4e = g.mem.read_u64(PML4_GPA + index(DATA, 4) * 8).unwrap() & pte::ADDR_MASK;
+        g.mem.read_u64(pml4e + index(DATA, 3) * 8).unwrap() & pte::ADDR_MASK
+    };
+    let pde = pd + index(DATA, 2) * 8;
+    g.vcpu
+        .run_pte_writer(&g.mem, &[(physmap(pde), new_pt | pte::TABLE, DATA)])
+        .unwrap();
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    assert_eq!(g.next_value(), 222);
+}
+
+#[test]
+fn avx2_and_avx512_state_work_in_ring3() {
+    // vpcmpeqd ymm0, ymm0, ymm0; vmovmskps eax, ymm0; mov edi, eax; mov eax,1; syscall
+    let code = [
+        0xc5, 0xfd, 0x76, 0xc0, 0xc5, 0xfc, 0x50, 0xc0, 0x89, 0xc7, 0xb8, 1, 0, 0, 0, 0x0f, 0x05,
+        0xeb, 0xfe,
+    ];
+    let mut g = Guest::new(&code);
+    match g.vcpu.run(&g.mem).unwrap() {
+        Exit::Syscall => assert_eq!(g.vcpu.regs().rdi, 0xff),
+        other => panic!("unexpected exit {other:?}"),
+    }
+}

@@ -9,6 +9,7 @@ pub mod kick;
 pub mod layout;
 pub mod memory;
 pub mod paging;
+pub mod probe;
 pub mod vcpu;
 pub mod vm;
 

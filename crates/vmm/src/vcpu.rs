@@ -307,6 +307,34 @@ impl Vcpu {
         Ok(())
     }
 
+    /// The XSAVE area (standard format, 4 KiB), e.g. for a signal frame.
+    pub fn xsave_bytes(&self) -> Result<Vec<u8>, VcpuError> {
+        let x = self.fd.get_xsave().map_err(io("KVM_GET_XSAVE"))?;
+        Ok(x.region.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+
+    /// Load an XSAVE area (at most 4 KiB; the rest is zero). KVM rejects
+    /// invalid contents (reserved bits), which the caller treats as a bad
+    /// frame.
+    pub fn set_xsave_bytes(&mut self, bytes: &[u8]) -> Result<(), VcpuError> {
+        let mut xsave = kvm_xsave::default();
+        if bytes.len() > xsave.region.len() * 4 {
+            return Err(VcpuError::Ioctl(
+                "KVM_SET_XSAVE",
+                kvm_ioctls::Error::new(libc::EINVAL),
+            ));
+        }
+        for (i, c) in bytes.chunks(4).enumerate() {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            xsave.region[i] = u32::from_le_bytes(w);
+        }
+        // SAFETY: `xsave` is a full legacy `kvm_xsave` (4 KiB region, no
+        // trailing extension) and XCR0 is limited to features whose state
+        // fits in it, so KVM reads nothing past the struct.
+        unsafe { self.fd.set_xsave(&xsave) }.map_err(io("KVM_SET_XSAVE"))
+    }
+
     /// Capture the state a template stores (call while stopped at an exit).
     pub fn save_state(&mut self) -> Result<VcpuState, VcpuError> {
         let regs = *self.regs();
@@ -326,18 +354,8 @@ impl Vcpu {
 
     /// Load a saved state: the next `run` continues it in ring 3.
     pub fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuError> {
-        let mut xsave = kvm_xsave::default();
-        if state.xsave.len() != xsave.region.len() {
-            return Err(VcpuError::Ioctl(
-                "KVM_SET_XSAVE",
-                kvm_ioctls::Error::new(libc::EINVAL),
-            ));
-        }
-        xsave.region.copy_from_slice(&state.xsave);
-        // SAFETY: `xsave` is a full legacy `kvm_xsave` (4 KiB region, no
-        // trailing extension) and XCR0 is limited to features whose state
-        // fits in it, so KVM reads nothing past the struct.
-        unsafe { self.fd.set_xsave(&xsave) }.map_err(io("KVM_SET_XSAVE"))?;
+        let bytes: Vec<u8> = state.xsave.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.set_xsave_bytes(&bytes)?;
         self.user_sregs.fs.base = state.user_sregs.fs.base;
         self.user_sregs.gs.base = state.user_sregs.gs.base;
         *self.regs_mut() = state.regs;

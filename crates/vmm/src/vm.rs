@@ -84,6 +84,28 @@ impl Host {
         Ok(Host { kvm, cpuid, xcr0 })
     }
 
+    /// CPUID.1:EDX, what Linux reports as AT_HWCAP.
+    pub fn hwcap(&self) -> u64 {
+        self.cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == 1)
+            .map(|e| e.edx as u64)
+            .unwrap_or(0)
+    }
+
+    /// Bytes of the XSAVE area for the guest's XCR0 (standard format), as
+    /// signal frames carry it.
+    pub fn xsave_size(&self) -> u64 {
+        let mut size = 576u64; // legacy area + header
+        for e in self.cpuid.as_slice() {
+            if e.function == 0xd && (2..64).contains(&e.index) && self.xcr0 & (1 << e.index) != 0 {
+                size = size.max(e.ebx as u64 + e.eax as u64);
+            }
+        }
+        size
+    }
+
     pub fn cpuid(&self) -> &CpuId {
         &self.cpuid
     }

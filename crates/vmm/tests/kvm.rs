@@ -7,79 +7,21 @@ use std::time::Instant;
 
 use zeroboot_vmm::layout::*;
 use zeroboot_vmm::paging::{index, pte};
-use zeroboot_vmm::{boot, Exit, FrameAllocator, GuestMemory, PageTables, Vcpu, Vm};
+use zeroboot_vmm::probe::{self, RawGuest};
+use zeroboot_vmm::Exit;
 
-struct Bump(u64);
-impl FrameAllocator for Bump {
-    fn alloc_table_frame(&mut self, _mem: &GuestMemory) -> Option<u64> {
-        let f = self.0;
-        self.0 += PAGE_SIZE;
-        Some(f)
-    }
-}
-
-struct Guest {
-    mem: GuestMemory,
-    _vm: Vm,
-    vcpu: Vcpu,
-    pt: PageTables,
-    alloc: Bump,
-}
-
-const CODE: u64 = 0x40_0000;
+const CODE: u64 = probe::CODE;
 const DATA: u64 = 0x60_0000;
 
-impl Guest {
-    fn new(code: &[u8]) -> Guest {
-        let mem = GuestMemory::new(32 << 20).unwrap();
-        boot::write_boot_structures(&mem).unwrap();
-        let vm = Vm::new(&mem).unwrap();
-        let vcpu = vm.create_vcpu().unwrap();
-        let mut g = Guest {
-            mem,
-            _vm: vm,
-            vcpu,
-            pt: PageTables::new(PML4_GPA),
-            alloc: Bump(FIRST_FREE_GPA),
-        };
-        let frame = g.frame();
-        g.mem.write(frame, code).unwrap();
-        g.map(CODE, frame, pte::PRESENT | pte::USER);
-        let r = g.vcpu.regs_mut();
-        r.rip = CODE;
-        r.rsp = 0;
-        r.rflags = 0x2;
-        g.vcpu.resume_user();
-        g
-    }
-
-    fn frame(&mut self) -> u64 {
-        self.alloc.alloc_table_frame(&self.mem).unwrap()
-    }
-
-    fn pte_gpa(&mut self, va: u64) -> u64 {
-        let t = self
-            .pt
-            .table_for_or_create(&self.mem, &mut self.alloc, va)
-            .unwrap();
-        t + index(va, 1) * 8
-    }
-
-    fn map(&mut self, va: u64, frame: u64, flags: u64) {
-        let e = self.pte_gpa(va);
-        self.mem.write_u64(e, frame | flags).unwrap();
-    }
-
-    /// Run to the next syscall and return RDI (the value the loop read).
-    fn next_value(&mut self) -> u64 {
-        match self.vcpu.run(&self.mem).unwrap() {
-            Exit::Syscall => {
-                let v = self.vcpu.regs().rdi;
-                self.vcpu.resume_from_syscall(0);
-                v
-            }
-            other => panic!("unexpected exit {other:?}"),
+/// Run to the next syscall and return RDI (the value the loop read).
+fn next_value(g: &mut RawGuest) -> u64 {
+    match g.vcpu.run(&g.mem).unwrap() {
+        Exit::Syscall => {
+            let v = g.vcpu.regs().rdi;
+            g.vcpu.resume_from_syscall(0);
+            v
         }
+        other => panic!("unexpected exit {other:?}"),
     }
 }
 
@@ -92,7 +34,7 @@ const READ_LOOP: [u8; 12] = [
 fn syscall_round_trip_returns_to_ring3() {
     // mov eax, 39; syscall; inc rbx; jmp loop
     let code = [0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0x48, 0xff, 0xc3, 0xeb, 0xf4];
-    let mut g = Guest::new(&code);
+    let mut g = RawGuest::new(&code).unwrap();
     let n = 2000;
     let t = Instant::now();
     for i in 0..n {
@@ -110,7 +52,7 @@ fn syscall_round_trip_returns_to_ring3() {
 
 #[test]
 fn user_page_fault_reports_cr2_and_frame() {
-    let mut g = Guest::new(&READ_LOOP);
+    let mut g = RawGuest::new(&READ_LOOP).unwrap();
     g.vcpu.regs_mut().rbx = 0xdead_b000;
     g.vcpu.resume_user();
     match g.vcpu.run(&g.mem).unwrap() {
@@ -127,7 +69,7 @@ fn user_page_fault_reports_cr2_and_frame() {
 
 #[test]
 fn host_pte_changes_follow_the_accessed_bit() {
-    let mut g = Guest::new(&READ_LOOP);
+    let mut g = RawGuest::new(&READ_LOOP).unwrap();
     let (f1, f2, f3) = (g.frame(), g.frame(), g.frame());
     g.mem.write_u64(f1, 111).unwrap();
     g.mem.write_u64(f2, 222).unwrap();
@@ -138,7 +80,7 @@ fn host_pte_changes_follow_the_accessed_bit() {
     g.map(DATA + PAGE_SIZE, f1, user_rw);
     g.vcpu.regs_mut().rbx = DATA;
     g.vcpu.resume_user();
-    assert_eq!(g.next_value(), 111);
+    assert_eq!(next_value(&mut g), 111);
     let used = g.pte_gpa(DATA);
     let unused = g.pte_gpa(DATA + PAGE_SIZE);
     assert_ne!(
@@ -152,13 +94,13 @@ fn host_pte_changes_follow_the_accessed_bit() {
     g.mem.write_u64(unused, f2 | user_rw).unwrap();
     g.vcpu.regs_mut().rbx = DATA + PAGE_SIZE;
     g.vcpu.resume_user();
-    assert_eq!(g.next_value(), 222);
+    assert_eq!(next_value(&mut g), 222);
 
     // A used entry changed from the host keeps its stale translation...
     g.mem.write_u64(used, f2 | user_rw).unwrap();
     g.vcpu.regs_mut().rbx = DATA;
     g.vcpu.resume_user();
-    let stale = g.next_value();
+    let stale = next_value(&mut g);
     eprintln!("host-written change of a used PTE reads {stale} (111 = stale)");
 
     // ...but the ring-0 PTE writer's change takes effect.
@@ -169,7 +111,7 @@ fn host_pte_changes_follow_the_accessed_bit() {
     eprintln!("PTE writer, one entry: {:?}", t.elapsed());
     g.vcpu.regs_mut().rbx = DATA;
     g.vcpu.resume_user();
-    assert_eq!(g.next_value(), 333);
+    assert_eq!(next_value(&mut g), 333);
 
     // Removing a used entry with the writer makes the next access fault.
     g.vcpu
@@ -185,7 +127,7 @@ fn host_pte_changes_follow_the_accessed_bit() {
 
 #[test]
 fn replacing_a_page_table_through_its_pde_drops_stale_entries() {
-    let mut g = Guest::new(&READ_LOOP);
+    let mut g = RawGuest::new(&READ_LOOP).unwrap();
     let (f1, f2) = (g.frame(), g.frame());
     g.mem.write_u64(f1, 111).unwrap();
     g.mem.write_u64(f2, 222).unwrap();
@@ -193,7 +135,7 @@ fn replacing_a_page_table_through_its_pde_drops_stale_entries() {
     g.map(DATA, f1, user_rw);
     g.vcpu.regs_mut().rbx = DATA;
     g.vcpu.resume_user();
-    assert_eq!(g.next_value(), 111);
+    assert_eq!(next_value(&mut g), 111);
     // Build a new page table with DATA -> f2 and swap the PDE to it.
     let new_pt = g.frame();
     g.mem
@@ -209,7 +151,7 @@ fn replacing_a_page_table_through_its_pde_drops_stale_entries() {
         .unwrap();
     g.vcpu.regs_mut().rbx = DATA;
     g.vcpu.resume_user();
-    assert_eq!(g.next_value(), 222);
+    assert_eq!(next_value(&mut g), 222);
 }
 
 #[test]
@@ -219,7 +161,7 @@ fn avx2_and_avx512_state_work_in_ring3() {
         0xc5, 0xfd, 0x76, 0xc0, 0xc5, 0xfc, 0x50, 0xc0, 0x89, 0xc7, 0xb8, 1, 0, 0, 0, 0x0f, 0x05,
         0xeb, 0xfe,
     ];
-    let mut g = Guest::new(&code);
+    let mut g = RawGuest::new(&code).unwrap();
     match g.vcpu.run(&g.mem).unwrap() {
         Exit::Syscall => assert_eq!(g.vcpu.regs().rdi, 0xff),
         other => panic!("unexpected exit {other:?}"),

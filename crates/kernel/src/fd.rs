@@ -1,0 +1,249 @@
+//! File descriptors and open file descriptions.
+//!
+//! Descriptions live in a table with reference counts so that dup'd
+//! descriptors share an offset, and the whole structure clones (for a fork)
+//! with that sharing intact.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::Errno;
+
+use crate::vfs::{Device, DirEntry, HostFile};
+
+/// Which standard stream a console descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdin,
+    Stdout,
+    Stderr,
+}
+
+/// What an open file description refers to.
+#[derive(Debug, Clone)]
+pub enum FileKind {
+    /// A regular file of the image (read-only).
+    Image(Arc<HostFile>),
+    /// A regular file of the overlay.
+    Tmp(u64),
+    /// A directory (any layer); entries are read at the first getdents.
+    Dir,
+    Device(Device),
+    /// A generated /proc file, contents fixed at open.
+    Generated(Arc<[u8]>),
+    Console(Stream),
+    Pipe {
+        id: u64,
+        write: bool,
+    },
+    /// The agent's control channel (templates and forks).
+    Control,
+    /// An O_PATH descriptor: usable only as a directory base or for fstat.
+    Path,
+}
+
+/// An open file description.
+#[derive(Debug, Clone)]
+pub struct OpenFile {
+    pub kind: FileKind,
+    /// Canonical path (for /proc/self/fd and fstat).
+    pub path: String,
+    /// O_ACCMODE | O_APPEND | O_NONBLOCK | ...
+    pub flags: u64,
+    pub offset: u64,
+    /// Directory listing snapshot taken by the first getdents.
+    pub dir_entries: Option<Arc<Vec<DirEntry>>>,
+}
+
+impl OpenFile {
+    pub fn new(kind: FileKind, path: impl Into<String>, flags: u64) -> OpenFile {
+        OpenFile {
+            kind,
+            path: path.into(),
+            flags,
+            offset: 0,
+            dir_entries: None,
+        }
+    }
+
+    pub fn readable(&self) -> bool {
+        self.flags & O_PATH == 0 && matches!(self.flags & O_ACCMODE, O_RDONLY | O_RDWR)
+    }
+
+    pub fn writable(&self) -> bool {
+        self.flags & O_PATH == 0 && matches!(self.flags & O_ACCMODE, O_WRONLY | O_RDWR)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    file: u64,
+    cloexec: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Description {
+    file: OpenFile,
+    refs: usize,
+}
+
+/// A process's descriptor table.
+#[derive(Debug, Clone)]
+pub struct FdTable {
+    fds: BTreeMap<i32, Slot>,
+    files: BTreeMap<u64, Description>,
+    next_id: u64,
+    /// RLIMIT_NOFILE.
+    pub max_fds: u64,
+}
+
+impl FdTable {
+    pub fn new(max_fds: u64) -> FdTable {
+        FdTable {
+            fds: BTreeMap::new(),
+            files: BTreeMap::new(),
+            next_id: 1,
+            max_fds,
+        }
+    }
+
+    fn lowest_free(&self, min: i32) -> Result<i32, Errno> {
+        let mut want = min.max(0);
+        for (&fd, _) in self.fds.range(want..) {
+            if fd != want {
+                break;
+            }
+            want += 1;
+        }
+        if want as u64 >= self.max_fds {
+            return Err(Errno::EMFILE);
+        }
+        Ok(want)
+    }
+
+    /// Install a new description at the lowest free fd >= `min`.
+    pub fn open(&mut self, file: OpenFile, cloexec: bool, min: i32) -> Result<i32, Errno> {
+        let fd = self.lowest_free(min)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.files.insert(id, Description { file, refs: 1 });
+        self.fds.insert(fd, Slot { file: id, cloexec });
+        Ok(fd)
+    }
+
+    /// Install at exactly `fd` (closing what was there).
+    pub fn open_at(&mut self, fd: i32, file: OpenFile, cloexec: bool) -> Result<(), Errno> {
+        if fd < 0 || fd as u64 >= self.max_fds {
+            return Err(Errno::EBADF);
+        }
+        let _ = self.close(fd);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.files.insert(id, Description { file, refs: 1 });
+        self.fds.insert(fd, Slot { file: id, cloexec });
+        Ok(())
+    }
+
+    pub fn get(&self, fd: i32) -> Result<&OpenFile, Errno> {
+        let s = self.fds.get(&fd).ok_or(Errno::EBADF)?;
+        self.files.get(&s.file).map(|d| &d.file).ok_or(Errno::EBADF)
+    }
+
+    pub fn get_mut(&mut self, fd: i32) -> Result<&mut OpenFile, Errno> {
+        let s = self.fds.get(&fd).ok_or(Errno::EBADF)?;
+        self.files
+            .get_mut(&s.file)
+            .map(|d| &mut d.file)
+            .ok_or(Errno::EBADF)
+    }
+
+    /// Close `fd`; returns the description if this was its last reference.
+    pub fn close(&mut self, fd: i32) -> Result<Option<OpenFile>, Errno> {
+        let s = self.fds.remove(&fd).ok_or(Errno::EBADF)?;
+        let last = match self.files.get_mut(&s.file) {
+            Some(d) => {
+                d.refs -= 1;
+                d.refs == 0
+            }
+            None => false,
+        };
+        if last {
+            Ok(self.files.remove(&s.file).map(|d| d.file))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// dup(2) / F_DUPFD: a new fd >= `min` sharing the description.
+    pub fn dup(&mut self, fd: i32, min: i32, cloexec: bool) -> Result<i32, Errno> {
+        let s = *self.fds.get(&fd).ok_or(Errno::EBADF)?;
+        let new = self
+            .lowest_free(min)
+            .map_err(|e| if min > 0 { Errno::EINVAL } else { e })?;
+        if let Some(d) = self.files.get_mut(&s.file) {
+            d.refs += 1;
+        }
+        self.fds.insert(
+            new,
+            Slot {
+                file: s.file,
+                cloexec,
+            },
+        );
+        Ok(new)
+    }
+
+    /// dup2/dup3 onto `new`; returns the description `new` held if that
+    /// was its last reference.
+    pub fn dup_to(&mut self, fd: i32, new: i32, cloexec: bool) -> Result<Option<OpenFile>, Errno> {
+        let s = *self.fds.get(&fd).ok_or(Errno::EBADF)?;
+        if new < 0 || new as u64 >= self.max_fds {
+            return Err(Errno::EBADF);
+        }
+        if fd == new {
+            return Ok(None);
+        }
+        let old = if self.fds.contains_key(&new) {
+            self.close(new)?
+        } else {
+            None
+        };
+        if let Some(d) = self.files.get_mut(&s.file) {
+            d.refs += 1;
+        }
+        self.fds.insert(
+            new,
+            Slot {
+                file: s.file,
+                cloexec,
+            },
+        );
+        Ok(old)
+    }
+
+    pub fn cloexec(&self, fd: i32) -> Result<bool, Errno> {
+        self.fds.get(&fd).map(|s| s.cloexec).ok_or(Errno::EBADF)
+    }
+
+    pub fn set_cloexec(&mut self, fd: i32, on: bool) -> Result<(), Errno> {
+        self.fds
+            .get_mut(&fd)
+            .map(|s| s.cloexec = on)
+            .ok_or(Errno::EBADF)
+    }
+
+    /// Open fds in order.
+    pub fn fds(&self) -> Vec<i32> {
+        self.fds.keys().copied().collect()
+    }
+
+    /// Every open description (for pipe reference counting).
+    pub fn descriptions(&self) -> impl Iterator<Item = &OpenFile> {
+        self.files.values().map(|d| &d.file)
+    }
+
+    pub fn count(&self) -> usize {
+        self.fds.len()
+    }
+}

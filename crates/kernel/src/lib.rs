@@ -1,0 +1,19 @@
+//! zeroboot's sandbox kernel: the Linux system calls, memory management,
+//! files and signals of a program running in ring 3 of its own VM, served
+//! by safe Rust in the VMM (DESIGN.md §2: the kernel lives in the VMM).
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod fd;
+pub mod kernel;
+pub mod loader;
+pub mod mm;
+pub mod proc;
+pub mod sandbox;
+pub mod syscalls;
+pub mod task;
+pub mod vfs;
+pub mod watchdog;
+
+pub use kernel::{Exit, Kernel, Limits, Sink, Source};
+pub use sandbox::{Outcome, Sandbox, SandboxConfig, SandboxError};

@@ -1,0 +1,92 @@
+//! Guest-physical frame allocator: a bump pointer over never-used memory
+//! plus a free list, with accounting against the sandbox's memory limit.
+
+use zeroboot_vmm::layout::PAGE_SIZE;
+use zeroboot_vmm::{FrameAllocator, GuestMemory};
+
+#[derive(Debug, Clone)]
+pub struct Frames {
+    /// Next never-used frame (memory beyond it is still zero).
+    next: u64,
+    /// End of guest-physical memory.
+    end: u64,
+    free: Vec<u64>,
+    in_use: u64,
+    /// Most frames the sandbox may hold at once.
+    limit: u64,
+}
+
+impl Frames {
+    pub fn new(first: u64, end: u64, limit_bytes: u64) -> Frames {
+        Frames {
+            next: first,
+            end,
+            free: Vec::new(),
+            in_use: 0,
+            limit: limit_bytes / PAGE_SIZE,
+        }
+    }
+
+    /// A zeroed frame, or `None` when the limit or memory is exhausted.
+    pub fn alloc(&mut self, mem: &GuestMemory) -> Option<u64> {
+        if self.in_use >= self.limit {
+            return None;
+        }
+        let frame = if let Some(f) = self.free.pop() {
+            // Recycled frames hold old data.
+            mem.zero_page(f).ok()?;
+            f
+        } else if self.next + PAGE_SIZE <= self.end {
+            let f = self.next;
+            self.next += PAGE_SIZE;
+            f
+        } else {
+            return None;
+        };
+        self.in_use += 1;
+        Some(frame)
+    }
+
+    /// A frame whose contents the caller overwrites entirely.
+    pub fn alloc_uninit(&mut self, mem: &GuestMemory) -> Option<u64> {
+        if self.free.is_empty() {
+            return self.alloc(mem);
+        }
+        if self.in_use >= self.limit {
+            return None;
+        }
+        self.in_use += 1;
+        self.free.pop()
+    }
+
+    pub fn free(&mut self, frame: u64) {
+        self.in_use = self.in_use.saturating_sub(1);
+        self.free.push(frame);
+    }
+
+    /// Frames in use (user pages and page tables).
+    pub fn in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Frames still available under the limit.
+    pub fn available(&self) -> u64 {
+        let physical = self.free.len() as u64 + (self.end - self.next) / PAGE_SIZE;
+        self.limit.saturating_sub(self.in_use).min(physical)
+    }
+
+    /// High-water mark of guest-physical memory ever handed out.
+    pub fn high_water(&self) -> u64 {
+        self.next
+    }
+}
+
+impl FrameAllocator for Frames {
+    fn alloc_table_frame(&mut self, mem: &GuestMemory) -> Option<u64> {
+        self.alloc(mem)
+    }
+}

@@ -1,0 +1,632 @@
+//! The sandbox's memory manager: VMAs, the page tables derived from them,
+//! the frame allocator, and the rules for changing live page-table entries.
+//!
+//! Population is eager for small mappings (so ring 3 rarely faults) and on
+//! fault, in chunks, for large ones. Changing or removing a present entry
+//! that the guest has used (Accessed bit set) is also queued for the ring-0
+//! PTE writer, which the sandbox runs before ring 3 resumes (DESIGN.md §1).
+
+mod frames;
+mod uaccess;
+pub mod vma;
+
+use std::sync::Arc;
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::Errno;
+use zeroboot_vmm::layout::{physmap, PAGE_SIZE, USER_END};
+use zeroboot_vmm::paging::{index, pte};
+use zeroboot_vmm::{GuestMemory, PageTables, PagingError};
+
+pub use frames::Frames;
+pub use vma::{Backing, FileContents, Vma, Vmas};
+
+/// Lowest address a mapping may get (as vm.mmap_min_addr).
+pub const MMAP_MIN: u64 = 0x10000;
+/// Top of the main stack (Linux without ASLR).
+pub const STACK_TOP: u64 = USER_END;
+/// Most the main stack may grow (RLIMIT_STACK).
+pub const STACK_LIMIT: u64 = 8 << 20;
+/// Top of the region mmap places mappings in (below the stack's gap).
+pub const MMAP_TOP: u64 = 0x7fff_f7ff_f000;
+/// Where a PIE executable is loaded (ELF_ET_DYN_BASE without ASLR).
+pub const PIE_BASE: u64 = 0x5555_5555_4000;
+
+/// Anonymous mappings up to this size are populated when mapped.
+const EAGER_ANON: u64 = 32 << 20;
+/// File mappings up to this size are copied in when mapped.
+const EAGER_FILE: u64 = 256 << 10;
+/// Pages populated around a fault in an anonymous mapping (aligned chunk).
+const FAULT_AROUND_ANON: u64 = 2 << 20;
+/// Bytes populated around a fault in a file mapping.
+const FAULT_AROUND_FILE: u64 = 64 << 10;
+/// MADV_DONTNEED zeroes in place up to this many pages, and unmaps beyond.
+const DONTNEED_ZERO_PAGES: u64 = 64;
+
+pub fn page_down(a: u64) -> u64 {
+    a & !(PAGE_SIZE - 1)
+}
+
+pub fn page_up(a: u64) -> Option<u64> {
+    a.checked_add(PAGE_SIZE - 1).map(page_down)
+}
+
+/// Result of a page fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The page is now mapped; resume.
+    Resolved,
+    /// No mapping allows the access: SIGSEGV (with the reason).
+    Segv(&'static str),
+    /// Memory limit reached while populating: the program is killed.
+    OutOfMemory,
+}
+
+/// A page-table write that must go through the ring-0 PTE writer:
+/// (entry address in the physmap, value, user address to invlpg).
+pub type PteWrite = (u64, u64, u64);
+
+/// A sandbox's address space.
+#[derive(Debug, Clone)]
+pub struct AddressSpace {
+    pub pt: PageTables,
+    pub frames: Frames,
+    pub vmas: Vmas,
+    pub brk_start: u64,
+    pub brk: u64,
+    /// Bytes of private writable memory the program may commit.
+    limit: u64,
+    /// Writes for the PTE writer, flushed before ring 3 runs again.
+    pending: Vec<PteWrite>,
+}
+
+fn paging_err(e: PagingError) -> Errno {
+    match e {
+        PagingError::OutOfMemory => Errno::ENOMEM,
+        _ => Errno::EFAULT,
+    }
+}
+
+impl AddressSpace {
+    /// An empty address space whose page tables are rooted at `root`.
+    pub fn new(root: u64, frames: Frames, limit: u64) -> AddressSpace {
+        AddressSpace {
+            pt: PageTables::new(root),
+            frames,
+            vmas: Vmas::default(),
+            brk_start: 0,
+            brk: 0,
+            limit,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The memory limit in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Take the page-table writes that need the ring-0 writer.
+    pub fn take_pending(&mut self) -> Vec<PteWrite> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Bytes of memory in use (frames, including page tables).
+    pub fn resident(&self) -> u64 {
+        self.frames.in_use() * PAGE_SIZE
+    }
+
+    fn pte_flags(prot: u64) -> u64 {
+        if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+            return 0;
+        }
+        let mut f = pte::PRESENT | pte::USER;
+        if prot & PROT_WRITE != 0 {
+            f |= pte::WRITABLE | pte::DIRTY;
+        }
+        if prot & PROT_EXEC == 0 {
+            f |= pte::NO_EXECUTE;
+        }
+        f
+    }
+
+    /// Set a leaf entry, queueing it for the PTE writer when the guest may
+    /// hold a translation of the old one that the new one does not allow.
+    fn set_entry(
+        &mut self,
+        mem: &GuestMemory,
+        entry_gpa: u64,
+        va: u64,
+        old: u64,
+        mut new: u64,
+    ) -> Result<(), Errno> {
+        if old == new {
+            return Ok(());
+        }
+        let used = old & pte::PRESENT != 0 && old & pte::ACCESSED != 0;
+        if used && new & pte::PRESENT != 0 {
+            // Keep A: the entry may still be shadowed.
+            new |= pte::ACCESSED;
+        }
+        mem.write_u64(entry_gpa, new).map_err(|_| Errno::EFAULT)?;
+        if used {
+            let narrowing = new & pte::PRESENT == 0
+                || (new ^ old) & pte::ADDR_MASK != 0
+                || (old & pte::WRITABLE != 0 && new & pte::WRITABLE == 0)
+                || (old & pte::NO_EXECUTE == 0 && new & pte::NO_EXECUTE != 0);
+            if narrowing {
+                self.pending.push((physmap(entry_gpa), new, va));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [start, start+len) is a valid page-aligned user range.
+    fn check_range(start: u64, len: u64) -> Result<u64, Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if end > USER_END || len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(end)
+    }
+
+    /// Find room for `len` bytes (page-aligned) for a non-fixed mapping.
+    pub fn find_free(&self, hint: u64, len: u64) -> Result<u64, Errno> {
+        if hint != 0 {
+            let h = page_down(hint);
+            if h >= MMAP_MIN
+                && h.checked_add(len).is_some_and(|e| e <= USER_END)
+                && !self.vmas.any_in(h, h + len)
+            {
+                return Ok(h);
+            }
+        }
+        self.vmas
+            .find_free_top_down(len, MMAP_MIN, MMAP_TOP)
+            .ok_or(Errno::ENOMEM)
+    }
+
+    /// Map [start, start+len) with `prot` and `backing`, replacing whatever
+    /// was there (the caller checked MAP_FIXED semantics).
+    #[allow(clippy::too_many_arguments)]
+    pub fn map(
+        &mut self,
+        mem: &GuestMemory,
+        start: u64,
+        len: u64,
+        prot: u64,
+        backing: Backing,
+        name: Arc<str>,
+        grows_down: bool,
+    ) -> Result<(), Errno> {
+        let len = page_up(len).ok_or(Errno::ENOMEM)?;
+        let end = Self::check_range(start, len)?;
+        let committed = prot & PROT_WRITE != 0;
+        // The replaced mappings no longer count.
+        let replaced: u64 = self
+            .vmas
+            .overlapping(start, end)
+            .iter()
+            .filter(|v| v.committed)
+            .map(|v| v.end.min(end) - v.start.max(start))
+            .sum();
+        if committed && self.vmas.committed() - replaced + len > self.limit {
+            return Err(Errno::ENOMEM);
+        }
+        self.unmap(mem, start, len)?;
+        let lazy = match backing {
+            Backing::Anon => len > EAGER_ANON,
+            Backing::File { .. } => len > EAGER_FILE,
+        };
+        let v = Vma {
+            start,
+            end,
+            prot,
+            backing,
+            committed,
+            name,
+            grows_down,
+            lazy,
+        };
+        self.vmas.insert(v.clone());
+        if !lazy && prot != PROT_NONE {
+            if let Err(e) = self.populate(mem, &v, start, end) {
+                let _ = self.unmap(mem, start, len);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fill the not-present pages of [start, end) (inside `v`).
+    fn populate(&mut self, mem: &GuestMemory, v: &Vma, start: u64, end: u64) -> Result<(), Errno> {
+        let flags = Self::pte_flags(v.prot);
+        let mut va = start;
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        while va < end {
+            let table = self
+                .pt
+                .table_for_or_create(mem, &mut self.frames, va)
+                .map_err(paging_err)?;
+            let table_end = ((va | ((1 << 21) - 1)) + 1).min(end);
+            while va < table_end {
+                let entry = table + index(va, 1) * 8;
+                let old = mem.read_u64(entry).map_err(|_| Errno::EFAULT)?;
+                if old & pte::ADDR_MASK == 0 {
+                    let frame = match &v.backing {
+                        Backing::Anon => self.frames.alloc(mem).ok_or(Errno::ENOMEM)?,
+                        Backing::File { data, offset } => {
+                            let off = offset + (va - v.start);
+
+                            if off < data.size() {
+                                let f = self.frames.alloc_uninit(mem).ok_or(Errno::ENOMEM)?;
+                                data.read_at(off, &mut buf).map_err(|_| Errno::EIO)?;
+                                mem.write(f, &buf).map_err(|_| Errno::EFAULT)?;
+                                f
+                            } else {
+                                self.frames.alloc(mem).ok_or(Errno::ENOMEM)?
+                            }
+                        }
+                    };
+                    // not present -> present: a host write takes effect.
+                    mem.write_u64(entry, frame | flags)
+                        .map_err(|_| Errno::EFAULT)?;
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove all mappings in [start, start+len).
+    pub fn unmap(&mut self, mem: &GuestMemory, start: u64, len: u64) -> Result<(), Errno> {
+        let len = page_up(len).ok_or(Errno::EINVAL)?;
+        let end = Self::check_range(start, len)?;
+        let removed = self.vmas.remove_range(start, end);
+        if removed.is_empty() {
+            return Ok(());
+        }
+        self.clear_ptes(mem, start, end)
+    }
+
+    /// Clear every entry in [start, end) and free its frame.
+    fn clear_ptes(&mut self, mem: &GuestMemory, start: u64, end: u64) -> Result<(), Errno> {
+        let mut cleared = Vec::new();
+        self.pt
+            .for_each_leaf(mem, start, end, |va, leaf| {
+                if leaf.value & pte::ADDR_MASK != 0 {
+                    cleared.push((va, leaf));
+                }
+                Ok(())
+            })
+            .map_err(paging_err)?;
+        for (va, leaf) in cleared {
+            self.set_entry(mem, leaf.entry_gpa, va, leaf.value, 0)?;
+            self.frames.free(leaf.value & pte::ADDR_MASK);
+        }
+        Ok(())
+    }
+
+    /// mprotect.
+    pub fn protect(
+        &mut self,
+        mem: &GuestMemory,
+        start: u64,
+        len: u64,
+        prot: u64,
+    ) -> Result<(), Errno> {
+        let len = page_up(len).ok_or(Errno::ENOMEM)?;
+        let end = Self::check_range(start, len).map_err(|_| Errno::EINVAL)?;
+        let hit = self.vmas.overlapping(start, end);
+        // Every page of the range must be mapped.
+        let mut cursor = start;
+        for v in &hit {
+            if v.start > cursor {
+                return Err(Errno::ENOMEM);
+            }
+            cursor = v.end;
+        }
+        if cursor < end {
+            return Err(Errno::ENOMEM);
+        }
+        let newly_committed: u64 = hit
+            .iter()
+            .filter(|v| !v.committed && prot & PROT_WRITE != 0)
+            .map(|v| v.end.min(end) - v.start.max(start))
+            .sum();
+        if newly_committed > 0 && self.vmas.committed() + newly_committed > self.limit {
+            return Err(Errno::ENOMEM);
+        }
+        for piece in self.vmas.remove_range(start, end) {
+            let mut p = piece;
+            p.prot = prot;
+            // Once written, a private mapping stays committed.
+            p.committed = p.committed || prot & PROT_WRITE != 0;
+            self.vmas.insert(p);
+        }
+        let flags = Self::pte_flags(prot);
+        let mut changes = Vec::new();
+        self.pt
+            .for_each_leaf(mem, start, end, |va, leaf| {
+                let frame = leaf.value & pte::ADDR_MASK;
+                if frame != 0 {
+                    // PROT_NONE keeps the frame in a not-present entry.
+                    let new = if flags == 0 { frame } else { frame | flags };
+                    changes.push((va, leaf, new));
+                }
+                Ok(())
+            })
+            .map_err(paging_err)?;
+        for (va, leaf, new) in changes {
+            self.set_entry(mem, leaf.entry_gpa, va, leaf.value, new)?;
+        }
+        Ok(())
+    }
+
+    /// brk(2): returns the new (or unchanged) break.
+    pub fn set_brk(&mut self, mem: &GuestMemory, want: u64) -> u64 {
+        if want < self.brk_start {
+            return self.brk;
+        }
+        let (Some(old_top), Some(new_top)) = (page_up(self.brk), page_up(want)) else {
+            return self.brk;
+        };
+        if new_top > old_top {
+            if self.vmas.any_in(old_top, new_top) {
+                return self.brk;
+            }
+            let r = self.map(
+                mem,
+                old_top,
+                new_top - old_top,
+                PROT_READ | PROT_WRITE,
+                Backing::Anon,
+                Arc::from("[heap]"),
+                false,
+            );
+            if r.is_err() {
+                return self.brk;
+            }
+        } else if new_top < old_top && self.unmap(mem, new_top, old_top - new_top).is_err() {
+            return self.brk;
+        }
+        self.brk = want;
+        want
+    }
+
+    /// mremap(2).
+    pub fn remap(
+        &mut self,
+        mem: &GuestMemory,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<u64, Errno> {
+        if !old.is_multiple_of(PAGE_SIZE)
+            || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        if flags & MREMAP_DONTUNMAP != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let old_len = page_up(old_len).ok_or(Errno::EINVAL)?;
+        let new_len = page_up(new_len).ok_or(Errno::EINVAL)?;
+        if new_len == 0 || old_len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let v = self.vmas.find(old).cloned().ok_or(Errno::EFAULT)?;
+        if old + old_len > v.end {
+            return Err(Errno::EFAULT);
+        }
+        let fixed = flags & MREMAP_FIXED != 0;
+        if !fixed && new_len <= old_len {
+            if new_len < old_len {
+                self.unmap(mem, old + new_len, old_len - new_len)?;
+            }
+            return Ok(old);
+        }
+        let grow = new_len - old_len.min(new_len);
+        // Grow in place when the space after is free.
+        if !fixed && old + old_len == v.end {
+            let end = old + new_len;
+            if end <= USER_END && !self.vmas.any_in(v.end, end) {
+                if v.committed && self.vmas.committed() + grow > self.limit {
+                    return Err(Errno::ENOMEM);
+                }
+                let mut ext = v.slice(v.start, v.end);
+                if let Backing::File { offset, .. } = &mut ext.backing {
+                    *offset += v.end - v.start;
+                }
+                ext.start = v.end;
+                ext.end = end;
+                self.vmas.insert(ext.clone());
+                if !ext.lazy && ext.prot != PROT_NONE {
+                    self.populate(mem, &ext, ext.start, ext.end)?;
+                }
+                return Ok(old);
+            }
+        }
+        if flags & MREMAP_MAYMOVE == 0 {
+            return Err(Errno::ENOMEM);
+        }
+        let dest = if fixed {
+            if !new_addr.is_multiple_of(PAGE_SIZE) {
+                return Err(Errno::EINVAL);
+            }
+            let dend = new_addr.checked_add(new_len).ok_or(Errno::EINVAL)?;
+            if dend > USER_END || (new_addr < old + old_len && old < dend) {
+                return Err(Errno::EINVAL);
+            }
+            self.unmap(mem, new_addr, new_len)?;
+            new_addr
+        } else {
+            self.find_free(0, new_len)?
+        };
+        if v.committed && self.vmas.committed() + grow > self.limit {
+            return Err(Errno::ENOMEM);
+        }
+        // Move the frames: new entries first (not present -> present), then
+        // clear the old ones.
+        let keep = old_len.min(new_len);
+        let mut moved = Vec::new();
+        self.pt
+            .for_each_leaf(mem, old, old + keep, |va, leaf| {
+                if leaf.value & pte::ADDR_MASK != 0 {
+                    moved.push((va, leaf));
+                }
+                Ok(())
+            })
+            .map_err(paging_err)?;
+        for (va, leaf) in &moved {
+            let nva = dest + (va - old);
+            let t = self
+                .pt
+                .table_for_or_create(mem, &mut self.frames, nva)
+                .map_err(paging_err)?;
+            let value = leaf.value & !(pte::ACCESSED);
+            mem.write_u64(t + index(nva, 1) * 8, value)
+                .map_err(|_| Errno::EFAULT)?;
+            self.set_entry(mem, leaf.entry_gpa, *va, leaf.value, 0)?;
+        }
+        let mut nv = v.slice(old, old + keep);
+        self.vmas.remove_range(old, old + old_len);
+        // Whatever of the old range was not moved is gone.
+        if old_len > keep {
+            self.clear_ptes(mem, old + keep, old + old_len)?;
+        }
+        nv.start = dest;
+        nv.end = dest + new_len;
+        self.vmas.insert(nv.clone());
+        if !nv.lazy && nv.prot != PROT_NONE && new_len > keep {
+            self.populate(mem, &nv, dest + keep, dest + new_len)?;
+        }
+        Ok(dest)
+    }
+
+    /// madvise(MADV_DONTNEED): private pages read back as zero (or the
+    /// file's bytes) afterwards.
+    pub fn dontneed(&mut self, mem: &GuestMemory, start: u64, len: u64) -> Result<(), Errno> {
+        let len = page_up(len).ok_or(Errno::EINVAL)?;
+        let end = Self::check_range(start, len)?;
+        let pages = len / PAGE_SIZE;
+        for v in self.vmas.overlapping(start, end) {
+            let (s, e) = (v.start.max(start), v.end.min(end));
+            if pages <= DONTNEED_ZERO_PAGES && matches!(v.backing, Backing::Anon) {
+                // Zero in place: no page-table change, so no flush needed.
+                let mut frames = Vec::new();
+                self.pt
+                    .for_each_leaf(mem, s, e, |_, leaf| {
+                        if leaf.value & pte::ADDR_MASK != 0 {
+                            frames.push(leaf.value & pte::ADDR_MASK);
+                        }
+                        Ok(())
+                    })
+                    .map_err(paging_err)?;
+                for f in frames {
+                    mem.zero_page(f).map_err(|_| Errno::EFAULT)?;
+                }
+            } else {
+                // Drop the pages; they are populated again on access.
+                self.clear_ptes(mem, s, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A ring-3 page fault at `addr` with the CPU's error code.
+    pub fn fault(&mut self, mem: &GuestMemory, addr: u64, error: u64) -> Fault {
+        let write = error & 2 != 0;
+        let fetch = error & 16 != 0;
+        let v = match self.vmas.find(addr) {
+            Some(v) => v.clone(),
+            None => {
+                // Grow the stack down into the gap below it.
+                match self.vmas.next_above(addr) {
+                    Some(s) if s.grows_down && s.end - page_down(addr) <= STACK_LIMIT => {
+                        let mut grown = s.clone();
+                        let new_start = page_down(addr);
+                        if self.vmas.any_in(new_start, s.start) {
+                            return Fault::Segv("address not mapped");
+                        }
+                        if self.vmas.committed() + (s.start - new_start) > self.limit {
+                            return Fault::OutOfMemory;
+                        }
+                        self.vmas.remove_range(s.start, s.end);
+                        grown.start = new_start;
+                        self.vmas.insert(grown.clone());
+                        grown
+                    }
+                    _ => return Fault::Segv("address not mapped"),
+                }
+            }
+        };
+        let allowed = if fetch {
+            v.prot & PROT_EXEC != 0
+        } else if write {
+            v.prot & PROT_WRITE != 0
+        } else {
+            v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) != 0
+        };
+        if !allowed {
+            return Fault::Segv("access not permitted by the mapping's protection");
+        }
+        // A present entry that allows the access: a stale translation or
+        // an entry widened by mprotect; the retry sees the current one.
+        let present = self.pt.translate(mem, addr).is_some();
+        if present {
+            return Fault::Resolved;
+        }
+        let chunk = match v.backing {
+            Backing::Anon => FAULT_AROUND_ANON,
+            Backing::File { .. } => FAULT_AROUND_FILE,
+        };
+        let s = (addr & !(chunk - 1)).max(v.start);
+        let e = ((addr & !(chunk - 1)) + chunk).min(v.end);
+        match self.populate(mem, &v, s, e) {
+            Ok(()) => Fault::Resolved,
+            Err(_) => {
+                // Fall back to the single page before giving up.
+                let p = page_down(addr);
+                match self.populate(mem, &v, p, p + PAGE_SIZE) {
+                    Ok(()) => Fault::Resolved,
+                    Err(_) => Fault::OutOfMemory,
+                }
+            }
+        }
+    }
+
+    /// /proc/self/maps.
+    pub fn maps(&self) -> String {
+        let mut s = String::new();
+        for v in self.vmas.iter() {
+            let off = match &v.backing {
+                Backing::File { offset, .. } => *offset,
+                Backing::Anon => 0,
+            };
+            let line = format!(
+                "{:08x}-{:08x} {} {:08x} 00:00 0",
+                v.start,
+                v.end,
+                v.perms(),
+                off
+            );
+            s.push_str(&line);
+            if !v.name.is_empty() {
+                s.push_str(&" ".repeat(73usize.saturating_sub(line.len()).max(1)));
+                s.push_str(&v.name);
+            }
+            s.push('\n');
+        }
+        s
+    }
+}

@@ -1,0 +1,413 @@
+//! A sandbox: one KVM VM running one Linux program in ring 3, and the run
+//! loop that turns its exits into system calls, page faults and signals.
+
+mod signals;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use zeroboot_abi::signal::*;
+use zeroboot_abi::sysno;
+use zeroboot_vmm::layout::{FIRST_FREE_GPA, PML4_GPA};
+use zeroboot_vmm::{boot, ExceptionFrame, Exit as VmExit, GuestMemory, Host, Vcpu, Vm};
+
+use crate::fd::{FdTable, FileKind, OpenFile, Stream};
+use crate::kernel::{Exit, Kernel, Limits, Sink, Source};
+use crate::loader::{self, CpuInfo, LoadError};
+use crate::mm::{AddressSpace, Fault, Frames};
+use crate::syscalls::{self, Ctx, SyscallStats, BLOCK};
+use crate::task::Task;
+use crate::vfs::{Image, Vfs};
+use crate::watchdog;
+
+/// Errors of creating or running a sandbox (the program's own failures are
+/// outcomes, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(transparent)]
+    Vm(#[from] zeroboot_vmm::VmError),
+    #[error(transparent)]
+    Vcpu(#[from] zeroboot_vmm::VcpuError),
+    #[error(transparent)]
+    Memory(#[from] zeroboot_vmm::MemoryError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the sandbox has already finished")]
+    Finished,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The program exited or was killed.
+    Exited(Exit),
+    /// The deadline passed.
+    TimedOut,
+    /// The program is blocked reading its control channel: a snapshot
+    /// point. Fill the inbox and run again to continue.
+    Parked,
+}
+
+/// What a sandbox is made of.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    pub image: Arc<Image>,
+    pub limits: Limits,
+    pub stdout: Sink,
+    pub stderr: Sink,
+    pub stdin: Source,
+    pub pid: u32,
+    pub hostname: String,
+}
+
+impl SandboxConfig {
+    pub fn new(image: Arc<Image>) -> SandboxConfig {
+        SandboxConfig {
+            image,
+            limits: Limits::default(),
+            stdout: Sink::Host(1),
+            stderr: Sink::Host(2),
+            stdin: Source::Empty,
+            pid: 1,
+            hostname: "zeroboot".into(),
+        }
+    }
+}
+
+/// Guest-physical memory for a memory limit: the limit, plus room for page
+/// tables and private copies of mapped files.
+pub fn guest_memory_size(limit: u64) -> u64 {
+    let raw = limit + limit / 8 + (16 << 20);
+    raw.div_ceil(2 << 20) * (2 << 20)
+}
+
+/// How often one fault may repeat at the same place before the program is
+/// considered stuck (a VMM bug, never legitimate).
+const MAX_REPEATED_FAULTS: u32 = 16;
+
+pub struct Sandbox {
+    pub mem: GuestMemory,
+    pub vm: Vm,
+    pub vcpu: Vcpu,
+    pub k: Kernel,
+    /// The VM is stopped at a syscall exit whose syscall has not completed.
+    pending_syscall: bool,
+    last_fault: (u64, u64, u32),
+    xsave_size: u64,
+}
+
+fn now_ns(id: rustix::time::ClockId) -> u64 {
+    let t = rustix::time::clock_gettime(id);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+impl Sandbox {
+    /// A VM with an empty address space and the standard descriptors.
+    pub fn new(cfg: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let size = guest_memory_size(cfg.limits.memory);
+        let mem = GuestMemory::new(size)?;
+        boot::write_boot_structures(&mem)?;
+        let vm = Vm::new(&mem)?;
+        let vcpu = vm.create_vcpu()?;
+        let frames = Frames::new(FIRST_FREE_GPA, size, size - FIRST_FREE_GPA);
+        let mut fds = FdTable::new(cfg.limits.fds);
+        for (fd, s, flags) in [
+            (0, Stream::Stdin, zeroboot_abi::flags::O_RDONLY),
+            (1, Stream::Stdout, zeroboot_abi::flags::O_WRONLY),
+            (2, Stream::Stderr, zeroboot_abi::flags::O_WRONLY),
+        ] {
+            fds.open_at(
+                fd,
+                OpenFile::new(FileKind::Console(s), "/dev/pts/0", flags),
+                false,
+            )
+            .map_err(|_| SandboxError::Finished)?;
+        }
+        let k = Kernel {
+            mm: AddressSpace::new(PML4_GPA, frames, cfg.limits.memory),
+            fds,
+            vfs: Vfs::new(cfg.image, cfg.limits.disk),
+            task: Task::new(cfg.pid),
+            pipes: Default::default(),
+            next_pipe: 1,
+            stdout: cfg.stdout,
+            stderr: cfg.stderr,
+            stdin: cfg.stdin,
+            stats: SyscallStats::default(),
+            limits: cfg.limits,
+            exit: None,
+            blocked: None,
+            cpu_base_ns: now_ns(rustix::time::ClockId::ThreadCPUTime),
+            cpu_carried_ns: 0,
+            start_mono_ns: now_ns(rustix::time::ClockId::Monotonic),
+            hostname: cfg.hostname,
+            deadline: None,
+            control: crate::control::Channel {
+                outbox_cap: 64 << 20,
+                ..Default::default()
+            },
+        };
+        Ok(Sandbox {
+            mem,
+            vm,
+            vcpu,
+            k,
+            pending_syscall: false,
+            last_fault: (0, 0, 0),
+            xsave_size: Host::get()?.xsave_size(),
+        })
+    }
+
+    /// Load `path` (resolved in the sandbox) as the program to run.
+    pub fn exec(
+        &mut self,
+        path: &str,
+        argv: &[Vec<u8>],
+        envp: &[Vec<u8>],
+    ) -> Result<(), SandboxError> {
+        let mut random = [0u8; 16];
+        let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+        let cpu = CpuInfo {
+            hwcap: Host::get()?.hwcap(),
+        };
+        let entry = loader::load(&mut self.k, &self.mem, path, argv, envp, cpu, random)?;
+        let r = self.vcpu.regs_mut();
+        *r = Default::default();
+        r.rip = entry.rip;
+        r.rsp = entry.rsp;
+        r.rflags = 0x202;
+        self.vcpu.resume_user();
+        Ok(())
+    }
+
+    /// Put a file into the sandbox's writable layer (parents are created).
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        mode: u32,
+    ) -> Result<(), zeroboot_abi::Errno> {
+        let mut dir = String::new();
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let Some((name, parents)) = parts.split_last() else {
+            return Err(zeroboot_abi::Errno::EINVAL);
+        };
+        for p in parents {
+            dir = format!("{dir}/{p}");
+            let pv = self.k.proc_view();
+            if self.k.vfs.lookup(&dir, &pv).is_none() {
+                let ino = self.k.vfs.tmp.alloc_ino();
+                self.k
+                    .vfs
+                    .tmp
+                    .set(dir.clone(), crate::vfs::Entry::Dir { mode: 0o755, ino });
+            }
+        }
+        let ino = self.k.vfs.tmp.new_file(mode, data, syscalls::now())?;
+        let full = format!("{dir}/{name}");
+        self.k.vfs.tmp.set(full, crate::vfs::Entry::File(ino));
+        Ok(())
+    }
+
+    /// Run until the program exits, parks, or `deadline` passes.
+    pub fn run(&mut self, deadline: Option<Instant>) -> Result<Outcome, SandboxError> {
+        if let Some(e) = &self.k.exit {
+            return Ok(Outcome::Exited(e.clone()));
+        }
+        self.k.deadline = deadline;
+        let _guard = deadline.map(watchdog::arm);
+        if self.pending_syscall {
+            if let Some(o) = self.syscall()? {
+                return Ok(o);
+            }
+        }
+        loop {
+            if let Some(e) = &self.k.exit {
+                return Ok(Outcome::Exited(e.clone()));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Outcome::TimedOut);
+            }
+            match self.vcpu.run(&self.mem)? {
+                VmExit::Syscall => {
+                    if let Some(o) = self.syscall()? {
+                        return Ok(o);
+                    }
+                }
+                VmExit::Exception(f) => self.exception(f)?,
+                VmExit::Kicked => {}
+                VmExit::KernelException(f) => {
+                    self.kill(
+                        SIGKILL,
+                        format!(
+                            "internal error: ring-0 exception {} at {:#x}",
+                            f.vector, f.rip
+                        ),
+                    );
+                }
+                VmExit::PteWriterDone => {
+                    self.kill(SIGKILL, "internal error: stray PTE-writer exit".into());
+                }
+                VmExit::Unexpected(what) => {
+                    self.kill(
+                        SIGKILL,
+                        format!("internal error: unexpected VM exit: {what}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// End the program with `sig`'s default action and a one-line reason
+    /// on its stderr.
+    fn kill(&mut self, sig: u32, reason: String) {
+        let line = format!("zeroboot: {} ({}): {}\n", name(sig), sig, reason);
+        let _ = self.k.stderr.write(line.as_bytes());
+        tracing::debug!(signal = name(sig), %reason, "program killed");
+        self.k.exit = Some(Exit::Signal(sig, reason));
+    }
+
+    /// Serve the syscall the VM stopped at. `Some` ends the run.
+    fn syscall(&mut self) -> Result<Option<Outcome>, SandboxError> {
+        let r = *self.vcpu.regs();
+        let nr = r.rax;
+        if nr == sysno::RT_SIGRETURN {
+            *self.k.stats.counts.entry(nr).or_insert(0) += 1;
+            self.pending_syscall = false;
+            self.sigreturn()?;
+            return Ok(None);
+        }
+        let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
+        let res = {
+            let mut ctx = Ctx {
+                k: &mut self.k,
+                mem: &self.mem,
+            };
+            syscalls::dispatch(&mut ctx, nr, args)
+        };
+        if res == Err(BLOCK) {
+            self.pending_syscall = true;
+            let what = self.k.blocked.take().unwrap_or("unknown");
+            if what == crate::control::PARKED {
+                return Ok(Some(Outcome::Parked));
+            }
+            // Nothing else in the sandbox can wake it: wait for the deadline.
+            tracing::debug!(waiting_for = what, "program blocked");
+            return Ok(Some(self.wait_for_deadline()));
+        }
+        self.pending_syscall = false;
+        if self.k.exit.is_some() {
+            return Ok(None);
+        }
+        let ret = match res {
+            Ok(v) => v,
+            Err(e) => e.as_return(),
+        };
+        self.sync_task_state()?;
+        self.vcpu.resume_from_syscall(ret);
+        self.deliver_pending()?;
+        Ok(None)
+    }
+
+    /// Apply kernel-side changes that live in the vCPU (TLS base) and flush
+    /// page-table changes before ring 3 runs again.
+    fn sync_task_state(&mut self) -> Result<(), SandboxError> {
+        if self.k.task.fs_base != self.vcpu.fs_base() {
+            self.vcpu.set_fs_base(self.k.task.fs_base);
+        }
+        if self.k.task.gs_base != self.vcpu.gs_base() {
+            self.vcpu.set_gs_base(self.k.task.gs_base);
+        }
+        if self.k.mm.has_pending() {
+            let writes = self.k.mm.take_pending();
+            self.vcpu.run_pte_writer(&self.mem, &writes)?;
+        }
+        Ok(())
+    }
+
+    fn wait_for_deadline(&mut self) -> Outcome {
+        loop {
+            match self.k.deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Outcome::TimedOut;
+                    }
+                    std::thread::sleep((d - now).min(std::time::Duration::from_millis(50)));
+                }
+                None => std::thread::sleep(std::time::Duration::from_secs(1)),
+            }
+        }
+    }
+
+    fn exception(&mut self, f: ExceptionFrame) -> Result<(), SandboxError> {
+        let key = (f.rip, f.cr2);
+        if (self.last_fault.0, self.last_fault.1) == key {
+            self.last_fault.2 += 1;
+        } else {
+            self.last_fault = (key.0, key.1, 1);
+        }
+        if self.last_fault.2 > MAX_REPEATED_FAULTS {
+            self.kill(
+                SIGSEGV,
+                format!("fault at {:#x} repeats (rip {:#x})", f.cr2, f.rip),
+            );
+            return Ok(());
+        }
+        let (sig, code, reason): (u32, i32, String) = match f.vector {
+            14 => match self.k.mm.fault(&self.mem, f.cr2, f.error_code) {
+                Fault::Resolved => {
+                    self.sync_task_state()?;
+                    self.vcpu.resume_from_exception(&f);
+                    return Ok(());
+                }
+                Fault::OutOfMemory => {
+                    self.kill(
+                        SIGKILL,
+                        format!("out of memory (limit {} MiB)", self.k.limits.memory >> 20),
+                    );
+                    return Ok(());
+                }
+                Fault::Segv(why) => (
+                    SIGSEGV,
+                    if f.error_code & 1 == 0 { 1 } else { 2 },
+                    format!(
+                        "segmentation fault at address {:#x} (rip {:#x}): {why}",
+                        f.cr2, f.rip
+                    ),
+                ),
+            },
+            0 => (
+                SIGFPE,
+                1,
+                format!("integer divide error (rip {:#x})", f.rip),
+            ),
+            16 | 19 => (
+                SIGFPE,
+                0,
+                format!("floating-point exception (rip {:#x})", f.rip),
+            ),
+            6 => (SIGILL, 2, format!("invalid opcode (rip {:#x})", f.rip)),
+            1 | 3 => (SIGTRAP, 1, format!("breakpoint (rip {:#x})", f.rip)),
+            17 => (SIGBUS, 1, format!("alignment check (rip {:#x})", f.rip)),
+            12 => (SIGBUS, 0, format!("stack segment fault (rip {:#x})", f.rip)),
+            13 => (
+                SIGSEGV,
+                0x80,
+                format!("general protection fault (rip {:#x})", f.rip),
+            ),
+            v => (
+                SIGSEGV,
+                0x80,
+                format!("CPU exception {v} (rip {:#x})", f.rip),
+            ),
+        };
+        self.vcpu.resume_from_exception(&f);
+        let addr = if sig == SIGSEGV && f.vector == 14 {
+            f.cr2
+        } else {
+            f.rip
+        };
+        self.force_signal(sig, code, addr, reason)
+    }
+}

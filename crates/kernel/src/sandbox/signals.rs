@@ -1,0 +1,329 @@
+//! Signal delivery: default actions, and running a user handler on a
+//! Linux-compatible `rt_sigframe` (so glibc's restorer and `ucontext_t`
+//! users work), undone by `rt_sigreturn`.
+
+use zeroboot_abi::signal::*;
+use zeroboot_abi::structs::StackT;
+use zeroboot_vmm::layout::USER_END;
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+
+use super::{Sandbox, SandboxError};
+use crate::task::{SIG_DFL, SIG_IGN};
+
+const SA_SIGINFO: u64 = 0x4;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_RESTORER: u64 = 0x0400_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+const SS_ONSTACK: i32 = 1;
+const SS_DISABLE: i32 = 2;
+const UC_FP_XSTATE: u64 = 1;
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+/// User-changeable RFLAGS bits (CF PF AF ZF SF TF DF OF NT AC RF).
+const FLAGS_USER: u64 = 0x1_0000 | 0x4_0000 | 0x4000 | 0x0dd5;
+
+/// `struct sigcontext` (x86-64).
+#[repr(C)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+struct SigContext {
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+    rdi: u64,
+    rsi: u64,
+    rbp: u64,
+    rbx: u64,
+    rdx: u64,
+    rax: u64,
+    rcx: u64,
+    rsp: u64,
+    rip: u64,
+    eflags: u64,
+    cs: u16,
+    gs: u16,
+    fs: u16,
+    ss: u16,
+    err: u64,
+    trapno: u64,
+    oldmask: u64,
+    cr2: u64,
+    fpstate: u64,
+    reserved1: [u64; 8],
+}
+
+/// The kernel's `rt_sigframe`: return address, ucontext, siginfo.
+#[repr(C)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+struct RtSigframe {
+    pretcode: u64,
+    uc_flags: u64,
+    uc_link: u64,
+    uc_stack: StackT,
+    mcontext: SigContext,
+    sigmask: u64,
+    info: [u8; 128],
+}
+
+/// Default action of a signal.
+enum Default_ {
+    Terminate,
+    Core,
+    Ignore,
+}
+
+fn default_action(sig: u32) -> Default_ {
+    match sig {
+        SIGQUIT | SIGILL | SIGTRAP | SIGABRT | SIGBUS | SIGFPE | SIGSEGV | SIGXCPU | SIGXFSZ | SIGSYS => Default_::Core,
+        SIGCHLD | SIGCONT | 23 /* SIGURG */ | 28 /* SIGWINCH */ => Default_::Ignore,
+        // Stopping (SIGSTOP, SIGTSTP...) would freeze the sandbox with
+        // nothing to continue it: ignore, as for an orphaned process group.
+        SIGSTOP | 20 | 21 | 22 => Default_::Ignore,
+        _ => Default_::Terminate,
+    }
+}
+
+fn siginfo(sig: u32, code: i32, addr: u64, pid: u32) -> [u8; 128] {
+    let mut b = [0u8; 128];
+    b[0..4].copy_from_slice(&(sig as i32).to_le_bytes());
+    b[8..12].copy_from_slice(&code.to_le_bytes());
+    if matches!(sig, SIGSEGV | SIGBUS | SIGILL | SIGFPE | SIGTRAP) && code > 0 {
+        b[16..24].copy_from_slice(&addr.to_le_bytes());
+    } else {
+        b[16..20].copy_from_slice(&pid.to_le_bytes());
+    }
+    b
+}
+
+impl Sandbox {
+    /// Act on raised, unblocked signals (after a syscall returned).
+    pub(super) fn deliver_pending(&mut self) -> Result<(), SandboxError> {
+        loop {
+            let ready = self.k.task.pending & !self.k.task.sigmask;
+            if ready == 0 || self.k.exit.is_some() {
+                return Ok(());
+            }
+            let sig = ready.trailing_zeros() + 1;
+            self.k.task.pending &= !(1 << (sig - 1));
+            // SI_TKILL: raised by the process itself.
+            self.signal(sig, -6, 0, format!("raised by the program ({})", name(sig)))?;
+        }
+    }
+
+    /// A synchronous signal from a fault: handled if the program has a
+    /// handler and does not block it, otherwise fatal.
+    pub(super) fn force_signal(
+        &mut self,
+        sig: u32,
+        code: i32,
+        addr: u64,
+        reason: String,
+    ) -> Result<(), SandboxError> {
+        let blocked = self.k.task.sigmask & (1 << (sig - 1)) != 0;
+        let h = self.k.task.sigactions[sig as usize - 1].handler;
+        if blocked || h == SIG_IGN || h == SIG_DFL {
+            self.kill(sig, reason);
+            return Ok(());
+        }
+        self.signal(sig, code, addr, reason)
+    }
+
+    fn signal(
+        &mut self,
+        sig: u32,
+        code: i32,
+        addr: u64,
+        reason: String,
+    ) -> Result<(), SandboxError> {
+        let act = self.k.task.sigactions[sig as usize - 1];
+        match act.handler {
+            SIG_IGN => Ok(()),
+            SIG_DFL => {
+                match default_action(sig) {
+                    Default_::Ignore => {}
+                    Default_::Terminate | Default_::Core => self.kill(sig, reason),
+                }
+                Ok(())
+            }
+            handler => {
+                if !self.setup_frame(sig, code, addr, handler, act.flags, act.restorer, act.mask)? {
+                    self.kill(
+                        SIGSEGV,
+                        format!("cannot deliver {}: bad signal stack", name(sig)),
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Build the frame and enter the handler. `false` if the frame cannot
+    /// be written (the caller kills the program, as Linux does).
+    #[allow(clippy::too_many_arguments)]
+    fn setup_frame(
+        &mut self,
+        sig: u32,
+        code: i32,
+        addr: u64,
+        handler: u64,
+        flags: u64,
+        restorer: u64,
+        mask: u64,
+    ) -> Result<bool, SandboxError> {
+        if flags & SA_RESTORER == 0 || restorer == 0 {
+            return Ok(false);
+        }
+        let r = *self.vcpu.regs();
+        let alt = self.k.task.altstack;
+        let on_alt =
+            alt.ss_flags & SS_DISABLE == 0 && r.rsp > alt.ss_sp && r.rsp <= alt.ss_sp + alt.ss_size;
+        let mut sp = if flags & SA_ONSTACK != 0 && alt.ss_flags & SS_DISABLE == 0 && !on_alt {
+            alt.ss_sp + alt.ss_size
+        } else {
+            r.rsp.wrapping_sub(128)
+        };
+        // FPU state first, 64-byte aligned.
+        let xsize = self.xsave_size;
+        sp = sp.wrapping_sub(xsize + 4) & !63;
+        let fpstate = sp;
+        let frame_size = std::mem::size_of::<RtSigframe>() as u64;
+        sp = (sp.wrapping_sub(frame_size) & !15).wrapping_sub(8);
+        if !(0x1000..USER_END).contains(&sp) {
+            return Ok(false);
+        }
+        let mut xsave = self.vcpu.xsave_bytes()?;
+        xsave.truncate(xsize as usize);
+        // The software-reserved bytes that mark an XSAVE frame.
+        xsave[464..468].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+        xsave[468..472].copy_from_slice(&((xsize + 4) as u32).to_le_bytes());
+        let xcr0 = zeroboot_vmm::Host::get().map(|h| h.xcr0).unwrap_or(3);
+        xsave[472..480].copy_from_slice(&xcr0.to_le_bytes());
+        xsave[480..484].copy_from_slice(&(xsize as u32).to_le_bytes());
+        xsave.extend_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
+        let mc = SigContext {
+            r8: r.r8,
+            r9: r.r9,
+            r10: r.r10,
+            r11: r.r11,
+            r12: r.r12,
+            r13: r.r13,
+            r14: r.r14,
+            r15: r.r15,
+            rdi: r.rdi,
+            rsi: r.rsi,
+            rbp: r.rbp,
+            rbx: r.rbx,
+            rdx: r.rdx,
+            rax: r.rax,
+            rcx: r.rcx,
+            rsp: r.rsp,
+            rip: r.rip,
+            eflags: r.rflags,
+            cs: 0x33,
+            gs: 0,
+            fs: 0,
+            ss: 0x2b,
+            err: 0,
+            trapno: 0,
+            oldmask: self.k.task.sigmask,
+            cr2: if sig == SIGSEGV { addr } else { 0 },
+            fpstate,
+            reserved1: [0; 8],
+        };
+        let mut uc_stack = alt;
+        if on_alt {
+            uc_stack.ss_flags |= SS_ONSTACK;
+        }
+        let frame = RtSigframe {
+            pretcode: restorer,
+            uc_flags: UC_FP_XSTATE,
+            uc_link: 0,
+            uc_stack,
+            mcontext: mc,
+            sigmask: self.k.task.sigmask,
+            info: siginfo(sig, code, addr, self.k.task.pid),
+        };
+        if self.k.mm.write(&self.mem, fpstate, &xsave).is_err()
+            || self.k.mm.write_obj(&self.mem, sp, &frame).is_err()
+        {
+            return Ok(false);
+        }
+        let mut newmask = self.k.task.sigmask | mask;
+        if flags & SA_NODEFER == 0 {
+            newmask |= 1 << (sig - 1);
+        }
+        self.k.task.sigmask = newmask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
+        if flags & SA_RESETHAND != 0 {
+            self.k.task.sigactions[sig as usize - 1] =
+                zeroboot_abi::structs::KernelSigaction::new_zeroed();
+        }
+        let regs = self.vcpu.regs_mut();
+        regs.rdi = sig as u64;
+        regs.rsi = sp + std::mem::offset_of!(RtSigframe, info) as u64;
+        regs.rdx = sp + std::mem::offset_of!(RtSigframe, uc_flags) as u64;
+        regs.rax = 0;
+        regs.rip = handler;
+        regs.rsp = sp;
+        // DF and TF cleared for the handler, as Linux does.
+        regs.rflags &= !(0x400 | 0x100);
+        let _ = flags & SA_SIGINFO;
+        self.vcpu.resume_user();
+        Ok(true)
+    }
+
+    /// rt_sigreturn: restore the context saved by `setup_frame`.
+    pub(super) fn sigreturn(&mut self) -> Result<(), SandboxError> {
+        let rsp = self.vcpu.regs().rsp;
+        let frame_at = rsp.wrapping_sub(8);
+        let frame: RtSigframe = match self.k.mm.read_obj(&self.mem, frame_at) {
+            Ok(f) => f,
+            Err(_) => {
+                self.kill(SIGSEGV, "rt_sigreturn with a bad signal frame".into());
+                return Ok(());
+            }
+        };
+        let mc = frame.mcontext;
+        if mc.fpstate != 0 {
+            let size = self.xsave_size as usize;
+            match self.k.mm.read_vec(&self.mem, mc.fpstate, size) {
+                Ok(x) => {
+                    if self.vcpu.set_xsave_bytes(&x).is_err() {
+                        self.kill(SIGSEGV, "rt_sigreturn with invalid FPU state".into());
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    self.kill(SIGSEGV, "rt_sigreturn with a bad FPU state pointer".into());
+                    return Ok(());
+                }
+            }
+        }
+        self.k.task.sigmask = frame.sigmask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
+        let r = self.vcpu.regs_mut();
+        r.r8 = mc.r8;
+        r.r9 = mc.r9;
+        r.r10 = mc.r10;
+        r.r11 = mc.r11;
+        r.r12 = mc.r12;
+        r.r13 = mc.r13;
+        r.r14 = mc.r14;
+        r.r15 = mc.r15;
+        r.rdi = mc.rdi;
+        r.rsi = mc.rsi;
+        r.rbp = mc.rbp;
+        r.rbx = mc.rbx;
+        r.rdx = mc.rdx;
+        r.rax = mc.rax;
+        r.rcx = mc.rcx;
+        r.rsp = mc.rsp;
+        r.rip = mc.rip;
+        r.rflags = (r.rflags & !FLAGS_USER) | (mc.eflags & FLAGS_USER) | 0x202;
+        self.vcpu.resume_user();
+        self.deliver_pending()
+    }
+}

@@ -1,0 +1,1747 @@
+//! File system calls: descriptors, reads and writes, paths, directories.
+
+use std::sync::Arc;
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::structs::{Iovec, Pollfd, Stat, Statfs, Statx, StatxTimestamp, Timespec};
+use zeroboot_abi::Errno;
+use zerocopy::FromZeros;
+
+use super::{fd_arg, now, Ctx, SysResult, BLOCK};
+use crate::fd::{FileKind, OpenFile, Stream};
+use crate::kernel::{Pipe, Source};
+use crate::proc;
+use crate::vfs::{self, Device, Lookup, Node, Synth, PATH_MAX};
+
+/// Most bytes one read or write transfers (callers loop on short counts).
+const MAX_IO: usize = 4 << 20;
+/// Default pipe capacity (as Linux).
+pub const PIPE_CAPACITY: usize = 64 << 10;
+const IOV_MAX: u64 = 1024;
+
+// ---- helpers -------------------------------------------------------------
+
+pub(crate) fn read_path(ctx: &mut Ctx, va: u64) -> Result<String, Errno> {
+    let b = ctx.k.mm.read_cstr(ctx.mem, va, PATH_MAX)?;
+    String::from_utf8(b).map_err(|_| Errno::EILSEQ)
+}
+
+/// The canonical directory `dirfd` names (AT_FDCWD: the cwd).
+fn dir_of(ctx: &Ctx, dirfd: i32) -> Result<String, Errno> {
+    if dirfd == AT_FDCWD {
+        return Ok(ctx.k.task.cwd.clone());
+    }
+    let f = ctx.k.fds.get(dirfd)?;
+    match f.kind {
+        FileKind::Dir => Ok(f.path.clone()),
+        FileKind::Path => {
+            let pv = ctx.k.proc_view();
+            match ctx.k.vfs.lookup(&f.path, &pv) {
+                Some(n) if n.is_dir() => Ok(f.path.clone()),
+                _ => Err(Errno::ENOTDIR),
+            }
+        }
+        _ => Err(Errno::ENOTDIR),
+    }
+}
+
+fn resolve_at(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<Lookup, Errno> {
+    let base = if path.starts_with('/') {
+        "/".to_string()
+    } else {
+        dir_of(ctx, dirfd)?
+    };
+    let pv = ctx.k.proc_view();
+    ctx.k.vfs.resolve(&base, path, follow, &pv)
+}
+
+fn resolve_parent_at(ctx: &Ctx, dirfd: i32, path: &str) -> Result<(Lookup, String), Errno> {
+    let base = if path.starts_with('/') {
+        "/".to_string()
+    } else {
+        dir_of(ctx, dirfd)?
+    };
+    let pv = ctx.k.proc_view();
+    ctx.k.vfs.resolve_parent(&base, path, &pv)
+}
+
+/// The node an open file refers to, for fstat.
+fn node_of(ctx: &Ctx, f: &OpenFile) -> Option<Node> {
+    match &f.kind {
+        FileKind::Tmp(ino) => Some(Node::TmpFile(*ino)),
+        _ => {
+            let pv = ctx.k.proc_view();
+            ctx.k.vfs.lookup(&f.path, &pv)
+        }
+    }
+}
+
+fn stat_of_file(ctx: &Ctx, fd: i32) -> Result<Stat, Errno> {
+    let f = ctx.k.fds.get(fd)?;
+    let mut st = Stat::new_zeroed();
+    st.st_blksize = 4096;
+    match &f.kind {
+        FileKind::Console(_) => {
+            st.st_mode = S_IFCHR | 0o620;
+            st.st_rdev = 136 << 8;
+            st.st_dev = 0x18;
+            st.st_ino = 3;
+            st.st_nlink = 1;
+        }
+        FileKind::Pipe { id, .. } => {
+            st.st_mode = S_IFIFO | 0o600;
+            st.st_dev = 0xc;
+            st.st_ino = *id;
+            st.st_nlink = 1;
+        }
+        FileKind::Control => {
+            st.st_mode = S_IFSOCK | 0o600;
+            st.st_dev = 0x8;
+            st.st_ino = 1;
+            st.st_nlink = 1;
+        }
+        FileKind::Generated(data) => {
+            st = ctx
+                .k
+                .vfs
+                .stat(&Node::Synth(Synth::File(crate::vfs::ProcFile::Text(""))));
+            st.st_size = 0;
+            let _ = data;
+        }
+        _ => match node_of(ctx, f) {
+            Some(n) => st = ctx.k.vfs.stat(&n),
+            None => return Err(Errno::ENOENT),
+        },
+    }
+    Ok(st)
+}
+
+fn statx_from(st: &Stat, mask: u32) -> Statx {
+    let mut x = Statx::new_zeroed();
+    x.stx_mask = mask & (STATX_BASIC_STATS | STATX_BTIME);
+    x.stx_mask = STATX_BASIC_STATS;
+    x.stx_blksize = st.st_blksize as u32;
+    x.stx_nlink = st.st_nlink as u32;
+    x.stx_uid = st.st_uid;
+    x.stx_gid = st.st_gid;
+    x.stx_mode = st.st_mode as u16;
+    x.stx_ino = st.st_ino;
+    x.stx_size = st.st_size as u64;
+    x.stx_blocks = st.st_blocks as u64;
+    let ts = |s: i64, ns: i64| StatxTimestamp {
+        tv_sec: s,
+        tv_nsec: ns as u32,
+        reserved: 0,
+    };
+    x.stx_atime = ts(st.st_atime, st.st_atime_nsec);
+    x.stx_mtime = ts(st.st_mtime, st.st_mtime_nsec);
+    x.stx_ctime = ts(st.st_ctime, st.st_ctime_nsec);
+    x.stx_btime = ts(st.st_mtime, st.st_mtime_nsec);
+    x.stx_rdev_major = (st.st_rdev >> 8) as u32;
+    x.stx_rdev_minor = (st.st_rdev & 0xff) as u32;
+    x.stx_dev_major = (st.st_dev >> 8) as u32;
+    x.stx_dev_minor = (st.st_dev & 0xff) as u32;
+    x
+}
+
+fn random_bytes(buf: &mut [u8]) -> Result<(), Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| Errno(e.raw_os_error() as u16))?;
+        done += n;
+    }
+    Ok(())
+}
+
+// ---- the read/write engine -----------------------------------------------
+
+/// Read up to `count` bytes from `fd` (at `pos`, or the file offset).
+pub(crate) fn do_read(
+    ctx: &mut Ctx,
+    fd: i32,
+    count: usize,
+    pos: Option<u64>,
+) -> Result<Vec<u8>, Errno> {
+    let count = count.min(MAX_IO);
+    let f = ctx.k.fds.get(fd)?;
+    if !f.readable() {
+        return Err(Errno::EBADF);
+    }
+    let kind = f.kind.clone();
+    let off = pos.unwrap_or(f.offset);
+    let nonblock = f.flags & O_NONBLOCK != 0;
+    let data = match kind {
+        FileKind::Image(hf) => {
+            let n = (hf.size().saturating_sub(off) as usize).min(count);
+            let mut buf = vec![0u8; n];
+            let mut done = 0;
+            while done < n {
+                let r = hf
+                    .read_at(&mut buf[done..], off + done as u64)
+                    .map_err(Errno::from)?;
+                if r == 0 {
+                    break;
+                }
+                done += r;
+            }
+            buf.truncate(done);
+            buf
+        }
+        FileKind::Tmp(ino) => {
+            let node = ctx.k.vfs.tmp.inode(ino).ok_or(Errno::EBADF)?;
+            let len = node.data.len() as u64;
+            let s = off.min(len) as usize;
+            let e = (off.saturating_add(count as u64)).min(len) as usize;
+            node.data[s..e].to_vec()
+        }
+        FileKind::Generated(d) => {
+            let s = (off as usize).min(d.len());
+            let e = s.saturating_add(count).min(d.len());
+            d[s..e].to_vec()
+        }
+        FileKind::Dir => return Err(Errno::EISDIR),
+        FileKind::Device(Device::Null) => Vec::new(),
+        FileKind::Device(Device::Zero | Device::Full) => vec![0u8; count],
+        FileKind::Device(Device::Random) => {
+            let mut b = vec![0u8; count.min(1 << 20)];
+            random_bytes(&mut b)?;
+            b
+        }
+        FileKind::Device(Device::Tty) => return Err(Errno::EIO),
+        FileKind::Console(Stream::Stdin) => match &mut ctx.k.stdin {
+            Source::Empty => Vec::new(),
+            Source::Data(d, at) => {
+                let s = (*at).min(d.len());
+                let e = s.saturating_add(count).min(d.len());
+                *at = e;
+                d[s..e].to_vec()
+            }
+            Source::Host => {
+                use std::io::Read;
+                let mut b = vec![0u8; count.min(64 << 10)];
+                let n = std::io::stdin().read(&mut b).map_err(Errno::from)?;
+                b.truncate(n);
+                b
+            }
+        },
+        FileKind::Console(_) => return Err(Errno::EBADF),
+        FileKind::Pipe { id, write: false } => {
+            let writers = ctx.k.pipe_ends(id, true);
+            let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
+            if p.buf.is_empty() {
+                if writers == 0 {
+                    return Ok(Vec::new());
+                }
+                if nonblock {
+                    return Err(Errno::EAGAIN);
+                }
+                ctx.k.blocked = Some("read from an empty pipe");
+                return Err(BLOCK);
+            }
+            let n = count.min(p.buf.len());
+            p.buf.drain(..n).collect()
+        }
+        FileKind::Pipe { write: true, .. } | FileKind::Path => return Err(Errno::EBADF),
+        FileKind::Control => return crate::control::read(ctx, count),
+    };
+    if pos.is_none() && kind_seekable(&ctx.k.fds.get(fd)?.kind) {
+        ctx.k.fds.get_mut(fd)?.offset = off + data.len() as u64;
+    }
+    Ok(data)
+}
+
+fn kind_seekable(k: &FileKind) -> bool {
+    matches!(
+        k,
+        FileKind::Image(_) | FileKind::Tmp(_) | FileKind::Generated(_)
+    )
+}
+
+/// Write `data` to `fd` (at `pos`, or the file offset / end for O_APPEND).
+pub(crate) fn do_write(
+    ctx: &mut Ctx,
+    fd: i32,
+    data: &[u8],
+    pos: Option<u64>,
+) -> Result<usize, Errno> {
+    let f = ctx.k.fds.get(fd)?;
+    if !f.writable() {
+        return Err(Errno::EBADF);
+    }
+    let kind = f.kind.clone();
+    let append = f.flags & O_APPEND != 0;
+    let nonblock = f.flags & O_NONBLOCK != 0;
+    let off = f.offset;
+    match kind {
+        FileKind::Tmp(ino) => {
+            let len = ctx.k.vfs.tmp.inode(ino).ok_or(Errno::EBADF)?.data.len() as u64;
+            let at = match pos {
+                Some(p) => p,
+                None if append => len,
+                None => off,
+            };
+            let fsize = ctx.k.task.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
+            if at.saturating_add(data.len() as u64) > fsize {
+                return Err(Errno::EFBIG);
+            }
+            let n = ctx.k.vfs.tmp.write(ino, at, data, now())?;
+            if pos.is_none() {
+                ctx.k.fds.get_mut(fd)?.offset = at + n as u64;
+            }
+            Ok(n)
+        }
+        FileKind::Device(Device::Full) => Err(Errno::ENOSPC),
+        FileKind::Device(Device::Tty) => Err(Errno::EIO),
+        FileKind::Device(_) => Ok(data.len()),
+        FileKind::Console(Stream::Stdout) => ctx.k.stdout.write(data),
+        FileKind::Console(Stream::Stderr) => ctx.k.stderr.write(data),
+        FileKind::Pipe { id, write: true } => {
+            if ctx.k.pipe_ends(id, false) == 0 {
+                return Err(super::signal::sigpipe(ctx));
+            }
+            let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
+            let room = p.capacity.saturating_sub(p.buf.len());
+            if room == 0 {
+                if nonblock {
+                    return Err(Errno::EAGAIN);
+                }
+                ctx.k.blocked = Some("write to a full pipe");
+                return Err(BLOCK);
+            }
+            let n = room.min(data.len());
+            p.buf.extend(&data[..n]);
+            Ok(n)
+        }
+        FileKind::Control => crate::control::write(ctx, data),
+        _ => Err(Errno::EBADF),
+    }
+}
+
+// ---- read/write family -----------------------------------------------------
+
+pub fn read(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let data = do_read(ctx, fd_arg(a[0]), a[2] as usize, None)?;
+    ctx.k.mm.write(ctx.mem, a[1], &data)?;
+    Ok(data.len() as u64)
+}
+
+pub fn pread64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if (a[3] as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    check_seekable(ctx, fd_arg(a[0]))?;
+    let data = do_read(ctx, fd_arg(a[0]), a[2] as usize, Some(a[3]))?;
+    ctx.k.mm.write(ctx.mem, a[1], &data)?;
+    Ok(data.len() as u64)
+}
+
+fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
+    match ctx.k.fds.get(fd)?.kind {
+        FileKind::Pipe { .. } | FileKind::Console(_) | FileKind::Control => Err(Errno::ESPIPE),
+        FileKind::Dir => Err(Errno::EISDIR),
+        _ => Ok(()),
+    }
+}
+
+pub fn write(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let len = (a[2] as usize).min(MAX_IO);
+    let data = ctx.k.mm.read_vec(ctx.mem, a[1], len)?;
+    Ok(do_write(ctx, fd_arg(a[0]), &data, None)? as u64)
+}
+
+pub fn pwrite64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if (a[3] as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    check_seekable(ctx, fd_arg(a[0]))?;
+    let len = (a[2] as usize).min(MAX_IO);
+    let data = ctx.k.mm.read_vec(ctx.mem, a[1], len)?;
+    Ok(do_write(ctx, fd_arg(a[0]), &data, Some(a[3]))? as u64)
+}
+
+fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {
+    if n > IOV_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let iov: Iovec = ctx.k.mm.read_obj(ctx.mem, va + i * 16)?;
+        if (iov.len as i64) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        v.push(iov);
+    }
+    Ok(v)
+}
+
+fn readv_at(ctx: &mut Ctx, fd: i32, va: u64, n: u64, pos: Option<u64>) -> SysResult {
+    let iovs = read_iovecs(ctx, va, n)?;
+    let total: u64 = iovs.iter().map(|i| i.len).sum();
+    let data = do_read(ctx, fd, total as usize, pos)?;
+    let mut done = 0usize;
+    for iov in iovs {
+        if done >= data.len() {
+            break;
+        }
+        let n = (iov.len as usize).min(data.len() - done);
+        ctx.k.mm.write(ctx.mem, iov.base, &data[done..done + n])?;
+        done += n;
+    }
+    Ok(done as u64)
+}
+
+fn writev_at(ctx: &mut Ctx, fd: i32, va: u64, n: u64, pos: Option<u64>) -> SysResult {
+    let iovs = read_iovecs(ctx, va, n)?;
+    let mut data = Vec::new();
+    for iov in iovs {
+        let room = MAX_IO - data.len();
+        let len = (iov.len as usize).min(room);
+        if len == 0 {
+            continue;
+        }
+        data.extend_from_slice(&ctx.k.mm.read_vec(ctx.mem, iov.base, len)?);
+        if data.len() >= MAX_IO {
+            break;
+        }
+    }
+    Ok(do_write(ctx, fd, &data, pos)? as u64)
+}
+
+pub fn readv(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    readv_at(ctx, fd_arg(a[0]), a[1], a[2], None)
+}
+
+pub fn writev(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    writev_at(ctx, fd_arg(a[0]), a[1], a[2], None)
+}
+
+pub fn preadv(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    check_seekable(ctx, fd_arg(a[0]))?;
+    readv_at(ctx, fd_arg(a[0]), a[1], a[2], Some(a[3]))
+}
+
+pub fn pwritev(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    check_seekable(ctx, fd_arg(a[0]))?;
+    writev_at(ctx, fd_arg(a[0]), a[1], a[2], Some(a[3]))
+}
+
+pub fn sendfile(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (out, inp) = (fd_arg(a[0]), fd_arg(a[1]));
+    let count = (a[3] as usize).min(MAX_IO);
+    let data = if a[2] != 0 {
+        let off: i64 = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+        if off < 0 {
+            return Err(Errno::EINVAL);
+        }
+        let d = do_read(ctx, inp, count, Some(off as u64))?;
+        ctx.k.mm.write_obj(ctx.mem, a[2], &(off + d.len() as i64))?;
+        d
+    } else {
+        do_read(ctx, inp, count, None)?
+    };
+    Ok(do_write(ctx, out, &data, None)? as u64)
+}
+
+pub fn copy_file_range(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (inp, out) = (fd_arg(a[0]), fd_arg(a[2]));
+    if a[5] != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let count = (a[4] as usize).min(MAX_IO);
+    let in_off = if a[1] != 0 {
+        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a[1])? as u64)
+    } else {
+        None
+    };
+    let data = do_read(ctx, inp, count, in_off)?;
+    let out_off = if a[3] != 0 {
+        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a[3])? as u64)
+    } else {
+        None
+    };
+    let n = do_write(ctx, out, &data, out_off)?;
+    if let Some(o) = in_off {
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a[1], &((o + data.len() as u64) as i64))?;
+    }
+    if let Some(o) = out_off {
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a[3], &((o + n as u64) as i64))?;
+    }
+    Ok(n as u64)
+}
+
+// ---- open/close ------------------------------------------------------------
+
+/// Resolve for open(2): follows symlinks, and a /proc/<pid>/fd/N link
+/// reopens what that descriptor refers to (as Linux's magic links do).
+enum OpenTarget {
+    Node(Lookup),
+    Reopen(OpenFile),
+}
+
+fn resolve_for_open(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<OpenTarget, Errno> {
+    let mut l = resolve_at(ctx, dirfd, path, false)?;
+    for _ in 0..40 {
+        if !l.node.is_symlink() || !follow {
+            return Ok(OpenTarget::Node(l));
+        }
+        let pid = ctx.k.task.pid.to_string();
+        let parts: Vec<&str> = l.path.split('/').filter(|s| !s.is_empty()).collect();
+        if let ["proc", p, "fd", n] = parts.as_slice() {
+            if *p == pid {
+                let fd: i32 = n.parse().map_err(|_| Errno::ENOENT)?;
+                let f = ctx.k.fds.get(fd)?;
+                let mut nf = f.clone();
+                nf.offset = 0;
+                nf.dir_entries = None;
+                return Ok(OpenTarget::Reopen(nf));
+            }
+        }
+        let target = ctx.k.vfs.readlink(&l.path, &l.node)?;
+        let base = vfs::parent(&l.path).to_string();
+        let pv = ctx.k.proc_view();
+        l = ctx.k.vfs.resolve(&base, &target, false, &pv)?;
+    }
+    Err(Errno::ELOOP)
+}
+
+fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysResult {
+    if flags & O_TMPFILE == O_TMPFILE {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let acc = flags & O_ACCMODE;
+    if acc == 3 {
+        return Err(Errno::EINVAL);
+    }
+    let writing = acc != O_RDONLY || flags & O_TRUNC != 0;
+    let cloexec = flags & O_CLOEXEC != 0;
+    let keep = flags
+        & (O_ACCMODE
+            | O_APPEND
+            | O_NONBLOCK
+            | O_DSYNC
+            | O_DIRECT
+            | O_LARGEFILE
+            | O_NOATIME
+            | O_PATH
+            | O_DIRECTORY);
+    let follow = flags & O_NOFOLLOW == 0;
+    let target = match resolve_for_open(ctx, dirfd, path, follow) {
+        Ok(t) => {
+            if flags & O_CREAT != 0 && flags & O_EXCL != 0 {
+                return Err(Errno::EEXIST);
+            }
+            t
+        }
+        Err(Errno::ENOENT) if flags & O_CREAT != 0 => {
+            let (parent, name) = resolve_parent_at(ctx, dirfd, path)?;
+            if name == "." || name == ".." || path.ends_with('/') {
+                return Err(Errno::EISDIR);
+            }
+            let mode = mode & !ctx.k.task.umask;
+            let (cpath, ino) = ctx.k.vfs.create_file(&parent, &name, mode, now())?;
+            let f = OpenFile::new(FileKind::Tmp(ino), cpath, keep);
+            return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
+        }
+        Err(e) => return Err(e),
+    };
+    let l = match target {
+        OpenTarget::Reopen(mut f) => {
+            f.flags = keep;
+            return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
+        }
+        OpenTarget::Node(l) => l,
+    };
+    if l.node.is_symlink() {
+        if flags & O_PATH != 0 {
+            let f = OpenFile::new(FileKind::Path, l.path, keep);
+            return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
+        }
+        return Err(Errno::ELOOP);
+    }
+    if flags & O_DIRECTORY != 0 && !l.node.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    if flags & O_PATH != 0 {
+        let f = OpenFile::new(FileKind::Path, l.path, keep);
+        return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
+    }
+    if l.node.is_dir() {
+        if writing || flags & O_CREAT != 0 {
+            return Err(Errno::EISDIR);
+        }
+        let f = OpenFile::new(FileKind::Dir, l.path, keep);
+        return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
+    }
+    let kind = match &l.node {
+        Node::Synth(Synth::Device(d)) => FileKind::Device(*d),
+        Node::Synth(Synth::File(pf)) => {
+            if writing {
+                return Err(Errno::EACCES);
+            }
+            FileKind::Generated(Arc::from(proc::generate(ctx, pf)))
+        }
+        Node::TmpFile(ino) => {
+            if flags & O_TRUNC != 0 && acc != O_RDONLY {
+                ctx.k.vfs.tmp.truncate(*ino, 0, now())?;
+            }
+            FileKind::Tmp(*ino)
+        }
+        Node::Image(m) if m.file_type() == S_IFREG => {
+            if writing {
+                if flags & O_TRUNC != 0 && acc != O_RDONLY {
+                    // No need to copy what is about to be truncated.
+                    let ino = ctx.k.vfs.tmp.new_file(m.mode & 0o7777, Vec::new(), now())?;
+                    ctx.k.vfs.tmp.set(l.path.clone(), vfs::Entry::File(ino));
+                    FileKind::Tmp(ino)
+                } else {
+                    FileKind::Tmp(ctx.k.vfs.writable_file(&l.path, &l.node, now())?)
+                }
+            } else {
+                FileKind::Image(ctx.k.vfs.image.open(&l.path).map_err(Errno::from)?)
+            }
+        }
+        _ => return Err(Errno::EACCES),
+    };
+    let f = OpenFile::new(kind, l.path, keep);
+    Ok(ctx.k.fds.open(f, cloexec, 0)? as u64)
+}
+
+pub fn open(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[0])?;
+    do_open(ctx, AT_FDCWD, &p, a[1], a[2] as u32)
+}
+
+pub fn openat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[1])?;
+    do_open(ctx, fd_arg(a[0]), &p, a[2], a[3] as u32)
+}
+
+pub fn creat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[0])?;
+    do_open(ctx, AT_FDCWD, &p, O_CREAT | O_WRONLY | O_TRUNC, a[1] as u32)
+}
+
+pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
+    if let Some(f) = ctx.k.fds.close(fd)? {
+        if let FileKind::Pipe { .. } = f.kind {
+            ctx.k.gc_pipes();
+        }
+    }
+    Ok(())
+}
+
+pub fn close(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    close_fd(ctx, fd_arg(a[0]))?;
+    Ok(0)
+}
+
+pub fn close_range(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (first, last, flags) = (a[0] as u32, a[1] as u32, a[2]);
+    if first > last || flags & !4 /* CLOSE_RANGE_CLOEXEC */ & !2 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    for fd in ctx.k.fds.fds() {
+        if (fd as u32) >= first && (fd as u32) <= last {
+            if flags & 4 != 0 {
+                ctx.k.fds.set_cloexec(fd, true)?;
+            } else {
+                close_fd(ctx, fd)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+// ---- stat family -------------------------------------------------------------
+
+pub fn fstat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let st = stat_of_file(ctx, fd_arg(a[0]))?;
+    ctx.k.mm.write_obj(ctx.mem, a[1], &st)?;
+    Ok(0)
+}
+
+fn stat_path(ctx: &mut Ctx, dirfd: i32, path_va: u64, flags: u64) -> Result<Stat, Errno> {
+    let path = read_path(ctx, path_va)?;
+    if path.is_empty() {
+        if flags & AT_EMPTY_PATH != 0 {
+            if dirfd == AT_FDCWD {
+                let l = resolve_at(ctx, AT_FDCWD, ".", true)?;
+                return Ok(ctx.k.vfs.stat(&l.node));
+            }
+            return stat_of_file(ctx, dirfd);
+        }
+        return Err(Errno::ENOENT);
+    }
+    let l = resolve_at(ctx, dirfd, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+    Ok(ctx.k.vfs.stat(&l.node))
+}
+
+pub fn stat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let st = stat_path(ctx, AT_FDCWD, a[0], 0)?;
+    ctx.k.mm.write_obj(ctx.mem, a[1], &st)?;
+    Ok(0)
+}
+
+pub fn lstat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let st = stat_path(ctx, AT_FDCWD, a[0], AT_SYMLINK_NOFOLLOW)?;
+    ctx.k.mm.write_obj(ctx.mem, a[1], &st)?;
+    Ok(0)
+}
+
+pub fn newfstatat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[3] & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let st = stat_path(ctx, fd_arg(a[0]), a[1], a[3])?;
+    ctx.k.mm.write_obj(ctx.mem, a[2], &st)?;
+    Ok(0)
+}
+
+pub fn statx(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let flags = a[2];
+    if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let st = stat_path(ctx, fd_arg(a[0]), a[1], flags)?;
+    let x = statx_from(&st, a[3] as u32);
+    ctx.k.mm.write_obj(ctx.mem, a[4], &x)?;
+    Ok(0)
+}
+
+fn statfs_buf(ctx: &Ctx) -> Statfs {
+    let mut s = Statfs::new_zeroed();
+    s.f_type = 0x0102_1994; // TMPFS_MAGIC
+    s.f_bsize = 4096;
+    s.f_frsize = 4096;
+    let total = ctx.k.vfs.tmp.limit / 4096;
+    let used = ctx.k.vfs.tmp.bytes() / 4096;
+    s.f_blocks = total;
+    s.f_bfree = total.saturating_sub(used);
+    s.f_bavail = s.f_bfree;
+    s.f_files = 1 << 20;
+    s.f_ffree = 1 << 19;
+    s.f_namelen = 255;
+    s
+}
+
+pub fn statfs(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[0])?;
+    resolve_at(ctx, AT_FDCWD, &p, true)?;
+    let s = statfs_buf(ctx);
+    ctx.k.mm.write_obj(ctx.mem, a[1], &s)?;
+    Ok(0)
+}
+
+pub fn fstatfs(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    ctx.k.fds.get(fd_arg(a[0]))?;
+    let s = statfs_buf(ctx);
+    ctx.k.mm.write_obj(ctx.mem, a[1], &s)?;
+    Ok(0)
+}
+
+// ---- seeking and directories --------------------------------------------------
+
+pub fn lseek(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let fd = fd_arg(a[0]);
+    let off = a[1] as i64;
+    let whence = a[2];
+    let size = {
+        let f = ctx.k.fds.get(fd)?;
+        match &f.kind {
+            FileKind::Image(h) => h.size(),
+            FileKind::Tmp(ino) => ctx
+                .k
+                .vfs
+                .tmp
+                .inode(*ino)
+                .map(|i| i.data.len() as u64)
+                .unwrap_or(0),
+            FileKind::Generated(d) => d.len() as u64,
+            FileKind::Dir | FileKind::Device(_) => 0,
+            _ => return Err(Errno::ESPIPE),
+        }
+    };
+    let f = ctx.k.fds.get_mut(fd)?;
+    let base: i64 = match whence {
+        SEEK_SET => 0,
+        SEEK_CUR => f.offset as i64,
+        SEEK_END => size as i64,
+        SEEK_DATA => {
+            if off < 0 || off as u64 >= size {
+                return Err(Errno::ENXIO);
+            }
+            f.offset = off as u64;
+            return Ok(off as u64);
+        }
+        SEEK_HOLE => {
+            if off < 0 || off as u64 > size {
+                return Err(Errno::ENXIO);
+            }
+            f.offset = size;
+            return Ok(size);
+        }
+        _ => return Err(Errno::EINVAL),
+    };
+    let new = base.checked_add(off).ok_or(Errno::EOVERFLOW)?;
+    if new < 0 {
+        return Err(Errno::EINVAL);
+    }
+    if matches!(f.kind, FileKind::Dir) {
+        f.dir_entries = if new == 0 { None } else { f.dir_entries.take() };
+    }
+    f.offset = new as u64;
+    Ok(new as u64)
+}
+
+fn getdents_common(ctx: &mut Ctx, a: [u64; 6], legacy: bool) -> SysResult {
+    let fd = fd_arg(a[0]);
+    let (buf, size) = (a[1], a[2] as usize);
+    let entries = {
+        let f = ctx.k.fds.get(fd)?;
+        if !matches!(f.kind, FileKind::Dir) {
+            return Err(Errno::ENOTDIR);
+        }
+        match &f.dir_entries {
+            Some(e) => e.clone(),
+            None => {
+                let path = f.path.clone();
+                let pv = ctx.k.proc_view();
+                let node = ctx.k.vfs.lookup(&path, &pv).ok_or(Errno::ENOENT)?;
+                let mut list = vec![
+                    vfs::DirEntry {
+                        name: ".".into(),
+                        ino: 1,
+                        d_type: DT_DIR,
+                    },
+                    vfs::DirEntry {
+                        name: "..".into(),
+                        ino: 1,
+                        d_type: DT_DIR,
+                    },
+                ];
+                list.extend(ctx.k.vfs.list(&path, &node, &pv)?);
+                let list = Arc::new(list);
+                ctx.k.fds.get_mut(fd)?.dir_entries = Some(list.clone());
+                list
+            }
+        }
+    };
+    let start = ctx.k.fds.get(fd)?.offset as usize;
+    let mut out = Vec::new();
+    let mut idx = start;
+    while idx < entries.len() {
+        let e = &entries[idx];
+        let name = e.name.as_bytes();
+        let rec = if legacy {
+            // ino, off, reclen, name, NUL, pad, d_type (last byte)
+            (8 + 8 + 2 + name.len() + 2).div_ceil(8) * 8
+        } else {
+            (8 + 8 + 2 + 1 + name.len() + 1).div_ceil(8) * 8
+        };
+        if out.len() + rec > size {
+            break;
+        }
+        let mut r = vec![0u8; rec];
+        r[0..8].copy_from_slice(&e.ino.to_le_bytes());
+        r[8..16].copy_from_slice(&((idx + 1) as i64).to_le_bytes());
+        r[16..18].copy_from_slice(&(rec as u16).to_le_bytes());
+        if legacy {
+            r[18..18 + name.len()].copy_from_slice(name);
+            r[rec - 1] = e.d_type;
+        } else {
+            r[18] = e.d_type;
+            r[19..19 + name.len()].copy_from_slice(name);
+        }
+        out.extend_from_slice(&r);
+        idx += 1;
+    }
+    if out.is_empty() && idx < entries.len() {
+        return Err(Errno::EINVAL);
+    }
+    ctx.k.mm.write(ctx.mem, buf, &out)?;
+    ctx.k.fds.get_mut(fd)?.offset = idx as u64;
+    Ok(out.len() as u64)
+}
+
+pub fn getdents64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    getdents_common(ctx, a, false)
+}
+
+pub fn getdents(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    getdents_common(ctx, a, true)
+}
+
+fn do_readlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, buf: u64, size: u64) -> SysResult {
+    if (size as i64) <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    let path = read_path(ctx, path_va)?;
+    let l = if path.is_empty() {
+        let f = ctx.k.fds.get(dirfd)?;
+        if !matches!(f.kind, FileKind::Path) {
+            return Err(Errno::ENOENT);
+        }
+        let p = f.path.clone();
+        let pv = ctx.k.proc_view();
+        let node = ctx.k.vfs.lookup(&p, &pv).ok_or(Errno::ENOENT)?;
+        Lookup { path: p, node }
+    } else {
+        resolve_at(ctx, dirfd, &path, false)?
+    };
+    if !l.node.is_symlink() {
+        return Err(Errno::EINVAL);
+    }
+    let target = ctx.k.vfs.readlink(&l.path, &l.node)?;
+    let n = target.len().min(size as usize);
+    ctx.k.mm.write(ctx.mem, buf, &target.as_bytes()[..n])?;
+    Ok(n as u64)
+}
+
+pub fn readlink(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_readlink(ctx, AT_FDCWD, a[0], a[1], a[2])
+}
+
+pub fn readlinkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_readlink(ctx, fd_arg(a[0]), a[1], a[2], a[3])
+}
+
+fn do_access(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u64, flags: u64) -> SysResult {
+    if mode & !7 != 0 || flags & !(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let path = read_path(ctx, path_va)?;
+    let st = if path.is_empty() && flags & AT_EMPTY_PATH != 0 {
+        stat_of_file(ctx, dirfd)?
+    } else {
+        let l = resolve_at(ctx, dirfd, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+        if mode & W_OK != 0 && matches!(l.node, Node::Synth(Synth::Dir(_) | Synth::File(_))) {
+            return Err(Errno::EACCES);
+        }
+        ctx.k.vfs.stat(&l.node)
+    };
+    // The sandbox runs as root: read and write are granted; execute needs
+    // an x bit on anything but a directory.
+    if mode & X_OK != 0 && st.st_mode & S_IFMT != S_IFDIR && st.st_mode & 0o111 == 0 {
+        return Err(Errno::EACCES);
+    }
+    Ok(0)
+}
+
+pub fn access(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_access(ctx, AT_FDCWD, a[0], a[1], 0)
+}
+
+pub fn faccessat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_access(ctx, fd_arg(a[0]), a[1], a[2], 0)
+}
+
+pub fn faccessat2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_access(ctx, fd_arg(a[0]), a[1], a[2], a[3])
+}
+
+pub fn getcwd(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let mut cwd = ctx.k.task.cwd.clone().into_bytes();
+    cwd.push(0);
+    if (a[1] as usize) < cwd.len() {
+        return Err(Errno::ERANGE);
+    }
+    ctx.k.mm.write(ctx.mem, a[0], &cwd)?;
+    Ok(cwd.len() as u64)
+}
+
+pub fn chdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[0])?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    if !l.node.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    ctx.k.task.cwd = l.path;
+    Ok(0)
+}
+
+pub fn fchdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let path = dir_of(ctx, fd_arg(a[0]))?;
+    ctx.k.task.cwd = path;
+    Ok(0)
+}
+
+// ---- descriptors ---------------------------------------------------------------
+
+pub fn dup(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    Ok(ctx.k.fds.dup(fd_arg(a[0]), 0, false)? as u64)
+}
+
+pub fn dup2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (old, new) = (fd_arg(a[0]), fd_arg(a[1]));
+    if old == new {
+        ctx.k.fds.get(old)?;
+        return Ok(new as u64);
+    }
+    if let Some(FileKind::Pipe { .. }) = ctx.k.fds.dup_to(old, new, false)?.map(|f| f.kind) {
+        ctx.k.gc_pipes();
+    }
+    Ok(new as u64)
+}
+
+pub fn dup3(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (old, new) = (fd_arg(a[0]), fd_arg(a[1]));
+    if old == new || a[2] & !O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if let Some(FileKind::Pipe { .. }) = ctx
+        .k
+        .fds
+        .dup_to(old, new, a[2] & O_CLOEXEC != 0)?
+        .map(|f| f.kind)
+    {
+        ctx.k.gc_pipes();
+    }
+    Ok(new as u64)
+}
+
+pub fn fcntl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let fd = fd_arg(a[0]);
+    match a[1] {
+        F_DUPFD => Ok(ctx.k.fds.dup(fd, a[2] as i32, false)? as u64),
+        F_DUPFD_CLOEXEC => Ok(ctx.k.fds.dup(fd, a[2] as i32, true)? as u64),
+        F_GETFD => Ok(if ctx.k.fds.cloexec(fd)? {
+            FD_CLOEXEC
+        } else {
+            0
+        }),
+        F_SETFD => {
+            ctx.k.fds.set_cloexec(fd, a[2] & FD_CLOEXEC != 0)?;
+            Ok(0)
+        }
+        F_GETFL => Ok(ctx.k.fds.get(fd)?.flags),
+        F_SETFL => {
+            let f = ctx.k.fds.get_mut(fd)?;
+            let changeable = O_APPEND | O_NONBLOCK | O_NOATIME | O_DIRECT;
+            f.flags = (f.flags & !changeable) | (a[2] & changeable);
+            Ok(0)
+        }
+        F_GETLK | F_OFD_GETLK => {
+            ctx.k.fds.get(fd)?;
+            // struct flock: l_type (short) first; F_UNLCK = 2.
+            ctx.k.mm.write_obj(ctx.mem, a[2], &2u16)?;
+            Ok(0)
+        }
+        F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW => {
+            ctx.k.fds.get(fd)?;
+            Ok(0)
+        }
+        F_GETPIPE_SZ | F_SETPIPE_SZ => match ctx.k.fds.get(fd)?.kind {
+            FileKind::Pipe { id, .. } => {
+                let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
+                if a[1] == F_SETPIPE_SZ {
+                    let want = (a[2] as usize).clamp(4096, 1 << 20);
+                    if want < p.buf.len() {
+                        return Err(Errno::EBUSY);
+                    }
+                    p.capacity = want.next_power_of_two();
+                }
+                Ok(p.capacity as u64)
+            }
+            _ => Err(Errno::EBADF),
+        },
+        F_GETOWN => Ok(0),
+        F_SETOWN => Ok(0),
+        F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn ioctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let fd = fd_arg(a[0]);
+    let f = ctx.k.fds.get(fd)?.clone();
+    match a[1] {
+        FIOCLEX => {
+            ctx.k.fds.set_cloexec(fd, true)?;
+            Ok(0)
+        }
+        FIONCLEX => {
+            ctx.k.fds.set_cloexec(fd, false)?;
+            Ok(0)
+        }
+        FIONBIO => {
+            let on: i32 = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+            let f = ctx.k.fds.get_mut(fd)?;
+            if on != 0 {
+                f.flags |= O_NONBLOCK;
+            } else {
+                f.flags &= !O_NONBLOCK;
+            }
+            Ok(0)
+        }
+        FIONREAD => {
+            let n: i32 = match &f.kind {
+                FileKind::Pipe { id, .. } => {
+                    ctx.k.pipes.get(id).map(|p| p.buf.len()).unwrap_or(0) as i32
+                }
+                FileKind::Image(h) => h.size().saturating_sub(f.offset) as i32,
+                FileKind::Tmp(ino) => ctx
+                    .k
+                    .vfs
+                    .tmp
+                    .inode(*ino)
+                    .map(|i| (i.data.len() as u64).saturating_sub(f.offset))
+                    .unwrap_or(0) as i32,
+                _ => 0,
+            };
+            ctx.k.mm.write_obj(ctx.mem, a[2], &n)?;
+            Ok(0)
+        }
+        // No terminal exists: the console answers like a pipe would.
+        TCGETS | TCSETS | TIOCGWINSZ | TIOCGPGRP => Err(Errno::ENOTTY),
+        other => {
+            tracing::debug!(request = format!("{other:#x}"), "unsupported ioctl: ENOTTY");
+            Err(Errno::ENOTTY)
+        }
+    }
+}
+
+pub fn pipe(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    pipe2(ctx, [a[0], 0, 0, 0, 0, 0])
+}
+
+pub fn pipe2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let flags = a[1];
+    if flags & !(O_CLOEXEC | O_NONBLOCK | O_DIRECT) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let id = ctx.k.next_pipe;
+    ctx.k.next_pipe += 1;
+    ctx.k.pipes.insert(
+        id,
+        Pipe {
+            buf: Default::default(),
+            capacity: PIPE_CAPACITY,
+        },
+    );
+    let nb = flags & O_NONBLOCK;
+    let cloexec = flags & O_CLOEXEC != 0;
+    let name = format!("pipe:[{id}]");
+    let r = ctx.k.fds.open(
+        OpenFile::new(
+            FileKind::Pipe { id, write: false },
+            name.clone(),
+            O_RDONLY | nb,
+        ),
+        cloexec,
+        0,
+    )?;
+    let w = match ctx.k.fds.open(
+        OpenFile::new(FileKind::Pipe { id, write: true }, name, O_WRONLY | nb),
+        cloexec,
+        0,
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            close_fd(ctx, r)?;
+            return Err(e);
+        }
+    };
+    let fds = [r, w];
+    ctx.k.mm.write_obj(ctx.mem, a[0], &fds)?;
+    Ok(0)
+}
+
+// ---- namespace changes ----------------------------------------------------------
+
+fn do_mkdir(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u64) -> SysResult {
+    let path = read_path(ctx, path_va)?;
+    if resolve_at(ctx, dirfd, &path, false).is_ok() {
+        return Err(Errno::EEXIST);
+    }
+    let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
+    if name == "." || name == ".." {
+        return Err(Errno::EEXIST);
+    }
+    let mode = mode as u32 & !ctx.k.task.umask;
+    ctx.k.vfs.mkdir(&parent, &name, mode)?;
+    Ok(0)
+}
+
+pub fn mkdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_mkdir(ctx, AT_FDCWD, a[0], a[1])
+}
+
+pub fn mkdirat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_mkdir(ctx, fd_arg(a[0]), a[1], a[2])
+}
+
+fn do_unlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, rmdir: bool) -> SysResult {
+    let path = read_path(ctx, path_va)?;
+    let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
+    if name == "." {
+        return Err(Errno::EINVAL);
+    }
+    if name == ".." {
+        return Err(Errno::ENOTEMPTY);
+    }
+    let full = vfs::join(&parent.path, &name);
+    let pv = ctx.k.proc_view();
+    let node = ctx.k.vfs.lookup(&full, &pv).ok_or(Errno::ENOENT)?;
+    if vfs::synthetic::covers(&full) {
+        return Err(Errno::EACCES);
+    }
+    if rmdir {
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        if full == "/" {
+            return Err(Errno::EBUSY);
+        }
+        if !ctx.k.vfs.is_empty_dir(&full, &node, &pv)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+    } else {
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        if path.ends_with('/') {
+            return Err(Errno::ENOTDIR);
+        }
+    }
+    ctx.k.vfs.remove(&full);
+    if ctx.k.task.cwd == full || ctx.k.task.cwd.starts_with(&format!("{full}/")) {
+        // Linux keeps a removed cwd usable as a dangling directory; we keep
+        // the path, and lookups below it simply fail.
+    }
+    Ok(0)
+}
+
+pub fn unlink(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_unlink(ctx, AT_FDCWD, a[0], false)
+}
+
+pub fn rmdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_unlink(ctx, AT_FDCWD, a[0], true)
+}
+
+pub fn unlinkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[2] & !AT_REMOVEDIR != 0 {
+        return Err(Errno::EINVAL);
+    }
+    do_unlink(ctx, fd_arg(a[0]), a[1], a[2] & AT_REMOVEDIR != 0)
+}
+
+fn do_rename(
+    ctx: &mut Ctx,
+    olddir: i32,
+    old_va: u64,
+    newdir: i32,
+    new_va: u64,
+    flags: u64,
+) -> SysResult {
+    const RENAME_NOREPLACE: u64 = 1;
+    if flags & !RENAME_NOREPLACE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let old = read_path(ctx, old_va)?;
+    let new = read_path(ctx, new_va)?;
+    let (op, oname) = resolve_parent_at(ctx, olddir, &old)?;
+    if oname == "." || oname == ".." {
+        return Err(Errno::EBUSY);
+    }
+    let opath = vfs::join(&op.path, &oname);
+    let pv = ctx.k.proc_view();
+    let onode = ctx.k.vfs.lookup(&opath, &pv).ok_or(Errno::ENOENT)?;
+    let (np, nname) = resolve_parent_at(ctx, newdir, &new)?;
+    if nname == "." || nname == ".." {
+        return Err(Errno::EBUSY);
+    }
+    let npath = vfs::join(&np.path, &nname);
+    let pv = ctx.k.proc_view();
+    let replaced = ctx.k.vfs.lookup(&npath, &pv);
+    if replaced.is_some() && flags & RENAME_NOREPLACE != 0 {
+        return Err(Errno::EEXIST);
+    }
+    let l = Lookup {
+        path: opath,
+        node: onode,
+    };
+    ctx.k.vfs.rename(&l, &npath, replaced.as_ref(), now())?;
+    Ok(0)
+}
+
+pub fn rename(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_rename(ctx, AT_FDCWD, a[0], AT_FDCWD, a[1], 0)
+}
+
+pub fn renameat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_rename(ctx, fd_arg(a[0]), a[1], fd_arg(a[2]), a[3], 0)
+}
+
+pub fn renameat2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_rename(ctx, fd_arg(a[0]), a[1], fd_arg(a[2]), a[3], a[4])
+}
+
+fn do_symlink(ctx: &mut Ctx, target_va: u64, dirfd: i32, path_va: u64) -> SysResult {
+    let target = read_path(ctx, target_va)?;
+    if target.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let path = read_path(ctx, path_va)?;
+    if resolve_at(ctx, dirfd, &path, false).is_ok() {
+        return Err(Errno::EEXIST);
+    }
+    let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
+    ctx.k.vfs.symlink(&parent, &name, &target)?;
+    Ok(0)
+}
+
+pub fn symlink(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_symlink(ctx, a[0], AT_FDCWD, a[1])
+}
+
+pub fn symlinkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_symlink(ctx, a[0], fd_arg(a[1]), a[2])
+}
+
+fn do_link(
+    ctx: &mut Ctx,
+    olddir: i32,
+    old_va: u64,
+    newdir: i32,
+    new_va: u64,
+    flags: u64,
+) -> SysResult {
+    let old = read_path(ctx, old_va)?;
+    let new = read_path(ctx, new_va)?;
+    let l = resolve_at(ctx, olddir, &old, flags & AT_SYMLINK_FOLLOW != 0)?;
+    if l.node.is_dir() {
+        return Err(Errno::EPERM);
+    }
+    if resolve_at(ctx, newdir, &new, false).is_ok() {
+        return Err(Errno::EEXIST);
+    }
+    let (parent, name) = resolve_parent_at(ctx, newdir, &new)?;
+    ctx.k.vfs.link(&l, &parent, &name, now())?;
+    Ok(0)
+}
+
+pub fn link(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_link(ctx, AT_FDCWD, a[0], AT_FDCWD, a[1], 0)
+}
+
+pub fn linkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_link(ctx, fd_arg(a[0]), a[1], fd_arg(a[2]), a[3], a[4])
+}
+
+// ---- contents and metadata -------------------------------------------------------
+
+pub fn ftruncate(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let fd = fd_arg(a[0]);
+    if (a[1] as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let f = ctx.k.fds.get(fd)?;
+    if !f.writable() {
+        return Err(Errno::EINVAL);
+    }
+    match f.kind {
+        FileKind::Tmp(ino) => {
+            ctx.k.vfs.tmp.truncate(ino, a[1], now())?;
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn truncate(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if (a[1] as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let p = read_path(ctx, a[0])?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    if l.node.is_dir() {
+        return Err(Errno::EISDIR);
+    }
+    let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
+    ctx.k.vfs.tmp.truncate(ino, a[1], now())?;
+    Ok(0)
+}
+
+pub fn fsync(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    // Everything lives in memory: there is nothing to flush.
+    ctx.k.fds.get(fd_arg(a[0]))?;
+    Ok(0)
+}
+
+pub fn sync(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    Ok(0)
+}
+
+pub fn flock(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    ctx.k.fds.get(fd_arg(a[0]))?;
+    Ok(0)
+}
+
+pub fn fadvise64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    match ctx.k.fds.get(fd_arg(a[0]))?.kind {
+        FileKind::Pipe { .. } => Err(Errno::ESPIPE),
+        _ => Ok(0),
+    }
+}
+
+pub fn fallocate(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[1] != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let (off, len) = (a[2] as i64, a[3] as i64);
+    if off < 0 || len <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    let f = ctx.k.fds.get(fd_arg(a[0]))?;
+    match f.kind {
+        FileKind::Tmp(ino) => {
+            let size = ctx
+                .k
+                .vfs
+                .tmp
+                .inode(ino)
+                .map(|i| i.data.len() as u64)
+                .unwrap_or(0);
+            let end = (off + len) as u64;
+            if end > size {
+                ctx.k.vfs.tmp.truncate(ino, end, now())?;
+            }
+            Ok(0)
+        }
+        _ => Err(Errno::EBADF),
+    }
+}
+
+fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
+    let mode = mode & 0o7777;
+    match &l.node {
+        Node::TmpFile(ino) => {
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
+                i.mode = mode;
+            }
+        }
+        Node::TmpDir { ino, .. } => {
+            let ino = *ino;
+            ctx.k
+                .vfs
+                .tmp
+                .set(l.path.clone(), vfs::Entry::Dir { mode, ino });
+        }
+        Node::Image(m) if m.file_type() == S_IFDIR => {
+            let ino = ctx.k.vfs.tmp.alloc_ino();
+            ctx.k
+                .vfs
+                .tmp
+                .set(l.path.clone(), vfs::Entry::Dir { mode, ino });
+        }
+        Node::Image(m) if m.file_type() == S_IFREG => {
+            let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {
+                i.mode = mode;
+            }
+        }
+        Node::TmpSymlink { .. } => {}
+        _ => return Err(Errno::EPERM),
+    }
+    Ok(0)
+}
+
+pub fn chmod(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[0])?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    set_mode(ctx, &l, a[1] as u32)
+}
+
+pub fn fchmodat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[1])?;
+    let l = resolve_at(ctx, fd_arg(a[0]), &p, true)?;
+    set_mode(ctx, &l, a[2] as u32)
+}
+
+pub fn fchmod(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let f = ctx.k.fds.get(fd_arg(a[0]))?.clone();
+    let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
+    set_mode(ctx, &Lookup { path: f.path, node }, a[1] as u32)
+}
+
+pub fn chown(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[0])?;
+    resolve_at(ctx, AT_FDCWD, &p, true)?;
+    Ok(0)
+}
+
+pub fn fchown(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    ctx.k.fds.get(fd_arg(a[0]))?;
+    Ok(0)
+}
+
+pub fn fchownat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let p = read_path(ctx, a[1])?;
+    if !(p.is_empty() && a[4] & AT_EMPTY_PATH != 0) {
+        resolve_at(ctx, fd_arg(a[0]), &p, a[4] & AT_SYMLINK_NOFOLLOW == 0)?;
+    }
+    Ok(0)
+}
+
+pub fn utimensat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const UTIME_NOW: i64 = (1 << 30) - 1;
+    const UTIME_OMIT: i64 = (1 << 30) - 2;
+    let dirfd = fd_arg(a[0]);
+    let mtime = if a[2] == 0 {
+        Some(now())
+    } else {
+        let t: [Timespec; 2] = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+        match t[1].tv_nsec {
+            UTIME_OMIT => None,
+            UTIME_NOW => Some(now()),
+            ns if !(0..1_000_000_000).contains(&ns) => return Err(Errno::EINVAL),
+            ns => Some((t[1].tv_sec, ns)),
+        }
+    };
+    let l = if a[1] == 0 {
+        let f = ctx.k.fds.get(dirfd)?.clone();
+        let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
+        Lookup { path: f.path, node }
+    } else {
+        let p = read_path(ctx, a[1])?;
+        resolve_at(ctx, dirfd, &p, a[3] & AT_SYMLINK_NOFOLLOW == 0)?
+    };
+    let Some(mt) = mtime else { return Ok(0) };
+    match &l.node {
+        Node::TmpFile(ino) => {
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
+                i.mtime = mt;
+            }
+        }
+        Node::Image(m) if m.file_type() == S_IFREG => {
+            let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {
+                i.mtime = mt;
+            }
+        }
+        // Directory and symlink times are not recorded.
+        _ => {}
+    }
+    Ok(0)
+}
+
+pub fn umask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let old = ctx.k.task.umask;
+    ctx.k.task.umask = a[0] as u32 & 0o777;
+    Ok(old as u64)
+}
+
+pub fn memfd_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let name = read_path(ctx, a[0])?;
+    if name.len() > 249 {
+        return Err(Errno::EINVAL);
+    }
+    const MFD_CLOEXEC: u64 = 1;
+    const MFD_ALLOW_SEALING: u64 = 2;
+    if a[1] & !(MFD_CLOEXEC | MFD_ALLOW_SEALING) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let ino = ctx.k.vfs.tmp.new_file(0o777, Vec::new(), now())?;
+    let f = OpenFile::new(
+        FileKind::Tmp(ino),
+        format!("/memfd:{name} (deleted)"),
+        O_RDWR,
+    );
+    Ok(ctx.k.fds.open(f, a[1] & MFD_CLOEXEC != 0, 0)? as u64)
+}
+
+// ---- readiness -------------------------------------------------------------------
+
+const POLLIN: i16 = 0x1;
+const POLLOUT: i16 = 0x4;
+const POLLERR: i16 = 0x8;
+const POLLHUP: i16 = 0x10;
+const POLLNVAL: i16 = 0x20;
+
+fn readiness(ctx: &Ctx, fd: i32) -> i16 {
+    let Ok(f) = ctx.k.fds.get(fd) else {
+        return POLLNVAL;
+    };
+    match &f.kind {
+        FileKind::Pipe { id, write: false } => {
+            let has = ctx.k.pipes.get(id).is_some_and(|p| !p.buf.is_empty());
+            let mut r = if has { POLLIN } else { 0 };
+            if ctx.k.pipe_ends(*id, true) == 0 {
+                r |= POLLHUP;
+            }
+            r
+        }
+        FileKind::Pipe { id, write: true } => {
+            if ctx.k.pipe_ends(*id, false) == 0 {
+                return POLLERR | POLLOUT;
+            }
+            let room = ctx
+                .k
+                .pipes
+                .get(id)
+                .is_some_and(|p| p.buf.len() < p.capacity);
+            if room {
+                POLLOUT
+            } else {
+                0
+            }
+        }
+        FileKind::Console(Stream::Stdin) => POLLIN,
+        FileKind::Console(_) => POLLOUT,
+        FileKind::Control => crate::control::readiness(ctx),
+        _ => POLLIN | POLLOUT,
+    }
+}
+
+fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> SysResult {
+    if nfds
+        > ctx.k.task.rlimits[RLIMIT_NOFILE as usize]
+            .rlim_cur
+            .max(1024)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let mut ready = 0;
+    let mut out = Vec::with_capacity(nfds as usize);
+    for i in 0..nfds {
+        let mut p: Pollfd = ctx.k.mm.read_obj(ctx.mem, fds_va + 8 * i)?;
+        p.revents = if p.fd < 0 {
+            0
+        } else {
+            let r = readiness(ctx, p.fd);
+            r & (p.events | POLLERR | POLLHUP | POLLNVAL)
+        };
+        if p.revents != 0 {
+            ready += 1;
+        }
+        out.push(p);
+    }
+    for (i, p) in out.iter().enumerate() {
+        ctx.k.mm.write_obj(ctx.mem, fds_va + 8 * i as u64, p)?;
+    }
+    if ready == 0 {
+        match timeout_ms {
+            Some(0) => {}
+            Some(ms) => super::time::sleep_ns(ctx, ms.saturating_mul(1_000_000))?,
+            None => {
+                ctx.k.blocked = Some("poll with nothing ready and no timeout");
+                return Err(BLOCK);
+            }
+        }
+    }
+    Ok(ready)
+}
+
+pub fn poll(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let t = a[2] as i32;
+    do_poll(ctx, a[0], a[1], if t < 0 { None } else { Some(t as u64) })
+}
+
+pub fn ppoll(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let t = if a[2] == 0 {
+        None
+    } else {
+        let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            return Err(Errno::EINVAL);
+        }
+        Some(ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
+    };
+    do_poll(ctx, a[0], a[1], t)
+}
+
+fn do_select(
+    ctx: &mut Ctx,
+    nfds: u64,
+    rd: u64,
+    wr: u64,
+    ex: u64,
+    timeout_ms: Option<u64>,
+) -> SysResult {
+    if nfds > 1024 {
+        return Err(Errno::EINVAL);
+    }
+    let words = nfds.div_ceil(64) as usize;
+    let read_set = |ctx: &mut Ctx, va: u64| -> Result<Vec<u64>, Errno> {
+        if va == 0 {
+            return Ok(vec![0; words]);
+        }
+        let mut v = vec![0u64; words];
+        for (i, w) in v.iter_mut().enumerate() {
+            *w = ctx.k.mm.read_obj(ctx.mem, va + 8 * i as u64)?;
+        }
+        Ok(v)
+    };
+    let (r, w, e) = (read_set(ctx, rd)?, read_set(ctx, wr)?, read_set(ctx, ex)?);
+    let (mut ro, mut wo) = (vec![0u64; words], vec![0u64; words]);
+    let mut count = 0;
+    for fd in 0..nfds as usize {
+        let bit = 1u64 << (fd % 64);
+        let (wi, want_r, want_w) = (fd / 64, r[fd / 64] & bit != 0, w[fd / 64] & bit != 0);
+        if !want_r && !want_w && e[wi] & bit == 0 {
+            continue;
+        }
+        let rv = readiness(ctx, fd as i32);
+        if rv & POLLNVAL != 0 {
+            return Err(Errno::EBADF);
+        }
+        if want_r && rv & (POLLIN | POLLHUP | POLLERR) != 0 {
+            ro[wi] |= bit;
+            count += 1;
+        }
+        if want_w && rv & (POLLOUT | POLLERR) != 0 {
+            wo[wi] |= bit;
+            count += 1;
+        }
+    }
+    for (va, set) in [(rd, &ro), (wr, &wo), (ex, &vec![0u64; words])] {
+        if va != 0 {
+            for (i, word) in set.iter().enumerate() {
+                ctx.k.mm.write_obj(ctx.mem, va + 8 * i as u64, word)?;
+            }
+        }
+    }
+    if count == 0 {
+        match timeout_ms {
+            Some(0) => {}
+            Some(ms) => super::time::sleep_ns(ctx, ms.saturating_mul(1_000_000))?,
+            None => {
+                ctx.k.blocked = Some("select with nothing ready and no timeout");
+                return Err(BLOCK);
+            }
+        }
+    }
+    Ok(count)
+}
+
+pub fn select(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let t = if a[4] == 0 {
+        None
+    } else {
+        let tv: zeroboot_abi::structs::Timeval = ctx.k.mm.read_obj(ctx.mem, a[4])?;
+        if tv.tv_sec < 0 || tv.tv_usec < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Some(tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000)
+    };
+    do_select(ctx, a[0], a[1], a[2], a[3], t)
+}
+
+pub fn pselect6(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let t = if a[4] == 0 {
+        None
+    } else {
+        let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, a[4])?;
+        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+            return Err(Errno::EINVAL);
+        }
+        Some(ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
+    };
+    do_select(ctx, a[0], a[1], a[2], a[3], t)
+}

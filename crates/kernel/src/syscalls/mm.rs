@@ -1,0 +1,218 @@
+//! Memory system calls: brk, mmap and friends.
+
+use std::sync::Arc;
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::Errno;
+use zeroboot_vmm::layout::{PAGE_SIZE, USER_END};
+use zeroboot_vmm::paging::pte;
+
+use super::{fd_arg, Ctx, SysResult};
+use crate::fd::FileKind;
+use crate::mm::{page_up, Backing};
+use crate::vfs::{Device, TmpContents};
+
+pub fn brk(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    Ok(ctx.k.mm.set_brk(ctx.mem, a[0]))
+}
+
+pub fn mmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], fd_arg(a[4]), a[5]);
+    if len == 0 || off % PAGE_SIZE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let len = page_up(len)
+        .filter(|&l| l <= USER_END)
+        .ok_or(Errno::ENOMEM)?;
+    let kind = flags & MAP_TYPE;
+    if !matches!(kind, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE) {
+        return Err(Errno::EINVAL);
+    }
+    if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
+    let shared = kind != MAP_PRIVATE;
+    let (backing, name): (Backing, Arc<str>) = if flags & MAP_ANONYMOUS != 0 {
+        // A shared anonymous mapping is private to the one process there is.
+        (Backing::Anon, Arc::from(""))
+    } else {
+        let f = ctx.k.fds.get(fd)?;
+        if !f.readable() {
+            return Err(Errno::EACCES);
+        }
+        if shared && prot & PROT_WRITE != 0 {
+            if !f.writable() {
+                return Err(Errno::EACCES);
+            }
+            tracing::debug!(path = %f.path, "shared writable file mapping refused");
+            return Err(Errno::ENODEV);
+        }
+        let name: Arc<str> = Arc::from(f.path.as_str());
+        match &f.kind {
+            FileKind::Image(hf) => (
+                Backing::File {
+                    data: hf.clone(),
+                    offset: off,
+                },
+                name,
+            ),
+            FileKind::Tmp(ino) => {
+                let data = ctx.k.vfs.tmp.inode(*ino).ok_or(Errno::EBADF)?.data.clone();
+                (
+                    Backing::File {
+                        data: Arc::new(TmpContents(data)),
+                        offset: off,
+                    },
+                    name,
+                )
+            }
+            FileKind::Device(Device::Zero) => (Backing::Anon, Arc::from("/dev/zero (deleted)")),
+            _ => return Err(Errno::ENODEV),
+        }
+    };
+    let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+        if addr % PAGE_SIZE != 0 || addr < crate::mm::MMAP_MIN.min(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        if addr.checked_add(len).is_none_or(|e| e > USER_END) {
+            return Err(Errno::ENOMEM);
+        }
+        if flags & MAP_FIXED == 0 && ctx.k.mm.vmas.any_in(addr, addr + len) {
+            return Err(Errno::EEXIST);
+        }
+        addr
+    } else {
+        ctx.k.mm.find_free(addr, len)?
+    };
+    let grows_down = flags & MAP_GROWSDOWN != 0;
+    ctx.k
+        .mm
+        .map(ctx.mem, start, len, prot, backing, name, grows_down)?;
+    Ok(start)
+}
+
+pub fn munmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if !a[0].is_multiple_of(PAGE_SIZE) || a[1] == 0 {
+        return Err(Errno::EINVAL);
+    }
+    ctx.k.mm.unmap(ctx.mem, a[0], a[1])?;
+    Ok(0)
+}
+
+pub fn mprotect(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if !a[0].is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::EINVAL);
+    }
+    if a[2] & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if a[1] == 0 {
+        return Ok(0);
+    }
+    ctx.k.mm.protect(ctx.mem, a[0], a[1], a[2] & 7)?;
+    Ok(0)
+}
+
+pub fn mremap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    ctx.k.mm.remap(ctx.mem, a[0], a[1], a[2], a[3], a[4])
+}
+
+pub fn madvise(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (start, len, advice) = (a[0], a[1], a[2]);
+    if start % PAGE_SIZE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if len == 0 {
+        return Ok(0);
+    }
+    let end = page_up(len)
+        .and_then(|l| start.checked_add(l))
+        .ok_or(Errno::EINVAL)?;
+    let known = matches!(
+        advice,
+        MADV_NORMAL
+            | MADV_RANDOM
+            | MADV_SEQUENTIAL
+            | MADV_WILLNEED
+            | MADV_DONTNEED
+            | MADV_FREE
+            | MADV_DONTFORK
+            | MADV_DOFORK
+            | MADV_MERGEABLE
+            | MADV_UNMERGEABLE
+            | MADV_HUGEPAGE
+            | MADV_NOHUGEPAGE
+            | MADV_DONTDUMP
+            | MADV_DODUMP
+            | MADV_WIPEONFORK
+            | MADV_KEEPONFORK
+            | MADV_COLD
+            | MADV_PAGEOUT
+    );
+    if !known {
+        return Err(Errno::EINVAL);
+    }
+    // Linux answers ENOMEM when part of the range is unmapped.
+    let mut cursor = start;
+    for v in ctx.k.mm.vmas.overlapping(start, end) {
+        if v.start > cursor {
+            return Err(Errno::ENOMEM);
+        }
+        cursor = v.end;
+    }
+    if cursor < end {
+        return Err(Errno::ENOMEM);
+    }
+    if advice == MADV_DONTNEED {
+        ctx.k.mm.dontneed(ctx.mem, start, end - start)?;
+    }
+    // MADV_FREE lets the kernel drop the pages "at some point"; keeping them
+    // is a valid choice. The rest are hints.
+    Ok(0)
+}
+
+pub fn msync(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if !a[0].is_multiple_of(PAGE_SIZE) || a[2] & !7 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let end = a[0].saturating_add(a[1]);
+    if a[1] > 0 && !ctx.k.mm.vmas.any_in(a[0], end) {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(0)
+}
+
+pub fn mincore(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (start, len, vec) = (a[0], a[1], a[2]);
+    if start % PAGE_SIZE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let pages = page_up(len).ok_or(Errno::ENOMEM)? / PAGE_SIZE;
+    if pages > (1 << 20) {
+        return Err(Errno::ENOMEM);
+    }
+    let mut out = vec![0u8; pages as usize];
+    for (i, b) in out.iter_mut().enumerate() {
+        let va = start + i as u64 * PAGE_SIZE;
+        if ctx.k.mm.vmas.find(va).is_none() {
+            return Err(Errno::ENOMEM);
+        }
+        if ctx
+            .k
+            .mm
+            .pt
+            .translate(ctx.mem, va)
+            .is_some_and(|e| e & pte::PRESENT != 0)
+        {
+            *b = 1;
+        }
+    }
+    ctx.k.mm.write(ctx.mem, vec, &out)?;
+    Ok(0)
+}
+
+pub fn mlock(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    // Guest memory is never swapped out: every page is already locked.
+    Ok(0)
+}

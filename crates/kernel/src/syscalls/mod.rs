@@ -1,0 +1,401 @@
+//! The Linux system call table, as data (gVisor's model): one entry per
+//! number with its name, handler, support level and a note. Handlers are
+//! grouped one file per family. A number without a handler returns ENOSYS
+//! and is counted and logged by name.
+
+mod fs;
+mod mm;
+mod net;
+mod process;
+mod signal;
+mod time;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use zeroboot_abi::{sysno, Errno};
+use zeroboot_vmm::GuestMemory;
+
+use crate::kernel::Kernel;
+
+/// What a handler gets: the kernel state and the guest's memory.
+pub struct Ctx<'a> {
+    pub k: &'a mut Kernel,
+    pub mem: &'a GuestMemory,
+}
+
+/// A handler's result: the value for RAX, or an errno.
+pub type SysResult = Result<u64, Errno>;
+
+/// Returned by a handler that cannot complete yet (Linux's ERESTARTSYS is
+/// kernel-internal the same way): the syscall is not finished and runs
+/// again when the sandbox resumes. `Kernel::blocked` says on what.
+pub const BLOCK: Errno = Errno(512);
+
+type Handler = fn(&mut Ctx, [u64; 6]) -> SysResult;
+
+/// How completely a syscall is implemented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    Full,
+    Partial,
+    /// Returns a fixed error by design (e.g. no network).
+    Denied,
+    Unimplemented,
+}
+
+impl Support {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Support::Full => "full",
+            Support::Partial => "partial",
+            Support::Denied => "denied",
+            Support::Unimplemented => "unimplemented",
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub nr: u64,
+    pub name: &'static str,
+    pub handler: Option<Handler>,
+    pub support: Support,
+    pub note: &'static str,
+}
+
+/// A handler with its support level and note.
+type Row = (Option<Handler>, Support, &'static str);
+
+const fn full(h: Handler) -> Row {
+    (Some(h), Support::Full, "")
+}
+
+const fn partial(h: Handler, note: &'static str) -> Row {
+    (Some(h), Support::Partial, note)
+}
+
+const fn denied(h: Handler, note: &'static str) -> Row {
+    (Some(h), Support::Denied, note)
+}
+
+/// The handlers, by number.
+fn handlers() -> Vec<(u64, Row)> {
+    use sysno::*;
+    vec![
+        // fs
+        (READ, full(fs::read)),
+        (WRITE, full(fs::write)),
+        (READV, full(fs::readv)),
+        (WRITEV, full(fs::writev)),
+        (PREAD64, full(fs::pread64)),
+        (PWRITE64, full(fs::pwrite64)),
+        (PREADV, full(fs::preadv)),
+        (PWRITEV, full(fs::pwritev)),
+        (OPEN, full(fs::open)),
+        (OPENAT, partial(fs::openat, "O_TMPFILE unsupported (EOPNOTSUPP)")),
+        (CREAT, full(fs::creat)),
+        (CLOSE, full(fs::close)),
+        (CLOSE_RANGE, full(fs::close_range)),
+        (FSTAT, full(fs::fstat)),
+        (STAT, full(fs::stat)),
+        (LSTAT, full(fs::lstat)),
+        (NEWFSTATAT, full(fs::newfstatat)),
+        (STATX, full(fs::statx)),
+        (STATFS, full(fs::statfs)),
+        (FSTATFS, full(fs::fstatfs)),
+        (LSEEK, full(fs::lseek)),
+        (GETDENTS64, full(fs::getdents64)),
+        (GETDENTS, partial(fs::getdents, "legacy 32-bit dirents")),
+        (READLINK, full(fs::readlink)),
+        (READLINKAT, full(fs::readlinkat)),
+        (ACCESS, full(fs::access)),
+        (FACCESSAT, full(fs::faccessat)),
+        (FACCESSAT2, full(fs::faccessat2)),
+        (GETCWD, full(fs::getcwd)),
+        (CHDIR, full(fs::chdir)),
+        (FCHDIR, full(fs::fchdir)),
+        (DUP, full(fs::dup)),
+        (DUP2, full(fs::dup2)),
+        (DUP3, full(fs::dup3)),
+        (FCNTL, partial(fs::fcntl, "record locks always succeed: one process owns every file")),
+        (IOCTL, partial(fs::ioctl, "TCGETS/TIOCGWINSZ answer ENOTTY (no terminal); FIONREAD, FIONBIO, FIOCLEX")),
+        (PIPE, full(fs::pipe)),
+        (PIPE2, full(fs::pipe2)),
+        (MKDIR, full(fs::mkdir)),
+        (MKDIRAT, full(fs::mkdirat)),
+        (UNLINK, full(fs::unlink)),
+        (UNLINKAT, full(fs::unlinkat)),
+        (RMDIR, full(fs::rmdir)),
+        (RENAME, partial(fs::rename, "directories of the image cannot be moved (EXDEV)")),
+        (RENAMEAT, partial(fs::renameat, "directories of the image cannot be moved (EXDEV)")),
+        (RENAMEAT2, partial(fs::renameat2, "RENAME_NOREPLACE only")),
+        (SYMLINK, full(fs::symlink)),
+        (SYMLINKAT, full(fs::symlinkat)),
+        (LINK, partial(fs::link, "regular files only")),
+        (LINKAT, partial(fs::linkat, "regular files only")),
+        (FTRUNCATE, full(fs::ftruncate)),
+        (TRUNCATE, full(fs::truncate)),
+        (FSYNC, full(fs::fsync)),
+        (FDATASYNC, full(fs::fsync)),
+        (SYNC, full(fs::sync)),
+        (FLOCK, partial(fs::flock, "always succeeds: one process owns every file")),
+        (CHMOD, partial(fs::chmod, "overlay files; image files are copied up")),
+        (FCHMOD, partial(fs::fchmod, "overlay files only")),
+        (FCHMODAT, partial(fs::fchmodat, "overlay files; image files are copied up")),
+        (CHOWN, partial(fs::chown, "ownership is not recorded (everything belongs to root)")),
+        (FCHOWN, partial(fs::fchown, "ownership is not recorded")),
+        (LCHOWN, partial(fs::chown, "ownership is not recorded")),
+        (FCHOWNAT, partial(fs::fchownat, "ownership is not recorded")),
+        (UTIMENSAT, partial(fs::utimensat, "sets mtime of overlay files")),
+        (UMASK, full(fs::umask)),
+        (POLL, partial(fs::poll, "files, pipes and the console; no waiting")),
+        (PPOLL, partial(fs::ppoll, "files, pipes and the console; no waiting")),
+        (SELECT, partial(fs::select, "files, pipes and the console; no waiting")),
+        (PSELECT6, partial(fs::pselect6, "files, pipes and the console; no waiting")),
+        (SENDFILE, full(fs::sendfile)),
+        (COPY_FILE_RANGE, full(fs::copy_file_range)),
+        (FADVISE64, full(fs::fadvise64)),
+        (FALLOCATE, partial(fs::fallocate, "mode 0 only")),
+        (MEMFD_CREATE, full(fs::memfd_create)),
+        // mm
+        (BRK, full(mm::brk)),
+        (MMAP, partial(mm::mmap, "shared writable file mappings are refused (ENODEV)")),
+        (MUNMAP, full(mm::munmap)),
+        (MPROTECT, full(mm::mprotect)),
+        (MREMAP, partial(mm::mremap, "MREMAP_DONTUNMAP unsupported")),
+        (MADVISE, partial(mm::madvise, "DONTNEED/FREE honoured; other advice accepted as hints")),
+        (MSYNC, full(mm::msync)),
+        (MINCORE, full(mm::mincore)),
+        (MLOCK, full(mm::mlock)),
+        (MUNLOCK, full(mm::mlock)),
+        (MLOCKALL, full(mm::mlock)),
+        (MUNLOCKALL, full(mm::mlock)),
+        // process
+        (EXIT, full(process::exit)),
+        (EXIT_GROUP, full(process::exit_group)),
+        (GETPID, full(process::getpid)),
+        (GETTID, full(process::getpid)),
+        (GETPPID, full(process::getppid)),
+        (GETUID, full(process::getid)),
+        (GETEUID, full(process::getid)),
+        (GETGID, full(process::getid)),
+        (GETEGID, full(process::getid)),
+        (GETRESUID, full(process::getresid)),
+        (GETRESGID, full(process::getresid)),
+        (GETGROUPS, full(process::getgroups)),
+        (SETUID, partial(process::setid, "only to the current id (0)")),
+        (SETGID, partial(process::setid, "only to the current id (0)")),
+        (GETPGRP, full(process::getpid)),
+        (GETPGID, full(process::getpgid)),
+        (GETSID, full(process::getpgid)),
+        (SETPGID, full(process::setpgid)),
+        (SETSID, full(process::setsid)),
+        (SET_TID_ADDRESS, full(process::set_tid_address)),
+        (SET_ROBUST_LIST, full(process::set_robust_list)),
+        (GET_ROBUST_LIST, full(process::get_robust_list)),
+        (RSEQ, partial(process::rseq, "one CPU, no preemption: cpu_id is always 0")),
+        (ARCH_PRCTL, partial(process::arch_prctl, "ARCH_SET/GET_FS/GS")),
+        (PRCTL, partial(process::prctl, "PR_SET/GET_NAME, PR_GET/SET_DUMPABLE, PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS")),
+        (UNAME, full(process::uname)),
+        (SETHOSTNAME, full(process::sethostname)),
+        (PRLIMIT64, full(process::prlimit64)),
+        (GETRLIMIT, full(process::getrlimit)),
+        (SETRLIMIT, full(process::setrlimit)),
+        (SYSINFO, full(process::sysinfo)),
+        (SCHED_GETAFFINITY, full(process::sched_getaffinity)),
+        (SCHED_SETAFFINITY, full(process::sched_setaffinity)),
+        (SCHED_YIELD, full(process::sched_yield)),
+        (SCHED_GETSCHEDULER, full(process::sched_getscheduler)),
+        (SCHED_GETPARAM, full(process::sched_getparam)),
+        (GETPRIORITY, full(process::getpriority)),
+        (SETPRIORITY, full(process::setpriority)),
+        (GETRUSAGE, full(process::getrusage)),
+        (TIMES, full(process::times)),
+        (GETCPU, full(process::getcpu)),
+        (CAPGET, full(process::capget)),
+        (PERSONALITY, partial(process::personality, "only PER_LINUX")),
+        (CLONE, denied(process::clone, "no new processes or threads in a sandbox yet (EAGAIN)")),
+        (CLONE3, denied(process::clone3, "glibc falls back to clone (ENOSYS)")),
+        (FORK, denied(process::fork, "no new processes in a sandbox (EAGAIN)")),
+        (VFORK, denied(process::fork, "no new processes in a sandbox (EAGAIN)")),
+        (EXECVE, denied(process::execve, "no exec in a sandbox yet (ENOSYS)")),
+        (EXECVEAT, denied(process::execve, "no exec in a sandbox yet (ENOSYS)")),
+        (WAIT4, full(process::wait4)),
+        (WAITID, full(process::wait4)),
+        (FUTEX, partial(process::futex, "one thread: WAIT returns at once on a changed word or times out; WAKE wakes nobody")),
+        // signals
+        (RT_SIGACTION, full(signal::rt_sigaction)),
+        (RT_SIGRETURN, full(signal::rt_sigreturn)),
+        (RT_SIGPROCMASK, full(signal::rt_sigprocmask)),
+        (RT_SIGPENDING, full(signal::rt_sigpending)),
+        (SIGALTSTACK, full(signal::sigaltstack)),
+        (KILL, partial(signal::kill, "only the process itself exists")),
+        (TKILL, partial(signal::tkill, "only the process itself exists")),
+        (TGKILL, partial(signal::tgkill, "only the process itself exists")),
+        // time
+        (CLOCK_GETTIME, full(time::clock_gettime)),
+        (CLOCK_GETRES, full(time::clock_getres)),
+        (GETTIMEOFDAY, full(time::gettimeofday)),
+        (TIME, full(time::time)),
+        (NANOSLEEP, full(time::nanosleep)),
+        (CLOCK_NANOSLEEP, full(time::clock_nanosleep)),
+        (GETRANDOM, full(time::getrandom)),
+        // network: none in a sandbox
+        (SOCKET, denied(net::socket, "sandboxes have no network (EACCES)")),
+        (SOCKETPAIR, denied(net::socket, "sandboxes have no network (EACCES)")),
+        (CONNECT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (BIND, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (LISTEN, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (ACCEPT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (ACCEPT4, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (SENDTO, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (RECVFROM, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (SENDMSG, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (RECVMSG, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (SHUTDOWN, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (GETSOCKNAME, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (GETPEERNAME, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (SETSOCKOPT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (GETSOCKOPT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+    ]
+}
+
+static TABLE: OnceLock<Vec<Entry>> = OnceLock::new();
+
+/// The syscall table, indexed by number.
+pub fn table() -> &'static [Entry] {
+    TABLE.get_or_init(|| {
+        let mut t: Vec<Entry> = (0..sysno::COUNT as u64)
+            .map(|nr| Entry {
+                nr,
+                name: sysno::NAMES[nr as usize],
+                handler: None,
+                support: Support::Unimplemented,
+                note: "",
+            })
+            .collect();
+        for (nr, (h, s, note)) in handlers() {
+            let e = &mut t[nr as usize];
+            e.handler = h;
+            e.support = s;
+            e.note = note;
+        }
+        t
+    })
+}
+
+/// Per-sandbox syscall counts.
+#[derive(Debug, Clone, Default)]
+pub struct SyscallStats {
+    /// Calls by number.
+    pub counts: BTreeMap<u64, u64>,
+    /// Unimplemented calls by number.
+    pub unimplemented: BTreeMap<u64, u64>,
+}
+
+impl SyscallStats {
+    /// Counts by name, most frequent first.
+    pub fn by_name(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .counts
+            .iter()
+            .map(|(nr, c)| {
+                (
+                    sysno::name(*nr)
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("#{nr}")),
+                    *c,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Unimplemented calls by name.
+    pub fn unimplemented_by_name(&self) -> Vec<(String, u64)> {
+        self.unimplemented
+            .iter()
+            .map(|(nr, c)| {
+                (
+                    sysno::name(*nr)
+                        .map(String::from)
+                        .unwrap_or_else(|| format!("#{nr}")),
+                    *c,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Serve syscall `nr` with `args`.
+pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
+    *ctx.k.stats.counts.entry(nr).or_insert(0) += 1;
+    let entry = table().get(nr as usize);
+    match entry.and_then(|e| e.handler) {
+        Some(h) => h(ctx, args),
+        None => {
+            let n = ctx.k.stats.unimplemented.entry(nr).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                let name = entry
+                    .map(|e| e.name)
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("unknown");
+                tracing::warn!(
+                    syscall = name,
+                    nr,
+                    "unimplemented syscall: returning ENOSYS"
+                );
+            }
+            Err(Errno::ENOSYS)
+        }
+    }
+}
+
+/// The compatibility table as text (for `zeroboot syscalls`).
+pub fn compatibility_table() -> String {
+    let mut s = String::from("| nr | name | support | note |\n|---:|---|---|---|\n");
+    for e in table() {
+        if e.name.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            e.nr,
+            e.name,
+            e.support.as_str(),
+            e.note
+        ));
+    }
+    s
+}
+
+/// Helpers for handlers.
+pub(crate) fn fd_arg(a: u64) -> i32 {
+    a as i32
+}
+
+/// The kernel release uname reports (glibc only checks it is new enough).
+pub const KERNEL_RELEASE: &str = "6.1.0-zeroboot";
+
+/// Nanoseconds since the sandbox started.
+pub(crate) fn uptime_ns(ctx: &Ctx) -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64).saturating_sub(ctx.k.start_mono_ns)
+}
+
+/// CPU time of the process: the vCPU thread's time since the sandbox
+/// started, plus what its template had used.
+pub(crate) fn cpu_ns(ctx: &Ctx) -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let now = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    now.saturating_sub(ctx.k.cpu_base_ns) + ctx.k.cpu_carried_ns
+}
+
+pub(crate) fn now() -> (i64, i64) {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    (t.tv_sec, t.tv_nsec)
+}

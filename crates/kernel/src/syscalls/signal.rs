@@ -1,0 +1,146 @@
+//! Signal dispositions, masks and self-directed signals.
+
+use zeroboot_abi::flags::{SIG_BLOCK, SIG_SETMASK, SIG_UNBLOCK};
+use zeroboot_abi::signal::*;
+use zeroboot_abi::structs::{KernelSigaction, StackT};
+use zeroboot_abi::Errno;
+
+use super::{Ctx, SysResult};
+
+fn valid(sig: u64) -> bool {
+    (1..=NSIG as u64).contains(&sig)
+}
+
+/// Signals that can never be blocked or caught.
+const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+
+pub fn rt_sigaction(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (sig, act, oact, size) = (a[0], a[1], a[2], a[3]);
+    if size != 8 || !valid(sig) {
+        return Err(Errno::EINVAL);
+    }
+    if act != 0 && (sig == SIGKILL as u64 || sig == SIGSTOP as u64) {
+        return Err(Errno::EINVAL);
+    }
+    let old = ctx.k.task.sigactions[sig as usize - 1];
+    if act != 0 {
+        let mut n: KernelSigaction = ctx.k.mm.read_obj(ctx.mem, act)?;
+        n.mask &= !UNBLOCKABLE;
+        ctx.k.task.sigactions[sig as usize - 1] = n;
+    }
+    if oact != 0 {
+        ctx.k.mm.write_obj(ctx.mem, oact, &old)?;
+    }
+    Ok(0)
+}
+
+/// Never reached: the run loop serves rt_sigreturn itself, because it
+/// restores vCPU state a handler cannot touch.
+pub fn rt_sigreturn(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    Err(Errno::ENOSYS)
+}
+
+pub fn rt_sigprocmask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (how, set, oset, size) = (a[0], a[1], a[2], a[3]);
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let old = ctx.k.task.sigmask;
+    if set != 0 {
+        let s: u64 = ctx.k.mm.read_obj(ctx.mem, set)?;
+        let new = match how {
+            SIG_BLOCK => old | s,
+            SIG_UNBLOCK => old & !s,
+            SIG_SETMASK => s,
+            _ => return Err(Errno::EINVAL),
+        };
+        ctx.k.task.sigmask = new & !UNBLOCKABLE;
+    }
+    if oset != 0 {
+        ctx.k.mm.write_obj(ctx.mem, oset, &old)?;
+    }
+    Ok(0)
+}
+
+pub fn rt_sigpending(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[1] > 8 {
+        return Err(Errno::EINVAL);
+    }
+    let p = ctx.k.task.pending & ctx.k.task.sigmask;
+    ctx.k.mm.write_obj(ctx.mem, a[0], &p)?;
+    Ok(0)
+}
+
+pub fn sigaltstack(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const SS_ONSTACK: i32 = 1;
+    const SS_DISABLE: i32 = 2;
+    const MINSIGSTKSZ: u64 = 2048;
+    let old = ctx.k.task.altstack;
+    if a[0] != 0 {
+        let n: StackT = ctx.k.mm.read_obj(ctx.mem, a[0])?;
+        if n.ss_flags & !(SS_DISABLE | (1 << 31)) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if n.ss_flags & SS_DISABLE == 0 && n.ss_size < MINSIGSTKSZ {
+            return Err(Errno::ENOMEM);
+        }
+        if old.ss_flags & SS_ONSTACK != 0 {
+            return Err(Errno::EPERM);
+        }
+        ctx.k.task.altstack = n;
+    }
+    if a[1] != 0 {
+        ctx.k.mm.write_obj(ctx.mem, a[1], &old)?;
+    }
+    Ok(0)
+}
+
+/// Raise `sig` at the process itself; it is acted on before the syscall
+/// returns to ring 3.
+fn raise(ctx: &mut Ctx, sig: u64) -> SysResult {
+    if sig == 0 {
+        return Ok(0);
+    }
+    if !valid(sig) {
+        return Err(Errno::EINVAL);
+    }
+    ctx.k.task.pending |= 1 << (sig - 1);
+    Ok(0)
+}
+
+pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let pid = a[0] as i32;
+    if pid == 0 || pid == -1 || pid as u32 == ctx.k.task.pid || -pid == ctx.k.task.pid as i32 {
+        raise(ctx, a[1])
+    } else {
+        Err(Errno::ESRCH)
+    }
+}
+
+pub fn tkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[0] as u32 != ctx.k.task.pid {
+        return Err(if (a[0] as i32) <= 0 {
+            Errno::EINVAL
+        } else {
+            Errno::ESRCH
+        });
+    }
+    raise(ctx, a[1])
+}
+
+pub fn tgkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if (a[0] as i32) <= 0 || (a[1] as i32) <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    if a[0] as u32 != ctx.k.task.pid || a[1] as u32 != ctx.k.task.pid {
+        return Err(Errno::ESRCH);
+    }
+    raise(ctx, a[2])
+}
+
+/// A write to a pipe nobody reads: SIGPIPE, and EPIPE if that is ignored
+/// or handled.
+pub fn sigpipe(ctx: &mut Ctx) -> Errno {
+    ctx.k.task.pending |= 1 << (SIGPIPE - 1);
+    Errno::EPIPE
+}

@@ -1,0 +1,153 @@
+//! Clocks, sleeping and randomness.
+
+use std::time::{Duration, Instant};
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::structs::{Timespec, Timeval, Timezone};
+use zeroboot_abi::Errno;
+
+use super::{Ctx, SysResult, BLOCK};
+
+fn host_ns(id: rustix::time::ClockId) -> u64 {
+    let t = rustix::time::clock_gettime(id);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Current value of `clock` in nanoseconds.
+pub fn clock_ns(ctx: &Ctx, clock: u64) -> Result<u64, Errno> {
+    use rustix::time::ClockId;
+    Ok(match clock {
+        CLOCK_REALTIME => host_ns(ClockId::Realtime),
+        CLOCK_REALTIME_COARSE => host_ns(ClockId::RealtimeCoarse),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_BOOTTIME => host_ns(ClockId::Monotonic),
+        CLOCK_MONOTONIC_COARSE => host_ns(ClockId::MonotonicCoarse),
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => super::cpu_ns(ctx),
+        _ => return Err(Errno::EINVAL),
+    })
+}
+
+fn to_ts(ns: u64) -> Timespec {
+    Timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as i64,
+    }
+}
+
+pub fn clock_gettime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let ns = clock_ns(ctx, a[0])?;
+    ctx.k.mm.write_obj(ctx.mem, a[1], &to_ts(ns))?;
+    Ok(0)
+}
+
+pub fn clock_getres(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    clock_ns(ctx, a[0])?;
+    let res = match a[0] {
+        CLOCK_REALTIME_COARSE | CLOCK_MONOTONIC_COARSE => 4_000_000,
+        _ => 1,
+    };
+    if a[1] != 0 {
+        ctx.k.mm.write_obj(ctx.mem, a[1], &to_ts(res))?;
+    }
+    Ok(0)
+}
+
+pub fn gettimeofday(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let ns = clock_ns(ctx, CLOCK_REALTIME)?;
+    if a[0] != 0 {
+        let tv = Timeval {
+            tv_sec: (ns / 1_000_000_000) as i64,
+            tv_usec: ((ns % 1_000_000_000) / 1000) as i64,
+        };
+        ctx.k.mm.write_obj(ctx.mem, a[0], &tv)?;
+    }
+    if a[1] != 0 {
+        ctx.k.mm.write_obj(
+            ctx.mem,
+            a[1],
+            &Timezone {
+                tz_minuteswest: 0,
+                tz_dsttime: 0,
+            },
+        )?;
+    }
+    Ok(0)
+}
+
+pub fn time(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let s = clock_ns(ctx, CLOCK_REALTIME)? / 1_000_000_000;
+    if a[0] != 0 {
+        ctx.k.mm.write_obj(ctx.mem, a[0], &(s as i64))?;
+    }
+    Ok(s)
+}
+
+/// Sleep `ns` on the vCPU thread, but never past the sandbox's deadline:
+/// at the deadline the syscall is left unfinished and the run loop reports
+/// the timeout.
+pub fn sleep_ns(ctx: &mut Ctx, ns: u64) -> Result<(), Errno> {
+    let end = Instant::now() + Duration::from_nanos(ns);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        let mut step = (end - now).min(Duration::from_millis(20));
+        if let Some(d) = ctx.k.deadline {
+            if now >= d {
+                ctx.k.blocked = Some("sleep past the deadline");
+                return Err(BLOCK);
+            }
+            step = step.min(d - now);
+        }
+        std::thread::sleep(step);
+    }
+}
+
+fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
+    let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, va)?;
+    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64))
+}
+
+pub fn nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let ns = read_ts(ctx, a[0])?;
+    sleep_ns(ctx, ns)?;
+    Ok(0)
+}
+
+pub fn clock_nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (clock, flags, req) = (a[0], a[1], a[2]);
+    if matches!(clock, CLOCK_THREAD_CPUTIME_ID) {
+        return Err(Errno::EINVAL);
+    }
+    let now = clock_ns(ctx, clock)?;
+    let ns = read_ts(ctx, req)?;
+    let rel = if flags & TIMER_ABSTIME != 0 {
+        ns.saturating_sub(now)
+    } else {
+        ns
+    };
+    sleep_ns(ctx, rel)?;
+    Ok(0)
+}
+
+pub fn getrandom(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[2] & !(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE) != 0
+        || a[2] & (GRND_RANDOM | GRND_INSECURE) == (GRND_RANDOM | GRND_INSECURE)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let len = (a[1] as usize).min((32 << 20) - 1).min(1 << 20);
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        done += rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| Errno(e.raw_os_error() as u16))?;
+    }
+    ctx.k.mm.write(ctx.mem, a[0], &buf)?;
+    Ok(len as u64)
+}

@@ -1,0 +1,634 @@
+//! The sandbox's filesystem: the read-only image, the writable overlay over
+//! it, and the synthetic /dev, /proc and /sys. Paths are resolved here, one
+//! component at a time, symlinks included, so `..`, absolute and relative
+//! symlinks and /proc links all stay inside the sandbox's root.
+
+pub mod image;
+pub mod synthetic;
+pub mod tmpfs;
+
+use std::sync::Arc;
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::structs::Stat;
+use zeroboot_abi::Errno;
+use zerocopy::FromZeros;
+
+pub use image::{HostFile, Image, ImageMeta};
+pub use synthetic::{Device, ProcFile, ProcView, Synth, SynthDir};
+pub use tmpfs::{Entry, TmpContents, Tmpfs};
+
+/// Most symlinks followed in one resolution (as Linux's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+/// Longest path accepted.
+pub const PATH_MAX: usize = 4096;
+
+/// st_dev of the root filesystem (image and overlay together).
+const DEV_ROOT: u64 = 0x803;
+const DEV_PROC: u64 = 0x16;
+const DEV_DEV: u64 = 0x5;
+
+/// What a path names.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Image(ImageMeta),
+    TmpFile(u64),
+    TmpDir { mode: u32, ino: u64 },
+    TmpSymlink { target: String, ino: u64 },
+    Synth(Synth),
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        match self {
+            Node::Image(m) => m.file_type() == S_IFDIR,
+            Node::TmpDir { .. } => true,
+            Node::Synth(Synth::Dir(_)) => true,
+            _ => false,
+        }
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        match self {
+            Node::Image(m) => m.file_type() == S_IFLNK,
+            Node::TmpSymlink { .. } => true,
+            Node::Synth(Synth::Symlink(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A resolved path: its canonical form and what it names.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub path: String,
+    pub node: Node,
+}
+
+/// One directory entry for getdents.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: u64,
+    pub d_type: u8,
+}
+
+fn d_type(mode: u32) -> u8 {
+    match mode & S_IFMT {
+        S_IFDIR => DT_DIR,
+        S_IFREG => DT_REG,
+        S_IFLNK => DT_LNK,
+        S_IFCHR => DT_CHR,
+        S_IFBLK => DT_BLK,
+        S_IFIFO => DT_FIFO,
+        S_IFSOCK => DT_SOCK,
+        _ => DT_UNKNOWN,
+    }
+}
+
+/// Join a canonical directory and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The parent of a canonical path.
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Vfs {
+    pub image: Arc<Image>,
+    pub tmp: Tmpfs,
+}
+
+impl Vfs {
+    pub fn new(image: Arc<Image>, disk_limit: u64) -> Vfs {
+        Vfs {
+            image,
+            tmp: Tmpfs::new(disk_limit),
+        }
+    }
+
+    /// What a canonical path names, without following anything.
+    pub fn lookup(&self, path: &str, p: &dyn ProcView) -> Option<Node> {
+        if synthetic::covers(path) {
+            return synthetic::lookup(path, p).map(Node::Synth);
+        }
+        match self.tmp.get(path) {
+            Some(Entry::Whiteout) => return None,
+            Some(Entry::File(ino)) => return Some(Node::TmpFile(*ino)),
+            Some(Entry::Dir { mode, ino }) => {
+                return Some(Node::TmpDir {
+                    mode: *mode,
+                    ino: *ino,
+                })
+            }
+            Some(Entry::Symlink { target, ino }) => {
+                return Some(Node::TmpSymlink {
+                    target: target.clone(),
+                    ino: *ino,
+                })
+            }
+            None => {}
+        }
+        self.image.lstat(path).map(Node::Image)
+    }
+
+    /// The target of a symlink node.
+    pub fn readlink(&self, path: &str, node: &Node) -> Result<String, Errno> {
+        match node {
+            Node::Image(m) if m.file_type() == S_IFLNK => {
+                self.image.readlink(path).map_err(Errno::from)
+            }
+            Node::TmpSymlink { target, .. } => Ok(target.clone()),
+            Node::Synth(Synth::Symlink(t)) => Ok(t.clone()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Resolve `path` relative to the canonical directory `base`.
+    /// `follow` says whether a symlink in the last component is followed.
+    pub fn resolve(
+        &self,
+        base: &str,
+        path: &str,
+        follow: bool,
+        p: &dyn ProcView,
+    ) -> Result<Lookup, Errno> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if path.len() > PATH_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let must_be_dir = path.ends_with('/');
+        let mut stack: Vec<String> = if path.starts_with('/') {
+            Vec::new()
+        } else {
+            base.split('/')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .rev()
+            .map(String::from)
+            .collect();
+        let mut links = 0;
+        let mut node = self.lookup(&canon(&stack), p).ok_or(Errno::ENOENT)?;
+        while let Some(c) = todo.pop() {
+            if c == "." {
+                continue;
+            }
+            if c == ".." {
+                stack.pop();
+                node = self.lookup(&canon(&stack), p).ok_or(Errno::ENOENT)?;
+                continue;
+            }
+            if c.len() > 255 {
+                return Err(Errno::ENAMETOOLONG);
+            }
+            if !node.is_dir() {
+                return Err(Errno::ENOTDIR);
+            }
+            stack.push(c);
+            let here = canon(&stack);
+            let n = self.lookup(&here, p).ok_or(Errno::ENOENT)?;
+            let last = todo.is_empty();
+            if n.is_symlink() && (!last || follow || must_be_dir) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Errno::ELOOP);
+                }
+                let target = self.readlink(&here, &n)?;
+                stack.pop();
+                if target.starts_with('/') {
+                    stack.clear();
+                }
+                for t in target.split('/').filter(|s| !s.is_empty()).rev() {
+                    todo.push(t.to_string());
+                }
+                node = self.lookup(&canon(&stack), p).ok_or(Errno::ENOENT)?;
+                continue;
+            }
+            node = n;
+        }
+        if must_be_dir && !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(Lookup {
+            path: canon(&stack),
+            node,
+        })
+    }
+
+    /// Resolve everything but the last component, which is returned as a
+    /// name (for creating, removing and renaming).
+    pub fn resolve_parent(
+        &self,
+        base: &str,
+        path: &str,
+        p: &dyn ProcView,
+    ) -> Result<(Lookup, String), Errno> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let trimmed = path.trim_end_matches('/');
+        if trimmed.is_empty() {
+            // "/" itself
+            return Err(Errno::EBUSY);
+        }
+        let (dir, name) = match trimmed.rfind('/') {
+            Some(i) => (if i == 0 { "/" } else { &trimmed[..i] }, &trimmed[i + 1..]),
+            None => (".", trimmed),
+        };
+        if name.len() > 255 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let parent = self.resolve(base, dir, true, p)?;
+        if !parent.node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok((parent, name.to_string()))
+    }
+
+    /// stat of a node.
+    pub fn stat(&self, node: &Node) -> Stat {
+        let mut st = Stat::new_zeroed();
+        st.st_blksize = 4096;
+        st.st_dev = DEV_ROOT;
+        match node {
+            Node::Image(m) => {
+                st.st_mode = m.mode;
+                st.st_ino = m.ino;
+                st.st_nlink = m.nlink;
+                st.st_size = m.size as i64;
+                st.st_blocks = m.blocks as i64;
+                st.st_mtime = m.mtime;
+                st.st_mtime_nsec = m.mtime_nsec;
+                st.st_atime = m.atime;
+                st.st_ctime = m.ctime;
+            }
+            Node::TmpFile(ino) => {
+                if let Some(i) = self.tmp.inode(*ino) {
+                    st.st_mode = S_IFREG | (i.mode & 0o7777);
+                    st.st_size = i.data.len() as i64;
+                    st.st_blocks = (i.data.len() as i64 + 511) / 512;
+                    st.st_nlink = i.nlink.max(1);
+                    (st.st_mtime, st.st_mtime_nsec) = i.mtime;
+                    (st.st_atime, st.st_atime_nsec) = i.mtime;
+                    (st.st_ctime, st.st_ctime_nsec) = i.mtime;
+                }
+                st.st_ino = *ino;
+            }
+            Node::TmpDir { mode, ino } => {
+                st.st_mode = S_IFDIR | (mode & 0o7777);
+                st.st_ino = *ino;
+                st.st_nlink = 2;
+                st.st_size = 4096;
+            }
+            Node::TmpSymlink { target, ino } => {
+                st.st_mode = S_IFLNK | 0o777;
+                st.st_ino = *ino;
+                st.st_nlink = 1;
+                st.st_size = target.len() as i64;
+            }
+            Node::Synth(s) => {
+                st.st_dev = DEV_PROC;
+                st.st_nlink = 1;
+                match s {
+                    Synth::Dir(_) => {
+                        st.st_mode = S_IFDIR | 0o555;
+                        st.st_nlink = 2;
+                    }
+                    Synth::Symlink(t) => {
+                        st.st_mode = S_IFLNK | 0o777;
+                        st.st_size = t.len() as i64;
+                    }
+                    Synth::File(_) => st.st_mode = S_IFREG | 0o444,
+                    Synth::Device(d) => {
+                        st.st_dev = DEV_DEV;
+                        st.st_mode = S_IFCHR | 0o666;
+                        let (ma, mi) = d.rdev();
+                        st.st_rdev = ((ma as u64) << 8) | mi as u64;
+                    }
+                }
+                st.st_ino = synth_ino(s);
+            }
+        }
+        st
+    }
+
+    /// Entries of a directory (without "." and "..").
+    pub fn list(&self, path: &str, node: &Node, p: &dyn ProcView) -> Result<Vec<DirEntry>, Errno> {
+        let mut out: Vec<DirEntry> = Vec::new();
+        if let Node::Synth(Synth::Dir(d)) = node {
+            for name in synthetic::list(d, p) {
+                let child = join(path, &name);
+                let (ino, t) = match synthetic::lookup(&child, p) {
+                    Some(s) => (synth_ino(&s), synth_dtype(&s)),
+                    None => continue,
+                };
+                out.push(DirEntry {
+                    name,
+                    ino,
+                    d_type: t,
+                });
+            }
+            return Ok(out);
+        }
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut names = std::collections::BTreeMap::new();
+        if let Ok(list) = self.image.list(path) {
+            for (name, mode, ino) in list {
+                names.insert(name, (ino, d_type(mode)));
+            }
+        }
+        for (name, e) in self.tmp.children(path) {
+            match e {
+                Entry::Whiteout => {
+                    names.remove(&name);
+                }
+                Entry::File(ino) => {
+                    names.insert(name, (*ino, DT_REG));
+                }
+                Entry::Dir { ino, .. } => {
+                    names.insert(name, (*ino, DT_DIR));
+                }
+                Entry::Symlink { ino, .. } => {
+                    names.insert(name, (*ino, DT_LNK));
+                }
+            }
+        }
+        if path == "/" {
+            for s in ["dev", "proc", "sys"] {
+                names.insert(
+                    s.to_string(),
+                    (
+                        synth_ino(&Synth::Dir(SynthDir::Dev)) + s.len() as u64,
+                        DT_DIR,
+                    ),
+                );
+            }
+        }
+        for (name, (ino, t)) in names {
+            out.push(DirEntry {
+                name,
+                ino,
+                d_type: t,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a directory has no entries.
+    pub fn is_empty_dir(&self, path: &str, node: &Node, p: &dyn ProcView) -> Result<bool, Errno> {
+        Ok(self.list(path, node, p)?.is_empty())
+    }
+
+    /// The writable inode for a regular file, copying an image file up into
+    /// the overlay first.
+    pub fn writable_file(
+        &mut self,
+        path: &str,
+        node: &Node,
+        now: (i64, i64),
+    ) -> Result<u64, Errno> {
+        match node {
+            Node::TmpFile(ino) => Ok(*ino),
+            Node::Image(m) if m.file_type() == S_IFREG => {
+                let f = self.image.open(path).map_err(Errno::from)?;
+                let mut data = vec![0u8; f.size() as usize];
+                let mut done = 0;
+                while done < data.len() {
+                    let n = f
+                        .read_at(&mut data[done..], done as u64)
+                        .map_err(Errno::from)?;
+                    if n == 0 {
+                        break;
+                    }
+                    done += n;
+                }
+                data.truncate(done);
+                let ino = self.tmp.new_file(m.mode & 0o7777, data, now)?;
+                self.tmp.set(path.to_string(), Entry::File(ino));
+                Ok(ino)
+            }
+            Node::Image(m) if m.file_type() == S_IFDIR => Err(Errno::EISDIR),
+            Node::TmpDir { .. } | Node::Synth(Synth::Dir(_)) => Err(Errno::EISDIR),
+            _ => Err(Errno::EACCES),
+        }
+    }
+
+    fn check_creatable(&self, parent: &Lookup) -> Result<(), Errno> {
+        if synthetic::covers(&parent.path) {
+            return Err(Errno::EACCES);
+        }
+        if !parent.node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(())
+    }
+
+    /// Create an empty regular file `name` in `parent`.
+    pub fn create_file(
+        &mut self,
+        parent: &Lookup,
+        name: &str,
+        mode: u32,
+        now: (i64, i64),
+    ) -> Result<(String, u64), Errno> {
+        self.check_creatable(parent)?;
+        let path = join(&parent.path, name);
+        let ino = self.tmp.new_file(mode & 0o7777, Vec::new(), now)?;
+        self.tmp.set(path.clone(), Entry::File(ino));
+        Ok((path, ino))
+    }
+
+    pub fn mkdir(&mut self, parent: &Lookup, name: &str, mode: u32) -> Result<(), Errno> {
+        self.check_creatable(parent)?;
+        let ino = self.tmp.alloc_ino();
+        self.tmp.set(
+            join(&parent.path, name),
+            Entry::Dir {
+                mode: mode & 0o7777,
+                ino,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn symlink(&mut self, parent: &Lookup, name: &str, target: &str) -> Result<(), Errno> {
+        self.check_creatable(parent)?;
+        let ino = self.tmp.alloc_ino();
+        self.tmp.set(
+            join(&parent.path, name),
+            Entry::Symlink {
+                target: target.to_string(),
+                ino,
+            },
+        );
+        Ok(())
+    }
+
+    /// Hard link: only overlay files can be linked.
+    pub fn link(
+        &mut self,
+        old: &Lookup,
+        parent: &Lookup,
+        name: &str,
+        now: (i64, i64),
+    ) -> Result<(), Errno> {
+        self.check_creatable(parent)?;
+        let ino = self.writable_file(&old.path, &old.node, now)?;
+        if let Some(i) = self.tmp.inode_mut(ino) {
+            i.nlink += 1;
+        }
+        self.tmp.set(join(&parent.path, name), Entry::File(ino));
+        Ok(())
+    }
+
+    /// Remove the entry at `path` (already known to exist); whiteout the
+    /// image's entry if there is one.
+    pub fn remove(&mut self, path: &str) {
+        if let Some(Entry::File(ino)) = self.tmp.remove(path) {
+            self.tmp.unlink_inode(ino);
+        }
+        if self.image.lstat(path).is_some() {
+            self.tmp.set(path.to_string(), Entry::Whiteout);
+        }
+    }
+
+    /// rename(2) of a resolved `old` to `new_path` (whose parent exists).
+    pub fn rename(
+        &mut self,
+        old: &Lookup,
+        new_path: &str,
+        replaced: Option<&Node>,
+        now: (i64, i64),
+    ) -> Result<(), Errno> {
+        if synthetic::covers(&old.path) || synthetic::covers(new_path) {
+            return Err(Errno::EXDEV);
+        }
+        if old.path == new_path {
+            return Ok(());
+        }
+        if new_path.starts_with(&format!("{}/", old.path)) {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(r) = replaced {
+            if r.is_dir() != old.node.is_dir() {
+                return Err(if r.is_dir() {
+                    Errno::EISDIR
+                } else {
+                    Errno::ENOTDIR
+                });
+            }
+            if r.is_dir() && !self.list(new_path, r, &NoProc)?.is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let entry = match &old.node {
+            Node::TmpFile(ino) => Entry::File(*ino),
+            Node::TmpSymlink { target, ino } => Entry::Symlink {
+                target: target.clone(),
+                ino: *ino,
+            },
+            Node::TmpDir { mode, ino } => {
+                if self.image.lstat(&old.path).is_some() {
+                    return Err(Errno::EXDEV);
+                }
+                if replaced.is_some() {
+                    self.remove(new_path);
+                }
+                self.tmp.move_tree(&old.path, new_path);
+                let _ = (mode, ino);
+                return Ok(());
+            }
+            Node::Image(m) => match m.file_type() {
+                S_IFREG => Entry::File(self.writable_file(&old.path, &old.node, now)?),
+                S_IFLNK => Entry::Symlink {
+                    target: self.image.readlink(&old.path).map_err(Errno::from)?,
+                    ino: m.ino,
+                },
+                // Moving an image directory would mean copying its tree.
+                _ => return Err(Errno::EXDEV),
+            },
+            Node::Synth(_) => return Err(Errno::EXDEV),
+        };
+        if replaced.is_some() {
+            self.remove(new_path);
+        }
+        self.tmp.set(new_path.to_string(), entry);
+        // The old name goes away without releasing the inode.
+        self.tmp.remove(&old.path);
+        if self.image.lstat(&old.path).is_some() {
+            self.tmp.set(old.path.clone(), Entry::Whiteout);
+        }
+        Ok(())
+    }
+}
+
+/// A ProcView for operations that never touch /proc.
+struct NoProc;
+impl ProcView for NoProc {
+    fn pid(&self) -> u32 {
+        0
+    }
+    fn exe(&self) -> String {
+        String::new()
+    }
+    fn cwd(&self) -> String {
+        "/".into()
+    }
+    fn fd_path(&self, _: i32) -> Option<String> {
+        None
+    }
+    fn fds(&self) -> Vec<i32> {
+        Vec::new()
+    }
+}
+
+fn canon(stack: &[String]) -> String {
+    if stack.is_empty() {
+        "/".to_string()
+    } else {
+        let mut s = String::new();
+        for c in stack {
+            s.push('/');
+            s.push_str(c);
+        }
+        s
+    }
+}
+
+fn synth_ino(s: &Synth) -> u64 {
+    // Stable small numbers; only uniqueness within /proc matters.
+    let h = format!("{s:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+    (h & 0xffff_ffff) | 1
+}
+
+fn synth_dtype(s: &Synth) -> u8 {
+    match s {
+        Synth::Dir(_) => DT_DIR,
+        Synth::Symlink(_) => DT_LNK,
+        Synth::File(_) => DT_REG,
+        Synth::Device(_) => DT_CHR,
+    }
+}

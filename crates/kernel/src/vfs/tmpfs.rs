@@ -1,0 +1,206 @@
+//! The per-sandbox writable layer over the image: an in-memory filesystem
+//! keyed by canonical path, with whiteouts for image entries the sandbox
+//! removed. File contents are `Arc`ed and copied on write, so cloning the
+//! whole layer for a fork is cheap and forks never see each other's writes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zeroboot_abi::Errno;
+
+use crate::mm::FileContents;
+
+/// What the overlay holds at a path.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    File(u64),
+    Dir {
+        mode: u32,
+        ino: u64,
+    },
+    Symlink {
+        target: String,
+        ino: u64,
+    },
+    /// The image entry at this path was removed.
+    Whiteout,
+}
+
+/// A regular file's inode.
+#[derive(Debug, Clone)]
+pub struct Inode {
+    pub data: Arc<Vec<u8>>,
+    pub mode: u32,
+    pub nlink: u64,
+    pub mtime: (i64, i64),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tmpfs {
+    entries: BTreeMap<String, Entry>,
+    inodes: BTreeMap<u64, Inode>,
+    next_ino: u64,
+    /// Bytes of file data held (for the disk limit).
+    bytes: u64,
+    pub limit: u64,
+}
+
+impl Tmpfs {
+    pub fn new(limit: u64) -> Tmpfs {
+        Tmpfs {
+            next_ino: 1 << 40,
+            limit,
+            ..Default::default()
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    pub fn inode(&self, ino: u64) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn alloc_ino(&mut self) -> u64 {
+        self.next_ino += 1;
+        self.next_ino
+    }
+
+    pub fn set(&mut self, path: String, e: Entry) {
+        self.entries.insert(path, e);
+    }
+
+    pub fn remove(&mut self, path: &str) -> Option<Entry> {
+        self.entries.remove(path)
+    }
+
+    /// Create a regular file inode.
+    pub fn new_file(&mut self, mode: u32, data: Vec<u8>, now: (i64, i64)) -> Result<u64, Errno> {
+        self.charge(0, data.len() as u64)?;
+        let ino = self.alloc_ino();
+        self.inodes.insert(
+            ino,
+            Inode {
+                data: Arc::new(data),
+                mode,
+                nlink: 1,
+                mtime: now,
+            },
+        );
+        Ok(ino)
+    }
+
+    fn charge(&mut self, old: u64, new: u64) -> Result<(), Errno> {
+        let total = self.bytes - old.min(self.bytes) + new;
+        if new > old && total > self.limit {
+            return Err(Errno::ENOSPC);
+        }
+        self.bytes = total;
+        Ok(())
+    }
+
+    /// Write `buf` at `offset` (extending with zeros as needed).
+    pub fn write(
+        &mut self,
+        ino: u64,
+        offset: u64,
+        buf: &[u8],
+        now: (i64, i64),
+    ) -> Result<usize, Errno> {
+        let old_len = self.inodes.get(&ino).ok_or(Errno::EBADF)?.data.len() as u64;
+        let end = offset.checked_add(buf.len() as u64).ok_or(Errno::EFBIG)?;
+        let new_len = old_len.max(end);
+        self.charge(old_len, new_len)?;
+        let node = self.inodes.get_mut(&ino).ok_or(Errno::EBADF)?;
+        let data = Arc::make_mut(&mut node.data);
+        if (data.len() as u64) < end {
+            data.resize(end as usize, 0);
+        }
+        data[offset as usize..end as usize].copy_from_slice(buf);
+        node.mtime = now;
+        Ok(buf.len())
+    }
+
+    pub fn truncate(&mut self, ino: u64, len: u64, now: (i64, i64)) -> Result<(), Errno> {
+        let old_len = self.inodes.get(&ino).ok_or(Errno::EBADF)?.data.len() as u64;
+        self.charge(old_len, len)?;
+        let node = self.inodes.get_mut(&ino).ok_or(Errno::EBADF)?;
+        Arc::make_mut(&mut node.data).resize(len as usize, 0);
+        node.mtime = now;
+        Ok(())
+    }
+
+    pub fn inode_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        self.inodes.get_mut(&ino)
+    }
+
+    /// Drop a link to a file inode; its data is released with the last one.
+    pub fn unlink_inode(&mut self, ino: u64) {
+        if let Some(n) = self.inodes.get_mut(&ino) {
+            n.nlink = n.nlink.saturating_sub(1);
+            if n.nlink == 0 {
+                // Open descriptors keep a snapshot through `FileContents`
+                // only for mappings; reads of an unlinked open file keep
+                // working because the inode stays until the sandbox ends.
+                let len = n.data.len() as u64;
+                self.bytes = self.bytes.saturating_sub(len);
+            }
+        }
+    }
+
+    /// Entries directly under directory `dir` (canonical path).
+    pub fn children(&self, dir: &str) -> Vec<(String, &Entry)> {
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].contains('/') && k.len() > prefix.len())
+            .map(|(k, e)| (k[prefix.len()..].to_string(), e))
+            .collect()
+    }
+
+    /// Move every entry at or below `from` to `to`.
+    pub fn move_tree(&mut self, from: &str, to: &str) {
+        let prefix = format!("{from}/");
+        let keys: Vec<String> = self
+            .entries
+            .range(from.to_string()..)
+            .take_while(|(k, _)| k.as_str() == from || k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(e) = self.entries.remove(&k) {
+                let nk = format!("{to}{}", &k[from.len()..]);
+                self.entries.insert(nk, e);
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// A snapshot of a tmpfs file's bytes, for private mappings.
+#[derive(Debug)]
+pub struct TmpContents(pub Arc<Vec<u8>>);
+
+impl FileContents for TmpContents {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let d = &self.0;
+        let start = (offset as usize).min(d.len());
+        let n = (d.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&d[start..start + n]);
+        buf[n..].fill(0);
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+}

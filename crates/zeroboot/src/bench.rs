@@ -1,0 +1,70 @@
+//! `zeroboot bench`: measured costs, printed as percentiles.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use zeroboot_vmm::probe::RawGuest;
+use zeroboot_vmm::Exit;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Round trip of a null syscall and of a ring-3 exception exit.
+    Syscall {
+        /// Iterations per measurement.
+        #[arg(long, default_value_t = 20000)]
+        iterations: u32,
+    },
+}
+
+pub fn run(b: Bench) -> Result<()> {
+    match b {
+        Bench::Syscall { iterations } => syscall(iterations),
+    }
+}
+
+/// p50/p90/p99 of nanosecond samples.
+pub fn percentiles(mut v: Vec<u64>) -> (f64, f64, f64) {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    (at(0.5), at(0.9), at(0.99))
+}
+
+fn report(name: &str, samples: Vec<u64>) {
+    let n = samples.len();
+    let (p50, p90, p99) = percentiles(samples);
+    println!("{name:<40} n={n:<7} p50 {p50:>8.2} us   p90 {p90:>8.2} us   p99 {p99:>8.2} us");
+}
+
+fn syscall(iterations: u32) -> Result<()> {
+    // mov eax, 39; syscall; jmp back
+    let mut g =
+        RawGuest::new(&[0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7]).context("creating the VM")?;
+    let mut samples = Vec::with_capacity(iterations as usize);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        match g.vcpu.run(&g.mem)? {
+            Exit::Syscall => g.vcpu.resume_from_syscall(0),
+            other => anyhow::bail!("unexpected exit {other:?}"),
+        }
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    report("null syscall (exit + return to ring 3)", samples);
+
+    // int3; jmp back: a trap-type exception, resumed after the instruction.
+    let mut g = RawGuest::new(&[0xcc, 0xeb, 0xfd]).context("creating the VM")?;
+    let mut samples = Vec::with_capacity(iterations as usize);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        match g.vcpu.run(&g.mem)? {
+            Exit::Exception(f) if f.vector == 3 => g.vcpu.resume_from_exception(&f),
+            other => anyhow::bail!("unexpected exit {other:?}"),
+        }
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    report("ring-3 exception exit (int3 + resume)", samples);
+    Ok(())
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command: installs what the tests need (Debian
+# packages), then runs every test of the workspace. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in busybox-static gcc libc6-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing test dependencies: ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -w /dev/kvm ]; then
+    echo "error: /dev/kvm is missing or not writable; zeroboot's tests run real KVM VMs" >&2
+    exit 1
+fi
+
+cargo test --workspace --release "$@"

@@ -293,3 +293,19 @@ fn syscalls_command_prints_the_table() {
     );
     assert!(out.contains("| 41 | socket | denied |"), "{out}");
 }
+
+#[test]
+fn memory_changes_to_touched_pages_take_effect_as_on_linux() {
+    let r = Rootfs::new(&["mm_ops"]);
+    let native = std::process::Command::new(guest_program("mm_ops"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        native.status.code(),
+        Some(0),
+        "the check itself fails natively"
+    );
+    let o = run(&["run", "--rootfs", r.path(), "--", "/bin/mm_ops"]);
+    assert_eq!(stdout(&o), stdout(&native), "stderr: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0));
+}

@@ -186,3 +186,43 @@ impl Vmas {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anon(start: u64, end: u64) -> Vma {
+        Vma {
+            start,
+            end,
+            prot: PROT_READ,
+            backing: Backing::Anon,
+            committed: false,
+            name: Arc::from(""),
+            grows_down: false,
+            lazy: false,
+        }
+    }
+
+    #[test]
+    fn remove_range_splits_at_the_edges() {
+        let mut v = Vmas::default();
+        v.insert(anon(0x1000, 0x9000));
+        let removed = v.remove_range(0x3000, 0x5000);
+        assert_eq!(removed.len(), 1);
+        assert_eq!((removed[0].start, removed[0].end), (0x3000, 0x5000));
+        let left: Vec<(u64, u64)> = v.iter().map(|x| (x.start, x.end)).collect();
+        assert_eq!(left, vec![(0x1000, 0x3000), (0x5000, 0x9000)]);
+        assert!(v.find(0x4000).is_none());
+        assert_eq!(v.find(0x8fff).map(|x| x.start), Some(0x5000));
+    }
+
+    #[test]
+    fn find_free_top_down_skips_used_ranges() {
+        let mut v = Vmas::default();
+        v.insert(anon(0x8000, 0x10000));
+        assert_eq!(v.find_free_top_down(0x1000, 0x1000, 0x10000), Some(0x7000));
+        assert_eq!(v.find_free_top_down(0x8000, 0x1000, 0x10000), None);
+        assert_eq!(v.find_free_top_down(0x1000, 0x1000, 0x20000), Some(0x1f000));
+    }
+}

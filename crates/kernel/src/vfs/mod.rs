@@ -632,3 +632,79 @@ fn synth_dtype(s: &Synth) -> u8 {
         Synth::Device(_) => DT_CHR,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn vfs_with(setup: impl FnOnce(&std::path::Path)) -> (tempfile::TempDir, Vfs) {
+        let d = tempfile::tempdir().unwrap();
+        setup(d.path());
+        let img = Arc::new(Image::new(d.path()).unwrap());
+        (d, Vfs::new(img, 1 << 20))
+    }
+
+    #[test]
+    fn dotdot_and_symlinks_stay_inside_the_root() {
+        let (_d, v) = vfs_with(|r| {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::fs::write(r.join("etc/passwd"), "sandbox\n").unwrap();
+            std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+            std::os::unix::fs::symlink("../../../../etc", r.join("etc/rel")).unwrap();
+        });
+        for p in [
+            "/../../etc/passwd",
+            "/abs/passwd",
+            "/etc/rel/passwd",
+            "../../../etc/passwd",
+        ] {
+            let l = v.resolve("/", p, true, &NoProc).unwrap();
+            assert_eq!(l.path, "/etc/passwd", "{p}");
+        }
+    }
+
+    #[test]
+    fn a_directory_replacing_an_image_symlink_hides_the_target() {
+        let (_d, mut v) = vfs_with(|r| {
+            std::os::unix::fs::symlink("/etc", r.join("escape")).unwrap();
+        });
+        v.remove("/escape");
+        let root = v.resolve("/", "/", true, &NoProc).unwrap();
+        v.mkdir(&root, "escape", 0o755).unwrap();
+        assert!(v.lookup("/escape/passwd", &NoProc).is_none());
+        let l = v.resolve("/", "/escape", true, &NoProc).unwrap();
+        assert!(v.list("/escape", &l.node, &NoProc).unwrap().is_empty());
+    }
+
+    #[test]
+    fn overlay_writes_copy_up_and_whiteouts_hide() {
+        let (_d, mut v) = vfs_with(|r| {
+            std::fs::write(r.join("f"), "image").unwrap();
+        });
+        let l = v.resolve("/", "/f", true, &NoProc).unwrap();
+        let ino = v.writable_file(&l.path, &l.node, (0, 0)).unwrap();
+        v.tmp.write(ino, 0, b"IM", (0, 0)).unwrap();
+        assert_eq!(&v.tmp.inode(ino).unwrap().data[..], b"IMage");
+        v.remove("/f");
+        assert!(v.lookup("/f", &NoProc).is_none());
+        let root = v.resolve("/", "/", true, &NoProc).unwrap();
+        assert!(v
+            .list("/", &root.node, &NoProc)
+            .unwrap()
+            .iter()
+            .all(|e| e.name != "f"));
+    }
+
+    #[test]
+    fn symlink_loops_end_with_eloop() {
+        let (_d, v) = vfs_with(|r| {
+            std::os::unix::fs::symlink("b", r.join("a")).unwrap();
+            std::os::unix::fs::symlink("a", r.join("b")).unwrap();
+        });
+        assert_eq!(
+            v.resolve("/", "/a", true, &NoProc).unwrap_err(),
+            Errno::ELOOP
+        );
+    }
+}

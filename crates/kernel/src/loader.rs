@@ -230,11 +230,12 @@ fn map_segments(
                 false,
             )
             .map_err(mem_err)?;
-            // The rest of the last file page belongs to .bss: zero it.
+            // With a .bss, the rest of the last file page is zeroed to the
+            // page end, as Linux's padzero does (ld.so's early allocator
+            // relies on it).
             let tail = page_up(file_end).ok_or_else(|| bad("overflow"))? - file_end;
             if tail > 0 && p.p_memsz > p.p_filesz {
-                k.mm.zero_user(mem, file_end, tail.min(mem_end - file_end))
-                    .map_err(mem_err)?;
+                k.mm.zero_user(mem, file_end, tail).map_err(mem_err)?;
             }
         }
         let anon_start = page_up(file_end).ok_or_else(|| bad("overflow"))?;

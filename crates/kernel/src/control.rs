@@ -19,13 +19,10 @@ pub struct Channel {
     pub outbox_cap: usize,
 }
 
-/// What a parked read waits for.
-pub const PARKED: &str = "control channel";
-
 pub fn read(ctx: &mut Ctx, count: usize) -> Result<Vec<u8>, Errno> {
     let ch = &mut ctx.k.control;
     if ch.inbox.is_empty() {
-        ctx.k.blocked = Some(PARKED);
+        ctx.k.block = Some(crate::kernel::Block::Park);
         return Err(BLOCK);
     }
     let n = count.min(ch.inbox.len());

@@ -11,7 +11,8 @@ use zeroboot_abi::Errno;
 use crate::fd::{FdTable, FileKind};
 use crate::mm::AddressSpace;
 use crate::syscalls::SyscallStats;
-use crate::task::Task;
+use crate::task::{Process, Thread, Wait};
+
 use crate::vfs::{ProcView, Vfs};
 
 /// Where a standard output stream goes.
@@ -117,6 +118,15 @@ impl Default for Limits {
     }
 }
 
+/// Why a syscall cannot finish yet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    /// Reading the empty control channel: the process parks.
+    Park,
+    /// Waiting for another thread or for time.
+    Wait(Wait),
+}
+
 /// Why the process stopped for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -142,7 +152,17 @@ pub struct Kernel {
     pub mm: AddressSpace,
     pub fds: FdTable,
     pub vfs: Vfs,
-    pub task: Task,
+    pub proc: Process,
+    /// Threads by tid; `current` is the one on the vCPU.
+    pub threads: BTreeMap<u32, Thread>,
+    pub current: u32,
+    /// Counter for `Thread::blocked_seq`.
+    pub wait_seq: u64,
+    /// Threads created by the last syscall, whose FPU state the sandbox
+    /// copies from their creator.
+    pub new_threads: Vec<u32>,
+    /// sched_yield asked to let another thread run.
+    pub yield_now: bool,
     pub pipes: BTreeMap<u64, Pipe>,
     pub next_pipe: u64,
     pub stdout: Sink,
@@ -151,8 +171,8 @@ pub struct Kernel {
     pub stats: SyscallStats,
     pub limits: Limits,
     pub exit: Option<Exit>,
-    /// Set by a syscall that cannot complete yet (what it waits for).
-    pub blocked: Option<&'static str>,
+    /// Set by a syscall that returned `BLOCK`: why it cannot finish yet.
+    pub block: Option<Block>,
     /// Host thread CPU time when this sandbox started running (ns).
     pub cpu_base_ns: u64,
     /// CPU time accumulated before (by the template), ns.
@@ -168,6 +188,38 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The thread on the vCPU.
+    pub fn thread(&self) -> &Thread {
+        self.threads
+            .get(&self.current)
+            .expect("the current thread exists")
+    }
+
+    pub fn thread_mut(&mut self) -> &mut Thread {
+        self.threads
+            .get_mut(&self.current)
+            .expect("the current thread exists")
+    }
+
+    /// The deadline of the current syscall: the one set when it first
+    /// blocked, or now + `timeout`.
+    pub fn syscall_deadline(&mut self, timeout: std::time::Duration) -> std::time::Instant {
+        let t = self.thread_mut();
+        *t.syscall_deadline
+            .get_or_insert_with(|| std::time::Instant::now() + timeout)
+    }
+
+    /// Whether a retried syscall's deadline passed (consumes the flag).
+    pub fn take_timed_out(&mut self) -> bool {
+        std::mem::take(&mut self.thread_mut().timed_out)
+    }
+
+    /// Block the current syscall on `w`.
+    pub fn wait(&mut self, w: Wait) -> zeroboot_abi::Errno {
+        self.block = Some(Block::Wait(w));
+        crate::syscalls::BLOCK
+    }
+
     /// Number of descriptors (anywhere) referring to pipe `id`'s `write` end.
     pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
         self.fds
@@ -202,13 +254,13 @@ pub struct KernelProcView<'a>(&'a Kernel);
 
 impl ProcView for KernelProcView<'_> {
     fn pid(&self) -> u32 {
-        self.0.task.pid
+        self.0.proc.pid
     }
     fn exe(&self) -> String {
-        self.0.task.exe.clone()
+        self.0.proc.exe.clone()
     }
     fn cwd(&self) -> String {
-        self.0.task.cwd.clone()
+        self.0.proc.cwd.clone()
     }
     fn fd_path(&self, fd: i32) -> Option<String> {
         let f = self.0.fds.get(fd).ok()?;

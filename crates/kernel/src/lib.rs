@@ -10,6 +10,7 @@ pub mod loader;
 pub mod mm;
 pub mod proc;
 pub mod sandbox;
+pub mod sched;
 pub mod syscalls;
 pub mod task;
 pub mod vfs;

@@ -63,7 +63,7 @@ fn read_elf(k: &Kernel, path: &str) -> Result<Elf, LoadError> {
     let pv = k.proc_view();
     let l = k
         .vfs
-        .resolve(&k.task.cwd.clone(), path, true, &pv)
+        .resolve(&k.proc.cwd.clone(), path, true, &pv)
         .map_err(|e| match e {
             Errno::ENOENT => LoadError::NotFound(path.to_string()),
             e => LoadError::Path(path.to_string(), e),
@@ -405,8 +405,8 @@ pub fn load(
     k.mm.write(mem, rsp, &bytes).map_err(mem_err)?;
     // Keep the 16-byte alignment the ABI requires at argc.
     rsp &= !15;
-    k.task.exe = exe.path.clone();
-    k.task.argv = argv.to_vec();
-    k.task.envp = envp.to_vec();
+    k.proc.exe = exe.path.clone();
+    k.proc.argv = argv.to_vec();
+    k.proc.envp = envp.to_vec();
     Ok(Entry { rip: entry, rsp })
 }

@@ -7,12 +7,12 @@ use crate::vfs::ProcFile;
 
 pub fn generate(ctx: &Ctx, f: &ProcFile) -> Vec<u8> {
     let k = &*ctx.k;
-    let pid = k.task.pid;
+    let pid = k.proc.pid;
     let limit_kb = k.mm.limit() / 1024;
     let used_kb = k.mm.resident() / 1024;
     let vsz: u64 = k.mm.vmas.iter().map(|v| v.len()).sum();
-    let name = if k.task.comm.is_empty() {
-        k.task
+    let name = if k.thread().comm.is_empty() {
+        k.proc
             .exe
             .rsplit('/')
             .next()
@@ -21,26 +21,26 @@ pub fn generate(ctx: &Ctx, f: &ProcFile) -> Vec<u8> {
             .take(15)
             .collect()
     } else {
-        k.task.comm.clone()
+        k.thread().comm.clone()
     };
     let s = match f {
         ProcFile::Maps => k.mm.maps(),
-        ProcFile::Cmdline => return nul_joined(&k.task.argv),
-        ProcFile::Environ => return nul_joined(&k.task.envp),
+        ProcFile::Cmdline => return nul_joined(&k.proc.argv),
+        ProcFile::Environ => return nul_joined(&k.proc.envp),
         ProcFile::Status => format!(
             "Name:\t{name}\nUmask:\t{:04o}\nState:\tR (running)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\nPPid:\t{}\nTracerPid:\t0\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nFDSize:\t64\nGroups:\t\nVmPeak:\t{} kB\nVmSize:\t{} kB\nVmRSS:\t{} kB\nThreads:\t1\nSigQ:\t0/0\nSigBlk:\t{:016x}\nCpus_allowed:\t1\nCpus_allowed_list:\t0\n",
-            k.task.umask,
-            k.task.ppid,
+            k.proc.umask,
+            k.proc.ppid,
             vsz / 1024,
             vsz / 1024,
             used_kb,
-            k.task.sigmask
+            k.thread().sigmask
         ),
         ProcFile::SysStat => "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 0 0 0 0 0 0 0 0 0 0\nprocesses 1\nprocs_running 1\nprocs_blocked 0\n".to_string(),
         ProcFile::Stat => {
             format!(
                 "{pid} ({name}) R {} {pid} {pid} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 0 {} {} 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-                k.task.ppid,
+                k.proc.ppid,
                 vsz,
                 k.mm.resident() / PAGE_SIZE
             )

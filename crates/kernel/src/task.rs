@@ -1,6 +1,10 @@
-//! Per-process state that is not memory or files: identity, signal
-//! dispositions, limits, and the TLS and thread-library registrations.
+//! Processes and threads. A sandbox runs one process; its threads are
+//! multiplexed on the VM's one vCPU by the VMM (see `sandbox::sched`): a
+//! thread that is not running keeps its registers and FPU state here.
 
+use std::time::Instant;
+
+use kvm_bindings::kvm_regs;
 use zeroboot_abi::flags::*;
 use zeroboot_abi::structs::{KernelSigaction, Rlimit, StackT};
 use zerocopy::FromZeros;
@@ -10,8 +14,9 @@ pub const SIG_DFL: u64 = 0;
 /// Signal handler value meaning "ignore".
 pub const SIG_IGN: u64 = 1;
 
+/// Process-wide state.
 #[derive(Debug, Clone)]
-pub struct Task {
+pub struct Process {
     pub pid: u32,
     pub ppid: u32,
     pub cwd: String,
@@ -22,22 +27,15 @@ pub struct Task {
     pub envp: Vec<Vec<u8>>,
     /// Dispositions of signals 1..=64 (index = signal - 1).
     pub sigactions: Vec<KernelSigaction>,
-    pub sigmask: u64,
-    /// Signals raised and not yet acted on (bit = signal - 1).
+    /// Process-directed signals not yet acted on (bit = signal - 1).
     pub pending: u64,
-    pub altstack: StackT,
     pub rlimits: Vec<Rlimit>,
-    pub clear_child_tid: u64,
-    pub robust_list: (u64, u64),
-    pub rseq: Option<(u64, u32)>,
-    pub fs_base: u64,
-    pub gs_base: u64,
-    /// Process name (prctl PR_SET_NAME).
-    pub comm: String,
+    /// Next thread id to hand out.
+    pub next_tid: u32,
 }
 
-impl Task {
-    pub fn new(pid: u32) -> Task {
+impl Process {
+    pub fn new(pid: u32) -> Process {
         let mut rlimits = vec![
             Rlimit {
                 rlim_cur: RLIM_INFINITY,
@@ -51,7 +49,7 @@ impl Task {
             rlim_max: 4096,
         };
         rlimits[RLIMIT_CORE as usize].rlim_cur = 0;
-        Task {
+        Process {
             pid,
             ppid: pid.saturating_sub(1).max(1),
             cwd: "/".into(),
@@ -60,21 +58,9 @@ impl Task {
             argv: Vec::new(),
             envp: Vec::new(),
             sigactions: vec![KernelSigaction::new_zeroed(); 64],
-            sigmask: 0,
             pending: 0,
-            altstack: StackT {
-                ss_sp: 0,
-                ss_flags: 2, // SS_DISABLE
-                pad: 0,
-                ss_size: 0,
-            },
             rlimits,
-            clear_child_tid: 0,
-            robust_list: (0, 0),
-            rseq: None,
-            fs_base: 0,
-            gs_base: 0,
-            comm: String::new(),
+            next_tid: pid + 1,
         }
     }
 
@@ -83,5 +69,123 @@ impl Task {
         self.sigactions
             .get(sig as usize - 1)
             .is_some_and(|a| a.handler == SIG_IGN)
+    }
+}
+
+/// What a blocked thread waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wait {
+    /// FUTEX_WAIT on `addr`: woken by FUTEX_WAKE with a matching bitset
+    /// (the syscall returns 0) or at `deadline` (ETIMEDOUT).
+    Futex {
+        addr: u64,
+        bitset: u32,
+        deadline: Option<Instant>,
+    },
+    /// A sleep: returns 0 at `until`.
+    Sleep { until: Instant },
+    /// Anything else (pipes, poll): the syscall runs again when another
+    /// thread may have changed things, or at `deadline` with `timed_out`
+    /// set so that it returns what a timeout returns.
+    Retry {
+        reason: &'static str,
+        deadline: Option<Instant>,
+    },
+    /// Reading the empty control channel: the process is parked until the
+    /// host puts a request there.
+    Park,
+}
+
+impl Wait {
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            Wait::Futex { deadline, .. } | Wait::Retry { deadline, .. } => *deadline,
+            Wait::Sleep { until } => Some(*until),
+            Wait::Park => None,
+        }
+    }
+}
+
+/// How a thread continues when it is next scheduled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// Its registers are a ring-3 context (it was preempted or is new).
+    Continue,
+    /// It is stopped in a syscall that finishes with this return value.
+    Complete(u64),
+    /// It is stopped in a syscall that must run again.
+    Retry,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThreadState {
+    Runnable(Resume),
+    Blocked(Wait),
+}
+
+/// Saved CPU state of a thread that is not on the vCPU.
+#[derive(Debug, Clone)]
+pub struct CpuContext {
+    pub regs: kvm_regs,
+    /// XSAVE area; `None` for a thread that has not run yet and inherits
+    /// its creator's at creation.
+    pub xsave: Vec<u8>,
+}
+
+/// One thread.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub tid: u32,
+    pub state: ThreadState,
+    /// Saved registers while not on the vCPU.
+    pub ctx: Option<CpuContext>,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub sigmask: u64,
+    /// Thread-directed signals not yet acted on.
+    pub pending: u64,
+    pub altstack: StackT,
+    pub clear_child_tid: u64,
+    pub robust_list: (u64, u64),
+    pub rseq: Option<(u64, u32)>,
+    /// Thread name (prctl PR_SET_NAME).
+    pub comm: String,
+    /// A retried syscall found its deadline passed: answer as a timeout.
+    pub timed_out: bool,
+    /// When it blocked (a sequence number: futex wakes are FIFO).
+    pub blocked_seq: u64,
+    /// Deadline of the syscall in progress, kept across its retries so
+    /// that a retry does not restart the timeout.
+    pub syscall_deadline: Option<Instant>,
+}
+
+impl Thread {
+    pub fn new(tid: u32) -> Thread {
+        Thread {
+            tid,
+            state: ThreadState::Runnable(Resume::Continue),
+            ctx: None,
+            fs_base: 0,
+            gs_base: 0,
+            sigmask: 0,
+            pending: 0,
+            altstack: StackT {
+                ss_sp: 0,
+                ss_flags: 2, // SS_DISABLE
+                pad: 0,
+                ss_size: 0,
+            },
+            clear_child_tid: 0,
+            robust_list: (0, 0),
+            rseq: None,
+            comm: String::new(),
+            timed_out: false,
+            blocked_seq: 0,
+            syscall_deadline: None,
+        }
+    }
+
+    pub fn is_runnable(&self) -> bool {
+        matches!(self.state, ThreadState::Runnable(_))
     }
 }

@@ -1,7 +1,7 @@
-//! One process-wide thread that enforces every sandbox's wall-clock
-//! deadline by kicking its vCPU thread out of `KVM_RUN` (and again every
-//! few milliseconds, in case a kick lands outside `KVM_RUN`), until the
-//! sandbox's run loop notices and unregisters.
+//! One process-wide thread that kicks vCPU threads out of `KVM_RUN`: at a
+//! sandbox's wall-clock deadline (and again every few milliseconds until
+//! its run loop notices), and at the end of a thread's timeslice when
+//! several guest threads share the vCPU.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -12,8 +12,18 @@ use zeroboot_vmm::Kicker;
 const REKICK: Duration = Duration::from_millis(5);
 
 struct Armed {
-    deadline: Instant,
+    hard: Option<Instant>,
+    slice: Option<Instant>,
     kicker: Kicker,
+}
+
+impl Armed {
+    fn next(&self) -> Option<Instant> {
+        match (self.hard, self.slice) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -54,13 +64,20 @@ impl Watchdog {
             let now = Instant::now();
             let mut next: Option<Instant> = None;
             for a in st.armed.values_mut() {
-                if a.deadline <= now {
+                if a.next().is_some_and(|t| t <= now) {
                     // The thread is alive: it unregisters under this lock
                     // before it can exit.
                     a.kicker.kick();
-                    a.deadline = now + REKICK;
+                    if a.slice.is_some_and(|s| s <= now) {
+                        a.slice = None;
+                    }
+                    if a.hard.is_some_and(|h| h <= now) {
+                        a.hard = Some(now + REKICK);
+                    }
                 }
-                next = Some(next.map_or(a.deadline, |n: Instant| n.min(a.deadline)));
+                if let Some(t) = a.next() {
+                    next = Some(next.map_or(t, |n: Instant| n.min(t)));
+                }
             }
             st = match next {
                 Some(n) => match self
@@ -79,26 +96,49 @@ impl Watchdog {
     }
 }
 
-/// While alive, the calling thread is kicked once `deadline` passes.
+/// While alive, the calling thread is kicked at its deadline and at the
+/// end of each timeslice it sets.
 pub struct Guard {
     id: u64,
 }
 
-/// Arm a deadline for the calling thread.
-pub fn arm(deadline: Instant) -> Guard {
+/// Register the calling thread, with an optional hard deadline.
+pub fn arm(deadline: Option<Instant>) -> Guard {
     let w = watchdog();
     let kicker = Kicker::current();
     let id = match w.state.lock() {
         Ok(mut st) => {
             st.next_id += 1;
             let id = st.next_id;
-            st.armed.insert(id, Armed { deadline, kicker });
+            st.armed.insert(
+                id,
+                Armed {
+                    hard: deadline,
+                    slice: None,
+                    kicker,
+                },
+            );
             id
         }
         Err(_) => 0,
     };
     w.wake.notify_one();
     Guard { id }
+}
+
+impl Guard {
+    /// Kick once at `at` (None: no timeslice).
+    pub fn set_slice(&self, at: Option<Instant>) {
+        let w = watchdog();
+        if let Ok(mut st) = w.state.lock() {
+            if let Some(a) = st.armed.get_mut(&self.id) {
+                a.slice = at;
+            }
+        }
+        if at.is_some() {
+            w.wake.notify_one();
+        }
+    }
 }
 
 impl Drop for Guard {

@@ -309,3 +309,13 @@ fn memory_changes_to_touched_pages_take_effect_as_on_linux() {
     assert_eq!(stdout(&o), stdout(&native), "stderr: {}", stderr(&o));
     assert_eq!(o.status.code(), Some(0));
 }
+
+#[test]
+fn threads_share_the_vcpu_with_futexes_preemption_and_signals() {
+    let r = Rootfs::new(&["threads"]);
+    let o = run(&["run", "--timeout", "20", "--rootfs", r.path(), "--", "/bin/threads"]);
+    let out = stdout(&o);
+    assert!(!out.contains("FAIL"), "{out}\n{}", stderr(&o));
+    assert_eq!(out.lines().count(), 7, "{out}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0));
+}

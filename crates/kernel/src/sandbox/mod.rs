@@ -12,13 +12,16 @@ use zeroboot_vmm::layout::{FIRST_FREE_GPA, PML4_GPA};
 use zeroboot_vmm::{boot, ExceptionFrame, Exit as VmExit, GuestMemory, Host, Vcpu, Vm};
 
 use crate::fd::{FdTable, FileKind, OpenFile, Stream};
+use crate::kernel::Block;
 use crate::kernel::{Exit, Kernel, Limits, Sink, Source};
 use crate::loader::{self, CpuInfo, LoadError};
 use crate::mm::{AddressSpace, Fault, Frames};
+use crate::sched;
 use crate::syscalls::{self, Ctx, SyscallStats, BLOCK};
-use crate::task::Task;
+use crate::task::{CpuContext, Process, Resume, Thread, ThreadState, Wait};
 use crate::vfs::{Image, Vfs};
 use crate::watchdog;
+use zeroboot_vmm::layout::USER_END;
 
 /// Errors of creating or running a sandbox (the program's own failures are
 /// outcomes, not errors).
@@ -81,6 +84,9 @@ pub fn guest_memory_size(limit: u64) -> u64 {
     raw.div_ceil(2 << 20) * (2 << 20)
 }
 
+/// How long a thread runs before another runnable one gets the vCPU.
+const TIMESLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// How often one fault may repeat at the same place before the program is
 /// considered stuck (a VMM bug, never legitimate).
 const MAX_REPEATED_FAULTS: u32 = 16;
@@ -90,8 +96,6 @@ pub struct Sandbox {
     pub vm: Vm,
     pub vcpu: Vcpu,
     pub k: Kernel,
-    /// The VM is stopped at a syscall exit whose syscall has not completed.
-    pending_syscall: bool,
     last_fault: (u64, u64, u32),
     xsave_size: u64,
 }
@@ -127,7 +131,12 @@ impl Sandbox {
             mm: AddressSpace::new(PML4_GPA, frames, cfg.limits.memory),
             fds,
             vfs: Vfs::new(cfg.image, cfg.limits.disk),
-            task: Task::new(cfg.pid),
+            proc: Process::new(cfg.pid),
+            threads: [(cfg.pid, Thread::new(cfg.pid))].into_iter().collect(),
+            current: cfg.pid,
+            wait_seq: 0,
+            new_threads: Vec::new(),
+            yield_now: false,
             pipes: Default::default(),
             next_pipe: 1,
             stdout: cfg.stdout,
@@ -136,7 +145,7 @@ impl Sandbox {
             stats: SyscallStats::default(),
             limits: cfg.limits,
             exit: None,
-            blocked: None,
+            block: None,
             cpu_base_ns: now_ns(rustix::time::ClockId::ThreadCPUTime),
             cpu_carried_ns: 0,
             start_mono_ns: now_ns(rustix::time::ClockId::Monotonic),
@@ -152,7 +161,6 @@ impl Sandbox {
             vm,
             vcpu,
             k,
-            pending_syscall: false,
             last_fault: (0, 0, 0),
             xsave_size: Host::get()?.xsave_size(),
         })
@@ -215,27 +223,69 @@ impl Sandbox {
             return Ok(Outcome::Exited(e.clone()));
         }
         self.k.deadline = deadline;
-        let _guard = deadline.map(watchdog::arm);
-        if self.pending_syscall {
-            if let Some(o) = self.syscall()? {
-                return Ok(o);
-            }
+        let guard = watchdog::arm(deadline);
+        if !self.k.control.inbox.is_empty() {
+            sched::unpark(&mut self.k);
         }
+        let mut slice_end: Option<Instant> = None;
         loop {
             if let Some(e) = &self.k.exit {
                 return Ok(Outcome::Exited(e.clone()));
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return Ok(Outcome::TimedOut);
             }
-            match self.vcpu.run(&self.mem)? {
-                VmExit::Syscall => {
-                    if let Some(o) = self.syscall()? {
+            let state = self.k.threads.get(&self.k.current).map(|t| t.state.clone());
+            match state {
+                Some(ThreadState::Runnable(Resume::Continue)) => {}
+                Some(ThreadState::Runnable(Resume::Retry)) => {
+                    self.k.thread_mut().state = ThreadState::Runnable(Resume::Continue);
+                    self.syscall()?;
+                    continue;
+                }
+                Some(ThreadState::Runnable(Resume::Complete(v))) => {
+                    self.k.thread_mut().state = ThreadState::Runnable(Resume::Continue);
+                    self.finish_syscall(v)?;
+                    continue;
+                }
+                Some(ThreadState::Blocked(_)) | None => {
+                    if let Some(o) = self.schedule()? {
                         return Ok(o);
                     }
+                    slice_end = None;
+                    continue;
                 }
+            }
+            // Several threads share the vCPU: bound this one's turn, and
+            // come back when a waiting thread's timeout is due.
+            let want = if sched::runnable(&self.k) > 1 {
+                Some(slice_end.unwrap_or(now + TIMESLICE))
+            } else {
+                sched::earliest_deadline(&self.k)
+            };
+            if want != slice_end {
+                guard.set_slice(want);
+                slice_end = want;
+            }
+            match self.vcpu.run(&self.mem)? {
+                VmExit::Syscall => self.syscall()?,
                 VmExit::Exception(f) => self.exception(f)?,
-                VmExit::Kicked => {}
+                VmExit::Kicked => {
+                    let now = Instant::now();
+                    sched::expire(&mut self.k, now);
+                    let expired = slice_end.is_some_and(|e| now >= e);
+                    // Only a thread stopped in ring 3 can be switched out.
+                    if expired && self.vcpu.regs().rip < USER_END {
+                        slice_end = None;
+                        guard.set_slice(None);
+                        if let Some(next) =
+                            sched::pick_next(&self.k).filter(|&n| n != self.k.current)
+                        {
+                            self.switch_to(next)?;
+                        }
+                    }
+                }
                 VmExit::KernelException(f) => {
                     self.kill(
                         SIGKILL,
@@ -267,56 +317,93 @@ impl Sandbox {
         self.k.exit = Some(Exit::Signal(sig, reason));
     }
 
-    /// Serve the syscall the VM stopped at. `Some` ends the run.
-    fn syscall(&mut self) -> Result<Option<Outcome>, SandboxError> {
-        let r = *self.vcpu.regs();
-        let nr = r.rax;
+    /// Serve the syscall the current thread is stopped at.
+    fn syscall(&mut self) -> Result<(), SandboxError> {
+        let regs = *self.vcpu.regs();
+        let nr = regs.rax;
         if nr == sysno::RT_SIGRETURN {
             *self.k.stats.counts.entry(nr).or_insert(0) += 1;
-            self.pending_syscall = false;
-            self.sigreturn()?;
-            return Ok(None);
+            return self.sigreturn();
         }
-        let args = [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9];
+        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let res = {
             let mut ctx = Ctx {
                 k: &mut self.k,
                 mem: &self.mem,
+                regs: &regs,
             };
             syscalls::dispatch(&mut ctx, nr, args)
         };
-        if res == Err(BLOCK) {
-            self.pending_syscall = true;
-            let what = self.k.blocked.take().unwrap_or("unknown");
-            if what == crate::control::PARKED {
-                return Ok(Some(Outcome::Parked));
+        if !self.k.new_threads.is_empty() {
+            // New threads start with their creator's FPU state.
+            let xsave = self.vcpu.xsave_bytes()?;
+            for tid in std::mem::take(&mut self.k.new_threads) {
+                if let Some(CpuContext { xsave: x, .. }) =
+                    self.k.threads.get_mut(&tid).and_then(|t| t.ctx.as_mut())
+                {
+                    x.clone_from(&xsave);
+                }
             }
-            // Nothing else in the sandbox can wake it: wait for the deadline.
-            tracing::debug!(waiting_for = what, "program blocked");
-            return Ok(Some(self.wait_for_deadline()));
         }
-        self.pending_syscall = false;
         if self.k.exit.is_some() {
-            return Ok(None);
+            return Ok(());
         }
+        if !self.k.threads.contains_key(&self.k.current) {
+            // The thread exited; the loop schedules another.
+            sched::wake_retriers(&mut self.k);
+            return Ok(());
+        }
+        if res == Err(BLOCK) {
+            let w = match self.k.block.take() {
+                Some(Block::Park) => Wait::Park,
+                Some(Block::Wait(w)) => w,
+                None => Wait::Retry {
+                    reason: "unknown",
+                    deadline: None,
+                },
+            };
+            sched::block_current(&mut self.k, w);
+            return Ok(());
+        }
+        {
+            let t = self.k.thread_mut();
+            t.syscall_deadline = None;
+            t.timed_out = false;
+        }
+        sched::wake_retriers(&mut self.k);
         let ret = match res {
             Ok(v) => v,
             Err(e) => e.as_return(),
         };
+        self.finish_syscall(ret)?;
+        if std::mem::take(&mut self.k.yield_now) {
+            if let Some(next) = sched::pick_next(&self.k).filter(|&n| n != self.k.current) {
+                self.switch_to(next)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Complete the current thread's syscall with `ret` and return to ring 3
+    /// (delivering any signal that became pending).
+    fn finish_syscall(&mut self, ret: u64) -> Result<(), SandboxError> {
         self.sync_task_state()?;
         self.vcpu.resume_from_syscall(ret);
-        self.deliver_pending()?;
-        Ok(None)
+        self.deliver_pending()
     }
 
     /// Apply kernel-side changes that live in the vCPU (TLS base) and flush
     /// page-table changes before ring 3 runs again.
     fn sync_task_state(&mut self) -> Result<(), SandboxError> {
-        if self.k.task.fs_base != self.vcpu.fs_base() {
-            self.vcpu.set_fs_base(self.k.task.fs_base);
+        let (fs, gs) = {
+            let t = self.k.thread();
+            (t.fs_base, t.gs_base)
+        };
+        if fs != self.vcpu.fs_base() {
+            self.vcpu.set_fs_base(fs);
         }
-        if self.k.task.gs_base != self.vcpu.gs_base() {
-            self.vcpu.set_gs_base(self.k.task.gs_base);
+        if gs != self.vcpu.gs_base() {
+            self.vcpu.set_gs_base(gs);
         }
         if self.k.mm.has_pending() {
             let writes = self.k.mm.take_pending();
@@ -325,17 +412,81 @@ impl Sandbox {
         Ok(())
     }
 
-    fn wait_for_deadline(&mut self) -> Outcome {
+    /// Put `next` on the vCPU, saving the current thread if it still exists.
+    fn switch_to(&mut self, next: u32) -> Result<(), SandboxError> {
+        if next == self.k.current {
+            return Ok(());
+        }
+        if self.k.threads.contains_key(&self.k.current) {
+            let ctx = CpuContext {
+                regs: *self.vcpu.regs(),
+                xsave: self.vcpu.xsave_bytes()?,
+            };
+            self.k.thread_mut().ctx = Some(ctx);
+        }
+        self.k.current = next;
+        let (ctx, fs, gs) = {
+            let t = self.k.thread_mut();
+            (t.ctx.take(), t.fs_base, t.gs_base)
+        };
+        if let Some(c) = ctx {
+            *self.vcpu.regs_mut() = c.regs;
+            if !c.xsave.is_empty() {
+                self.vcpu.set_xsave_bytes(&c.xsave)?;
+            }
+        }
+        self.vcpu.set_fs_base(fs);
+        self.vcpu.set_gs_base(gs);
+        // Runnable(Continue) threads go straight back to ring 3; the others
+        // finish their syscall first, which also returns to ring 3.
+        self.vcpu.resume_user();
+        if matches!(
+            self.k.thread().state,
+            ThreadState::Runnable(Resume::Continue)
+        ) {
+            self.deliver_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Nothing can run on the vCPU right now: pick another thread, wait
+    /// for a timeout, park, or wait out the deadline.
+    fn schedule(&mut self) -> Result<Option<Outcome>, SandboxError> {
         loop {
-            match self.k.deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Outcome::TimedOut;
-                    }
-                    std::thread::sleep((d - now).min(std::time::Duration::from_millis(50)));
+            let now = Instant::now();
+            sched::expire(&mut self.k, now);
+            if let Some(next) = sched::pick_next(&self.k) {
+                self.switch_to(next)?;
+                return Ok(None);
+            }
+            if sched::parked(&self.k) {
+                if !self.k.control.inbox.is_empty() {
+                    sched::unpark(&mut self.k);
+                    continue;
                 }
-                None => std::thread::sleep(std::time::Duration::from_secs(1)),
+                return Ok(Some(Outcome::Parked));
+            }
+            let wake = sched::earliest_deadline(&self.k);
+            let until = match (wake, self.k.deadline) {
+                (Some(w), Some(d)) => Some(w.min(d)),
+                (w, d) => w.or(d),
+            };
+            match until {
+                Some(t) => {
+                    if self.k.deadline.is_some_and(|d| now >= d) {
+                        return Ok(Some(Outcome::TimedOut));
+                    }
+                    std::thread::sleep(
+                        t.saturating_duration_since(now)
+                            .min(std::time::Duration::from_millis(50)),
+                    );
+                }
+                None => {
+                    // Every thread waits for something only another thread
+                    // could do: a deadlock, which Linux would sit in too.
+                    tracing::debug!("all threads blocked with no timeout");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
             }
         }
     }

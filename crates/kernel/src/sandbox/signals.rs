@@ -104,12 +104,18 @@ impl Sandbox {
     /// Act on raised, unblocked signals (after a syscall returned).
     pub(super) fn deliver_pending(&mut self) -> Result<(), SandboxError> {
         loop {
-            let ready = self.k.task.pending & !self.k.task.sigmask;
+            let t = self.k.thread();
+            let ready = (self.k.proc.pending | t.pending) & !t.sigmask;
             if ready == 0 || self.k.exit.is_some() {
                 return Ok(());
             }
             let sig = ready.trailing_zeros() + 1;
-            self.k.task.pending &= !(1 << (sig - 1));
+            let bit = 1 << (sig - 1);
+            if self.k.thread().pending & bit != 0 {
+                self.k.thread_mut().pending &= !bit;
+            } else {
+                self.k.proc.pending &= !bit;
+            }
             // SI_TKILL: raised by the process itself.
             self.signal(sig, -6, 0, format!("raised by the program ({})", name(sig)))?;
         }
@@ -124,8 +130,8 @@ impl Sandbox {
         addr: u64,
         reason: String,
     ) -> Result<(), SandboxError> {
-        let blocked = self.k.task.sigmask & (1 << (sig - 1)) != 0;
-        let h = self.k.task.sigactions[sig as usize - 1].handler;
+        let blocked = self.k.thread_mut().sigmask & (1 << (sig - 1)) != 0;
+        let h = self.k.proc.sigactions[sig as usize - 1].handler;
         if blocked || h == SIG_IGN || h == SIG_DFL {
             self.kill(sig, reason);
             return Ok(());
@@ -140,7 +146,7 @@ impl Sandbox {
         addr: u64,
         reason: String,
     ) -> Result<(), SandboxError> {
-        let act = self.k.task.sigactions[sig as usize - 1];
+        let act = self.k.proc.sigactions[sig as usize - 1];
         match act.handler {
             SIG_IGN => Ok(()),
             SIG_DFL => {
@@ -179,7 +185,7 @@ impl Sandbox {
             return Ok(false);
         }
         let r = *self.vcpu.regs();
-        let alt = self.k.task.altstack;
+        let alt = self.k.thread_mut().altstack;
         let on_alt =
             alt.ss_flags & SS_DISABLE == 0 && r.rsp > alt.ss_sp && r.rsp <= alt.ss_sp + alt.ss_size;
         let mut sp = if flags & SA_ONSTACK != 0 && alt.ss_flags & SS_DISABLE == 0 && !on_alt {
@@ -230,7 +236,7 @@ impl Sandbox {
             ss: 0x2b,
             err: 0,
             trapno: 0,
-            oldmask: self.k.task.sigmask,
+            oldmask: self.k.thread_mut().sigmask,
             cr2: if sig == SIGSEGV { addr } else { 0 },
             fpstate,
             reserved1: [0; 8],
@@ -245,21 +251,21 @@ impl Sandbox {
             uc_link: 0,
             uc_stack,
             mcontext: mc,
-            sigmask: self.k.task.sigmask,
-            info: siginfo(sig, code, addr, self.k.task.pid),
+            sigmask: self.k.thread_mut().sigmask,
+            info: siginfo(sig, code, addr, self.k.proc.pid),
         };
         if self.k.mm.write(&self.mem, fpstate, &xsave).is_err()
             || self.k.mm.write_obj(&self.mem, sp, &frame).is_err()
         {
             return Ok(false);
         }
-        let mut newmask = self.k.task.sigmask | mask;
+        let mut newmask = self.k.thread_mut().sigmask | mask;
         if flags & SA_NODEFER == 0 {
             newmask |= 1 << (sig - 1);
         }
-        self.k.task.sigmask = newmask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
+        self.k.thread_mut().sigmask = newmask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
         if flags & SA_RESETHAND != 0 {
-            self.k.task.sigactions[sig as usize - 1] =
+            self.k.proc.sigactions[sig as usize - 1] =
                 zeroboot_abi::structs::KernelSigaction::new_zeroed();
         }
         let regs = self.vcpu.regs_mut();
@@ -303,7 +309,8 @@ impl Sandbox {
                 }
             }
         }
-        self.k.task.sigmask = frame.sigmask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
+        self.k.thread_mut().sigmask =
+            frame.sigmask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1)));
         let r = self.vcpu.regs_mut();
         r.r8 = mc.r8;
         r.r9 = mc.r9;

@@ -7,10 +7,13 @@ use zeroboot_abi::structs::{Iovec, Pollfd, Stat, Statfs, Statx, StatxTimestamp, 
 use zeroboot_abi::Errno;
 use zerocopy::FromZeros;
 
-use super::{fd_arg, now, Ctx, SysResult, BLOCK};
+use std::time::Duration;
+
+use super::{fd_arg, now, Ctx, SysResult};
 use crate::fd::{FileKind, OpenFile, Stream};
 use crate::kernel::{Pipe, Source};
 use crate::proc;
+use crate::task::Wait;
 use crate::vfs::{self, Device, Lookup, Node, Synth, PATH_MAX};
 
 /// Most bytes one read or write transfers (callers loop on short counts).
@@ -29,7 +32,7 @@ pub(crate) fn read_path(ctx: &mut Ctx, va: u64) -> Result<String, Errno> {
 /// The canonical directory `dirfd` names (AT_FDCWD: the cwd).
 fn dir_of(ctx: &Ctx, dirfd: i32) -> Result<String, Errno> {
     if dirfd == AT_FDCWD {
-        return Ok(ctx.k.task.cwd.clone());
+        return Ok(ctx.k.proc.cwd.clone());
     }
     let f = ctx.k.fds.get(dirfd)?;
     match f.kind {
@@ -236,8 +239,10 @@ pub(crate) fn do_read(
                 if nonblock {
                     return Err(Errno::EAGAIN);
                 }
-                ctx.k.blocked = Some("read from an empty pipe");
-                return Err(BLOCK);
+                return Err(ctx.k.wait(Wait::Retry {
+                    reason: "read from an empty pipe",
+                    deadline: None,
+                }));
             }
             let n = count.min(p.buf.len());
             p.buf.drain(..n).collect()
@@ -281,7 +286,7 @@ pub(crate) fn do_write(
                 None if append => len,
                 None => off,
             };
-            let fsize = ctx.k.task.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
+            let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
             if at.saturating_add(data.len() as u64) > fsize {
                 return Err(Errno::EFBIG);
             }
@@ -306,8 +311,10 @@ pub(crate) fn do_write(
                 if nonblock {
                     return Err(Errno::EAGAIN);
                 }
-                ctx.k.blocked = Some("write to a full pipe");
-                return Err(BLOCK);
+                return Err(ctx.k.wait(Wait::Retry {
+                    reason: "write to a full pipe",
+                    deadline: None,
+                }));
             }
             let n = room.min(data.len());
             p.buf.extend(&data[..n]);
@@ -489,7 +496,7 @@ fn resolve_for_open(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<O
         if !l.node.is_symlink() || !follow {
             return Ok(OpenTarget::Node(l));
         }
-        let pid = ctx.k.task.pid.to_string();
+        let pid = ctx.k.proc.pid.to_string();
         let parts: Vec<&str> = l.path.split('/').filter(|s| !s.is_empty()).collect();
         if let ["proc", p, "fd", n] = parts.as_slice() {
             if *p == pid {
@@ -542,7 +549,7 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
             if name == "." || name == ".." || path.ends_with('/') {
                 return Err(Errno::EISDIR);
             }
-            let mode = mode & !ctx.k.task.umask;
+            let mode = mode & !ctx.k.proc.umask;
             let (cpath, ino) = ctx.k.vfs.create_file(&parent, &name, mode, now())?;
             let f = OpenFile::new(FileKind::Tmp(ino), cpath, keep);
             return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
@@ -945,7 +952,7 @@ pub fn faccessat2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 }
 
 pub fn getcwd(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let mut cwd = ctx.k.task.cwd.clone().into_bytes();
+    let mut cwd = ctx.k.proc.cwd.clone().into_bytes();
     cwd.push(0);
     if (a[1] as usize) < cwd.len() {
         return Err(Errno::ERANGE);
@@ -960,13 +967,13 @@ pub fn chdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if !l.node.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    ctx.k.task.cwd = l.path;
+    ctx.k.proc.cwd = l.path;
     Ok(0)
 }
 
 pub fn fchdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let path = dir_of(ctx, fd_arg(a[0]))?;
-    ctx.k.task.cwd = path;
+    ctx.k.proc.cwd = path;
     Ok(0)
 }
 
@@ -1162,7 +1169,7 @@ fn do_mkdir(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u64) -> SysResult {
     if name == "." || name == ".." {
         return Err(Errno::EEXIST);
     }
-    let mode = mode as u32 & !ctx.k.task.umask;
+    let mode = mode as u32 & !ctx.k.proc.umask;
     ctx.k.vfs.mkdir(&parent, &name, mode)?;
     Ok(0)
 }
@@ -1209,7 +1216,7 @@ fn do_unlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, rmdir: bool) -> SysResult 
         }
     }
     ctx.k.vfs.remove(&full);
-    if ctx.k.task.cwd == full || ctx.k.task.cwd.starts_with(&format!("{full}/")) {
+    if ctx.k.proc.cwd == full || ctx.k.proc.cwd.starts_with(&format!("{full}/")) {
         // Linux keeps a removed cwd usable as a dangling directory; we keep
         // the path, and lookups below it simply fail.
     }
@@ -1532,8 +1539,8 @@ pub fn utimensat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 }
 
 pub fn umask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let old = ctx.k.task.umask;
-    ctx.k.task.umask = a[0] as u32 & 0o777;
+    let old = ctx.k.proc.umask;
+    ctx.k.proc.umask = a[0] as u32 & 0o777;
     Ok(old as u64)
 }
 
@@ -1601,7 +1608,7 @@ fn readiness(ctx: &Ctx, fd: i32) -> i16 {
 
 fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> SysResult {
     if nfds
-        > ctx.k.task.rlimits[RLIMIT_NOFILE as usize]
+        > ctx.k.proc.rlimits[RLIMIT_NOFILE as usize]
             .rlim_cur
             .max(1024)
     {
@@ -1625,15 +1632,12 @@ fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> Sy
     for (i, p) in out.iter().enumerate() {
         ctx.k.mm.write_obj(ctx.mem, fds_va + 8 * i as u64, p)?;
     }
-    if ready == 0 {
-        match timeout_ms {
-            Some(0) => {}
-            Some(ms) => super::time::sleep_ns(ctx, ms.saturating_mul(1_000_000))?,
-            None => {
-                ctx.k.blocked = Some("poll with nothing ready and no timeout");
-                return Err(BLOCK);
-            }
-        }
+    if ready == 0 && timeout_ms != Some(0) && !ctx.k.take_timed_out() {
+        let deadline = timeout_ms.map(|ms| ctx.k.syscall_deadline(Duration::from_millis(ms)));
+        return Err(ctx.k.wait(Wait::Retry {
+            reason: "poll",
+            deadline,
+        }));
     }
     Ok(ready)
 }
@@ -1707,15 +1711,12 @@ fn do_select(
             }
         }
     }
-    if count == 0 {
-        match timeout_ms {
-            Some(0) => {}
-            Some(ms) => super::time::sleep_ns(ctx, ms.saturating_mul(1_000_000))?,
-            None => {
-                ctx.k.blocked = Some("select with nothing ready and no timeout");
-                return Err(BLOCK);
-            }
-        }
+    if count == 0 && timeout_ms != Some(0) && !ctx.k.take_timed_out() {
+        let deadline = timeout_ms.map(|ms| ctx.k.syscall_deadline(Duration::from_millis(ms)));
+        return Err(ctx.k.wait(Wait::Retry {
+            reason: "select",
+            deadline,
+        }));
     }
     Ok(count)
 }

@@ -22,6 +22,8 @@ use crate::kernel::Kernel;
 pub struct Ctx<'a> {
     pub k: &'a mut Kernel,
     pub mem: &'a GuestMemory,
+    /// The calling thread's registers at the syscall.
+    pub regs: &'a kvm_bindings::kvm_regs,
 }
 
 /// A handler's result: the value for RAX, or an errno.
@@ -94,7 +96,10 @@ fn handlers() -> Vec<(u64, Row)> {
         (PREADV, full(fs::preadv)),
         (PWRITEV, full(fs::pwritev)),
         (OPEN, full(fs::open)),
-        (OPENAT, partial(fs::openat, "O_TMPFILE unsupported (EOPNOTSUPP)")),
+        (
+            OPENAT,
+            partial(fs::openat, "O_TMPFILE unsupported (EOPNOTSUPP)"),
+        ),
         (CREAT, full(fs::creat)),
         (CLOSE, full(fs::close)),
         (CLOSE_RANGE, full(fs::close_range)),
@@ -119,8 +124,20 @@ fn handlers() -> Vec<(u64, Row)> {
         (DUP, full(fs::dup)),
         (DUP2, full(fs::dup2)),
         (DUP3, full(fs::dup3)),
-        (FCNTL, partial(fs::fcntl, "record locks always succeed: one process owns every file")),
-        (IOCTL, partial(fs::ioctl, "TCGETS/TIOCGWINSZ answer ENOTTY (no terminal); FIONREAD, FIONBIO, FIOCLEX")),
+        (
+            FCNTL,
+            partial(
+                fs::fcntl,
+                "record locks always succeed: one process owns every file",
+            ),
+        ),
+        (
+            IOCTL,
+            partial(
+                fs::ioctl,
+                "TCGETS/TIOCGWINSZ answer ENOTTY (no terminal); FIONREAD, FIONBIO, FIOCLEX",
+            ),
+        ),
         (PIPE, full(fs::pipe)),
         (PIPE2, full(fs::pipe2)),
         (MKDIR, full(fs::mkdir)),
@@ -128,8 +145,20 @@ fn handlers() -> Vec<(u64, Row)> {
         (UNLINK, full(fs::unlink)),
         (UNLINKAT, full(fs::unlinkat)),
         (RMDIR, full(fs::rmdir)),
-        (RENAME, partial(fs::rename, "directories of the image cannot be moved (EXDEV)")),
-        (RENAMEAT, partial(fs::renameat, "directories of the image cannot be moved (EXDEV)")),
+        (
+            RENAME,
+            partial(
+                fs::rename,
+                "directories of the image cannot be moved (EXDEV)",
+            ),
+        ),
+        (
+            RENAMEAT,
+            partial(
+                fs::renameat,
+                "directories of the image cannot be moved (EXDEV)",
+            ),
+        ),
         (RENAMEAT2, partial(fs::renameat2, "RENAME_NOREPLACE only")),
         (SYMLINK, full(fs::symlink)),
         (SYMLINKAT, full(fs::symlinkat)),
@@ -140,20 +169,50 @@ fn handlers() -> Vec<(u64, Row)> {
         (FSYNC, full(fs::fsync)),
         (FDATASYNC, full(fs::fsync)),
         (SYNC, full(fs::sync)),
-        (FLOCK, partial(fs::flock, "always succeeds: one process owns every file")),
-        (CHMOD, partial(fs::chmod, "overlay files; image files are copied up")),
+        (
+            FLOCK,
+            partial(fs::flock, "always succeeds: one process owns every file"),
+        ),
+        (
+            CHMOD,
+            partial(fs::chmod, "overlay files; image files are copied up"),
+        ),
         (FCHMOD, partial(fs::fchmod, "overlay files only")),
-        (FCHMODAT, partial(fs::fchmodat, "overlay files; image files are copied up")),
-        (CHOWN, partial(fs::chown, "ownership is not recorded (everything belongs to root)")),
+        (
+            FCHMODAT,
+            partial(fs::fchmodat, "overlay files; image files are copied up"),
+        ),
+        (
+            CHOWN,
+            partial(
+                fs::chown,
+                "ownership is not recorded (everything belongs to root)",
+            ),
+        ),
         (FCHOWN, partial(fs::fchown, "ownership is not recorded")),
         (LCHOWN, partial(fs::chown, "ownership is not recorded")),
         (FCHOWNAT, partial(fs::fchownat, "ownership is not recorded")),
-        (UTIMENSAT, partial(fs::utimensat, "sets mtime of overlay files")),
+        (
+            UTIMENSAT,
+            partial(fs::utimensat, "sets mtime of overlay files"),
+        ),
         (UMASK, full(fs::umask)),
-        (POLL, partial(fs::poll, "files, pipes and the console; no waiting")),
-        (PPOLL, partial(fs::ppoll, "files, pipes and the console; no waiting")),
-        (SELECT, partial(fs::select, "files, pipes and the console; no waiting")),
-        (PSELECT6, partial(fs::pselect6, "files, pipes and the console; no waiting")),
+        (
+            POLL,
+            partial(fs::poll, "files, pipes and the console; no waiting"),
+        ),
+        (
+            PPOLL,
+            partial(fs::ppoll, "files, pipes and the console; no waiting"),
+        ),
+        (
+            SELECT,
+            partial(fs::select, "files, pipes and the console; no waiting"),
+        ),
+        (
+            PSELECT6,
+            partial(fs::pselect6, "files, pipes and the console; no waiting"),
+        ),
         (SENDFILE, full(fs::sendfile)),
         (COPY_FILE_RANGE, full(fs::copy_file_range)),
         (FADVISE64, full(fs::fadvise64)),
@@ -161,11 +220,23 @@ fn handlers() -> Vec<(u64, Row)> {
         (MEMFD_CREATE, full(fs::memfd_create)),
         // mm
         (BRK, full(mm::brk)),
-        (MMAP, partial(mm::mmap, "shared writable file mappings are refused (ENODEV)")),
+        (
+            MMAP,
+            partial(
+                mm::mmap,
+                "shared writable file mappings are refused (ENODEV)",
+            ),
+        ),
         (MUNMAP, full(mm::munmap)),
         (MPROTECT, full(mm::mprotect)),
         (MREMAP, partial(mm::mremap, "MREMAP_DONTUNMAP unsupported")),
-        (MADVISE, partial(mm::madvise, "DONTNEED/FREE honoured; other advice accepted as hints")),
+        (
+            MADVISE,
+            partial(
+                mm::madvise,
+                "DONTNEED/FREE honoured; other advice accepted as hints",
+            ),
+        ),
         (MSYNC, full(mm::msync)),
         (MINCORE, full(mm::mincore)),
         (MLOCK, full(mm::mlock)),
@@ -176,7 +247,7 @@ fn handlers() -> Vec<(u64, Row)> {
         (EXIT, full(process::exit)),
         (EXIT_GROUP, full(process::exit_group)),
         (GETPID, full(process::getpid)),
-        (GETTID, full(process::getpid)),
+        (GETTID, full(process::gettid)),
         (GETPPID, full(process::getppid)),
         (GETUID, full(process::getid)),
         (GETEUID, full(process::getid)),
@@ -185,8 +256,14 @@ fn handlers() -> Vec<(u64, Row)> {
         (GETRESUID, full(process::getresid)),
         (GETRESGID, full(process::getresid)),
         (GETGROUPS, full(process::getgroups)),
-        (SETUID, partial(process::setid, "only to the current id (0)")),
-        (SETGID, partial(process::setid, "only to the current id (0)")),
+        (
+            SETUID,
+            partial(process::setid, "only to the current id (0)"),
+        ),
+        (
+            SETGID,
+            partial(process::setid, "only to the current id (0)"),
+        ),
         (GETPGRP, full(process::getpid)),
         (GETPGID, full(process::getpgid)),
         (GETSID, full(process::getpgid)),
@@ -195,9 +272,21 @@ fn handlers() -> Vec<(u64, Row)> {
         (SET_TID_ADDRESS, full(process::set_tid_address)),
         (SET_ROBUST_LIST, full(process::set_robust_list)),
         (GET_ROBUST_LIST, full(process::get_robust_list)),
-        (RSEQ, partial(process::rseq, "one CPU, no preemption: cpu_id is always 0")),
-        (ARCH_PRCTL, partial(process::arch_prctl, "ARCH_SET/GET_FS/GS")),
-        (PRCTL, partial(process::prctl, "PR_SET/GET_NAME, PR_GET/SET_DUMPABLE, PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS")),
+        (
+            RSEQ,
+            partial(process::rseq, "one CPU, no preemption: cpu_id is always 0"),
+        ),
+        (
+            ARCH_PRCTL,
+            partial(process::arch_prctl, "ARCH_SET/GET_FS/GS"),
+        ),
+        (
+            PRCTL,
+            partial(
+                process::prctl,
+                "PR_SET/GET_NAME, PR_GET/SET_DUMPABLE, PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS",
+            ),
+        ),
         (UNAME, full(process::uname)),
         (SETHOSTNAME, full(process::sethostname)),
         (PRLIMIT64, full(process::prlimit64)),
@@ -216,24 +305,57 @@ fn handlers() -> Vec<(u64, Row)> {
         (GETCPU, full(process::getcpu)),
         (CAPGET, full(process::capget)),
         (PERSONALITY, partial(process::personality, "only PER_LINUX")),
-        (CLONE, denied(process::clone, "no new processes or threads in a sandbox yet (EAGAIN)")),
-        (CLONE3, denied(process::clone3, "glibc falls back to clone (ENOSYS)")),
-        (FORK, denied(process::fork, "no new processes in a sandbox (EAGAIN)")),
-        (VFORK, denied(process::fork, "no new processes in a sandbox (EAGAIN)")),
-        (EXECVE, denied(process::execve, "no exec in a sandbox yet (ENOSYS)")),
-        (EXECVEAT, denied(process::execve, "no exec in a sandbox yet (ENOSYS)")),
+        (
+            CLONE,
+            partial(process::clone, "threads; a new process answers EAGAIN"),
+        ),
+        (
+            CLONE3,
+            denied(process::clone3, "glibc falls back to clone (ENOSYS)"),
+        ),
+        (
+            FORK,
+            denied(process::fork, "no new processes in a sandbox (EAGAIN)"),
+        ),
+        (
+            VFORK,
+            denied(process::fork, "no new processes in a sandbox (EAGAIN)"),
+        ),
+        (
+            EXECVE,
+            denied(process::execve, "no exec in a sandbox yet (ENOSYS)"),
+        ),
+        (
+            EXECVEAT,
+            denied(process::execve, "no exec in a sandbox yet (ENOSYS)"),
+        ),
         (WAIT4, full(process::wait4)),
         (WAITID, full(process::wait4)),
-        (FUTEX, partial(process::futex, "one thread: WAIT returns at once on a changed word or times out; WAKE wakes nobody")),
+        (
+            FUTEX,
+            partial(
+                process::futex,
+                "WAIT/WAKE/REQUEUE/WAKE_OP and bitsets; no PI futexes",
+            ),
+        ),
         // signals
         (RT_SIGACTION, full(signal::rt_sigaction)),
         (RT_SIGRETURN, full(signal::rt_sigreturn)),
         (RT_SIGPROCMASK, full(signal::rt_sigprocmask)),
         (RT_SIGPENDING, full(signal::rt_sigpending)),
         (SIGALTSTACK, full(signal::sigaltstack)),
-        (KILL, partial(signal::kill, "only the process itself exists")),
-        (TKILL, partial(signal::tkill, "only the process itself exists")),
-        (TGKILL, partial(signal::tgkill, "only the process itself exists")),
+        (
+            KILL,
+            partial(signal::kill, "only the process itself exists"),
+        ),
+        (
+            TKILL,
+            partial(signal::tkill, "only the process itself exists"),
+        ),
+        (
+            TGKILL,
+            partial(signal::tgkill, "only the process itself exists"),
+        ),
         // time
         (CLOCK_GETTIME, full(time::clock_gettime)),
         (CLOCK_GETRES, full(time::clock_getres)),
@@ -243,22 +365,46 @@ fn handlers() -> Vec<(u64, Row)> {
         (CLOCK_NANOSLEEP, full(time::clock_nanosleep)),
         (GETRANDOM, full(time::getrandom)),
         // network: none in a sandbox
-        (SOCKET, denied(net::socket, "sandboxes have no network (EACCES)")),
-        (SOCKETPAIR, denied(net::socket, "sandboxes have no network (EACCES)")),
+        (
+            SOCKET,
+            denied(net::socket, "sandboxes have no network (EACCES)"),
+        ),
+        (
+            SOCKETPAIR,
+            denied(net::socket, "sandboxes have no network (EACCES)"),
+        ),
         (CONNECT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
         (BIND, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
         (LISTEN, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
         (ACCEPT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
         (ACCEPT4, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
         (SENDTO, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
-        (RECVFROM, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (
+            RECVFROM,
+            denied(net::notsock, "no sockets exist (ENOTSOCK)"),
+        ),
         (SENDMSG, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
         (RECVMSG, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
-        (SHUTDOWN, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
-        (GETSOCKNAME, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
-        (GETPEERNAME, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
-        (SETSOCKOPT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
-        (GETSOCKOPT, denied(net::notsock, "no sockets exist (ENOTSOCK)")),
+        (
+            SHUTDOWN,
+            denied(net::notsock, "no sockets exist (ENOTSOCK)"),
+        ),
+        (
+            GETSOCKNAME,
+            denied(net::notsock, "no sockets exist (ENOTSOCK)"),
+        ),
+        (
+            GETPEERNAME,
+            denied(net::notsock, "no sockets exist (ENOTSOCK)"),
+        ),
+        (
+            SETSOCKOPT,
+            denied(net::notsock, "no sockets exist (ENOTSOCK)"),
+        ),
+        (
+            GETSOCKOPT,
+            denied(net::notsock, "no sockets exist (ENOTSOCK)"),
+        ),
     ]
 }
 

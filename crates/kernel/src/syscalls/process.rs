@@ -6,12 +6,27 @@ use zeroboot_abi::Errno;
 use zeroboot_vmm::layout::USER_END;
 use zerocopy::FromZeros;
 
-use super::{Ctx, SysResult, BLOCK, KERNEL_RELEASE};
-use crate::kernel::Exit;
+use std::time::{Duration, Instant};
 
+use zeroboot_abi::structs::Timespec;
+
+use super::{Ctx, SysResult, KERNEL_RELEASE};
+use crate::kernel::Exit;
+use crate::sched;
+use crate::task::{CpuContext, Thread, Wait};
+
+/// exit(2) ends the calling thread; the last thread's exit ends the process.
 pub fn exit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    // One thread: the thread's exit is the process's.
-    exit_group(ctx, a)
+    if ctx.k.threads.len() <= 1 {
+        return exit_group(ctx, a);
+    }
+    let tid = ctx.k.current;
+    let ctid = ctx.k.thread().clear_child_tid;
+    if ctid != 0 && ctx.k.mm.write_obj(ctx.mem, ctid, &0u32).is_ok() {
+        sched::futex_wake(ctx.k, ctid, 1, u32::MAX);
+    }
+    ctx.k.threads.remove(&tid);
+    Ok(0)
 }
 
 pub fn exit_group(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
@@ -20,11 +35,15 @@ pub fn exit_group(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 }
 
 pub fn getpid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Ok(ctx.k.task.pid as u64)
+    Ok(ctx.k.proc.pid as u64)
+}
+
+pub fn gettid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    Ok(ctx.k.current as u64)
 }
 
 pub fn getppid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Ok(ctx.k.task.ppid as u64)
+    Ok(ctx.k.proc.ppid as u64)
 }
 
 /// getuid and friends: the sandbox runs as root.
@@ -56,8 +75,8 @@ pub fn setid(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 
 pub fn getpgid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let pid = a[0] as u32;
-    if pid == 0 || pid == ctx.k.task.pid {
-        Ok(ctx.k.task.pid as u64)
+    if pid == 0 || pid == ctx.k.proc.pid {
+        Ok(ctx.k.proc.pid as u64)
     } else {
         Err(Errno::ESRCH)
     }
@@ -65,7 +84,7 @@ pub fn getpgid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 
 pub fn setpgid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let (pid, pgid) = (a[0] as u32, a[1] as u32);
-    if (pid != 0 && pid != ctx.k.task.pid) || (pgid != 0 && pgid != ctx.k.task.pid) {
+    if (pid != 0 && pid != ctx.k.proc.pid) || (pgid != 0 && pgid != ctx.k.proc.pid) {
         return Err(Errno::ESRCH);
     }
     Ok(0)
@@ -77,23 +96,23 @@ pub fn setsid(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
 }
 
 pub fn set_tid_address(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.task.clear_child_tid = a[0];
-    Ok(ctx.k.task.pid as u64)
+    ctx.k.thread_mut().clear_child_tid = a[0];
+    Ok(ctx.k.current as u64)
 }
 
 pub fn set_robust_list(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if a[1] != 24 {
         return Err(Errno::EINVAL);
     }
-    ctx.k.task.robust_list = (a[0], a[1]);
+    ctx.k.thread_mut().robust_list = (a[0], a[1]);
     Ok(0)
 }
 
 pub fn get_robust_list(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[0] != 0 && a[0] as u32 != ctx.k.task.pid {
+    if a[0] != 0 && a[0] as u32 != ctx.k.proc.pid {
         return Err(Errno::ESRCH);
     }
-    let (head, len) = ctx.k.task.robust_list;
+    let (head, len) = ctx.k.thread_mut().robust_list;
     ctx.k.mm.write_obj(ctx.mem, a[1], &head)?;
     ctx.k.mm.write_obj(ctx.mem, a[2], &len)?;
     Ok(0)
@@ -103,9 +122,9 @@ pub fn rseq(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     const UNREGISTER: u64 = 1;
     let (addr, len, flags, sig) = (a[0], a[1] as u32, a[2], a[3] as u32);
     if flags & UNREGISTER != 0 {
-        match ctx.k.task.rseq {
+        match ctx.k.thread_mut().rseq {
             Some((r, s)) if r == addr && s == sig => {
-                ctx.k.task.rseq = None;
+                ctx.k.thread_mut().rseq = None;
                 return Ok(0);
             }
             _ => return Err(Errno::EINVAL),
@@ -114,7 +133,7 @@ pub fn rseq(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if flags != 0 || len < 32 || addr % 32 != 0 {
         return Err(Errno::EINVAL);
     }
-    if let Some((r, s)) = ctx.k.task.rseq {
+    if let Some((r, s)) = ctx.k.thread_mut().rseq {
         return Err(if r == addr && s == sig {
             Errno::EBUSY
         } else {
@@ -123,7 +142,7 @@ pub fn rseq(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     }
     // cpu_id_start and cpu_id: there is one CPU.
     ctx.k.mm.write_obj(ctx.mem, addr, &[0u32, 0u32])?;
-    ctx.k.task.rseq = Some((addr, sig));
+    ctx.k.thread_mut().rseq = Some((addr, sig));
     Ok(0)
 }
 
@@ -134,19 +153,19 @@ pub fn arch_prctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 return Err(Errno::EPERM);
             }
             if a[0] == ARCH_SET_FS {
-                ctx.k.task.fs_base = a[1];
+                ctx.k.thread_mut().fs_base = a[1];
             } else {
-                ctx.k.task.gs_base = a[1];
+                ctx.k.thread_mut().gs_base = a[1];
             }
             Ok(0)
         }
         ARCH_GET_FS => {
-            let v = ctx.k.task.fs_base;
+            let v = ctx.k.thread_mut().fs_base;
             ctx.k.mm.write_obj(ctx.mem, a[1], &v)?;
             Ok(0)
         }
         ARCH_GET_GS => {
-            let v = ctx.k.task.gs_base;
+            let v = ctx.k.thread_mut().gs_base;
             ctx.k.mm.write_obj(ctx.mem, a[1], &v)?;
             Ok(0)
         }
@@ -177,13 +196,13 @@ pub fn prctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         PR_SET_NAME => {
             let mut name = ctx.k.mm.read_cstr(ctx.mem, a[1], 4096)?;
             name.truncate(15);
-            ctx.k.task.comm = String::from_utf8_lossy(&name).into_owned();
+            ctx.k.thread_mut().comm = String::from_utf8_lossy(&name).into_owned();
             Ok(0)
         }
         PR_GET_NAME => {
             let mut b = [0u8; 16];
-            let n = ctx.k.task.comm.len().min(15);
-            b[..n].copy_from_slice(&ctx.k.task.comm.as_bytes()[..n]);
+            let n = ctx.k.thread_mut().comm.len().min(15);
+            b[..n].copy_from_slice(&ctx.k.thread_mut().comm.as_bytes()[..n]);
             ctx.k.mm.write(ctx.mem, a[1], &b)?;
             Ok(0)
         }
@@ -225,19 +244,19 @@ fn apply_rlimit(ctx: &mut Ctx, res: u64, new: Rlimit) -> Result<(), Errno> {
         }
         ctx.k.fds.max_fds = new.rlim_cur.min(ctx.k.limits.fds);
     }
-    ctx.k.task.rlimits[res as usize] = new;
+    ctx.k.proc.rlimits[res as usize] = new;
     Ok(())
 }
 
 pub fn prlimit64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let (pid, res, new, old) = (a[0] as u32, a[1], a[2], a[3]);
-    if pid != 0 && pid != ctx.k.task.pid {
+    if pid != 0 && pid != ctx.k.proc.pid {
         return Err(Errno::ESRCH);
     }
     if res >= RLIMIT_NLIMITS {
         return Err(Errno::EINVAL);
     }
-    let cur = ctx.k.task.rlimits[res as usize];
+    let cur = ctx.k.proc.rlimits[res as usize];
     if new != 0 {
         let n: Rlimit = ctx.k.mm.read_obj(ctx.mem, new)?;
         apply_rlimit(ctx, res, n)?;
@@ -269,7 +288,7 @@ pub fn sysinfo(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 
 pub fn sched_getaffinity(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let (pid, len, mask) = (a[0] as u32, a[1], a[2]);
-    if pid != 0 && pid != ctx.k.task.pid {
+    if pid != 0 && pid != ctx.k.proc.pid {
         return Err(Errno::ESRCH);
     }
     if len < 8 || len % 8 != 0 {
@@ -290,7 +309,8 @@ pub fn sched_setaffinity(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn sched_yield(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn sched_yield(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    ctx.k.yield_now = true;
     Ok(0)
 }
 
@@ -368,11 +388,75 @@ pub fn personality(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     }
 }
 
-pub fn clone(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Err(Errno::EAGAIN)
+/// Most threads one sandbox may have.
+pub const MAX_THREADS: usize = 256;
+
+/// clone(2): new threads only. Creating a process (no CLONE_THREAD) is not
+/// supported yet and answers EAGAIN, as a process at its limit would.
+pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const CLONE_VM: u64 = 0x100;
+    const CLONE_FS: u64 = 0x200;
+    const CLONE_FILES: u64 = 0x400;
+    const CLONE_SIGHAND: u64 = 0x800;
+    const CLONE_SETTLS: u64 = 0x80000;
+    const CLONE_PARENT_SETTID: u64 = 0x100000;
+    const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+    const CLONE_CHILD_SETTID: u64 = 0x1000000;
+    const CLONE_THREAD: u64 = 0x10000;
+    const THREAD: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
+    let (flags, newsp, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
+    if flags & THREAD != THREAD {
+        tracing::debug!(
+            flags = format!("{flags:#x}"),
+            "clone of a new process refused: EAGAIN"
+        );
+        return Err(Errno::EAGAIN);
+    }
+    if ctx.k.threads.len() >= MAX_THREADS {
+        return Err(Errno::EAGAIN);
+    }
+    if flags & CLONE_SETTLS != 0 && tls >= USER_END {
+        return Err(Errno::EPERM);
+    }
+    let tid = ctx.k.proc.next_tid;
+    ctx.k.proc.next_tid += 1;
+    let parent = ctx.k.thread();
+    let mut t = Thread::new(tid);
+    t.sigmask = parent.sigmask;
+    t.fs_base = if flags & CLONE_SETTLS != 0 {
+        tls
+    } else {
+        parent.fs_base
+    };
+    t.gs_base = parent.gs_base;
+    t.comm = parent.comm.clone();
+    let mut regs = *ctx.regs;
+    regs.rax = 0;
+    regs.rip = regs.rcx;
+    regs.rflags = (regs.r11 & 0x3c7fd7) | 0x202;
+    if newsp != 0 {
+        regs.rsp = newsp;
+    }
+    t.ctx = Some(CpuContext {
+        regs,
+        xsave: Vec::new(),
+    });
+    if flags & CLONE_PARENT_SETTID != 0 {
+        ctx.k.mm.write_obj(ctx.mem, ptid, &tid)?;
+    }
+    if flags & CLONE_CHILD_SETTID != 0 {
+        ctx.k.mm.write_obj(ctx.mem, ctid, &tid)?;
+    }
+    if flags & CLONE_CHILD_CLEARTID != 0 {
+        t.clear_child_tid = ctid;
+    }
+    ctx.k.threads.insert(tid, t);
+    ctx.k.new_threads.push(tid);
+    Ok(tid as u64)
 }
 
 pub fn clone3(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    // glibc falls back to clone(2).
     Err(Errno::ENOSYS)
 }
 
@@ -389,55 +473,78 @@ pub fn wait4(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
 }
 
 pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (uaddr, op, val, timeout) = (a[0], a[1], a[2] as u32, a[3]);
+    let (uaddr, op, val, timeout, uaddr2, val3) =
+        (a[0], a[1], a[2] as u32, a[3], a[4], a[5] as u32);
     if uaddr % 4 != 0 {
         return Err(Errno::EINVAL);
     }
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     match cmd {
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+            let bitset = if cmd == FUTEX_WAIT_BITSET {
+                val3
+            } else {
+                u32::MAX
+            };
+            if bitset == 0 {
+                return Err(Errno::EINVAL);
+            }
+            let deadline = if timeout == 0 {
+                None
+            } else {
+                let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, timeout)?;
+                if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+                    return Err(Errno::EINVAL);
+                }
+                let ns = (ts.tv_sec as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(ts.tv_nsec as u64);
+                let rel = if cmd == FUTEX_WAIT_BITSET {
+                    // Absolute on the chosen clock.
+                    let clock = if op & FUTEX_CLOCK_REALTIME != 0 {
+                        CLOCK_REALTIME
+                    } else {
+                        CLOCK_MONOTONIC
+                    };
+                    ns.saturating_sub(super::time::clock_ns(ctx, clock)?)
+                } else {
+                    ns
+                };
+                Some(ctx.k.syscall_deadline(Duration::from_nanos(rel)))
+            };
             let cur: u32 = ctx.k.mm.read_obj(ctx.mem, uaddr)?;
             if cur != val {
                 return Err(Errno::EAGAIN);
             }
-            if cmd == FUTEX_WAIT_BITSET && a[5] as u32 == 0 {
-                return Err(Errno::EINVAL);
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Err(Errno::ETIMEDOUT);
             }
-            // Nobody else can change the word: wait out the timeout.
-            if timeout == 0 {
-                ctx.k.blocked = Some("futex wait with no other thread to wake it");
-                return Err(BLOCK);
-            }
-            let ts: zeroboot_abi::structs::Timespec = ctx.k.mm.read_obj(ctx.mem, timeout)?;
-            if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-                return Err(Errno::EINVAL);
-            }
-            let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-            let rel = if cmd == FUTEX_WAIT_BITSET {
-                // Absolute on the chosen clock.
-                let clock = if op & FUTEX_CLOCK_REALTIME != 0 {
-                    CLOCK_REALTIME
-                } else {
-                    CLOCK_MONOTONIC
-                };
-                ns.saturating_sub(super::time::clock_ns(ctx, clock)?)
-            } else {
-                ns
-            };
-            super::time::sleep_ns(ctx, rel)?;
-            Err(Errno::ETIMEDOUT)
+            Err(ctx.k.wait(Wait::Futex {
+                addr: uaddr,
+                bitset,
+                deadline,
+            }))
         }
-        FUTEX_WAKE | FUTEX_WAKE_BITSET => Ok(0),
-        FUTEX_REQUEUE => Ok(0),
-        FUTEX_CMP_REQUEUE => {
-            let cur: u32 = ctx.k.mm.read_obj(ctx.mem, uaddr)?;
-            if cur != a[5] as u32 {
-                return Err(Errno::EAGAIN);
+        FUTEX_WAKE => Ok(sched::futex_wake(ctx.k, uaddr, val, u32::MAX) as u64),
+        FUTEX_WAKE_BITSET => {
+            if val3 == 0 {
+                return Err(Errno::EINVAL);
             }
-            Ok(0)
+            Ok(sched::futex_wake(ctx.k, uaddr, val, val3) as u64)
+        }
+        FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
+            if cmd == FUTEX_CMP_REQUEUE {
+                let cur: u32 = ctx.k.mm.read_obj(ctx.mem, uaddr)?;
+                if cur != val3 {
+                    return Err(Errno::EAGAIN);
+                }
+            }
+            // The fourth argument is the requeue count here.
+            let n2 = timeout as u32;
+            Ok(sched::futex_requeue(ctx.k, uaddr, val, uaddr2, n2) as u64)
         }
         FUTEX_WAKE_OP => {
-            let (uaddr2, encoded) = (a[4], a[5] as u32);
+            let encoded = val3;
             let old: u32 = ctx.k.mm.read_obj(ctx.mem, uaddr2)?;
             let shift = encoded & (8 << 28) != 0;
             let oparg = ((encoded << 8) as i32 >> 20) as u32;
@@ -455,7 +562,22 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 _ => return Err(Errno::ENOSYS),
             };
             ctx.k.mm.write_obj(ctx.mem, uaddr2, &new)?;
-            Ok(0)
+            let cmparg = ((encoded << 20) as i32 >> 20) as i64;
+            let o = old as i32 as i64;
+            let hit = match (encoded >> 24) & 15 {
+                0 => o == cmparg,
+                1 => o != cmparg,
+                2 => o < cmparg,
+                3 => o <= cmparg,
+                4 => o > cmparg,
+                5 => o >= cmparg,
+                _ => return Err(Errno::ENOSYS),
+            };
+            let mut woken = sched::futex_wake(ctx.k, uaddr, val, u32::MAX);
+            if hit {
+                woken += sched::futex_wake(ctx.k, uaddr2, timeout as u32, u32::MAX);
+            }
+            Ok(woken as u64)
         }
         _ => Err(Errno::ENOSYS),
     }

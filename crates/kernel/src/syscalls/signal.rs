@@ -22,11 +22,11 @@ pub fn rt_sigaction(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if act != 0 && (sig == SIGKILL as u64 || sig == SIGSTOP as u64) {
         return Err(Errno::EINVAL);
     }
-    let old = ctx.k.task.sigactions[sig as usize - 1];
+    let old = ctx.k.proc.sigactions[sig as usize - 1];
     if act != 0 {
         let mut n: KernelSigaction = ctx.k.mm.read_obj(ctx.mem, act)?;
         n.mask &= !UNBLOCKABLE;
-        ctx.k.task.sigactions[sig as usize - 1] = n;
+        ctx.k.proc.sigactions[sig as usize - 1] = n;
     }
     if oact != 0 {
         ctx.k.mm.write_obj(ctx.mem, oact, &old)?;
@@ -45,7 +45,7 @@ pub fn rt_sigprocmask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if size != 8 {
         return Err(Errno::EINVAL);
     }
-    let old = ctx.k.task.sigmask;
+    let old = ctx.k.thread_mut().sigmask;
     if set != 0 {
         let s: u64 = ctx.k.mm.read_obj(ctx.mem, set)?;
         let new = match how {
@@ -54,7 +54,7 @@ pub fn rt_sigprocmask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             SIG_SETMASK => s,
             _ => return Err(Errno::EINVAL),
         };
-        ctx.k.task.sigmask = new & !UNBLOCKABLE;
+        ctx.k.thread_mut().sigmask = new & !UNBLOCKABLE;
     }
     if oset != 0 {
         ctx.k.mm.write_obj(ctx.mem, oset, &old)?;
@@ -66,7 +66,7 @@ pub fn rt_sigpending(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if a[1] > 8 {
         return Err(Errno::EINVAL);
     }
-    let p = ctx.k.task.pending & ctx.k.task.sigmask;
+    let p = (ctx.k.proc.pending | ctx.k.thread().pending) & ctx.k.thread().sigmask;
     ctx.k.mm.write_obj(ctx.mem, a[0], &p)?;
     Ok(0)
 }
@@ -75,7 +75,7 @@ pub fn sigaltstack(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     const SS_ONSTACK: i32 = 1;
     const SS_DISABLE: i32 = 2;
     const MINSIGSTKSZ: u64 = 2048;
-    let old = ctx.k.task.altstack;
+    let old = ctx.k.thread_mut().altstack;
     if a[0] != 0 {
         let n: StackT = ctx.k.mm.read_obj(ctx.mem, a[0])?;
         if n.ss_flags & !(SS_DISABLE | (1 << 31)) != 0 {
@@ -87,7 +87,7 @@ pub fn sigaltstack(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         if old.ss_flags & SS_ONSTACK != 0 {
             return Err(Errno::EPERM);
         }
-        ctx.k.task.altstack = n;
+        ctx.k.thread_mut().altstack = n;
     }
     if a[1] != 0 {
         ctx.k.mm.write_obj(ctx.mem, a[1], &old)?;
@@ -95,52 +95,54 @@ pub fn sigaltstack(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-/// Raise `sig` at the process itself; it is acted on before the syscall
-/// returns to ring 3.
-fn raise(ctx: &mut Ctx, sig: u64) -> SysResult {
+/// Raise `sig` at the process (`tid` None) or one of its threads; it is
+/// acted on before ring 3 runs again.
+fn raise(ctx: &mut Ctx, sig: u64, tid: Option<u32>) -> SysResult {
+    if !valid(sig) && sig != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if let Some(t) = tid {
+        if !ctx.k.threads.contains_key(&t) {
+            return Err(Errno::ESRCH);
+        }
+    }
     if sig == 0 {
         return Ok(0);
     }
-    if !valid(sig) {
-        return Err(Errno::EINVAL);
-    }
-    ctx.k.task.pending |= 1 << (sig - 1);
+    crate::sched::post_signal(ctx.k, sig as u32, tid);
     Ok(0)
 }
 
 pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let pid = a[0] as i32;
-    if pid == 0 || pid == -1 || pid as u32 == ctx.k.task.pid || -pid == ctx.k.task.pid as i32 {
-        raise(ctx, a[1])
+    if pid == 0 || pid == -1 || pid as u32 == ctx.k.proc.pid || -pid == ctx.k.proc.pid as i32 {
+        raise(ctx, a[1], None)
     } else {
         Err(Errno::ESRCH)
     }
 }
 
 pub fn tkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[0] as u32 != ctx.k.task.pid {
-        return Err(if (a[0] as i32) <= 0 {
-            Errno::EINVAL
-        } else {
-            Errno::ESRCH
-        });
+    if (a[0] as i32) <= 0 {
+        return Err(Errno::EINVAL);
     }
-    raise(ctx, a[1])
+    raise(ctx, a[1], Some(a[0] as u32))
 }
 
 pub fn tgkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if (a[0] as i32) <= 0 || (a[1] as i32) <= 0 {
         return Err(Errno::EINVAL);
     }
-    if a[0] as u32 != ctx.k.task.pid || a[1] as u32 != ctx.k.task.pid {
+    if a[0] as u32 != ctx.k.proc.pid {
         return Err(Errno::ESRCH);
     }
-    raise(ctx, a[2])
+    raise(ctx, a[2], Some(a[1] as u32))
 }
 
 /// A write to a pipe nobody reads: SIGPIPE, and EPIPE if that is ignored
 /// or handled.
 pub fn sigpipe(ctx: &mut Ctx) -> Errno {
-    ctx.k.task.pending |= 1 << (SIGPIPE - 1);
+    let tid = ctx.k.current;
+    crate::sched::post_signal(ctx.k, SIGPIPE, Some(tid));
     Errno::EPIPE
 }

@@ -1,12 +1,13 @@
 //! Clocks, sleeping and randomness.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zeroboot_abi::flags::*;
 use zeroboot_abi::structs::{Timespec, Timeval, Timezone};
 use zeroboot_abi::Errno;
 
-use super::{Ctx, SysResult, BLOCK};
+use super::{Ctx, SysResult};
+use crate::task::Wait;
 
 fn host_ns(id: rustix::time::ClockId) -> u64 {
     let t = rustix::time::clock_gettime(id);
@@ -81,26 +82,14 @@ pub fn time(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(s)
 }
 
-/// Sleep `ns` on the vCPU thread, but never past the sandbox's deadline:
-/// at the deadline the syscall is left unfinished and the run loop reports
-/// the timeout.
-pub fn sleep_ns(ctx: &mut Ctx, ns: u64) -> Result<(), Errno> {
-    let end = Instant::now() + Duration::from_nanos(ns);
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        let mut step = (end - now).min(Duration::from_millis(20));
-        if let Some(d) = ctx.k.deadline {
-            if now >= d {
-                ctx.k.blocked = Some("sleep past the deadline");
-                return Err(BLOCK);
-            }
-            step = step.min(d - now);
-        }
-        std::thread::sleep(step);
+/// Block the calling thread for `ns` (other threads run meanwhile; the
+/// sandbox's deadline still ends the run).
+fn sleep(ctx: &mut Ctx, ns: u64) -> SysResult {
+    if ns == 0 {
+        return Ok(0);
     }
+    let until = ctx.k.syscall_deadline(Duration::from_nanos(ns));
+    Err(ctx.k.wait(Wait::Sleep { until }))
 }
 
 fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
@@ -115,8 +104,7 @@ fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
 
 pub fn nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let ns = read_ts(ctx, a[0])?;
-    sleep_ns(ctx, ns)?;
-    Ok(0)
+    sleep(ctx, ns)
 }
 
 pub fn clock_nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
@@ -131,8 +119,7 @@ pub fn clock_nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     } else {
         ns
     };
-    sleep_ns(ctx, rel)?;
-    Ok(0)
+    sleep(ctx, rel)
 }
 
 pub fn getrandom(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {

@@ -45,7 +45,7 @@ pub fn guest_program(name: &str) -> PathBuf {
         // a half-written file.
         let tmp = out_dir.join(format!("{name}.{}.tmp", std::process::id()));
         let st = Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
+            .args(["-static", "-O2", "-pthread", "-o"])
             .arg(&tmp)
             .arg(&src)
             .status()

@@ -1,0 +1,176 @@
+//! Thread scheduling state: futex wait queues, wakeups, timeouts, and
+//! signals aimed at threads. The vCPU side of a switch (registers, FPU,
+//! TLS) is in `sandbox`; this module only decides.
+
+use std::time::Instant;
+
+use zeroboot_abi::Errno;
+
+use crate::kernel::Kernel;
+use crate::task::{Resume, ThreadState, Wait};
+
+/// Block the current thread on `w` (the syscall returned BLOCK).
+pub fn block_current(k: &mut Kernel, w: Wait) {
+    k.wait_seq += 1;
+    let seq = k.wait_seq;
+    let t = k.thread_mut();
+    t.state = ThreadState::Blocked(w);
+    t.blocked_seq = seq;
+}
+
+/// Wake up to `n` threads waiting on futex `addr` whose bitset matches.
+pub fn futex_wake(k: &mut Kernel, addr: u64, n: u32, bitset: u32) -> u32 {
+    let mut waiters: Vec<(u64, u32)> = k
+        .threads
+        .values()
+        .filter_map(|t| match &t.state {
+            ThreadState::Blocked(Wait::Futex {
+                addr: a, bitset: b, ..
+            }) if *a == addr && b & bitset != 0 => Some((t.blocked_seq, t.tid)),
+            _ => None,
+        })
+        .collect();
+    waiters.sort_unstable();
+    let mut woken = 0;
+    for (_, tid) in waiters.into_iter().take(n as usize) {
+        if let Some(t) = k.threads.get_mut(&tid) {
+            t.state = ThreadState::Runnable(Resume::Complete(0));
+            woken += 1;
+        }
+    }
+    woken
+}
+
+/// Wake `n` waiters of `addr` and move up to `m` more to `addr2`.
+pub fn futex_requeue(k: &mut Kernel, addr: u64, n: u32, addr2: u64, m: u32) -> u32 {
+    let woken = futex_wake(k, addr, n, u32::MAX);
+    let mut waiters: Vec<(u64, u32)> = k
+        .threads
+        .values()
+        .filter_map(|t| match &t.state {
+            ThreadState::Blocked(Wait::Futex { addr: a, .. }) if *a == addr => {
+                Some((t.blocked_seq, t.tid))
+            }
+            _ => None,
+        })
+        .collect();
+    waiters.sort_unstable();
+    let mut moved = 0;
+    for (_, tid) in waiters.into_iter().take(m as usize) {
+        if let Some(t) = k.threads.get_mut(&tid) {
+            if let ThreadState::Blocked(Wait::Futex { addr: a, .. }) = &mut t.state {
+                *a = addr2;
+                moved += 1;
+            }
+        }
+    }
+    woken + moved
+}
+
+/// After a syscall that may have changed pipes, files or the control
+/// channel: threads waiting to retry get another go.
+pub fn wake_retriers(k: &mut Kernel) {
+    for t in k.threads.values_mut() {
+        if matches!(t.state, ThreadState::Blocked(Wait::Retry { .. })) {
+            t.state = ThreadState::Runnable(Resume::Retry);
+        }
+    }
+}
+
+/// The host put a request in the control channel: unpark its reader.
+pub fn unpark(k: &mut Kernel) {
+    for t in k.threads.values_mut() {
+        if matches!(t.state, ThreadState::Blocked(Wait::Park)) {
+            t.state = ThreadState::Runnable(Resume::Retry);
+        }
+    }
+}
+
+/// Whether some thread is parked on the control channel.
+pub fn parked(k: &Kernel) -> bool {
+    k.threads
+        .values()
+        .any(|t| matches!(t.state, ThreadState::Blocked(Wait::Park)))
+}
+
+/// Wake every thread whose wait has timed out by `now`.
+pub fn expire(k: &mut Kernel, now: Instant) {
+    for t in k.threads.values_mut() {
+        let ThreadState::Blocked(w) = &t.state else {
+            continue;
+        };
+        if w.deadline().is_none_or(|d| d > now) {
+            continue;
+        }
+        t.state = match w {
+            Wait::Futex { .. } => {
+                ThreadState::Runnable(Resume::Complete(Errno::ETIMEDOUT.as_return()))
+            }
+            Wait::Sleep { .. } => ThreadState::Runnable(Resume::Complete(0)),
+            Wait::Retry { .. } => {
+                t.timed_out = true;
+                ThreadState::Runnable(Resume::Retry)
+            }
+            Wait::Park => continue,
+        };
+    }
+}
+
+/// The earliest deadline of any blocked thread.
+pub fn earliest_deadline(k: &Kernel) -> Option<Instant> {
+    k.threads
+        .values()
+        .filter_map(|t| match &t.state {
+            ThreadState::Blocked(w) => w.deadline(),
+            _ => None,
+        })
+        .min()
+}
+
+/// The next runnable thread after the current one (round robin).
+pub fn pick_next(k: &Kernel) -> Option<u32> {
+    let after = k.threads.range(k.current + 1..).map(|(id, _)| *id);
+    let before = k.threads.range(..=k.current).map(|(id, _)| *id);
+    after
+        .chain(before)
+        .find(|id| k.threads.get(id).is_some_and(|t| t.is_runnable()))
+}
+
+/// Number of runnable threads.
+pub fn runnable(k: &Kernel) -> usize {
+    k.threads.values().filter(|t| t.is_runnable()).count()
+}
+
+/// Make `sig` pending for thread `tid`, or for the process (None). A
+/// thread blocked in a syscall with the signal unmasked is interrupted:
+/// its syscall returns EINTR and the handler runs.
+pub fn post_signal(k: &mut Kernel, sig: u32, tid: Option<u32>) {
+    let bit = 1u64 << (sig - 1);
+    let target = match tid {
+        Some(t) => {
+            if let Some(th) = k.threads.get_mut(&t) {
+                th.pending |= bit;
+            }
+            Some(t)
+        }
+        None => {
+            k.proc.pending |= bit;
+            // Prefer the current thread, else any that does not block it.
+            if k.thread().sigmask & bit == 0 {
+                None
+            } else {
+                k.threads
+                    .values()
+                    .find(|t| t.sigmask & bit == 0)
+                    .map(|t| t.tid)
+            }
+        }
+    };
+    if let Some(t) = target.and_then(|t| k.threads.get_mut(&t)) {
+        if t.sigmask & bit == 0
+            && matches!(t.state, ThreadState::Blocked(ref w) if *w != Wait::Park)
+        {
+            t.state = ThreadState::Runnable(Resume::Complete(Errno::EINTR.as_return()));
+        }
+    }
+}

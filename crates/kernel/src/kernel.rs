@@ -146,6 +146,25 @@ impl Exit {
     }
 }
 
+/// A process that is not on the vCPU. Its address-space layout is here;
+/// the frame allocator never leaves `Kernel::mm` (see `swap_layout`).
+#[derive(Debug, Clone)]
+pub struct ProcessSlot {
+    pub proc: Process,
+    pub mm: AddressSpace,
+    pub fds: FdTable,
+    pub threads: BTreeMap<u32, Thread>,
+}
+
+/// An exited process its parent has not reaped yet.
+#[derive(Debug, Clone)]
+pub struct Zombie {
+    pub ppid: u32,
+    pub pgid: u32,
+    /// wait(2) status.
+    pub status: i32,
+}
+
 /// The sandbox's kernel state.
 #[derive(Debug, Clone)]
 pub struct Kernel {
@@ -168,6 +187,13 @@ pub struct Kernel {
     pub stdout: Sink,
     pub stderr: Sink,
     pub stdin: Source,
+    /// The other processes, by pid.
+    pub others: BTreeMap<u32, ProcessSlot>,
+    pub zombies: BTreeMap<u32, Zombie>,
+    /// Next pid or tid to hand out.
+    pub next_id: u32,
+    /// The first process: when it exits, the sandbox is done.
+    pub init_pid: u32,
     pub stats: SyscallStats,
     pub limits: Limits,
     pub exit: Option<Exit>,
@@ -220,10 +246,15 @@ impl Kernel {
         crate::syscalls::BLOCK
     }
 
-    /// Number of descriptors (anywhere) referring to pipe `id`'s `write` end.
+    /// Every descriptor table of every live process.
+    fn all_fds(&self) -> impl Iterator<Item = &FdTable> {
+        std::iter::once(&self.fds).chain(self.others.values().map(|p| &p.fds))
+    }
+
+    /// Number of descriptions (in any process) of pipe `id`'s `write` end.
     pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
-        self.fds
-            .descriptions()
+        self.all_fds()
+            .flat_map(|t| t.descriptions())
             .filter(
                 |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
             )
@@ -233,14 +264,39 @@ impl Kernel {
     /// Drop pipes no descriptor refers to.
     pub fn gc_pipes(&mut self) {
         let live: std::collections::BTreeSet<u64> = self
-            .fds
-            .descriptions()
+            .all_fds()
+            .flat_map(|t| t.descriptions())
             .filter_map(|f| match f.kind {
                 FileKind::Pipe { id, .. } => Some(id),
                 _ => None,
             })
             .collect();
         self.pipes.retain(|id, _| live.contains(id));
+    }
+
+    /// A fresh pid/tid.
+    pub fn alloc_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Make process `pid` (parked) the current one, parking the current
+    /// one, or dropping it if it is dead. Frames stay in `self.mm`. The
+    /// caller switches CR3 and picks the thread.
+    pub fn switch_process(&mut self, pid: u32) -> bool {
+        let Some(mut slot) = self.others.remove(&pid) else {
+            return false;
+        };
+        std::mem::swap(&mut self.proc, &mut slot.proc);
+        self.mm.swap_layout(&mut slot.mm);
+        std::mem::swap(&mut self.fds, &mut slot.fds);
+        std::mem::swap(&mut self.threads, &mut slot.threads);
+        if slot.proc.dead.is_none() {
+            self.others.insert(slot.proc.pid, slot);
+        }
+        self.current = self.threads.keys().next().copied().unwrap_or(pid);
+        true
     }
 
     /// The /proc view of this process.

@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod loader;
 pub mod mm;
 pub mod proc;
+pub mod procs;
 pub mod sandbox;
 pub mod sched;
 pub mod syscalls;

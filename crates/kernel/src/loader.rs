@@ -261,6 +261,74 @@ fn map_segments(
     Ok((bias, bias + hi))
 }
 
+/// Follow `#!` lines: for a script, the program to load and its argv
+/// (interpreter, optional argument, script path, the rest of argv), as
+/// Linux's binfmt_script does, up to 4 levels deep.
+pub fn interpret_script(
+    k: &Kernel,
+    path: &str,
+    argv: Vec<Vec<u8>>,
+) -> Result<(String, Vec<Vec<u8>>), LoadError> {
+    let mut path = path.to_string();
+    let mut argv = argv;
+    for _ in 0..4 {
+        let pv = k.proc_view();
+        let l = k
+            .vfs
+            .resolve(&k.proc.cwd.clone(), &path, true, &pv)
+            .map_err(|e| match e {
+                Errno::ENOENT => LoadError::NotFound(path.clone()),
+                e => LoadError::Path(path.clone(), e),
+            })?;
+        let mut head = [0u8; 256];
+        let n = match &l.node {
+            Node::Image(m) if m.file_type() == S_IFREG => {
+                let f = k
+                    .vfs
+                    .image
+                    .open(&l.path)
+                    .map_err(|e| LoadError::Path(path.clone(), Errno::from(e)))?;
+                FileContents::read_at(&*f, 0, &mut head)
+                    .map_err(|e| LoadError::Path(path.clone(), Errno::from(e)))?;
+                (f.size() as usize).min(head.len())
+            }
+            Node::TmpFile(ino) => {
+                let d = k
+                    .vfs
+                    .tmp
+                    .inode(*ino)
+                    .map(|i| i.data.clone())
+                    .unwrap_or_default();
+                let n = d.len().min(head.len());
+                head[..n].copy_from_slice(&d[..n]);
+                n
+            }
+            _ => return Ok((path, argv)),
+        };
+        if n < 2 || &head[..2] != b"#!" {
+            return Ok((path, argv));
+        }
+        let line_end = head[..n].iter().position(|&c| c == b'\n').unwrap_or(n);
+        let line = String::from_utf8_lossy(&head[2..line_end])
+            .trim()
+            .to_string();
+        let mut parts = line.splitn(2, [' ', '\t']);
+        let interp = parts.next().unwrap_or("").to_string();
+        if interp.is_empty() {
+            return Err(LoadError::BadElf(path, "empty #! line".into()));
+        }
+        let mut new_argv = vec![interp.as_bytes().to_vec()];
+        if let Some(arg) = parts.next().map(str::trim).filter(|a| !a.is_empty()) {
+            new_argv.push(arg.as_bytes().to_vec());
+        }
+        new_argv.push(path.as_bytes().to_vec());
+        new_argv.extend(argv.into_iter().skip(1));
+        argv = new_argv;
+        path = interp;
+    }
+    Err(LoadError::Path(path, Errno::ELOOP))
+}
+
 /// Load `path` with `argv` and `envp` into the (empty) address space of
 /// `k`, and build its initial stack.
 pub fn load(

@@ -7,7 +7,7 @@ use std::time::Instant;
 use zeroboot_abi::Errno;
 
 use crate::kernel::Kernel;
-use crate::task::{Resume, ThreadState, Wait};
+use crate::task::{Resume, Thread, ThreadState, Wait};
 
 /// Block the current thread on `w` (the syscall returned BLOCK).
 pub fn block_current(k: &mut Kernel, w: Wait) {
@@ -67,10 +67,23 @@ pub fn futex_requeue(k: &mut Kernel, addr: u64, n: u32, addr2: u64, m: u32) -> u
     woken + moved
 }
 
-/// After a syscall that may have changed pipes, files or the control
-/// channel: threads waiting to retry get another go.
+/// Every thread of every live process.
+fn all_threads_mut(k: &mut Kernel) -> impl Iterator<Item = &mut Thread> {
+    k.threads
+        .values_mut()
+        .chain(k.others.values_mut().flat_map(|s| s.threads.values_mut()))
+}
+
+fn all_threads(k: &Kernel) -> impl Iterator<Item = &Thread> {
+    k.threads
+        .values()
+        .chain(k.others.values().flat_map(|s| s.threads.values()))
+}
+
+/// After a syscall that may have changed pipes, files, children or the
+/// control channel: threads waiting to retry get another go.
 pub fn wake_retriers(k: &mut Kernel) {
-    for t in k.threads.values_mut() {
+    for t in all_threads_mut(k) {
         if matches!(t.state, ThreadState::Blocked(Wait::Retry { .. })) {
             t.state = ThreadState::Runnable(Resume::Retry);
         }
@@ -79,7 +92,7 @@ pub fn wake_retriers(k: &mut Kernel) {
 
 /// The host put a request in the control channel: unpark its reader.
 pub fn unpark(k: &mut Kernel) {
-    for t in k.threads.values_mut() {
+    for t in all_threads_mut(k) {
         if matches!(t.state, ThreadState::Blocked(Wait::Park)) {
             t.state = ThreadState::Runnable(Resume::Retry);
         }
@@ -88,14 +101,12 @@ pub fn unpark(k: &mut Kernel) {
 
 /// Whether some thread is parked on the control channel.
 pub fn parked(k: &Kernel) -> bool {
-    k.threads
-        .values()
-        .any(|t| matches!(t.state, ThreadState::Blocked(Wait::Park)))
+    all_threads(k).any(|t| matches!(t.state, ThreadState::Blocked(Wait::Park)))
 }
 
 /// Wake every thread whose wait has timed out by `now`.
 pub fn expire(k: &mut Kernel, now: Instant) {
-    for t in k.threads.values_mut() {
+    for t in all_threads_mut(k) {
         let ThreadState::Blocked(w) = &t.state else {
             continue;
         };
@@ -111,15 +122,14 @@ pub fn expire(k: &mut Kernel, now: Instant) {
                 t.timed_out = true;
                 ThreadState::Runnable(Resume::Retry)
             }
-            Wait::Park => continue,
+            Wait::Park | Wait::Vfork => continue,
         };
     }
 }
 
 /// The earliest deadline of any blocked thread.
 pub fn earliest_deadline(k: &Kernel) -> Option<Instant> {
-    k.threads
-        .values()
+    all_threads(k)
         .filter_map(|t| match &t.state {
             ThreadState::Blocked(w) => w.deadline(),
             _ => None,
@@ -127,18 +137,57 @@ pub fn earliest_deadline(k: &Kernel) -> Option<Instant> {
         .min()
 }
 
-/// The next runnable thread after the current one (round robin).
-pub fn pick_next(k: &Kernel) -> Option<u32> {
-    let after = k.threads.range(k.current + 1..).map(|(id, _)| *id);
-    let before = k.threads.range(..=k.current).map(|(id, _)| *id);
-    after
-        .chain(before)
-        .find(|id| k.threads.get(id).is_some_and(|t| t.is_runnable()))
+/// The next runnable thread, as (pid, tid): the current process's threads
+/// after the current one, then the other processes, round robin. A
+/// process suspended by vfork does not run.
+pub fn pick_next(k: &Kernel) -> Option<(u32, u32)> {
+    let runnable = |t: &&Thread| t.is_runnable();
+    let cur_pid = k.proc.pid;
+    let here_ok = k.proc.vfork_child.is_none() && k.proc.dead.is_none();
+    if here_ok {
+        if let Some(t) = k
+            .threads
+            .range(k.current + 1..)
+            .map(|(_, t)| t)
+            .find(runnable)
+        {
+            return Some((cur_pid, t.tid));
+        }
+    }
+    let others = k
+        .others
+        .range(cur_pid + 1..)
+        .chain(k.others.range(..cur_pid));
+    for (pid, slot) in others {
+        if slot.proc.vfork_child.is_some() {
+            continue;
+        }
+        if let Some(t) = slot.threads.values().find(runnable) {
+            return Some((*pid, t.tid));
+        }
+    }
+    if here_ok {
+        if let Some(t) = k.threads.range(..=k.current).map(|(_, t)| t).find(runnable) {
+            return Some((cur_pid, t.tid));
+        }
+    }
+    None
 }
 
-/// Number of runnable threads.
+/// Number of runnable threads (in processes that may run).
 pub fn runnable(k: &Kernel) -> usize {
-    k.threads.values().filter(|t| t.is_runnable()).count()
+    let here = if k.proc.vfork_child.is_none() {
+        k.threads.values().filter(|t| t.is_runnable()).count()
+    } else {
+        0
+    };
+    here + k
+        .others
+        .values()
+        .filter(|s| s.proc.vfork_child.is_none())
+        .flat_map(|s| s.threads.values())
+        .filter(|t| t.is_runnable())
+        .count()
 }
 
 /// Make `sig` pending for thread `tid`, or for the process (None). A
@@ -168,7 +217,7 @@ pub fn post_signal(k: &mut Kernel, sig: u32, tid: Option<u32>) {
     };
     if let Some(t) = target.and_then(|t| k.threads.get_mut(&t)) {
         if t.sigmask & bit == 0
-            && matches!(t.state, ThreadState::Blocked(ref w) if *w != Wait::Park)
+            && matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible())
         {
             t.state = ThreadState::Runnable(Resume::Complete(Errno::EINTR.as_return()));
         }

@@ -30,8 +30,15 @@ pub struct Process {
     /// Process-directed signals not yet acted on (bit = signal - 1).
     pub pending: u64,
     pub rlimits: Vec<Rlimit>,
-    /// Next thread id to hand out.
-    pub next_tid: u32,
+    pub pgid: u32,
+    /// A vfork child: the parent (pid, tid) it borrowed the address space
+    /// from, released at execve or exit.
+    pub vfork_parent: Option<(u32, u32)>,
+    /// A vfork parent: suspended until this child execs or exits.
+    pub vfork_child: Option<u32>,
+    /// The process has exited with this wait status and is about to
+    /// become a zombie (it is switched out next).
+    pub dead: Option<i32>,
 }
 
 impl Process {
@@ -60,7 +67,10 @@ impl Process {
             sigactions: vec![KernelSigaction::new_zeroed(); 64],
             pending: 0,
             rlimits,
-            next_tid: pid + 1,
+            pgid: pid,
+            vfork_parent: None,
+            vfork_child: None,
+            dead: None,
         }
     }
 
@@ -94,6 +104,8 @@ pub enum Wait {
     /// Reading the empty control channel: the process is parked until the
     /// host puts a request there.
     Park,
+    /// The calling thread of a vfork, until the child execs or exits.
+    Vfork,
 }
 
 impl Wait {
@@ -101,8 +113,13 @@ impl Wait {
         match self {
             Wait::Futex { deadline, .. } | Wait::Retry { deadline, .. } => *deadline,
             Wait::Sleep { until } => Some(*until),
-            Wait::Park => None,
+            Wait::Park | Wait::Vfork => None,
         }
+    }
+
+    /// Whether a signal interrupts this wait (EINTR).
+    pub fn interruptible(&self) -> bool {
+        !matches!(self, Wait::Park | Wait::Vfork)
     }
 }
 

@@ -235,6 +235,12 @@ impl Vcpu {
         self.user_sregs.gs.base = base;
     }
 
+    /// Switch address space (the page-table root) for ring 3 and ring 0.
+    pub fn set_cr3(&mut self, root: u64) {
+        self.user_sregs.cr3 = root;
+        self.kernel_sregs.cr3 = root;
+    }
+
     /// Return to ring 3 with the current registers (set RIP/RSP/RFLAGS first).
     pub fn resume_user(&mut self) {
         self.fd.set_sync_dirty_reg(SyncReg::Register);

@@ -2,6 +2,7 @@
 //! messages and exit codes.
 
 mod bench;
+mod image;
 mod run;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ struct Cli {
 enum Cmd {
     /// Run a Linux x86-64 program in a fresh sandbox.
     Run(run::RunArgs),
+    /// Build, find and list runtime images (root filesystems from Debian packages).
+    Image(image::ImageArgs),
     /// Print the syscall compatibility table.
     Syscalls,
     /// Benchmarks.
@@ -42,6 +45,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(a),
+        Cmd::Image(a) => image::run(a),
         Cmd::Syscalls => {
             print!("{}", zeroboot_kernel::syscalls::compatibility_table());
             Ok(0)
@@ -57,18 +61,7 @@ fn main() {
     }
 }
 
-/// The cache directory: `$ZEROBOOT_CACHE`, else `$XDG_CACHE_HOME/zeroboot`,
-/// else `~/.cache/zeroboot`.
-#[allow(dead_code)]
+/// The cache directory (images, templates).
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ZEROBOOT_CACHE") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("zeroboot");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache").join("zeroboot")
+    zeroboot_image::default_cache_dir()
 }

@@ -13,10 +13,22 @@ use zeroboot_kernel::{Exit, Limits, Outcome, Sandbox, SandboxConfig, Source};
 #[derive(Args)]
 pub struct RunArgs {
     /// Directory the sandbox sees as `/` (read-only; writes go to a
-    /// private in-memory layer). Without it the root is empty and PROGRAM
-    /// is a host file copied into it.
-    #[arg(long)]
+    /// private in-memory layer). Without it (and without --image) the root
+    /// is empty and PROGRAM is a host file copied into it.
+    #[arg(long, conflicts_with = "image")]
     rootfs: Option<PathBuf>,
+    /// A runtime image as the root (`python`, `node`, or one built with
+    /// `zeroboot image build`), built on first use. Its environment (PATH,
+    /// and for Python PYTHONDONTWRITEBYTECODE=1 and OPENBLAS_NUM_THREADS=1)
+    /// is the program's.
+    #[arg(long)]
+    image: Option<String>,
+    /// Extra Debian packages for --image (a separate, cached image).
+    #[arg(long = "apt", value_name = "PKG", requires = "image")]
+    apt: Vec<String>,
+    /// Extra pip packages for --image (a separate, cached image).
+    #[arg(long = "pip", value_name = "PKG", requires = "image")]
+    pip: Vec<String>,
     /// Wall-clock limit in seconds.
     #[arg(long)]
     timeout: Option<f64>,
@@ -29,9 +41,22 @@ pub struct RunArgs {
     /// Print syscall counts to stderr at exit.
     #[arg(long)]
     stats: bool,
-    /// The program and its arguments.
+    /// The program and its arguments. A name without `/` is looked up in
+    /// the sandbox's PATH.
     #[arg(last = true, required = true)]
     argv: Vec<String>,
+}
+
+/// The environment a program gets when the image says nothing.
+fn base_env() -> Vec<(String, String)> {
+    vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ]
 }
 
 pub fn run(a: RunArgs) -> Result<i32> {
@@ -39,7 +64,17 @@ pub fn run(a: RunArgs) -> Result<i32> {
         bail!("--memory must be between 1 and 8192 MiB");
     }
     let program = a.argv[0].clone();
-    let (image, path, host_copy) = match &a.rootfs {
+    let mut env = base_env();
+    let root = match (&a.rootfs, &a.image) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(name)) => {
+            let recipe = zeroboot_image::Recipe::named(name, &a.apt, &a.pip)?;
+            env = recipe.default_env();
+            Some(crate::image::ensure_image(&recipe, &crate::cache_dir())?)
+        }
+        (None, None) => None,
+    };
+    let (image, path, host_copy) = match &root {
         Some(r) => {
             let img =
                 Image::new(r).with_context(|| format!("cannot use {} as the root", r.display()))?;
@@ -66,27 +101,35 @@ pub fn run(a: RunArgs) -> Result<i32> {
         sb.add_file(&p, data, 0o755)
             .map_err(|e| anyhow::anyhow!("cannot place {program} in the sandbox: {e}"))?;
     }
-    let mut envp: Vec<Vec<u8>> = vec![
-        b"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_vec(),
-        b"HOME=/root".to_vec(),
-        b"LANG=C.UTF-8".to_vec(),
-    ];
     for e in &a.env {
-        if !e.contains('=') {
+        let Some((key, value)) = e.split_once('=') else {
             bail!("--env wants KEY=VALUE, got {e:?}");
-        }
-        let key = e.split('=').next().unwrap_or("");
-        envp.retain(|x| !x.starts_with(format!("{key}=").as_bytes()));
-        envp.push(e.as_bytes().to_vec());
+        };
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
     }
-    let argv: Vec<Vec<u8>> = a.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let mut argv0 = argv.clone();
-    argv0[0] = path.as_bytes().to_vec();
-    sb.exec(
-        &path,
-        if host_copy_is_used(&a) { &argv0 } else { &argv },
-        &envp,
-    )?;
+    let envp: Vec<Vec<u8>> = env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}").into_bytes())
+        .collect();
+    let mut argv: Vec<Vec<u8>> = a.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
+    // A bare name is looked up in the sandbox's PATH, as execvp does.
+    let path = if path.contains('/') {
+        path
+    } else {
+        let search = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        sb.find_program(&path, &search)
+            .ok_or_else(|| anyhow::anyhow!("{path}: not found in the sandbox's PATH ({search})"))?
+    };
+    if host_copy_used(&a) {
+        argv[0] = path.as_bytes().to_vec();
+    }
+    sb.exec(&path, &argv, &envp)?;
     let deadline = match a.timeout {
         Some(t) if t > 0.0 && t.is_finite() => Some(Instant::now() + Duration::from_secs_f64(t)),
         Some(_) => bail!("--timeout must be a positive number of seconds"),
@@ -117,6 +160,6 @@ pub fn run(a: RunArgs) -> Result<i32> {
     })
 }
 
-fn host_copy_is_used(a: &RunArgs) -> bool {
-    a.rootfs.is_none()
+fn host_copy_used(a: &RunArgs) -> bool {
+    a.rootfs.is_none() && a.image.is_none()
 }

@@ -313,9 +313,35 @@ fn memory_changes_to_touched_pages_take_effect_as_on_linux() {
 #[test]
 fn threads_share_the_vcpu_with_futexes_preemption_and_signals() {
     let r = Rootfs::new(&["threads"]);
-    let o = run(&["run", "--timeout", "20", "--rootfs", r.path(), "--", "/bin/threads"]);
+    let o = run(&[
+        "run",
+        "--timeout",
+        "20",
+        "--rootfs",
+        r.path(),
+        "--",
+        "/bin/threads",
+    ]);
     let out = stdout(&o);
     assert!(!out.contains("FAIL"), "{out}\n{}", stderr(&o));
     assert_eq!(out.lines().count(), 7, "{out}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn processes_fork_vfork_exec_wait_and_scripts() {
+    let r = Rootfs::new(&["procs"]);
+    let o = run(&[
+        "run",
+        "--timeout",
+        "20",
+        "--rootfs",
+        r.path(),
+        "--",
+        "/bin/procs",
+    ]);
+    let out = stdout(&o);
+    assert!(!out.contains("FAIL"), "{out}\n{}", stderr(&o));
+    assert_eq!(out.matches("ok ").count(), 7, "{out}\n{}", stderr(&o));
     assert_eq!(o.status.code(), Some(0));
 }

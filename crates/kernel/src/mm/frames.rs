@@ -27,6 +27,12 @@ impl Frames {
         }
     }
 
+    /// An allocator with nothing in it: what a parked process's address
+    /// space holds (the real one stays with the running process).
+    pub fn placeholder() -> Frames {
+        Frames::new(0, 0, 0)
+    }
+
     /// A zeroed frame, or `None` when the limit or memory is exhausted.
     pub fn alloc(&mut self, mem: &GuestMemory) -> Option<u64> {
         if self.in_use >= self.limit {

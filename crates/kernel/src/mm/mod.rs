@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use zeroboot_abi::flags::*;
 use zeroboot_abi::Errno;
-use zeroboot_vmm::layout::{physmap, PAGE_SIZE, USER_END};
+use zeroboot_vmm::layout::{physmap, PAGE_SIZE, PHYSMAP_PML4_INDEX, PML4_GPA, USER_END};
 use zeroboot_vmm::paging::{index, pte};
 use zeroboot_vmm::{GuestMemory, PageTables, PagingError};
 
@@ -99,6 +99,89 @@ impl AddressSpace {
             limit,
             pending: Vec::new(),
         }
+    }
+
+    /// Exchange everything but the frame allocator with `other`: how a
+    /// process's layout moves on and off the vCPU while the one frame
+    /// allocator of the sandbox stays with the running process.
+    pub fn swap_layout(&mut self, other: &mut AddressSpace) {
+        std::mem::swap(self, other);
+        std::mem::swap(&mut self.frames, &mut other.frames);
+    }
+
+    /// An empty layout for a new process: a fresh root table sharing the
+    /// kernel half (the physmap) with every other.
+    pub fn fresh_layout(&mut self, mem: &GuestMemory) -> Result<AddressSpace, Errno> {
+        let root = self.frames.alloc(mem).ok_or(Errno::ENOMEM)?;
+        let slot = PHYSMAP_PML4_INDEX * 8;
+        let e = mem.read_u64(PML4_GPA + slot).map_err(|_| Errno::EFAULT)?;
+        mem.write_u64(root + slot, e).map_err(|_| Errno::EFAULT)?;
+        Ok(AddressSpace::new(root, Frames::placeholder(), self.limit))
+    }
+
+    /// Free every user frame of this layout (the process is gone). Its
+    /// page-table frames are kept: a frame KVM shadowed as a page table is
+    /// never handed out again, so no stale shadow can resurface.
+    pub fn release(&mut self, mem: &GuestMemory) {
+        let ranges: Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
+        let mut frames = Vec::new();
+        for (s, e) in ranges {
+            let _ = self.pt.for_each_leaf(mem, s, e, |_, leaf| {
+                if leaf.value & pte::ADDR_MASK != 0 {
+                    frames.push(leaf.value & pte::ADDR_MASK);
+                }
+                Ok(())
+            });
+        }
+        for f in frames {
+            self.frames.free(f);
+        }
+        self.vmas = Vmas::default();
+        self.pending.clear();
+    }
+
+    /// A copy of this layout for fork(2): the same mappings, every populated
+    /// page copied into a new frame (eagerly: no copy-on-write to track).
+    pub fn copy_layout(&mut self, mem: &GuestMemory) -> Result<AddressSpace, Errno> {
+        let mut child = self.fresh_layout(mem)?;
+        child.vmas = self.vmas.clone();
+        child.brk_start = self.brk_start;
+        child.brk = self.brk;
+        let ranges: Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
+        let mut leaves = Vec::new();
+        for (s, e) in ranges {
+            self.pt
+                .for_each_leaf(mem, s, e, |va, leaf| {
+                    if leaf.value & pte::ADDR_MASK != 0 {
+                        leaves.push((va, leaf.value));
+                    }
+                    Ok(())
+                })
+                .map_err(paging_err)?;
+        }
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        let mut copied = Vec::new();
+        for (va, value) in leaves {
+            let Some(frame) = self.frames.alloc_uninit(mem) else {
+                // Undo: the child never ran.
+                for f in copied {
+                    self.frames.free(f);
+                }
+                return Err(Errno::ENOMEM);
+            };
+            copied.push(frame);
+            let old = value & pte::ADDR_MASK;
+            mem.read(old, &mut buf).map_err(|_| Errno::EFAULT)?;
+            mem.write(frame, &buf).map_err(|_| Errno::EFAULT)?;
+            let t = child
+                .pt
+                .table_for_or_create(mem, &mut self.frames, va)
+                .map_err(paging_err)?;
+            let new = (value & !pte::ADDR_MASK & !pte::ACCESSED) | frame;
+            mem.write_u64(t + index(va, 1) * 8, new)
+                .map_err(|_| Errno::EFAULT)?;
+        }
+        Ok(child)
     }
 
     /// The memory limit in bytes.

@@ -1,6 +1,7 @@
 //! A sandbox: one KVM VM running one Linux program in ring 3, and the run
 //! loop that turns its exits into system calls, page faults and signals.
 
+mod exec;
 mod signals;
 
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub struct Sandbox {
     pub k: Kernel,
     last_fault: (u64, u64, u32),
     xsave_size: u64,
+    /// The FPU state of a fresh process (for execve).
+    initial_xsave: Vec<u8>,
 }
 
 fn now_ns(id: rustix::time::ClockId) -> u64 {
@@ -113,6 +116,7 @@ impl Sandbox {
         boot::write_boot_structures(&mem)?;
         let vm = Vm::new(&mem)?;
         let vcpu = vm.create_vcpu()?;
+        let initial_xsave = vcpu.xsave_bytes()?;
         let frames = Frames::new(FIRST_FREE_GPA, size, size - FIRST_FREE_GPA);
         let mut fds = FdTable::new(cfg.limits.fds);
         for (fd, s, flags) in [
@@ -134,6 +138,10 @@ impl Sandbox {
             proc: Process::new(cfg.pid),
             threads: [(cfg.pid, Thread::new(cfg.pid))].into_iter().collect(),
             current: cfg.pid,
+            others: Default::default(),
+            zombies: Default::default(),
+            next_id: cfg.pid + 1,
+            init_pid: cfg.pid,
             wait_seq: 0,
             new_threads: Vec::new(),
             yield_now: false,
@@ -163,6 +171,7 @@ impl Sandbox {
             k,
             last_fault: (0, 0, 0),
             xsave_size: Host::get()?.xsave_size(),
+            initial_xsave,
         })
     }
 
@@ -178,7 +187,8 @@ impl Sandbox {
         let cpu = CpuInfo {
             hwcap: Host::get()?.hwcap(),
         };
-        let entry = loader::load(&mut self.k, &self.mem, path, argv, envp, cpu, random)?;
+        let (path, argv) = loader::interpret_script(&self.k, path, argv.to_vec())?;
+        let entry = loader::load(&mut self.k, &self.mem, &path, &argv, envp, cpu, random)?;
         let r = self.vcpu.regs_mut();
         *r = Default::default();
         r.rip = entry.rip;
@@ -186,6 +196,23 @@ impl Sandbox {
         r.rflags = 0x202;
         self.vcpu.resume_user();
         Ok(())
+    }
+
+    /// The first executable `name` in the `:`-separated `path_env`, as
+    /// execvp searches.
+    pub fn find_program(&self, name: &str, path_env: &str) -> Option<String> {
+        let pv = self.k.proc_view();
+        path_env
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .find_map(|dir| {
+                let cand = format!("{}/{}", dir.trim_end_matches('/'), name);
+                let l = self.k.vfs.resolve("/", &cand, true, &pv).ok()?;
+                let st = self.k.vfs.stat(&l.node);
+                let exe = st.st_mode & zeroboot_abi::flags::S_IFMT == zeroboot_abi::flags::S_IFREG
+                    && st.st_mode & 0o111 != 0;
+                exe.then_some(cand)
+            })
     }
 
     /// Put a file into the sandbox's writable layer (parents are created).
@@ -279,8 +306,8 @@ impl Sandbox {
                     if expired && self.vcpu.regs().rip < USER_END {
                         slice_end = None;
                         guard.set_slice(None);
-                        if let Some(next) =
-                            sched::pick_next(&self.k).filter(|&n| n != self.k.current)
+                        if let Some(next) = sched::pick_next(&self.k)
+                            .filter(|&(p, t)| (p, t) != (self.k.proc.pid, self.k.current))
                         {
                             self.switch_to(next)?;
                         }
@@ -308,13 +335,21 @@ impl Sandbox {
         }
     }
 
-    /// End the program with `sig`'s default action and a one-line reason
-    /// on its stderr.
+    /// End the current process with `sig`'s default action and a one-line
+    /// reason on stderr. The first process ending ends the sandbox.
     fn kill(&mut self, sig: u32, reason: String) {
-        let line = format!("zeroboot: {} ({}): {}\n", name(sig), sig, reason);
-        let _ = self.k.stderr.write(line.as_bytes());
-        tracing::debug!(signal = name(sig), %reason, "program killed");
-        self.k.exit = Some(Exit::Signal(sig, reason));
+        // A child's death is its parent's to report (through wait).
+        if self.k.proc.pid == self.k.init_pid {
+            let line = format!("zeroboot: {} ({}): {}\n", name(sig), sig, reason);
+            let _ = self.k.stderr.write(line.as_bytes());
+        }
+        tracing::debug!(signal = name(sig), %reason, pid = self.k.proc.pid, "process killed");
+        crate::procs::exit_current(
+            &mut self.k,
+            &self.mem,
+            crate::procs::killed(sig),
+            Some(reason),
+        );
     }
 
     /// Serve the syscall the current thread is stopped at.
@@ -324,6 +359,10 @@ impl Sandbox {
         if nr == sysno::RT_SIGRETURN {
             *self.k.stats.counts.entry(nr).or_insert(0) += 1;
             return self.sigreturn();
+        }
+        if nr == sysno::EXECVE || nr == sysno::EXECVEAT {
+            *self.k.stats.counts.entry(nr).or_insert(0) += 1;
+            return self.execve(&regs);
         }
         let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let res = {
@@ -338,9 +377,16 @@ impl Sandbox {
             // New threads start with their creator's FPU state.
             let xsave = self.vcpu.xsave_bytes()?;
             for tid in std::mem::take(&mut self.k.new_threads) {
-                if let Some(CpuContext { xsave: x, .. }) =
-                    self.k.threads.get_mut(&tid).and_then(|t| t.ctx.as_mut())
-                {
+                let t = match self.k.threads.get_mut(&tid) {
+                    Some(t) => Some(t),
+                    // A new process: its one thread has the pid as tid.
+                    None => self
+                        .k
+                        .others
+                        .get_mut(&tid)
+                        .and_then(|s| s.threads.get_mut(&tid)),
+                };
+                if let Some(CpuContext { xsave: x, .. }) = t.and_then(|t| t.ctx.as_mut()) {
                     x.clone_from(&xsave);
                 }
             }
@@ -348,8 +394,8 @@ impl Sandbox {
         if self.k.exit.is_some() {
             return Ok(());
         }
-        if !self.k.threads.contains_key(&self.k.current) {
-            // The thread exited; the loop schedules another.
+        if self.k.proc.dead.is_some() || !self.k.threads.contains_key(&self.k.current) {
+            // The thread or its process exited; the loop schedules another.
             sched::wake_retriers(&mut self.k);
             return Ok(());
         }
@@ -377,7 +423,9 @@ impl Sandbox {
         };
         self.finish_syscall(ret)?;
         if std::mem::take(&mut self.k.yield_now) {
-            if let Some(next) = sched::pick_next(&self.k).filter(|&n| n != self.k.current) {
+            if let Some(next) = sched::pick_next(&self.k)
+                .filter(|&(p, t)| (p, t) != (self.k.proc.pid, self.k.current))
+            {
                 self.switch_to(next)?;
             }
         }
@@ -412,19 +460,30 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Put `next` on the vCPU, saving the current thread if it still exists.
-    fn switch_to(&mut self, next: u32) -> Result<(), SandboxError> {
-        if next == self.k.current {
+    /// Put thread `tid` of process `pid` on the vCPU, saving the current
+    /// thread if it still exists.
+    fn switch_to(&mut self, (pid, tid): (u32, u32)) -> Result<(), SandboxError> {
+        if (pid, tid) == (self.k.proc.pid, self.k.current) && self.k.proc.dead.is_none() {
             return Ok(());
         }
-        if self.k.threads.contains_key(&self.k.current) {
+        if self.k.proc.dead.is_none() && self.k.threads.contains_key(&self.k.current) {
             let ctx = CpuContext {
                 regs: *self.vcpu.regs(),
                 xsave: self.vcpu.xsave_bytes()?,
             };
             self.k.thread_mut().ctx = Some(ctx);
         }
-        self.k.current = next;
+        if pid != self.k.proc.pid || self.k.proc.dead.is_some() {
+            if self.k.mm.has_pending() {
+                let writes = self.k.mm.take_pending();
+                self.vcpu.run_pte_writer(&self.mem, &writes)?;
+            }
+            if !self.k.switch_process(pid) {
+                return Ok(());
+            }
+            self.vcpu.set_cr3(self.k.mm.pt.root());
+        }
+        self.k.current = tid;
         let (ctx, fs, gs) = {
             let t = self.k.thread_mut();
             (t.ctx.take(), t.fs_base, t.gs_base)

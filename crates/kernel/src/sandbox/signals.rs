@@ -104,9 +104,14 @@ impl Sandbox {
     /// Act on raised, unblocked signals (after a syscall returned).
     pub(super) fn deliver_pending(&mut self) -> Result<(), SandboxError> {
         loop {
-            let t = self.k.thread();
+            if self.k.exit.is_some() || self.k.proc.dead.is_some() {
+                return Ok(());
+            }
+            let Some(t) = self.k.threads.get(&self.k.current) else {
+                return Ok(());
+            };
             let ready = (self.k.proc.pending | t.pending) & !t.sigmask;
-            if ready == 0 || self.k.exit.is_some() {
+            if ready == 0 {
                 return Ok(());
             }
             let sig = ready.trailing_zeros() + 1;

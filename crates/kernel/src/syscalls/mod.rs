@@ -307,7 +307,10 @@ fn handlers() -> Vec<(u64, Row)> {
         (PERSONALITY, partial(process::personality, "only PER_LINUX")),
         (
             CLONE,
-            partial(process::clone, "threads; a new process answers EAGAIN"),
+            partial(
+                process::clone,
+                "threads, fork and vfork; no namespaces, no shared fd tables between processes",
+            ),
         ),
         (
             CLONE3,
@@ -315,22 +318,34 @@ fn handlers() -> Vec<(u64, Row)> {
         ),
         (
             FORK,
-            denied(process::fork, "no new processes in a sandbox (EAGAIN)"),
+            partial(
+                process::fork,
+                "the child gets a copy of every populated page",
+            ),
         ),
-        (
-            VFORK,
-            denied(process::fork, "no new processes in a sandbox (EAGAIN)"),
-        ),
-        (
-            EXECVE,
-            denied(process::execve, "no exec in a sandbox yet (ENOSYS)"),
-        ),
+        (VFORK, full(process::vfork)),
+        (EXECVE, full(process::execve)),
         (
             EXECVEAT,
-            denied(process::execve, "no exec in a sandbox yet (ENOSYS)"),
+            partial(
+                process::execve,
+                "paths only; AT_EMPTY_PATH (fexecve) unsupported",
+            ),
         ),
-        (WAIT4, full(process::wait4)),
-        (WAITID, full(process::wait4)),
+        (
+            WAIT4,
+            partial(
+                process::wait4,
+                "exited children only (no stop/continue reports)",
+            ),
+        ),
+        (
+            WAITID,
+            partial(
+                process::waitid,
+                "exited children only (no stop/continue reports)",
+            ),
+        ),
         (
             FUTEX,
             partial(
@@ -481,7 +496,21 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
     *ctx.k.stats.counts.entry(nr).or_insert(0) += 1;
     let entry = table().get(nr as usize);
     match entry.and_then(|e| e.handler) {
-        Some(h) => h(ctx, args),
+        Some(h) => {
+            let r = h(ctx, args);
+            tracing::trace!(
+                pid = ctx.k.proc.pid,
+                tid = ctx.k.current,
+                syscall = entry.map(|e| e.name).unwrap_or(""),
+                args = format!(
+                    "{:#x} {:#x} {:#x} {:#x}",
+                    args[0], args[1], args[2], args[3]
+                ),
+                rip = format!("{:#x}", ctx.regs.rcx),
+                result = format!("{r:?}"),
+            );
+            r
+        }
         None => {
             let n = ctx.k.stats.unimplemented.entry(nr).or_insert(0);
             *n += 1;

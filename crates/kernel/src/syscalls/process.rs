@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use zeroboot_abi::structs::Timespec;
 
 use super::{Ctx, SysResult, KERNEL_RELEASE};
-use crate::kernel::Exit;
-use crate::sched;
 use crate::task::{CpuContext, Thread, Wait};
+use crate::{procs, sched};
+use zeroboot_abi::signal::SIGCHLD;
 
 /// exit(2) ends the calling thread; the last thread's exit ends the process.
 pub fn exit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
@@ -30,7 +30,7 @@ pub fn exit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 }
 
 pub fn exit_group(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.exit = Some(Exit::Code(a[0] as i32));
+    procs::exit_current(ctx.k, ctx.mem, procs::exited(a[0] as i32), None);
     Ok(0)
 }
 
@@ -405,12 +405,11 @@ pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     const CLONE_THREAD: u64 = 0x10000;
     const THREAD: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
     let (flags, newsp, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
+    if flags & CLONE_THREAD == 0 {
+        return new_process(ctx, flags, newsp, ptid, ctid, tls);
+    }
     if flags & THREAD != THREAD {
-        tracing::debug!(
-            flags = format!("{flags:#x}"),
-            "clone of a new process refused: EAGAIN"
-        );
-        return Err(Errno::EAGAIN);
+        return Err(Errno::EINVAL);
     }
     if ctx.k.threads.len() >= MAX_THREADS {
         return Err(Errno::EAGAIN);
@@ -418,8 +417,7 @@ pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if flags & CLONE_SETTLS != 0 && tls >= USER_END {
         return Err(Errno::EPERM);
     }
-    let tid = ctx.k.proc.next_tid;
-    ctx.k.proc.next_tid += 1;
+    let tid = ctx.k.alloc_id();
     let parent = ctx.k.thread();
     let mut t = Thread::new(tid);
     t.sigmask = parent.sigmask;
@@ -460,16 +458,241 @@ pub fn clone3(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
     Err(Errno::ENOSYS)
 }
 
-pub fn fork(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Err(Errno::EAGAIN)
+pub fn fork(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    new_process(ctx, SIGCHLD as u64, 0, 0, 0, 0)
 }
 
+pub fn vfork(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    const CLONE_VM: u64 = 0x100;
+    const CLONE_VFORK: u64 = 0x4000;
+    new_process(ctx, CLONE_VM | CLONE_VFORK | SIGCHLD as u64, 0, 0, 0, 0)
+}
+
+/// Most processes one sandbox may have at once (zombies included).
+pub const MAX_PROCESSES: usize = 64;
+
+/// fork, vfork and clone without CLONE_THREAD. A vfork child (CLONE_VM |
+/// CLONE_VFORK, also what posix_spawn does) borrows the parent's address
+/// space and the parent waits until the child execs or exits. A fork child
+/// gets a copy of every populated page. Other CLONE_VM sharing between
+/// processes, and shared descriptor tables or handlers, are not supported
+/// (EINVAL).
+fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls: u64) -> SysResult {
+    const CLONE_VM: u64 = 0x100;
+    const CLONE_VFORK: u64 = 0x4000;
+    const CLONE_SETTLS: u64 = 0x80000;
+    const CLONE_PARENT_SETTID: u64 = 0x100000;
+    const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+    const CLONE_CHILD_SETTID: u64 = 0x1000000;
+    const UNSUPPORTED: u64 = 0x200 | 0x400 | 0x800 | 0x7e02_0000;
+    let vfork = flags & (CLONE_VM | CLONE_VFORK) == (CLONE_VM | CLONE_VFORK);
+    if flags & UNSUPPORTED != 0 || (flags & CLONE_VM != 0 && !vfork) {
+        tracing::debug!(
+            flags = format!("{flags:#x}"),
+            "unsupported clone of a process: EINVAL"
+        );
+        return Err(Errno::EINVAL);
+    }
+    if ctx.k.others.len() + ctx.k.zombies.len() + 1 >= MAX_PROCESSES {
+        return Err(Errno::EAGAIN);
+    }
+    let layout = if vfork {
+        crate::mm::AddressSpace::new(0, crate::mm::Frames::placeholder(), ctx.k.mm.limit())
+    } else {
+        ctx.k.mm.copy_layout(ctx.mem)?
+    };
+    let pid = ctx.k.alloc_id();
+    let parent = ctx.k.thread();
+    let mut t = Thread::new(pid);
+    t.sigmask = parent.sigmask;
+    t.fs_base = if flags & CLONE_SETTLS != 0 {
+        tls
+    } else {
+        parent.fs_base
+    };
+    t.gs_base = parent.gs_base;
+    t.comm = parent.comm.clone();
+    t.altstack = parent.altstack;
+    let mut regs = *ctx.regs;
+    regs.rax = 0;
+    regs.rip = regs.rcx;
+    regs.rflags = (regs.r11 & 0x3c7fd7) | 0x202;
+    if newsp != 0 {
+        regs.rsp = newsp;
+    }
+    t.ctx = Some(CpuContext {
+        regs,
+        xsave: Vec::new(),
+    });
+    if flags & CLONE_CHILD_CLEARTID != 0 {
+        t.clear_child_tid = ctid;
+    }
+    let mut proc = ctx.k.proc.clone();
+    proc.pid = pid;
+    proc.ppid = ctx.k.proc.pid;
+    proc.pending = 0;
+    proc.vfork_child = None;
+    proc.dead = None;
+    proc.vfork_parent = if vfork {
+        Some((ctx.k.proc.pid, ctx.k.current))
+    } else {
+        None
+    };
+    let mut slot = crate::kernel::ProcessSlot {
+        proc,
+        mm: layout,
+        fds: ctx.k.fds.clone(),
+        threads: [(pid, t)].into_iter().collect(),
+    };
+    if flags & CLONE_PARENT_SETTID != 0 {
+        ctx.k.mm.write_obj(ctx.mem, ptid, &pid)?;
+    }
+    if vfork {
+        if flags & CLONE_CHILD_SETTID != 0 {
+            ctx.k.mm.write_obj(ctx.mem, ctid, &pid)?;
+        }
+        // The child runs on our address space; this process waits.
+        ctx.k.mm.swap_layout(&mut slot.mm);
+        ctx.k.proc.vfork_child = Some(pid);
+        ctx.k.others.insert(pid, slot);
+        ctx.k.new_threads.push(pid);
+        return Err(ctx.k.wait(Wait::Vfork));
+    }
+    if flags & CLONE_CHILD_SETTID != 0 {
+        // In the child's copy of memory.
+        ctx.k.mm.swap_layout(&mut slot.mm);
+        let r = ctx.k.mm.write_obj(ctx.mem, ctid, &pid);
+        ctx.k.mm.swap_layout(&mut slot.mm);
+        r?;
+    }
+    ctx.k.others.insert(pid, slot);
+    ctx.k.new_threads.push(pid);
+    Ok(pid as u64)
+}
+
+/// Never reached: the run loop serves execve itself, because it replaces
+/// the vCPU state.
 pub fn execve(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
     Err(Errno::ENOSYS)
 }
 
-pub fn wait4(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Err(Errno::ECHILD)
+const WNOHANG: u64 = 1;
+const WUNTRACED: u64 = 2;
+const WEXITED: u64 = 4;
+const WCONTINUED: u64 = 8;
+const WNOWAIT: u64 = 0x0100_0000;
+const WALL: u64 = 0x4000_0000;
+const WCLONE: u64 = 0x8000_0000;
+
+/// Which children a wait selects: -1 any, >0 one pid, 0 our group, < -1 a
+/// group.
+fn child_matches(sel: i64, pid: u32, pgid: u32, own_pgid: u32) -> bool {
+    match sel {
+        -1 => true,
+        0 => pgid == own_pgid,
+        s if s > 0 => pid as i64 == s,
+        s => pgid as i64 == -s,
+    }
+}
+
+/// A zombie child for `sel` to reap (Some), matching children that still
+/// run (None), or ECHILD when there are none.
+fn find_zombie(ctx: &Ctx, sel: i64) -> Result<Option<(u32, i32)>, Errno> {
+    let me = ctx.k.proc.pid;
+    let own = ctx.k.proc.pgid;
+    if let Some((pid, z)) = ctx
+        .k
+        .zombies
+        .iter()
+        .find(|(pid, z)| z.ppid == me && child_matches(sel, **pid, z.pgid, own))
+    {
+        return Ok(Some((*pid, z.status)));
+    }
+    let alive = ctx
+        .k
+        .others
+        .values()
+        .any(|s| s.proc.ppid == me && child_matches(sel, s.proc.pid, s.proc.pgid, own));
+    if alive {
+        Ok(None)
+    } else {
+        Err(Errno::ECHILD)
+    }
+}
+
+pub fn wait4(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let (sel, status_va, options, rusage) = (a[0] as i32 as i64, a[1], a[2], a[3]);
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    match find_zombie(ctx, sel)? {
+        Some((pid, status)) => {
+            if status_va != 0 {
+                ctx.k.mm.write_obj(ctx.mem, status_va, &status)?;
+            }
+            if rusage != 0 {
+                ctx.k.mm.write_obj(ctx.mem, rusage, &Rusage::new_zeroed())?;
+            }
+            ctx.k.zombies.remove(&pid);
+            Ok(pid as u64)
+        }
+        None if options & WNOHANG != 0 => Ok(0),
+        None => Err(ctx.k.wait(Wait::Retry {
+            reason: "wait for a child",
+            deadline: None,
+        })),
+    }
+}
+
+pub fn waitid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const P_ALL: u64 = 0;
+    const P_PID: u64 = 1;
+    const P_PGID: u64 = 2;
+    let (idtype, id, info, options) = (a[0], a[1] as i64, a[2], a[3]);
+    if options & !(WNOHANG | WEXITED | WNOWAIT | WUNTRACED | WCONTINUED | WALL | WCLONE) != 0
+        || options & WEXITED == 0
+    {
+        return Err(Errno::EINVAL);
+    }
+    let sel = match idtype {
+        P_ALL => -1,
+        P_PID if id > 0 => id,
+        P_PGID if id == 0 => 0,
+        P_PGID => -id,
+        _ => return Err(Errno::EINVAL),
+    };
+    let mut si = [0u8; 128];
+    match find_zombie(ctx, sel)? {
+        Some((pid, status)) => {
+            // CLD_EXITED (1) or CLD_KILLED (2).
+            let (code, st) = if status & 0x7f == 0 {
+                (1i32, (status >> 8) & 0xff)
+            } else {
+                (2i32, status & 0x7f)
+            };
+            si[0..4].copy_from_slice(&(SIGCHLD as i32).to_le_bytes());
+            si[8..12].copy_from_slice(&code.to_le_bytes());
+            si[16..20].copy_from_slice(&pid.to_le_bytes());
+            si[24..28].copy_from_slice(&st.to_le_bytes());
+            if info != 0 {
+                ctx.k.mm.write(ctx.mem, info, &si)?;
+            }
+            if options & WNOWAIT == 0 {
+                ctx.k.zombies.remove(&pid);
+            }
+            Ok(0)
+        }
+        None if options & WNOHANG != 0 => {
+            if info != 0 {
+                ctx.k.mm.write(ctx.mem, info, &si)?;
+            }
+            Ok(0)
+        }
+        None => Err(ctx.k.wait(Wait::Retry {
+            reason: "wait for a child",
+            deadline: None,
+        })),
+    }
 }
 
 pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {

@@ -1,0 +1,121 @@
+//! Process lifecycle inside one sandbox: exit into a zombie, reaping,
+//! handing a borrowed (vfork) address space back, and wait statuses.
+//! Creation (clone/fork/vfork) is in `syscalls::process`, execve in
+//! `sandbox`, because it needs the vCPU.
+
+use zeroboot_abi::signal::SIGCHLD;
+use zeroboot_vmm::GuestMemory;
+
+use crate::kernel::{Exit, Kernel, Zombie};
+use crate::sched;
+use crate::task::{Resume, ThreadState};
+
+/// wait(2) status of a normal exit.
+pub fn exited(code: i32) -> i32 {
+    (code & 0xff) << 8
+}
+
+/// wait(2) status of a death by signal.
+pub fn killed(sig: u32) -> i32 {
+    sig as i32 & 0x7f
+}
+
+/// The sandbox's result for a wait status.
+pub fn exit_of(status: i32, reason: Option<String>) -> Exit {
+    if status & 0x7f == 0 {
+        Exit::Code((status >> 8) & 0xff)
+    } else {
+        Exit::Signal((status & 0x7f) as u32, reason.unwrap_or_default())
+    }
+}
+
+/// The current process ends with wait status `status`. The first process
+/// ending ends the sandbox; any other becomes a zombie for its parent and
+/// is switched out by the run loop.
+pub fn exit_current(k: &mut Kernel, mem: &GuestMemory, status: i32, reason: Option<String>) {
+    let pid = k.proc.pid;
+    if pid == k.init_pid {
+        k.exit = Some(exit_of(status, reason));
+        return;
+    }
+    for fd in k.fds.fds() {
+        let _ = k.fds.close(fd);
+    }
+    k.gc_pipes();
+    if let Some((ppid, ptid)) = k.proc.vfork_parent.take() {
+        // The layout is the parent's: give it back untouched.
+        release_vfork_parent(k, ppid, ptid, None);
+    } else {
+        k.mm.release(mem);
+    }
+    let init = k.init_pid;
+    for slot in k.others.values_mut() {
+        if slot.proc.ppid == pid {
+            slot.proc.ppid = init;
+        }
+    }
+    for z in k.zombies.values_mut() {
+        if z.ppid == pid {
+            z.ppid = init;
+        }
+    }
+    let ppid = k.proc.ppid;
+    k.zombies.insert(
+        pid,
+        Zombie {
+            ppid,
+            pgid: k.proc.pgid,
+            status,
+        },
+    );
+    k.proc.dead = Some(status);
+    k.threads.clear();
+    post_signal_process(k, ppid, SIGCHLD);
+    sched::wake_retriers(k);
+}
+
+/// A vfork child execs or exits: its parent gets its address space back
+/// (`layout`, or what the current process holds) and its clone returns.
+pub fn release_vfork_parent(
+    k: &mut Kernel,
+    ppid: u32,
+    ptid: u32,
+    layout: Option<&mut crate::mm::AddressSpace>,
+) {
+    let child = k.proc.pid;
+    let Some(slot) = k.others.get_mut(&ppid) else {
+        return;
+    };
+    match layout {
+        Some(l) => slot.mm.swap_layout(l),
+        None => slot.mm.swap_layout(&mut k.mm),
+    }
+    slot.proc.vfork_child = None;
+    if let Some(t) = slot.threads.get_mut(&ptid) {
+        t.state = ThreadState::Runnable(Resume::Complete(child as u64));
+    }
+}
+
+/// Raise `sig` at process `pid` (current or parked).
+pub fn post_signal_process(k: &mut Kernel, pid: u32, sig: u32) {
+    if pid == k.proc.pid && k.proc.dead.is_none() {
+        sched::post_signal(k, sig, None);
+        return;
+    }
+    let bit = 1u64 << (sig - 1);
+    if let Some(slot) = k.others.get_mut(&pid) {
+        if slot.proc.sigactions[sig as usize - 1].handler == crate::task::SIG_DFL && sig == SIGCHLD
+        {
+            // SIGCHLD's default is to be ignored: nothing to deliver.
+            return;
+        }
+        slot.proc.pending |= bit;
+        if let Some(t) = slot.threads.values_mut().find(|t| {
+            t.sigmask & bit == 0
+                && matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible())
+        }) {
+            t.state =
+                ThreadState::Runnable(Resume::Complete(zeroboot_abi::Errno::EINTR.as_return()));
+        }
+    }
+}

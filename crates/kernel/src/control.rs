@@ -3,6 +3,7 @@
 //! so the process *parks* there: the VMM stops, and that stopped VM is what
 //! a template is. Filling the inbox and resuming completes the read.
 
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 use zeroboot_abi::Errno;
@@ -11,7 +12,7 @@ use crate::fd::FileKind;
 use crate::syscalls::{Ctx, BLOCK};
 
 /// Bytes waiting in each direction.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Channel {
     pub inbox: VecDeque<u8>,
     pub outbox: Vec<u8>,

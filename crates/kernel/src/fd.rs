@@ -4,6 +4,7 @@
 //! descriptors share an offset, and the whole structure clones (for a fork)
 //! with that sharing intact.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use zeroboot_abi::Errno;
 use crate::vfs::{Device, DirEntry, HostFile};
 
 /// Which standard stream a console descriptor is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stream {
     Stdin,
     Stdout,
@@ -21,10 +22,10 @@ pub enum Stream {
 }
 
 /// What an open file description refers to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FileKind {
     /// A regular file of the image (read-only).
-    Image(Arc<HostFile>),
+    Image(#[serde(with = "crate::persist::host_file")] Arc<HostFile>),
     /// A regular file of the overlay.
     Tmp(u64),
     /// A directory (any layer); entries are read at the first getdents.
@@ -44,7 +45,7 @@ pub enum FileKind {
 }
 
 /// An open file description.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenFile {
     pub kind: FileKind,
     /// Canonical path (for /proc/self/fd and fstat).
@@ -53,6 +54,7 @@ pub struct OpenFile {
     pub flags: u64,
     pub offset: u64,
     /// Directory listing snapshot taken by the first getdents.
+    #[serde(skip)]
     pub dir_entries: Option<Arc<Vec<DirEntry>>>,
 }
 
@@ -76,20 +78,20 @@ impl OpenFile {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Slot {
     file: u64,
     cloexec: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Description {
     file: OpenFile,
     refs: usize,
 }
 
 /// A process's descriptor table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FdTable {
     fds: BTreeMap<i32, Slot>,
     files: BTreeMap<u64, Description>,

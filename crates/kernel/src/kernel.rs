@@ -1,6 +1,7 @@
 //! The VMM-side state of one sandbox: everything a Linux kernel would keep
 //! for the process, cloned wholesale when a template is forked.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -31,6 +32,12 @@ pub struct Capture {
     pub cap: usize,
     /// Bytes dropped beyond the cap.
     pub dropped: u64,
+}
+
+impl Default for Sink {
+    fn default() -> Sink {
+        Sink::capture(0)
+    }
 }
 
 impl Sink {
@@ -80,9 +87,10 @@ impl Sink {
 }
 
 /// Where stdin comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Source {
     /// Nothing: reads return end of file.
+    #[default]
     Empty,
     /// The VMM process's stdin (the `run` command).
     Host,
@@ -91,14 +99,14 @@ pub enum Source {
 }
 
 /// A pipe's buffer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Pipe {
     pub buf: VecDeque<u8>,
     pub capacity: usize,
 }
 
 /// Limits of one sandbox.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Limits {
     /// Guest memory a program may use (bytes).
     pub memory: u64,
@@ -128,7 +136,7 @@ pub enum Block {
 }
 
 /// Why the process stopped for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Exit {
     /// exit_group(code).
     Code(i32),
@@ -148,7 +156,7 @@ impl Exit {
 
 /// A process that is not on the vCPU. Its address-space layout is here;
 /// the frame allocator never leaves `Kernel::mm` (see `swap_layout`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessSlot {
     pub proc: Process,
     pub mm: AddressSpace,
@@ -157,7 +165,7 @@ pub struct ProcessSlot {
 }
 
 /// An exited process its parent has not reaped yet.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Zombie {
     pub ppid: u32,
     pub pgid: u32,
@@ -166,7 +174,7 @@ pub struct Zombie {
 }
 
 /// The sandbox's kernel state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kernel {
     pub mm: AddressSpace,
     pub fds: FdTable,
@@ -184,8 +192,11 @@ pub struct Kernel {
     pub yield_now: bool,
     pub pipes: BTreeMap<u64, Pipe>,
     pub next_pipe: u64,
+    #[serde(skip)]
     pub stdout: Sink,
+    #[serde(skip)]
     pub stderr: Sink,
+    #[serde(skip)]
     pub stdin: Source,
     /// The other processes, by pid.
     pub others: BTreeMap<u32, ProcessSlot>,
@@ -194,10 +205,12 @@ pub struct Kernel {
     pub next_id: u32,
     /// The first process: when it exits, the sandbox is done.
     pub init_pid: u32,
+    #[serde(skip)]
     pub stats: SyscallStats,
     pub limits: Limits,
     pub exit: Option<Exit>,
     /// Set by a syscall that returned `BLOCK`: why it cannot finish yet.
+    #[serde(skip)]
     pub block: Option<Block>,
     /// Host thread CPU time when this sandbox started running (ns).
     pub cpu_base_ns: u64,
@@ -208,6 +221,7 @@ pub struct Kernel {
     /// Hostname (uname nodename).
     pub hostname: String,
     /// When the current run must stop (sleeps end early at it).
+    #[serde(skip)]
     pub deadline: Option<std::time::Instant>,
     /// The agent's control channel.
     pub control: crate::control::Channel,
@@ -272,6 +286,59 @@ impl Kernel {
             })
             .collect();
         self.pipes.retain(|id, _| live.contains(id));
+    }
+
+    /// Give this process tree new ids: pid `new_pid` for the first process
+    /// and every other pid and tid shifted alike. glibc keeps each thread's
+    /// tid in its thread descriptor, at the address the thread registered
+    /// with set_tid_address (clear_child_tid): those are rewritten too.
+    pub fn renumber(&mut self, mem: &zeroboot_vmm::GuestMemory, new_pid: u32) {
+        let base = self.init_pid;
+        let f = |id: u32| if id >= base { id - base + new_pid } else { id };
+        let fix_proc = |p: &mut Process| {
+            p.pid = f(p.pid);
+            p.pgid = f(p.pgid);
+            if p.ppid >= base {
+                p.ppid = f(p.ppid);
+            }
+            p.vfork_parent = p.vfork_parent.map(|(a, b)| (f(a), f(b)));
+            p.vfork_child = p.vfork_child.map(f);
+        };
+        let fix_threads = |ts: &mut BTreeMap<u32, Thread>| {
+            let old = std::mem::take(ts);
+            for (_, mut t) in old {
+                t.tid = f(t.tid);
+                ts.insert(t.tid, t);
+            }
+        };
+        fix_proc(&mut self.proc);
+        fix_threads(&mut self.threads);
+        // The running process's threads: their memory is reachable now.
+        let tids: Vec<(u64, u32)> = self
+            .threads
+            .values()
+            .map(|t| (t.clear_child_tid, t.tid))
+            .collect();
+        for (addr, tid) in tids {
+            if addr != 0 {
+                let _ = self.mm.write_obj(mem, addr, &tid);
+            }
+        }
+        let others = std::mem::take(&mut self.others);
+        for (_, mut slot) in others {
+            fix_proc(&mut slot.proc);
+            fix_threads(&mut slot.threads);
+            self.others.insert(slot.proc.pid, slot);
+        }
+        let zombies = std::mem::take(&mut self.zombies);
+        for (pid, mut z) in zombies {
+            z.ppid = f(z.ppid);
+            z.pgid = f(z.pgid);
+            self.zombies.insert(f(pid), z);
+        }
+        self.current = f(self.current);
+        self.next_id = f(self.next_id);
+        self.init_pid = new_pid;
     }
 
     /// A fresh pid/tid.

@@ -8,10 +8,12 @@ pub mod fd;
 pub mod kernel;
 pub mod loader;
 pub mod mm;
+pub mod persist;
 pub mod proc;
 pub mod procs;
 pub mod sandbox;
 pub mod sched;
+pub mod snapshot;
 pub mod syscalls;
 pub mod task;
 pub mod vfs;
@@ -19,3 +21,4 @@ pub mod watchdog;
 
 pub use kernel::{Exit, Kernel, Limits, Sink, Source};
 pub use sandbox::{Outcome, Sandbox, SandboxConfig, SandboxError};
+pub use snapshot::{ForkOptions, Snapshot, SnapshotError};

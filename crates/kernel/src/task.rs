@@ -2,6 +2,7 @@
 //! multiplexed on the VM's one vCPU by the VMM (see `sandbox::sched`): a
 //! thread that is not running keeps its registers and FPU state here.
 
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 use kvm_bindings::kvm_regs;
@@ -15,7 +16,7 @@ pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
 /// Process-wide state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Process {
     pub pid: u32,
     pub ppid: u32,
@@ -26,9 +27,11 @@ pub struct Process {
     pub argv: Vec<Vec<u8>>,
     pub envp: Vec<Vec<u8>>,
     /// Dispositions of signals 1..=64 (index = signal - 1).
+    #[serde(with = "crate::persist::pod_vec")]
     pub sigactions: Vec<KernelSigaction>,
     /// Process-directed signals not yet acted on (bit = signal - 1).
     pub pending: u64,
+    #[serde(with = "crate::persist::pod_vec")]
     pub rlimits: Vec<Rlimit>,
     pub pgid: u32,
     /// A vfork child: the parent (pid, tid) it borrowed the address space
@@ -83,22 +86,28 @@ impl Process {
 }
 
 /// What a blocked thread waits for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Wait {
     /// FUTEX_WAIT on `addr`: woken by FUTEX_WAKE with a matching bitset
     /// (the syscall returns 0) or at `deadline` (ETIMEDOUT).
     Futex {
         addr: u64,
         bitset: u32,
+        #[serde(with = "crate::persist::opt_instant")]
         deadline: Option<Instant>,
     },
     /// A sleep: returns 0 at `until`.
-    Sleep { until: Instant },
+    Sleep {
+        #[serde(with = "crate::persist::instant")]
+        until: Instant,
+    },
     /// Anything else (pipes, poll): the syscall runs again when another
     /// thread may have changed things, or at `deadline` with `timed_out`
     /// set so that it returns what a timeout returns.
     Retry {
+        #[serde(skip)]
         reason: &'static str,
+        #[serde(with = "crate::persist::opt_instant")]
         deadline: Option<Instant>,
     },
     /// Reading the empty control channel: the process is parked until the
@@ -124,7 +133,7 @@ impl Wait {
 }
 
 /// How a thread continues when it is next scheduled.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Resume {
     /// Its registers are a ring-3 context (it was preempted or is new).
     Continue,
@@ -134,15 +143,16 @@ pub enum Resume {
     Retry,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ThreadState {
     Runnable(Resume),
     Blocked(Wait),
 }
 
 /// Saved CPU state of a thread that is not on the vCPU.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CpuContext {
+    #[serde(with = "crate::persist::regs")]
     pub regs: kvm_regs,
     /// XSAVE area; `None` for a thread that has not run yet and inherits
     /// its creator's at creation.
@@ -150,7 +160,7 @@ pub struct CpuContext {
 }
 
 /// One thread.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Thread {
     pub tid: u32,
     pub state: ThreadState,
@@ -161,6 +171,7 @@ pub struct Thread {
     pub sigmask: u64,
     /// Thread-directed signals not yet acted on.
     pub pending: u64,
+    #[serde(with = "crate::persist::pod")]
     pub altstack: StackT,
     pub clear_child_tid: u64,
     pub robust_list: (u64, u64),
@@ -173,6 +184,7 @@ pub struct Thread {
     pub blocked_seq: u64,
     /// Deadline of the syscall in progress, kept across its retries so
     /// that a retry does not restart the timeout.
+    #[serde(with = "crate::persist::opt_instant")]
     pub syscall_deadline: Option<Instant>,
 }
 

@@ -74,14 +74,17 @@ pub enum Exit {
     Unexpected(String),
 }
 
-/// The full architectural state of the vCPU, for templates and forks.
-#[derive(Clone)]
+/// The vCPU state a template keeps and a fork starts from. Everything else
+/// (GDT, IDT, MSRs, CPUID, XCR0) is the same for every VM.
+#[derive(Clone, Debug)]
 pub struct VcpuState {
     pub regs: kvm_regs,
-    pub user_sregs: kvm_sregs,
-    /// The 4 KiB legacy XSAVE region (`kvm_xsave.region`).
-    pub xsave: Vec<u32>,
-    pub xcr0: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    /// Page-table root of the running process.
+    pub cr3: u64,
+    /// XSAVE area (standard format, 4 KiB).
+    pub xsave: Vec<u8>,
 }
 
 /// The guest's one vCPU.
@@ -89,7 +92,6 @@ pub struct Vcpu {
     fd: VcpuFd,
     kernel_sregs: kvm_sregs,
     user_sregs: kvm_sregs,
-    xcr0: u64,
 }
 
 impl Vcpu {
@@ -139,7 +141,6 @@ impl Vcpu {
             fd,
             kernel_sregs,
             user_sregs,
-            xcr0: host.xcr0,
         })
     }
 
@@ -343,29 +344,23 @@ impl Vcpu {
 
     /// Capture the state a template stores (call while stopped at an exit).
     pub fn save_state(&mut self) -> Result<VcpuState, VcpuError> {
-        let regs = *self.regs();
-        let xsave = self
-            .fd
-            .get_xsave()
-            .map_err(io("KVM_GET_XSAVE"))?
-            .region
-            .to_vec();
         Ok(VcpuState {
-            regs,
-            user_sregs: self.user_sregs,
-            xsave,
-            xcr0: self.xcr0,
+            regs: *self.regs(),
+            fs_base: self.user_sregs.fs.base,
+            gs_base: self.user_sregs.gs.base,
+            cr3: self.user_sregs.cr3,
+            xsave: self.xsave_bytes()?,
         })
     }
 
-    /// Load a saved state: the next `run` continues it in ring 3.
+    /// Load a saved state. The vCPU is then stopped where the template
+    /// was; the caller resumes it (e.g. by finishing the parked syscall).
     pub fn restore_state(&mut self, state: &VcpuState) -> Result<(), VcpuError> {
-        let bytes: Vec<u8> = state.xsave.iter().flat_map(|w| w.to_le_bytes()).collect();
-        self.set_xsave_bytes(&bytes)?;
-        self.user_sregs.fs.base = state.user_sregs.fs.base;
-        self.user_sregs.gs.base = state.user_sregs.gs.base;
+        self.set_xsave_bytes(&state.xsave)?;
+        self.user_sregs.fs.base = state.fs_base;
+        self.user_sregs.gs.base = state.gs_base;
+        self.set_cr3(state.cr3);
         *self.regs_mut() = state.regs;
-        self.resume_user();
         Ok(())
     }
 

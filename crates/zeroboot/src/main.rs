@@ -2,8 +2,10 @@
 //! messages and exit codes.
 
 mod bench;
+mod exec;
 mod image;
 mod run;
+mod template;
 
 use std::path::PathBuf;
 
@@ -24,6 +26,10 @@ struct Cli {
 enum Cmd {
     /// Run a Linux x86-64 program in a fresh sandbox.
     Run(run::RunArgs),
+    /// Run a code snippet in a fresh fork of a template.
+    Exec(exec::ExecArgs),
+    /// Create templates (parked runtimes to fork).
+    Template(template::TemplateArgs),
     /// Build, find and list runtime images (root filesystems from Debian packages).
     Image(image::ImageArgs),
     /// Print the syscall compatibility table.
@@ -46,6 +52,8 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(a),
         Cmd::Image(a) => image::run(a),
+        Cmd::Exec(a) => exec::run(a),
+        Cmd::Template(a) => template::run(a),
         Cmd::Syscalls => {
             print!("{}", zeroboot_kernel::syscalls::compatibility_table());
             Ok(0)

@@ -1,10 +1,11 @@
 //! Guest-physical frame allocator: a bump pointer over never-used memory
 //! plus a free list, with accounting against the sandbox's memory limit.
 
+use serde::{Deserialize, Serialize};
 use zeroboot_vmm::layout::PAGE_SIZE;
 use zeroboot_vmm::{FrameAllocator, GuestMemory};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Frames {
     /// Next never-used frame (memory beyond it is still zero).
     next: u64,

@@ -6,6 +6,7 @@
 //! that the guest has used (Accessed bit set) is also queued for the ring-0
 //! PTE writer, which the sandbox runs before ring 3 resumes (DESIGN.md §1).
 
+use serde::{Deserialize, Serialize};
 mod frames;
 mod uaccess;
 pub mod vma;
@@ -67,8 +68,9 @@ pub enum Fault {
 pub type PteWrite = (u64, u64, u64);
 
 /// A sandbox's address space.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddressSpace {
+    #[serde(with = "crate::persist::page_tables")]
     pub pt: PageTables,
     pub frames: Frames,
     pub vmas: Vmas,
@@ -182,6 +184,11 @@ impl AddressSpace {
                 .map_err(|_| Errno::EFAULT)?;
         }
         Ok(child)
+    }
+
+    /// Change the memory limit (a fork may get less than its template).
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
     }
 
     /// The memory limit in bytes.

@@ -1,18 +1,20 @@
 //! Virtual memory areas: what the program mapped, with which protection
 //! and backing. Page-table entries are derived from these.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use zeroboot_abi::flags::{PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// What backs a mapping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Backing {
     /// Zero-filled anonymous memory.
     Anon,
     /// A private copy of a file's bytes starting at `offset`.
     File {
+        #[serde(with = "crate::persist::file_contents")]
         data: Arc<dyn FileContents>,
         offset: u64,
     },
@@ -24,10 +26,12 @@ pub trait FileContents: std::fmt::Debug + Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
     /// File size.
     fn size(&self) -> u64;
+    /// How a template stores the mapping's file.
+    fn persisted(&self) -> crate::persist::PersistedFile;
 }
 
 /// One mapping.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Vma {
     pub start: u64,
     pub end: u64,
@@ -83,7 +87,7 @@ impl Vma {
 }
 
 /// The set of mappings, non-overlapping, keyed by start address.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Vmas {
     map: BTreeMap<u64, Vma>,
 }

@@ -175,6 +175,26 @@ impl Sandbox {
         })
     }
 
+    /// Assemble a sandbox from its parts (a fork).
+    pub(crate) fn from_parts(
+        mem: GuestMemory,
+        vm: Vm,
+        vcpu: Vcpu,
+        k: Kernel,
+        xsave_size: u64,
+        initial_xsave: Vec<u8>,
+    ) -> Sandbox {
+        Sandbox {
+            mem,
+            vm,
+            vcpu,
+            k,
+            last_fault: (0, 0, 0),
+            xsave_size,
+            initial_xsave,
+        }
+    }
+
     /// Load `path` (resolved in the sandbox) as the program to run.
     pub fn exec(
         &mut self,

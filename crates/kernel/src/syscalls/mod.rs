@@ -562,6 +562,12 @@ pub(crate) fn uptime_ns(ctx: &Ctx) -> u64 {
     (t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64).saturating_sub(ctx.k.start_mono_ns)
 }
 
+/// CPU time of the calling host thread (ns).
+pub fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 /// CPU time of the process: the vCPU thread's time since the sandbox
 /// started, plus what its template had used.
 pub(crate) fn cpu_ns(ctx: &Ctx) -> u64 {

@@ -66,7 +66,8 @@ struct IndexEntry {
 #[derive(Debug)]
 pub struct Image {
     root: PathBuf,
-    root_fd: OwnedFd,
+    /// None only for the placeholder.
+    root_fd: Option<OwnedFd>,
     index: HashMap<String, IndexEntry>,
 }
 
@@ -139,7 +140,7 @@ impl Image {
         }
         Ok(Image {
             root,
-            root_fd,
+            root_fd: Some(root_fd),
             index,
         })
     }
@@ -166,9 +167,38 @@ impl Image {
         );
         Ok(Image {
             root,
-            root_fd,
+            root_fd: Some(root_fd),
             index,
         })
+    }
+
+    /// An empty image with no directory behind it (stands in until a
+    /// template's real image is attached).
+    pub fn placeholder() -> Image {
+        let mut index = HashMap::new();
+        index.insert(
+            "/".to_string(),
+            IndexEntry {
+                meta: ImageMeta {
+                    mode: S_IFDIR | 0o755,
+                    size: 0,
+                    ino: 2,
+                    nlink: 2,
+                    mtime: 0,
+                    mtime_nsec: 0,
+                    atime: 0,
+                    ctime: 0,
+                    blocks: 0,
+                },
+                target: None,
+                children: Vec::new(),
+            },
+        );
+        Image {
+            root: PathBuf::from("/"),
+            root_fd: None,
+            index,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -214,7 +244,9 @@ impl Image {
         }
         let rel = path.trim_start_matches('/');
         let fd = rustix::fs::openat2(
-            &self.root_fd,
+            self.root_fd
+                .as_ref()
+                .ok_or_else(|| io::Error::from_raw_os_error(2))?,
             rel,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -265,5 +297,9 @@ impl FileContents for HostFile {
 
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn persisted(&self) -> crate::persist::PersistedFile {
+        crate::persist::PersistedFile::Image(self.path.clone())
     }
 }

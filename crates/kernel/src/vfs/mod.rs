@@ -3,6 +3,7 @@
 //! component at a time, symlinks included, so `..`, absolute and relative
 //! symlinks and /proc links all stay inside the sandbox's root.
 
+use serde::{Deserialize, Serialize};
 pub mod image;
 pub mod synthetic;
 pub mod tmpfs;
@@ -66,7 +67,7 @@ pub struct Lookup {
 }
 
 /// One directory entry for getdents.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DirEntry {
     pub name: String,
     pub ino: u64,
@@ -103,8 +104,9 @@ pub fn parent(path: &str) -> &str {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Vfs {
+    #[serde(skip, default = "crate::persist::current_image")]
     pub image: Arc<Image>,
     pub tmp: Tmpfs,
 }

@@ -3,6 +3,7 @@
 //! removed. File contents are `Arc`ed and copied on write, so cloning the
 //! whole layer for a fork is cheap and forks never see each other's writes.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use zeroboot_abi::Errno;
 use crate::mm::FileContents;
 
 /// What the overlay holds at a path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Entry {
     File(u64),
     Dir {
@@ -27,7 +28,7 @@ pub enum Entry {
 }
 
 /// A regular file's inode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inode {
     pub data: Arc<Vec<u8>>,
     pub mode: u32,
@@ -35,7 +36,7 @@ pub struct Inode {
     pub mtime: (i64, i64),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tmpfs {
     entries: BTreeMap<String, Entry>,
     inodes: BTreeMap<u64, Inode>,
@@ -202,5 +203,9 @@ impl FileContents for TmpContents {
 
     fn size(&self) -> u64 {
         self.0.len() as u64
+    }
+
+    fn persisted(&self) -> crate::persist::PersistedFile {
+        crate::persist::PersistedFile::Bytes(self.0.clone())
     }
 }

@@ -1,0 +1,147 @@
+//! One execution: fork the template, run the code, collect the result.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source};
+
+use crate::template::Template;
+
+/// What to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub code: String,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Memory limit (bytes); None: the template's.
+    pub memory: Option<u64>,
+    /// Most bytes of stdout and of stderr kept (each).
+    pub output_cap: usize,
+}
+
+impl ExecRequest {
+    pub fn new(code: impl Into<String>) -> ExecRequest {
+        ExecRequest {
+            code: code.into(),
+            timeout: Duration::from_secs(30),
+            memory: None,
+            output_cap: 1 << 20,
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub timed_out: bool,
+    /// Killed for using more memory than allowed.
+    pub out_of_memory: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Set when zeroboot itself failed (not the code).
+    pub error: Option<String>,
+    pub fork_time: Duration,
+    pub exec_time: Duration,
+    pub total_time: Duration,
+}
+
+/// The line appended to a capped stream.
+fn truncation_marker(dropped: u64) -> String {
+    format!("\n[zeroboot: output truncated, {dropped} more bytes dropped]\n")
+}
+
+fn collect(sink: &mut Sink) -> (String, bool) {
+    let (data, dropped) = sink.take();
+    let mut s = String::from_utf8_lossy(&data).into_owned();
+    if dropped > 0 {
+        s.push_str(&truncation_marker(dropped));
+    }
+    (s, dropped > 0)
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    u64::from_le_bytes(b)
+}
+
+impl Template {
+    /// Fork and run `req`.
+    pub fn exec(&self, req: &ExecRequest) -> ExecResult {
+        let start = Instant::now();
+        let body = serde_json::json!({ "code": req.code, "seed": seed() })
+            .to_string()
+            .into_bytes();
+        let mut request = (body.len() as u32).to_le_bytes().to_vec();
+        request.extend_from_slice(&body);
+        let opts = ForkOptions {
+            stdout: Sink::capture(req.output_cap),
+            stderr: Sink::capture(req.output_cap),
+            stdin: Source::Empty,
+            memory: req.memory,
+            request,
+        };
+        let mut sb = match Sandbox::fork(&self.snapshot, opts) {
+            Ok(sb) => sb,
+            Err(e) => {
+                return ExecResult {
+                    exit_code: -1,
+                    error: Some(format!("fork failed: {e}")),
+                    total_time: start.elapsed(),
+                    ..Default::default()
+                }
+            }
+        };
+        let forked = Instant::now();
+        let outcome = sb.run(Some(forked + req.timeout));
+        let ran = Instant::now();
+        let mut r = ExecResult {
+            fork_time: forked - start,
+            exec_time: ran - forked,
+            ..Default::default()
+        };
+        (r.stdout, r.stdout_truncated) = collect(&mut sb.k.stdout);
+        (r.stderr, r.stderr_truncated) = collect(&mut sb.k.stderr);
+        match outcome {
+            Ok(Outcome::Parked) => {
+                // The agent replied and is waiting for the next request.
+                r.exit_code = reply_exit_code(&sb.k.control.outbox).unwrap_or_else(|| {
+                    r.error = Some("the agent's reply was malformed".into());
+                    -1
+                });
+            }
+            Ok(Outcome::Exited(Exit::Code(c))) => r.exit_code = c,
+            Ok(Outcome::Exited(e @ Exit::Signal(sig, _))) => {
+                r.exit_code = e.status();
+                r.out_of_memory =
+                    sig == 9 && matches!(&e, Exit::Signal(_, why) if why.contains("out of memory"));
+            }
+            Ok(Outcome::TimedOut) => {
+                r.timed_out = true;
+                r.exit_code = 124;
+                r.stderr.push_str(&format!(
+                    "\n[zeroboot: timed out after {:.3} s]\n",
+                    req.timeout.as_secs_f64()
+                ));
+            }
+            Err(e) => {
+                r.exit_code = -1;
+                r.error = Some(format!("sandbox failed: {e}"));
+            }
+        }
+        drop(sb);
+        r.total_time = start.elapsed();
+        r
+    }
+}
+
+/// The exit code in the agent's reply frame.
+fn reply_exit_code(outbox: &[u8]) -> Option<i32> {
+    let len = u32::from_le_bytes(outbox.get(..4)?.try_into().ok()?) as usize;
+    let body = outbox.get(4..4 + len)?;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("exit_code")?.as_i64().map(|c| c as i32)
+}

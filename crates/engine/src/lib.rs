@@ -1,0 +1,11 @@
+//! Templates, forks and executions. A template is a runtime (the Python
+//! agent in Debian's python3) started once and parked on its control
+//! channel; an execution forks it, hands the fork the code, and collects
+//! what it printed and how it ended.
+#![forbid(unsafe_code)]
+
+mod exec;
+mod template;
+
+pub use exec::{ExecRequest, ExecResult};
+pub use template::{Language, Template, TemplateError, TemplateOptions};

@@ -1,0 +1,375 @@
+//! Templates and forks. A sandbox parked on its control channel is frozen
+//! into a `Snapshot`: its guest memory file, the vCPU state of the thread
+//! that was running, and the whole kernel state. A fork is a new VM that
+//! maps the same memory copy-on-write (`MAP_PRIVATE`), restores the vCPU,
+//! clones the kernel state with a fresh pid, and completes the parked read
+//! with its request.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use zeroboot_vmm::{GuestMemory, Host, VcpuState, Vm};
+
+use crate::kernel::{Kernel, Sink, Source};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::sched;
+use crate::syscalls::SyscallStats;
+use crate::task::{ThreadState, Wait};
+
+/// A frozen, parked sandbox.
+#[derive(Clone)]
+pub struct Snapshot {
+    /// The guest memory (never written again once frozen).
+    pub mem: Arc<File>,
+    pub mem_size: u64,
+    pub vcpu: VcpuState,
+    pub kernel: Kernel,
+}
+
+/// How one fork differs from its template.
+#[derive(Debug, Clone)]
+pub struct ForkOptions {
+    pub stdout: Sink,
+    pub stderr: Sink,
+    pub stdin: Source,
+    /// Memory limit (bytes), at most the template's.
+    pub memory: Option<u64>,
+    /// The request put in the control channel before the fork runs.
+    pub request: Vec<u8>,
+}
+
+/// Errors of freezing a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the sandbox is not parked on its control channel (it must block reading it to become a template)")]
+    NotParked,
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// Pids handed to forks, so that PRNGs keyed on the pid (OpenSSL) reseed.
+fn next_fork_pid() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1000);
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Leave room for the fork's own threads and children.
+        if p < 4_000_000 {
+            return p.max(1000);
+        }
+        NEXT.store(1000, Ordering::Relaxed);
+    }
+}
+
+impl Sandbox {
+    /// Freeze this parked sandbox (its VM is torn down; the memory stays in
+    /// its file).
+    pub fn into_snapshot(mut self) -> Result<Snapshot, SnapshotError> {
+        if !sched::parked(&self.k) || sched::runnable(&self.k) > 0 || self.k.exit.is_some() {
+            return Err(SnapshotError::NotParked);
+        }
+        if self.k.mm.has_pending() {
+            let writes = self.k.mm.take_pending();
+            self.vcpu
+                .run_pte_writer(&self.mem, &writes)
+                .map_err(SandboxError::from)?;
+        }
+        let vcpu = self.vcpu.save_state().map_err(SandboxError::from)?;
+        let mut kernel = self.k;
+        kernel.stats = SyscallStats::default();
+        kernel.stdout = Sink::capture(0);
+        kernel.stderr = Sink::capture(0);
+        kernel.cpu_carried_ns +=
+            crate::syscalls::thread_cpu_ns().saturating_sub(kernel.cpu_base_ns);
+        Ok(Snapshot {
+            mem: self.mem.file().clone(),
+            mem_size: self.mem.size(),
+            vcpu,
+            kernel,
+        })
+    }
+
+    /// A new sandbox forked from `snap`, ready to run its request.
+    pub fn fork(snap: &Snapshot, opts: ForkOptions) -> Result<Sandbox, SandboxError> {
+        let mem = GuestMemory::new_private(snap.mem.clone(), snap.mem_size)?;
+        let vm = Vm::new(&mem)?;
+        let mut vcpu = vm.create_vcpu()?;
+        let initial_xsave = vcpu.xsave_bytes()?;
+        vcpu.restore_state(&snap.vcpu)?;
+        let mut k = snap.kernel.clone();
+        k.stdout = opts.stdout;
+        k.stderr = opts.stderr;
+        k.stdin = opts.stdin;
+        k.cpu_base_ns = crate::syscalls::thread_cpu_ns();
+        if let Some(m) = opts.memory {
+            let m = m.min(k.limits.memory);
+            k.limits.memory = m;
+            k.mm.set_limit(m);
+        }
+        k.renumber(&mem, next_fork_pid());
+        k.control.inbox.extend(opts.request);
+        let host = Host::get()?;
+        Ok(Sandbox::from_parts(
+            mem,
+            vm,
+            vcpu,
+            k,
+            host.xsave_size(),
+            initial_xsave,
+        ))
+    }
+}
+
+/// Whether a kernel state is parked (for validation of loaded templates).
+pub fn is_parked(k: &Kernel) -> bool {
+    k.threads
+        .values()
+        .any(|t| matches!(t.state, ThreadState::Blocked(Wait::Park)))
+}
+
+// ---- on disk -----------------------------------------------------------
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// First bytes of a template state file.
+const MAGIC: &[u8; 8] = b"ZBTMPL\0\0";
+/// Layout of the state file; bump on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Fingerprint of the kernel code that wrote a template.
+pub const KERNEL_FINGERPRINT: &str = env!("ZEROBOOT_KERNEL_FINGERPRINT");
+const HEADER: usize = 32;
+const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
+
+const STATE_FILE: &str = "state.bin";
+const MEMORY_FILE: &str = "memory.bin";
+
+#[derive(Serialize, Deserialize)]
+struct PersistedVcpu {
+    #[serde(with = "crate::persist::regs")]
+    regs: kvm_bindings::kvm_regs,
+    fs_base: u64,
+    gs_base: u64,
+    cr3: u64,
+    xsave: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    fingerprint: String,
+    image_id: String,
+    mem_size: u64,
+    vcpu: PersistedVcpu,
+    kernel: Kernel,
+}
+
+/// Errors of saving and loading templates.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateFileError {
+    #[error("I/O on {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not a zeroboot template state file")]
+    NotATemplate(String),
+    #[error("{path} has format version {found}; this zeroboot reads version {FORMAT_VERSION} (recreate the template)")]
+    Version { path: String, found: u32 },
+    #[error("{0} is corrupt: {1} (recreate the template)")]
+    Corrupt(String, String),
+    #[error("{path} was made by different zeroboot code (kernel {found}, this is {KERNEL_FINGERPRINT}); recreate the template")]
+    Stale { path: String, found: String },
+    #[error("{path} was made from image {found}, not {expected}")]
+    WrongImage {
+        path: String,
+        found: String,
+        expected: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TemplateFileError + '_ {
+    move |source| TemplateFileError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Copy the data parts of `src` into a new file `dst`, leaving holes where
+/// `src` has holes or zero pages (a template's memory is mostly empty).
+fn copy_sparse(src: &File, dst: &Path, size: u64) -> Result<(), TemplateFileError> {
+    use rustix::fs::SeekFrom;
+    use std::os::unix::fs::FileExt;
+    let out = File::create(dst).map_err(io_err(dst))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < size {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(io_err(dst)(e.into())),
+        };
+        let hole = rustix::fs::seek(src, SeekFrom::Hole(data))
+            .map_err(|e| io_err(dst)(e.into()))?
+            .min(size);
+        let mut at = data;
+        while at < hole {
+            let n = ((hole - at) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], at).map_err(io_err(dst))?;
+            for (i, page) in buf[..n].chunks(4096).enumerate() {
+                if page.iter().any(|&b| b != 0) {
+                    out.write_all_at(page, at + (i * 4096) as u64)
+                        .map_err(io_err(dst))?;
+                }
+            }
+            at += n as u64;
+        }
+        off = hole;
+    }
+    out.set_len(size).map_err(io_err(dst))?;
+    out.sync_all().map_err(io_err(dst))?;
+    Ok(())
+}
+
+impl Snapshot {
+    /// Write the template into directory `dir` (created; replaced
+    /// atomically if it exists). `image_id` names the image it runs on.
+    pub fn save(&self, dir: &Path, image_id: &str) -> Result<(), TemplateFileError> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let tmp = parent.join(format!(
+            ".{}.tmp{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        copy_sparse(&self.mem, &tmp.join(MEMORY_FILE), self.mem_size)?;
+        let state = StateFile {
+            fingerprint: KERNEL_FINGERPRINT.to_string(),
+            image_id: image_id.to_string(),
+            mem_size: self.mem_size,
+            vcpu: PersistedVcpu {
+                regs: self.vcpu.regs,
+                fs_base: self.vcpu.fs_base,
+                gs_base: self.vcpu.gs_base,
+                cr3: self.vcpu.cr3,
+                xsave: self.vcpu.xsave.clone(),
+            },
+            kernel: self.kernel.clone(),
+        };
+        let payload = bincode::serialize(&state)
+            .map_err(|e| TemplateFileError::Corrupt(dir.display().to_string(), e.to_string()))?;
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        header.extend_from_slice(&CRC.checksum(&payload).to_le_bytes());
+        let sp = tmp.join(STATE_FILE);
+        let mut f = File::create(&sp).map_err(io_err(&sp))?;
+        f.write_all(&header).map_err(io_err(&sp))?;
+        f.write_all(&payload).map_err(io_err(&sp))?;
+        f.sync_all().map_err(io_err(&sp))?;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+        Ok(())
+    }
+
+    /// Load a template written by `save`, attaching `image` (which must be
+    /// the image `image_id` names). Any mismatch or damage is an error.
+    pub fn load(
+        dir: &Path,
+        image: Arc<crate::vfs::Image>,
+        image_id: &str,
+    ) -> Result<Snapshot, TemplateFileError> {
+        let sp = dir.join(STATE_FILE);
+        let name = sp.display().to_string();
+        let mut f = File::open(&sp).map_err(io_err(&sp))?;
+        let mut header = [0u8; HEADER];
+        f.read_exact(&mut header)
+            .map_err(|_| TemplateFileError::NotATemplate(name.clone()))?;
+        if &header[..8] != MAGIC {
+            return Err(TemplateFileError::NotATemplate(name));
+        }
+        let word = |r: std::ops::Range<usize>| {
+            header[r]
+                .iter()
+                .rev()
+                .fold(0u64, |a, &b| (a << 8) | b as u64)
+        };
+        let version = word(8..12) as u32;
+        if version != FORMAT_VERSION {
+            return Err(TemplateFileError::Version {
+                path: name,
+                found: version,
+            });
+        }
+        let len = word(16..24);
+        let crc = word(24..32);
+        let meta_len = f.metadata().map_err(io_err(&sp))?.len();
+        if meta_len != HEADER as u64 + len {
+            return Err(TemplateFileError::Corrupt(
+                name,
+                "truncated or padded".into(),
+            ));
+        }
+        let mut payload = vec![0u8; len as usize];
+        f.read_exact(&mut payload).map_err(io_err(&sp))?;
+        if CRC.checksum(&payload) != crc {
+            return Err(TemplateFileError::Corrupt(name, "checksum mismatch".into()));
+        }
+        let state: StateFile = crate::persist::with_image(image, || bincode::deserialize(&payload))
+            .map_err(|e| TemplateFileError::Corrupt(name.clone(), e.to_string()))?;
+        if state.fingerprint != KERNEL_FINGERPRINT {
+            return Err(TemplateFileError::Stale {
+                path: name,
+                found: state.fingerprint,
+            });
+        }
+        if state.image_id != image_id {
+            return Err(TemplateFileError::WrongImage {
+                path: name,
+                found: state.image_id,
+                expected: image_id.to_string(),
+            });
+        }
+        if !is_parked(&state.kernel) {
+            return Err(TemplateFileError::Corrupt(
+                name,
+                "no thread is parked on the control channel".into(),
+            ));
+        }
+        let mp = dir.join(MEMORY_FILE);
+        let mem = File::open(&mp).map_err(io_err(&mp))?;
+        let size = mem.metadata().map_err(io_err(&mp))?.len();
+        if size != state.mem_size
+            || zeroboot_vmm::GuestMemory::new_private(
+                Arc::new(mem.try_clone().map_err(io_err(&mp))?),
+                size,
+            )
+            .is_err()
+        {
+            return Err(TemplateFileError::Corrupt(
+                mp.display().to_string(),
+                "memory file has the wrong size".into(),
+            ));
+        }
+        Ok(Snapshot {
+            mem: Arc::new(mem),
+            mem_size: state.mem_size,
+            vcpu: VcpuState {
+                regs: state.vcpu.regs,
+                fs_base: state.vcpu.fs_base,
+                gs_base: state.vcpu.gs_base,
+                cr3: state.vcpu.cr3,
+                xsave: state.vcpu.xsave,
+            },
+            kernel: state.kernel,
+        })
+    }
+}

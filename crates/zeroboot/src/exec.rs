@@ -1,0 +1,60 @@
+//! `zeroboot exec`: run a snippet in a fork of a template.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use zeroboot_engine::{ExecRequest, Language};
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// The template (language) to fork: python.
+    #[arg(long, default_value = "python")]
+    template: String,
+    /// Wall-clock limit in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Memory limit in MiB (at most the template's).
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Most bytes of stdout and of stderr kept (each); more is truncated
+    /// with a marker.
+    #[arg(long, default_value_t = 1 << 20)]
+    output_cap: usize,
+    /// Print timings to stderr.
+    #[arg(long)]
+    timings: bool,
+    /// The code to run.
+    code: String,
+}
+
+pub fn run(a: ExecArgs) -> Result<i32> {
+    let Some(lang) = Language::parse(&a.template) else {
+        bail!("unknown template {:?} (known: python)", a.template);
+    };
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let template = crate::template::load_or_create(lang)?;
+    let mut req = ExecRequest::new(a.code);
+    req.timeout = Duration::from_secs_f64(a.timeout);
+    req.memory = a.memory.map(|m| m << 20);
+    req.output_cap = a.output_cap;
+    let r = template.exec(&req);
+    std::io::stdout().write_all(r.stdout.as_bytes())?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(r.stderr.as_bytes())?;
+    if let Some(e) = &r.error {
+        bail!("{e}");
+    }
+    if a.timings {
+        eprintln!(
+            "zeroboot: fork {:.3} ms, exec {:.3} ms, total {:.3} ms",
+            r.fork_time.as_secs_f64() * 1e3,
+            r.exec_time.as_secs_f64() * 1e3,
+            r.total_time.as_secs_f64() * 1e3
+        );
+    }
+    Ok(r.exit_code)
+}

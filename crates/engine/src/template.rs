@@ -206,14 +206,40 @@ impl Template {
         opts: &TemplateOptions,
     ) -> Result<(Template, bool), TemplateError> {
         let dir = Template::dir(cache, language, root);
-        if dir.join("state.bin").exists() {
-            match Template::load(language, root, &dir) {
-                Ok(t) => return Ok((t, false)),
-                Err(e) => tracing::warn!(error = %e, "saved template unusable, creating it again"),
+        let try_load = || -> Option<Template> {
+            if !dir.join("state.bin").exists() {
+                return None;
             }
+            match Template::load(language, root, &dir) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved template unusable, creating it again");
+                    None
+                }
+            }
+        };
+        if let Some(t) = try_load() {
+            return Ok((t, false));
+        }
+        // One creator at a time; the others load what it saved.
+        let lock_path = dir.with_extension("lock");
+        if let Some(p) = lock_path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| TemplateError::Image(p.into(), e))?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| TemplateError::Image(lock_path.clone(), e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| TemplateError::Image(lock_path.clone(), e.into()))?;
+        if let Some(t) = try_load() {
+            return Ok((t, false));
         }
         let t = Template::create(language, root, opts)?;
         t.save(cache, root)?;
+        drop(lock);
         Ok((t, true))
     }
 

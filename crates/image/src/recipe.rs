@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn builtins() {
         let py = Recipe::builtin("python").unwrap();
-        assert_eq!(py.apt, ["python3", "python3-numpy"]);
+        assert_eq!(py.apt, ["python3", "python3-numpy", "dash", "coreutils"]);
         assert!(py.pip.is_empty());
         assert_eq!(
             Recipe::builtin("node").unwrap().apt,
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn named_extends_builtins_and_requires_packages_otherwise() {
         let r = Recipe::named("python", &["python3-scipy".into()], &["requests".into()]).unwrap();
-        assert_eq!(r.apt, ["python3", "python3-numpy", "python3-scipy"]);
+        assert_eq!(r.apt, ["python3", "python3-numpy", "dash", "coreutils", "python3-scipy"]);
         assert_eq!(r.pip, ["requests"]);
         assert!(matches!(
             Recipe::named("ruby", &[], &[]),

@@ -22,7 +22,10 @@ use crate::task::{ThreadState, Wait};
 pub struct Snapshot {
     /// The guest memory (never written again once frozen).
     pub mem: Arc<File>,
+    /// Size of guest-physical memory (what a fork reserves).
     pub mem_size: u64,
+    /// Bytes of `mem` in use (registered): what a fork maps from the file.
+    pub mem_len: u64,
     pub vcpu: VcpuState,
     pub kernel: Kernel,
 }
@@ -69,6 +72,7 @@ impl Sandbox {
             return Err(SnapshotError::NotParked);
         }
         if self.k.mm.has_pending() {
+            self.sync_memory()?;
             let writes = self.k.mm.take_pending();
             self.vcpu
                 .run_pte_writer(&self.mem, &writes)
@@ -84,6 +88,7 @@ impl Sandbox {
         Ok(Snapshot {
             mem: self.mem.file().clone(),
             mem_size: self.mem.size(),
+            mem_len: self.vm.registered().max(kernel.mm.frames.high_water()),
             vcpu,
             kernel,
         })
@@ -91,8 +96,8 @@ impl Sandbox {
 
     /// A new sandbox forked from `snap`, ready to run its request.
     pub fn fork(snap: &Snapshot, opts: ForkOptions) -> Result<Sandbox, SandboxError> {
-        let mem = GuestMemory::new_private(snap.mem.clone(), snap.mem_size)?;
-        let vm = Vm::new(&mem)?;
+        let mem = GuestMemory::new_cow(snap.mem.clone(), snap.mem_len, snap.mem_size)?;
+        let vm = Vm::new(&mem, snap.mem_len)?;
         let mut vcpu = vm.create_vcpu()?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&snap.vcpu)?;
@@ -161,6 +166,7 @@ struct StateFile {
     fingerprint: String,
     image_id: String,
     mem_size: u64,
+    mem_len: u64,
     vcpu: PersistedVcpu,
     kernel: Kernel,
 }
@@ -248,11 +254,12 @@ impl Snapshot {
         ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        copy_sparse(&self.mem, &tmp.join(MEMORY_FILE), self.mem_size)?;
+        copy_sparse(&self.mem, &tmp.join(MEMORY_FILE), self.mem_len)?;
         let state = StateFile {
             fingerprint: KERNEL_FINGERPRINT.to_string(),
             image_id: image_id.to_string(),
             mem_size: self.mem_size,
+            mem_len: self.mem_len,
             vcpu: PersistedVcpu {
                 regs: self.vcpu.regs,
                 fs_base: self.vcpu.fs_base,
@@ -347,13 +354,7 @@ impl Snapshot {
         let mp = dir.join(MEMORY_FILE);
         let mem = File::open(&mp).map_err(io_err(&mp))?;
         let size = mem.metadata().map_err(io_err(&mp))?.len();
-        if size != state.mem_size
-            || zeroboot_vmm::GuestMemory::new_private(
-                Arc::new(mem.try_clone().map_err(io_err(&mp))?),
-                size,
-            )
-            .is_err()
-        {
+        if size != state.mem_len || state.mem_len > state.mem_size {
             return Err(TemplateFileError::Corrupt(
                 mp.display().to_string(),
                 "memory file has the wrong size".into(),
@@ -362,6 +363,7 @@ impl Snapshot {
         Ok(Snapshot {
             mem: Arc::new(mem),
             mem_size: state.mem_size,
+            mem_len: state.mem_len,
             vcpu: VcpuState {
                 regs: state.vcpu.regs,
                 fs_base: state.vcpu.fs_base,

@@ -32,22 +32,39 @@ pub enum MemoryError {
     OutOfRange { gpa: u64, len: usize },
 }
 
+/// An anonymous host mapping this crate made and unmaps on drop.
+struct Reservation {
+    addr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; who may touch it is governed by the
+// `GuestMemory` that owns it.
+unsafe impl Send for Reservation {}
+// SAFETY: as above.
+unsafe impl Sync for Reservation {}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: `addr`/`len` is a mapping made in `new_private` and not
+        // referenced once the owning GuestMemory (and its region) is gone.
+        unsafe {
+            libc::munmap(self.addr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
 /// The memory of one VM.
 pub struct GuestMemory {
     region: GuestRegionMmap<()>,
     /// The file behind the memory, kept so that forks can map it privately.
     file: Arc<File>,
     size: u64,
+    /// Bytes at the start that come from `file` (the rest is fresh memory).
+    file_len: u64,
     private: bool,
-}
-
-impl std::fmt::Debug for GuestMemory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestMemory")
-            .field("size", &self.size)
-            .field("private", &self.private)
-            .finish()
-    }
+    // Declared last: unmapped after `region` is dropped.
+    _reservation: Option<Reservation>,
 }
 
 fn check_size(size: u64) -> Result<(), MemoryError> {
@@ -92,8 +109,89 @@ impl GuestMemory {
             region,
             file,
             size,
+            file_len: size,
             private: flags & libc::MAP_PRIVATE != 0,
+            _reservation: None,
         })
+    }
+
+    /// Copy-on-write memory of `size` bytes whose first `file_len` bytes
+    /// are `file`'s (a template) and the rest fresh zeroed memory: one
+    /// contiguous host range, so the guest-physical layout is unchanged
+    /// while only what is used costs anything.
+    pub fn new_cow(file: Arc<File>, file_len: u64, size: u64) -> Result<Self, MemoryError> {
+        check_size(size)?;
+        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
+            return Err(MemoryError::BadSize(file_len));
+        }
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a new anonymous private mapping at an address the kernel
+        // chooses; nothing else refers to it.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(MemoryError::Memfd(io::Error::last_os_error()));
+        }
+        let reservation = Reservation {
+            addr: addr as *mut u8,
+            len: size as usize,
+        };
+        if file_len > 0 {
+            // SAFETY: replaces the first `file_len` bytes of our own
+            // reservation (MAP_FIXED inside a range we own) with a private
+            // view of `file`, which is at least that long.
+            let r = unsafe {
+                libc::mmap(
+                    addr,
+                    file_len as usize,
+                    prot,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    std::os::fd::AsRawFd::as_raw_fd(&*file),
+                    0,
+                )
+            };
+            if r == libc::MAP_FAILED {
+                return Err(MemoryError::Memfd(io::Error::last_os_error()));
+            }
+        }
+        // SAFETY: `addr` is a live mapping of `size` bytes owned by
+        // `reservation`, which outlives the region (field order in
+        // GuestMemory).
+        let region = unsafe {
+            MmapRegionBuilder::new(size as usize)
+                .with_raw_mmap_pointer(addr as *mut u8)
+                .with_mmap_prot(prot)
+                .with_mmap_flags(libc::MAP_PRIVATE)
+                .build()
+        }
+        .map_err(MemoryError::Mmap)?;
+        let region = GuestRegionMmap::new(region, vm_memory::GuestAddress(0)).ok_or(
+            MemoryError::OutOfRange {
+                gpa: 0,
+                len: size as usize,
+            },
+        )?;
+        Ok(GuestMemory {
+            region,
+            file,
+            size,
+            file_len,
+            private: true,
+            _reservation: Some(reservation),
+        })
+    }
+
+    /// Bytes at the start that come from the backing file.
+    pub fn file_len(&self) -> u64 {
+        self.file_len
     }
 
     /// Size in bytes.

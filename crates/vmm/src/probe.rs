@@ -33,7 +33,7 @@ impl RawGuest {
             GuestMemory::new(32 << 20).map_err(|e| crate::VmError::Unavailable(e.to_string()))?;
         boot::write_boot_structures(&mem)
             .map_err(|e| crate::VmError::Unavailable(e.to_string()))?;
-        let vm = Vm::new(&mem)?;
+        let vm = Vm::new(&mem, mem.size())?;
         let vcpu = vm.create_vcpu()?;
         let mut g = RawGuest {
             mem,

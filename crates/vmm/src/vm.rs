@@ -37,6 +37,8 @@ pub struct Host {
     /// XCR0 the guest gets: the host's supported set limited to x87, SSE,
     /// AVX and AVX-512 (no AMX: its state does not fit the 4 KiB XSAVE area).
     pub xcr0: u64,
+    /// The idle vCPU that keeps KVM's no-APIC static key enabled.
+    _pin: Option<(VmFd, kvm_ioctls::VcpuFd)>,
 }
 
 // SAFETY: `Kvm` is a file descriptor and `CpuId` plain data; both are only
@@ -81,7 +83,20 @@ impl Host {
             }
         }
         let xcr0 = supported_xcr0 & 0xe7 | 1;
-        Ok(Host { kvm, cpuid, xcr0 })
+        // A vCPU without an in-kernel irqchip flips a kernel static key
+        // (kvm_has_noapic_vcpu) when the first is created and the last
+        // destroyed, and each flip patches kernel text: keep one idle vCPU
+        // for the life of the process so forks never pay for it.
+        let pin = kvm
+            .create_vm()
+            .and_then(|vm| vm.create_vcpu(0).map(|vcpu| (vm, vcpu)))
+            .ok();
+        Ok(Host {
+            kvm,
+            cpuid,
+            xcr0,
+            _pin: pin,
+        })
     }
 
     /// CPUID.1:EDX, what Linux reports as AT_HWCAP.
@@ -126,34 +141,63 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// A VM with its memory registered as slot 0.
+/// Guest memory is registered with KVM in slots of this size as it comes
+/// into use: KVM's per-slot metadata (rmaps) costs time and kernel memory
+/// in proportion to slot size, at creation and at teardown.
+pub const SLOT_CHUNK: u64 = 32 << 20;
+
+/// A VM whose guest memory is registered in slots from address 0 up.
 pub struct Vm {
     fd: VmFd,
+    registered: u64,
+    next_slot: u32,
 }
 
 impl Vm {
-    /// Create a VM whose guest-physical memory is `mem`. The caller keeps
-    /// `mem` alive for as long as the VM.
-    pub fn new(mem: &GuestMemory) -> Result<Vm, VmError> {
+    /// Create a VM over `mem` with at least the first `initial` bytes
+    /// registered. The caller keeps `mem` alive for as long as the VM.
+    pub fn new(mem: &GuestMemory, initial: u64) -> Result<Vm, VmError> {
         let host = Host::get()?;
         let fd = host.kvm.create_vm().map_err(VmError::CreateVm)?;
-        let vm = Vm { fd };
-        vm.set_memory(mem)?;
+        let mut vm = Vm {
+            fd,
+            registered: 0,
+            next_slot: 0,
+        };
+        let first = initial.max(SLOT_CHUNK).div_ceil(SLOT_CHUNK) * SLOT_CHUNK;
+        vm.add_slot(mem, first.min(mem.size()))?;
         Ok(vm)
     }
 
-    /// (Re)register `mem` as the VM's memory slot 0.
-    pub fn set_memory(&self, mem: &GuestMemory) -> Result<(), VmError> {
+    fn add_slot(&mut self, mem: &GuestMemory, len: u64) -> Result<(), VmError> {
         let region = kvm_userspace_memory_region {
-            slot: 0,
+            slot: self.next_slot,
             flags: 0,
-            guest_phys_addr: 0,
-            memory_size: mem.size(),
-            userspace_addr: mem.host_address(),
+            guest_phys_addr: self.registered,
+            memory_size: len,
+            userspace_addr: mem.host_address() + self.registered,
         };
-        // SAFETY: the region describes `mem`'s live mapping of exactly
-        // `mem.size()` bytes; the caller keeps `mem` alive while the VM uses it.
-        unsafe { self.fd.set_user_memory_region(region) }.map_err(VmError::MemorySlot)
+        // SAFETY: the region is a part of `mem`'s live mapping (checked
+        // against its size by the callers); the caller keeps `mem` alive
+        // while the VM uses it.
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(VmError::MemorySlot)?;
+        self.registered += len;
+        self.next_slot += 1;
+        Ok(())
+    }
+
+    /// Make sure guest-physical memory up to `end` is registered.
+    pub fn grow(&mut self, mem: &GuestMemory, end: u64) -> Result<(), VmError> {
+        while self.registered < end.min(mem.size()) {
+            let len = SLOT_CHUNK.min(mem.size() - self.registered);
+            self.add_slot(mem, len)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of guest-physical memory registered.
+    pub fn registered(&self) -> u64 {
+        self.registered
     }
 
     /// Create the vCPU with the boot state (long mode, ring 0 skeleton).

@@ -9,6 +9,24 @@ use zeroboot_vmm::Exit;
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Template creation, fork, fork+exec, many live forks, isolation.
+    Fork {
+        /// The template to fork: python.
+        #[arg(long, default_value = "python")]
+        template: String,
+        /// Forks for the fork-only measurement.
+        #[arg(long, default_value_t = 1000)]
+        forks: usize,
+        /// Executions of print(1+1).
+        #[arg(long, default_value_t = 200)]
+        execs: usize,
+        /// Forks held alive at once.
+        #[arg(long, default_value_t = 1000)]
+        live: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -20,6 +38,13 @@ pub enum Bench {
 pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Syscall { iterations } => syscall(iterations),
+        Bench::Fork {
+            template,
+            forks,
+            execs,
+            live,
+            json,
+        } => crate::bench_fork::run(&template, forks, execs, live, json),
     }
 }
 

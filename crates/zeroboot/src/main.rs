@@ -2,6 +2,7 @@
 //! messages and exit codes.
 
 mod bench;
+mod bench_fork;
 mod exec;
 mod image;
 mod run;

@@ -114,7 +114,7 @@ impl Sandbox {
         let size = guest_memory_size(cfg.limits.memory);
         let mem = GuestMemory::new(size)?;
         boot::write_boot_structures(&mem)?;
-        let vm = Vm::new(&mem)?;
+        let vm = Vm::new(&mem, FIRST_FREE_GPA)?;
         let vcpu = vm.create_vcpu()?;
         let initial_xsave = vcpu.xsave_bytes()?;
         let frames = Frames::new(FIRST_FREE_GPA, size, size - FIRST_FREE_GPA);
@@ -315,6 +315,7 @@ impl Sandbox {
                 guard.set_slice(want);
                 slice_end = want;
             }
+            self.sync_memory()?;
             match self.vcpu.run(&self.mem)? {
                 VmExit::Syscall => self.syscall()?,
                 VmExit::Exception(f) => self.exception(f)?,
@@ -462,7 +463,17 @@ impl Sandbox {
 
     /// Apply kernel-side changes that live in the vCPU (TLS base) and flush
     /// page-table changes before ring 3 runs again.
+    /// Register with KVM the guest memory the frame allocator has reached.
+    pub(crate) fn sync_memory(&mut self) -> Result<(), SandboxError> {
+        let end = self.k.mm.frames.high_water();
+        if end > self.vm.registered() {
+            self.vm.grow(&self.mem, end)?;
+        }
+        Ok(())
+    }
+
     fn sync_task_state(&mut self) -> Result<(), SandboxError> {
+        self.sync_memory()?;
         let (fs, gs) = {
             let t = self.k.thread();
             (t.fs_base, t.gs_base)
@@ -495,6 +506,7 @@ impl Sandbox {
         }
         if pid != self.k.proc.pid || self.k.proc.dead.is_some() {
             if self.k.mm.has_pending() {
+                self.sync_memory()?;
                 let writes = self.k.mm.take_pending();
                 self.vcpu.run_pte_writer(&self.mem, &writes)?;
             }

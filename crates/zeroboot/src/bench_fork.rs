@@ -1,0 +1,149 @@
+//! `zeroboot bench fork`: the numbers that matter for a fork-per-execution
+//! sandbox, measured in one run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use zeroboot_engine::{ExecRequest, Language, Template, TemplateOptions};
+use zeroboot_kernel::{ForkOptions, Sandbox, Sink, Source};
+
+use crate::bench::percentiles;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn fork_opts() -> ForkOptions {
+    ForkOptions {
+        stdout: Sink::capture(1 << 16),
+        stderr: Sink::capture(1 << 16),
+        stdin: Source::Empty,
+        memory: None,
+        request: Vec::new(),
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) -> Result<()> {
+    let Some(lang) = Language::parse(template) else {
+        bail!("unknown template {template:?} (known: python)");
+    };
+    let recipe = lang.recipe();
+    let cache = crate::cache_dir();
+    let root = crate::image::ensure_image(&recipe, &cache)?;
+    // Template creation, measured fresh (not loaded from the cache).
+    let t0 = Instant::now();
+    let t = Template::create(lang, &root, &TemplateOptions::default())
+        .context("creating the template")?;
+    let create = t0.elapsed();
+
+    let mut fork_ns = Vec::with_capacity(forks);
+    for _ in 0..forks {
+        let s = Instant::now();
+        let sb = Sandbox::fork(&t.snapshot, fork_opts())?;
+        fork_ns.push(us(s.elapsed()));
+        drop(sb);
+    }
+
+    let mut exec_ns = Vec::with_capacity(execs);
+    let req = ExecRequest::new("print(1+1)");
+    for _ in 0..execs {
+        let r = t.exec(&req);
+        if r.stdout != "2\n" || r.exit_code != 0 {
+            bail!(
+                "print(1+1) gave {:?} / {:?} (exit {})",
+                r.stdout,
+                r.stderr,
+                r.exit_code
+            );
+        }
+        exec_ns.push(us(r.total_time));
+    }
+    let mut numpy_ns = Vec::new();
+    let req =
+        ExecRequest::new("import numpy as np; print(np.dot(np.arange(1000), np.arange(1000)))");
+    for _ in 0..(execs / 4).max(5) {
+        let r = t.exec(&req);
+        if r.stdout != "332833500\n" {
+            bail!("numpy dot gave {:?} / {:?}", r.stdout, r.stderr);
+        }
+        numpy_ns.push(us(r.total_time));
+    }
+
+    // Many live forks at once.
+    let before = rss_kib();
+    let s = Instant::now();
+    let mut held = Vec::with_capacity(live);
+    for _ in 0..live {
+        held.push(Sandbox::fork(&t.snapshot, fork_opts())?);
+    }
+    let live_time = s.elapsed();
+    let after = rss_kib();
+    let rss_per_fork = (after.saturating_sub(before) * 1024) / live.max(1) as u64;
+    drop(held);
+
+    // Isolation: what one execution writes, the next cannot see.
+    let secret = format!(
+        "{:x}",
+        Instant::now().elapsed().as_nanos() ^ 0x5eed_1234_abcd
+    );
+    let w = t.exec(&ExecRequest::new(format!(
+        "open('/tmp/secret','w').write('{secret}'); import builtins; builtins.SECRET = '{secret}'; print('written')"
+    )));
+    let r = t.exec(&ExecRequest::new(
+        "import os, builtins\nprint(os.path.exists('/tmp/secret'), getattr(builtins, 'SECRET', None))",
+    ));
+    let isolated = w.stdout == "written\n" && r.stdout == "False None\n";
+
+    let (f50, _, f99) = percentiles(fork_ns);
+    let (e50, _, e99) = percentiles(exec_ns);
+    let (n50, _, _) = percentiles(numpy_ns);
+    if json {
+        println!(
+            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"exec_numpy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
+            lang.name(),
+            create.as_secs_f64() * 1e3,
+            e50 / 1e3,
+            e99 / 1e3,
+            n50 / 1e3,
+            live_time.as_secs_f64() * 1e3,
+        );
+    } else {
+        println!(
+            "template {} created in {:.1} ms",
+            lang.name(),
+            create.as_secs_f64() * 1e3
+        );
+        println!("fork only                n={forks:<5} p50 {f50:>9.1} us   p99 {f99:>9.1} us");
+        println!(
+            "fork+exec print(1+1)     n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms",
+            e50 / 1e3,
+            e99 / 1e3
+        );
+        println!("fork+exec numpy dot      p50 {:>9.3} ms", n50 / 1e3);
+        println!(
+            "{live} live forks          created in {:.1} ms, host RSS {} KiB per fork",
+            live_time.as_secs_f64() * 1e3,
+            rss_per_fork / 1024
+        );
+        println!(
+            "isolation check          {}",
+            if isolated { "ok" } else { "FAILED" }
+        );
+    }
+    if !isolated {
+        bail!("isolation check failed: {:?} then {:?}", w.stdout, r.stdout);
+    }
+    Ok(())
+}

@@ -248,7 +248,16 @@ mod tests {
     #[test]
     fn named_extends_builtins_and_requires_packages_otherwise() {
         let r = Recipe::named("python", &["python3-scipy".into()], &["requests".into()]).unwrap();
-        assert_eq!(r.apt, ["python3", "python3-numpy", "dash", "coreutils", "python3-scipy"]);
+        assert_eq!(
+            r.apt,
+            [
+                "python3",
+                "python3-numpy",
+                "dash",
+                "coreutils",
+                "python3-scipy"
+            ]
+        );
         assert_eq!(r.pip, ["requests"]);
         assert!(matches!(
             Recipe::named("ruby", &[], &[]),

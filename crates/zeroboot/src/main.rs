@@ -6,6 +6,7 @@ mod bench_fork;
 mod exec;
 mod image;
 mod run;
+mod serve;
 mod template;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Serve the HTTP API (builds the Python image and template on first use).
+    Serve(serve::ServeArgs),
     /// Run a Linux x86-64 program in a fresh sandbox.
     Run(run::RunArgs),
     /// Run a code snippet in a fresh fork of a template.
@@ -43,15 +46,22 @@ enum Cmd {
 }
 
 fn main() {
+    let default_level = if std::env::args().nth(1).as_deref() == Some("serve") {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZEROBOOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Image(a) => image::run(a),
         Cmd::Exec(a) => exec::run(a),
         Cmd::Template(a) => template::run(a),

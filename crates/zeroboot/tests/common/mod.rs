@@ -94,3 +94,142 @@ impl Rootfs {
         std::fs::write(p, data).unwrap();
     }
 }
+
+/// A `zeroboot serve` child on a free port, stopped (SIGTERM) on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Start with `keys` (None: auth off) and extra arguments.
+    pub fn start(keys: Option<&[&str]>, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = zeroboot();
+        cmd.args(["serve", "--port", &port.to_string()]).args(extra);
+        cmd.current_dir(dir.path());
+        cmd.env_remove("ZEROBOOT_API_KEYS_FILE");
+        if let Some(keys) = keys {
+            let p = dir.path().join("keys.json");
+            std::fs::write(&p, serde_json_list(keys)).unwrap();
+            cmd.env("ZEROBOOT_API_KEYS_FILE", &p);
+        }
+        cmd.stdout(std::process::Stdio::null());
+        cmd.stderr(std::process::Stdio::null());
+        let child = cmd.spawn().unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let s = Server {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if let Ok((200, _, _)) = http(&s.addr, "GET", "/v1/health", &[], b"") {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the server did not come up");
+    }
+
+    pub fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut h = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            h.push(("Authorization", a.as_str()));
+        }
+        http(&self.addr, "POST", path, &h, body.as_bytes()).unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
+        http(&self.addr, "GET", path, &[], b"").unwrap()
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serde_json_list(keys: &[&str]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+    format!("[{}]", quoted.join(","))
+}
+
+/// A minimal HTTP/1.1 request (Connection: close).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let hdrs: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    // Bodies are either Content-Length or chunked.
+    let body = if hdrs
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((len, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n.min(tail.len())]);
+            r = tail.get(n + 2..).unwrap_or("");
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    Ok((status, hdrs, body))
+}

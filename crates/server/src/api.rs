@@ -1,0 +1,392 @@
+//! The handlers: request parsing and validation, auth, execution, replies.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use zeroboot_engine::{ExecRequest, ExecResult, Language};
+
+use crate::auth::Denied;
+use crate::AppState;
+
+/// Largest request body read (a batch of maximal snippets would not fit;
+/// the per-snippet limit is what users hit).
+const MAX_BODY: usize = 16 << 20;
+const MAX_TIMEOUT_SECONDS: f64 = 300.0;
+
+/// An error answer: status and `{"error": message}`.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+        }
+        r
+    }
+}
+
+#[derive(Deserialize)]
+struct ExecBody {
+    code: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    timeout_seconds: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    executions: Vec<Value>,
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+    let h = headers.get("authorization").and_then(|v| v.to_str().ok());
+    state.auth.check(h).map_err(|d| match d {
+        Denied::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+        Denied::RateLimited(s) => ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "rate limit of {} requests per second exceeded",
+                state.config.rate_limit
+            ),
+            retry_after: Some(s),
+        },
+    })
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {} MiB", MAX_BODY >> 20),
+        )
+    })
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        // Well-formed JSON of the wrong shape.
+        Category::Data => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request: {e}"),
+        ),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")),
+    }
+}
+
+/// Validate one execution request.
+fn parse_exec(state: &AppState, v: Value) -> Result<(Language, ExecRequest), ApiError> {
+    let b: ExecBody = serde_json::from_value(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request: {e}"),
+        )
+    })?;
+    if b.code.len() > state.config.max_code_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "code is {} bytes; the limit is {}",
+                b.code.len(),
+                state.config.max_code_bytes
+            ),
+        ));
+    }
+    let lang_name = b.language.unwrap_or_else(|| "python".into());
+    let lang = match lang_name.as_str() {
+        "python" | "python3" => Language::Python,
+        "node" | "javascript" | "js" => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "language {lang_name:?} is not available on this server (templates: python)"
+                ),
+            ))
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown language {other:?}: use \"python\", \"node\" or \"javascript\""),
+            ))
+        }
+    };
+    if !state.templates.contains_key(&lang) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("language {lang_name:?} is not available on this server"),
+        ));
+    }
+    let timeout = b.timeout_seconds.unwrap_or(30.0);
+    if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECONDS) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("timeout_seconds must be > 0 and <= {MAX_TIMEOUT_SECONDS}"),
+        ));
+    }
+    let mut req = ExecRequest::new(b.code);
+    req.timeout = Duration::from_secs_f64(timeout);
+    req.output_cap = state.config.output_cap;
+    Ok((lang, req))
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn result_json(r: &ExecResult, duration: Duration) -> Value {
+    let mut v = json!({
+        "id": new_id(),
+        "output": r.stdout,
+        "stdout": r.stdout,
+        "stderr": r.stderr,
+        "exit_code": r.exit_code,
+        "timed_out": r.timed_out,
+        "out_of_memory": r.out_of_memory,
+        "truncated": r.stdout_truncated || r.stderr_truncated,
+        "duration_ms": ms(duration),
+        "fork_time_ms": ms(r.fork_time),
+        "exec_time_ms": ms(r.exec_time),
+        "total_time_ms": ms(r.total_time),
+    });
+    if let Some(e) = &r.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+fn record(state: &AppState, lang: Language, r: &ExecResult) {
+    let m = &state.metrics;
+    m.fork.observe(r.fork_time);
+    m.exec.observe(r.exec_time);
+    m.total.observe(r.total_time);
+    let outcome = if r.error.is_some() {
+        "error"
+    } else if r.timed_out {
+        "timeout"
+    } else if r.out_of_memory {
+        "out_of_memory"
+    } else if r.exit_code == 0 {
+        "ok"
+    } else {
+        "nonzero_exit"
+    };
+    m.execution(lang.name(), outcome);
+}
+
+fn finish(state: &AppState, endpoint: &'static str, r: Result<Response, ApiError>) -> Response {
+    let resp = match r {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    state.metrics.request(endpoint, resp.status().as_u16());
+    resp
+}
+
+pub async fn exec(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        let key = authorize(&state, &headers)?;
+        let bytes = read_body(body).await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(json_error)?;
+        let (lang, req) = parse_exec(&state, v)?;
+        let template = state
+            .templates
+            .get(&lang)
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "language not available"))?;
+        let adm = state.pool.admit(1).map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many executions queued; try again",
+            )
+        })?;
+        let res = adm.run(template, req).await;
+        record(&state, lang, &res);
+        tracing::info!(
+            %peer,
+            key = key.map(|k| format!("#{k}")).unwrap_or_else(|| "-".into()),
+            exit_code = res.exit_code,
+            timed_out = res.timed_out,
+            total_ms = ms(res.total_time),
+            "exec"
+        );
+        Ok::<_, ApiError>(Json(result_json(&res, start.elapsed())).into_response())
+    }
+    .await;
+    finish(&state, "exec", r)
+}
+
+pub async fn exec_batch(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let r = async {
+        authorize(&state, &headers)?;
+        let bytes = read_body(body).await?;
+        let b: BatchBody = serde_json::from_slice(&bytes).map_err(json_error)?;
+        if b.executions.len() > state.config.max_batch {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} executions in one batch; the limit is {}",
+                    b.executions.len(),
+                    state.config.max_batch
+                ),
+            ));
+        }
+        let mut parsed = Vec::with_capacity(b.executions.len());
+        for (i, v) in b.executions.into_iter().enumerate() {
+            let p = parse_exec(&state, v).map_err(|mut e| {
+                e.message = format!("executions[{i}]: {}", e.message);
+                e
+            })?;
+            parsed.push(p);
+        }
+        let adm = state.pool.admit(parsed.len()).map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many executions queued; try again",
+            )
+        })?;
+        let runs = parsed.into_iter().map(|(lang, req)| {
+            let template = state.templates.get(&lang).cloned();
+            let adm = &adm;
+            let state = &state;
+            async move {
+                match template {
+                    Some(t) => {
+                        let r = adm.run(t, req).await;
+                        record(state, lang, &r);
+                        r
+                    }
+                    None => ExecResult {
+                        exit_code: -1,
+                        error: Some("language not available".into()),
+                        ..Default::default()
+                    },
+                }
+            }
+        });
+        let results = join_all(runs).await;
+        let elapsed = start.elapsed();
+        tracing::info!(%peer, executions = results.len(), "exec batch");
+        let results: Vec<Value> = results.iter().map(|r| result_json(r, elapsed)).collect();
+        Ok(Json(json!({ "results": results })).into_response())
+    }
+    .await;
+    finish(&state, "exec_batch", r)
+}
+
+/// Run futures concurrently, keeping their order (no extra dependency).
+async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    let mut pending = futs.into_iter().enumerate().collect::<Vec<_>>();
+    std::future::poll_fn(move |cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                out[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(out.iter_mut().filter_map(Option::take).collect())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let mut templates = serde_json::Map::new();
+    for (lang, t) in &state.templates {
+        templates.insert(
+            lang.name().into(),
+            json!({ "ready": true, "memory_mb": (t.memory_bytes() as f64 / 1048576.0 * 10.0).round() / 10.0 }),
+        );
+    }
+    let r = Json(json!({ "status": "ok", "templates": templates })).into_response();
+    finish(&state, "health", Ok(r))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let templates: Vec<(&'static str, u64)> = state
+        .templates
+        .iter()
+        .map(|(l, t)| (l.name(), t.memory_bytes()))
+        .collect();
+    let text = state
+        .metrics
+        .render(state.pool.running(), state.pool.waiting(), &templates);
+    let r = ([("content-type", "text/plain; version=0.0.4")], text).into_response();
+    finish(&state, "metrics", Ok(r))
+}
+
+pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    let doc = crate::openapi::document(state.config.max_code_bytes, state.config.max_batch);
+    finish(&state, "openapi", Ok(Json(doc).into_response()))
+}
+
+pub async fn method_not_allowed(State(state): State<Arc<AppState>>) -> Response {
+    finish(
+        &state,
+        "other",
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed (see /v1/openapi.json)",
+        )),
+    )
+}
+
+pub async fn not_found(State(state): State<Arc<AppState>>) -> Response {
+    finish(
+        &state,
+        "other",
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such endpoint (see /v1/openapi.json)",
+        )),
+    )
+}

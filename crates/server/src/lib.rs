@@ -1,0 +1,163 @@
+//! zeroboot's HTTP API (DESIGN.md §3): `POST /v1/exec`, `POST
+//! /v1/exec/batch`, `GET /v1/health`, `GET /v1/metrics`, `GET
+//! /v1/openapi.json`, with API keys, per-key rate limits, and a bounded
+//! pool of vCPU threads behind a bounded queue.
+#![forbid(unsafe_code)]
+
+mod api;
+mod auth;
+mod metrics;
+mod openapi;
+mod pool;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use zeroboot_engine::{Language, Template};
+
+pub use auth::{load_keys, KeysError};
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Executions running at once (vCPU threads).
+    pub workers: usize,
+    /// Executions waiting for a worker before requests get 503.
+    pub queue: usize,
+    /// Requests per second per API key (0: no limit).
+    pub rate_limit: u32,
+    /// Largest `code` accepted (bytes).
+    pub max_code_bytes: usize,
+    /// Most executions in one batch.
+    pub max_batch: usize,
+    /// Most bytes of stdout and of stderr returned per execution.
+    pub output_cap: usize,
+    /// The API keys (None: authentication is off).
+    pub keys: Option<Vec<String>>,
+    /// Where the keys came from (for the start-up log).
+    pub keys_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4),
+            queue: 256,
+            rate_limit: 100,
+            max_code_bytes: 1 << 20,
+            max_batch: 100,
+            output_cap: 1 << 20,
+            keys: None,
+            keys_file: None,
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub config: ServerConfig,
+    pub templates: HashMap<Language, Arc<Template>>,
+    pub auth: auth::Auth,
+    pub pool: pool::Pool,
+    pub metrics: metrics::Metrics,
+}
+
+/// The router (without the listener), for `serve` and for tests.
+pub fn app(config: ServerConfig, templates: HashMap<Language, Arc<Template>>) -> Router {
+    let state = Arc::new(AppState {
+        auth: auth::Auth::new(config.keys.clone(), config.rate_limit),
+        pool: pool::Pool::new(config.workers, config.queue),
+        metrics: metrics::Metrics::default(),
+        templates,
+        config,
+    });
+    Router::new()
+        .route(
+            "/v1/exec",
+            post(api::exec).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/v1/exec/batch",
+            post(api::exec_batch).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/v1/health",
+            get(api::health).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/v1/metrics",
+            get(api::metrics).fallback(api::method_not_allowed),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(api::openapi).fallback(api::method_not_allowed),
+        )
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Errors of running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("the server failed")]
+    Io(#[source] std::io::Error),
+}
+
+/// Serve until SIGTERM or SIGINT; in-flight requests finish first.
+pub async fn serve(
+    config: ServerConfig,
+    templates: HashMap<Language, Arc<Template>>,
+) -> Result<(), ServeError> {
+    let bind = config.bind;
+    match &config.keys {
+        None => tracing::warn!(
+            "AUTHENTICATION IS OFF: no API keys file (api_keys.json or ZEROBOOT_API_KEYS_FILE); anyone who can reach {bind} can run code"
+        ),
+        Some(k) => tracing::info!(
+            keys = k.len(),
+            file = %config.keys_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "API keys loaded"
+        ),
+    }
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| ServeError::Bind(bind, e))?;
+    tracing::info!(%bind, workers = config.workers, queue = config.queue, "zeroboot serving");
+    let app = app(config, templates);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(ServeError::Io)?;
+    tracing::info!("zeroboot stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests, refusing new ones");
+}

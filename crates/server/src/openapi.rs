@@ -1,0 +1,122 @@
+//! The OpenAPI 3 document served at /v1/openapi.json.
+
+use serde_json::{json, Value};
+
+pub fn document(max_code: usize, max_batch: usize) -> Value {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let err =
+        |d: &str| json!({"description": d, "content": {"application/json": {"schema": error}}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "zeroboot",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Hardware-isolated code sandboxes: every execution is a fresh KVM VM forked from a template."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/exec": {"post": {
+                "summary": "Run code in a fresh sandbox",
+                "operationId": "exec",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecRequest"}}}},
+                "responses": {
+                    "200": {"description": "The code ran (any exit code, or a timeout)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecResponse"}}}},
+                    "400": err("Malformed JSON or an invalid field"),
+                    "401": err("Missing or invalid API key"),
+                    "413": err("Request or code too large"),
+                    "422": err("A required field is missing or has the wrong type"),
+                    "429": err("Rate limit exceeded (see Retry-After)"),
+                    "503": err("Too many executions queued")
+                }
+            }},
+            "/v1/exec/batch": {"post": {
+                "summary": "Run several snippets, each in its own sandbox, in parallel",
+                "operationId": "execBatch",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchRequest"}}}},
+                "responses": {
+                    "200": {"description": "Results in request order", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}},
+                    "400": err("Malformed JSON or an invalid field"),
+                    "401": err("Missing or invalid API key"),
+                    "413": err("Request, code or batch too large"),
+                    "422": err("A required field is missing or has the wrong type"),
+                    "429": err("Rate limit exceeded (see Retry-After)"),
+                    "503": err("Too many executions queued")
+                }
+            }},
+            "/v1/health": {"get": {
+                "summary": "Server and template status",
+                "operationId": "health",
+                "security": [],
+                "responses": {"200": {"description": "Status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}
+            }},
+            "/v1/metrics": {"get": {
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "security": [],
+                "responses": {"200": {"description": "Metrics in the text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+            }},
+            "/v1/openapi.json": {"get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "ExecRequest": {
+                    "type": "object",
+                    "required": ["code"],
+                    "properties": {
+                        "code": {"type": "string", "maxLength": max_code, "description": "The code to run"},
+                        "language": {"type": "string", "enum": ["python", "node", "javascript"], "default": "python"},
+                        "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 300, "default": 30}
+                    }
+                },
+                "ExecResponse": {
+                    "type": "object",
+                    "required": ["id", "output", "stdout", "stderr", "exit_code", "duration_ms", "fork_time_ms", "exec_time_ms", "total_time_ms"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "output": {"type": "string", "description": "The same as stdout"},
+                        "stdout": {"type": "string"},
+                        "stderr": {"type": "string"},
+                        "exit_code": {"type": "integer"},
+                        "timed_out": {"type": "boolean"},
+                        "out_of_memory": {"type": "boolean"},
+                        "truncated": {"type": "boolean"},
+                        "duration_ms": {"type": "number"},
+                        "fork_time_ms": {"type": "number"},
+                        "exec_time_ms": {"type": "number"},
+                        "total_time_ms": {"type": "number"},
+                        "error": {"type": "string"}
+                    }
+                },
+                "BatchRequest": {
+                    "type": "object",
+                    "required": ["executions"],
+                    "properties": {"executions": {"type": "array", "maxItems": max_batch, "items": {"$ref": "#/components/schemas/ExecRequest"}}}
+                },
+                "BatchResponse": {
+                    "type": "object",
+                    "required": ["results"],
+                    "properties": {"results": {"type": "array", "items": {"$ref": "#/components/schemas/ExecResponse"}}}
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "templates"],
+                    "properties": {
+                        "status": {"type": "string"},
+                        "templates": {"type": "object", "additionalProperties": {
+                            "type": "object",
+                            "properties": {"ready": {"type": "boolean"}, "memory_mb": {"type": "number"}}
+                        }}
+                    }
+                },
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+            }
+        }
+    })
+}

@@ -1,0 +1,56 @@
+//! `zeroboot serve`: the HTTP API. On first start it builds the default
+//! Python image and template (with progress), then serves.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use zeroboot_engine::Language;
+use zeroboot_server::ServerConfig;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Executions running at once [default: 2 x CPUs].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Executions that may wait for a worker before requests get 503.
+    #[arg(long, default_value_t = 256)]
+    queue: usize,
+    /// Requests per second per API key (0: unlimited).
+    #[arg(long, default_value_t = 100)]
+    rate_limit: u32,
+}
+
+pub fn run(a: ServeArgs) -> Result<i32> {
+    let keys = zeroboot_server::load_keys()?;
+    let mut config = ServerConfig {
+        bind: SocketAddr::new(a.bind, a.port),
+        queue: a.queue,
+        rate_limit: a.rate_limit,
+        ..ServerConfig::default()
+    };
+    if let Some(w) = a.workers {
+        config.workers = w.max(1);
+    }
+    if let Some((k, path)) = keys {
+        config.keys = Some(k);
+        config.keys_file = Some(path);
+    }
+    let mut templates = HashMap::new();
+    let t = crate::template::load_or_create(Language::Python)?;
+    templates.insert(Language::Python, Arc::new(t));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(zeroboot_server::serve(config, templates))?;
+    Ok(0)
+}

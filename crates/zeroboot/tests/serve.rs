@@ -1,0 +1,236 @@
+//! `zeroboot serve` against real requests: the API, auth, limits, bad
+//! input, metrics and shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn exec_batch_health_metrics_and_openapi() {
+    let s = Server::start(None, &[]);
+    let (st, _, b) = s.post(
+        "/v1/exec",
+        None,
+        r#"{"code": "import numpy as np; print(np.random.rand(3).shape)"}"#,
+    );
+    assert_eq!(st, 200, "{b}");
+    let v = json(&b);
+    assert_eq!(v["output"], "(3,)\n");
+    assert_eq!(v["stdout"], v["output"]);
+    assert_eq!(v["exit_code"], 0);
+    for f in [
+        "id",
+        "stderr",
+        "duration_ms",
+        "fork_time_ms",
+        "exec_time_ms",
+        "total_time_ms",
+    ] {
+        assert!(v.get(f).is_some(), "missing {f}: {b}");
+    }
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "import sys; print('e', file=sys.stderr); sys.exit(7)", "language": "python", "timeout_seconds": 10}"#);
+    assert_eq!(st, 200);
+    let v = json(&b);
+    assert_eq!(
+        (v["exit_code"].as_i64(), v["stderr"].as_str()),
+        (Some(7), Some("e\n"))
+    );
+    let (st, _, b) = s.post(
+        "/v1/exec/batch",
+        None,
+        r#"{"executions": [{"code": "print(1)"}, {"code": "print(2)"}, {"code": "raise SystemExit(4)"}]}"#,
+    );
+    assert_eq!(st, 200, "{b}");
+    let r = &json(&b)["results"];
+    assert_eq!(
+        (
+            r[0]["output"].as_str(),
+            r[1]["output"].as_str(),
+            r[2]["exit_code"].as_i64()
+        ),
+        (Some("1\n"), Some("2\n"), Some(4))
+    );
+    let (st, _, b) = s.get("/v1/health");
+    assert_eq!(st, 200);
+    let v = json(&b);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["templates"]["python"]["ready"], true);
+    assert!(v["templates"]["python"]["memory_mb"].as_f64().unwrap() > 1.0);
+    let (st, _, b) = s.get("/v1/metrics");
+    assert_eq!(st, 200);
+    for m in [
+        "zeroboot_fork_seconds_bucket",
+        "zeroboot_exec_seconds_count",
+        "zeroboot_total_seconds_sum",
+        "zeroboot_requests_total{endpoint=\"exec\",status=\"200\"}",
+        "zeroboot_live_sandboxes",
+        "zeroboot_template_memory_bytes{template=\"python\"}",
+    ] {
+        assert!(b.contains(m), "metrics lack {m}:\n{b}");
+    }
+    let (st, _, b) = s.get("/v1/openapi.json");
+    assert_eq!(st, 200);
+    assert_eq!(json(&b)["openapi"], "3.0.3");
+}
+
+#[test]
+fn auth_keys_and_the_rate_limit() {
+    let s = Server::start(Some(&["k-one", "k-two"]), &["--rate-limit", "5"]);
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "print(1)"}"#);
+    assert_eq!(st, 401, "{b}");
+    assert!(json(&b)["error"].as_str().unwrap().contains("API key"));
+    let (st, _, _) = s.post("/v1/exec", Some("wrong"), r#"{"code": "print(1)"}"#);
+    assert_eq!(st, 401);
+    let (st, _, b) = s.post("/v1/exec", Some("k-two"), r#"{"code": "print(1)"}"#);
+    assert_eq!(st, 200, "{b}");
+    // Over 5 requests per second: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..20 {
+        let (st, h, b) = s.post("/v1/exec", Some("k-one"), r#"{"bad json"#);
+        if st == 429 {
+            limited = Some((h, b));
+            break;
+        }
+        assert_eq!(st, 400);
+    }
+    let (h, b) = limited.expect("no 429 after 20 quick requests");
+    assert!(
+        h.iter()
+            .any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok()),
+        "{h:?}"
+    );
+    assert!(json(&b)["error"].as_str().unwrap().contains("rate limit"));
+    // Health needs no key.
+    assert_eq!(s.get("/v1/health").0, 200);
+}
+
+#[test]
+fn bad_input_gets_4xx_with_a_json_error() {
+    let s = Server::start(None, &["--rate-limit", "0"]);
+    let big = format!(r#"{{"code": "{}"}}"#, "x".repeat((1 << 20) + 1));
+    let huge_batch = format!(
+        r#"{{"executions": [{}]}}"#,
+        vec![r#"{"code": "1"}"#; 101].join(",")
+    );
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("/v1/exec", "{not json".into(), 400),
+        ("/v1/exec", "".into(), 400),
+        ("/v1/exec", r#"{"language": "python"}"#.into(), 422),
+        ("/v1/exec", r#"{"code": 42}"#.into(), 422),
+        ("/v1/exec", r#"[1, 2]"#.into(), 422),
+        (
+            "/v1/exec",
+            r#"{"code": "1", "language": "cobol"}"#.into(),
+            400,
+        ),
+        (
+            "/v1/exec",
+            r#"{"code": "1", "timeout_seconds": 0}"#.into(),
+            400,
+        ),
+        (
+            "/v1/exec",
+            r#"{"code": "1", "timeout_seconds": 1e9}"#.into(),
+            400,
+        ),
+        (
+            "/v1/exec",
+            r#"{"code": "1", "timeout_seconds": -3}"#.into(),
+            400,
+        ),
+        ("/v1/exec", big, 413),
+        ("/v1/exec/batch", huge_batch, 413),
+        (
+            "/v1/exec/batch",
+            r#"{"executions": [{"code": "1"}, {"nope": 1}]}"#.into(),
+            422,
+        ),
+        ("/v1/exec/batch", r#"{"executions": "no"}"#.into(), 422),
+    ];
+    for (path, body, want) in cases {
+        let (st, _, b) = s.post(path, None, &body);
+        assert_eq!(st, want, "{path} {}: {b}", &body[..body.len().min(60)]);
+        assert!(json(&b)["error"].is_string(), "{b}");
+    }
+    let (st, _, b) = http(&s.addr, "GET", "/v1/exec", &[], b"").unwrap();
+    assert_eq!(st, 405, "{b}");
+    assert_eq!(s.get("/nope").0, 404);
+    // Still serving.
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "print('alive')"}"#);
+    assert_eq!((st, json(&b)["output"].as_str()), (200, Some("alive\n")));
+}
+
+#[test]
+fn timeouts_memory_bombs_and_floods_in_requests() {
+    let s = Server::start(None, &[]);
+    let (st, _, b) = s.post(
+        "/v1/exec",
+        None,
+        r#"{"code": "while True: pass", "timeout_seconds": 1}"#,
+    );
+    assert_eq!(st, 200);
+    let v = json(&b);
+    assert_eq!(v["timed_out"], true);
+    assert!(v["total_time_ms"].as_f64().unwrap() < 1500.0, "{b}");
+    let (_, _, b) = s.post("/v1/exec", None, r#"{"code": "x = bytearray(10**10)"}"#);
+    assert!(
+        json(&b)["stderr"].as_str().unwrap().contains("MemoryError"),
+        "{b}"
+    );
+    let (_, _, b) = s.post("/v1/exec", None, r#"{"code": "print('y' * (3 * 2**20))"}"#);
+    let v = json(&b);
+    assert_eq!(v["truncated"], true);
+    assert!(v["output"]
+        .as_str()
+        .unwrap()
+        .ends_with("more bytes dropped]\n"));
+}
+
+#[test]
+fn a_full_queue_answers_503() {
+    let s = Server::start(None, &["--workers", "1", "--queue", "0"]);
+    let addr = s.addr.clone();
+    let busy = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/exec",
+            &[],
+            br#"{"code": "import time; time.sleep(2)"}"#,
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "print(1)"}"#);
+    assert_eq!(st, 503, "{b}");
+    assert_eq!(busy.join().unwrap().0, 200);
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests() {
+    let mut s = Server::start(None, &[]);
+    let addr = s.addr.clone();
+    let inflight = std::thread::spawn(move || {
+        http(
+            &addr,
+            "POST",
+            "/v1/exec",
+            &[],
+            br#"{"code": "import time; time.sleep(1); print('done')"}"#,
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = s.stop();
+    let (st, _, b) = inflight.join().unwrap();
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(json(&b)["output"], "done\n");
+    assert!(status.success(), "{status:?}");
+}

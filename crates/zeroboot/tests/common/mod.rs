@@ -152,7 +152,7 @@ impl Server {
         http(&self.addr, "POST", path, &h, body.as_bytes()).unwrap()
     }
 
-    pub fn get(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
+    pub fn get(&self, path: &str) -> Reply {
         http(&self.addr, "GET", path, &[], b"").unwrap()
     }
 
@@ -177,6 +177,9 @@ fn serde_json_list(keys: &[&str]) -> String {
     format!("[{}]", quoted.join(","))
 }
 
+/// Status, headers (lower-case names) and body of an HTTP reply.
+pub type Reply = (u16, Vec<(String, String)>, String);
+
 /// A minimal HTTP/1.1 request (Connection: close).
 pub fn http(
     addr: &str,
@@ -184,7 +187,7 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+) -> std::io::Result<Reply> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;

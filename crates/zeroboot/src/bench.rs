@@ -9,6 +9,21 @@ use zeroboot_vmm::Exit;
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Executions per second through the HTTP API, then a soak.
+    Api {
+        /// Concurrent clients to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,8,32")]
+        clients: Vec<usize>,
+        /// Seconds per client count.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of soak at the best client count (0: none).
+        #[arg(long, default_value_t = 60.0)]
+        soak: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Template creation, fork, fork+exec, many live forks, isolation.
     Fork {
         /// The template to fork: python.
@@ -38,6 +53,12 @@ pub enum Bench {
 pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Syscall { iterations } => syscall(iterations),
+        Bench::Api {
+            clients,
+            seconds,
+            soak,
+            json,
+        } => crate::bench_api::run(&clients, seconds, soak, json),
         Bench::Fork {
             template,
             forks,

@@ -2,6 +2,7 @@
 //! messages and exit codes.
 
 mod bench;
+mod bench_api;
 mod bench_fork;
 mod exec;
 mod image;

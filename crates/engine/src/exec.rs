@@ -43,6 +43,8 @@ pub struct ExecResult {
     pub stderr_truncated: bool,
     /// Set when zeroboot itself failed (not the code).
     pub error: Option<String>,
+    /// The execution ran in a reset fork rather than a new one.
+    pub reused: bool,
     pub fork_time: Duration,
     pub exec_time: Duration,
     pub total_time: Duration,
@@ -72,11 +74,7 @@ impl Template {
     /// Fork and run `req`.
     pub fn exec(&self, req: &ExecRequest) -> ExecResult {
         let start = Instant::now();
-        let body = serde_json::json!({ "code": req.code, "seed": seed() })
-            .to_string()
-            .into_bytes();
-        let mut request = (body.len() as u32).to_le_bytes().to_vec();
-        request.extend_from_slice(&body);
+        let request = request_frame(&req.code);
         let opts = ForkOptions {
             stdout: Sink::capture(req.output_cap),
             stderr: Sink::capture(req.output_cap),
@@ -84,8 +82,8 @@ impl Template {
             memory: req.memory,
             request,
         };
-        let mut sb = match Sandbox::fork(&self.snapshot, opts) {
-            Ok(sb) => sb,
+        let (mut sb, reused) = match self.acquire(opts) {
+            Ok(x) => x,
             Err(e) => {
                 return ExecResult {
                     exit_code: -1,
@@ -99,6 +97,7 @@ impl Template {
         let outcome = sb.run(Some(forked + req.timeout));
         let ran = Instant::now();
         let mut r = ExecResult {
+            reused,
             fork_time: forked - start,
             exec_time: ran - forked,
             ..Default::default()
@@ -132,10 +131,56 @@ impl Template {
                 r.error = Some(format!("sandbox failed: {e}"));
             }
         }
-        drop(sb);
+        if r.error.is_none() {
+            self.release(sb);
+        }
         r.total_time = start.elapsed();
         r
     }
+}
+
+impl Template {
+    /// A sandbox for `opts`: an idle fork reset to the template, or a new
+    /// fork. Returns whether it was reused.
+    fn acquire(&self, opts: ForkOptions) -> Result<(Sandbox, bool), zeroboot_kernel::SandboxError> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut sb) = idle else { break };
+            match sb.reset(&self.snapshot, opts.clone()) {
+                Ok(true) => return Ok((sb, true)),
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reset failed; discarding the fork");
+                    continue;
+                }
+            }
+        }
+        Ok((Sandbox::fork(&self.snapshot, opts)?, false))
+    }
+
+    /// Keep a used sandbox for reuse (reset happens when it is taken).
+    fn release(&self, sb: Sandbox) {
+        let max = self.max_idle.load(std::sync::atomic::Ordering::Relaxed);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < max {
+            idle.push(sb);
+        }
+    }
+
+    /// Drop every idle fork.
+    pub fn clear_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The control-channel frame carrying `code` (with a fresh seed).
+pub fn request_frame(code: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "code": code, "seed": seed() })
+        .to_string()
+        .into_bytes();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
 }
 
 /// The exit code in the agent's reply frame.

@@ -69,6 +69,9 @@ fn image_id(root: &Path) -> String {
         .unwrap_or_else(|| "image".into())
 }
 
+/// Used forks kept for reuse per template, by default.
+pub const DEFAULT_MAX_IDLE: usize = 16;
+
 /// The descriptor the agent's control channel has.
 pub const CONTROL_FD: i32 = 3;
 
@@ -115,6 +118,10 @@ pub struct Template {
     pub image: Arc<Image>,
     /// How long creating it took.
     pub created_in: Duration,
+    /// Used forks waiting to be reset for the next execution.
+    pub(crate) idle: std::sync::Mutex<Vec<Sandbox>>,
+    /// Most idle forks kept (0: every execution forks a fresh VM).
+    pub max_idle: std::sync::atomic::AtomicUsize,
 }
 
 impl Template {
@@ -187,6 +194,8 @@ impl Template {
             snapshot,
             image,
             created_in: started.elapsed(),
+            idle: Default::default(),
+            max_idle: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_IDLE),
         })
     }
 
@@ -260,6 +269,8 @@ impl Template {
             snapshot,
             image,
             created_in: started.elapsed(),
+            idle: Default::default(),
+            max_idle: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_IDLE),
         })
     }
 

@@ -20,6 +20,8 @@ use crate::task::{ThreadState, Wait};
 /// A frozen, parked sandbox.
 #[derive(Clone)]
 pub struct Snapshot {
+    /// Its page tables, computed on the first reset.
+    tables: Arc<std::sync::OnceLock<Result<crate::sandbox::reset::PageTableMap, String>>>,
     /// The guest memory (never written again once frozen).
     pub mem: Arc<File>,
     /// Size of guest-physical memory (what a fork reserves).
@@ -86,6 +88,7 @@ impl Sandbox {
         kernel.cpu_carried_ns +=
             crate::syscalls::thread_cpu_ns().saturating_sub(kernel.cpu_base_ns);
         Ok(Snapshot {
+            tables: Default::default(),
             mem: self.mem.file().clone(),
             mem_size: self.mem.size(),
             mem_len: self.vm.registered().max(kernel.mm.frames.high_water()),
@@ -94,14 +97,27 @@ impl Sandbox {
         })
     }
 
-    /// A new sandbox forked from `snap`, ready to run its request.
+    /// A new sandbox forked from `snap`, ready to run its request. It can
+    /// later be `reset` to `snap` for another request.
     pub fn fork(snap: &Snapshot, opts: ForkOptions) -> Result<Sandbox, SandboxError> {
-        let mem = GuestMemory::new_cow(snap.mem.clone(), snap.mem_len, snap.mem_size)?;
-        let vm = Vm::new(&mem, snap.mem_len)?;
+        let mut mem = GuestMemory::new_cow(snap.mem.clone(), snap.mem_len, snap.mem_size)?;
+        mem.track_dirty();
+        let vm = Vm::with_logging(&mem, snap.mem_len, true)?;
         let mut vcpu = vm.create_vcpu()?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&snap.vcpu)?;
-        let mut k = snap.kernel.clone();
+        let k = snap.fork_kernel(&mem, opts);
+        let host = Host::get()?;
+        let mut sb = Sandbox::from_parts(mem, vm, vcpu, k, host.xsave_size(), initial_xsave);
+        sb.resettable = true;
+        Ok(sb)
+    }
+}
+
+impl Snapshot {
+    /// The kernel state of a new fork (or reset) with `opts`.
+    pub(crate) fn fork_kernel(&self, mem: &GuestMemory, opts: ForkOptions) -> Kernel {
+        let mut k = self.kernel.clone();
         k.stdout = opts.stdout;
         k.stderr = opts.stderr;
         k.stdin = opts.stdin;
@@ -111,17 +127,17 @@ impl Sandbox {
             k.limits.memory = m;
             k.mm.set_limit(m);
         }
-        k.renumber(&mem, next_fork_pid());
+        k.renumber(mem, next_fork_pid());
         k.control.inbox.extend(opts.request);
-        let host = Host::get()?;
-        Ok(Sandbox::from_parts(
-            mem,
-            vm,
-            vcpu,
-            k,
-            host.xsave_size(),
-            initial_xsave,
-        ))
+        k
+    }
+
+    /// The template's page-table pages (computed once).
+    pub fn page_tables(&self) -> Result<&crate::sandbox::reset::PageTableMap, String> {
+        self.tables
+            .get_or_init(|| crate::sandbox::reset::page_table_map(self).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| e.clone())
     }
 }
 
@@ -361,6 +377,7 @@ impl Snapshot {
             ));
         }
         Ok(Snapshot {
+            tables: Default::default(),
             mem: Arc::new(mem),
             mem_size: state.mem_size,
             mem_len: state.mem_len,

@@ -63,6 +63,9 @@ pub struct GuestMemory {
     /// Bytes at the start that come from `file` (the rest is fresh memory).
     file_len: u64,
     private: bool,
+    /// Pages the VMM wrote (one bit per page), when tracking is on: KVM's
+    /// dirty log sees only the guest's own writes.
+    dirty: Option<Vec<std::sync::atomic::AtomicU64>>,
     // Declared last: unmapped after `region` is dropped.
     _reservation: Option<Reservation>,
 }
@@ -111,6 +114,7 @@ impl GuestMemory {
             size,
             file_len: size,
             private: flags & libc::MAP_PRIVATE != 0,
+            dirty: None,
             _reservation: None,
         })
     }
@@ -185,8 +189,50 @@ impl GuestMemory {
             size,
             file_len,
             private: true,
+            dirty: None,
             _reservation: Some(reservation),
         })
+    }
+
+    /// Start recording which pages the VMM writes.
+    pub fn track_dirty(&mut self) {
+        let words = (self.size / PAGE_SIZE).div_ceil(64) as usize;
+        self.dirty = Some(
+            (0..words)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        );
+    }
+
+    fn mark(&self, gpa: u64, len: usize) {
+        if let Some(d) = &self.dirty {
+            if len == 0 {
+                return;
+            }
+            let first = gpa / PAGE_SIZE;
+            let last = (gpa + len as u64 - 1) / PAGE_SIZE;
+            for p in first..=last {
+                if let Some(w) = d.get((p / 64) as usize) {
+                    w.fetch_or(1 << (p % 64), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Page numbers the VMM wrote since the last call (clears the record).
+    pub fn take_dirty(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.dirty {
+            for (i, w) in d.iter().enumerate() {
+                let mut bits = w.swap(0, std::sync::atomic::Ordering::Relaxed);
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as u64;
+                    out.push(i as u64 * 64 + b);
+                    bits &= bits - 1;
+                }
+            }
+        }
+        out
     }
 
     /// Bytes at the start that come from the backing file.
@@ -235,6 +281,7 @@ impl GuestMemory {
     /// Copy `buf` into guest memory at `gpa`.
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), MemoryError> {
         self.check(gpa, buf.len())?;
+        self.mark(gpa, buf.len());
         self.region
             .write_slice(buf, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
@@ -257,6 +304,7 @@ impl GuestMemory {
     /// Write a plain value.
     pub fn write_obj<T: ByteValued>(&self, gpa: u64, val: T) -> Result<(), MemoryError> {
         self.check(gpa, std::mem::size_of::<T>())?;
+        self.mark(gpa, std::mem::size_of::<T>());
         self.region
             .write_obj(val, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
@@ -298,9 +346,9 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// A bounds-checked volatile view of guest memory, for bulk copies to and
-    /// from host files without an intermediate buffer.
-    pub fn slice(
+    /// A bounds-checked volatile view of guest memory, for reading (writes
+    /// through it would escape dirty tracking).
+    fn slice(
         &self,
         gpa: u64,
         len: usize,

@@ -364,6 +364,16 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Drop any exception or interrupt KVM has queued for injection (an
+    /// exit interrupted by a kick can leave one), so that a reset vCPU
+    /// starts clean.
+    pub fn clear_events(&mut self) -> Result<(), VcpuError> {
+        let ev = kvm_bindings::kvm_vcpu_events::default();
+        self.fd
+            .set_vcpu_events(&ev)
+            .map_err(io("KVM_SET_VCPU_EVENTS"))
+    }
+
     /// Whether `immediate_exit` is set; a kicker may set it so that a
     /// `KVM_RUN` entered just after the kick returns at once.
     pub fn set_immediate_exit(&mut self, on: bool) {

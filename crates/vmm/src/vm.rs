@@ -24,6 +24,8 @@ pub enum VmError {
     CreateVm(#[source] kvm_ioctls::Error),
     #[error("KVM_SET_USER_MEMORY_REGION failed")]
     MemorySlot(#[source] kvm_ioctls::Error),
+    #[error("KVM_GET_DIRTY_LOG failed")]
+    DirtyLog(#[source] kvm_ioctls::Error),
     #[error("KVM is unavailable: {0}")]
     Unavailable(String),
     #[error("creating the vCPU failed")]
@@ -151,18 +153,54 @@ pub struct Vm {
     fd: VmFd,
     registered: u64,
     next_slot: u32,
+    /// Slots are registered with KVM's dirty log (for resets).
+    log_dirty: bool,
+    /// KVM does not write-protect pages as it hands the log over
+    /// (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): a page written once stays
+    /// writable, so the caller must treat it as written from then on.
+    sticky: bool,
+    /// (slot, guest-physical start, size) of every slot.
+    slots: Vec<(u32, u64, u64)>,
 }
 
 impl Vm {
     /// Create a VM over `mem` with at least the first `initial` bytes
     /// registered. The caller keeps `mem` alive for as long as the VM.
     pub fn new(mem: &GuestMemory, initial: u64) -> Result<Vm, VmError> {
+        Vm::with_logging(mem, initial, false)
+    }
+
+    /// As `new`; with `log_dirty` KVM records every page the guest writes
+    /// (see `take_dirty_log`).
+    pub fn with_logging(mem: &GuestMemory, initial: u64, log_dirty: bool) -> Result<Vm, VmError> {
         let host = Host::get()?;
         let fd = host.kvm.create_vm().map_err(VmError::CreateVm)?;
+        let mut sticky = false;
+        if log_dirty
+            && host
+                .kvm
+                .check_extension_raw(kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.into())
+                > 0
+        {
+            let cap = kvm_bindings::kvm_enable_cap {
+                cap: kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+                args: [
+                    kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as u64,
+                    0,
+                    0,
+                    0,
+                ],
+                ..Default::default()
+            };
+            sticky = fd.enable_cap(&cap).is_ok();
+        }
         let mut vm = Vm {
             fd,
             registered: 0,
             next_slot: 0,
+            log_dirty,
+            sticky,
+            slots: Vec::new(),
         };
         let first = initial.max(SLOT_CHUNK).div_ceil(SLOT_CHUNK) * SLOT_CHUNK;
         vm.add_slot(mem, first.min(mem.size()))?;
@@ -172,7 +210,11 @@ impl Vm {
     fn add_slot(&mut self, mem: &GuestMemory, len: u64) -> Result<(), VmError> {
         let region = kvm_userspace_memory_region {
             slot: self.next_slot,
-            flags: 0,
+            flags: if self.log_dirty {
+                kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
             guest_phys_addr: self.registered,
             memory_size: len,
             userspace_addr: mem.host_address() + self.registered,
@@ -181,6 +223,7 @@ impl Vm {
         // against its size by the callers); the caller keeps `mem` alive
         // while the VM uses it.
         unsafe { self.fd.set_user_memory_region(region) }.map_err(VmError::MemorySlot)?;
+        self.slots.push((self.next_slot, self.registered, len));
         self.registered += len;
         self.next_slot += 1;
         Ok(())
@@ -193,6 +236,37 @@ impl Vm {
             self.add_slot(mem, len)?;
         }
         Ok(())
+    }
+
+    /// Whether pages stay writable once logged (see the field).
+    pub fn sticky_dirty(&self) -> bool {
+        self.sticky
+    }
+
+    /// Guest-physical page numbers the guest wrote since the last call
+    /// (KVM clears its log as it hands it over; unless `sticky_dirty`, it
+    /// also write-protects them again).
+    pub fn take_dirty_log(&self) -> Result<Vec<u64>, VmError> {
+        let mut out = Vec::new();
+        if !self.log_dirty {
+            return Ok(out);
+        }
+        for &(slot, start, len) in &self.slots {
+            let bitmap = self
+                .fd
+                .get_dirty_log(slot, len as usize)
+                .map_err(VmError::DirtyLog)?;
+            let first = start / crate::layout::PAGE_SIZE;
+            for (i, w) in bitmap.iter().enumerate() {
+                let mut bits = *w;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as u64;
+                    out.push(first + i as u64 * 64 + b);
+                    bits &= bits - 1;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Bytes of guest-physical memory registered.

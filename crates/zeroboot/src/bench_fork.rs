@@ -56,10 +56,10 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         drop(sb);
     }
 
-    let mut exec_ns = Vec::with_capacity(execs);
+    // Every execution in a new fork, then in forks reset for reuse (what
+    // the server does).
     let req = ExecRequest::new("print(1+1)");
-    for _ in 0..execs {
-        let r = t.exec(&req);
+    let check = |r: &zeroboot_engine::ExecResult| -> Result<()> {
         if r.stdout != "2\n" || r.exit_code != 0 {
             bail!(
                 "print(1+1) gave {:?} / {:?} (exit {})",
@@ -68,8 +68,33 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
                 r.exit_code
             );
         }
-        exec_ns.push(us(r.total_time));
+        Ok(())
+    };
+    let mut fresh_ns = Vec::with_capacity(execs);
+    t.max_idle.store(0, std::sync::atomic::Ordering::Relaxed);
+    t.clear_idle();
+    for _ in 0..execs {
+        let r = t.exec(&req);
+        check(&r)?;
+        fresh_ns.push(us(r.total_time));
     }
+    t.max_idle.store(
+        zeroboot_engine::DEFAULT_MAX_IDLE,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let mut exec_ns = Vec::with_capacity(execs);
+    let mut reset_ns = Vec::with_capacity(execs);
+    let mut reused = 0;
+    for _ in 0..execs {
+        let r = t.exec(&req);
+        check(&r)?;
+        reused += r.reused as usize;
+        exec_ns.push(us(r.total_time));
+        if r.reused {
+            reset_ns.push(us(r.fork_time));
+        }
+    }
+    let (r50, _, r99) = percentiles(reset_ns);
     let mut numpy_ns = Vec::new();
     let req =
         ExecRequest::new("import numpy as np; print(np.dot(np.arange(1000), np.arange(1000)))");
@@ -108,14 +133,19 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
 
     let (f50, _, f99) = percentiles(fork_ns);
     let (e50, _, e99) = percentiles(exec_ns);
+    let (x50, _, x99) = percentiles(fresh_ns);
     let (n50, _, _) = percentiles(numpy_ns);
     if json {
         println!(
-            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"exec_numpy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
+            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"exec_numpy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
             lang.name(),
             create.as_secs_f64() * 1e3,
             e50 / 1e3,
             e99 / 1e3,
+            x50 / 1e3,
+            x99 / 1e3,
+            r50 / 1e3,
+            r99 / 1e3,
             n50 / 1e3,
             live_time.as_secs_f64() * 1e3,
         );
@@ -127,11 +157,18 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         );
         println!("fork only                n={forks:<5} p50 {f50:>9.1} us   p99 {f99:>9.1} us");
         println!(
-            "fork+exec print(1+1)     n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms",
-            e50 / 1e3,
-            e99 / 1e3
+            "fork+exec print(1+1)     n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms   (a new VM each time)",
+            x50 / 1e3,
+            x99 / 1e3
         );
-        println!("fork+exec numpy dot      p50 {:>9.3} ms", n50 / 1e3);
+        println!(
+            "reset+exec print(1+1)    n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms   ({reused} of {execs} in a reset fork; the reset itself p50 {:.3} ms, p99 {:.3} ms)",
+            e50 / 1e3,
+            e99 / 1e3,
+            r50 / 1e3,
+            r99 / 1e3
+        );
+        println!("reset+exec numpy dot     p50 {:>9.3} ms", n50 / 1e3);
         println!(
             "{live} live forks          created in {:.1} ms, host RSS {} KiB per fork",
             live_time.as_secs_f64() * 1e3,

@@ -15,6 +15,9 @@ pub struct Frames {
     in_use: u64,
     /// Most frames the sandbox may hold at once.
     limit: u64,
+    /// Frames handed out as page tables, ever (a reset needs none new).
+    #[serde(default)]
+    tables: u64,
 }
 
 impl Frames {
@@ -25,6 +28,7 @@ impl Frames {
             free: Vec::new(),
             in_use: 0,
             limit: limit_bytes / PAGE_SIZE,
+            tables: 0,
         }
     }
 
@@ -86,6 +90,16 @@ impl Frames {
         self.limit.saturating_sub(self.in_use).min(physical)
     }
 
+    /// Frames handed out as page tables so far.
+    pub fn tables_allocated(&self) -> u64 {
+        self.tables
+    }
+
+    /// Count a frame the caller uses as a page table.
+    pub fn note_table(&mut self) {
+        self.tables += 1;
+    }
+
     /// High-water mark of guest-physical memory ever handed out.
     pub fn high_water(&self) -> u64 {
         self.next
@@ -94,6 +108,8 @@ impl Frames {
 
 impl FrameAllocator for Frames {
     fn alloc_table_frame(&mut self, mem: &GuestMemory) -> Option<u64> {
-        self.alloc(mem)
+        let f = self.alloc(mem)?;
+        self.tables += 1;
+        Some(f)
     }
 }

@@ -115,6 +115,7 @@ impl AddressSpace {
     /// kernel half (the physmap) with every other.
     pub fn fresh_layout(&mut self, mem: &GuestMemory) -> Result<AddressSpace, Errno> {
         let root = self.frames.alloc(mem).ok_or(Errno::ENOMEM)?;
+        self.frames.note_table();
         let slot = PHYSMAP_PML4_INDEX * 8;
         let e = mem.read_u64(PML4_GPA + slot).map_err(|_| Errno::EFAULT)?;
         mem.write_u64(root + slot, e).map_err(|_| Errno::EFAULT)?;

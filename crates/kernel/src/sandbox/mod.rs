@@ -2,6 +2,7 @@
 //! loop that turns its exits into system calls, page faults and signals.
 
 mod exec;
+pub mod reset;
 mod signals;
 
 use std::sync::Arc;
@@ -101,6 +102,11 @@ pub struct Sandbox {
     xsave_size: u64,
     /// The FPU state of a fresh process (for execve).
     initial_xsave: Vec<u8>,
+    /// A fork with dirty tracking on: it can be reset to its template.
+    pub(crate) resettable: bool,
+    /// Every page the guest ever wrote (when KVM leaves written pages
+    /// writable: each reset restores them all).
+    pub(crate) ever_written: std::collections::BTreeSet<u64>,
 }
 
 fn now_ns(id: rustix::time::ClockId) -> u64 {
@@ -172,6 +178,8 @@ impl Sandbox {
             last_fault: (0, 0, 0),
             xsave_size: Host::get()?.xsave_size(),
             initial_xsave,
+            resettable: false,
+            ever_written: Default::default(),
         })
     }
 
@@ -192,6 +200,8 @@ impl Sandbox {
             last_fault: (0, 0, 0),
             xsave_size,
             initial_xsave,
+            resettable: false,
+            ever_written: Default::default(),
         }
     }
 

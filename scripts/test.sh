@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in busybox-static gcc libc6-dev; do
+for pkg in busybox-static gcc libc6-dev curl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -22,3 +22,8 @@ if [ ! -w /dev/kvm ]; then
 fi
 
 cargo test --workspace --release "$@"
+
+# The SDKs against a real server, and the API against its OpenAPI document.
+sdk/python/run-tests.sh
+sdk/node/run-tests.sh
+scripts/api-fuzz.sh

@@ -1,0 +1,367 @@
+/**
+ * @zeroboot/sdk: a client for zeroboot, self-hosted hardware-isolated code
+ * sandboxes for AI agents. No runtime dependencies: it uses the global
+ * `fetch` of Node >= 18.
+ *
+ * ```ts
+ * import { Sandbox } from "@zeroboot/sdk";
+ * const sb = new Sandbox(process.env.ZEROBOOT_API_KEY);
+ * console.log(await sb.run("print(1 + 1)")); // "2\n"
+ * ```
+ */
+
+export const VERSION = "0.1.0";
+export const DEFAULT_BASE_URL = "http://127.0.0.1:8080";
+/** The HTTP timeout when none is given (ms). */
+export const DEFAULT_TIMEOUT_MS = 60_000;
+/** The server's default `timeout_seconds`. */
+const SERVER_DEFAULT_CODE_TIMEOUT_S = 30;
+/** Extra HTTP time on top of the code's own limit (fork, queueing, transfer). */
+const HTTP_TIMEOUT_MARGIN_MS = 10_000;
+
+/** A runtime the server may have a template for. */
+export type Language = "python" | "node" | "javascript" | (string & {});
+
+/** One execution, as sent to `POST /v1/exec` (and in a batch). */
+export interface ExecRequest {
+  code: string;
+  /** Default "python". */
+  language?: Language;
+  /** The code's time limit in seconds: 0 < t <= 300, server default 30. */
+  timeout_seconds?: number;
+  [key: string]: unknown;
+}
+
+export interface RunOptions {
+  /** Default "python". */
+  language?: Language;
+  /** The code's time limit in seconds (`timeout_seconds`; server default 30, at most 300). */
+  timeout?: number;
+  /** Cancels the HTTP request. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The outcome of one execution. A non-zero `exit_code` or `timed_out` is a
+ * normal result (the code ran), not an error. `output` is the same text as
+ * `stdout`. Field names are the wire names; unknown fields are kept.
+ */
+export interface ExecResult {
+  id: string;
+  output: string;
+  stdout: string;
+  stderr: string;
+  exit_code: number;
+  duration_ms: number;
+  fork_time_ms: number;
+  exec_time_ms: number;
+  total_time_ms: number;
+  timed_out: boolean;
+  truncated: boolean;
+  /** The sandbox hit its memory limit. */
+  out_of_memory: boolean;
+  /** Set when the server could not run this execution (e.g. one item of a batch). */
+  error?: string;
+  [key: string]: unknown;
+}
+
+export interface TemplateHealth {
+  ready: boolean;
+  memory_mb: number;
+  [key: string]: unknown;
+}
+
+/** `GET /v1/health`. */
+export interface HealthResponse {
+  status: string;
+  templates: Record<string, TemplateHealth>;
+  [key: string]: unknown;
+}
+
+export interface SandboxOptions {
+  /** Default: `ZEROBOOT_API_URL`, then `http://127.0.0.1:8080`. */
+  baseUrl?: string;
+  /**
+   * HTTP timeout in milliseconds (default 60000). A request whose code may
+   * run longer gets `timeout_seconds` + 10 s instead.
+   */
+  timeoutMs?: number;
+  /** A `fetch` implementation to use instead of the global one. */
+  fetch?: typeof fetch;
+}
+
+/**
+ * A request failed. `status` is the HTTP status of the answer (400, 401,
+ * 413, 422, 429, 503, ...) or 0 when no answer came (connection refused,
+ * DNS failure, timeout, abort). `message` is the server's `error` text.
+ */
+export class ZerobootError extends Error {
+  readonly status: number;
+  /** The parsed error body, when there was one. */
+  readonly body?: unknown;
+  /** Seconds from the Retry-After header (429), when sent. */
+  readonly retryAfter?: number;
+
+  constructor(status: number, message: string, init: { body?: unknown; retryAfter?: number; cause?: unknown } = {}) {
+    super(message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.name = "ZerobootError";
+    this.status = status;
+    if (init.body !== undefined) this.body = init.body;
+    if (init.retryAfter !== undefined) this.retryAfter = init.retryAfter;
+    Object.setPrototypeOf(this, new.target.prototype);
+  }
+
+  override toString(): string {
+    return this.status === 0
+      ? `${this.name}: ${this.message}`
+      : `${this.name}: HTTP ${this.status}: ${this.message}`;
+  }
+}
+
+function env(name: string): string | undefined {
+  const value = typeof process !== "undefined" ? process.env?.[name] : undefined;
+  return value ? value : undefined;
+}
+
+function normalizeBaseUrl(url: string): string {
+  let u = url.trim().replace(/\/+$/, "");
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(u)) u = `http://${u}`;
+  if (u.endsWith("/v1")) u = u.slice(0, -3);
+  return u;
+}
+
+function str(v: unknown): string {
+  return typeof v === "string" ? v : "";
+}
+
+function num(v: unknown): number {
+  return typeof v === "number" && Number.isFinite(v) ? v : 0;
+}
+
+function toExecResult(data: unknown): ExecResult {
+  if (data === null || typeof data !== "object" || Array.isArray(data)) {
+    throw new ZerobootError(0, `unexpected execution result: ${JSON.stringify(data)}`, { body: data });
+  }
+  const d = data as Record<string, unknown>;
+  const stdout = typeof d.stdout === "string" ? d.stdout : str(d.output);
+  const output = typeof d.output === "string" ? d.output : stdout;
+  return {
+    ...d,
+    id: str(d.id),
+    output,
+    stdout,
+    stderr: str(d.stderr),
+    exit_code: num(d.exit_code),
+    duration_ms: num(d.duration_ms),
+    fork_time_ms: num(d.fork_time_ms),
+    exec_time_ms: num(d.exec_time_ms),
+    total_time_ms: num(d.total_time_ms),
+    timed_out: d.timed_out === true,
+    truncated: d.truncated === true,
+    out_of_memory: d.out_of_memory === true,
+  };
+}
+
+function errorMessage(status: number, statusText: string, text: string): { message: string; body: unknown } {
+  let body: unknown = text;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    body = text;
+  }
+  if (body && typeof body === "object" && !Array.isArray(body)) {
+    const b = body as Record<string, unknown>;
+    for (const key of ["error", "message", "detail"]) {
+      const v = b[key];
+      if (typeof v === "string" && v) return { message: v, body };
+      if (v && typeof v === "object" && typeof (v as Record<string, unknown>).message === "string") {
+        return { message: (v as Record<string, string>).message, body };
+      }
+    }
+  }
+  if (typeof body === "string" && body.trim()) return { message: body.trim().slice(0, 500), body };
+  return { message: statusText || `HTTP ${status}`, body };
+}
+
+function parseRetryAfter(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  const n = Number(value.trim());
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function describeFetchError(err: unknown): string {
+  const e = err as { message?: string; cause?: { code?: string; message?: string; errors?: Array<{ message?: string }> } };
+  const cause = e?.cause;
+  if (cause) {
+    if (cause.message) return cause.message;
+    if (cause.errors?.length) return cause.errors.map((x) => x.message).join("; ");
+    if (cause.code) return cause.code;
+  }
+  return e?.message ?? String(err);
+}
+
+/**
+ * A client for a zeroboot server. One instance may be used for any number
+ * of concurrent calls.
+ */
+export class Sandbox {
+  readonly apiKey: string | undefined;
+  readonly baseUrl: string;
+  readonly timeoutMs: number;
+  private readonly fetchImpl: typeof fetch;
+
+  /**
+   * @param apiKey Sent as `Authorization: Bearer <key>`; default `ZEROBOOT_API_KEY`
+   *   (none: no header, for servers with auth off).
+   */
+  constructor(apiKey?: string, options: SandboxOptions = {}) {
+    this.apiKey = apiKey || env("ZEROBOOT_API_KEY");
+    this.baseUrl = normalizeBaseUrl(options.baseUrl ?? env("ZEROBOOT_API_URL") ?? DEFAULT_BASE_URL);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const f = options.fetch ?? (typeof fetch === "function" ? fetch : undefined);
+    if (!f) throw new Error("@zeroboot/sdk needs a global fetch (Node >= 18) or options.fetch");
+    this.fetchImpl = f;
+  }
+
+  /**
+   * Runs `code` and returns its stdout (the `output` field). Like the
+   * original SDK it returns the output even when the code exits non-zero or
+   * times out; use {@link exec} for `exit_code`, `stderr` and `timed_out`.
+   * Rejects with {@link ZerobootError} when the server answers with an error
+   * or cannot be reached.
+   */
+  async run(code: string, options: RunOptions = {}): Promise<string> {
+    return (await this.exec(code, options)).output;
+  }
+
+  /** Runs `code` and returns the full {@link ExecResult}. */
+  async exec(code: string, options: RunOptions = {}): Promise<ExecResult> {
+    const request = Sandbox.request(code, options);
+    const data = await this.call("POST", "/v1/exec", request, this.httpTimeout([request]), options.signal);
+    return toExecResult(data);
+  }
+
+  /**
+   * Runs many snippets in one request (at most 100); results keep their
+   * order. Items are code strings or {@link ExecRequest}s; `options.language`
+   * and `options.timeout` fill in what a request leaves out.
+   */
+  async execBatch(codesOrRequests: ReadonlyArray<string | ExecRequest>, options: RunOptions = {}): Promise<ExecResult[]> {
+    const executions = codesOrRequests.map((item) => {
+      if (typeof item === "string") return Sandbox.request(item, options);
+      if (item && typeof item === "object" && typeof item.code === "string") {
+        const r: ExecRequest = { ...item, language: item.language ?? options.language ?? "python" };
+        if (r.timeout_seconds === undefined && options.timeout !== undefined) r.timeout_seconds = options.timeout;
+        return r;
+      }
+      throw new TypeError("execBatch items must be code strings or { code, language?, timeout_seconds? } objects");
+    });
+    if (executions.length === 0) return [];
+    const data = await this.call(
+      "POST",
+      "/v1/exec/batch",
+      { executions },
+      this.httpTimeout(executions),
+      options.signal,
+    );
+    const results = (data as { results?: unknown } | null)?.results;
+    if (!Array.isArray(results)) {
+      throw new ZerobootError(0, "batch answer has no 'results' array", { body: data });
+    }
+    if (results.length !== executions.length) {
+      throw new ZerobootError(0, `batch answer has ${results.length} results for ${executions.length} executions`, {
+        body: data,
+      });
+    }
+    return results.map(toExecResult);
+  }
+
+  /** `GET /v1/health`. */
+  async health(options: { signal?: AbortSignal } = {}): Promise<HealthResponse> {
+    const data = await this.call("GET", "/v1/health", undefined, this.timeoutMs, options.signal);
+    if (!data || typeof data !== "object") {
+      throw new ZerobootError(0, `unexpected health answer: ${JSON.stringify(data)}`, { body: data });
+    }
+    return data as HealthResponse;
+  }
+
+  private static request(code: string, options: RunOptions): ExecRequest {
+    if (typeof code !== "string") throw new TypeError("code must be a string");
+    const r: ExecRequest = { code, language: options.language ?? "python" };
+    if (options.timeout !== undefined) r.timeout_seconds = options.timeout;
+    return r;
+  }
+
+  private httpTimeout(requests: ExecRequest[]): number {
+    let longest = SERVER_DEFAULT_CODE_TIMEOUT_S;
+    for (const r of requests) {
+      if (typeof r.timeout_seconds === "number" && Number.isFinite(r.timeout_seconds)) {
+        longest = Math.max(longest, r.timeout_seconds);
+      }
+    }
+    return Math.max(this.timeoutMs, longest * 1000 + HTTP_TIMEOUT_MARGIN_MS);
+  }
+
+  private async call(
+    method: "GET" | "POST",
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    const url = this.baseUrl + path;
+    const headers: Record<string, string> = {
+      accept: "application/json",
+      "user-agent": `zeroboot-node/${VERSION}`,
+    };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, timeoutMs);
+    const onAbort = () => controller.abort();
+    if (signal) {
+      if (signal.aborted) controller.abort();
+      else signal.addEventListener("abort", onAbort, { once: true });
+    }
+    try {
+      let res: Response;
+      let text: string;
+      try {
+        res = await this.fetchImpl(url, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: controller.signal,
+        });
+        text = await res.text();
+      } catch (err) {
+        if (timedOut) throw new ZerobootError(0, `request to ${url} timed out after ${timeoutMs} ms`, { cause: err });
+        if (controller.signal.aborted) throw new ZerobootError(0, `request to ${url} was aborted`, { cause: err });
+        throw new ZerobootError(0, `cannot reach ${url}: ${describeFetchError(err)}`, { cause: err });
+      }
+      if (!res.ok) {
+        const { message, body: parsed } = errorMessage(res.status, res.statusText, text);
+        throw new ZerobootError(res.status, message, {
+          body: parsed,
+          retryAfter: parseRetryAfter(res.headers.get("retry-after")),
+        });
+      }
+      try {
+        return text ? JSON.parse(text) : null;
+      } catch (err) {
+        throw new ZerobootError(res.status, `invalid JSON in the answer: ${text.slice(0, 200)}`, {
+          body: text,
+          cause: err,
+        });
+      }
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+}

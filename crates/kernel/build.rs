@@ -1,5 +1,9 @@
-//! Fingerprint of the kernel's source: templates record it, and a template
-//! made by different kernel code is refused (its state layout may differ).
+//! Build steps of the kernel crate:
+//! - the vDSO (vdso/), a small freestanding shared object compiled with the
+//!   system's C compiler (the one Rust already links with);
+//! - the fingerprint of the kernel's source: templates record it, and a
+//!   template made by different kernel code is refused (its state layout,
+//!   or the vDSO it maps, may differ).
 
 use std::path::Path;
 
@@ -9,17 +13,61 @@ fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, files);
-            } else if p.extension().is_some_and(|x| x == "rs") {
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "rs" || x == "c" || x == "lds")
+            {
                 files.push(p);
             }
         }
     }
 }
 
+fn build_vdso() {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let so = out.join("vdso.so");
+    let status = std::process::Command::new(&cc)
+        .args([
+            "-O2",
+            "-fPIC",
+            "-ffreestanding",
+            "-fno-builtin",
+            "-fno-stack-protector",
+            "-fno-jump-tables",
+            "-fcf-protection=none",
+            "-mno-red-zone",
+            "-nostdlib",
+            "-shared",
+            "-Wall",
+            "-Werror",
+            "-Wl,-T,vdso/vdso.lds",
+            "-Wl,-soname=linux-vdso.so.1",
+            "-Wl,--hash-style=both",
+            "-Wl,--build-id=none",
+            "-Wl,-z,max-page-size=4096",
+            "-Wl,-Bsymbolic",
+            "-Wl,--no-undefined",
+            "-o",
+        ])
+        .arg(&so)
+        .arg("vdso/vdso.c")
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("building the vDSO with {cc} failed ({s})"),
+        Err(e) => panic!("building the vDSO needs a C compiler ({cc}): {e}"),
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=vdso");
+    println!("cargo:rerun-if-env-changed=CC");
+    build_vdso();
     let mut files = Vec::new();
     walk(Path::new("src"), &mut files);
+    walk(Path::new("vdso"), &mut files);
     files.sort();
     // FNV-1a over paths and contents: no dependency needed for this.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

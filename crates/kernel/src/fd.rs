@@ -42,6 +42,9 @@ pub enum FileKind {
     Control,
     /// An O_PATH descriptor: usable only as a directory base or for fstat.
     Path,
+    EventFd(u64),
+    TimerFd(u64),
+    Epoll(u64),
 }
 
 /// An open file description.

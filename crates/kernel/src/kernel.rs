@@ -191,6 +191,9 @@ pub struct Kernel {
     /// sched_yield asked to let another thread run.
     pub yield_now: bool,
     pub pipes: BTreeMap<u64, Pipe>,
+    /// epoll instances, eventfds and timerfds.
+    #[serde(default)]
+    pub events: crate::syscalls::events::Objects,
     pub next_pipe: u64,
     #[serde(skip)]
     pub stdout: Sink,
@@ -218,6 +221,9 @@ pub struct Kernel {
     pub cpu_carried_ns: u64,
     /// Wall-clock start (CLOCK_MONOTONIC ns) for uptime.
     pub start_mono_ns: u64,
+    /// The clocks the vDSO and the VMM serve.
+    #[serde(default)]
+    pub clock: crate::vdso::Clock,
     /// Hostname (uname nodename).
     pub hostname: String,
     /// When the current run must stop (sleeps end early at it).
@@ -286,6 +292,15 @@ impl Kernel {
             })
             .collect();
         self.pipes.retain(|id, _| live.contains(id));
+        let objects: std::collections::BTreeSet<u64> = self
+            .all_fds()
+            .flat_map(|t| t.descriptions())
+            .filter_map(|f| match f.kind {
+                FileKind::EventFd(id) | FileKind::TimerFd(id) | FileKind::Epoll(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.events.retain(&objects);
     }
 
     /// Give this process tree new ids: pid `new_pid` for the first process

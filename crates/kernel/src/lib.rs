@@ -16,6 +16,7 @@ pub mod sched;
 pub mod snapshot;
 pub mod syscalls;
 pub mod task;
+pub mod vdso;
 pub mod vfs;
 pub mod watchdog;
 

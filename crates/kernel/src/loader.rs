@@ -374,6 +374,7 @@ pub fn load(
         }
         None => (0, bias + exe.header.e_entry),
     };
+    let vdso = crate::vdso::map(k, mem).map_err(mem_err)?;
     let phdr = exe
         .phdrs
         .iter()
@@ -452,6 +453,7 @@ pub fn load(
         (AT_PLATFORM, platform_at),
         (AT_RANDOM, random_at),
         (AT_EXECFN, execfn_at),
+        (AT_SYSINFO_EHDR, vdso),
         (AT_NULL, 0),
     ];
     let words = 1 + arg_ptrs.len() + 1 + env_ptrs.len() + 1 + auxv.len() * 2;

@@ -106,7 +106,8 @@ impl Sandbox {
         let mut vcpu = vm.create_vcpu()?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&snap.vcpu)?;
-        let k = snap.fork_kernel(&mem, opts);
+        let mut k = snap.fork_kernel(&mem, opts);
+        crate::vdso::rebase(&mut k, &mem, vcpu.tsc());
         let host = Host::get()?;
         let mut sb = Sandbox::from_parts(mem, vm, vcpu, k, host.xsave_size(), initial_xsave);
         sb.resettable = true;
@@ -128,6 +129,8 @@ impl Snapshot {
             k.mm.set_limit(m);
         }
         k.renumber(mem, next_fork_pid());
+        k.control.outbox.clear();
+        k.control.inbox.clear();
         k.control.inbox.extend(opts.request);
         k
     }
@@ -175,6 +178,12 @@ struct PersistedVcpu {
     gs_base: u64,
     cr3: u64,
     xsave: Vec<u8>,
+}
+
+/// The leading fields of [`StateFile`], decodable whatever follows them.
+#[derive(Deserialize)]
+struct StateHead {
+    fingerprint: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -346,14 +355,18 @@ impl Snapshot {
         if CRC.checksum(&payload) != crc {
             return Err(TemplateFileError::Corrupt(name, "checksum mismatch".into()));
         }
-        let state: StateFile = crate::persist::with_image(image, || bincode::deserialize(&payload))
+        // The fingerprint leads the state: read it alone first, so a template
+        // of other kernel code is reported stale rather than corrupt.
+        let head: StateHead = bincode::deserialize(&payload)
             .map_err(|e| TemplateFileError::Corrupt(name.clone(), e.to_string()))?;
-        if state.fingerprint != KERNEL_FINGERPRINT {
+        if head.fingerprint != KERNEL_FINGERPRINT {
             return Err(TemplateFileError::Stale {
                 path: name,
-                found: state.fingerprint,
+                found: head.fingerprint,
             });
         }
+        let state: StateFile = crate::persist::with_image(image, || bincode::deserialize(&payload))
+            .map_err(|e| TemplateFileError::Corrupt(name.clone(), e.to_string()))?;
         if state.image_id != image_id {
             return Err(TemplateFileError::WrongImage {
                 path: name,

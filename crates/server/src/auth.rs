@@ -21,10 +21,11 @@ pub enum KeysError {
 /// Load keys from `$ZEROBOOT_API_KEYS_FILE` (which must exist if set) or
 /// `./api_keys.json` (optional). `None`: authentication is off.
 pub fn load_keys() -> Result<Option<(Vec<String>, PathBuf)>, KeysError> {
-    let (path, required) = match std::env::var_os("ZEROBOOT_API_KEYS_FILE").filter(|p| !p.is_empty()) {
-        Some(p) => (PathBuf::from(p), true),
-        None => (PathBuf::from("api_keys.json"), false),
-    };
+    let (path, required) =
+        match std::env::var_os("ZEROBOOT_API_KEYS_FILE").filter(|p| !p.is_empty()) {
+            Some(p) => (PathBuf::from(p), true),
+            None => (PathBuf::from("api_keys.json"), false),
+        };
     if !required && !path.exists() {
         return Ok(None);
     }

@@ -10,11 +10,13 @@ pub mod layout;
 pub mod memory;
 pub mod paging;
 pub mod probe;
+pub mod tsc;
 pub mod vcpu;
 pub mod vm;
 
 pub use kick::Kicker;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::{FrameAllocator, PageTables, PagingError};
+pub use tsc::TscInfo;
 pub use vcpu::{ExceptionFrame, Exit, Vcpu, VcpuError, VcpuState};
 pub use vm::{Host, Vm, VmError};

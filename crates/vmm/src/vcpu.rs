@@ -13,6 +13,7 @@ use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd, VmFd};
 use crate::boot::{self, has_error_code};
 use crate::layout::*;
 use crate::memory::GuestMemory;
+use crate::tsc::{self, TscInfo};
 use crate::vm::Host;
 
 /// Errors of vCPU set-up and running.
@@ -90,6 +91,7 @@ pub struct VcpuState {
 /// The guest's one vCPU.
 pub struct Vcpu {
     fd: VcpuFd,
+    tsc: Option<TscInfo>,
     kernel_sregs: kvm_sregs,
     user_sregs: kvm_sregs,
 }
@@ -137,8 +139,10 @@ impl Vcpu {
         fd.set_fpu(&fpu).map_err(io("KVM_SET_FPU"))?;
         fd.set_sync_valid_reg(SyncReg::Register);
         let user_sregs = boot::user_sregs(&kernel_sregs);
+        let tsc = tsc::attach(&fd, host);
         Ok(Vcpu {
             fd,
+            tsc,
             kernel_sregs,
             user_sregs,
         })
@@ -372,6 +376,12 @@ impl Vcpu {
         self.fd
             .set_vcpu_events(&ev)
             .map_err(io("KVM_SET_VCPU_EVENTS"))
+    }
+
+    /// How this vCPU's TSC relates to the host's; `None` when unknown
+    /// (the vDSO then leaves time to the VMM).
+    pub fn tsc(&self) -> Option<TscInfo> {
+        self.tsc
     }
 
     /// Whether `immediate_exit` is set; a kicker may set it so that a

@@ -41,6 +41,10 @@ pub struct Host {
     pub xcr0: u64,
     /// The idle vCPU that keeps KVM's no-APIC static key enabled.
     _pin: Option<(VmFd, kvm_ioctls::VcpuFd)>,
+    /// The guest TSC's frequency, where KVM tells it.
+    tsc_khz: Option<u32>,
+    /// Whether a vCPU's TSC offset can be set to zero (see tsc.rs).
+    tsc_offset_settable: bool,
 }
 
 // SAFETY: `Kvm` is a file descriptor and `CpuId` plain data; both are only
@@ -93,12 +97,31 @@ impl Host {
             .create_vm()
             .and_then(|vm| vm.create_vcpu(0).map(|vcpu| (vm, vcpu)))
             .ok();
+        let tsc_khz = pin
+            .as_ref()
+            .and_then(|(_, v)| v.get_tsc_khz().ok())
+            .filter(|&k| k > 0);
+        let tsc_offset_settable = pin
+            .as_ref()
+            .is_some_and(|(_, v)| crate::tsc::zero_offset_works(v));
         Ok(Host {
             kvm,
             cpuid,
             xcr0,
             _pin: pin,
+            tsc_khz,
+            tsc_offset_settable,
         })
+    }
+
+    /// The guest TSC's frequency in kHz, where KVM tells it.
+    pub fn tsc_khz(&self) -> Option<u32> {
+        self.tsc_khz
+    }
+
+    /// Whether vCPUs get a zero TSC offset.
+    pub fn tsc_offset_settable(&self) -> bool {
+        self.tsc_offset_settable
     }
 
     /// CPUID.1:EDX, what Linux reports as AT_HWCAP.

@@ -167,3 +167,39 @@ fn avx2_and_avx512_state_work_in_ring3() {
         other => panic!("unexpected exit {other:?}"),
     }
 }
+
+/// The guest reads the host's TSC plus the offset the vCPU reports: what
+/// the vDSO's clocks rely on.
+#[test]
+fn guest_tsc_matches_the_reported_offset() {
+    // loop: rdtsc; shl rdx, 32; or rax, rdx; mov rdi, rax; mov eax, 1; syscall; jmp loop
+    let code = [
+        0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09, 0xd0, 0x48, 0x89, 0xc7, 0xb8, 0x01, 0, 0,
+        0, 0x0f, 0x05, 0xeb, 0xeb,
+    ];
+    let mut g = RawGuest::new(&code).unwrap();
+    let Some(tsc) = g.vcpu.tsc() else {
+        eprintln!("KVM does not expose the TSC relation here; nothing to check");
+        return;
+    };
+    assert!(
+        tsc.khz > 100_000,
+        "implausible TSC frequency {} kHz",
+        tsc.khz
+    );
+    // A measured offset is good to a few microseconds.
+    let slack = if zeroboot_vmm::Host::get().unwrap().tsc_offset_settable() {
+        0
+    } else {
+        tsc.khz as i64 / 100
+    };
+    for _ in 0..20 {
+        let before = zeroboot_vmm::tsc::host_tsc() as i64 + tsc.offset;
+        let guest = next_value(&mut g) as i64;
+        let after = zeroboot_vmm::tsc::host_tsc() as i64 + tsc.offset;
+        assert!(
+            before - slack <= guest && guest <= after + slack,
+            "guest TSC {guest} outside [{before}, {after}] (slack {slack})"
+        );
+    }
+}

@@ -80,6 +80,9 @@ pub struct AddressSpace {
     limit: u64,
     /// Writes for the PTE writer, flushed before ring 3 runs again.
     pending: Vec<PteWrite>,
+    /// Where the vDSO's clock data page is mapped (0: none).
+    #[serde(default)]
+    pub vvar: u64,
 }
 
 fn paging_err(e: PagingError) -> Errno {
@@ -100,6 +103,7 @@ impl AddressSpace {
             brk: 0,
             limit,
             pending: Vec::new(),
+            vvar: 0,
         }
     }
 
@@ -150,6 +154,7 @@ impl AddressSpace {
         child.vmas = self.vmas.clone();
         child.brk_start = self.brk_start;
         child.brk = self.brk;
+        child.vvar = self.vvar;
         let ranges: Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
         let mut leaves = Vec::new();
         for (s, e) in ranges {

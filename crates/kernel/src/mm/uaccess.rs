@@ -82,6 +82,24 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Write `data` at `va` regardless of its protection: the VMM's own
+    /// read-only pages (the vDSO's clock data).
+    pub fn write_forced(&mut self, mem: &GuestMemory, va: u64, data: &[u8]) -> Result<(), Errno> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let cur = va.checked_add(done as u64).ok_or(Errno::EFAULT)?;
+            let in_page = (PAGE_SIZE - (cur & (PAGE_SIZE - 1))) as usize;
+            let n = in_page.min(data.len() - done);
+            self.user_gpa(mem, cur, false)?;
+            let e = self.pt.translate(mem, cur).ok_or(Errno::EFAULT)?;
+            let gpa = (e & pte::ADDR_MASK) + (cur & (PAGE_SIZE - 1));
+            mem.write(gpa, &data[done..done + n])
+                .map_err(|_| Errno::EFAULT)?;
+            done += n;
+        }
+        Ok(())
+    }
+
     /// Read `len` bytes of user memory.
     pub fn read_vec(&mut self, mem: &GuestMemory, va: u64, len: usize) -> Result<Vec<u8>, Errno> {
         let mut v = vec![0u8; len];

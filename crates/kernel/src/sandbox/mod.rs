@@ -152,6 +152,7 @@ impl Sandbox {
             new_threads: Vec::new(),
             yield_now: false,
             pipes: Default::default(),
+            events: Default::default(),
             next_pipe: 1,
             stdout: cfg.stdout,
             stderr: cfg.stderr,
@@ -163,6 +164,7 @@ impl Sandbox {
             cpu_base_ns: now_ns(rustix::time::ClockId::ThreadCPUTime),
             cpu_carried_ns: 0,
             start_mono_ns: now_ns(rustix::time::ClockId::Monotonic),
+            clock: crate::vdso::Clock::sample(vcpu.tsc()),
             hostname: cfg.hostname,
             deadline: None,
             control: crate::control::Channel {
@@ -328,8 +330,12 @@ impl Sandbox {
             self.sync_memory()?;
             match self.vcpu.run(&self.mem)? {
                 VmExit::Syscall => self.syscall()?,
-                VmExit::Exception(f) => self.exception(f)?,
+                VmExit::Exception(f) => {
+                    self.k.stats.exceptions += 1;
+                    self.exception(f)?
+                }
                 VmExit::Kicked => {
+                    self.k.stats.kicks += 1;
                     let now = Instant::now();
                     sched::expire(&mut self.k, now);
                     let expired = slice_end.is_some_and(|e| now >= e);

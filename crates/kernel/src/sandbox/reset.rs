@@ -11,8 +11,12 @@
 //!   rewritten by the ring-0 PTE writer, so KVM drops that shadow (host
 //!   writes are invisible to it). Where only the Accessed bit changed, the
 //!   restored entry keeps A = 1 (the entry may be shadowed, see paging.rs).
-//! - An execution that allocated a page-table frame is not reset: KVM may
-//!   keep a shadow of that frame as a table, stale once it is reused.
+//! - A page-table frame the execution allocated (a new table, linked from
+//!   a template table) has its present entries cleared by the ring-0
+//!   writer too, deepest level first, so KVM keeps no shadow entry of it:
+//!   after the reset the frame is free again and may come back as data or
+//!   as another table. An execution whose new tables cannot all be found
+//!   that way (a child process's root, say) is not reset.
 //! - vCPU registers, FPU state, FS/GS, CR3 and any queued event, and the
 //!   whole kernel state, come from the template.
 
@@ -80,11 +84,15 @@ impl Sandbox {
     /// Bring this sandbox back to `snap` for a new request. `Ok(false)`: it
     /// cannot be reset; discard it.
     pub fn reset(&mut self, snap: &Snapshot, opts: ForkOptions) -> Result<bool, SandboxError> {
-        if !self.resettable
-            || self.k.mm.frames.tables_allocated() != snap.kernel.mm.frames.tables_allocated()
-        {
+        let new_table_count = self
+            .k
+            .mm
+            .frames
+            .tables_allocated()
+            .checked_sub(snap.kernel.mm.frames.tables_allocated());
+        let Some(new_table_count) = new_table_count.filter(|_| self.resettable) else {
             return Ok(false);
-        }
+        };
         let tables = match snap.page_tables() {
             Ok(t) => t,
             Err(e) => {
@@ -102,12 +110,34 @@ impl Sandbox {
             logged.into_iter().collect()
         };
         dirty.extend(self.mem.take_dirty());
-        let mut writes = Vec::new();
+        let new_tables = self.new_tables(snap, tables, &dirty)?;
+        if new_tables.len() as u64 != new_table_count {
+            tracing::debug!(
+                found = new_tables.len(),
+                allocated = new_table_count,
+                "new page tables not all reachable: not resetting"
+            );
+            return Ok(false);
+        }
+        // (level, entry in the physmap, value, user address)
+        let mut writes: Vec<(u8, u64, u64, u64)> = Vec::new();
         let mut tmpl = [0u8; PAGE_SIZE as usize];
         let mut cur = [0u8; PAGE_SIZE as usize];
+        for (&gpa, &(level, base)) in &new_tables {
+            self.mem.read(gpa, &mut cur)?;
+            for i in 0..512usize {
+                let o = i * 8;
+                let f = u64::from_le_bytes(cur[o..o + 8].try_into().unwrap_or([0; 8]));
+                if f & pte::PRESENT != 0 && (level > 1 || f & pte::ACCESSED != 0) {
+                    let span = 1u64 << (12 + 9 * (level as u64 - 1));
+                    writes.push((level, physmap(gpa + o as u64), 0, base + i as u64 * span));
+                }
+            }
+        }
         for page in dirty {
             let gpa = page * PAGE_SIZE;
-            if !self.mem.contains(gpa, PAGE_SIZE) {
+            // New tables get their content back after the writer.
+            if !self.mem.contains(gpa, PAGE_SIZE) || new_tables.contains_key(&gpa) {
                 continue;
             }
             if read_template_page(snap, gpa, &mut tmpl).is_err() {
@@ -130,7 +160,7 @@ impl Sandbox {
                     }
                     if present(f) && (level > 1 || f & pte::ACCESSED != 0) {
                         let span = 1u64 << (12 + 9 * (level as u64 - 1));
-                        writes.push((physmap(gpa + o as u64), t, base + i as u64 * span));
+                        writes.push((level, physmap(gpa + o as u64), t, base + i as u64 * span));
                     }
                 }
             }
@@ -139,29 +169,89 @@ impl Sandbox {
         // What was just written is the template's content.
         self.mem.take_dirty();
         if !writes.is_empty() {
-            self.vcpu.run_pte_writer(&self.mem, &writes)?;
-            // The writer's list (ring-0 scratch) goes back as well.
-            for page in self.mem.take_dirty() {
-                let gpa = page * PAGE_SIZE;
-                if read_template_page(snap, gpa, &mut tmpl).is_err() {
-                    return Ok(false);
-                }
-                self.mem.write(gpa, &tmpl)?;
-            }
-            self.mem.take_dirty();
+            // Leaves first: KVM finds an entry to drop (invlpg) through the
+            // shadow of the tables above it, so those are unlinked last.
+            writes.sort_by_key(|w| w.0);
+            let list: Vec<(u64, u64, u64)> = writes.iter().map(|w| (w.1, w.2, w.3)).collect();
+            self.vcpu.run_pte_writer(&self.mem, &list)?;
         }
+        // The writer's list (ring-0 scratch) and the new tables go back.
+        let mut after: BTreeSet<u64> = self.mem.take_dirty().into_iter().collect();
+        after.extend(new_tables.keys().map(|gpa| gpa / PAGE_SIZE));
+        for page in after {
+            let gpa = page * PAGE_SIZE;
+            if read_template_page(snap, gpa, &mut tmpl).is_err() {
+                return Ok(false);
+            }
+            self.mem.write(gpa, &tmpl)?;
+        }
+        self.mem.take_dirty();
         self.vcpu.restore_state(&snap.vcpu)?;
         self.vcpu.clear_events()?;
         self.k = snap.fork_kernel(&self.mem, opts);
+        crate::vdso::rebase(&mut self.k, &self.mem, self.vcpu.tsc());
         self.last_fault = (0, 0, 0);
         Ok(true)
     }
 }
 
 impl Sandbox {
+    /// Page-table frames linked, directly or below one another, from the
+    /// template's tables that the execution changed (`dirty`), which are
+    /// not tables of the template: frame -> (level, first address mapped).
+    fn new_tables(
+        &self,
+        snap: &Snapshot,
+        tables: &PageTableMap,
+        dirty: &BTreeSet<u64>,
+    ) -> Result<PageTableMap, SandboxError> {
+        let mut found = PageTableMap::new();
+        let mut todo: Vec<(u64, u8, u64, bool)> = dirty
+            .iter()
+            .map(|p| p * PAGE_SIZE)
+            .filter_map(|gpa| {
+                let &(level, base) = tables.get(&gpa)?;
+                (level > 1).then_some((gpa, level, base, true))
+            })
+            .collect();
+        let mut tmpl = [0u8; PAGE_SIZE as usize];
+        let mut cur = [0u8; PAGE_SIZE as usize];
+        while let Some((gpa, level, base, in_template)) = todo.pop() {
+            self.mem.read(gpa, &mut cur)?;
+            if in_template {
+                read_template_page(snap, gpa, &mut tmpl)
+                    .map_err(|e| SandboxError::Memory(zeroboot_vmm::MemoryError::Memfd(e)))?;
+            }
+            for i in 0..512u64 {
+                if level == 4 && i == PHYSMAP_PML4_INDEX {
+                    continue;
+                }
+                let o = (i * 8) as usize;
+                let f = u64::from_le_bytes(cur[o..o + 8].try_into().unwrap_or([0; 8]));
+                let t = u64::from_le_bytes(tmpl[o..o + 8].try_into().unwrap_or([0; 8]));
+                if f & pte::PRESENT == 0 || f & pte::HUGE != 0 || (in_template && f == t) {
+                    continue;
+                }
+                let child = f & pte::ADDR_MASK;
+                if tables.contains_key(&child) || found.contains_key(&child) {
+                    continue;
+                }
+                let span = 1u64 << (12 + 9 * (level as u64 - 1));
+                found.insert(child, (level - 1, base + i * span));
+                if level > 2 {
+                    todo.push((child, level - 1, base + i * span, false));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Sandbox {
     /// Pages of registered guest memory that differ from `snap` (ignoring
     /// the Accessed bit in its page tables, and expecting each thread's new
-    /// tid where glibc keeps it): empty right after a correct reset. Reads
+    /// tid where glibc keeps it and the new clock sample in each [vvar]):
+    /// empty right after a correct reset. Reads
     /// every page: for tests and the benchmark's check.
     pub fn differences_from(&self, snap: &Snapshot) -> Result<Vec<u64>, SandboxError> {
         let tables = snap.page_tables().map_err(|e| {
@@ -181,6 +271,17 @@ impl Sandbox {
                     .push(((gpa & (PAGE_SIZE - 1)) as usize, t.tid));
             }
         }
+        // The reset wrote a new clock sample into each [vvar].
+        let clock = self.k.clock.vvar_bytes();
+        let mut vvars = Vec::new();
+        for mm in std::iter::once(&self.k.mm).chain(self.k.others.values().map(|s| &s.mm)) {
+            if let Some(e) = (mm.vvar != 0)
+                .then(|| mm.pt.translate(&self.mem, mm.vvar))
+                .flatten()
+            {
+                vvars.push(e & pte::ADDR_MASK);
+            }
+        }
         let mut out = Vec::new();
         let mut tmpl = [0u8; PAGE_SIZE as usize];
         let mut cur = [0u8; PAGE_SIZE as usize];
@@ -193,6 +294,9 @@ impl Sandbox {
                 if off + 4 <= tmpl.len() {
                     tmpl[off..off + 4].copy_from_slice(&tid.to_le_bytes());
                 }
+            }
+            if vvars.contains(&gpa) {
+                tmpl[..clock.len()].copy_from_slice(&clock);
             }
             self.mem.read(gpa, &mut cur)?;
             let same = if tables.contains_key(&gpa) {

@@ -97,6 +97,13 @@ fn stat_of_file(ctx: &Ctx, fd: i32) -> Result<Stat, Errno> {
             st.st_ino = *id;
             st.st_nlink = 1;
         }
+        FileKind::EventFd(id) | FileKind::TimerFd(id) | FileKind::Epoll(id) => {
+            // Anonymous inodes, as Linux shows them.
+            st.st_mode = 0o600;
+            st.st_dev = 0xd;
+            st.st_ino = *id;
+            st.st_nlink = 1;
+        }
         FileKind::Control => {
             st.st_mode = S_IFSOCK | 0o600;
             st.st_dev = 0x8;
@@ -249,6 +256,9 @@ pub(crate) fn do_read(
         }
         FileKind::Pipe { write: true, .. } | FileKind::Path => return Err(Errno::EBADF),
         FileKind::Control => return crate::control::read(ctx, count),
+        FileKind::EventFd(id) => return super::events::eventfd_read(ctx, id, count, nonblock),
+        FileKind::TimerFd(id) => return super::events::timerfd_read(ctx, fd, id, count, nonblock),
+        FileKind::Epoll(_) => return Err(Errno::EINVAL),
     };
     if pos.is_none() && kind_seekable(&ctx.k.fds.get(fd)?.kind) {
         ctx.k.fds.get_mut(fd)?.offset = off + data.len() as u64;
@@ -321,6 +331,7 @@ pub(crate) fn do_write(
             Ok(n)
         }
         FileKind::Control => crate::control::write(ctx, data),
+        FileKind::EventFd(id) => super::events::eventfd_write(ctx, id, data, nonblock),
         _ => Err(Errno::EBADF),
     }
 }
@@ -1565,46 +1576,7 @@ pub fn memfd_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 
 // ---- readiness -------------------------------------------------------------------
 
-const POLLIN: i16 = 0x1;
-const POLLOUT: i16 = 0x4;
-const POLLERR: i16 = 0x8;
-const POLLHUP: i16 = 0x10;
-const POLLNVAL: i16 = 0x20;
-
-fn readiness(ctx: &Ctx, fd: i32) -> i16 {
-    let Ok(f) = ctx.k.fds.get(fd) else {
-        return POLLNVAL;
-    };
-    match &f.kind {
-        FileKind::Pipe { id, write: false } => {
-            let has = ctx.k.pipes.get(id).is_some_and(|p| !p.buf.is_empty());
-            let mut r = if has { POLLIN } else { 0 };
-            if ctx.k.pipe_ends(*id, true) == 0 {
-                r |= POLLHUP;
-            }
-            r
-        }
-        FileKind::Pipe { id, write: true } => {
-            if ctx.k.pipe_ends(*id, false) == 0 {
-                return POLLERR | POLLOUT;
-            }
-            let room = ctx
-                .k
-                .pipes
-                .get(id)
-                .is_some_and(|p| p.buf.len() < p.capacity);
-            if room {
-                POLLOUT
-            } else {
-                0
-            }
-        }
-        FileKind::Console(Stream::Stdin) => POLLIN,
-        FileKind::Console(_) => POLLOUT,
-        FileKind::Control => crate::control::readiness(ctx),
-        _ => POLLIN | POLLOUT,
-    }
-}
+use super::events::{readiness, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 
 fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> SysResult {
     if nfds
@@ -1632,12 +1604,14 @@ fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> Sy
     for (i, p) in out.iter().enumerate() {
         ctx.k.mm.write_obj(ctx.mem, fds_va + 8 * i as u64, p)?;
     }
-    if ready == 0 && timeout_ms != Some(0) && !ctx.k.take_timed_out() {
-        let deadline = timeout_ms.map(|ms| ctx.k.syscall_deadline(Duration::from_millis(ms)));
-        return Err(ctx.k.wait(Wait::Retry {
-            reason: "poll",
-            deadline,
-        }));
+    if ready == 0 {
+        let fds: Vec<i32> = out.iter().map(|p| p.fd).filter(|&f| f >= 0).collect();
+        return super::events::block_until_ready(
+            ctx,
+            "poll",
+            timeout_ms.map(Duration::from_millis),
+            &fds,
+        );
     }
     Ok(ready)
 }
@@ -1711,12 +1685,14 @@ fn do_select(
             }
         }
     }
-    if count == 0 && timeout_ms != Some(0) && !ctx.k.take_timed_out() {
-        let deadline = timeout_ms.map(|ms| ctx.k.syscall_deadline(Duration::from_millis(ms)));
-        return Err(ctx.k.wait(Wait::Retry {
-            reason: "select",
-            deadline,
-        }));
+    if count == 0 {
+        let fds: Vec<i32> = (0..nfds as i32).collect();
+        return super::events::block_until_ready(
+            ctx,
+            "select",
+            timeout_ms.map(Duration::from_millis),
+            &fds,
+        );
     }
     Ok(count)
 }

@@ -3,6 +3,7 @@
 //! grouped one file per family. A number without a handler returns ENOSYS
 //! and is counted and logged by name.
 
+pub mod events;
 mod fs;
 mod mm;
 mod net;
@@ -199,19 +200,19 @@ fn handlers() -> Vec<(u64, Row)> {
         (UMASK, full(fs::umask)),
         (
             POLL,
-            partial(fs::poll, "files, pipes and the console; no waiting"),
+            partial(fs::poll, "files, pipes, eventfd, timerfd, epoll and the console"),
         ),
         (
             PPOLL,
-            partial(fs::ppoll, "files, pipes and the console; no waiting"),
+            partial(fs::ppoll, "files, pipes, eventfd, timerfd, epoll and the console"),
         ),
         (
             SELECT,
-            partial(fs::select, "files, pipes and the console; no waiting"),
+            partial(fs::select, "files, pipes, eventfd, timerfd, epoll and the console"),
         ),
         (
             PSELECT6,
-            partial(fs::pselect6, "files, pipes and the console; no waiting"),
+            partial(fs::pselect6, "files, pipes, eventfd, timerfd, epoll and the console"),
         ),
         (SENDFILE, full(fs::sendfile)),
         (COPY_FILE_RANGE, full(fs::copy_file_range)),
@@ -379,6 +380,41 @@ fn handlers() -> Vec<(u64, Row)> {
         (NANOSLEEP, full(time::nanosleep)),
         (CLOCK_NANOSLEEP, full(time::clock_nanosleep)),
         (GETRANDOM, full(time::getrandom)),
+        // event loops
+        (EPOLL_CREATE, full(events::epoll_create)),
+        (EPOLL_CREATE1, full(events::epoll_create1)),
+        (EPOLL_CTL, full(events::epoll_ctl)),
+        (
+            EPOLL_WAIT,
+            partial(events::epoll_wait, "EPOLLET reported as level-triggered"),
+        ),
+        (
+            EPOLL_PWAIT,
+            partial(events::epoll_pwait, "EPOLLET reported as level-triggered"),
+        ),
+        (
+            EPOLL_PWAIT2,
+            partial(events::epoll_pwait2, "EPOLLET reported as level-triggered"),
+        ),
+        (EVENTFD, full(events::eventfd)),
+        (EVENTFD2, full(events::eventfd2)),
+        (TIMERFD_CREATE, full(events::timerfd_create)),
+        (
+            TIMERFD_SETTIME,
+            partial(
+                events::timerfd_settime,
+                "TFD_TIMER_CANCEL_ON_SET never cancels",
+            ),
+        ),
+        (TIMERFD_GETTIME, full(events::timerfd_gettime)),
+        (PKEY_ALLOC, full(events::pkey_alloc)),
+        (
+            PKEY_MPROTECT,
+            partial(
+                events::pkey_mprotect,
+                "only pkey -1: there are no protection keys",
+            ),
+        ),
         // network: none in a sandbox
         (
             SOCKET,
@@ -454,6 +490,10 @@ pub struct SyscallStats {
     pub counts: BTreeMap<u64, u64>,
     /// Unimplemented calls by number.
     pub unimplemented: BTreeMap<u64, u64>,
+    /// CPU exceptions served (page faults, mostly).
+    pub exceptions: u64,
+    /// Times the vCPU was kicked out of the guest (timeslices, timers).
+    pub kicks: u64,
 }
 
 impl SyscallStats {

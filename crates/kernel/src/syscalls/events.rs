@@ -1,0 +1,654 @@
+//! Event-loop primitives: epoll, eventfd and timerfd, and the readiness
+//! of every kind of descriptor that poll, select and epoll share.
+//!
+//! epoll is level-triggered; EPOLLET is honoured as level-triggered (a
+//! spurious readiness report, which edge-triggered users must tolerate
+//! anyway), EPOLLONESHOT disables an entry once reported.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use zeroboot_abi::flags::*;
+use zeroboot_abi::structs::Timespec;
+use zeroboot_abi::Errno;
+
+use super::{fd_arg, Ctx, SysResult};
+use crate::fd::{FileKind, OpenFile, Stream};
+use crate::task::Wait;
+
+pub const POLLIN: i16 = 0x1;
+pub const POLLPRI: i16 = 0x2;
+pub const POLLOUT: i16 = 0x4;
+pub const POLLERR: i16 = 0x8;
+pub const POLLHUP: i16 = 0x10;
+pub const POLLNVAL: i16 = 0x20;
+const EPOLLRDHUP: u32 = 0x2000;
+const EPOLLONESHOT: u32 = 1 << 30;
+const EPOLLET: u32 = 1 << 31;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventFd {
+    pub count: u64,
+    pub semaphore: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimerFd {
+    pub clock: u64,
+    /// Next expiry, in ns on `clock`.
+    pub next: Option<u64>,
+    pub interval: u64,
+    pub expirations: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interest {
+    pub events: u32,
+    pub data: u64,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Epoll {
+    /// By fd number (what the program registered).
+    pub interest: BTreeMap<i32, Interest>,
+}
+
+/// The event objects of a sandbox (shared by every descriptor of them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Objects {
+    pub eventfds: BTreeMap<u64, EventFd>,
+    pub timerfds: BTreeMap<u64, TimerFd>,
+    pub epolls: BTreeMap<u64, Epoll>,
+    pub next: u64,
+}
+
+impl Objects {
+    fn id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Drop objects no descriptor refers to.
+    pub fn retain(&mut self, live: &std::collections::BTreeSet<u64>) {
+        self.eventfds.retain(|id, _| live.contains(id));
+        self.timerfds.retain(|id, _| live.contains(id));
+        self.epolls.retain(|id, _| live.contains(id));
+    }
+}
+
+/// Bring a timer's expiration count up to `now_ns`.
+fn tick(t: &mut TimerFd, now_ns: u64) {
+    if let Some(next) = t.next {
+        if now_ns >= next {
+            if let Some(periods) = (now_ns - next).checked_div(t.interval) {
+                let n = 1 + periods;
+                t.expirations = t.expirations.saturating_add(n);
+                t.next = next.checked_add(n.saturating_mul(t.interval));
+            } else {
+                t.expirations += 1;
+                t.next = None;
+            }
+        }
+    }
+}
+
+fn clock_now(ctx: &Ctx, clock: u64) -> u64 {
+    super::time::clock_ns(ctx, clock).unwrap_or(0)
+}
+
+/// When the timer behind `fd` (if any) next fires, as an instant.
+fn timer_wake(ctx: &Ctx, fd: i32) -> Option<Instant> {
+    let f = ctx.k.fds.get(fd).ok()?;
+    match f.kind {
+        FileKind::TimerFd(id) => {
+            let t = ctx.k.events.timerfds.get(&id)?;
+            let next = t.next?;
+            let now = clock_now(ctx, t.clock);
+            Some(Instant::now() + Duration::from_nanos(next.saturating_sub(now)))
+        }
+        FileKind::Epoll(id) => {
+            let ep = ctx.k.events.epolls.get(&id)?;
+            ep.interest
+                .keys()
+                .filter_map(|&fd| timer_wake_flat(ctx, fd))
+                .min()
+        }
+        _ => None,
+    }
+}
+
+fn timer_wake_flat(ctx: &Ctx, fd: i32) -> Option<Instant> {
+    match ctx.k.fds.get(fd).ok()?.kind {
+        FileKind::TimerFd(_) => timer_wake(ctx, fd),
+        _ => None,
+    }
+}
+
+/// Readiness of `fd` as poll(2) bits.
+pub fn readiness(ctx: &mut Ctx, fd: i32) -> i16 {
+    readiness_depth(ctx, fd, 0)
+}
+
+fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
+    let Ok(f) = ctx.k.fds.get(fd) else {
+        return POLLNVAL;
+    };
+    match f.kind.clone() {
+        FileKind::Pipe { id, write: false } => {
+            let has = ctx.k.pipes.get(&id).is_some_and(|p| !p.buf.is_empty());
+            let mut r = if has { POLLIN } else { 0 };
+            if ctx.k.pipe_ends(id, true) == 0 {
+                r |= POLLHUP;
+            }
+            r
+        }
+        FileKind::Pipe { id, write: true } => {
+            if ctx.k.pipe_ends(id, false) == 0 {
+                return POLLERR | POLLOUT;
+            }
+            if ctx
+                .k
+                .pipes
+                .get(&id)
+                .is_some_and(|p| p.buf.len() < p.capacity)
+            {
+                POLLOUT
+            } else {
+                0
+            }
+        }
+        FileKind::Console(Stream::Stdin) => POLLIN,
+        FileKind::Console(_) => POLLOUT,
+        FileKind::Control => crate::control::readiness(ctx),
+        FileKind::EventFd(id) => match ctx.k.events.eventfds.get(&id) {
+            Some(e) => {
+                let mut r = 0;
+                if e.count > 0 {
+                    r |= POLLIN;
+                }
+                if e.count < u64::MAX - 1 {
+                    r |= POLLOUT;
+                }
+                r
+            }
+            None => POLLNVAL,
+        },
+        FileKind::TimerFd(id) => {
+            let clock = ctx
+                .k
+                .events
+                .timerfds
+                .get(&id)
+                .map(|t| t.clock)
+                .unwrap_or(CLOCK_MONOTONIC);
+            let now = clock_now(ctx, clock);
+            match ctx.k.events.timerfds.get_mut(&id) {
+                Some(t) => {
+                    tick(t, now);
+                    if t.expirations > 0 {
+                        POLLIN
+                    } else {
+                        0
+                    }
+                }
+                None => POLLNVAL,
+            }
+        }
+        FileKind::Epoll(id) => {
+            if depth > 2 {
+                return 0;
+            }
+            let fds: Vec<(i32, u32)> = ctx
+                .k
+                .events
+                .epolls
+                .get(&id)
+                .map(|e| {
+                    e.interest
+                        .iter()
+                        .filter(|(_, i)| !i.disabled)
+                        .map(|(f, i)| (*f, i.events))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (fd, ev) in fds {
+                let r = readiness_depth(ctx, fd, depth + 1) as u32;
+                if r & (ev | POLLERR as u32 | POLLHUP as u32) != 0 {
+                    return POLLIN;
+                }
+            }
+            0
+        }
+        _ => POLLIN | POLLOUT,
+    }
+}
+
+/// Nothing is ready: block, waking at `timeout` (None: never) or when a
+/// timer among `fds` fires; or answer 0 if the timeout has passed.
+pub fn block_until_ready(
+    ctx: &mut Ctx,
+    reason: &'static str,
+    timeout: Option<Duration>,
+    fds: &[i32],
+) -> SysResult {
+    let _ = ctx.k.take_timed_out();
+    if timeout == Some(Duration::ZERO) {
+        return Ok(0);
+    }
+    let deadline = timeout.map(|t| ctx.k.syscall_deadline(t));
+    let now = Instant::now();
+    if deadline.is_some_and(|d| now >= d) {
+        return Ok(0);
+    }
+    let timer = fds.iter().filter_map(|&fd| timer_wake(ctx, fd)).min();
+    let wake = match (deadline, timer) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Err(ctx.k.wait(Wait::Retry {
+        reason,
+        deadline: wake,
+    }))
+}
+
+fn new_file(ctx: &mut Ctx, kind: FileKind, name: &str, flags: u64) -> SysResult {
+    let f = OpenFile::new(kind, name, O_RDWR | (flags & O_NONBLOCK));
+    Ok(ctx.k.fds.open(f, flags & O_CLOEXEC != 0, 0)? as u64)
+}
+
+// ---- eventfd ---------------------------------------------------------------
+
+pub fn eventfd(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    eventfd2(ctx, [a[0], 0, 0, 0, 0, 0])
+}
+
+pub fn eventfd2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const EFD_SEMAPHORE: u64 = 1;
+    let flags = a[1];
+    if flags & !(EFD_SEMAPHORE | O_NONBLOCK | O_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let id = ctx.k.events.id();
+    ctx.k.events.eventfds.insert(
+        id,
+        EventFd {
+            count: a[0] as u32 as u64,
+            semaphore: flags & EFD_SEMAPHORE != 0,
+        },
+    );
+    new_file(ctx, FileKind::EventFd(id), "anon_inode:[eventfd]", flags)
+}
+
+pub(crate) fn eventfd_read(
+    ctx: &mut Ctx,
+    id: u64,
+    count: usize,
+    nonblock: bool,
+) -> Result<Vec<u8>, Errno> {
+    if count < 8 {
+        return Err(Errno::EINVAL);
+    }
+    let e = ctx.k.events.eventfds.get_mut(&id).ok_or(Errno::EBADF)?;
+    if e.count == 0 {
+        if nonblock {
+            return Err(Errno::EAGAIN);
+        }
+        return Err(ctx.k.wait(Wait::Retry {
+            reason: "read from an eventfd at zero",
+            deadline: None,
+        }));
+    }
+    let v = if e.semaphore {
+        e.count -= 1;
+        1
+    } else {
+        std::mem::take(&mut e.count)
+    };
+    Ok(v.to_le_bytes().to_vec())
+}
+
+pub(crate) fn eventfd_write(
+    ctx: &mut Ctx,
+    id: u64,
+    data: &[u8],
+    nonblock: bool,
+) -> Result<usize, Errno> {
+    if data.len() < 8 {
+        return Err(Errno::EINVAL);
+    }
+    let v = u64::from_le_bytes(data[..8].try_into().map_err(|_| Errno::EINVAL)?);
+    if v == u64::MAX {
+        return Err(Errno::EINVAL);
+    }
+    let e = ctx.k.events.eventfds.get_mut(&id).ok_or(Errno::EBADF)?;
+    if e.count.checked_add(v).is_none_or(|s| s > u64::MAX - 1) {
+        if nonblock {
+            return Err(Errno::EAGAIN);
+        }
+        return Err(ctx.k.wait(Wait::Retry {
+            reason: "write to a full eventfd",
+            deadline: None,
+        }));
+    }
+    e.count += v;
+    Ok(8)
+}
+
+// ---- timerfd ---------------------------------------------------------------
+
+fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
+    let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, va)?;
+    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok((ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64))
+}
+
+fn ts(ns: u64) -> Timespec {
+    Timespec {
+        tv_sec: (ns / 1_000_000_000) as i64,
+        tv_nsec: (ns % 1_000_000_000) as i64,
+    }
+}
+
+pub fn timerfd_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const CLOCK_REALTIME_ALARM: u64 = 8;
+    const CLOCK_BOOTTIME_ALARM: u64 = 9;
+    let (clock, flags) = (a[0], a[1]);
+    let clock = match clock {
+        CLOCK_REALTIME | CLOCK_MONOTONIC | CLOCK_BOOTTIME => clock,
+        CLOCK_REALTIME_ALARM => CLOCK_REALTIME,
+        CLOCK_BOOTTIME_ALARM => CLOCK_BOOTTIME,
+        _ => return Err(Errno::EINVAL),
+    };
+    if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let id = ctx.k.events.id();
+    ctx.k.events.timerfds.insert(
+        id,
+        TimerFd {
+            clock,
+            next: None,
+            interval: 0,
+            expirations: 0,
+        },
+    );
+    new_file(ctx, FileKind::TimerFd(id), "anon_inode:[timerfd]", flags)
+}
+
+fn timer_id(ctx: &Ctx, fd: i32) -> Result<u64, Errno> {
+    match ctx.k.fds.get(fd)?.kind {
+        FileKind::TimerFd(id) => Ok(id),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn current_setting(ctx: &Ctx, id: u64) -> [Timespec; 2] {
+    let Some(t) = ctx.k.events.timerfds.get(&id) else {
+        return [ts(0), ts(0)];
+    };
+    let now = clock_now(ctx, t.clock);
+    let left = t.next.map(|n| n.saturating_sub(now).max(1)).unwrap_or(0);
+    [ts(t.interval), ts(left)]
+}
+
+pub fn timerfd_settime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const TFD_TIMER_ABSTIME: u64 = 1;
+    const TFD_TIMER_CANCEL_ON_SET: u64 = 2;
+    let (fd, flags, new, old) = (fd_arg(a[0]), a[1], a[2], a[3]);
+    if flags & !(TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let id = timer_id(ctx, fd)?;
+    let interval = read_ts(ctx, new)?;
+    let value = read_ts(ctx, new + 16)?;
+    if old != 0 {
+        let cur = current_setting(ctx, id);
+        ctx.k.mm.write_obj(ctx.mem, old, &cur)?;
+    }
+    let clock = ctx
+        .k
+        .events
+        .timerfds
+        .get(&id)
+        .map(|t| t.clock)
+        .unwrap_or(CLOCK_MONOTONIC);
+    let now = clock_now(ctx, clock);
+    let t = ctx.k.events.timerfds.get_mut(&id).ok_or(Errno::EBADF)?;
+    t.interval = interval;
+    t.expirations = 0;
+    t.next = if value == 0 {
+        None
+    } else if flags & TFD_TIMER_ABSTIME != 0 {
+        Some(value)
+    } else {
+        Some(now.saturating_add(value))
+    };
+    Ok(0)
+}
+
+pub fn timerfd_gettime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let id = timer_id(ctx, fd_arg(a[0]))?;
+    let cur = current_setting(ctx, id);
+    ctx.k.mm.write_obj(ctx.mem, a[1], &cur)?;
+    Ok(0)
+}
+
+pub(crate) fn timerfd_read(
+    ctx: &mut Ctx,
+    fd: i32,
+    id: u64,
+    count: usize,
+    nonblock: bool,
+) -> Result<Vec<u8>, Errno> {
+    if count < 8 {
+        return Err(Errno::EINVAL);
+    }
+    let clock = ctx
+        .k
+        .events
+        .timerfds
+        .get(&id)
+        .map(|t| t.clock)
+        .ok_or(Errno::EBADF)?;
+    let now = clock_now(ctx, clock);
+    let t = ctx.k.events.timerfds.get_mut(&id).ok_or(Errno::EBADF)?;
+    tick(t, now);
+    if t.expirations == 0 {
+        if nonblock {
+            return Err(Errno::EAGAIN);
+        }
+        let wake = timer_wake(ctx, fd);
+        return Err(ctx.k.wait(Wait::Retry {
+            reason: "read from a timerfd",
+            deadline: wake,
+        }));
+    }
+    Ok(std::mem::take(&mut t.expirations).to_le_bytes().to_vec())
+}
+
+// ---- epoll -----------------------------------------------------------------
+
+pub fn epoll_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if (a[0] as i32) <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    epoll_create1(ctx, [0; 6])
+}
+
+pub fn epoll_create1(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[0] & !O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let id = ctx.k.events.id();
+    ctx.k.events.epolls.insert(id, Epoll::default());
+    new_file(ctx, FileKind::Epoll(id), "anon_inode:[eventpoll]", a[0])
+}
+
+fn epoll_id(ctx: &Ctx, epfd: i32) -> Result<u64, Errno> {
+    match ctx.k.fds.get(epfd)?.kind {
+        FileKind::Epoll(id) => Ok(id),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn epoll_ctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    const ADD: u64 = 1;
+    const DEL: u64 = 2;
+    const MOD: u64 = 3;
+    let (epfd, op, fd, ev) = (fd_arg(a[0]), a[1], fd_arg(a[2]), a[3]);
+    let id = epoll_id(ctx, epfd)?;
+    let target = ctx.k.fds.get(fd)?.kind.clone();
+    if fd == epfd {
+        return Err(Errno::EINVAL);
+    }
+    if matches!(
+        target,
+        FileKind::Image(_) | FileKind::Tmp(_) | FileKind::Dir | FileKind::Path
+    ) {
+        // Regular files and directories are always ready: Linux refuses them.
+        return Err(Errno::EPERM);
+    }
+    let interest = if op == DEL {
+        None
+    } else {
+        let raw = ctx.k.mm.read_vec(ctx.mem, ev, 12)?;
+        let events = u32::from_le_bytes(raw[0..4].try_into().map_err(|_| Errno::EFAULT)?);
+        let data = u64::from_le_bytes(raw[4..12].try_into().map_err(|_| Errno::EFAULT)?);
+        Some(Interest {
+            events,
+            data,
+            disabled: false,
+        })
+    };
+    let ep = ctx.k.events.epolls.get_mut(&id).ok_or(Errno::EBADF)?;
+    match (op, interest) {
+        (ADD, Some(i)) => {
+            if ep.interest.contains_key(&fd) {
+                return Err(Errno::EEXIST);
+            }
+            ep.interest.insert(fd, i);
+        }
+        (MOD, Some(i)) => {
+            let slot = ep.interest.get_mut(&fd).ok_or(Errno::ENOENT)?;
+            *slot = i;
+        }
+        (DEL, _) => {
+            ep.interest.remove(&fd).ok_or(Errno::ENOENT)?;
+        }
+        _ => return Err(Errno::EINVAL),
+    }
+    Ok(0)
+}
+
+fn do_epoll_wait(
+    ctx: &mut Ctx,
+    epfd: i32,
+    events: u64,
+    max: i32,
+    timeout: Option<Duration>,
+) -> SysResult {
+    if max <= 0 || max > 1 << 20 {
+        return Err(Errno::EINVAL);
+    }
+    let id = epoll_id(ctx, epfd)?;
+    let list: Vec<(i32, Interest)> = ctx
+        .k
+        .events
+        .epolls
+        .get(&id)
+        .map(|e| e.interest.iter().map(|(f, i)| (*f, i.clone())).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut stale = Vec::new();
+    for (fd, i) in &list {
+        if out.len() >= max as usize * 12 {
+            break;
+        }
+        if i.disabled {
+            continue;
+        }
+        let r = readiness(ctx, *fd);
+        if r & POLLNVAL != 0 {
+            // The descriptor was closed: its registration goes with it.
+            stale.push(*fd);
+            continue;
+        }
+        let mut got = (r as u32) & (i.events | POLLERR as u32 | POLLHUP as u32);
+        if i.events & EPOLLRDHUP != 0 && r & POLLHUP != 0 {
+            got |= EPOLLRDHUP;
+        }
+        if got != 0 {
+            out.extend_from_slice(&got.to_le_bytes());
+            out.extend_from_slice(&i.data.to_le_bytes());
+            if i.events & EPOLLONESHOT != 0 {
+                if let Some(e) = ctx
+                    .k
+                    .events
+                    .epolls
+                    .get_mut(&id)
+                    .and_then(|e| e.interest.get_mut(fd))
+                {
+                    e.disabled = true;
+                }
+            }
+        }
+    }
+    if let Some(e) = ctx.k.events.epolls.get_mut(&id) {
+        for fd in stale {
+            e.interest.remove(&fd);
+        }
+    }
+    let _ = EPOLLET;
+    if out.is_empty() {
+        let fds: Vec<i32> = list.iter().map(|(f, _)| *f).collect();
+        return block_until_ready(ctx, "epoll_wait", timeout, &fds);
+    }
+    ctx.k.mm.write(ctx.mem, events, &out)?;
+    Ok((out.len() / 12) as u64)
+}
+
+fn ms_timeout(t: u64) -> Option<Duration> {
+    let t = t as i32;
+    (t >= 0).then(|| Duration::from_millis(t as u64))
+}
+
+pub fn epoll_wait(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    do_epoll_wait(ctx, fd_arg(a[0]), a[1], a[2] as i32, ms_timeout(a[3]))
+}
+
+pub fn epoll_pwait(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    // The signal mask would apply only while waiting; signals are acted on
+    // between syscalls here, so it changes nothing observable.
+    epoll_wait(ctx, a)
+}
+
+pub fn epoll_pwait2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    let timeout = if a[3] == 0 {
+        None
+    } else {
+        Some(Duration::from_nanos(read_ts(ctx, a[3])?))
+    };
+    do_epoll_wait(ctx, fd_arg(a[0]), a[1], a[2] as i32, timeout)
+}
+
+/// pkey_alloc: there are no protection keys (the guest's CR4.PKE is off),
+/// which Linux reports as ENOSPC.
+pub fn pkey_alloc(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[0] != 0 || a[1] & !3 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Err(Errno::ENOSPC)
+}
+
+pub fn pkey_mprotect(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+    if a[3] as i64 != -1 {
+        return Err(Errno::EINVAL);
+    }
+    super::mm::mprotect(ctx, [a[0], a[1], a[2], 0, 0, 0])
+}

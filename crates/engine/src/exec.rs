@@ -48,6 +48,19 @@ pub struct ExecResult {
     pub fork_time: Duration,
     pub exec_time: Duration,
     pub total_time: Duration,
+    /// What the execution cost the VMM.
+    pub stats: ExecStats,
+}
+
+/// VMM work of one execution.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecStats {
+    /// System calls by name, most frequent first.
+    pub syscalls: Vec<(String, u64)>,
+    /// CPU exceptions served (page faults, mostly).
+    pub exceptions: u64,
+    /// vCPU kicks (timeslices, timers).
+    pub kicks: u64,
 }
 
 /// The line appended to a capped stream.
@@ -101,6 +114,11 @@ impl Template {
             fork_time: forked - start,
             exec_time: ran - forked,
             ..Default::default()
+        };
+        r.stats = ExecStats {
+            syscalls: sb.k.stats.by_name(),
+            exceptions: sb.k.stats.exceptions,
+            kicks: sb.k.stats.kicks,
         };
         (r.stdout, r.stdout_truncated) = collect(&mut sb.k.stdout);
         (r.stderr, r.stderr_truncated) = collect(&mut sb.k.stderr);

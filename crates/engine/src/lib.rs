@@ -7,5 +7,5 @@
 mod exec;
 mod template;
 
-pub use exec::{request_frame, ExecRequest, ExecResult};
+pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};

@@ -13,6 +13,7 @@ use zeroboot_kernel::{Limits, Outcome, Sandbox, SandboxConfig, Sink, Snapshot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Language {
     Python,
+    Node,
 }
 
 impl Language {
@@ -20,6 +21,7 @@ impl Language {
     pub fn parse(name: &str) -> Option<Language> {
         match name {
             "python" | "python3" => Some(Language::Python),
+            "node" | "javascript" | "js" | "nodejs" => Some(Language::Node),
             _ => None,
         }
     }
@@ -27,6 +29,7 @@ impl Language {
     pub fn name(self) -> &'static str {
         match self {
             Language::Python => "python",
+            Language::Node => "node",
         }
     }
 
@@ -46,12 +49,17 @@ impl Language {
                 "/opt/zeroboot/agent.py",
                 include_str!("../../../agents/python/agent.py"),
             ),
+            Language::Node => (
+                "/opt/zeroboot/agent.js",
+                include_str!("../../../agents/node/agent.js"),
+            ),
         }
     }
 
     fn argv(self) -> Vec<String> {
         match self {
             Language::Python => vec!["/usr/bin/python3".into(), self.agent().0.into()],
+            Language::Node => vec!["/usr/bin/node".into(), self.agent().0.into()],
         }
     }
 }
@@ -215,19 +223,24 @@ impl Template {
         opts: &TemplateOptions,
     ) -> Result<(Template, bool), TemplateError> {
         let dir = Template::dir(cache, language, root);
-        let try_load = || -> Option<Template> {
+        // Tried again under the lock; only that second failure is worth a warning.
+        let try_load = |last: bool| -> Option<Template> {
             if !dir.join("state.bin").exists() {
                 return None;
             }
             match Template::load(language, root, &dir) {
                 Ok(t) => Some(t),
+                Err(e) if !last => {
+                    tracing::debug!(error = %e, "saved template unusable");
+                    None
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "saved template unusable, creating it again");
                     None
                 }
             }
         };
-        if let Some(t) = try_load() {
+        if let Some(t) = try_load(false) {
             return Ok((t, false));
         }
         // One creator at a time; the others load what it saved.
@@ -243,7 +256,7 @@ impl Template {
             .map_err(|e| TemplateError::Image(lock_path.clone(), e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| TemplateError::Image(lock_path.clone(), e.into()))?;
-        if let Some(t) = try_load() {
+        if let Some(t) = try_load(true) {
             return Ok((t, false));
         }
         let t = Template::create(language, root, opts)?;

@@ -8,15 +8,19 @@ use std::time::{Duration, Instant};
 use zeroboot_engine::{request_frame, ExecRequest, Language, Template, TemplateOptions};
 use zeroboot_kernel::{ForkOptions, Outcome, Sandbox, Sink, Source};
 
-fn template() -> Template {
-    let recipe = Language::Python.recipe();
+fn template_of(lang: Language) -> Template {
+    let recipe = lang.recipe();
     let root = zeroboot_image::ensure(
         &recipe,
         &zeroboot_image::default_cache_dir(),
         &zeroboot_image::NoProgress,
     )
-    .expect("the python image");
-    Template::create(Language::Python, &root, &TemplateOptions::default()).unwrap()
+    .expect("the image");
+    Template::create(lang, &root, &TemplateOptions::default()).unwrap()
+}
+
+fn template() -> Template {
+    template_of(Language::Python)
 }
 
 fn opts(code: &str) -> ForkOptions {
@@ -45,13 +49,58 @@ const MUTATIONS: &[&str] = &[
     "while True: pass",
 ];
 
+/// The same for Node: V8 maps, protects and collects memory, and runs
+/// threads beside the main one.
+const NODE_MUTATIONS: &[&str] = &[
+    "console.log(1+1)",
+    "globalThis.LEAK = new Array(1e6).fill(7); require('fs').writeFileSync('/tmp/leak', 'x'.repeat(100000))",
+    "const b = []; for (let i = 0; i < 200; i++) b.push(Buffer.alloc(65536, i)); console.log(b.length)",
+    "let s = ''; for (let i = 0; i < 100000; i++) s += String.fromCharCode(65 + i % 26); console.log(s.length)",
+    "Object.prototype.leak = 1; JSON.parse = null",
+    "await new Promise(r => setTimeout(r, 5)); console.log('t')",
+    "require('zlib').gzipSync(Buffer.alloc(1 << 20)); console.log('z')",
+    "process.chdir('/tmp'); process.env.LEAK = '1'",
+    "throw new Error('x')",
+    "process.exit(4)",
+    "while (true) {}",
+];
+
 #[test]
 fn memory_equals_the_template_after_every_reset() {
-    let t = template();
+    memory_equals_template_after_resets(Language::Python, MUTATIONS);
+}
+
+#[test]
+fn node_memory_equals_the_template_after_every_reset() {
+    memory_equals_template_after_resets(Language::Node, NODE_MUTATIONS);
+}
+
+#[test]
+fn nothing_of_a_node_execution_is_visible_to_the_next() {
+    let t = template_of(Language::Node);
+    let probe = "console.log(require('fs').existsSync('/tmp/leak'), typeof LEAK, ({}).leak, typeof JSON.parse, process.cwd(), process.env.LEAK)";
+    let clean = "false undefined undefined function / undefined\n";
+    let mut reused = 0;
+    for code in NODE_MUTATIONS {
+        let mut req = ExecRequest::new(*code);
+        req.timeout = Duration::from_secs(2);
+        t.exec(&req);
+        let r = t.exec(&ExecRequest::new(probe));
+        assert_eq!(r.stdout, clean, "after {code:?}: {}", r.stderr);
+        reused += r.reused as usize;
+    }
+    assert!(
+        reused > NODE_MUTATIONS.len() / 2,
+        "resets rarely happened: {reused}"
+    );
+}
+
+fn memory_equals_template_after_resets(lang: Language, mutations: &[&str]) {
+    let t = template_of(lang);
     let snap = &t.snapshot;
-    let mut sb = Sandbox::fork(snap, opts("print('first')")).unwrap();
+    let mut sb = Sandbox::fork(snap, opts(mutations[0])).unwrap();
     let mut resets = 0;
-    for code in MUTATIONS.iter().cycle().take(MUTATIONS.len() * 2) {
+    for code in mutations.iter().cycle().take(mutations.len() * 2) {
         let o = sb
             .run(Some(Instant::now() + Duration::from_secs(5)))
             .unwrap();
@@ -73,7 +122,7 @@ fn memory_equals_the_template_after_every_reset() {
         }
     }
     assert!(
-        resets >= MUTATIONS.len(),
+        resets >= mutations.len(),
         "too few resets happened: {resets}"
     );
 }
@@ -112,4 +161,33 @@ fn reused_sandboxes_get_fresh_pids_and_entropy() {
             assert!(seen.insert(part.to_string()), "repeated value {part}");
         }
     }
+}
+
+/// Executions that map fresh memory (new page tables, freed again by each
+/// reset) see it zeroed, and what they write there is what the VMM reads:
+/// no stale translation of an earlier execution's tables survives a reset.
+#[test]
+fn fresh_mappings_after_resets_see_their_own_frames() {
+    let t = template();
+    // Each execution first takes a different number of frames, so the same
+    // addresses land on other frames (and tables) than the last time.
+    let code = "import mmap, os\n\
+        pad = mmap.mmap(-1, (1 + os.urandom(1)[0]) * 4096)\n\
+        for i in range(0, len(pad), 4096): pad[i] = 1\n\
+        n = 8 << 20\n\
+        m = mmap.mmap(-1, n)\n\
+        assert m[:] == bytes(n), 'fresh mapping not zero'\n\
+        tag = os.urandom(16)\n\
+        for i in range(0, n, 4096): m[i:i+16] = tag\n\
+        with open('/tmp/m', 'wb') as f: f.write(m)\n\
+        with open('/tmp/m', 'rb') as f: back = f.read()\n\
+        assert back == m[:], 'the VMM reads other frames than the guest wrote'\n\
+        print('ok')";
+    let mut reused = 0;
+    for _ in 0..12 {
+        let r = t.exec(&ExecRequest::new(code));
+        assert_eq!(r.stdout, "ok\n", "{}", r.stderr);
+        reused += r.reused as usize;
+    }
+    assert!(reused >= 10, "resets rarely happened: {reused}");
 }

@@ -119,27 +119,21 @@ fn parse_exec(state: &AppState, v: Value) -> Result<(Language, ExecRequest), Api
         ));
     }
     let lang_name = b.language.unwrap_or_else(|| "python".into());
-    let lang = match lang_name.as_str() {
-        "python" | "python3" => Language::Python,
-        "node" | "javascript" | "js" => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "language {lang_name:?} is not available on this server (templates: python)"
-                ),
-            ))
-        }
-        other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("unknown language {other:?}: use \"python\", \"node\" or \"javascript\""),
-            ))
-        }
-    };
-    if !state.templates.contains_key(&lang) {
+    let Some(lang) = Language::parse(&lang_name) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("language {lang_name:?} is not available on this server"),
+            format!("unknown language {lang_name:?}: use \"python\", \"node\" or \"javascript\""),
+        ));
+    };
+    if !state.templates.contains_key(&lang) {
+        let mut have: Vec<&str> = state.templates.keys().map(|l| l.name()).collect();
+        have.sort_unstable();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "language {lang_name:?} is not available on this server (templates: {})",
+                have.join(", ")
+            ),
         ));
     }
     let timeout = b.timeout_seconds.unwrap_or(30.0);

@@ -35,9 +35,48 @@ fn us(d: Duration) -> u64 {
     d.as_nanos() as u64
 }
 
+/// What the benchmark runs, in the template's language.
+struct Snippets {
+    hello: &'static str,
+    hello_out: &'static str,
+    /// A heavier snippet with its label and expected output.
+    heavy: (&'static str, &'static str, &'static str),
+    /// Writes `{secret}` to /tmp and a global, then prints "written".
+    write_secret: &'static str,
+    /// Prints "False None" when neither is visible.
+    read_secret: &'static str,
+}
+
+fn snippets(lang: Language) -> Snippets {
+    match lang {
+        Language::Python => Snippets {
+            hello: "print(1+1)",
+            hello_out: "2\n",
+            heavy: (
+                "numpy dot",
+                "import numpy as np; print(np.dot(np.arange(1000), np.arange(1000)))",
+                "332833500\n",
+            ),
+            write_secret: "open('/tmp/secret','w').write('{secret}'); import builtins; builtins.SECRET = '{secret}'; print('written')",
+            read_secret: "import os, builtins\nprint(os.path.exists('/tmp/secret'), getattr(builtins, 'SECRET', None))",
+        },
+        Language::Node => Snippets {
+            hello: "console.log(1+1)",
+            hello_out: "2\n",
+            heavy: (
+                "JSON round trip",
+                "const a = Array.from({length: 1000}, (_, i) => i); console.log(JSON.parse(JSON.stringify(a)).reduce((x, y) => x + y * y, 0))",
+                "332833500\n",
+            ),
+            write_secret: "require('fs').writeFileSync('/tmp/secret', '{secret}'); globalThis.SECRET = '{secret}'; console.log('written')",
+            read_secret: "console.log(require('fs').existsSync('/tmp/secret') ? 'True' : 'False', globalThis.SECRET ?? 'None')",
+        },
+    }
+}
+
 pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) -> Result<()> {
     let Some(lang) = Language::parse(template) else {
-        bail!("unknown template {template:?} (known: python)");
+        bail!("unknown template {template:?} (known: python, node)");
     };
     let recipe = lang.recipe();
     let cache = crate::cache_dir();
@@ -58,11 +97,13 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
 
     // Every execution in a new fork, then in forks reset for reuse (what
     // the server does).
-    let req = ExecRequest::new("print(1+1)");
+    let sn = snippets(lang);
+    let req = ExecRequest::new(sn.hello);
     let check = |r: &zeroboot_engine::ExecResult| -> Result<()> {
-        if r.stdout != "2\n" || r.exit_code != 0 {
+        if r.stdout != sn.hello_out || r.exit_code != 0 {
             bail!(
-                "print(1+1) gave {:?} / {:?} (exit {})",
+                "{} gave {:?} / {:?} (exit {})",
+                sn.hello,
                 r.stdout,
                 r.stderr,
                 r.exit_code
@@ -96,12 +137,12 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
     }
     let (r50, _, r99) = percentiles(reset_ns);
     let mut numpy_ns = Vec::new();
-    let req =
-        ExecRequest::new("import numpy as np; print(np.dot(np.arange(1000), np.arange(1000)))");
+    let (heavy_label, heavy_code, heavy_out) = sn.heavy;
+    let req = ExecRequest::new(heavy_code);
     for _ in 0..(execs / 4).max(5) {
         let r = t.exec(&req);
-        if r.stdout != "332833500\n" {
-            bail!("numpy dot gave {:?} / {:?}", r.stdout, r.stderr);
+        if r.stdout != heavy_out {
+            bail!("{heavy_label} gave {:?} / {:?}", r.stdout, r.stderr);
         }
         numpy_ns.push(us(r.total_time));
     }
@@ -123,12 +164,10 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         "{:x}",
         Instant::now().elapsed().as_nanos() ^ 0x5eed_1234_abcd
     );
-    let w = t.exec(&ExecRequest::new(format!(
-        "open('/tmp/secret','w').write('{secret}'); import builtins; builtins.SECRET = '{secret}'; print('written')"
-    )));
-    let r = t.exec(&ExecRequest::new(
-        "import os, builtins\nprint(os.path.exists('/tmp/secret'), getattr(builtins, 'SECRET', None))",
+    let w = t.exec(&ExecRequest::new(
+        sn.write_secret.replace("{secret}", &secret),
     ));
+    let r = t.exec(&ExecRequest::new(sn.read_secret));
     let isolated = w.stdout == "written\n" && r.stdout == "False None\n";
 
     let (f50, _, f99) = percentiles(fork_ns);
@@ -137,7 +176,7 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
     let (n50, _, _) = percentiles(numpy_ns);
     if json {
         println!(
-            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"exec_numpy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
+            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
             lang.name(),
             create.as_secs_f64() * 1e3,
             e50 / 1e3,
@@ -151,24 +190,25 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         );
     } else {
         println!(
-            "template {} created in {:.1} ms",
+            "template {} created in {:.1} ms; hello is `{}`",
             lang.name(),
-            create.as_secs_f64() * 1e3
+            create.as_secs_f64() * 1e3,
+            sn.hello
         );
         println!("fork only                n={forks:<5} p50 {f50:>9.1} us   p99 {f99:>9.1} us");
         println!(
-            "fork+exec print(1+1)     n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms   (a new VM each time)",
+            "fork+exec hello          n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms   (a new VM each time)",
             x50 / 1e3,
             x99 / 1e3
         );
         println!(
-            "reset+exec print(1+1)    n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms   ({reused} of {execs} in a reset fork; the reset itself p50 {:.3} ms, p99 {:.3} ms)",
+            "reset+exec hello         n={execs:<5} p50 {:>9.3} ms   p99 {:>9.3} ms   ({reused} of {execs} in a reset fork; the reset itself p50 {:.3} ms, p99 {:.3} ms)",
             e50 / 1e3,
             e99 / 1e3,
             r50 / 1e3,
             r99 / 1e3
         );
-        println!("reset+exec numpy dot     p50 {:>9.3} ms", n50 / 1e3);
+        println!("reset+exec {heavy_label:<15} p50 {:>9.3} ms", n50 / 1e3);
         println!(
             "{live} live forks          created in {:.1} ms, host RSS {} KiB per fork",
             live_time.as_secs_f64() * 1e3,

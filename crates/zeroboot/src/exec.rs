@@ -9,7 +9,7 @@ use zeroboot_engine::{ExecRequest, Language};
 
 #[derive(Args)]
 pub struct ExecArgs {
-    /// The template (language) to fork: python.
+    /// The template (language) to fork: python, node (alias javascript).
     #[arg(long, default_value = "python")]
     template: String,
     /// Wall-clock limit in seconds.
@@ -25,13 +25,16 @@ pub struct ExecArgs {
     /// Print timings to stderr.
     #[arg(long)]
     timings: bool,
+    /// Print the execution's syscall and fault counts to stderr.
+    #[arg(long)]
+    stats: bool,
     /// The code to run.
     code: String,
 }
 
 pub fn run(a: ExecArgs) -> Result<i32> {
     let Some(lang) = Language::parse(&a.template) else {
-        bail!("unknown template {:?} (known: python)", a.template);
+        bail!("unknown template {:?} (known: python, node)", a.template);
     };
     if !(a.timeout > 0.0 && a.timeout.is_finite()) {
         bail!("--timeout must be a positive number of seconds");
@@ -55,6 +58,16 @@ pub fn run(a: ExecArgs) -> Result<i32> {
             r.exec_time.as_secs_f64() * 1e3,
             r.total_time.as_secs_f64() * 1e3
         );
+    }
+    if a.stats {
+        let mut line = format!(
+            "zeroboot: exceptions={} kicks={} syscalls:",
+            r.stats.exceptions, r.stats.kicks
+        );
+        for (name, n) in &r.stats.syscalls {
+            line.push_str(&format!(" {name}={n}"));
+        }
+        eprintln!("{line}");
     }
     Ok(r.exit_code)
 }

@@ -1,5 +1,6 @@
-//! `zeroboot serve`: the HTTP API. On first start it builds the default
-//! Python image and template (with progress), then serves.
+//! `zeroboot serve`: the HTTP API. On first start it builds the images and
+//! templates of its languages (Python and Node by default, with progress),
+//! then serves.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +28,9 @@ pub struct ServeArgs {
     /// Requests per second per API key (0: unlimited).
     #[arg(long, default_value_t = 100)]
     rate_limit: u32,
+    /// Languages to serve (each has a template, built on first use).
+    #[arg(long, value_delimiter = ',', default_value = "python,node")]
+    languages: Vec<String>,
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
@@ -45,8 +49,19 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         config.keys_file = Some(path);
     }
     let mut templates = HashMap::new();
-    let t = crate::template::load_or_create(Language::Python)?;
-    templates.insert(Language::Python, Arc::new(t));
+    for name in &a.languages {
+        let Some(lang) = Language::parse(name.trim()) else {
+            anyhow::bail!("unknown language {name:?} in --languages (known: python, node)");
+        };
+        if templates.contains_key(&lang) {
+            continue;
+        }
+        let t = crate::template::load_or_create(lang)?;
+        templates.insert(lang, Arc::new(t));
+    }
+    if templates.is_empty() {
+        anyhow::bail!("--languages names no language");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

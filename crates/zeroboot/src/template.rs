@@ -42,8 +42,9 @@ pub fn load_or_create(lang: Language) -> Result<Template> {
 pub fn run(a: TemplateArgs) -> Result<i32> {
     match a.cmd {
         TemplateCmd::Create { language } => {
-            let lang = Language::parse(&language)
-                .ok_or_else(|| anyhow::anyhow!("unknown language {language:?} (known: python)"))?;
+            let lang = Language::parse(&language).ok_or_else(|| {
+                anyhow::anyhow!("unknown language {language:?} (known: python, node)")
+            })?;
             let recipe = lang.recipe();
             let cache = crate::cache_dir();
             let root = crate::image::ensure_image(&recipe, &cache)?;

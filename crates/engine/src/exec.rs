@@ -15,6 +15,10 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// Memory limit (bytes); None: the template's.
     pub memory: Option<u64>,
+    /// Bytes the writable file system may hold; None: the template's.
+    pub disk: Option<u64>,
+    /// Most open descriptors per process; None: the template's.
+    pub fds: Option<u64>,
     /// Most bytes of stdout and of stderr kept (each).
     pub output_cap: usize,
 }
@@ -25,6 +29,8 @@ impl ExecRequest {
             code: code.into(),
             timeout: Duration::from_secs(30),
             memory: None,
+            disk: None,
+            fds: None,
             output_cap: 1 << 20,
         }
     }
@@ -39,6 +45,10 @@ pub struct ExecResult {
     pub timed_out: bool,
     /// Killed for using more memory than allowed.
     pub out_of_memory: bool,
+    /// A write failed for the disk limit (ENOSPC).
+    pub disk_full: bool,
+    /// A descriptor was refused for the fd limit (EMFILE).
+    pub fds_exhausted: bool,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     /// Set when zeroboot itself failed (not the code).
@@ -93,6 +103,8 @@ impl Template {
             stderr: Sink::capture(req.output_cap),
             stdin: Source::Empty,
             memory: req.memory,
+            disk: req.disk,
+            fds: req.fds,
             request,
         };
         let (mut sb, reused) = match self.acquire(opts) {
@@ -115,6 +127,10 @@ impl Template {
             exec_time: ran - forked,
             ..Default::default()
         };
+        let hits = sb.k.limit_hits();
+        r.out_of_memory |= hits.memory;
+        r.disk_full = hits.disk;
+        r.fds_exhausted = hits.fds;
         r.stats = ExecStats {
             syscalls: sb.k.stats.by_name(),
             exceptions: sb.k.stats.exceptions,
@@ -133,7 +149,7 @@ impl Template {
             Ok(Outcome::Exited(Exit::Code(c))) => r.exit_code = c,
             Ok(Outcome::Exited(e @ Exit::Signal(sig, _))) => {
                 r.exit_code = e.status();
-                r.out_of_memory =
+                r.out_of_memory |=
                     sig == 9 && matches!(&e, Exit::Signal(_, why) if why.contains("out of memory"));
             }
             Ok(Outcome::TimedOut) => {

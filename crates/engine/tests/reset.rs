@@ -29,6 +29,8 @@ fn opts(code: &str) -> ForkOptions {
         stderr: Sink::capture(1 << 20),
         stdin: Source::Empty,
         memory: None,
+        disk: None,
+        fds: None,
         request: request_frame(code),
     }
 }

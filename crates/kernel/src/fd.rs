@@ -101,6 +101,9 @@ pub struct FdTable {
     next_id: u64,
     /// RLIMIT_NOFILE.
     pub max_fds: u64,
+    /// Times a new descriptor was refused for the limit (EMFILE).
+    #[serde(default)]
+    pub exhausted: u64,
 }
 
 impl FdTable {
@@ -110,10 +113,11 @@ impl FdTable {
             files: BTreeMap::new(),
             next_id: 1,
             max_fds,
+            exhausted: 0,
         }
     }
 
-    fn lowest_free(&self, min: i32) -> Result<i32, Errno> {
+    fn lowest_free(&mut self, min: i32) -> Result<i32, Errno> {
         let mut want = min.max(0);
         for (&fd, _) in self.fds.range(want..) {
             if fd != want {
@@ -122,6 +126,7 @@ impl FdTable {
             want += 1;
         }
         if want as u64 >= self.max_fds {
+            self.exhausted += 1;
             return Err(Errno::EMFILE);
         }
         Ok(want)

@@ -116,6 +116,18 @@ pub struct Limits {
     pub fds: u64,
 }
 
+/// Which limits an execution ran into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitHits {
+    /// An allocation was refused for the memory limit (ENOMEM, or the
+    /// program was killed).
+    pub memory: bool,
+    /// A write was refused for the disk limit (ENOSPC).
+    pub disk: bool,
+    /// A descriptor was refused for the fd limit (EMFILE).
+    pub fds: bool,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -235,6 +247,18 @@ pub struct Kernel {
 
 impl Kernel {
     /// The thread on the vCPU.
+    /// The limits this sandbox ran into (those of its processes still
+    /// alive, for descriptors).
+    pub fn limit_hits(&self) -> LimitHits {
+        LimitHits {
+            memory: self.mm.refused > 0
+                || self.mm.frames.refused > 0
+                || self.others.values().any(|s| s.mm.refused > 0),
+            disk: self.vfs.tmp.full > 0,
+            fds: self.fds.exhausted > 0 || self.others.values().any(|s| s.fds.exhausted > 0),
+        }
+    }
+
     pub fn thread(&self) -> &Thread {
         self.threads
             .get(&self.current)

@@ -40,6 +40,10 @@ pub struct ForkOptions {
     pub stdin: Source,
     /// Memory limit (bytes), at most the template's.
     pub memory: Option<u64>,
+    /// Bytes the writable file system may hold, at most the template's.
+    pub disk: Option<u64>,
+    /// Most open descriptors per process, at most the template's.
+    pub fds: Option<u64>,
     /// The request put in the control channel before the fork runs.
     pub request: Vec<u8>,
 }
@@ -127,6 +131,26 @@ impl Snapshot {
             let m = m.min(k.limits.memory);
             k.limits.memory = m;
             k.mm.set_limit(m);
+        }
+        if let Some(d) = opts.disk {
+            k.limits.disk = d.min(k.limits.disk);
+            k.vfs.tmp.limit = k.vfs.tmp.limit.min(k.limits.disk);
+        }
+        if let Some(n) = opts.fds {
+            k.limits.fds = n.min(k.limits.fds);
+            k.fds.max_fds = k.fds.max_fds.min(k.limits.fds);
+            for s in k.others.values_mut() {
+                s.fds.max_fds = s.fds.max_fds.min(k.limits.fds);
+            }
+        }
+        // Limit hits are counted per execution.
+        k.vfs.tmp.full = 0;
+        k.fds.exhausted = 0;
+        k.mm.refused = 0;
+        k.mm.frames.refused = 0;
+        for s in k.others.values_mut() {
+            s.fds.exhausted = 0;
+            s.mm.refused = 0;
         }
         k.renumber(mem, next_fork_pid());
         k.control.outbox.clear();

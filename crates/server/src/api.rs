@@ -57,6 +57,25 @@ struct ExecBody {
     language: Option<String>,
     #[serde(default)]
     timeout_seconds: Option<f64>,
+    #[serde(default)]
+    memory_mb: Option<u64>,
+    #[serde(default)]
+    disk_mb: Option<u64>,
+    #[serde(default)]
+    max_open_files: Option<u64>,
+    #[serde(default)]
+    max_output_bytes: Option<u64>,
+}
+
+/// `value` when in `lo..=hi`, else a 400 naming the field.
+fn in_range(name: &str, value: Option<u64>, lo: u64, hi: u64) -> Result<Option<u64>, ApiError> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name} must be between {lo} and {hi}"),
+        )),
+        v => Ok(v),
+    }
 }
 
 #[derive(Deserialize)]
@@ -143,9 +162,22 @@ fn parse_exec(state: &AppState, v: Value) -> Result<(Language, ExecRequest), Api
             format!("timeout_seconds must be > 0 and <= {MAX_TIMEOUT_SECONDS}"),
         ));
     }
+    let c = &state.config;
+    let memory = in_range("memory_mb", b.memory_mb, 16, c.max_memory_mb)?;
+    let disk = in_range("disk_mb", b.disk_mb, 0, c.max_disk_mb)?;
+    let fds = in_range("max_open_files", b.max_open_files, 16, c.max_open_files)?;
+    let output = in_range(
+        "max_output_bytes",
+        b.max_output_bytes,
+        0,
+        c.max_output_bytes as u64,
+    )?;
     let mut req = ExecRequest::new(b.code);
     req.timeout = Duration::from_secs_f64(timeout);
-    req.output_cap = state.config.output_cap;
+    req.memory = memory.map(|m| m << 20);
+    req.disk = disk.map(|d| d << 20);
+    req.fds = fds;
+    req.output_cap = output.map_or(c.output_cap, |o| o as usize);
     Ok((lang, req))
 }
 
@@ -168,6 +200,8 @@ fn result_json(r: &ExecResult, duration: Duration) -> Value {
         "exit_code": r.exit_code,
         "timed_out": r.timed_out,
         "out_of_memory": r.out_of_memory,
+        "disk_full": r.disk_full,
+        "fds_exhausted": r.fds_exhausted,
         "truncated": r.stdout_truncated || r.stderr_truncated,
         "duration_ms": ms(duration),
         "fork_time_ms": ms(r.fork_time),
@@ -359,7 +393,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
-    let doc = crate::openapi::document(state.config.max_code_bytes, state.config.max_batch);
+    let doc = crate::openapi::document(&state.config);
     finish(&state, "openapi", Ok(Json(doc).into_response()))
 }
 

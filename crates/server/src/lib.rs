@@ -35,8 +35,15 @@ pub struct ServerConfig {
     pub max_code_bytes: usize,
     /// Most executions in one batch.
     pub max_batch: usize,
-    /// Most bytes of stdout and of stderr returned per execution.
+    /// Most bytes of stdout and of stderr returned per execution, unless
+    /// the request asks for another amount (up to `max_output_bytes`).
     pub output_cap: usize,
+    /// The most a request may ask for: memory (MiB), writable disk (MiB),
+    /// open descriptors, stdout/stderr bytes.
+    pub max_memory_mb: u64,
+    pub max_disk_mb: u64,
+    pub max_open_files: u64,
+    pub max_output_bytes: usize,
     /// The API keys (None: authentication is off).
     pub keys: Option<Vec<String>>,
     /// Where the keys came from (for the start-up log).
@@ -55,6 +62,10 @@ impl Default for ServerConfig {
             max_code_bytes: 1 << 20,
             max_batch: 100,
             output_cap: 1 << 20,
+            max_memory_mb: 2048,
+            max_disk_mb: 256,
+            max_open_files: 1024,
+            max_output_bytes: 16 << 20,
             keys: None,
             keys_file: None,
         }

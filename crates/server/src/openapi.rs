@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-pub fn document(max_code: usize, max_batch: usize) -> Value {
+pub fn document(c: &crate::ServerConfig) -> Value {
+    let (max_code, max_batch) = (c.max_code_bytes, c.max_batch);
     let error = json!({"$ref": "#/components/schemas/Error"});
     let err =
         |d: &str| json!({"description": d, "content": {"application/json": {"schema": error}}});
@@ -72,7 +73,11 @@ pub fn document(max_code: usize, max_batch: usize) -> Value {
                     "properties": {
                         "code": {"type": "string", "maxLength": max_code, "description": "The code to run"},
                         "language": {"type": "string", "enum": ["python", "node", "javascript"], "default": "python"},
-                        "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 300, "default": 30}
+                        "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 300, "default": 30},
+                        "memory_mb": {"type": "integer", "minimum": 16, "maximum": c.max_memory_mb, "description": "Memory limit; past it allocations fail"},
+                        "disk_mb": {"type": "integer", "minimum": 0, "maximum": c.max_disk_mb, "description": "Bytes the writable file system may hold"},
+                        "max_open_files": {"type": "integer", "minimum": 16, "maximum": c.max_open_files, "description": "Most open descriptors per process"},
+                        "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": c.max_output_bytes, "description": "Most bytes of stdout and of stderr kept (each)"}
                     }
                 },
                 "ExecResponse": {
@@ -85,7 +90,9 @@ pub fn document(max_code: usize, max_batch: usize) -> Value {
                         "stderr": {"type": "string"},
                         "exit_code": {"type": "integer"},
                         "timed_out": {"type": "boolean"},
-                        "out_of_memory": {"type": "boolean"},
+                        "out_of_memory": {"type": "boolean", "description": "An allocation failed for the memory limit, or the code was killed for it"},
+                        "disk_full": {"type": "boolean", "description": "A write failed for the disk limit"},
+                        "fds_exhausted": {"type": "boolean", "description": "A descriptor was refused for the open-files limit"},
                         "truncated": {"type": "boolean"},
                         "duration_ms": {"type": "number"},
                         "fork_time_ms": {"type": "number"},

@@ -27,6 +27,8 @@ fn fork_opts() -> ForkOptions {
         stderr: Sink::capture(1 << 16),
         stdin: Source::Empty,
         memory: None,
+        disk: None,
+        fds: None,
         request: Vec::new(),
     }
 }

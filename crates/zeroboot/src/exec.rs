@@ -18,6 +18,13 @@ pub struct ExecArgs {
     /// Memory limit in MiB (at most the template's).
     #[arg(long)]
     memory: Option<u64>,
+    /// Bytes the writable file system may hold, in MiB (at most the
+    /// template's).
+    #[arg(long)]
+    disk: Option<u64>,
+    /// Most open descriptors per process (at most the template's).
+    #[arg(long)]
+    max_open_files: Option<u64>,
     /// Most bytes of stdout and of stderr kept (each); more is truncated
     /// with a marker.
     #[arg(long, default_value_t = 1 << 20)]
@@ -43,6 +50,8 @@ pub fn run(a: ExecArgs) -> Result<i32> {
     let mut req = ExecRequest::new(a.code);
     req.timeout = Duration::from_secs_f64(a.timeout);
     req.memory = a.memory.map(|m| m << 20);
+    req.disk = a.disk.map(|d| d << 20);
+    req.fds = a.max_open_files;
     req.output_cap = a.output_cap;
     let r = template.exec(&req);
     std::io::stdout().write_all(r.stdout.as_bytes())?;
@@ -50,6 +59,15 @@ pub fn run(a: ExecArgs) -> Result<i32> {
     std::io::stderr().write_all(r.stderr.as_bytes())?;
     if let Some(e) = &r.error {
         bail!("{e}");
+    }
+    for (hit, what) in [
+        (r.out_of_memory, "the memory limit"),
+        (r.disk_full, "the disk limit"),
+        (r.fds_exhausted, "the open-files limit"),
+    ] {
+        if hit {
+            eprintln!("zeroboot: the code ran into {what}");
+        }
     }
     if a.timings {
         eprintln!(

@@ -234,3 +234,66 @@ fn sigterm_finishes_in_flight_requests() {
     assert_eq!(json(&b)["output"], "done\n");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn per_request_limits_are_applied_and_reported() {
+    let s = Server::start(None, &[]);
+    let exec = |body: &str| {
+        let (st, _, b) = s.post("/v1/exec", None, body);
+        (st, json(&b))
+    };
+    let (st, v) = exec(r#"{"code": "open('/tmp/x', 'wb').write(b'x' * (3 << 20))", "disk_mb": 1}"#);
+    assert_eq!(st, 200);
+    assert_eq!(v["disk_full"], true, "{v}");
+    assert!(v["stderr"].as_str().unwrap().contains("Errno 28"), "{v}");
+    let (_, v) =
+        exec(r#"{"code": "fs = [open('/dev/null') for _ in range(100)]", "max_open_files": 32}"#);
+    assert_eq!(v["fds_exhausted"], true, "{v}");
+    assert!(v["stderr"].as_str().unwrap().contains("Errno 24"), "{v}");
+    let (_, v) = exec(r#"{"code": "b = bytearray(300 << 20)", "memory_mb": 64}"#);
+    assert_eq!(v["out_of_memory"], true, "{v}");
+    assert!(v["stderr"].as_str().unwrap().contains("MemoryError"), "{v}");
+    let (_, v) = exec(r#"{"code": "print('y' * 5000)", "max_output_bytes": 100}"#);
+    assert_eq!(v["truncated"], true, "{v}");
+    assert!(
+        v["stdout"].as_str().unwrap().starts_with(&"y".repeat(100)),
+        "{v}"
+    );
+    // The same code within the defaults hits nothing.
+    let (_, v) = exec(
+        r#"{"code": "open('/tmp/x', 'wb').write(b'x' * (3 << 20)); b = bytearray(300 << 20); print('ok')"}"#,
+    );
+    assert_eq!(
+        (
+            v["stdout"].as_str(),
+            v["disk_full"].as_bool(),
+            v["out_of_memory"].as_bool(),
+            v["fds_exhausted"].as_bool(),
+            v["truncated"].as_bool()
+        ),
+        (
+            Some("ok\n"),
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(false)
+        ),
+        "{v}"
+    );
+    // Beyond the server's maxima: 400 naming the field.
+    for (body, field) in [
+        (r#"{"code": "1", "memory_mb": 1000000}"#, "memory_mb"),
+        (r#"{"code": "1", "disk_mb": 100000}"#, "disk_mb"),
+        (r#"{"code": "1", "max_open_files": 3}"#, "max_open_files"),
+        (
+            r#"{"code": "1", "max_output_bytes": 1000000000}"#,
+            "max_output_bytes",
+        ),
+    ] {
+        let (st, v) = exec(body);
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(field), "{v}");
+    }
+    let (st, _) = exec(r#"{"code": "1", "memory_mb": -5}"#);
+    assert_eq!(st, 422);
+}

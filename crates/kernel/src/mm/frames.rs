@@ -18,6 +18,9 @@ pub struct Frames {
     /// Frames handed out as page tables, ever (a reset needs none new).
     #[serde(default)]
     tables: u64,
+    /// Times a frame was refused for the limit.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl Frames {
@@ -29,6 +32,7 @@ impl Frames {
             in_use: 0,
             limit: limit_bytes / PAGE_SIZE,
             tables: 0,
+            refused: 0,
         }
     }
 
@@ -41,6 +45,7 @@ impl Frames {
     /// A zeroed frame, or `None` when the limit or memory is exhausted.
     pub fn alloc(&mut self, mem: &GuestMemory) -> Option<u64> {
         if self.in_use >= self.limit {
+            self.refused += 1;
             return None;
         }
         let frame = if let Some(f) = self.free.pop() {
@@ -64,6 +69,7 @@ impl Frames {
             return self.alloc(mem);
         }
         if self.in_use >= self.limit {
+            self.refused += 1;
             return None;
         }
         self.in_use += 1;

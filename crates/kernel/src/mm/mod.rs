@@ -83,6 +83,9 @@ pub struct AddressSpace {
     /// Where the vDSO's clock data page is mapped (0: none).
     #[serde(default)]
     pub vvar: u64,
+    /// Times a mapping was refused for the memory limit.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 fn paging_err(e: PagingError) -> Errno {
@@ -104,7 +107,16 @@ impl AddressSpace {
             limit,
             pending: Vec::new(),
             vvar: 0,
+            refused: 0,
         }
+    }
+
+    /// Whether committing `total` bytes would pass the memory limit
+    /// (counted: executions report it).
+    fn over_limit(&mut self, total: u64) -> bool {
+        let over = total > self.limit;
+        self.refused += over as u64;
+        over
     }
 
     /// Exchange everything but the frame allocator with `other`: how a
@@ -313,7 +325,7 @@ impl AddressSpace {
             .filter(|v| v.committed)
             .map(|v| v.end.min(end) - v.start.max(start))
             .sum();
-        if committed && self.vmas.committed() - replaced + len > self.limit {
+        if committed && self.over_limit(self.vmas.committed() - replaced + len) {
             return Err(Errno::ENOMEM);
         }
         self.unmap(mem, start, len)?;
@@ -437,7 +449,7 @@ impl AddressSpace {
             .filter(|v| !v.committed && prot & PROT_WRITE != 0)
             .map(|v| v.end.min(end) - v.start.max(start))
             .sum();
-        if newly_committed > 0 && self.vmas.committed() + newly_committed > self.limit {
+        if newly_committed > 0 && self.over_limit(self.vmas.committed() + newly_committed) {
             return Err(Errno::ENOMEM);
         }
         for piece in self.vmas.remove_range(start, end) {
@@ -536,7 +548,7 @@ impl AddressSpace {
         if !fixed && old + old_len == v.end {
             let end = old + new_len;
             if end <= USER_END && !self.vmas.any_in(v.end, end) {
-                if v.committed && self.vmas.committed() + grow > self.limit {
+                if v.committed && self.over_limit(self.vmas.committed() + grow) {
                     return Err(Errno::ENOMEM);
                 }
                 let mut ext = v.slice(v.start, v.end);
@@ -568,7 +580,7 @@ impl AddressSpace {
         } else {
             self.find_free(0, new_len)?
         };
-        if v.committed && self.vmas.committed() + grow > self.limit {
+        if v.committed && self.over_limit(self.vmas.committed() + grow) {
             return Err(Errno::ENOMEM);
         }
         // Move the frames: new entries first (not present -> present), then

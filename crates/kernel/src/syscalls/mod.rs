@@ -200,19 +200,31 @@ fn handlers() -> Vec<(u64, Row)> {
         (UMASK, full(fs::umask)),
         (
             POLL,
-            partial(fs::poll, "files, pipes, eventfd, timerfd, epoll and the console"),
+            partial(
+                fs::poll,
+                "files, pipes, eventfd, timerfd, epoll and the console",
+            ),
         ),
         (
             PPOLL,
-            partial(fs::ppoll, "files, pipes, eventfd, timerfd, epoll and the console"),
+            partial(
+                fs::ppoll,
+                "files, pipes, eventfd, timerfd, epoll and the console",
+            ),
         ),
         (
             SELECT,
-            partial(fs::select, "files, pipes, eventfd, timerfd, epoll and the console"),
+            partial(
+                fs::select,
+                "files, pipes, eventfd, timerfd, epoll and the console",
+            ),
         ),
         (
             PSELECT6,
-            partial(fs::pselect6, "files, pipes, eventfd, timerfd, epoll and the console"),
+            partial(
+                fs::pselect6,
+                "files, pipes, eventfd, timerfd, epoll and the console",
+            ),
         ),
         (SENDFILE, full(fs::sendfile)),
         (COPY_FILE_RANGE, full(fs::copy_file_range)),

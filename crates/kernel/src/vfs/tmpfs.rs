@@ -44,6 +44,9 @@ pub struct Tmpfs {
     /// Bytes of file data held (for the disk limit).
     bytes: u64,
     pub limit: u64,
+    /// Times a write was refused for the limit (ENOSPC).
+    #[serde(default)]
+    pub full: u64,
 }
 
 impl Tmpfs {
@@ -95,6 +98,7 @@ impl Tmpfs {
     fn charge(&mut self, old: u64, new: u64) -> Result<(), Errno> {
         let total = self.bytes - old.min(self.bytes) + new;
         if new > old && total > self.limit {
+            self.full += 1;
             return Err(Errno::ENOSPC);
         }
         self.bytes = total;

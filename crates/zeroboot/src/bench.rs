@@ -26,13 +26,13 @@ pub enum Bench {
     },
     /// Template creation, fork, fork+exec, many live forks, isolation.
     Fork {
-        /// The template to fork: python.
+        /// The template to fork: python or node.
         #[arg(long, default_value = "python")]
         template: String,
         /// Forks for the fork-only measurement.
         #[arg(long, default_value_t = 1000)]
         forks: usize,
-        /// Executions of print(1+1).
+        /// Executions of the hello snippet (print(1+1), console.log(1+1)).
         #[arg(long, default_value_t = 200)]
         execs: usize,
         /// Forks held alive at once.
@@ -42,6 +42,9 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// zeroboot against host python3, bubblewrap, a forkserver and other
+    /// sandboxes: the same snippets, interleaved; writes docs/benchmarks.md.
+    Compare(crate::bench_compare::CompareArgs),
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -66,6 +69,7 @@ pub fn run(b: Bench) -> Result<()> {
             live,
             json,
         } => crate::bench_fork::run(&template, forks, execs, live, json),
+        Bench::Compare(a) => crate::bench_compare::run(a),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_compare;
 mod bench_fork;
 mod exec;
 mod image;

@@ -168,6 +168,7 @@ impl Template {
         if r.error.is_none() {
             self.release(sb);
         }
+        zeroboot_kernel::hardening::report_denials();
         r.total_time = start.elapsed();
         r
     }

@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod fd;
+pub mod hardening;
 pub mod kernel;
 pub mod loader;
 pub mod mm;

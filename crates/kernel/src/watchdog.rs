@@ -37,6 +37,12 @@ struct Watchdog {
     wake: Condvar,
 }
 
+/// Start the watchdog thread now (it otherwise starts with the first
+/// sandbox), e.g. before a thread's seccomp filter forbids starting one.
+pub fn start() {
+    watchdog();
+}
+
 fn watchdog() -> &'static Arc<Watchdog> {
     static W: OnceLock<Arc<Watchdog>> = OnceLock::new();
     W.get_or_init(|| {

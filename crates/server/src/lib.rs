@@ -48,6 +48,13 @@ pub struct ServerConfig {
     pub keys: Option<Vec<String>>,
     /// Where the keys came from (for the start-up log).
     pub keys_file: Option<PathBuf>,
+    /// Run first on each vCPU thread (the binary installs its seccomp
+    /// filter there); an error stops the server from starting.
+    pub vcpu_setup: fn() -> Result<(), String>,
+}
+
+fn no_setup() -> Result<(), String> {
+    Ok(())
 }
 
 impl Default for ServerConfig {
@@ -68,6 +75,7 @@ impl Default for ServerConfig {
             max_output_bytes: 16 << 20,
             keys: None,
             keys_file: None,
+            vcpu_setup: no_setup,
         }
     }
 }
@@ -82,15 +90,20 @@ pub struct AppState {
 }
 
 /// The router (without the listener), for `serve` and for tests.
-pub fn app(config: ServerConfig, templates: HashMap<Language, Arc<Template>>) -> Router {
+pub fn app(
+    config: ServerConfig,
+    templates: HashMap<Language, Arc<Template>>,
+) -> Result<Router, ServeError> {
+    let pool = pool::Pool::new(config.workers, config.queue, config.vcpu_setup)
+        .map_err(ServeError::Workers)?;
     let state = Arc::new(AppState {
         auth: auth::Auth::new(config.keys.clone(), config.rate_limit),
-        pool: pool::Pool::new(config.workers, config.queue),
+        pool,
         metrics: metrics::Metrics::default(),
         templates,
         config,
     });
-    Router::new()
+    Ok(Router::new()
         .route(
             "/v1/exec",
             post(api::exec).fallback(api::method_not_allowed),
@@ -112,7 +125,7 @@ pub fn app(config: ServerConfig, templates: HashMap<Language, Arc<Template>>) ->
             get(api::openapi).fallback(api::method_not_allowed),
         )
         .fallback(api::not_found)
-        .with_state(state)
+        .with_state(state))
 }
 
 /// Errors of running the server.
@@ -122,6 +135,8 @@ pub enum ServeError {
     Bind(SocketAddr, #[source] std::io::Error),
     #[error("the server failed")]
     Io(#[source] std::io::Error),
+    #[error("cannot start the vCPU threads")]
+    Workers(#[source] std::io::Error),
 }
 
 /// Serve until SIGTERM or SIGINT; in-flight requests finish first.
@@ -144,7 +159,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Bind(bind, e))?;
     tracing::info!(%bind, workers = config.workers, queue = config.queue, "zeroboot serving");
-    let app = app(config, templates);
+    let app = app(config, templates)?;
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

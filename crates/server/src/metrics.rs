@@ -130,6 +130,15 @@ impl Metrics {
                 "zeroboot_executions_total{{language=\"{l}\",outcome=\"{o}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP zeroboot_seccomp_denied_total Host system calls of vCPU threads the seccomp filter refused."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE zeroboot_seccomp_denied_total counter\nzeroboot_seccomp_denied_total {}",
+            zeroboot_engine::seccomp_denied_total()
+        );
         let _ = writeln!(out, "# HELP zeroboot_live_sandboxes Sandboxes running now.");
         let _ = writeln!(
             out,

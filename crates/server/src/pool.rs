@@ -1,31 +1,88 @@
 //! A bounded pool of vCPU threads with a bounded queue in front: at most
 //! `workers` executions run at once, at most `queue` wait, and beyond that
 //! requests are refused (503) instead of piling up.
+//!
+//! The vCPU threads are the pool's own, not tokio's blocking threads: each
+//! runs only executions, under the seccomp filter its setup installs
+//! (`zeroboot_vmm::seccomp`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use zeroboot_engine::{ExecRequest, ExecResult, Template};
+
+type Job = (Arc<Template>, ExecRequest, oneshot::Sender<ExecResult>);
 
 pub struct Pool {
     workers: Arc<Semaphore>,
     waiting: AtomicUsize,
     running: AtomicUsize,
     max_waiting: usize,
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+/// Run jobs until the pool is dropped.
+fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((template, req, reply)) = job else {
+            return;
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| template.exec(&req)))
+            .unwrap_or_else(|_| ExecResult {
+                exit_code: -1,
+                error: Some("the execution failed inside zeroboot (a bug; see the log)".into()),
+                ..Default::default()
+            });
+        let _ = reply.send(r);
+    }
 }
 
 /// The queue is full.
 pub struct Busy;
 
 impl Pool {
-    pub fn new(workers: usize, queue: usize) -> Pool {
-        Pool {
-            workers: Arc::new(Semaphore::new(workers.max(1))),
+    /// Start `workers` vCPU threads, each calling `setup` first (it
+    /// installs the seccomp filter; an error stops the server).
+    pub fn new(
+        workers: usize,
+        queue: usize,
+        setup: fn() -> Result<(), String>,
+    ) -> std::io::Result<Pool> {
+        let workers = workers.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        for i in 0..workers {
+            let rx = rx.clone();
+            let ready = ready_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("zeroboot-vcpu-{i}"))
+                .spawn(move || {
+                    let r = setup();
+                    let ok = r.is_ok();
+                    let _ = ready.send(r);
+                    if ok {
+                        worker(rx);
+                    }
+                })?;
+        }
+        drop(ready_tx);
+        for r in ready_rx.iter().take(workers) {
+            r.map_err(std::io::Error::other)?;
+        }
+        Ok(Pool {
+            workers: Arc::new(Semaphore::new(workers)),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             max_waiting: queue,
-        }
+            jobs: Mutex::new(tx),
+        })
     }
 
     /// Executions running now.
@@ -70,16 +127,17 @@ impl Admission<'_> {
             self.pool.waiting.fetch_sub(1, Ordering::AcqRel);
         }
         self.pool.running.fetch_add(1, Ordering::AcqRel);
-        let r = tokio::task::spawn_blocking(move || {
-            let r = template.exec(&req);
-            drop(permit);
-            r
-        })
-        .await;
+        let (reply, result) = oneshot::channel();
+        let sent = match self.pool.jobs.lock() {
+            Ok(tx) => tx.send((template, req, reply)).is_ok(),
+            Err(_) => false,
+        };
+        let r = if sent { result.await.ok() } else { None };
+        drop(permit);
         self.pool.running.fetch_sub(1, Ordering::AcqRel);
-        r.unwrap_or_else(|e| ExecResult {
+        r.unwrap_or_else(|| ExecResult {
             exit_code: -1,
-            error: Some(format!("the execution thread failed: {e}")),
+            error: Some("no execution thread is left".into()),
             ..Default::default()
         })
     }

@@ -5,11 +5,13 @@
 //! everything above it (the sandbox's kernel) is safe Rust.
 
 pub mod boot;
+pub mod credentials;
 pub mod kick;
 pub mod layout;
 pub mod memory;
 pub mod paging;
 pub mod probe;
+pub mod seccomp;
 pub mod tsc;
 pub mod vcpu;
 pub mod vm;

@@ -53,6 +53,8 @@ pub fn run(a: ExecArgs) -> Result<i32> {
     req.disk = a.disk.map(|d| d << 20);
     req.fds = a.max_open_files;
     req.output_cap = a.output_cap;
+    // From here on this thread only runs the sandbox (docs/security.md).
+    zeroboot_kernel::hardening::harden_vcpu_thread()?;
     let r = template.exec(&req);
     std::io::stdout().write_all(r.stdout.as_bytes())?;
     std::io::stdout().flush()?;

@@ -135,7 +135,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
         Some(_) => bail!("--timeout must be a positive number of seconds"),
         None => None,
     };
+    // From here on this thread only runs the sandbox (docs/security.md).
+    zeroboot_kernel::hardening::harden_vcpu_thread()?;
     let outcome = sb.run(deadline)?;
+    zeroboot_kernel::hardening::report_denials();
     if a.stats {
         let mut line = String::from("zeroboot: syscalls:");
         for (name, n) in sb.k.stats.by_name() {

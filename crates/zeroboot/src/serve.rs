@@ -31,6 +31,21 @@ pub struct ServeArgs {
     /// Languages to serve (each has a template, built on first use).
     #[arg(long, value_delimiter = ',', default_value = "python,node")]
     languages: Vec<String>,
+    /// When started as root: the user to serve as, once the templates are
+    /// ready (`root` keeps root).
+    #[arg(long, default_value = "nobody")]
+    user: String,
+}
+
+/// uid and gid of `name` from /etc/passwd (system users, no NSS).
+fn lookup_user(name: &str) -> Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[0] == name)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .with_context(|| format!("no user {name:?} in /etc/passwd (see --user)"))
 }
 
 pub fn run(a: ServeArgs) -> Result<i32> {
@@ -44,6 +59,8 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     if let Some(w) = a.workers {
         config.workers = w.max(1);
     }
+    config.vcpu_setup =
+        || zeroboot_kernel::hardening::harden_vcpu_thread().map_err(|e| e.to_string());
     if let Some((k, path)) = keys {
         config.keys = Some(k);
         config.keys_file = Some(path);
@@ -61,6 +78,13 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     }
     if templates.is_empty() {
         anyhow::bail!("--languages names no language");
+    }
+    // Root was needed for the cache and /dev/kvm only (docs/security.md).
+    if rustix::process::geteuid().is_root() && a.user != "root" {
+        let (uid, gid) = lookup_user(&a.user)?;
+        zeroboot_kernel::hardening::drop_privileges(uid, gid)
+            .with_context(|| format!("dropping root for user {:?}", a.user))?;
+        tracing::info!(user = %a.user, uid, gid, "serving without root");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

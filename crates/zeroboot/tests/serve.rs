@@ -297,3 +297,98 @@ fn per_request_limits_are_applied_and_reported() {
     let (st, _) = exec(r#"{"code": "1", "memory_mb": -5}"#);
     assert_eq!(st, 422);
 }
+
+#[test]
+fn vcpu_threads_run_under_seccomp_and_need_nothing_it_refuses() {
+    let s = Server::start(None, &["--workers", "2"]);
+    let pid = s.child.id();
+    let mut confined = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string();
+        if comm.starts_with("zeroboot-vcpu") {
+            assert_eq!(mode, "2", "{comm} is not filtered");
+            confined += 1;
+        }
+    }
+    assert_eq!(confined, 2, "two vCPU threads expected");
+    // What executions do, through the filtered threads.
+    for body in [
+        r#"{"code": "import numpy as np; print(np.ones(1000).sum())"}"#,
+        r#"{"code": "import subprocess; print(subprocess.run(['ls', '/'], capture_output=True).returncode)"}"#,
+        r#"{"code": "import threading; t = threading.Thread(target=print, args=(1,)); t.start(); t.join()"}"#,
+        r#"{"code": "open('/tmp/f', 'wb').write(b'x' * (8 << 20)); print(len(open('/tmp/f', 'rb').read()))"}"#,
+        r#"{"code": "b = bytearray(3 << 30)"}"#,
+        r#"{"code": "while True: pass", "timeout_seconds": 0.5}"#,
+        r#"{"code": "print('x' * 3000000)"}"#,
+        r#"{"code": "import os; os.listdir('/usr/lib/python3/dist-packages'); print(os.urandom(4).hex())"}"#,
+        r#"{"code": "console.log(require('os').cpus().length)", "language": "node"}"#,
+        r#"{"code": "await new Promise(r => setTimeout(r, 10)); console.log(1)", "language": "node"}"#,
+    ] {
+        let (st, _, b) = s.post("/v1/exec", None, body);
+        assert_eq!(st, 200, "{body}: {b}");
+        assert!(json(&b).get("error").is_none(), "{body}: {b}");
+    }
+    let (_, _, m) = s.get("/v1/metrics");
+    assert!(
+        m.lines().any(|l| l == "zeroboot_seccomp_denied_total 0"),
+        "the filter refused calls zeroboot needs: {}",
+        m.lines()
+            .filter(|l| l.contains("seccomp"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn a_server_started_as_root_serves_as_nobody() {
+    if !running_as_root() {
+        eprintln!("not root: nothing to drop");
+        return;
+    }
+    let uid_of = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|u| u.split_whitespace().map(String::from).collect::<Vec<_>>())
+            })
+            .unwrap()
+    };
+    let s = Server::start(None, &[]);
+    assert_eq!(
+        uid_of(s.child.id()),
+        ["65534"; 4],
+        "real, effective, saved, fs"
+    );
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "print(6 * 7)"}"#);
+    assert_eq!(
+        (st, json(&b)["stdout"].as_str()),
+        (200, Some("42\n")),
+        "{b}"
+    );
+    drop(s);
+    let s = Server::start(None, &["--user", "root"]);
+    assert_eq!(uid_of(s.child.id()), ["0"; 4]);
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "print(6 * 7)"}"#);
+    assert_eq!(
+        (st, json(&b)["stdout"].as_str()),
+        (200, Some("42\n")),
+        "{b}"
+    );
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}

@@ -292,6 +292,52 @@ impl Vm {
         Ok(out)
     }
 
+    /// Write-protect `pages` (guest-physical page numbers) again and clear
+    /// their dirty bits (KVM_CLEAR_DIRTY_LOG), so that only pages written
+    /// from now on are logged. Only meaningful when `sticky_dirty`.
+    pub fn reprotect(&self, pages: &std::collections::BTreeSet<u64>) -> Result<(), VmError> {
+        // _IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log): not in kvm-ioctls.
+        const KVM_CLEAR_DIRTY_LOG: libc::c_ulong = 0xc018_aec0;
+        if !self.sticky || pages.is_empty() {
+            return Ok(());
+        }
+        for &(slot, start, len) in &self.slots {
+            let first = start / crate::layout::PAGE_SIZE;
+            let n = len / crate::layout::PAGE_SIZE;
+            let mut bitmap = vec![0u64; n.div_ceil(64) as usize];
+            let mut any = false;
+            for &p in pages.range(first..first + n) {
+                let i = p - first;
+                bitmap[(i / 64) as usize] |= 1 << (i % 64);
+                any = true;
+            }
+            if !any {
+                continue;
+            }
+            let mut arg = kvm_bindings::kvm_clear_dirty_log {
+                slot,
+                num_pages: n as u32,
+                first_page: 0,
+                ..Default::default()
+            };
+            arg.__bindgen_anon_1.dirty_bitmap = bitmap.as_mut_ptr() as *mut libc::c_void;
+            // SAFETY: `arg` is a valid kvm_clear_dirty_log whose bitmap
+            // holds `num_pages` bits and lives across the call; KVM only
+            // reads it.
+            let r = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                    KVM_CLEAR_DIRTY_LOG,
+                    &arg,
+                )
+            };
+            if r != 0 {
+                return Err(VmError::DirtyLog(kvm_ioctls::Error::last()));
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes of guest-physical memory registered.
     pub fn registered(&self) -> u64 {
         self.registered

@@ -29,6 +29,12 @@ use zeroboot_vmm::paging::pte;
 use super::{Sandbox, SandboxError};
 use crate::snapshot::{ForkOptions, Snapshot};
 
+/// Pages restored at every reset (see `reset`) beyond which they are
+/// write-protected again instead: restoring a page costs about a
+/// microsecond, a write fault on it some more, so only a large set (a
+/// previous execution that wrote megabytes) is worth re-arming.
+const REPROTECT_PAGES: usize = 1024;
+
 /// Where each page-table page of a template sits: frame -> (level, first
 /// virtual address it maps).
 pub type PageTableMap = BTreeMap<u64, (u8, u64)>;
@@ -103,9 +109,15 @@ impl Sandbox {
         let logged = self.vm.take_dirty_log()?;
         let mut dirty: BTreeSet<u64> = if self.vm.sticky_dirty() {
             // Pages once logged stay writable, unwatched: restore them all,
-            // every time.
+            // every time, until there are so many that protecting them
+            // again (a write fault each when next written) costs less.
             self.ever_written.extend(logged);
-            self.ever_written.clone()
+            let all = self.ever_written.clone();
+            if all.len() > REPROTECT_PAGES {
+                self.vm.reprotect(&all)?;
+                self.ever_written.clear();
+            }
+            all
         } else {
             logged.into_iter().collect()
         };

@@ -45,6 +45,10 @@ pub enum Bench {
     /// zeroboot against host python3, bubblewrap, a forkserver and other
     /// sandboxes: the same snippets, interleaved; writes docs/benchmarks.md.
     Compare(crate::bench_compare::CompareArgs),
+    /// A server under a mix of normal, failing, timing-out, memory-hungry
+    /// and flooding executions: unexpected replies, latency, RSS and fds
+    /// over time.
+    Soak(crate::bench_soak::SoakArgs),
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -70,6 +74,7 @@ pub fn run(b: Bench) -> Result<()> {
             json,
         } => crate::bench_fork::run(&template, forks, execs, live, json),
         Bench::Compare(a) => crate::bench_compare::run(a),
+        Bench::Soak(a) => crate::bench_soak::run(a),
     }
 }
 

@@ -14,14 +14,14 @@ use anyhow::{bail, Context, Result};
 use crate::bench::percentiles;
 
 /// A keep-alive HTTP/1.1 connection, enough for our own JSON API.
-struct Conn {
+pub(crate) struct Conn {
     addr: String,
     r: BufReader<TcpStream>,
     w: TcpStream,
 }
 
 impl Conn {
-    fn new(addr: &str) -> std::io::Result<Conn> {
+    pub(crate) fn new(addr: &str) -> std::io::Result<Conn> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -32,7 +32,7 @@ impl Conn {
         })
     }
 
-    fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    pub(crate) fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
         write!(
             self.w,
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -66,7 +66,7 @@ impl Conn {
     }
 }
 
-fn proc_status(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -78,13 +78,13 @@ fn proc_status(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn fd_count(pid: u32) -> usize {
+pub(crate) fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
 }
 
-struct ServerProc(Child);
+pub(crate) struct ServerProc(pub(crate) Child);
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
@@ -93,7 +93,7 @@ impl Drop for ServerProc {
     }
 }
 
-fn start_server() -> Result<(ServerProc, String)> {
+pub(crate) fn start_server() -> Result<(ServerProc, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

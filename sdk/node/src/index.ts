@@ -29,6 +29,14 @@ export interface ExecRequest {
   language?: Language;
   /** The code's time limit in seconds: 0 < t <= 300, server default 30. */
   timeout_seconds?: number;
+  /** Memory limit in MiB (server default 2048). */
+  memory_mb?: number;
+  /** Bytes the sandbox's writable file system may hold, in MiB (default 256). */
+  disk_mb?: number;
+  /** Most open descriptors per process (default 1024). */
+  max_open_files?: number;
+  /** Most bytes of stdout and of stderr kept, each (default 1 MiB). */
+  max_output_bytes?: number;
   [key: string]: unknown;
 }
 
@@ -60,6 +68,10 @@ export interface ExecResult {
   truncated: boolean;
   /** The sandbox hit its memory limit. */
   out_of_memory: boolean;
+  /** A write failed for the disk limit. */
+  disk_full?: boolean;
+  /** A descriptor was refused for the open-files limit. */
+  fds_exhausted?: boolean;
   /** Set when the server could not run this execution (e.g. one item of a batch). */
   error?: string;
   [key: string]: unknown;

@@ -132,6 +132,12 @@ impl Snapshot {
             k.limits.memory = m;
             k.mm.set_limit(m);
         }
+        // The limit holds for the sandbox, not only per process: all its
+        // processes together may hold the template's frames plus the limit
+        // (and room for page tables).
+        let cap = k.mm.frames.in_use()
+            + (k.limits.memory + crate::mm::TABLE_ROOM) / zeroboot_vmm::layout::PAGE_SIZE;
+        k.mm.frames.cap(cap);
         if let Some(d) = opts.disk {
             k.limits.disk = d.min(k.limits.disk);
             k.vfs.tmp.limit = k.vfs.tmp.limit.min(k.limits.disk);

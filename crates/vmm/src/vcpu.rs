@@ -36,6 +36,11 @@ fn syscall_entry() -> u64 {
     physmap(STUBS_GPA + stubs::SYSCALL)
 }
 
+/// The RFLAGS bits a program may set (CF PF AF ZF SF TF DF OF AC ID), as
+/// Linux lets sigreturn and ptrace set them; IOPL, NT, VM and the
+/// interrupt flag stay the VMM's (IF always on in ring 3).
+pub const USER_RFLAGS: u64 = 0x24_0dd5;
+
 /// What the CPU pushed for an exception, plus CR2 for page faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExceptionFrame {
@@ -92,6 +97,8 @@ pub struct VcpuState {
 pub struct Vcpu {
     fd: VcpuFd,
     tsc: Option<TscInfo>,
+    /// The next `run` returns to ring 3 (a `resume_*` was called).
+    to_user: bool,
     kernel_sregs: kvm_sregs,
     user_sregs: kvm_sregs,
 }
@@ -143,6 +150,7 @@ impl Vcpu {
         Ok(Vcpu {
             fd,
             tsc,
+            to_user: false,
             kernel_sregs,
             user_sregs,
         })
@@ -152,6 +160,11 @@ impl Vcpu {
     /// ring-0 trampoline; call one of the `resume_*` methods (or change the
     /// registers) before running again.
     pub fn run(&mut self, mem: &GuestMemory) -> Result<Exit, VcpuError> {
+        if std::mem::take(&mut self.to_user) {
+            if let Some(fault) = self.bad_return() {
+                return Ok(Exit::Exception(fault));
+            }
+        }
         let port = match self.fd.run() {
             Ok(VcpuExit::IoOut(port, _)) => port,
             Ok(other) => return Ok(Exit::Unexpected(format!("{other:?}"))),
@@ -185,6 +198,30 @@ impl Vcpu {
             }
             p => Ok(Exit::Unexpected(format!("out to unknown port {p:#x}"))),
         }
+    }
+
+    /// A return to ring 3 at an address ring 3 cannot execute (the kernel
+    /// half, or a non-canonical one, as a forged sigreturn frame or RCX
+    /// may ask for) faults as the CPU would make it fault there: #PF for a
+    /// supervisor page, #GP for a non-canonical address. Checked before
+    /// entering, since some CPUs refuse the entry outright instead.
+    fn bad_return(&mut self) -> Option<ExceptionFrame> {
+        let r = *self.regs();
+        if r.rip < USER_END {
+            return None;
+        }
+        let canonical = r.rip >= 0xffff_8000_0000_0000;
+        Some(ExceptionFrame {
+            vector: if canonical { 14 } else { 13 },
+            // present | user | instruction fetch
+            error_code: if canonical { 0x15 } else { 0 },
+            rip: r.rip,
+            cs: self.user_sregs.cs.selector as u64,
+            rflags: r.rflags,
+            rsp: r.rsp,
+            ss: self.user_sregs.ss.selector as u64,
+            cr2: if canonical { r.rip } else { 0 },
+        })
     }
 
     fn exception_frame(
@@ -248,6 +285,7 @@ impl Vcpu {
 
     /// Return to ring 3 with the current registers (set RIP/RSP/RFLAGS first).
     pub fn resume_user(&mut self) {
+        self.to_user = true;
         self.fd.set_sync_dirty_reg(SyncReg::Register);
         self.fd.sync_regs_mut().sregs = self.user_sregs;
         self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
@@ -260,8 +298,8 @@ impl Vcpu {
         let r = self.regs_mut();
         r.rax = ret;
         r.rip = r.rcx;
-        // As sysret: reserved bit 1 set, RF/VM and friends cleared.
-        r.rflags = (r.r11 & 0x3c7fd7) | 0x2;
+        // As sysret, but only the flags ring 3 may set (never IOPL).
+        r.rflags = (r.r11 & USER_RFLAGS) | 0x202;
         self.resume_user();
     }
 
@@ -270,7 +308,7 @@ impl Vcpu {
         let r = self.regs_mut();
         r.rip = frame.rip;
         r.rsp = frame.rsp;
-        r.rflags = (frame.rflags & 0x3c7fd7) | 0x2;
+        r.rflags = (frame.rflags & USER_RFLAGS) | 0x202;
         self.resume_user();
     }
 
@@ -287,6 +325,8 @@ impl Vcpu {
             return Ok(());
         }
         let saved = *self.regs();
+        // The writer runs in ring 0; a pending return to ring 3 waits.
+        let to_user = std::mem::take(&mut self.to_user);
         for chunk in entries.chunks(PTE_LIST_CAPACITY) {
             let mut buf = Vec::with_capacity(chunk.len() * PTE_LIST_ENTRY as usize);
             for &(entry, value, va) in chunk {
@@ -315,6 +355,9 @@ impl Vcpu {
             }
         }
         *self.regs_mut() = saved;
+        if to_user {
+            self.resume_user();
+        }
         Ok(())
     }
 

@@ -164,3 +164,36 @@ fn a_damaged_template_is_refused_with_a_clear_error() {
             .to_string();
     assert!(err.contains("not a zeroboot template"), "{err}");
 }
+
+#[test]
+fn children_can_be_signalled_killed_and_timed_out() {
+    let o = exec(&[r#"
+import os, signal, subprocess, time
+print(os.getppid())
+p = subprocess.Popen(["sleep", "100"])
+p.kill()
+print(p.wait())
+q = subprocess.Popen(["sleep", "100"])
+q.terminate()
+print(q.wait())
+try:
+    subprocess.run(["sleep", "100"], timeout=0.3)
+except subprocess.TimeoutExpired:
+    print("timed out")
+r = subprocess.Popen(["sleep", "100"])
+os.kill(r.pid, 0)
+os.kill(-os.getpgrp(), 0)
+os.kill(r.pid, signal.SIGKILL)
+r.wait()
+try:
+    os.kill(r.pid, 0)
+except ProcessLookupError:
+    print("reaped")
+"#]);
+    assert_eq!(
+        stdout(&o),
+        "0\n-9\n-15\ntimed out\nreaped\n",
+        "stderr: {}",
+        stderr(&o)
+    );
+}

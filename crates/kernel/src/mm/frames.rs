@@ -46,6 +46,7 @@ impl Frames {
     pub fn alloc(&mut self, mem: &GuestMemory) -> Option<u64> {
         if self.in_use >= self.limit {
             self.refused += 1;
+            tracing::debug!(in_use = self.in_use, "frame refused for the memory limit");
             return None;
         }
         let frame = if let Some(f) = self.free.pop() {
@@ -70,6 +71,7 @@ impl Frames {
         }
         if self.in_use >= self.limit {
             self.refused += 1;
+            tracing::debug!(in_use = self.in_use, "frame refused for the memory limit");
             return None;
         }
         self.in_use += 1;
@@ -88,6 +90,11 @@ impl Frames {
 
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// Lower the limit to `frames` (never raises it).
+    pub fn cap(&mut self, frames: u64) {
+        self.limit = self.limit.min(frames);
     }
 
     /// Frames still available under the limit.

@@ -32,6 +32,8 @@ pub const STACK_LIMIT: u64 = 8 << 20;
 pub const MMAP_TOP: u64 = 0x7fff_f7ff_f000;
 /// Where a PIE executable is loaded (ELF_ET_DYN_BASE without ASLR).
 pub const PIE_BASE: u64 = 0x5555_5555_4000;
+/// Memory beyond a sandbox's limit its page tables may take.
+pub const TABLE_ROOM: u64 = 16 << 20;
 
 /// Anonymous mappings up to this size are populated when mapped.
 const EAGER_ANON: u64 = 32 << 20;
@@ -115,7 +117,14 @@ impl AddressSpace {
     /// (counted: executions report it).
     fn over_limit(&mut self, total: u64) -> bool {
         let over = total > self.limit;
-        self.refused += over as u64;
+        if over {
+            self.refused += 1;
+            tracing::debug!(
+                total,
+                limit = self.limit,
+                "mapping refused for the memory limit"
+            );
+        }
         over
     }
 

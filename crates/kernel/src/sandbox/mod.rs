@@ -123,7 +123,12 @@ impl Sandbox {
         let vm = Vm::new(&mem, FIRST_FREE_GPA)?;
         let vcpu = vm.create_vcpu()?;
         let initial_xsave = vcpu.xsave_bytes()?;
-        let frames = Frames::new(FIRST_FREE_GPA, size, size - FIRST_FREE_GPA);
+        // All processes together: the limit, and room for page tables.
+        let frames = Frames::new(
+            FIRST_FREE_GPA,
+            size,
+            (size - FIRST_FREE_GPA).min(cfg.limits.memory + crate::mm::TABLE_ROOM),
+        );
         let mut fds = FdTable::new(cfg.limits.fds);
         for (fd, s, flags) in [
             (0, Stream::Stdin, zeroboot_abi::flags::O_RDONLY),
@@ -267,13 +272,12 @@ impl Sandbox {
                 self.k
                     .vfs
                     .tmp
-                    .set(dir.clone(), crate::vfs::Entry::Dir { mode: 0o755, ino });
+                    .set(dir.clone(), crate::vfs::Entry::Dir { mode: 0o755, ino })?;
             }
         }
         let ino = self.k.vfs.tmp.new_file(mode, data, syscalls::now())?;
         let full = format!("{dir}/{name}");
-        self.k.vfs.tmp.set(full, crate::vfs::Entry::File(ino));
-        Ok(())
+        self.k.vfs.tmp.set(full, crate::vfs::Entry::File(ino))
     }
 
     /// Run until the program exits, parks, or `deadline` passes.

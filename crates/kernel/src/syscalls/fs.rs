@@ -614,7 +614,7 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
                 if flags & O_TRUNC != 0 && acc != O_RDONLY {
                     // No need to copy what is about to be truncated.
                     let ino = ctx.k.vfs.tmp.new_file(m.mode & 0o7777, Vec::new(), now())?;
-                    ctx.k.vfs.tmp.set(l.path.clone(), vfs::Entry::File(ino));
+                    ctx.k.vfs.tmp.set(l.path.clone(), vfs::Entry::File(ino))?;
                     FileKind::Tmp(ino)
                 } else {
                     FileKind::Tmp(ctx.k.vfs.writable_file(&l.path, &l.node, now())?)
@@ -1449,14 +1449,14 @@ fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
             ctx.k
                 .vfs
                 .tmp
-                .set(l.path.clone(), vfs::Entry::Dir { mode, ino });
+                .set(l.path.clone(), vfs::Entry::Dir { mode, ino })?;
         }
         Node::Image(m) if m.file_type() == S_IFDIR => {
             let ino = ctx.k.vfs.tmp.alloc_ino();
             ctx.k
                 .vfs
                 .tmp
-                .set(l.path.clone(), vfs::Entry::Dir { mode, ino });
+                .set(l.path.clone(), vfs::Entry::Dir { mode, ino })?;
         }
         Node::Image(m) if m.file_type() == S_IFREG => {
             let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;

@@ -543,6 +543,9 @@ impl SyscallStats {
     }
 }
 
+/// Distinct unimplemented syscalls a sandbox logs before it stops logging.
+const LOGGED_UNIMPLEMENTED: usize = 16;
+
 /// Serve syscall `nr` with `args`.
 pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
     *ctx.k.stats.counts.entry(nr).or_insert(0) += 1;
@@ -564,9 +567,13 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
             r
         }
         None => {
+            let distinct = ctx.k.stats.unimplemented.len();
             let n = ctx.k.stats.unimplemented.entry(nr).or_insert(0);
             *n += 1;
-            if *n == 1 {
+            // Logged once per number, for the first few numbers of a
+            // sandbox: a program probing thousands must not flood the
+            // host's log (all are counted).
+            if *n == 1 && distinct < LOGGED_UNIMPLEMENTED {
                 let name = entry
                     .map(|e| e.name)
                     .filter(|n| !n.is_empty())
@@ -575,6 +582,10 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
                     syscall = name,
                     nr,
                     "unimplemented syscall: returning ENOSYS"
+                );
+            } else if *n == 1 && distinct == LOGGED_UNIMPLEMENTED {
+                tracing::warn!(
+                    "more unimplemented syscalls: counted (zeroboot run --stats), not logged"
                 );
             }
             Err(Errno::ENOSYS)

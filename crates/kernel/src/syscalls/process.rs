@@ -43,6 +43,11 @@ pub fn gettid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
 }
 
 pub fn getppid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+    // The sandbox's first process has no parent inside it (as a
+    // container's init has none in its namespace).
+    if ctx.k.proc.pid == ctx.k.init_pid {
+        return Ok(0);
+    }
     Ok(ctx.k.proc.ppid as u64)
 }
 
@@ -431,7 +436,7 @@ pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let mut regs = *ctx.regs;
     regs.rax = 0;
     regs.rip = regs.rcx;
-    regs.rflags = (regs.r11 & 0x3c7fd7) | 0x202;
+    regs.rflags = (regs.r11 & zeroboot_vmm::vcpu::USER_RFLAGS) | 0x202;
     if newsp != 0 {
         regs.rsp = newsp;
     }
@@ -516,7 +521,7 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
     let mut regs = *ctx.regs;
     regs.rax = 0;
     regs.rip = regs.rcx;
-    regs.rflags = (regs.r11 & 0x3c7fd7) | 0x202;
+    regs.rflags = (regs.r11 & zeroboot_vmm::vcpu::USER_RFLAGS) | 0x202;
     if newsp != 0 {
         regs.rsp = newsp;
     }

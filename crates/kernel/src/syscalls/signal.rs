@@ -113,13 +113,61 @@ fn raise(ctx: &mut Ctx, sig: u64, tid: Option<u32>) -> SysResult {
     Ok(0)
 }
 
+/// kill(2) within the sandbox: a process, a process group (0: the
+/// caller's, -pgid), or every process but the sandbox's first (-1).
 pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let pid = a[0] as i32;
-    if pid == 0 || pid == -1 || pid as u32 == ctx.k.proc.pid || -pid == ctx.k.proc.pid as i32 {
-        raise(ctx, a[1], None)
-    } else {
-        Err(Errno::ESRCH)
+    let (pid, sig) = (a[0] as i32, a[1]);
+    if !valid(sig) && sig != 0 {
+        return Err(Errno::EINVAL);
     }
+    let me = ctx.k.proc.pid;
+    let targets: Vec<u32> = match pid {
+        p if p > 0 => {
+            let p = p as u32;
+            if p != me && !ctx.k.others.contains_key(&p) {
+                // A zombie still exists until it is reaped.
+                return if ctx.k.zombies.contains_key(&p) {
+                    Ok(0)
+                } else {
+                    Err(Errno::ESRCH)
+                };
+            }
+            vec![p]
+        }
+        -1 => std::iter::once(me)
+            .chain(ctx.k.others.keys().copied())
+            .filter(|&p| p == me || p != ctx.k.init_pid)
+            .collect(),
+        i32::MIN => return Err(Errno::ESRCH),
+        p => {
+            let group = if p == 0 { ctx.k.proc.pgid } else { (-p) as u32 };
+            let mut v: Vec<u32> = ctx
+                .k
+                .others
+                .iter()
+                .filter(|(_, s)| s.proc.pgid == group)
+                .map(|(&p, _)| p)
+                .collect();
+            if ctx.k.proc.pgid == group {
+                v.push(me);
+            }
+            if v.is_empty() {
+                return Err(Errno::ESRCH);
+            }
+            v
+        }
+    };
+    if sig == 0 {
+        return Ok(0);
+    }
+    // Others first: a signal that ends the caller must not stop the rest.
+    for &p in targets.iter().filter(|&&p| p != me) {
+        crate::procs::post_signal_process(ctx.k, p, sig as u32);
+    }
+    if targets.contains(&me) {
+        crate::sched::post_signal(ctx.k, sig as u32, None);
+    }
+    Ok(0)
 }
 
 pub fn tkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {

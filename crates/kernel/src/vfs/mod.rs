@@ -425,7 +425,7 @@ impl Vfs {
                 }
                 data.truncate(done);
                 let ino = self.tmp.new_file(m.mode & 0o7777, data, now)?;
-                self.tmp.set(path.to_string(), Entry::File(ino));
+                self.tmp.set(path.to_string(), Entry::File(ino))?;
                 Ok(ino)
             }
             Node::Image(m) if m.file_type() == S_IFDIR => Err(Errno::EISDIR),
@@ -455,7 +455,7 @@ impl Vfs {
         self.check_creatable(parent)?;
         let path = join(&parent.path, name);
         let ino = self.tmp.new_file(mode & 0o7777, Vec::new(), now)?;
-        self.tmp.set(path.clone(), Entry::File(ino));
+        self.tmp.set(path.clone(), Entry::File(ino))?;
         Ok((path, ino))
     }
 
@@ -468,8 +468,7 @@ impl Vfs {
                 mode: mode & 0o7777,
                 ino,
             },
-        );
-        Ok(())
+        )
     }
 
     pub fn symlink(&mut self, parent: &Lookup, name: &str, target: &str) -> Result<(), Errno> {
@@ -481,8 +480,7 @@ impl Vfs {
                 target: target.to_string(),
                 ino,
             },
-        );
-        Ok(())
+        )
     }
 
     /// Hard link: only overlay files can be linked.
@@ -498,7 +496,7 @@ impl Vfs {
         if let Some(i) = self.tmp.inode_mut(ino) {
             i.nlink += 1;
         }
-        self.tmp.set(join(&parent.path, name), Entry::File(ino));
+        self.tmp.set(join(&parent.path, name), Entry::File(ino))?;
         Ok(())
     }
 
@@ -509,7 +507,8 @@ impl Vfs {
             self.tmp.unlink_inode(ino);
         }
         if self.image.lstat(path).is_some() {
-            self.tmp.set(path.to_string(), Entry::Whiteout);
+            // Whiteouts are always recorded.
+            let _ = self.tmp.set(path.to_string(), Entry::Whiteout);
         }
     }
 
@@ -555,7 +554,7 @@ impl Vfs {
                 if replaced.is_some() {
                     self.remove(new_path);
                 }
-                self.tmp.move_tree(&old.path, new_path);
+                self.tmp.move_tree(&old.path, new_path)?;
                 let _ = (mode, ino);
                 return Ok(());
             }
@@ -573,11 +572,11 @@ impl Vfs {
         if replaced.is_some() {
             self.remove(new_path);
         }
-        self.tmp.set(new_path.to_string(), entry);
+        self.tmp.set(new_path.to_string(), entry)?;
         // The old name goes away without releasing the inode.
         self.tmp.remove(&old.path);
         if self.image.lstat(&old.path).is_some() {
-            self.tmp.set(old.path.clone(), Entry::Whiteout);
+            let _ = self.tmp.set(old.path.clone(), Entry::Whiteout);
         }
         Ok(())
     }

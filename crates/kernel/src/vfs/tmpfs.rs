@@ -36,6 +36,12 @@ pub struct Inode {
     pub mtime: (i64, i64),
 }
 
+/// What a name in the overlay costs against the disk limit: the path and
+/// about what the host spends to keep it.
+fn entry_cost(path: &str) -> u64 {
+    128 + path.len() as u64
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tmpfs {
     entries: BTreeMap<String, Entry>,
@@ -71,12 +77,29 @@ impl Tmpfs {
         self.next_ino
     }
 
-    pub fn set(&mut self, path: String, e: Entry) {
+    /// Put `e` at `path`. A new name is charged to the disk limit (ENOSPC
+    /// past it), so that a sandbox cannot grow the host's memory with
+    /// empty files; a whiteout is always recorded (it is how a removal of
+    /// an image file is kept) but charged too.
+    pub fn set(&mut self, path: String, e: Entry) -> Result<(), Errno> {
+        if !self.entries.contains_key(&path) {
+            let cost = entry_cost(&path);
+            if matches!(e, Entry::Whiteout) {
+                self.bytes += cost;
+            } else {
+                self.charge(0, cost)?;
+            }
+        }
         self.entries.insert(path, e);
+        Ok(())
     }
 
     pub fn remove(&mut self, path: &str) -> Option<Entry> {
-        self.entries.remove(path)
+        let e = self.entries.remove(path);
+        if e.is_some() {
+            self.bytes = self.bytes.saturating_sub(entry_cost(path));
+        }
+        e
     }
 
     /// Create a regular file inode.
@@ -169,8 +192,9 @@ impl Tmpfs {
             .collect()
     }
 
-    /// Move every entry at or below `from` to `to`.
-    pub fn move_tree(&mut self, from: &str, to: &str) {
+    /// Move every entry at or below `from` to `to` (ENOSPC when the longer
+    /// names would pass the disk limit).
+    pub fn move_tree(&mut self, from: &str, to: &str) -> Result<(), Errno> {
         let prefix = format!("{from}/");
         let keys: Vec<String> = self
             .entries
@@ -178,12 +202,16 @@ impl Tmpfs {
             .take_while(|(k, _)| k.as_str() == from || k.starts_with(&prefix))
             .map(|(k, _)| k.clone())
             .collect();
+        let n = keys.len() as u64;
+        let (old, new) = (from.len() as u64 * n, to.len() as u64 * n);
+        self.charge(old, new)?;
         for k in keys {
             if let Some(e) = self.entries.remove(&k) {
                 let nk = format!("{to}{}", &k[from.len()..]);
                 self.entries.insert(nk, e);
             }
         }
+        Ok(())
     }
 
     pub fn bytes(&self) -> u64 {

@@ -272,11 +272,16 @@ impl Kernel {
     }
 
     /// The deadline of the current syscall: the one set when it first
-    /// blocked, or now + `timeout`.
+    /// blocked, or now + `timeout`. A guest's timeout can be centuries
+    /// (tv_sec up to i64::MAX), past what an Instant holds: it is capped
+    /// at ~136 years, which no sandbox outlives.
     pub fn syscall_deadline(&mut self, timeout: std::time::Duration) -> std::time::Instant {
         let t = self.thread_mut();
-        *t.syscall_deadline
-            .get_or_insert_with(|| std::time::Instant::now() + timeout)
+        *t.syscall_deadline.get_or_insert_with(|| {
+            let now = std::time::Instant::now();
+            now.checked_add(timeout)
+                .unwrap_or(now + std::time::Duration::from_secs(u32::MAX as u64))
+        })
     }
 
     /// Whether a retried syscall's deadline passed (consumes the flag).

@@ -183,14 +183,16 @@ fn map_segments(
     if hi - lo > 1 << 36 {
         return Err(bad("segments span more than 64 GiB"));
     }
+    // The bias is an offset modulo 2^64 (segments above where they are
+    // placed give a "negative" one), as in Linux: wrapping arithmetic.
     let bias = match (elf.header.e_type, bias) {
         (ET_EXEC, _) => 0,
-        (_, Some(b)) => b - lo,
+        (_, Some(b)) => b.wrapping_sub(lo),
         (_, None) => {
             let at =
                 k.mm.find_free(0, hi - lo)
                     .map_err(|e| LoadError::Memory(path.clone(), e))?;
-            at - lo
+            at.wrapping_sub(lo)
         }
     };
     let mem_err = |e: Errno| LoadError::Memory(path.clone(), e);
@@ -210,7 +212,7 @@ fn map_segments(
             return Err(bad("segment extends past the end of the file"));
         }
         let prot = prot_of(p.p_flags);
-        let start = bias + p.p_vaddr;
+        let start = bias.wrapping_add(p.p_vaddr);
         let map_start = page_down(start);
         let file_end = start + p.p_filesz;
         let mem_end = start + p.p_memsz;
@@ -258,7 +260,7 @@ fn map_segments(
             .map_err(mem_err)?;
         }
     }
-    Ok((bias, bias + hi))
+    Ok((bias, bias.wrapping_add(hi)))
 }
 
 /// Follow `#!` lines: for a script, the program to load and its argv
@@ -370,9 +372,11 @@ pub fn load(
     let (base, entry) = match &interp {
         Some(i) => {
             let (ib, _) = map_segments(k, mem, i, None)?;
-            (ib, ib + i.header.e_entry)
+            (ib, ib.wrapping_add(i.header.e_entry))
         }
-        None => (0, bias + exe.header.e_entry),
+        // An entry point anywhere (even outside user space) is the
+        // program's problem: it faults there, as on Linux.
+        None => (0, bias.wrapping_add(exe.header.e_entry)),
     };
     let vdso = crate::vdso::map(k, mem).map_err(mem_err)?;
     let phdr = exe
@@ -391,7 +395,7 @@ pub fn load(
                 .map(|p| p.p_vaddr + (exe.header.e_phoff - p.p_offset))
         })
         .unwrap_or(0)
-        + bias;
+        .wrapping_add(bias);
 
     // The main stack.
     let stack_lo = STACK_TOP - STACK_INITIAL;
@@ -441,7 +445,7 @@ pub fn load(
         (AT_PAGESZ, PAGE_SIZE),
         (AT_BASE, base),
         (AT_FLAGS, 0),
-        (AT_ENTRY, bias + exe.header.e_entry),
+        (AT_ENTRY, bias.wrapping_add(exe.header.e_entry)),
         (AT_UID, 0),
         (AT_EUID, 0),
         (AT_GID, 0),
@@ -479,4 +483,124 @@ pub fn load(
     k.proc.argv = argv.to_vec();
     k.proc.envp = envp.to_vec();
     Ok(Entry { rip: entry, rsp })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::vfs::Image;
+    use crate::{Sandbox, SandboxConfig};
+
+    /// `mov eax, 60; xor edi, edi; syscall`
+    const EXIT0: &[u8] = b"\xb8\x3c\x00\x00\x00\x31\xff\x0f\x05";
+
+    /// A one-segment ELF (plus PT_INTERP `interp` when given, and a
+    /// PT_PHDR at `phdr_vaddr` when given) holding EXIT0.
+    fn elf(
+        e_type: u16,
+        entry: u64,
+        vaddr: u64,
+        interp: Option<&[u8]>,
+        phdr: Option<u64>,
+    ) -> Vec<u8> {
+        let phnum = 1 + interp.is_some() as u16 + phdr.is_some() as u16;
+        let hl = 64 + 56 * phnum as u64;
+        let interp = interp.unwrap_or(b"");
+        let total = hl + interp.len() as u64 + EXIT0.len() as u64;
+        let mut b = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+        b.extend_from_slice(&e_type.to_le_bytes());
+        b.extend_from_slice(&EM_X86_64.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&entry.to_le_bytes());
+        b.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+        b.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+        b.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+        for h in [64u16, 56, phnum, 64, 0, 0] {
+            b.extend_from_slice(&h.to_le_bytes());
+        }
+        let ph = |b: &mut Vec<u8>, t: u32, flags: u32, off: u64, va: u64, len: u64| {
+            b.extend_from_slice(&t.to_le_bytes());
+            b.extend_from_slice(&flags.to_le_bytes());
+            for w in [off, va, va, len, len, 0x1000] {
+                b.extend_from_slice(&w.to_le_bytes());
+            }
+        };
+        if let Some(va) = phdr {
+            ph(&mut b, PT_PHDR, PF_R, 64, va, 56 * phnum as u64);
+        }
+        if !interp.is_empty() {
+            ph(&mut b, PT_INTERP, PF_R, hl, vaddr + hl, interp.len() as u64);
+        }
+        ph(&mut b, PT_LOAD, PF_R | PF_X, 0, vaddr, total);
+        b.extend_from_slice(interp);
+        b.extend_from_slice(EXIT0);
+        b
+    }
+
+    /// Load `files` (path, bytes) with /prog as the program.
+    fn load_files(files: &[(&str, Vec<u8>)]) -> Result<(Entry, Sandbox), LoadError> {
+        let image = Arc::new(Image::empty().unwrap());
+        let mut sb = Sandbox::new(SandboxConfig::new(image)).unwrap();
+        for (p, data) in files {
+            sb.add_file(p, data.clone(), 0o755).unwrap();
+        }
+        let argv = [b"/prog".to_vec()];
+        let e = load(
+            &mut sb.k,
+            &sb.mem,
+            "/prog",
+            &argv,
+            &[],
+            CpuInfo::default(),
+            [0; 16],
+        )?;
+        Ok((e, sb))
+    }
+
+    /// Found by `cargo fuzz run elf_loader`: a position-independent
+    /// program whose segments lie above the load base made the bias
+    /// negative, and its computation overflowed (a VMM panic in builds
+    /// with overflow checks). It is an offset modulo 2^64, as in Linux.
+    #[test]
+    fn pie_segments_above_the_load_base_load_at_the_base() {
+        let va = 0x7f00_0000_0000;
+        let (e, sb) = load_files(&[("/prog", elf(ET_DYN, va + 0x78, va, None, None))]).unwrap();
+        assert_eq!(e.rip, PIE_BASE + 0x78);
+        assert!(sb.k.mm.vmas.iter().any(|v| v.start == PIE_BASE));
+    }
+
+    #[test]
+    fn the_fuzzer_found_elf_is_refused_without_a_panic() {
+        // fuzz/artifacts/elf_loader/crash-7eed7219…: the segment above is
+        // also larger in the file than in memory.
+        let mut b = elf(ET_DYN, 0x78, 0x00ff_ffff_ff00_0000, None, None);
+        b[64 + 32..64 + 40].copy_from_slice(&0x91u64.to_le_bytes());
+        b[64 + 40..64 + 48].copy_from_slice(&0x81u64.to_le_bytes());
+        assert!(matches!(
+            load_files(&[("/prog", b)]),
+            Err(LoadError::BadElf(..))
+        ));
+    }
+
+    #[test]
+    fn entry_points_and_headers_anywhere_do_not_overflow() {
+        // A program entry, an interpreter entry and a PT_PHDR address
+        // that overflow when the load bias is added: the program is
+        // loaded and faults where it jumps, as on Linux.
+        let huge = u64::MAX - 8;
+        let (e, _) = load_files(&[("/prog", elf(ET_DYN, huge, 0, None, Some(huge)))]).unwrap();
+        assert_eq!(e.rip, PIE_BASE.wrapping_add(huge));
+        let (e, sb) = load_files(&[
+            (
+                "/prog",
+                elf(ET_EXEC, 0x40_0000, 0x40_0000, Some(b"/i\0"), None),
+            ),
+            ("/i", elf(ET_DYN, huge, 0, None, None)),
+        ])
+        .unwrap();
+        // The interpreter's base plus its entry, modulo 2^64.
+        let base = e.rip.wrapping_sub(huge);
+        assert!(sb.k.mm.vmas.iter().any(|v| v.start == base), "{:#x}", e.rip);
+    }
 }

@@ -46,7 +46,7 @@ pub fn exit_current(k: &mut Kernel, mem: &GuestMemory, status: i32, reason: Opti
         // The layout is the parent's: give it back untouched.
         release_vfork_parent(k, ppid, ptid, None);
     } else {
-        k.mm.release(mem);
+        k.mm.release(mem, true);
     }
     let init = k.init_pid;
     for slot in k.others.values_mut() {

@@ -142,8 +142,24 @@ impl PageTables {
         }
     }
 
+    /// The page table covering `va`, or the level (2..=4) of the first
+    /// absent entry on the way to it.
+    fn table_or_gap(&self, mem: &GuestMemory, va: u64) -> Result<Result<u64, u32>, PagingError> {
+        let mut table = self.root;
+        for level in (2..=4).rev() {
+            let e = mem.read_u64(table + index(va, level) * 8)?;
+            if e & pte::PRESENT == 0 || e & pte::HUGE != 0 {
+                return Ok(Err(level));
+            }
+            table = e & pte::ADDR_MASK;
+        }
+        Ok(Ok(table))
+    }
+
     /// Call `f(va, leaf)` for every existing leaf slot in `[start, end)`
-    /// (present or not), skipping quickly over absent upper-level tables.
+    /// of the user half (present or not), skipping absent tables at their
+    /// own level: a range of terabytes (a guest's `munmap(0, 1 << 46)`)
+    /// costs a few reads, not a walk of every 2 MiB in it.
     pub fn for_each_leaf(
         &self,
         mem: &GuestMemory,
@@ -151,14 +167,20 @@ impl PageTables {
         end: u64,
         mut f: impl FnMut(u64, Leaf) -> Result<(), PagingError>,
     ) -> Result<(), PagingError> {
+        // Past the user half, `index` would wrap to the same tables again.
+        let end = end.min(1 << 47);
         let mut va = start & !(PAGE_SIZE - 1);
         while va < end {
-            match self.table_for(mem, va)? {
-                None => {
-                    // Skip to the next 2 MiB boundary.
-                    va = (va | ((1 << 21) - 1)) + 1;
+            match self.table_or_gap(mem, va)? {
+                Err(level) => {
+                    // Skip to the end of what the absent entry would map.
+                    let span = 1u64 << (12 + 9 * (level - 1));
+                    match (va | (span - 1)).checked_add(1) {
+                        Some(next) => va = next,
+                        None => break,
+                    }
                 }
-                Some(t) => {
+                Ok(t) => {
                     let next_table = ((va | ((1 << 21) - 1)) + 1).min(end);
                     while va < next_table {
                         let entry_gpa = t + index(va, 1) * 8;
@@ -213,5 +235,25 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn walking_all_of_user_space_visits_only_existing_tables() {
+        // Found by cargo fuzz: munmap(0, 100 TiB) walked every 2 MiB of
+        // the range (11 s in the VMM). Absent tables are skipped at their
+        // level now, up to the very end of the address space.
+        let mem = GuestMemory::new(4 << 20).unwrap();
+        let pt = PageTables::new(0x1000);
+        let mut a = Bump(0x10000);
+        pt.table_for_or_create(&mem, &mut a, 0x7f12_3440_0000)
+            .unwrap();
+        let mut slots = Vec::new();
+        pt.for_each_leaf(&mem, 0, u64::MAX, |va, _| {
+            slots.push(va);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(slots.len(), 512);
+        assert_eq!(slots[0], 0x7f12_3440_0000);
     }
 }

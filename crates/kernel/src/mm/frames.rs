@@ -21,6 +21,13 @@ pub struct Frames {
     /// Times a frame was refused for the limit.
     #[serde(default)]
     pub refused: u64,
+    /// Page-table frames of a dead layout, still counted as in use, and
+    /// the entries in them KVM may have shadowed: the ring-0 writer clears
+    /// those (`take_retired`) before the frames are free again.
+    #[serde(default)]
+    retired: Vec<u64>,
+    #[serde(default)]
+    retired_clears: Vec<(u64, u64, u64)>,
 }
 
 impl Frames {
@@ -33,6 +40,8 @@ impl Frames {
             limit: limit_bytes / PAGE_SIZE,
             tables: 0,
             refused: 0,
+            retired: Vec::new(),
+            retired_clears: Vec::new(),
         }
     }
 
@@ -81,6 +90,27 @@ impl Frames {
     pub fn free(&mut self, frame: u64) {
         self.in_use = self.in_use.saturating_sub(1);
         self.free.push(frame);
+    }
+
+    /// Retire the page-table frames `tables` of a layout that ran: they
+    /// are freed once the ring-0 writer made `clears` (entry in the
+    /// physmap, 0, user address), as `take_retired` hands them out.
+    pub fn retire_tables(&mut self, tables: Vec<u64>, clears: Vec<(u64, u64, u64)>) {
+        self.retired.extend(tables);
+        self.retired_clears.extend(clears);
+    }
+
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
+    /// The writes that clear retired tables, and those frames: the caller
+    /// runs the writes, then frees the frames.
+    pub fn take_retired(&mut self) -> (Vec<(u64, u64, u64)>, Vec<u64>) {
+        (
+            std::mem::take(&mut self.retired_clears),
+            std::mem::take(&mut self.retired),
+        )
     }
 
     /// Frames in use (user pages and page tables).

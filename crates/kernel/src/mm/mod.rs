@@ -147,10 +147,72 @@ impl AddressSpace {
         Ok(AddressSpace::new(root, Frames::placeholder(), self.limit))
     }
 
-    /// Free every user frame of this layout (the process is gone). Its
-    /// page-table frames are kept: a frame KVM shadowed as a page table is
-    /// never handed out again, so no stale shadow can resurface.
-    pub fn release(&mut self, mem: &GuestMemory) {
+    /// Free every frame of this layout (the process is gone, or its exec
+    /// failed). User frames are free at once. Page-table frames of a
+    /// layout that `ran` may be shadowed by KVM, which does not see host
+    /// writes: they are retired until the ring-0 writer cleared every
+    /// entry KVM may have shadowed (as a reset does with new tables), so
+    /// that no stale shadow resurfaces when the frame comes back as data
+    /// or as another table. Without that, every process that ever lived
+    /// kept its tables, and a sandbox spawning processes in a loop ran
+    /// out of memory.
+    pub fn release(&mut self, mem: &GuestMemory, ran: bool) {
+        let (tables, clears) = self.user_tables(mem);
+        self.release_user_frames(mem);
+        if ran {
+            self.frames.retire_tables(tables, clears);
+        } else {
+            for f in tables {
+                self.frames.free(f);
+            }
+        }
+    }
+
+    /// The page-table frames of this layout's user half (the root
+    /// included), and the writes clearing the entries in them that KVM
+    /// may have shadowed: every present non-leaf entry, and the leaves
+    /// with Accessed set (paging.rs), deepest level first, since KVM
+    /// finds an entry to drop through the shadow of the tables above it.
+    fn user_tables(&self, mem: &GuestMemory) -> (Vec<u64>, Vec<PteWrite>) {
+        let mut tables = vec![self.pt.root()];
+        // (level, write) for sorting.
+        let mut clears: Vec<(u64, PteWrite)> = Vec::new();
+        // (table, level, first user address it maps)
+        let mut todo = vec![(self.pt.root(), 4u64, 0u64)];
+        while let Some((table, level, base)) = todo.pop() {
+            let span = 1u64 << (12 + 9 * (level - 1));
+            // The root's upper half (the physmap) is shared: user half only.
+            let n = if level == 4 {
+                USER_END.div_ceil(span)
+            } else {
+                512
+            };
+            for i in 0..n {
+                let at = table + i * 8;
+                let Ok(e) = mem.read_u64(at) else { continue };
+                if e & pte::PRESENT == 0 {
+                    continue;
+                }
+                let va = base + i * span;
+                if level > 1 {
+                    let child = e & pte::ADDR_MASK;
+                    // The VMM wrote these tables; a frame outside memory
+                    // or a huge page would be its own bug: skip it.
+                    if e & pte::HUGE == 0 && mem.contains(child, PAGE_SIZE) {
+                        tables.push(child);
+                        todo.push((child, level - 1, va));
+                    }
+                    clears.push((level, (physmap(at), 0, va)));
+                } else if e & pte::ACCESSED != 0 {
+                    clears.push((level, (physmap(at), 0, va)));
+                }
+            }
+        }
+        clears.sort_by_key(|c| c.0);
+        (tables, clears.into_iter().map(|c| c.1).collect())
+    }
+
+    fn release_user_frames(&mut self, mem: &GuestMemory) {
         let ranges: Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
         let mut frames = Vec::new();
         for (s, e) in ranges {

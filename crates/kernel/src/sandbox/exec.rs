@@ -103,7 +103,8 @@ impl Sandbox {
             Ok(e) => e,
             Err(e) => {
                 tracing::debug!(error = %e, "execve failed");
-                self.k.mm.release(&self.mem);
+                // The new layout never ran: nothing of it is shadowed.
+                self.k.mm.release(&self.mem, false);
                 self.k.mm.swap_layout(&mut layout);
                 (self.k.proc.exe, self.k.proc.argv, self.k.proc.envp) = saved;
                 return Ok(Err(errno_of(&e)));
@@ -114,7 +115,7 @@ impl Sandbox {
             crate::procs::release_vfork_parent(&mut self.k, ppid, ptid, Some(&mut layout));
         } else {
             self.k.mm.swap_layout(&mut layout);
-            self.k.mm.release(&self.mem);
+            self.k.mm.release(&self.mem, true);
             self.k.mm.swap_layout(&mut layout);
         }
         for fd in self.k.fds.fds() {

@@ -504,9 +504,23 @@ impl Sandbox {
         if gs != self.vcpu.gs_base() {
             self.vcpu.set_gs_base(gs);
         }
+        self.flush_page_tables()
+    }
+
+    /// Make the page-table writes that need the ring-0 writer: the
+    /// pending ones, then the clearing of retired tables, whose frames
+    /// are free after it.
+    fn flush_page_tables(&mut self) -> Result<(), SandboxError> {
         if self.k.mm.has_pending() {
             let writes = self.k.mm.take_pending();
             self.vcpu.run_pte_writer(&self.mem, &writes)?;
+        }
+        if self.k.mm.frames.has_retired() {
+            let (clears, frames) = self.k.mm.frames.take_retired();
+            self.vcpu.run_pte_writer(&self.mem, &clears)?;
+            for f in frames {
+                self.k.mm.frames.free(f);
+            }
         }
         Ok(())
     }
@@ -525,10 +539,9 @@ impl Sandbox {
             self.k.thread_mut().ctx = Some(ctx);
         }
         if pid != self.k.proc.pid || self.k.proc.dead.is_some() {
-            if self.k.mm.has_pending() {
+            if self.k.mm.has_pending() || self.k.mm.frames.has_retired() {
                 self.sync_memory()?;
-                let writes = self.k.mm.take_pending();
-                self.vcpu.run_pte_writer(&self.mem, &writes)?;
+                self.flush_page_tables()?;
             }
             if !self.k.switch_process(pid) {
                 return Ok(());

@@ -1629,7 +1629,11 @@ pub fn ppoll(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
             return Err(Errno::EINVAL);
         }
-        Some(ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
+        Some(
+            (ts.tv_sec as u64)
+                .saturating_mul(1000)
+                .saturating_add(ts.tv_nsec as u64 / 1_000_000),
+        )
     };
     do_poll(ctx, a[0], a[1], t)
 }
@@ -1705,7 +1709,11 @@ pub fn select(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         if tv.tv_sec < 0 || tv.tv_usec < 0 {
             return Err(Errno::EINVAL);
         }
-        Some(tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000)
+        Some(
+            (tv.tv_sec as u64)
+                .saturating_mul(1000)
+                .saturating_add(tv.tv_usec as u64 / 1000),
+        )
     };
     do_select(ctx, a[0], a[1], a[2], a[3], t)
 }
@@ -1718,7 +1726,11 @@ pub fn pselect6(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
             return Err(Errno::EINVAL);
         }
-        Some(ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
+        Some(
+            (ts.tv_sec as u64)
+                .saturating_mul(1000)
+                .saturating_add(ts.tv_nsec as u64 / 1_000_000),
+        )
     };
     do_select(ctx, a[0], a[1], a[2], a[3], t)
 }

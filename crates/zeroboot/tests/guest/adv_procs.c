@@ -3,13 +3,16 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/select.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +138,70 @@ int main(int argc, char **argv) {
         printf("rodata %s, clock %s, memory ok\n",
                strcmp(rodata, "read-only data the kernel must not write") ? "CHANGED" : "intact",
                t1.tv_sec >= t0.tv_sec ? "ok" : "BROKEN");
+        return 0;
+    }
+    if (!strcmp(w, "noop")) return 0;
+    if (!strcmp(w, "spawn-loop") && argc > 2) {
+        // Processes that live and die in turn (fork and exit; fork, a
+        // failing exec, then exec): what they held must come back, or a
+        // long-lived sandbox runs out of memory.
+        int n = atoi(argv[2]);
+        char big[1 << 16];
+        memset(big, 1, sizeof big);
+        for (int i = 0; i < n; i++) {
+            pid_t pid = fork();
+            if (pid < 0) {
+                printf("fork %d failed: %s\n", i, strerror(errno));
+                return 1;
+            }
+            if (pid == 0) {
+                big[i % sizeof big] = 2;
+                if (i % 2) {
+                    char *args[] = {argv[0], "noop", NULL};
+                    execv("/no/such/program", args);
+                    execv(argv[0], args);
+                    _exit(3);
+                }
+                _exit(big[i % sizeof big] == 2 ? 0 : 4);
+            }
+            int st;
+            if (waitpid(pid, &st, 0) != pid || st != 0) {
+                printf("child %d: status %#x\n", i, st);
+                return 1;
+            }
+        }
+        printf("spawned %d\n", n);
+        return 0;
+    }
+    if (!strcmp(w, "huge-timeout") && argc > 2) {
+        // A wait on a pipe that never becomes ready, with a timeout whose
+        // conversion to milliseconds overflows (1 << 62 s * 1000 wraps to
+        // 0): it must wait, not return at once (found by cargo fuzz).
+        int p[2];
+        if (pipe(p)) return 2;
+        const char *how = argv[2];
+        long r = -1;
+        if (!strcmp(how, "ppoll")) {
+            struct pollfd f = {p[0], POLLIN, 0};
+            struct timespec ts = {1L << 62, 0};
+            r = syscall(SYS_ppoll, &f, 1, &ts, NULL, 8);
+        } else if (!strcmp(how, "pselect6")) {
+            fd_set s;
+            FD_ZERO(&s);
+            FD_SET(p[0], &s);
+            struct timespec ts = {1L << 62, 0};
+            r = syscall(SYS_pselect6, p[0] + 1, &s, NULL, NULL, &ts, NULL);
+        } else if (!strcmp(how, "select")) {
+            fd_set s;
+            FD_ZERO(&s);
+            FD_SET(p[0], &s);
+            struct timeval tv = {1L << 62, 0};
+            r = syscall(SYS_select, p[0] + 1, &s, NULL, NULL, &tv);
+        } else if (!strcmp(how, "nanosleep")) {
+            struct timespec ts = {0x7fffffffffffffffL, 999999999};
+            r = syscall(SYS_nanosleep, &ts, NULL);
+        }
+        printf("%s returned %ld errno %d\n", how, r, errno);
         return 0;
     }
     fprintf(stderr, "unknown case %s\n", w);

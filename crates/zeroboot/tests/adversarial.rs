@@ -1075,8 +1075,6 @@ const KNOWN_ERRNO_DIFFERENCES: &[&str] = &[
     "mprotect USER_END",
     "mprotect non-canonical",
     "mprotect wrapping",
-    // Linux: EINVAL; zeroboot: ENOMEM.
-    "mremap to 128 TiB",
 ];
 
 #[test]

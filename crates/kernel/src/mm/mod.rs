@@ -600,11 +600,12 @@ impl AddressSpace {
         }
         let old_len = page_up(old_len).ok_or(Errno::EINVAL)?;
         let new_len = page_up(new_len).ok_or(Errno::EINVAL)?;
-        if new_len == 0 || old_len == 0 {
+        // Linux: EINVAL for a new length past the user address space.
+        if new_len == 0 || old_len == 0 || new_len > USER_END {
             return Err(Errno::EINVAL);
         }
         let v = self.vmas.find(old).cloned().ok_or(Errno::EFAULT)?;
-        if old + old_len > v.end {
+        if old.checked_add(old_len).is_none_or(|e| e > v.end) {
             return Err(Errno::EFAULT);
         }
         let fixed = flags & MREMAP_FIXED != 0;
@@ -617,7 +618,9 @@ impl AddressSpace {
         let grow = new_len - old_len.min(new_len);
         // Grow in place when the space after is free.
         if !fixed && old + old_len == v.end {
-            let end = old + new_len;
+            // A guest's new_len may wrap the address space (the fuzzer
+            // found a VMM panic there): no room, as for any past USER_END.
+            let end = old.checked_add(new_len).unwrap_or(u64::MAX);
             if end <= USER_END && !self.vmas.any_in(v.end, end) {
                 if v.committed && self.over_limit(self.vmas.committed() + grow) {
                     return Err(Errno::ENOMEM);

@@ -109,6 +109,11 @@ impl Vmas {
 
     /// Mappings overlapping [start, end), in order.
     pub fn overlapping(&self, start: u64, end: u64) -> Vec<Vma> {
+        // An empty or inverted range overlaps nothing (and BTreeMap::range
+        // panics on an inverted one).
+        if start >= end {
+            return Vec::new();
+        }
         let first = self
             .map
             .range(..start)

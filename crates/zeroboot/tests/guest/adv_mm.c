@@ -194,6 +194,12 @@ static void probe(void) {
     SAY("mremap to USER_END", mapres((void *)syscall(SYS_mremap, a, PG, PG, MREMAP_MAYMOVE | MREMAP_FIXED, USER_END)));
     SAY("mremap onto itself", mapres((void *)syscall(SYS_mremap, a, 2 * PG, 2 * PG, MREMAP_MAYMOVE | MREMAP_FIXED, a + PG)));
     SAY("mremap to 128 TiB", mapres((void *)syscall(SYS_mremap, a, PG, 1UL << 47, MREMAP_MAYMOVE)));
+    // Growing in place by a length that wraps the address space (found by
+    // the syscall fuzzer: a VMM panic).
+    SAY("mremap growing by a wrapping length",
+        mapres((void *)syscall(SYS_mremap, a + 3 * PG, PG, PG - (unsigned long)(a + 3 * PG), 0)));
+    SAY("mremap moving by a wrapping length",
+        mapres((void *)syscall(SYS_mremap, a + 3 * PG, PG, PG - (unsigned long)(a + 3 * PG), MREMAP_MAYMOVE)));
     SAY("mremap of the physmap", mapres((void *)syscall(SYS_mremap, PHYS_PML4, PG, 2 * PG, MREMAP_MAYMOVE)));
     SAY("madvise the physmap", res(syscall(SYS_madvise, PHYS_PML4, PG, MADV_DONTNEED)));
     SAY("madvise USER_END", res(syscall(SYS_madvise, USER_END, PG, MADV_DONTNEED)));

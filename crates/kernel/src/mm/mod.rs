@@ -620,7 +620,7 @@ impl AddressSpace {
         if !fixed && old + old_len == v.end {
             // A guest's new_len may wrap the address space (the fuzzer
             // found a VMM panic there): no room, as for any past USER_END.
-            let end = old.checked_add(new_len).unwrap_or(u64::MAX);
+            let end = old.saturating_add(new_len);
             if end <= USER_END && !self.vmas.any_in(v.end, end) {
                 if v.committed && self.over_limit(self.vmas.committed() + grow) {
                     return Err(Errno::ENOMEM);

@@ -48,7 +48,12 @@ impl Sandbox {
         flags: u64,
     ) -> Result<Result<(), Errno>, SandboxError> {
         if flags & AT_EMPTY_PATH != 0 {
-            tracing::warn!("execveat with AT_EMPTY_PATH (fexecve) is unsupported: ENOSYS");
+            // Logged once per sandbox: a loop of them must not flood the
+            // host's log.
+            self.k.stats.fexecve += 1;
+            if self.k.stats.fexecve == 1 {
+                tracing::warn!("execveat with AT_EMPTY_PATH (fexecve) is unsupported: ENOSYS");
+            }
             return Ok(Err(Errno::ENOSYS));
         }
         let mem = &self.mem;

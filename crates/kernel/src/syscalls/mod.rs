@@ -506,6 +506,8 @@ pub struct SyscallStats {
     pub exceptions: u64,
     /// Times the vCPU was kicked out of the guest (timeslices, timers).
     pub kicks: u64,
+    /// execveat(AT_EMPTY_PATH) calls refused with ENOSYS (logged once).
+    pub fexecve: u64,
 }
 
 impl SyscallStats {

@@ -175,11 +175,18 @@ impl Template {
 }
 
 impl Template {
-    /// A sandbox for `opts`: an idle fork reset to the template, or a new
-    /// fork. Returns whether it was reused.
+    /// A sandbox for `opts`: an idle fork reset to the template (one
+    /// already restored by `tidy` first: only the request begins on it),
+    /// or a new fork. Returns whether it was reused.
     fn acquire(&self, opts: ForkOptions) -> Result<(Sandbox, bool), zeroboot_kernel::SandboxError> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                match idle.iter().rposition(|sb| sb.is_restored()) {
+                    Some(i) => Some(idle.swap_remove(i)),
+                    None => idle.pop(),
+                }
+            };
             let Some(mut sb) = idle else { break };
             match sb.reset(&self.snapshot, opts.clone()) {
                 Ok(true) => return Ok((sb, true)),
@@ -193,7 +200,33 @@ impl Template {
         Ok((Sandbox::fork(&self.snapshot, opts)?, false))
     }
 
-    /// Keep a used sandbox for reuse (reset happens when it is taken).
+    /// Restore one used idle fork to the template, so that the next
+    /// request only begins on it (see `Sandbox::restore`). Callers run it
+    /// after delivering a result, off the request's path: the server's
+    /// vCPU threads after each reply. Returns whether one was restored.
+    pub fn tidy(&self) -> bool {
+        let used = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            match idle.iter().rposition(|sb| !sb.is_restored()) {
+                Some(i) => idle.swap_remove(i),
+                None => return false,
+            }
+        };
+        let mut sb = used;
+        match sb.restore(&self.snapshot) {
+            Ok(true) => {
+                self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(sb);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "restore failed; discarding the fork");
+                false
+            }
+        }
+    }
+
+    /// Keep a used sandbox for reuse (restored by `tidy`, or when taken).
     fn release(&self, sb: Sandbox) {
         let max = self.max_idle.load(std::sync::atomic::Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());

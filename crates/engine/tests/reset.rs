@@ -102,7 +102,12 @@ fn memory_equals_template_after_resets(lang: Language, mutations: &[&str]) {
     let snap = &t.snapshot;
     let mut sb = Sandbox::fork(snap, opts(mutations[0])).unwrap();
     let mut resets = 0;
-    for code in mutations.iter().cycle().take(mutations.len() * 2) {
+    for (i, code) in mutations
+        .iter()
+        .cycle()
+        .take(mutations.len() * 2)
+        .enumerate()
+    {
         let o = sb
             .run(Some(Instant::now() + Duration::from_secs(5)))
             .unwrap();
@@ -110,7 +115,14 @@ fn memory_equals_template_after_resets(lang: Language, mutations: &[&str]) {
             matches!(o, Outcome::Parked | Outcome::Exited(_) | Outcome::TimedOut),
             "{o:?}"
         );
-        if sb.reset(snap, opts(code)).unwrap() {
+        // Both ways: a reset when taken, or a restore between requests
+        // (what the server does after a reply) and a begin when taken.
+        let reset = if i % 2 == 0 {
+            sb.reset(snap, opts(code)).unwrap()
+        } else {
+            sb.restore(snap).unwrap() && sb.begin(snap, opts(code))
+        };
+        if reset {
             resets += 1;
             let diff = sb.differences_from(snap).unwrap();
             assert!(
@@ -137,10 +149,14 @@ fn nothing_of_an_execution_is_visible_to_the_next() {
         'leak' in sys.modules, os.getcwd(), os.environ.get('LEAK'))";
     let clean = "False None False False / None\n";
     let mut reused = 0;
-    for code in MUTATIONS {
+    for (i, code) in MUTATIONS.iter().enumerate() {
         let mut req = ExecRequest::new(*code);
         req.timeout = Duration::from_secs(2);
         t.exec(&req);
+        if i % 2 == 1 {
+            // Restored between requests, as the server does after a reply.
+            t.tidy();
+        }
         let r = t.exec(&ExecRequest::new(probe));
         assert_eq!(r.stdout, clean, "after {code:?}: {}", r.stderr);
         reused += r.reused as usize;

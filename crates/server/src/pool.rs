@@ -40,6 +40,9 @@ fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 ..Default::default()
             });
         let _ = reply.send(r);
+        // Restore the fork just used while the reply goes out, so that the
+        // next request does not wait for it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| template.tidy()));
     }
 }
 

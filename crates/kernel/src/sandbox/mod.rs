@@ -107,6 +107,9 @@ pub struct Sandbox {
     /// Every page the guest ever wrote (when KVM leaves written pages
     /// writable: each reset restores them all).
     pub(crate) ever_written: std::collections::BTreeSet<u64>,
+    /// `restore` brought memory and vCPU back to the template and no
+    /// request has begun since (`begin`).
+    pub(crate) restored: bool,
 }
 
 fn now_ns(id: rustix::time::ClockId) -> u64 {
@@ -187,6 +190,7 @@ impl Sandbox {
             initial_xsave,
             resettable: false,
             ever_written: Default::default(),
+            restored: false,
         })
     }
 
@@ -209,6 +213,7 @@ impl Sandbox {
             initial_xsave,
             resettable: false,
             ever_written: Default::default(),
+            restored: false,
         }
     }
 
@@ -683,6 +688,13 @@ impl Sandbox {
         } else {
             f.rip
         };
+        tracing::debug!(
+            signal = sig,
+            pid = self.k.proc.pid,
+            tid = self.k.current,
+            %reason,
+            "fault delivered as a signal"
+        );
         self.force_signal(sig, code, addr, reason)
     }
 }

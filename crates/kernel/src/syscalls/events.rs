@@ -13,6 +13,7 @@ use zeroboot_abi::flags::*;
 use zeroboot_abi::structs::Timespec;
 use zeroboot_abi::Errno;
 
+use super::time::read_ts;
 use super::{fd_arg, Ctx, SysResult};
 use crate::fd::{FileKind, OpenFile, Stream};
 use crate::task::Wait;
@@ -176,13 +177,7 @@ fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
             None => POLLNVAL,
         },
         FileKind::TimerFd(id) => {
-            let clock = ctx
-                .k
-                .events
-                .timerfds
-                .get(&id)
-                .map(|t| t.clock)
-                .unwrap_or(CLOCK_MONOTONIC);
+            let clock = timer_clock(ctx, id);
             let now = clock_now(ctx, clock);
             match ctx.k.events.timerfds.get_mut(&id) {
                 Some(t) => {
@@ -338,14 +333,14 @@ pub(crate) fn eventfd_write(
 
 // ---- timerfd ---------------------------------------------------------------
 
-fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
-    let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, va)?;
-    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-        return Err(Errno::EINVAL);
-    }
-    Ok((ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64))
+/// The clock timerfd `id` counts on.
+fn timer_clock(ctx: &Ctx, id: u64) -> u64 {
+    ctx.k
+        .events
+        .timerfds
+        .get(&id)
+        .map(|t| t.clock)
+        .unwrap_or(CLOCK_MONOTONIC)
 }
 
 fn ts(ns: u64) -> Timespec {
@@ -411,13 +406,7 @@ pub fn timerfd_settime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         let cur = current_setting(ctx, id);
         ctx.k.mm.write_obj(ctx.mem, old, &cur)?;
     }
-    let clock = ctx
-        .k
-        .events
-        .timerfds
-        .get(&id)
-        .map(|t| t.clock)
-        .unwrap_or(CLOCK_MONOTONIC);
+    let clock = timer_clock(ctx, id);
     let now = clock_now(ctx, clock);
     let t = ctx.k.events.timerfds.get_mut(&id).ok_or(Errno::EBADF)?;
     t.interval = interval;

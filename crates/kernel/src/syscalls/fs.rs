@@ -1625,15 +1625,9 @@ pub fn ppoll(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let t = if a[2] == 0 {
         None
     } else {
-        let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, a[2])?;
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            return Err(Errno::EINVAL);
-        }
-        Some(
-            (ts.tv_sec as u64)
-                .saturating_mul(1000)
-                .saturating_add(ts.tv_nsec as u64 / 1_000_000),
-        )
+        // In milliseconds, from saturating nanoseconds (a timeout of
+        // 1 << 62 s once wrapped to 0 here).
+        Some(super::time::read_ts(ctx, a[2])? / 1_000_000)
     };
     do_poll(ctx, a[0], a[1], t)
 }
@@ -1722,15 +1716,9 @@ pub fn pselect6(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     let t = if a[4] == 0 {
         None
     } else {
-        let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, a[4])?;
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            return Err(Errno::EINVAL);
-        }
-        Some(
-            (ts.tv_sec as u64)
-                .saturating_mul(1000)
-                .saturating_add(ts.tv_nsec as u64 / 1_000_000),
-        )
+        // In milliseconds, from saturating nanoseconds (a timeout of
+        // 1 << 62 s once wrapped to 0 here).
+        Some(super::time::read_ts(ctx, a[4])? / 1_000_000)
     };
     do_select(ctx, a[0], a[1], a[2], a[3], t)
 }

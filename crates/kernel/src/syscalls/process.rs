@@ -8,8 +8,6 @@ use zerocopy::FromZeros;
 
 use std::time::{Duration, Instant};
 
-use zeroboot_abi::structs::Timespec;
-
 use super::{Ctx, SysResult, KERNEL_RELEASE};
 use crate::task::{CpuContext, Thread, Wait};
 use crate::{procs, sched};
@@ -720,13 +718,7 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             let deadline = if timeout == 0 {
                 None
             } else {
-                let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, timeout)?;
-                if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-                    return Err(Errno::EINVAL);
-                }
-                let ns = (ts.tv_sec as u64)
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(ts.tv_nsec as u64);
+                let ns = super::time::read_ts(ctx, timeout)?;
                 let rel = if cmd == FUTEX_WAIT_BITSET {
                     // Absolute on the chosen clock.
                     let clock = if op & FUTEX_CLOCK_REALTIME != 0 {

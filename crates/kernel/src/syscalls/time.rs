@@ -96,7 +96,10 @@ fn sleep(ctx: &mut Ctx, ns: u64) -> SysResult {
     Err(ctx.k.wait(Wait::Sleep { until }))
 }
 
-fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
+/// A guest `struct timespec` as nanoseconds (EINVAL for a negative or
+/// malformed one; saturating, so a timeout of centuries stays huge
+/// instead of wrapping to a short one).
+pub(super) fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
     let ts: Timespec = ctx.k.mm.read_obj(ctx.mem, va)?;
     if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
         return Err(Errno::EINVAL);

@@ -1,9 +1,10 @@
 //! Build steps of the kernel crate:
 //! - the vDSO (vdso/), a small freestanding shared object compiled with the
 //!   system's C compiler (the one Rust already links with);
-//! - the fingerprint of the kernel's source: templates record it, and a
-//!   template made by different kernel code is refused (its state layout,
-//!   or the vDSO it maps, may differ).
+//! - the fingerprint of the kernel's and the VMM crate's source: templates
+//!   record it, and a template made by different code is refused (its state
+//!   layout, the vDSO it maps, the guest memory layout or the trampolines
+//!   it was parked on may differ).
 
 use std::path::Path;
 
@@ -63,11 +64,13 @@ fn build_vdso() {
 fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=vdso");
+    println!("cargo:rerun-if-changed=../vmm/src");
     println!("cargo:rerun-if-env-changed=CC");
     build_vdso();
     let mut files = Vec::new();
     walk(Path::new("src"), &mut files);
     walk(Path::new("vdso"), &mut files);
+    walk(Path::new("../vmm/src"), &mut files);
     files.sort();
     // FNV-1a over paths and contents: no dependency needed for this.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

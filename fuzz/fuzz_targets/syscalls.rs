@@ -19,7 +19,7 @@ use std::fs::File;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use zeroboot_kernel::syscalls::{dispatch, Ctx, BLOCK};
+use zeroboot_kernel::syscalls::{dispatch, Args, Ctx, SysError};
 use zeroboot_kernel::vfs::Image;
 use zeroboot_kernel::{Kernel, Limits, Sandbox, SandboxConfig, Sink};
 use zeroboot_vmm::GuestMemory;
@@ -104,7 +104,11 @@ fn world() -> &'static World {
             regs: &regs,
         };
         // mmap(SCRATCH, 64 KiB, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
-        let at = dispatch(&mut ctx, 9, [SCRATCH, SCRATCH_LEN, 3, 0x32, u64::MAX, 0])
+        let at = dispatch(
+            &mut ctx,
+            9,
+            Args([SCRATCH, SCRATCH_LEN, 3, 0x32, u64::MAX, 0]),
+        )
             .expect("the scratch mapping");
         assert_eq!(at, SCRATCH);
         let mut path_at = Vec::new();
@@ -169,13 +173,12 @@ fuzz_target!(|data: &[u8]| {
                 mem: &mem,
                 regs: &regs,
             };
-            dispatch(&mut ctx, nr, args)
+            dispatch(&mut ctx, nr, Args(args))
         };
         // What the run loop does between calls (without a vCPU).
         let _ = k.mm.take_pending();
         k.new_threads.clear();
-        k.block = None;
-        if r == Err(BLOCK)
+        if matches!(r, Err(SysError::Block(_)))
             || k.exit.is_some()
             || k.proc.dead.is_some()
             || !k.threads.contains_key(&k.current)

@@ -826,3 +826,34 @@ pub const SET_MEMPOLICY_HOME_NODE: u64 = 450;
 pub fn name(nr: u64) -> Option<&'static str> {
     NAMES.get(nr as usize).copied().filter(|n| !n.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `pub const NAME: u64 = N;` above names syscall N, and each
+    /// number has one constant: a typo in either table would route a call
+    /// to the wrong handler.
+    #[test]
+    fn constants_agree_with_names() {
+        let src = include_str!("sysno.rs");
+        let mut seen = std::collections::BTreeMap::new();
+        for line in src.lines() {
+            let Some(rest) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            let Some((ident, value)) = rest.split_once(": u64 = ") else {
+                continue;
+            };
+            let nr: u64 = value.trim_end_matches(';').parse().expect("a number");
+            assert_eq!(
+                name(nr),
+                Some(ident.to_lowercase().as_str()),
+                "constant {ident} = {nr}"
+            );
+            assert!(seen.insert(nr, ident).is_none(), "{nr} has two constants");
+        }
+        let named = NAMES.iter().filter(|n| !n.is_empty()).count();
+        assert_eq!(seen.len(), named, "every named number has a constant");
+    }
+}

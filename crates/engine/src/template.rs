@@ -225,7 +225,7 @@ impl Template {
         let dir = Template::dir(cache, language, root);
         // Tried again under the lock; only that second failure is worth a warning.
         let try_load = |last: bool| -> Option<Template> {
-            if !dir.join("state.bin").exists() {
+            if !dir.join(zeroboot_kernel::snapshot::STATE_FILE).exists() {
                 return None;
             }
             match Template::load(language, root, &dir) {

@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 use zeroboot_abi::Errno;
 
 use crate::fd::FileKind;
-use crate::syscalls::{Ctx, BLOCK};
+use crate::kernel::Block;
+use crate::syscalls::{Ctx, SysError};
 
 /// Bytes waiting in each direction.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -20,11 +21,10 @@ pub struct Channel {
     pub outbox_cap: usize,
 }
 
-pub fn read(ctx: &mut Ctx, count: usize) -> Result<Vec<u8>, Errno> {
+pub fn read(ctx: &mut Ctx, count: usize) -> Result<Vec<u8>, SysError> {
     let ch = &mut ctx.k.control;
     if ch.inbox.is_empty() {
-        ctx.k.block = Some(crate::kernel::Block::Park);
-        return Err(BLOCK);
+        return Err(SysError::Block(Block::Park));
     }
     let n = count.min(ch.inbox.len());
     Ok(ch.inbox.drain(..n).collect())

@@ -224,9 +224,6 @@ pub struct Kernel {
     pub stats: SyscallStats,
     pub limits: Limits,
     pub exit: Option<Exit>,
-    /// Set by a syscall that returned `BLOCK`: why it cannot finish yet.
-    #[serde(skip)]
-    pub block: Option<Block>,
     /// Host thread CPU time when this sandbox started running (ns).
     pub cpu_base_ns: u64,
     /// CPU time accumulated before (by the template), ns.
@@ -290,9 +287,8 @@ impl Kernel {
     }
 
     /// Block the current syscall on `w`.
-    pub fn wait(&mut self, w: Wait) -> zeroboot_abi::Errno {
-        self.block = Some(Block::Wait(w));
-        crate::syscalls::BLOCK
+    pub fn wait(&mut self, w: Wait) -> crate::syscalls::SysError {
+        crate::syscalls::SysError::Block(Block::Wait(w))
     }
 
     /// Every descriptor table of every live process.

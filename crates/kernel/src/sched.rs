@@ -9,7 +9,7 @@ use zeroboot_abi::Errno;
 use crate::kernel::Kernel;
 use crate::task::{Resume, Thread, ThreadState, Wait};
 
-/// Block the current thread on `w` (the syscall returned BLOCK).
+/// Block the current thread on `w` (the syscall returned `SysError::Block`).
 pub fn block_current(k: &mut Kernel, w: Wait) {
     k.wait_seq += 1;
     let seq = k.wait_seq;

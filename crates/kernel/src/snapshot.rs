@@ -9,6 +9,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use zeroboot_vmm::layout::LAYOUT_VERSION;
 use zeroboot_vmm::{GuestMemory, Host, VcpuState, Vm};
 
 use crate::kernel::{Kernel, Sink, Source};
@@ -190,15 +191,18 @@ use serde::{Deserialize, Serialize};
 
 /// First bytes of a template state file.
 const MAGIC: &[u8; 8] = b"ZBTMPL\0\0";
-/// Layout of the state file; bump on incompatible changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Layout of the state file; bump on incompatible changes
+/// (`docs/snapshot-format.md`). 2: the header names the VMM layout.
+pub const FORMAT_VERSION: u32 = 2;
 /// Fingerprint of the kernel code that wrote a template.
 pub const KERNEL_FINGERPRINT: &str = env!("ZEROBOOT_KERNEL_FINGERPRINT");
 const HEADER: usize = 32;
 const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
 
-const STATE_FILE: &str = "state.bin";
-const MEMORY_FILE: &str = "memory.bin";
+/// The state file of a template directory: header, then the state.
+pub const STATE_FILE: &str = "state.bin";
+/// The memory file of a template directory (sparse).
+pub const MEMORY_FILE: &str = "memory.bin";
 
 #[derive(Serialize, Deserialize)]
 struct PersistedVcpu {
@@ -239,6 +243,8 @@ pub enum TemplateFileError {
     NotATemplate(String),
     #[error("{path} has format version {found}; this zeroboot reads version {FORMAT_VERSION} (recreate the template)")]
     Version { path: String, found: u32 },
+    #[error("{path} was parked on VMM layout {found}; this zeroboot has layout {LAYOUT_VERSION} (recreate the template)")]
+    Layout { path: String, found: u32 },
     #[error("{0} is corrupt: {1} (recreate the template)")]
     Corrupt(String, String),
     #[error("{path} was made by different zeroboot code (kernel {found}, this is {KERNEL_FINGERPRINT}); recreate the template")]
@@ -329,7 +335,7 @@ impl Snapshot {
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&LAYOUT_VERSION.to_le_bytes());
         header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         header.extend_from_slice(&CRC.checksum(&payload).to_le_bytes());
         let sp = tmp.join(STATE_FILE);
@@ -369,6 +375,13 @@ impl Snapshot {
             return Err(TemplateFileError::Version {
                 path: name,
                 found: version,
+            });
+        }
+        let layout = word(12..16) as u32;
+        if layout != LAYOUT_VERSION {
+            return Err(TemplateFileError::Layout {
+                path: name,
+                found: layout,
             });
         }
         let len = word(16..24);

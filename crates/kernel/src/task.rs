@@ -1,5 +1,5 @@
-//! Processes and threads. A sandbox runs one process; its threads are
-//! multiplexed on the VM's one vCPU by the VMM (see `sandbox::sched`): a
+//! Processes and threads. A sandbox runs a tree of processes; all their
+//! threads are multiplexed on the VM's one vCPU by the VMM (see `sched`): a
 //! thread that is not running keeps its registers and FPU state here.
 
 use serde::{Deserialize, Serialize};

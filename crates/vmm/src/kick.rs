@@ -22,29 +22,43 @@ pub fn install_handler() {
 }
 
 /// A handle to the thread that runs a vCPU.
+///
+/// It names the thread by its kernel thread id and signals it with
+/// `tgkill` on this process, not with `pthread_kill`: a `pthread_t` of a
+/// thread that has exited is undefined behaviour to use, while a stale tid
+/// is at worst ESRCH, or (if Linux reused it) a kick of another thread of
+/// this process, whose only effect is one EINTR. So `kick` is safe to call
+/// at any time, with no contract for the caller.
 #[derive(Debug, Clone, Copy)]
 pub struct Kicker {
-    thread: libc::pthread_t,
+    pid: libc::pid_t,
+    tid: libc::pid_t,
 }
 
 impl Kicker {
     /// The calling thread.
     pub fn current() -> Kicker {
         install_handler();
-        // SAFETY: pthread_self has no preconditions.
-        let thread = unsafe { libc::pthread_self() };
-        Kicker { thread }
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        Kicker {
+            pid: std::process::id() as libc::pid_t,
+            tid,
+        }
     }
 
-    /// Interrupt the thread's `KVM_RUN`.
-    ///
-    /// The caller must know the thread is still alive (the sandbox's
-    /// watchdog only kicks while the run loop holds its registration).
+    /// Interrupt the thread's `KVM_RUN` (or any blocking call it is in).
     pub fn kick(&self) {
-        // SAFETY: `thread` is a live thread (caller's contract) and the
-        // signal has a handler installed in `current`.
+        // SAFETY: tgkill takes plain integers and touches no memory of
+        // ours; a stale tid only makes it fail or kick a thread of this
+        // process, which has the no-op handler (`current` installed it).
         unsafe {
-            libc::pthread_kill(self.thread, kick_signal());
+            libc::syscall(
+                libc::SYS_tgkill,
+                self.pid as libc::c_long,
+                self.tid as libc::c_long,
+                kick_signal() as libc::c_long,
+            );
         }
     }
 }

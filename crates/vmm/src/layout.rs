@@ -23,6 +23,11 @@
 //! 2 MiB pages, so ring-0 code reaches every structure (and every page table)
 //! at `PHYSMAP_BASE + gpa`. Ring 3 cannot touch any of it.
 
+/// The version of this layout and of the ring-0 trampolines (`boot`):
+/// saved templates record it and are rebuilt, never loaded, by a VMM with
+/// another. Bump it with any change to either.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Size of a guest page.
 pub const PAGE_SIZE: u64 = 4096;
 /// Size of a large (PD-level) page.

@@ -374,7 +374,8 @@ impl GuestMemory {
     }
 }
 
-/// A sealed-size anonymous memory file.
+/// An anonymous memory file (unsealed: a sandbox's memory grows in slot
+/// steps with ftruncate).
 fn memfd(name: &str) -> Result<File, MemoryError> {
     let cname =
         std::ffi::CString::new(name).map_err(|e| MemoryError::Memfd(io::Error::other(e)))?;

@@ -299,7 +299,10 @@ fn a_reused_fork_keeps_nothing_of_the_previous_request() {
     // One worker: the server resets the same fork and reuses it, so this
     // is the path where leftovers would show.
     let s = Server::start(None, &["--workers", "1"]);
-    let hex = format!("{:016x}", std::process::id() as u64 * 0x9e37_79b9_7f4a_7c15);
+    let hex = format!(
+        "{:016x}",
+        (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    );
     let attack = format!(
         r#"{scan}
 import builtins, os, json, mmap, sys
@@ -1460,4 +1463,82 @@ fn spinning_requests_do_not_starve_the_others() {
             "{b}"
         );
     }
+}
+
+// ---------------------------------------------------------------------
+// Guest numbers that meet sizes and offsets (the sentry issue): Linux's
+// errors, never a VMM panic.
+
+#[test]
+fn huge_file_sizes_and_offsets_get_linux_errors() {
+    // The answers are Linux's on tmpfs (run natively as the oracle), but
+    // for ftruncate: tmpfs files are sparse, the overlay's are not, so
+    // 2^63-1 bytes is past the disk limit (ENOSPC), as fallocate is.
+    let code = r#"
+import errno, os
+def err(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+fd = os.open('/tmp/x', os.O_CREAT | os.O_RDWR)
+print('fallocate-huge', err(lambda: os.posix_fallocate(fd, 2**63 - 1, 2**63 - 1)))
+print('fallocate-big', err(lambda: os.posix_fallocate(fd, 0, 2**62)))
+print('fallocate-neg', err(lambda: os.posix_fallocate(fd, -1, 10)))
+print('fallocate-ok', err(lambda: os.posix_fallocate(fd, 0, 4096)), os.fstat(fd).st_size)
+ro = os.open('/tmp/x', os.O_RDONLY)
+print('fallocate-ro', err(lambda: os.posix_fallocate(ro, 0, 8192)))
+r, w = os.pipe()
+print('fallocate-pipe', err(lambda: os.posix_fallocate(w, 0, 10)))
+print('ftruncate-huge', err(lambda: os.ftruncate(fd, 2**63 - 1)))
+bufs = [bytearray(8) for _ in range(4)]
+print('readv', os.readv(fd, bufs))
+print('preadv-neg', err(lambda: os.preadv(fd, bufs, -2)))
+print('pwrite-huge', err(lambda: os.pwrite(fd, b'x', 2**63 - 1)))
+print('lseek-huge', err(lambda: os.lseek(fd, 2**63 - 1, os.SEEK_SET)), err(lambda: os.lseek(fd, 1, os.SEEK_CUR)))
+"#;
+    let o = py(code);
+    assert_contained(&o, "huge sizes");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "fallocate-huge EFBIG",
+        "fallocate-big ENOSPC",
+        "fallocate-neg EINVAL",
+        "fallocate-ok ok 4096",
+        "fallocate-ro EBADF",
+        "fallocate-pipe ESPIPE",
+        "ftruncate-huge ENOSPC",
+        "readv 32",
+        "preadv-neg EINVAL",
+        "pwrite-huge EINVAL",
+        "lseek-huge ok EINVAL",
+    ] {
+        assert!(out.lines().any(|l| l == want), "want {want:?}:\n{out}");
+    }
+    assert_next_sandbox_is_fine();
+}
+
+#[test]
+fn readv_with_huge_iovec_lengths_is_not_a_panic() {
+    // Two lengths of 2^62 each sum past what a read transfers: Linux caps
+    // the transfer; a short read of what the file holds.
+    let code = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [('base', ctypes.c_void_p), ('len', ctypes.c_size_t)]
+buf = ctypes.create_string_buffer(64)
+fd = os.open('/etc/hostname', os.O_RDONLY)
+iov = (iovec * 4)(*[iovec(ctypes.addressof(buf), 2**62) for _ in range(4)])
+n = libc.readv(fd, iov, 4)
+print('readv', n >= 0 or ctypes.get_errno())
+n = libc.preadv(fd, iov, 4, ctypes.c_long(0))
+print('preadv', n >= 0 or ctypes.get_errno())
+"#;
+    let o = py(code);
+    assert_contained(&o, "huge iovecs");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "readv True\npreadv True\n", "{}", stderr(&o));
 }

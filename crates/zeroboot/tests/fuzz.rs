@@ -47,16 +47,9 @@ const VMM_FAILURES: &[&str] = &[
     "cannot create the sandbox",
 ];
 
-#[test]
-fn random_syscalls_never_break_the_vmm() {
-    let count: u64 = std::env::var("ZEROBOOT_FUZZ_SYSCALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let seed: u64 = std::env::var("ZEROBOOT_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+/// Run the fuzzer with `args` in a sandbox and check that the VMM never
+/// failed; returns the summary line.
+fn run_fuzzer(args: &[&str]) -> String {
     let root = fuzz_root();
     let start = std::time::Instant::now();
     let o = zeroboot()
@@ -70,9 +63,8 @@ fn random_syscalls_never_break_the_vmm() {
             root.path().to_str().unwrap(),
             "--",
             "/bin/fuzz_syscalls",
-            &seed.to_string(),
-            &count.to_string(),
         ])
+        .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -98,10 +90,35 @@ fn random_syscalls_never_break_the_vmm() {
     let summary = out
         .lines()
         .find(|l| l.starts_with("fuzz: done"))
-        .unwrap_or_else(|| panic!("no summary\nstdout:\n{out}\nstderr (tail):\n{tail}"));
-    assert!(field(summary, "syscalls") >= count, "{summary}");
-    assert_eq!(field(summary, "abandoned"), 0, "{summary}");
+        .unwrap_or_else(|| panic!("no summary\nstdout:\n{out}\nstderr (tail):\n{tail}"))
+        .to_string();
+    assert_eq!(field(&summary, "abandoned"), 0, "{summary}");
     eprintln!("{out}(in {:.1} s)", start.elapsed().as_secs_f64());
+    summary
+}
+
+#[test]
+fn random_syscalls_never_break_the_vmm() {
+    let count: u64 = std::env::var("ZEROBOOT_FUZZ_SYSCALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("ZEROBOOT_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let summary = run_fuzzer(&[&seed.to_string(), &count.to_string()]);
+    assert!(field(&summary, "syscalls") >= count, "{summary}");
+}
+
+/// Every syscall number 0..=460 with boundary arguments (0, -1, 2^63-1,
+/// 2^64-1, 32-bit -1, unmapped and kernel-half pointers), one pattern at
+/// a time (the sentry issue's sweep).
+#[test]
+fn every_syscall_number_with_boundary_arguments_never_breaks_the_vmm() {
+    let summary = run_fuzzer(&["sweep"]);
+    // 461 numbers x 57 patterns.
+    assert_eq!(field(&summary, "syscalls"), 461 * 57, "{summary}");
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! execve(2): replace the current process's program. Served by the run
 //! loop (like rt_sigreturn) because it resets the vCPU state.
 
-use kvm_bindings::kvm_regs;
 use zeroboot_abi::flags::{AT_EMPTY_PATH, AT_FDCWD};
-use zeroboot_abi::{sysno, Errno};
+use zeroboot_abi::Errno;
 use zeroboot_vmm::Host;
 
 use super::{Sandbox, SandboxError};
 use crate::loader::{self, CpuInfo, LoadError};
+use crate::syscalls::ExecArgs;
 use crate::task::{SIG_DFL, SIG_IGN};
 use crate::vfs::PATH_MAX;
 
@@ -27,12 +27,8 @@ fn errno_of(e: &LoadError) -> Errno {
 impl Sandbox {
     /// Serve execve/execveat: on success the process continues in the new
     /// program; on failure the syscall returns the error.
-    pub(super) fn execve(&mut self, regs: &kvm_regs) -> Result<(), SandboxError> {
-        let r = if regs.rax == sysno::EXECVE {
-            self.try_execve(AT_FDCWD, regs.rdi, regs.rsi, regs.rdx, 0)?
-        } else {
-            self.try_execve(regs.rdi as i32, regs.rsi, regs.rdx, regs.r10, regs.r8)?
-        };
+    pub(super) fn execve(&mut self, a: ExecArgs) -> Result<(), SandboxError> {
+        let r = self.try_execve(a.dirfd, a.path, a.argv, a.envp, a.flags)?;
         match r {
             Ok(()) => Ok(()),
             Err(e) => self.finish_syscall(e.as_return()),

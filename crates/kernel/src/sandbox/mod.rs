@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use zeroboot_abi::signal::*;
-use zeroboot_abi::sysno;
 use zeroboot_vmm::layout::{FIRST_FREE_GPA, PML4_GPA};
 use zeroboot_vmm::{boot, ExceptionFrame, Exit as VmExit, GuestMemory, Host, Vcpu, Vm};
 
@@ -19,7 +18,7 @@ use crate::kernel::{Exit, Kernel, Limits, Sink, Source};
 use crate::loader::{self, CpuInfo, LoadError};
 use crate::mm::{AddressSpace, Fault, Frames};
 use crate::sched;
-use crate::syscalls::{self, Ctx, SyscallStats, BLOCK};
+use crate::syscalls::{self, Args, Ctx, SysError, SyscallStats};
 use crate::task::{CpuContext, Process, Resume, Thread, ThreadState, Wait};
 use crate::vfs::{Image, Vfs};
 use crate::watchdog;
@@ -168,7 +167,6 @@ impl Sandbox {
             stats: SyscallStats::default(),
             limits: cfg.limits,
             exit: None,
-            block: None,
             cpu_base_ns: now_ns(rustix::time::ClockId::ThreadCPUTime),
             cpu_carried_ns: 0,
             start_mono_ns: now_ns(rustix::time::ClockId::Monotonic),
@@ -402,22 +400,21 @@ impl Sandbox {
     fn syscall(&mut self) -> Result<(), SandboxError> {
         let regs = *self.vcpu.regs();
         let nr = regs.rax;
-        if nr == sysno::RT_SIGRETURN {
-            *self.k.stats.counts.entry(nr).or_insert(0) += 1;
-            return self.sigreturn();
-        }
-        if nr == sysno::EXECVE || nr == sysno::EXECVEAT {
-            *self.k.stats.counts.entry(nr).or_insert(0) += 1;
-            return self.execve(&regs);
-        }
-        let args = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
         let res = {
             let mut ctx = Ctx {
                 k: &mut self.k,
                 mem: &self.mem,
                 regs: &regs,
             };
-            syscalls::dispatch(&mut ctx, nr, args)
+            syscalls::dispatch(&mut ctx, nr, Args::from_regs(&regs))
+        };
+        // A value for RAX, or a block; control transfers are made here.
+        let res: Result<u64, Block> = match res {
+            Ok(v) => Ok(v),
+            Err(SysError::Errno(e)) => Ok(e.as_return()),
+            Err(SysError::Block(b)) => Err(b),
+            Err(SysError::Sigreturn) => return self.sigreturn(),
+            Err(SysError::Exec(a)) => return self.execve(a),
         };
         if !self.k.new_threads.is_empty() {
             // New threads start with their creator's FPU state.
@@ -445,28 +442,23 @@ impl Sandbox {
             sched::wake_retriers(&mut self.k);
             return Ok(());
         }
-        if res == Err(BLOCK) {
-            let w = match self.k.block.take() {
-                Some(Block::Park) => Wait::Park,
-                Some(Block::Wait(w)) => w,
-                None => Wait::Retry {
-                    reason: "unknown",
-                    deadline: None,
-                },
-            };
-            sched::block_current(&mut self.k, w);
-            return Ok(());
-        }
+        let ret = match res {
+            Ok(v) => v,
+            Err(b) => {
+                let w = match b {
+                    Block::Park => Wait::Park,
+                    Block::Wait(w) => w,
+                };
+                sched::block_current(&mut self.k, w);
+                return Ok(());
+            }
+        };
         {
             let t = self.k.thread_mut();
             t.syscall_deadline = None;
             t.timed_out = false;
         }
         sched::wake_retriers(&mut self.k);
-        let ret = match res {
-            Ok(v) => v,
-            Err(e) => e.as_return(),
-        };
         self.finish_syscall(ret)?;
         if std::mem::take(&mut self.k.yield_now) {
             if let Some(next) = sched::pick_next(&self.k)

@@ -5,6 +5,7 @@
 use zeroboot_abi::signal::*;
 use zeroboot_abi::structs::StackT;
 use zeroboot_vmm::layout::USER_END;
+use zeroboot_vmm::vcpu::USER_RFLAGS;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use super::{Sandbox, SandboxError};
@@ -20,8 +21,6 @@ const SS_DISABLE: i32 = 2;
 const UC_FP_XSTATE: u64 = 1;
 const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
 const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
-/// User-changeable RFLAGS bits (CF PF AF ZF SF TF DF OF NT AC RF).
-const FLAGS_USER: u64 = 0x1_0000 | 0x4_0000 | 0x4000 | 0x0dd5;
 
 /// `struct sigcontext` (x86-64).
 #[repr(C)]
@@ -334,7 +333,9 @@ impl Sandbox {
         r.rcx = mc.rcx;
         r.rsp = mc.rsp;
         r.rip = mc.rip;
-        r.rflags = (r.rflags & !FLAGS_USER) | (mc.eflags & FLAGS_USER) | 0x202;
+        // One mask for every way back to ring 3 (the vCPU's syscall and
+        // exception returns use it too).
+        r.rflags = (r.rflags & !USER_RFLAGS) | (mc.eflags & USER_RFLAGS) | 0x202;
         self.vcpu.resume_user();
         self.deliver_pending()
     }

@@ -14,7 +14,7 @@ use zeroboot_abi::structs::Timespec;
 use zeroboot_abi::Errno;
 
 use super::time::read_ts;
-use super::{fd_arg, Ctx, SysResult};
+use super::{Args, Ctx, SysError, SysResult};
 use crate::fd::{FileKind, OpenFile, Stream};
 use crate::task::Wait;
 
@@ -255,21 +255,21 @@ fn new_file(ctx: &mut Ctx, kind: FileKind, name: &str, flags: u64) -> SysResult 
 
 // ---- eventfd ---------------------------------------------------------------
 
-pub fn eventfd(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    eventfd2(ctx, [a[0], 0, 0, 0, 0, 0])
+pub fn eventfd(ctx: &mut Ctx, a: Args) -> SysResult {
+    eventfd2(ctx, Args([a.u64(0), 0, 0, 0, 0, 0]))
 }
 
-pub fn eventfd2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn eventfd2(ctx: &mut Ctx, a: Args) -> SysResult {
     const EFD_SEMAPHORE: u64 = 1;
-    let flags = a[1];
+    let flags = a.u64(1);
     if flags & !(EFD_SEMAPHORE | O_NONBLOCK | O_CLOEXEC) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let id = ctx.k.events.id();
     ctx.k.events.eventfds.insert(
         id,
         EventFd {
-            count: a[0] as u32 as u64,
+            count: a.uint(0) as u64,
             semaphore: flags & EFD_SEMAPHORE != 0,
         },
     );
@@ -281,14 +281,14 @@ pub(crate) fn eventfd_read(
     id: u64,
     count: usize,
     nonblock: bool,
-) -> Result<Vec<u8>, Errno> {
+) -> Result<Vec<u8>, SysError> {
     if count < 8 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let e = ctx.k.events.eventfds.get_mut(&id).ok_or(Errno::EBADF)?;
     if e.count == 0 {
         if nonblock {
-            return Err(Errno::EAGAIN);
+            return Err(Errno::EAGAIN.into());
         }
         return Err(ctx.k.wait(Wait::Retry {
             reason: "read from an eventfd at zero",
@@ -309,18 +309,18 @@ pub(crate) fn eventfd_write(
     id: u64,
     data: &[u8],
     nonblock: bool,
-) -> Result<usize, Errno> {
+) -> Result<usize, SysError> {
     if data.len() < 8 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let v = u64::from_le_bytes(data[..8].try_into().map_err(|_| Errno::EINVAL)?);
     if v == u64::MAX {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let e = ctx.k.events.eventfds.get_mut(&id).ok_or(Errno::EBADF)?;
     if e.count.checked_add(v).is_none_or(|s| s > u64::MAX - 1) {
         if nonblock {
-            return Err(Errno::EAGAIN);
+            return Err(Errno::EAGAIN.into());
         }
         return Err(ctx.k.wait(Wait::Retry {
             reason: "write to a full eventfd",
@@ -350,18 +350,18 @@ fn ts(ns: u64) -> Timespec {
     }
 }
 
-pub fn timerfd_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn timerfd_create(ctx: &mut Ctx, a: Args) -> SysResult {
     const CLOCK_REALTIME_ALARM: u64 = 8;
     const CLOCK_BOOTTIME_ALARM: u64 = 9;
-    let (clock, flags) = (a[0], a[1]);
+    let (clock, flags) = (a.u64(0), a.u64(1));
     let clock = match clock {
         CLOCK_REALTIME | CLOCK_MONOTONIC | CLOCK_BOOTTIME => clock,
         CLOCK_REALTIME_ALARM => CLOCK_REALTIME,
         CLOCK_BOOTTIME_ALARM => CLOCK_BOOTTIME,
-        _ => return Err(Errno::EINVAL),
+        _ => return Err(Errno::EINVAL.into()),
     };
     if flags & !(O_NONBLOCK | O_CLOEXEC) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let id = ctx.k.events.id();
     ctx.k.events.timerfds.insert(
@@ -392,12 +392,12 @@ fn current_setting(ctx: &Ctx, id: u64) -> [Timespec; 2] {
     [ts(t.interval), ts(left)]
 }
 
-pub fn timerfd_settime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn timerfd_settime(ctx: &mut Ctx, a: Args) -> SysResult {
     const TFD_TIMER_ABSTIME: u64 = 1;
     const TFD_TIMER_CANCEL_ON_SET: u64 = 2;
-    let (fd, flags, new, old) = (fd_arg(a[0]), a[1], a[2], a[3]);
+    let (fd, flags, new, old) = (a.fd(0), a.u64(1), a.u64(2), a.u64(3));
     if flags & !(TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let id = timer_id(ctx, fd)?;
     let interval = read_ts(ctx, new)?;
@@ -421,10 +421,10 @@ pub fn timerfd_settime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn timerfd_gettime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let id = timer_id(ctx, fd_arg(a[0]))?;
+pub fn timerfd_gettime(ctx: &mut Ctx, a: Args) -> SysResult {
+    let id = timer_id(ctx, a.fd(0))?;
     let cur = current_setting(ctx, id);
-    ctx.k.mm.write_obj(ctx.mem, a[1], &cur)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &cur)?;
     Ok(0)
 }
 
@@ -434,9 +434,9 @@ pub(crate) fn timerfd_read(
     id: u64,
     count: usize,
     nonblock: bool,
-) -> Result<Vec<u8>, Errno> {
+) -> Result<Vec<u8>, SysError> {
     if count < 8 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let clock = ctx
         .k
@@ -450,7 +450,7 @@ pub(crate) fn timerfd_read(
     tick(t, now);
     if t.expirations == 0 {
         if nonblock {
-            return Err(Errno::EAGAIN);
+            return Err(Errno::EAGAIN.into());
         }
         let wake = timer_wake(ctx, fd);
         return Err(ctx.k.wait(Wait::Retry {
@@ -463,20 +463,20 @@ pub(crate) fn timerfd_read(
 
 // ---- epoll -----------------------------------------------------------------
 
-pub fn epoll_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[0] as i32) <= 0 {
-        return Err(Errno::EINVAL);
+pub fn epoll_create(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.int(0)) <= 0 {
+        return Err(Errno::EINVAL.into());
     }
-    epoll_create1(ctx, [0; 6])
+    epoll_create1(ctx, Args([0; 6]))
 }
 
-pub fn epoll_create1(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[0] & !O_CLOEXEC != 0 {
-        return Err(Errno::EINVAL);
+pub fn epoll_create1(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(0) & !O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL.into());
     }
     let id = ctx.k.events.id();
     ctx.k.events.epolls.insert(id, Epoll::default());
-    new_file(ctx, FileKind::Epoll(id), "anon_inode:[eventpoll]", a[0])
+    new_file(ctx, FileKind::Epoll(id), "anon_inode:[eventpoll]", a.u64(0))
 }
 
 fn epoll_id(ctx: &Ctx, epfd: i32) -> Result<u64, Errno> {
@@ -486,22 +486,22 @@ fn epoll_id(ctx: &Ctx, epfd: i32) -> Result<u64, Errno> {
     }
 }
 
-pub fn epoll_ctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn epoll_ctl(ctx: &mut Ctx, a: Args) -> SysResult {
     const ADD: u64 = 1;
     const DEL: u64 = 2;
     const MOD: u64 = 3;
-    let (epfd, op, fd, ev) = (fd_arg(a[0]), a[1], fd_arg(a[2]), a[3]);
+    let (epfd, op, fd, ev) = (a.fd(0), a.u64(1), a.fd(2), a.u64(3));
     let id = epoll_id(ctx, epfd)?;
     let target = ctx.k.fds.get(fd)?.kind.clone();
     if fd == epfd {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if matches!(
         target,
         FileKind::Image(_) | FileKind::Tmp(_) | FileKind::Dir | FileKind::Path
     ) {
         // Regular files and directories are always ready: Linux refuses them.
-        return Err(Errno::EPERM);
+        return Err(Errno::EPERM.into());
     }
     let interest = if op == DEL {
         None
@@ -519,7 +519,7 @@ pub fn epoll_ctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     match (op, interest) {
         (ADD, Some(i)) => {
             if ep.interest.contains_key(&fd) {
-                return Err(Errno::EEXIST);
+                return Err(Errno::EEXIST.into());
             }
             ep.interest.insert(fd, i);
         }
@@ -530,7 +530,7 @@ pub fn epoll_ctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         (DEL, _) => {
             ep.interest.remove(&fd).ok_or(Errno::ENOENT)?;
         }
-        _ => return Err(Errno::EINVAL),
+        _ => return Err(Errno::EINVAL.into()),
     }
     Ok(0)
 }
@@ -543,7 +543,7 @@ fn do_epoll_wait(
     timeout: Option<Duration>,
 ) -> SysResult {
     if max <= 0 || max > 1 << 20 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let id = epoll_id(ctx, epfd)?;
     let list: Vec<(i32, Interest)> = ctx
@@ -607,37 +607,37 @@ fn ms_timeout(t: u64) -> Option<Duration> {
     (t >= 0).then(|| Duration::from_millis(t as u64))
 }
 
-pub fn epoll_wait(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_epoll_wait(ctx, fd_arg(a[0]), a[1], a[2] as i32, ms_timeout(a[3]))
+pub fn epoll_wait(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_epoll_wait(ctx, a.fd(0), a.u64(1), a.int(2), ms_timeout(a.u64(3)))
 }
 
-pub fn epoll_pwait(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn epoll_pwait(ctx: &mut Ctx, a: Args) -> SysResult {
     // The signal mask would apply only while waiting; signals are acted on
     // between syscalls here, so it changes nothing observable.
     epoll_wait(ctx, a)
 }
 
-pub fn epoll_pwait2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let timeout = if a[3] == 0 {
+pub fn epoll_pwait2(ctx: &mut Ctx, a: Args) -> SysResult {
+    let timeout = if a.u64(3) == 0 {
         None
     } else {
-        Some(Duration::from_nanos(read_ts(ctx, a[3])?))
+        Some(Duration::from_nanos(read_ts(ctx, a.u64(3))?))
     };
-    do_epoll_wait(ctx, fd_arg(a[0]), a[1], a[2] as i32, timeout)
+    do_epoll_wait(ctx, a.fd(0), a.u64(1), a.int(2), timeout)
 }
 
 /// pkey_alloc: there are no protection keys (the guest's CR4.PKE is off),
 /// which Linux reports as ENOSPC.
-pub fn pkey_alloc(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[0] != 0 || a[1] & !3 != 0 {
-        return Err(Errno::EINVAL);
+pub fn pkey_alloc(_ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(0) != 0 || a.u64(1) & !3 != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    Err(Errno::ENOSPC)
+    Err(Errno::ENOSPC.into())
 }
 
-pub fn pkey_mprotect(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[3] as i64 != -1 {
-        return Err(Errno::EINVAL);
+pub fn pkey_mprotect(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.i64(3) != -1 {
+        return Err(Errno::EINVAL.into());
     }
-    super::mm::mprotect(ctx, [a[0], a[1], a[2], 0, 0, 0])
+    super::mm::mprotect(ctx, Args([a.u64(0), a.u64(1), a.u64(2), 0, 0, 0]))
 }

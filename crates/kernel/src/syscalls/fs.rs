@@ -9,7 +9,7 @@ use zerocopy::FromZeros;
 
 use std::time::Duration;
 
-use super::{fd_arg, now, Ctx, SysResult};
+use super::{now, Args, Ctx, SysError, SysResult};
 use crate::fd::{FileKind, OpenFile, Stream};
 use crate::kernel::{Pipe, Source};
 use crate::proc;
@@ -166,21 +166,34 @@ fn random_bytes(buf: &mut [u8]) -> Result<(), Errno> {
 
 // ---- the read/write engine -----------------------------------------------
 
+/// Linux's `rw_verify_area` for files with offsets: a transfer may not
+/// start at a negative offset or end past the largest one (i64::MAX).
+fn verify_area(pos: u64, count: usize) -> Result<(), Errno> {
+    let end = (pos as i64).checked_add(count as i64);
+    if (pos as i64) < 0 || end.is_none() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
 /// Read up to `count` bytes from `fd` (at `pos`, or the file offset).
 pub(crate) fn do_read(
     ctx: &mut Ctx,
     fd: i32,
     count: usize,
     pos: Option<u64>,
-) -> Result<Vec<u8>, Errno> {
+) -> Result<Vec<u8>, SysError> {
     let count = count.min(MAX_IO);
     let f = ctx.k.fds.get(fd)?;
     if !f.readable() {
-        return Err(Errno::EBADF);
+        return Err(Errno::EBADF.into());
     }
     let kind = f.kind.clone();
     let off = pos.unwrap_or(f.offset);
     let nonblock = f.flags & O_NONBLOCK != 0;
+    if kind_seekable(&kind) {
+        verify_area(off, count)?;
+    }
     let data = match kind {
         FileKind::Image(hf) => {
             let n = (hf.size().saturating_sub(off) as usize).min(count);
@@ -210,7 +223,7 @@ pub(crate) fn do_read(
             let e = s.saturating_add(count).min(d.len());
             d[s..e].to_vec()
         }
-        FileKind::Dir => return Err(Errno::EISDIR),
+        FileKind::Dir => return Err(Errno::EISDIR.into()),
         FileKind::Device(Device::Null) => Vec::new(),
         FileKind::Device(Device::Zero | Device::Full) => vec![0u8; count],
         FileKind::Device(Device::Random) => {
@@ -218,7 +231,7 @@ pub(crate) fn do_read(
             random_bytes(&mut b)?;
             b
         }
-        FileKind::Device(Device::Tty) => return Err(Errno::EIO),
+        FileKind::Device(Device::Tty) => return Err(Errno::EIO.into()),
         FileKind::Console(Stream::Stdin) => match &mut ctx.k.stdin {
             Source::Empty => Vec::new(),
             Source::Data(d, at) => {
@@ -235,7 +248,7 @@ pub(crate) fn do_read(
                 b
             }
         },
-        FileKind::Console(_) => return Err(Errno::EBADF),
+        FileKind::Console(_) => return Err(Errno::EBADF.into()),
         FileKind::Pipe { id, write: false } => {
             let writers = ctx.k.pipe_ends(id, true);
             let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
@@ -244,7 +257,7 @@ pub(crate) fn do_read(
                     return Ok(Vec::new());
                 }
                 if nonblock {
-                    return Err(Errno::EAGAIN);
+                    return Err(Errno::EAGAIN.into());
                 }
                 return Err(ctx.k.wait(Wait::Retry {
                     reason: "read from an empty pipe",
@@ -254,11 +267,11 @@ pub(crate) fn do_read(
             let n = count.min(p.buf.len());
             p.buf.drain(..n).collect()
         }
-        FileKind::Pipe { write: true, .. } | FileKind::Path => return Err(Errno::EBADF),
+        FileKind::Pipe { write: true, .. } | FileKind::Path => return Err(Errno::EBADF.into()),
         FileKind::Control => return crate::control::read(ctx, count),
         FileKind::EventFd(id) => return super::events::eventfd_read(ctx, id, count, nonblock),
         FileKind::TimerFd(id) => return super::events::timerfd_read(ctx, fd, id, count, nonblock),
-        FileKind::Epoll(_) => return Err(Errno::EINVAL),
+        FileKind::Epoll(_) => return Err(Errno::EINVAL.into()),
     };
     if pos.is_none() && kind_seekable(&ctx.k.fds.get(fd)?.kind) {
         ctx.k.fds.get_mut(fd)?.offset = off + data.len() as u64;
@@ -279,10 +292,10 @@ pub(crate) fn do_write(
     fd: i32,
     data: &[u8],
     pos: Option<u64>,
-) -> Result<usize, Errno> {
+) -> Result<usize, SysError> {
     let f = ctx.k.fds.get(fd)?;
     if !f.writable() {
-        return Err(Errno::EBADF);
+        return Err(Errno::EBADF.into());
     }
     let kind = f.kind.clone();
     let append = f.flags & O_APPEND != 0;
@@ -296,9 +309,10 @@ pub(crate) fn do_write(
                 None if append => len,
                 None => off,
             };
+            verify_area(at, data.len())?;
             let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
             if at.saturating_add(data.len() as u64) > fsize {
-                return Err(Errno::EFBIG);
+                return Err(Errno::EFBIG.into());
             }
             let n = ctx.k.vfs.tmp.write(ino, at, data, now())?;
             if pos.is_none() {
@@ -306,20 +320,20 @@ pub(crate) fn do_write(
             }
             Ok(n)
         }
-        FileKind::Device(Device::Full) => Err(Errno::ENOSPC),
-        FileKind::Device(Device::Tty) => Err(Errno::EIO),
+        FileKind::Device(Device::Full) => Err(Errno::ENOSPC.into()),
+        FileKind::Device(Device::Tty) => Err(Errno::EIO.into()),
         FileKind::Device(_) => Ok(data.len()),
-        FileKind::Console(Stream::Stdout) => ctx.k.stdout.write(data),
-        FileKind::Console(Stream::Stderr) => ctx.k.stderr.write(data),
+        FileKind::Console(Stream::Stdout) => Ok(ctx.k.stdout.write(data)?),
+        FileKind::Console(Stream::Stderr) => Ok(ctx.k.stderr.write(data)?),
         FileKind::Pipe { id, write: true } => {
             if ctx.k.pipe_ends(id, false) == 0 {
-                return Err(super::signal::sigpipe(ctx));
+                return Err(super::signal::sigpipe(ctx).into());
             }
             let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
             let room = p.capacity.saturating_sub(p.buf.len());
             if room == 0 {
                 if nonblock {
-                    return Err(Errno::EAGAIN);
+                    return Err(Errno::EAGAIN.into());
                 }
                 return Err(ctx.k.wait(Wait::Retry {
                     reason: "write to a full pipe",
@@ -330,27 +344,27 @@ pub(crate) fn do_write(
             p.buf.extend(&data[..n]);
             Ok(n)
         }
-        FileKind::Control => crate::control::write(ctx, data),
+        FileKind::Control => Ok(crate::control::write(ctx, data)?),
         FileKind::EventFd(id) => super::events::eventfd_write(ctx, id, data, nonblock),
-        _ => Err(Errno::EBADF),
+        _ => Err(Errno::EBADF.into()),
     }
 }
 
 // ---- read/write family -----------------------------------------------------
 
-pub fn read(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let data = do_read(ctx, fd_arg(a[0]), a[2] as usize, None)?;
-    ctx.k.mm.write(ctx.mem, a[1], &data)?;
+pub fn read(ctx: &mut Ctx, a: Args) -> SysResult {
+    let data = do_read(ctx, a.fd(0), a.usize(2), None)?;
+    ctx.k.mm.write(ctx.mem, a.ptr(1), &data)?;
     Ok(data.len() as u64)
 }
 
-pub fn pread64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[3] as i64) < 0 {
-        return Err(Errno::EINVAL);
+pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.i64(3)) < 0 {
+        return Err(Errno::EINVAL.into());
     }
-    check_seekable(ctx, fd_arg(a[0]))?;
-    let data = do_read(ctx, fd_arg(a[0]), a[2] as usize, Some(a[3]))?;
-    ctx.k.mm.write(ctx.mem, a[1], &data)?;
+    check_seekable(ctx, a.fd(0))?;
+    let data = do_read(ctx, a.fd(0), a.usize(2), Some(a.u64(3)))?;
+    ctx.k.mm.write(ctx.mem, a.ptr(1), &data)?;
     Ok(data.len() as u64)
 }
 
@@ -362,20 +376,20 @@ fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
     }
 }
 
-pub fn write(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let len = (a[2] as usize).min(MAX_IO);
-    let data = ctx.k.mm.read_vec(ctx.mem, a[1], len)?;
-    Ok(do_write(ctx, fd_arg(a[0]), &data, None)? as u64)
+pub fn write(ctx: &mut Ctx, a: Args) -> SysResult {
+    let len = (a.usize(2)).min(MAX_IO);
+    let data = ctx.k.mm.read_vec(ctx.mem, a.ptr(1), len)?;
+    Ok(do_write(ctx, a.fd(0), &data, None)? as u64)
 }
 
-pub fn pwrite64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[3] as i64) < 0 {
-        return Err(Errno::EINVAL);
+pub fn pwrite64(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.i64(3)) < 0 {
+        return Err(Errno::EINVAL.into());
     }
-    check_seekable(ctx, fd_arg(a[0]))?;
-    let len = (a[2] as usize).min(MAX_IO);
-    let data = ctx.k.mm.read_vec(ctx.mem, a[1], len)?;
-    Ok(do_write(ctx, fd_arg(a[0]), &data, Some(a[3]))? as u64)
+    check_seekable(ctx, a.fd(0))?;
+    let len = (a.usize(2)).min(MAX_IO);
+    let data = ctx.k.mm.read_vec(ctx.mem, a.ptr(1), len)?;
+    Ok(do_write(ctx, a.fd(0), &data, Some(a.u64(3)))? as u64)
 }
 
 fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {
@@ -395,8 +409,11 @@ fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {
 
 fn readv_at(ctx: &mut Ctx, fd: i32, va: u64, n: u64, pos: Option<u64>) -> SysResult {
     let iovs = read_iovecs(ctx, va, n)?;
-    let total: u64 = iovs.iter().map(|i| i.len).sum();
-    let data = do_read(ctx, fd, total as usize, pos)?;
+    // Each length is below 2^63 (read_iovecs), but their sum may not be;
+    // Linux caps a transfer (MAX_RW_COUNT) rather than failing, and
+    // do_read caps it at MAX_IO.
+    let total = iovs.iter().fold(0u64, |t, i| t.saturating_add(i.len));
+    let data = do_read(ctx, fd, usize::try_from(total).unwrap_or(usize::MAX), pos)?;
     let mut done = 0usize;
     for iov in iovs {
         if done >= data.len() {
@@ -426,34 +443,42 @@ fn writev_at(ctx: &mut Ctx, fd: i32, va: u64, n: u64, pos: Option<u64>) -> SysRe
     Ok(do_write(ctx, fd, &data, pos)? as u64)
 }
 
-pub fn readv(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    readv_at(ctx, fd_arg(a[0]), a[1], a[2], None)
+pub fn readv(ctx: &mut Ctx, a: Args) -> SysResult {
+    readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), None)
 }
 
-pub fn writev(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    writev_at(ctx, fd_arg(a[0]), a[1], a[2], None)
+pub fn writev(ctx: &mut Ctx, a: Args) -> SysResult {
+    writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), None)
 }
 
-pub fn preadv(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    check_seekable(ctx, fd_arg(a[0]))?;
-    readv_at(ctx, fd_arg(a[0]), a[1], a[2], Some(a[3]))
+pub fn preadv(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.i64(3) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    check_seekable(ctx, a.fd(0))?;
+    readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
 }
 
-pub fn pwritev(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    check_seekable(ctx, fd_arg(a[0]))?;
-    writev_at(ctx, fd_arg(a[0]), a[1], a[2], Some(a[3]))
+pub fn pwritev(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.i64(3) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    check_seekable(ctx, a.fd(0))?;
+    writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
 }
 
-pub fn sendfile(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (out, inp) = (fd_arg(a[0]), fd_arg(a[1]));
-    let count = (a[3] as usize).min(MAX_IO);
-    let data = if a[2] != 0 {
-        let off: i64 = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+pub fn sendfile(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (out, inp) = (a.fd(0), a.fd(1));
+    let count = (a.usize(3)).min(MAX_IO);
+    let data = if a.u64(2) != 0 {
+        let off: i64 = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
         if off < 0 {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         let d = do_read(ctx, inp, count, Some(off as u64))?;
-        ctx.k.mm.write_obj(ctx.mem, a[2], &(off + d.len() as i64))?;
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a.ptr(2), &(off + d.len() as i64))?;
         d
     } else {
         do_read(ctx, inp, count, None)?
@@ -461,20 +486,20 @@ pub fn sendfile(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(do_write(ctx, out, &data, None)? as u64)
 }
 
-pub fn copy_file_range(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (inp, out) = (fd_arg(a[0]), fd_arg(a[2]));
-    if a[5] != 0 {
-        return Err(Errno::EINVAL);
+pub fn copy_file_range(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (inp, out) = (a.fd(0), a.fd(2));
+    if a.u64(5) != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    let count = (a[4] as usize).min(MAX_IO);
-    let in_off = if a[1] != 0 {
-        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a[1])? as u64)
+    let count = (a.usize(4)).min(MAX_IO);
+    let in_off = if a.u64(1) != 0 {
+        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a.ptr(1))? as u64)
     } else {
         None
     };
     let data = do_read(ctx, inp, count, in_off)?;
-    let out_off = if a[3] != 0 {
-        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a[3])? as u64)
+    let out_off = if a.u64(3) != 0 {
+        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a.ptr(3))? as u64)
     } else {
         None
     };
@@ -482,12 +507,12 @@ pub fn copy_file_range(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     if let Some(o) = in_off {
         ctx.k
             .mm
-            .write_obj(ctx.mem, a[1], &((o + data.len() as u64) as i64))?;
+            .write_obj(ctx.mem, a.ptr(1), &((o + data.len() as u64) as i64))?;
     }
     if let Some(o) = out_off {
         ctx.k
             .mm
-            .write_obj(ctx.mem, a[3], &((o + n as u64) as i64))?;
+            .write_obj(ctx.mem, a.ptr(3), &((o + n as u64) as i64))?;
     }
     Ok(n as u64)
 }
@@ -529,11 +554,11 @@ fn resolve_for_open(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<O
 
 fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysResult {
     if flags & O_TMPFILE == O_TMPFILE {
-        return Err(Errno::EOPNOTSUPP);
+        return Err(Errno::EOPNOTSUPP.into());
     }
     let acc = flags & O_ACCMODE;
     if acc == 3 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let writing = acc != O_RDONLY || flags & O_TRUNC != 0;
     let cloexec = flags & O_CLOEXEC != 0;
@@ -551,21 +576,21 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
     let target = match resolve_for_open(ctx, dirfd, path, follow) {
         Ok(t) => {
             if flags & O_CREAT != 0 && flags & O_EXCL != 0 {
-                return Err(Errno::EEXIST);
+                return Err(Errno::EEXIST.into());
             }
             t
         }
         Err(Errno::ENOENT) if flags & O_CREAT != 0 => {
             let (parent, name) = resolve_parent_at(ctx, dirfd, path)?;
             if name == "." || name == ".." || path.ends_with('/') {
-                return Err(Errno::EISDIR);
+                return Err(Errno::EISDIR.into());
             }
             let mode = mode & !ctx.k.proc.umask;
             let (cpath, ino) = ctx.k.vfs.create_file(&parent, &name, mode, now())?;
             let f = OpenFile::new(FileKind::Tmp(ino), cpath, keep);
             return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let l = match target {
         OpenTarget::Reopen(mut f) => {
@@ -579,10 +604,10 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
             let f = OpenFile::new(FileKind::Path, l.path, keep);
             return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
         }
-        return Err(Errno::ELOOP);
+        return Err(Errno::ELOOP.into());
     }
     if flags & O_DIRECTORY != 0 && !l.node.is_dir() {
-        return Err(Errno::ENOTDIR);
+        return Err(Errno::ENOTDIR.into());
     }
     if flags & O_PATH != 0 {
         let f = OpenFile::new(FileKind::Path, l.path, keep);
@@ -590,7 +615,7 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
     }
     if l.node.is_dir() {
         if writing || flags & O_CREAT != 0 {
-            return Err(Errno::EISDIR);
+            return Err(Errno::EISDIR.into());
         }
         let f = OpenFile::new(FileKind::Dir, l.path, keep);
         return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
@@ -599,7 +624,7 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
         Node::Synth(Synth::Device(d)) => FileKind::Device(*d),
         Node::Synth(Synth::File(pf)) => {
             if writing {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             FileKind::Generated(Arc::from(proc::generate(ctx, pf)))
         }
@@ -623,25 +648,25 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
                 FileKind::Image(ctx.k.vfs.image.open(&l.path).map_err(Errno::from)?)
             }
         }
-        _ => return Err(Errno::EACCES),
+        _ => return Err(Errno::EACCES.into()),
     };
     let f = OpenFile::new(kind, l.path, keep);
     Ok(ctx.k.fds.open(f, cloexec, 0)? as u64)
 }
 
-pub fn open(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[0])?;
-    do_open(ctx, AT_FDCWD, &p, a[1], a[2] as u32)
+pub fn open(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
+    do_open(ctx, AT_FDCWD, &p, a.u64(1), a.uint(2))
 }
 
-pub fn openat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[1])?;
-    do_open(ctx, fd_arg(a[0]), &p, a[2], a[3] as u32)
+pub fn openat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(1))?;
+    do_open(ctx, a.fd(0), &p, a.u64(2), a.uint(3))
 }
 
-pub fn creat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[0])?;
-    do_open(ctx, AT_FDCWD, &p, O_CREAT | O_WRONLY | O_TRUNC, a[1] as u32)
+pub fn creat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
+    do_open(ctx, AT_FDCWD, &p, O_CREAT | O_WRONLY | O_TRUNC, a.uint(1))
 }
 
 pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
@@ -653,15 +678,15 @@ pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
     Ok(())
 }
 
-pub fn close(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    close_fd(ctx, fd_arg(a[0]))?;
+pub fn close(ctx: &mut Ctx, a: Args) -> SysResult {
+    close_fd(ctx, a.fd(0))?;
     Ok(0)
 }
 
-pub fn close_range(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (first, last, flags) = (a[0] as u32, a[1] as u32, a[2]);
+pub fn close_range(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (first, last, flags) = (a.uint(0), a.uint(1), a.u64(2));
     if first > last || flags & !4 /* CLOSE_RANGE_CLOEXEC */ & !2 != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     for fd in ctx.k.fds.fds() {
         if (fd as u32) >= first && (fd as u32) <= last {
@@ -677,9 +702,9 @@ pub fn close_range(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 
 // ---- stat family -------------------------------------------------------------
 
-pub fn fstat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let st = stat_of_file(ctx, fd_arg(a[0]))?;
-    ctx.k.mm.write_obj(ctx.mem, a[1], &st)?;
+pub fn fstat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let st = stat_of_file(ctx, a.fd(0))?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &st)?;
     Ok(0)
 }
 
@@ -699,35 +724,35 @@ fn stat_path(ctx: &mut Ctx, dirfd: i32, path_va: u64, flags: u64) -> Result<Stat
     Ok(ctx.k.vfs.stat(&l.node))
 }
 
-pub fn stat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let st = stat_path(ctx, AT_FDCWD, a[0], 0)?;
-    ctx.k.mm.write_obj(ctx.mem, a[1], &st)?;
+pub fn stat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let st = stat_path(ctx, AT_FDCWD, a.u64(0), 0)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &st)?;
     Ok(0)
 }
 
-pub fn lstat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let st = stat_path(ctx, AT_FDCWD, a[0], AT_SYMLINK_NOFOLLOW)?;
-    ctx.k.mm.write_obj(ctx.mem, a[1], &st)?;
+pub fn lstat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let st = stat_path(ctx, AT_FDCWD, a.u64(0), AT_SYMLINK_NOFOLLOW)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &st)?;
     Ok(0)
 }
 
-pub fn newfstatat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[3] & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT) != 0 {
-        return Err(Errno::EINVAL);
+pub fn newfstatat(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(3) & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT) != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    let st = stat_path(ctx, fd_arg(a[0]), a[1], a[3])?;
-    ctx.k.mm.write_obj(ctx.mem, a[2], &st)?;
+    let st = stat_path(ctx, a.fd(0), a.u64(1), a.u64(3))?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &st)?;
     Ok(0)
 }
 
-pub fn statx(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let flags = a[2];
+pub fn statx(ctx: &mut Ctx, a: Args) -> SysResult {
+    let flags = a.u64(2);
     if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
-    let st = stat_path(ctx, fd_arg(a[0]), a[1], flags)?;
-    let x = statx_from(&st, a[3] as u32);
-    ctx.k.mm.write_obj(ctx.mem, a[4], &x)?;
+    let st = stat_path(ctx, a.fd(0), a.u64(1), flags)?;
+    let x = statx_from(&st, a.uint(3));
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(4), &x)?;
     Ok(0)
 }
 
@@ -747,27 +772,27 @@ fn statfs_buf(ctx: &Ctx) -> Statfs {
     s
 }
 
-pub fn statfs(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[0])?;
+pub fn statfs(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
     resolve_at(ctx, AT_FDCWD, &p, true)?;
     let s = statfs_buf(ctx);
-    ctx.k.mm.write_obj(ctx.mem, a[1], &s)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &s)?;
     Ok(0)
 }
 
-pub fn fstatfs(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.fds.get(fd_arg(a[0]))?;
+pub fn fstatfs(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?;
     let s = statfs_buf(ctx);
-    ctx.k.mm.write_obj(ctx.mem, a[1], &s)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &s)?;
     Ok(0)
 }
 
 // ---- seeking and directories --------------------------------------------------
 
-pub fn lseek(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let fd = fd_arg(a[0]);
-    let off = a[1] as i64;
-    let whence = a[2];
+pub fn lseek(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    let off = a.i64(1);
+    let whence = a.u64(2);
     let size = {
         let f = ctx.k.fds.get(fd)?;
         match &f.kind {
@@ -781,7 +806,7 @@ pub fn lseek(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 .unwrap_or(0),
             FileKind::Generated(d) => d.len() as u64,
             FileKind::Dir | FileKind::Device(_) => 0,
-            _ => return Err(Errno::ESPIPE),
+            _ => return Err(Errno::ESPIPE.into()),
         }
     };
     let f = ctx.k.fds.get_mut(fd)?;
@@ -791,23 +816,24 @@ pub fn lseek(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         SEEK_END => size as i64,
         SEEK_DATA => {
             if off < 0 || off as u64 >= size {
-                return Err(Errno::ENXIO);
+                return Err(Errno::ENXIO.into());
             }
             f.offset = off as u64;
             return Ok(off as u64);
         }
         SEEK_HOLE => {
             if off < 0 || off as u64 > size {
-                return Err(Errno::ENXIO);
+                return Err(Errno::ENXIO.into());
             }
             f.offset = size;
             return Ok(size);
         }
-        _ => return Err(Errno::EINVAL),
+        _ => return Err(Errno::EINVAL.into()),
     };
-    let new = base.checked_add(off).ok_or(Errno::EOVERFLOW)?;
+    // Linux's sum wraps negative: EINVAL, as for any negative offset.
+    let new = base.checked_add(off).ok_or(Errno::EINVAL)?;
     if new < 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if matches!(f.kind, FileKind::Dir) {
         f.dir_entries = if new == 0 { None } else { f.dir_entries.take() };
@@ -816,13 +842,13 @@ pub fn lseek(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(new as u64)
 }
 
-fn getdents_common(ctx: &mut Ctx, a: [u64; 6], legacy: bool) -> SysResult {
-    let fd = fd_arg(a[0]);
-    let (buf, size) = (a[1], a[2] as usize);
+fn getdents_common(ctx: &mut Ctx, a: Args, legacy: bool) -> SysResult {
+    let fd = a.fd(0);
+    let (buf, size) = (a.u64(1), a.usize(2));
     let entries = {
         let f = ctx.k.fds.get(fd)?;
         if !matches!(f.kind, FileKind::Dir) {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         match &f.dir_entries {
             Some(e) => e.clone(),
@@ -879,30 +905,30 @@ fn getdents_common(ctx: &mut Ctx, a: [u64; 6], legacy: bool) -> SysResult {
         idx += 1;
     }
     if out.is_empty() && idx < entries.len() {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     ctx.k.mm.write(ctx.mem, buf, &out)?;
     ctx.k.fds.get_mut(fd)?.offset = idx as u64;
     Ok(out.len() as u64)
 }
 
-pub fn getdents64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn getdents64(ctx: &mut Ctx, a: Args) -> SysResult {
     getdents_common(ctx, a, false)
 }
 
-pub fn getdents(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn getdents(ctx: &mut Ctx, a: Args) -> SysResult {
     getdents_common(ctx, a, true)
 }
 
 fn do_readlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, buf: u64, size: u64) -> SysResult {
     if (size as i64) <= 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let path = read_path(ctx, path_va)?;
     let l = if path.is_empty() {
         let f = ctx.k.fds.get(dirfd)?;
         if !matches!(f.kind, FileKind::Path) {
-            return Err(Errno::ENOENT);
+            return Err(Errno::ENOENT.into());
         }
         let p = f.path.clone();
         let pv = ctx.k.proc_view();
@@ -912,7 +938,7 @@ fn do_readlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, buf: u64, size: u64) -> 
         resolve_at(ctx, dirfd, &path, false)?
     };
     if !l.node.is_symlink() {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let target = ctx.k.vfs.readlink(&l.path, &l.node)?;
     let n = target.len().min(size as usize);
@@ -920,17 +946,17 @@ fn do_readlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, buf: u64, size: u64) -> 
     Ok(n as u64)
 }
 
-pub fn readlink(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_readlink(ctx, AT_FDCWD, a[0], a[1], a[2])
+pub fn readlink(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_readlink(ctx, AT_FDCWD, a.u64(0), a.u64(1), a.u64(2))
 }
 
-pub fn readlinkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_readlink(ctx, fd_arg(a[0]), a[1], a[2], a[3])
+pub fn readlinkat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_readlink(ctx, a.fd(0), a.u64(1), a.u64(2), a.u64(3))
 }
 
 fn do_access(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u64, flags: u64) -> SysResult {
     if mode & !7 != 0 || flags & !(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let path = read_path(ctx, path_va)?;
     let st = if path.is_empty() && flags & AT_EMPTY_PATH != 0 {
@@ -938,64 +964,64 @@ fn do_access(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u64, flags: u64) -> 
     } else {
         let l = resolve_at(ctx, dirfd, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
         if mode & W_OK != 0 && matches!(l.node, Node::Synth(Synth::Dir(_) | Synth::File(_))) {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         ctx.k.vfs.stat(&l.node)
     };
     // The sandbox runs as root: read and write are granted; execute needs
     // an x bit on anything but a directory.
     if mode & X_OK != 0 && st.st_mode & S_IFMT != S_IFDIR && st.st_mode & 0o111 == 0 {
-        return Err(Errno::EACCES);
+        return Err(Errno::EACCES.into());
     }
     Ok(0)
 }
 
-pub fn access(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_access(ctx, AT_FDCWD, a[0], a[1], 0)
+pub fn access(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_access(ctx, AT_FDCWD, a.u64(0), a.u64(1), 0)
 }
 
-pub fn faccessat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_access(ctx, fd_arg(a[0]), a[1], a[2], 0)
+pub fn faccessat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_access(ctx, a.fd(0), a.u64(1), a.u64(2), 0)
 }
 
-pub fn faccessat2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_access(ctx, fd_arg(a[0]), a[1], a[2], a[3])
+pub fn faccessat2(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_access(ctx, a.fd(0), a.u64(1), a.u64(2), a.u64(3))
 }
 
-pub fn getcwd(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn getcwd(ctx: &mut Ctx, a: Args) -> SysResult {
     let mut cwd = ctx.k.proc.cwd.clone().into_bytes();
     cwd.push(0);
-    if (a[1] as usize) < cwd.len() {
-        return Err(Errno::ERANGE);
+    if (a.usize(1)) < cwd.len() {
+        return Err(Errno::ERANGE.into());
     }
-    ctx.k.mm.write(ctx.mem, a[0], &cwd)?;
+    ctx.k.mm.write(ctx.mem, a.ptr(0), &cwd)?;
     Ok(cwd.len() as u64)
 }
 
-pub fn chdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[0])?;
+pub fn chdir(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
     let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
     if !l.node.is_dir() {
-        return Err(Errno::ENOTDIR);
+        return Err(Errno::ENOTDIR.into());
     }
     ctx.k.proc.cwd = l.path;
     Ok(0)
 }
 
-pub fn fchdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let path = dir_of(ctx, fd_arg(a[0]))?;
+pub fn fchdir(ctx: &mut Ctx, a: Args) -> SysResult {
+    let path = dir_of(ctx, a.fd(0))?;
     ctx.k.proc.cwd = path;
     Ok(0)
 }
 
 // ---- descriptors ---------------------------------------------------------------
 
-pub fn dup(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    Ok(ctx.k.fds.dup(fd_arg(a[0]), 0, false)? as u64)
+pub fn dup(ctx: &mut Ctx, a: Args) -> SysResult {
+    Ok(ctx.k.fds.dup(a.fd(0), 0, false)? as u64)
 }
 
-pub fn dup2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (old, new) = (fd_arg(a[0]), fd_arg(a[1]));
+pub fn dup2(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (old, new) = (a.fd(0), a.fd(1));
     if old == new {
         ctx.k.fds.get(old)?;
         return Ok(new as u64);
@@ -1006,15 +1032,15 @@ pub fn dup2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(new as u64)
 }
 
-pub fn dup3(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (old, new) = (fd_arg(a[0]), fd_arg(a[1]));
-    if old == new || a[2] & !O_CLOEXEC != 0 {
-        return Err(Errno::EINVAL);
+pub fn dup3(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (old, new) = (a.fd(0), a.fd(1));
+    if old == new || a.u64(2) & !O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL.into());
     }
     if let Some(FileKind::Pipe { .. }) = ctx
         .k
         .fds
-        .dup_to(old, new, a[2] & O_CLOEXEC != 0)?
+        .dup_to(old, new, a.u64(2) & O_CLOEXEC != 0)?
         .map(|f| f.kind)
     {
         ctx.k.gc_pipes();
@@ -1022,31 +1048,31 @@ pub fn dup3(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(new as u64)
 }
 
-pub fn fcntl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let fd = fd_arg(a[0]);
-    match a[1] {
-        F_DUPFD => Ok(ctx.k.fds.dup(fd, a[2] as i32, false)? as u64),
-        F_DUPFD_CLOEXEC => Ok(ctx.k.fds.dup(fd, a[2] as i32, true)? as u64),
+pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    match a.u64(1) {
+        F_DUPFD => Ok(ctx.k.fds.dup(fd, a.int(2), false)? as u64),
+        F_DUPFD_CLOEXEC => Ok(ctx.k.fds.dup(fd, a.int(2), true)? as u64),
         F_GETFD => Ok(if ctx.k.fds.cloexec(fd)? {
             FD_CLOEXEC
         } else {
             0
         }),
         F_SETFD => {
-            ctx.k.fds.set_cloexec(fd, a[2] & FD_CLOEXEC != 0)?;
+            ctx.k.fds.set_cloexec(fd, a.u64(2) & FD_CLOEXEC != 0)?;
             Ok(0)
         }
         F_GETFL => Ok(ctx.k.fds.get(fd)?.flags),
         F_SETFL => {
             let f = ctx.k.fds.get_mut(fd)?;
             let changeable = O_APPEND | O_NONBLOCK | O_NOATIME | O_DIRECT;
-            f.flags = (f.flags & !changeable) | (a[2] & changeable);
+            f.flags = (f.flags & !changeable) | (a.u64(2) & changeable);
             Ok(0)
         }
         F_GETLK | F_OFD_GETLK => {
             ctx.k.fds.get(fd)?;
             // struct flock: l_type (short) first; F_UNLCK = 2.
-            ctx.k.mm.write_obj(ctx.mem, a[2], &2u16)?;
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &2u16)?;
             Ok(0)
         }
         F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW => {
@@ -1056,28 +1082,28 @@ pub fn fcntl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         F_GETPIPE_SZ | F_SETPIPE_SZ => match ctx.k.fds.get(fd)?.kind {
             FileKind::Pipe { id, .. } => {
                 let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
-                if a[1] == F_SETPIPE_SZ {
-                    let want = (a[2] as usize).clamp(4096, 1 << 20);
+                if a.u64(1) == F_SETPIPE_SZ {
+                    let want = (a.usize(2)).clamp(4096, 1 << 20);
                     if want < p.buf.len() {
-                        return Err(Errno::EBUSY);
+                        return Err(Errno::EBUSY.into());
                     }
                     p.capacity = want.next_power_of_two();
                 }
                 Ok(p.capacity as u64)
             }
-            _ => Err(Errno::EBADF),
+            _ => Err(Errno::EBADF.into()),
         },
         F_GETOWN => Ok(0),
         F_SETOWN => Ok(0),
-        F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL),
-        _ => Err(Errno::EINVAL),
+        F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL.into()),
+        _ => Err(Errno::EINVAL.into()),
     }
 }
 
-pub fn ioctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let fd = fd_arg(a[0]);
+pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
     let f = ctx.k.fds.get(fd)?.clone();
-    match a[1] {
+    match a.u64(1) {
         FIOCLEX => {
             ctx.k.fds.set_cloexec(fd, true)?;
             Ok(0)
@@ -1087,7 +1113,7 @@ pub fn ioctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             Ok(0)
         }
         FIONBIO => {
-            let on: i32 = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+            let on: i32 = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
             let f = ctx.k.fds.get_mut(fd)?;
             if on != 0 {
                 f.flags |= O_NONBLOCK;
@@ -1111,26 +1137,26 @@ pub fn ioctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                     .unwrap_or(0) as i32,
                 _ => 0,
             };
-            ctx.k.mm.write_obj(ctx.mem, a[2], &n)?;
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &n)?;
             Ok(0)
         }
         // No terminal exists: the console answers like a pipe would.
-        TCGETS | TCSETS | TIOCGWINSZ | TIOCGPGRP => Err(Errno::ENOTTY),
+        TCGETS | TCSETS | TIOCGWINSZ | TIOCGPGRP => Err(Errno::ENOTTY.into()),
         other => {
             tracing::debug!(request = format!("{other:#x}"), "unsupported ioctl: ENOTTY");
-            Err(Errno::ENOTTY)
+            Err(Errno::ENOTTY.into())
         }
     }
 }
 
-pub fn pipe(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    pipe2(ctx, [a[0], 0, 0, 0, 0, 0])
+pub fn pipe(ctx: &mut Ctx, a: Args) -> SysResult {
+    pipe2(ctx, Args([a.u64(0), 0, 0, 0, 0, 0]))
 }
 
-pub fn pipe2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let flags = a[1];
+pub fn pipe2(ctx: &mut Ctx, a: Args) -> SysResult {
+    let flags = a.u64(1);
     if flags & !(O_CLOEXEC | O_NONBLOCK | O_DIRECT) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let id = ctx.k.next_pipe;
     ctx.k.next_pipe += 1;
@@ -1161,11 +1187,11 @@ pub fn pipe2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         Ok(w) => w,
         Err(e) => {
             close_fd(ctx, r)?;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let fds = [r, w];
-    ctx.k.mm.write_obj(ctx.mem, a[0], &fds)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &fds)?;
     Ok(0)
 }
 
@@ -1174,56 +1200,56 @@ pub fn pipe2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 fn do_mkdir(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u64) -> SysResult {
     let path = read_path(ctx, path_va)?;
     if resolve_at(ctx, dirfd, &path, false).is_ok() {
-        return Err(Errno::EEXIST);
+        return Err(Errno::EEXIST.into());
     }
     let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
     if name == "." || name == ".." {
-        return Err(Errno::EEXIST);
+        return Err(Errno::EEXIST.into());
     }
     let mode = mode as u32 & !ctx.k.proc.umask;
     ctx.k.vfs.mkdir(&parent, &name, mode)?;
     Ok(0)
 }
 
-pub fn mkdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_mkdir(ctx, AT_FDCWD, a[0], a[1])
+pub fn mkdir(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_mkdir(ctx, AT_FDCWD, a.u64(0), a.u64(1))
 }
 
-pub fn mkdirat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_mkdir(ctx, fd_arg(a[0]), a[1], a[2])
+pub fn mkdirat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_mkdir(ctx, a.fd(0), a.u64(1), a.u64(2))
 }
 
 fn do_unlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, rmdir: bool) -> SysResult {
     let path = read_path(ctx, path_va)?;
     let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
     if name == "." {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if name == ".." {
-        return Err(Errno::ENOTEMPTY);
+        return Err(Errno::ENOTEMPTY.into());
     }
     let full = vfs::join(&parent.path, &name);
     let pv = ctx.k.proc_view();
     let node = ctx.k.vfs.lookup(&full, &pv).ok_or(Errno::ENOENT)?;
     if vfs::synthetic::covers(&full) {
-        return Err(Errno::EACCES);
+        return Err(Errno::EACCES.into());
     }
     if rmdir {
         if !node.is_dir() {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
         if full == "/" {
-            return Err(Errno::EBUSY);
+            return Err(Errno::EBUSY.into());
         }
         if !ctx.k.vfs.is_empty_dir(&full, &node, &pv)? {
-            return Err(Errno::ENOTEMPTY);
+            return Err(Errno::ENOTEMPTY.into());
         }
     } else {
         if node.is_dir() {
-            return Err(Errno::EISDIR);
+            return Err(Errno::EISDIR.into());
         }
         if path.ends_with('/') {
-            return Err(Errno::ENOTDIR);
+            return Err(Errno::ENOTDIR.into());
         }
     }
     ctx.k.vfs.remove(&full);
@@ -1234,19 +1260,19 @@ fn do_unlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, rmdir: bool) -> SysResult 
     Ok(0)
 }
 
-pub fn unlink(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_unlink(ctx, AT_FDCWD, a[0], false)
+pub fn unlink(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_unlink(ctx, AT_FDCWD, a.u64(0), false)
 }
 
-pub fn rmdir(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_unlink(ctx, AT_FDCWD, a[0], true)
+pub fn rmdir(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_unlink(ctx, AT_FDCWD, a.u64(0), true)
 }
 
-pub fn unlinkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[2] & !AT_REMOVEDIR != 0 {
-        return Err(Errno::EINVAL);
+pub fn unlinkat(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(2) & !AT_REMOVEDIR != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    do_unlink(ctx, fd_arg(a[0]), a[1], a[2] & AT_REMOVEDIR != 0)
+    do_unlink(ctx, a.fd(0), a.u64(1), a.u64(2) & AT_REMOVEDIR != 0)
 }
 
 fn do_rename(
@@ -1259,26 +1285,26 @@ fn do_rename(
 ) -> SysResult {
     const RENAME_NOREPLACE: u64 = 1;
     if flags & !RENAME_NOREPLACE != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let old = read_path(ctx, old_va)?;
     let new = read_path(ctx, new_va)?;
     let (op, oname) = resolve_parent_at(ctx, olddir, &old)?;
     if oname == "." || oname == ".." {
-        return Err(Errno::EBUSY);
+        return Err(Errno::EBUSY.into());
     }
     let opath = vfs::join(&op.path, &oname);
     let pv = ctx.k.proc_view();
     let onode = ctx.k.vfs.lookup(&opath, &pv).ok_or(Errno::ENOENT)?;
     let (np, nname) = resolve_parent_at(ctx, newdir, &new)?;
     if nname == "." || nname == ".." {
-        return Err(Errno::EBUSY);
+        return Err(Errno::EBUSY.into());
     }
     let npath = vfs::join(&np.path, &nname);
     let pv = ctx.k.proc_view();
     let replaced = ctx.k.vfs.lookup(&npath, &pv);
     if replaced.is_some() && flags & RENAME_NOREPLACE != 0 {
-        return Err(Errno::EEXIST);
+        return Err(Errno::EEXIST.into());
     }
     let l = Lookup {
         path: opath,
@@ -1288,38 +1314,38 @@ fn do_rename(
     Ok(0)
 }
 
-pub fn rename(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_rename(ctx, AT_FDCWD, a[0], AT_FDCWD, a[1], 0)
+pub fn rename(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_rename(ctx, AT_FDCWD, a.u64(0), AT_FDCWD, a.u64(1), 0)
 }
 
-pub fn renameat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_rename(ctx, fd_arg(a[0]), a[1], fd_arg(a[2]), a[3], 0)
+pub fn renameat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_rename(ctx, a.fd(0), a.u64(1), a.fd(2), a.u64(3), 0)
 }
 
-pub fn renameat2(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_rename(ctx, fd_arg(a[0]), a[1], fd_arg(a[2]), a[3], a[4])
+pub fn renameat2(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_rename(ctx, a.fd(0), a.u64(1), a.fd(2), a.u64(3), a.u64(4))
 }
 
 fn do_symlink(ctx: &mut Ctx, target_va: u64, dirfd: i32, path_va: u64) -> SysResult {
     let target = read_path(ctx, target_va)?;
     if target.is_empty() {
-        return Err(Errno::ENOENT);
+        return Err(Errno::ENOENT.into());
     }
     let path = read_path(ctx, path_va)?;
     if resolve_at(ctx, dirfd, &path, false).is_ok() {
-        return Err(Errno::EEXIST);
+        return Err(Errno::EEXIST.into());
     }
     let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
     ctx.k.vfs.symlink(&parent, &name, &target)?;
     Ok(0)
 }
 
-pub fn symlink(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_symlink(ctx, a[0], AT_FDCWD, a[1])
+pub fn symlink(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_symlink(ctx, a.u64(0), AT_FDCWD, a.u64(1))
 }
 
-pub fn symlinkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_symlink(ctx, a[0], fd_arg(a[1]), a[2])
+pub fn symlinkat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_symlink(ctx, a.u64(0), a.fd(1), a.u64(2))
 }
 
 fn do_link(
@@ -1334,106 +1360,118 @@ fn do_link(
     let new = read_path(ctx, new_va)?;
     let l = resolve_at(ctx, olddir, &old, flags & AT_SYMLINK_FOLLOW != 0)?;
     if l.node.is_dir() {
-        return Err(Errno::EPERM);
+        return Err(Errno::EPERM.into());
     }
     if resolve_at(ctx, newdir, &new, false).is_ok() {
-        return Err(Errno::EEXIST);
+        return Err(Errno::EEXIST.into());
     }
     let (parent, name) = resolve_parent_at(ctx, newdir, &new)?;
     ctx.k.vfs.link(&l, &parent, &name, now())?;
     Ok(0)
 }
 
-pub fn link(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_link(ctx, AT_FDCWD, a[0], AT_FDCWD, a[1], 0)
+pub fn link(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_link(ctx, AT_FDCWD, a.u64(0), AT_FDCWD, a.u64(1), 0)
 }
 
-pub fn linkat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    do_link(ctx, fd_arg(a[0]), a[1], fd_arg(a[2]), a[3], a[4])
+pub fn linkat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_link(ctx, a.fd(0), a.u64(1), a.fd(2), a.u64(3), a.u64(4))
 }
 
 // ---- contents and metadata -------------------------------------------------------
 
-pub fn ftruncate(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let fd = fd_arg(a[0]);
-    if (a[1] as i64) < 0 {
-        return Err(Errno::EINVAL);
+pub fn ftruncate(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    if (a.i64(1)) < 0 {
+        return Err(Errno::EINVAL.into());
     }
     let f = ctx.k.fds.get(fd)?;
     if !f.writable() {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     match f.kind {
         FileKind::Tmp(ino) => {
-            ctx.k.vfs.tmp.truncate(ino, a[1], now())?;
+            ctx.k.vfs.tmp.truncate(ino, a.u64(1), now())?;
             Ok(0)
         }
-        _ => Err(Errno::EINVAL),
+        _ => Err(Errno::EINVAL.into()),
     }
 }
 
-pub fn truncate(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[1] as i64) < 0 {
-        return Err(Errno::EINVAL);
+pub fn truncate(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.i64(1)) < 0 {
+        return Err(Errno::EINVAL.into());
     }
-    let p = read_path(ctx, a[0])?;
+    let p = read_path(ctx, a.ptr(0))?;
     let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
     if l.node.is_dir() {
-        return Err(Errno::EISDIR);
+        return Err(Errno::EISDIR.into());
     }
     let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
-    ctx.k.vfs.tmp.truncate(ino, a[1], now())?;
+    ctx.k.vfs.tmp.truncate(ino, a.u64(1), now())?;
     Ok(0)
 }
 
-pub fn fsync(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn fsync(ctx: &mut Ctx, a: Args) -> SysResult {
     // Everything lives in memory: there is nothing to flush.
-    ctx.k.fds.get(fd_arg(a[0]))?;
+    ctx.k.fds.get(a.fd(0))?;
     Ok(0)
 }
 
-pub fn sync(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn sync(_ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(0)
 }
 
-pub fn flock(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.fds.get(fd_arg(a[0]))?;
+pub fn flock(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?;
     Ok(0)
 }
 
-pub fn fadvise64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    match ctx.k.fds.get(fd_arg(a[0]))?.kind {
-        FileKind::Pipe { .. } => Err(Errno::ESPIPE),
+pub fn fadvise64(ctx: &mut Ctx, a: Args) -> SysResult {
+    match ctx.k.fds.get(a.fd(0))?.kind {
+        FileKind::Pipe { .. } => Err(Errno::ESPIPE.into()),
         _ => Ok(0),
     }
 }
 
-pub fn fallocate(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[1] != 0 {
-        return Err(Errno::EOPNOTSUPP);
-    }
-    let (off, len) = (a[2] as i64, a[3] as i64);
+/// fallocate(2), mode 0 only. The checks and their order are Linux's
+/// (`vfs_fallocate`); the length is guest-controlled, so the end is
+/// computed checked.
+pub fn fallocate(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (fd, mode, off, len) = (a.fd(0), a.int(1), a.i64(2), a.i64(3));
+    let f = ctx.k.fds.get(fd)?;
     if off < 0 || len <= 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
-    let f = ctx.k.fds.get(fd_arg(a[0]))?;
-    match f.kind {
-        FileKind::Tmp(ino) => {
-            let size = ctx
-                .k
-                .vfs
-                .tmp
-                .inode(ino)
-                .map(|i| i.data.len() as u64)
-                .unwrap_or(0);
-            let end = (off + len) as u64;
-            if end > size {
-                ctx.k.vfs.tmp.truncate(ino, end, now())?;
-            }
-            Ok(0)
-        }
-        _ => Err(Errno::EBADF),
+    if mode != 0 {
+        return Err(Errno::EOPNOTSUPP.into());
     }
+    if !f.writable() {
+        return Err(Errno::EBADF.into());
+    }
+    let ino = match f.kind {
+        FileKind::Tmp(ino) => ino,
+        FileKind::Pipe { .. } => return Err(Errno::ESPIPE.into()),
+        FileKind::Dir => return Err(Errno::EISDIR.into()),
+        _ => return Err(Errno::ENODEV.into()),
+    };
+    // Past the largest file size (MAX_LFS_FILESIZE, i64::MAX): EFBIG.
+    let end = off.checked_add(len).ok_or(Errno::EFBIG)? as u64;
+    let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
+    if end > fsize {
+        return Err(Errno::EFBIG.into());
+    }
+    let size = ctx
+        .k
+        .vfs
+        .tmp
+        .inode(ino)
+        .map(|i| i.data.len() as u64)
+        .ok_or(Errno::EBADF)?;
+    if end > size {
+        ctx.k.vfs.tmp.truncate(ino, end, now())?;
+    }
+    Ok(0)
 }
 
 fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
@@ -1465,70 +1503,70 @@ fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
             }
         }
         Node::TmpSymlink { .. } => {}
-        _ => return Err(Errno::EPERM),
+        _ => return Err(Errno::EPERM.into()),
     }
     Ok(0)
 }
 
-pub fn chmod(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[0])?;
+pub fn chmod(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
     let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
-    set_mode(ctx, &l, a[1] as u32)
+    set_mode(ctx, &l, a.uint(1))
 }
 
-pub fn fchmodat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[1])?;
-    let l = resolve_at(ctx, fd_arg(a[0]), &p, true)?;
-    set_mode(ctx, &l, a[2] as u32)
+pub fn fchmodat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(1))?;
+    let l = resolve_at(ctx, a.fd(0), &p, true)?;
+    set_mode(ctx, &l, a.uint(2))
 }
 
-pub fn fchmod(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let f = ctx.k.fds.get(fd_arg(a[0]))?.clone();
+pub fn fchmod(ctx: &mut Ctx, a: Args) -> SysResult {
+    let f = ctx.k.fds.get(a.fd(0))?.clone();
     let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
-    set_mode(ctx, &Lookup { path: f.path, node }, a[1] as u32)
+    set_mode(ctx, &Lookup { path: f.path, node }, a.uint(1))
 }
 
-pub fn chown(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[0])?;
+pub fn chown(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
     resolve_at(ctx, AT_FDCWD, &p, true)?;
     Ok(0)
 }
 
-pub fn fchown(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.fds.get(fd_arg(a[0]))?;
+pub fn fchown(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?;
     Ok(0)
 }
 
-pub fn fchownat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let p = read_path(ctx, a[1])?;
-    if !(p.is_empty() && a[4] & AT_EMPTY_PATH != 0) {
-        resolve_at(ctx, fd_arg(a[0]), &p, a[4] & AT_SYMLINK_NOFOLLOW == 0)?;
+pub fn fchownat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(1))?;
+    if !(p.is_empty() && a.u64(4) & AT_EMPTY_PATH != 0) {
+        resolve_at(ctx, a.fd(0), &p, a.u64(4) & AT_SYMLINK_NOFOLLOW == 0)?;
     }
     Ok(0)
 }
 
-pub fn utimensat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn utimensat(ctx: &mut Ctx, a: Args) -> SysResult {
     const UTIME_NOW: i64 = (1 << 30) - 1;
     const UTIME_OMIT: i64 = (1 << 30) - 2;
-    let dirfd = fd_arg(a[0]);
-    let mtime = if a[2] == 0 {
+    let dirfd = a.fd(0);
+    let mtime = if a.u64(2) == 0 {
         Some(now())
     } else {
-        let t: [Timespec; 2] = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+        let t: [Timespec; 2] = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
         match t[1].tv_nsec {
             UTIME_OMIT => None,
             UTIME_NOW => Some(now()),
-            ns if !(0..1_000_000_000).contains(&ns) => return Err(Errno::EINVAL),
+            ns if !(0..1_000_000_000).contains(&ns) => return Err(Errno::EINVAL.into()),
             ns => Some((t[1].tv_sec, ns)),
         }
     };
-    let l = if a[1] == 0 {
+    let l = if a.u64(1) == 0 {
         let f = ctx.k.fds.get(dirfd)?.clone();
         let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
         Lookup { path: f.path, node }
     } else {
-        let p = read_path(ctx, a[1])?;
-        resolve_at(ctx, dirfd, &p, a[3] & AT_SYMLINK_NOFOLLOW == 0)?
+        let p = read_path(ctx, a.ptr(1))?;
+        resolve_at(ctx, dirfd, &p, a.u64(3) & AT_SYMLINK_NOFOLLOW == 0)?
     };
     let Some(mt) = mtime else { return Ok(0) };
     match &l.node {
@@ -1549,21 +1587,21 @@ pub fn utimensat(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn umask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn umask(ctx: &mut Ctx, a: Args) -> SysResult {
     let old = ctx.k.proc.umask;
-    ctx.k.proc.umask = a[0] as u32 & 0o777;
+    ctx.k.proc.umask = a.uint(0) & 0o777;
     Ok(old as u64)
 }
 
-pub fn memfd_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let name = read_path(ctx, a[0])?;
+pub fn memfd_create(ctx: &mut Ctx, a: Args) -> SysResult {
+    let name = read_path(ctx, a.ptr(0))?;
     if name.len() > 249 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     const MFD_CLOEXEC: u64 = 1;
     const MFD_ALLOW_SEALING: u64 = 2;
-    if a[1] & !(MFD_CLOEXEC | MFD_ALLOW_SEALING) != 0 {
-        return Err(Errno::EINVAL);
+    if a.u64(1) & !(MFD_CLOEXEC | MFD_ALLOW_SEALING) != 0 {
+        return Err(Errno::EINVAL.into());
     }
     let ino = ctx.k.vfs.tmp.new_file(0o777, Vec::new(), now())?;
     let f = OpenFile::new(
@@ -1571,7 +1609,7 @@ pub fn memfd_create(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         format!("/memfd:{name} (deleted)"),
         O_RDWR,
     );
-    Ok(ctx.k.fds.open(f, a[1] & MFD_CLOEXEC != 0, 0)? as u64)
+    Ok(ctx.k.fds.open(f, a.u64(1) & MFD_CLOEXEC != 0, 0)? as u64)
 }
 
 // ---- readiness -------------------------------------------------------------------
@@ -1584,7 +1622,7 @@ fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> Sy
             .rlim_cur
             .max(1024)
     {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let mut ready = 0;
     let mut out = Vec::with_capacity(nfds as usize);
@@ -1616,20 +1654,25 @@ fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> Sy
     Ok(ready)
 }
 
-pub fn poll(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let t = a[2] as i32;
-    do_poll(ctx, a[0], a[1], if t < 0 { None } else { Some(t as u64) })
+pub fn poll(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = a.int(2);
+    do_poll(
+        ctx,
+        a.u64(0),
+        a.u64(1),
+        if t < 0 { None } else { Some(t as u64) },
+    )
 }
 
-pub fn ppoll(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let t = if a[2] == 0 {
+pub fn ppoll(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(2) == 0 {
         None
     } else {
         // In milliseconds, from saturating nanoseconds (a timeout of
         // 1 << 62 s once wrapped to 0 here).
-        Some(super::time::read_ts(ctx, a[2])? / 1_000_000)
+        Some(super::time::read_ts(ctx, a.u64(2))? / 1_000_000)
     };
-    do_poll(ctx, a[0], a[1], t)
+    do_poll(ctx, a.u64(0), a.u64(1), t)
 }
 
 fn do_select(
@@ -1641,7 +1684,7 @@ fn do_select(
     timeout_ms: Option<u64>,
 ) -> SysResult {
     if nfds > 1024 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let words = nfds.div_ceil(64) as usize;
     let read_set = |ctx: &mut Ctx, va: u64| -> Result<Vec<u64>, Errno> {
@@ -1665,7 +1708,7 @@ fn do_select(
         }
         let rv = readiness(ctx, fd as i32);
         if rv & POLLNVAL != 0 {
-            return Err(Errno::EBADF);
+            return Err(Errno::EBADF.into());
         }
         if want_r && rv & (POLLIN | POLLHUP | POLLERR) != 0 {
             ro[wi] |= bit;
@@ -1695,13 +1738,13 @@ fn do_select(
     Ok(count)
 }
 
-pub fn select(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let t = if a[4] == 0 {
+pub fn select(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(4) == 0 {
         None
     } else {
-        let tv: zeroboot_abi::structs::Timeval = ctx.k.mm.read_obj(ctx.mem, a[4])?;
+        let tv: zeroboot_abi::structs::Timeval = ctx.k.mm.read_obj(ctx.mem, a.ptr(4))?;
         if tv.tv_sec < 0 || tv.tv_usec < 0 {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         Some(
             (tv.tv_sec as u64)
@@ -1709,16 +1752,16 @@ pub fn select(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 .saturating_add(tv.tv_usec as u64 / 1000),
         )
     };
-    do_select(ctx, a[0], a[1], a[2], a[3], t)
+    do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
 }
 
-pub fn pselect6(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let t = if a[4] == 0 {
+pub fn pselect6(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(4) == 0 {
         None
     } else {
         // In milliseconds, from saturating nanoseconds (a timeout of
         // 1 << 62 s once wrapped to 0 here).
-        Some(super::time::read_ts(ctx, a[4])? / 1_000_000)
+        Some(super::time::read_ts(ctx, a.u64(4))? / 1_000_000)
     };
-    do_select(ctx, a[0], a[1], a[2], a[3], t)
+    do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
 }

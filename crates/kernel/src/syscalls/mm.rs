@@ -7,29 +7,30 @@ use zeroboot_abi::Errno;
 use zeroboot_vmm::layout::{PAGE_SIZE, USER_END};
 use zeroboot_vmm::paging::pte;
 
-use super::{fd_arg, Ctx, SysResult};
+use super::{Args, Ctx, SysResult};
 use crate::fd::FileKind;
 use crate::mm::{page_up, Backing};
 use crate::vfs::{Device, TmpContents};
 
-pub fn brk(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    Ok(ctx.k.mm.set_brk(ctx.mem, a[0]))
+pub fn brk(ctx: &mut Ctx, a: Args) -> SysResult {
+    Ok(ctx.k.mm.set_brk(ctx.mem, a.ptr(0)))
 }
 
-pub fn mmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], fd_arg(a[4]), a[5]);
+pub fn mmap(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (addr, len, prot, flags, fd, off) =
+        (a.u64(0), a.u64(1), a.u64(2), a.u64(3), a.fd(4), a.u64(5));
     if len == 0 || off % PAGE_SIZE != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let len = page_up(len)
         .filter(|&l| l <= USER_END)
         .ok_or(Errno::ENOMEM)?;
     let kind = flags & MAP_TYPE;
     if !matches!(kind, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE) {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
     let shared = kind != MAP_PRIVATE;
@@ -39,14 +40,14 @@ pub fn mmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     } else {
         let f = ctx.k.fds.get(fd)?;
         if !f.readable() {
-            return Err(Errno::EACCES);
+            return Err(Errno::EACCES.into());
         }
         if shared && prot & PROT_WRITE != 0 {
             if !f.writable() {
-                return Err(Errno::EACCES);
+                return Err(Errno::EACCES.into());
             }
             tracing::debug!(path = %f.path, "shared writable file mapping refused");
-            return Err(Errno::ENODEV);
+            return Err(Errno::ENODEV.into());
         }
         let name: Arc<str> = Arc::from(f.path.as_str());
         match &f.kind {
@@ -68,18 +69,18 @@ pub fn mmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 )
             }
             FileKind::Device(Device::Zero) => (Backing::Anon, Arc::from("/dev/zero (deleted)")),
-            _ => return Err(Errno::ENODEV),
+            _ => return Err(Errno::ENODEV.into()),
         }
     };
     let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
         if addr % PAGE_SIZE != 0 || addr < crate::mm::MMAP_MIN.min(PAGE_SIZE) {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         if addr.checked_add(len).is_none_or(|e| e > USER_END) {
-            return Err(Errno::ENOMEM);
+            return Err(Errno::ENOMEM.into());
         }
         if flags & MAP_FIXED == 0 && ctx.k.mm.vmas.any_in(addr, addr + len) {
-            return Err(Errno::EEXIST);
+            return Err(Errno::EEXIST.into());
         }
         addr
     } else {
@@ -92,36 +93,41 @@ pub fn mmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(start)
 }
 
-pub fn munmap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if !a[0].is_multiple_of(PAGE_SIZE) || a[1] == 0 {
-        return Err(Errno::EINVAL);
+pub fn munmap(ctx: &mut Ctx, a: Args) -> SysResult {
+    if !a.u64(0).is_multiple_of(PAGE_SIZE) || a.u64(1) == 0 {
+        return Err(Errno::EINVAL.into());
     }
-    ctx.k.mm.unmap(ctx.mem, a[0], a[1])?;
+    ctx.k.mm.unmap(ctx.mem, a.ptr(0), a.u64(1))?;
     Ok(0)
 }
 
-pub fn mprotect(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if !a[0].is_multiple_of(PAGE_SIZE) {
-        return Err(Errno::EINVAL);
+pub fn mprotect(ctx: &mut Ctx, a: Args) -> SysResult {
+    if !a.u64(0).is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::EINVAL.into());
     }
-    if a[2] & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
-        return Err(Errno::EINVAL);
+    if a.u64(2) & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    if a[1] == 0 {
+    if a.u64(1) == 0 {
         return Ok(0);
     }
-    ctx.k.mm.protect(ctx.mem, a[0], a[1], a[2] & 7)?;
+    ctx.k
+        .mm
+        .protect(ctx.mem, a.ptr(0), a.u64(1), a.u64(2) & 7)?;
     Ok(0)
 }
 
-pub fn mremap(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.mm.remap(ctx.mem, a[0], a[1], a[2], a[3], a[4])
+pub fn mremap(ctx: &mut Ctx, a: Args) -> SysResult {
+    Ok(ctx
+        .k
+        .mm
+        .remap(ctx.mem, a.ptr(0), a.u64(1), a.u64(2), a.u64(3), a.u64(4))?)
 }
 
-pub fn madvise(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (start, len, advice) = (a[0], a[1], a[2]);
+pub fn madvise(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (start, len, advice) = (a.u64(0), a.u64(1), a.u64(2));
     if start % PAGE_SIZE != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if len == 0 {
         return Ok(0);
@@ -151,18 +157,18 @@ pub fn madvise(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             | MADV_PAGEOUT
     );
     if !known {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     // Linux answers ENOMEM when part of the range is unmapped.
     let mut cursor = start;
     for v in ctx.k.mm.vmas.overlapping(start, end) {
         if v.start > cursor {
-            return Err(Errno::ENOMEM);
+            return Err(Errno::ENOMEM.into());
         }
         cursor = v.end;
     }
     if cursor < end {
-        return Err(Errno::ENOMEM);
+        return Err(Errno::ENOMEM.into());
     }
     if advice == MADV_DONTNEED {
         ctx.k.mm.dontneed(ctx.mem, start, end - start)?;
@@ -172,31 +178,31 @@ pub fn madvise(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn msync(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if !a[0].is_multiple_of(PAGE_SIZE) || a[2] & !7 != 0 {
-        return Err(Errno::EINVAL);
+pub fn msync(ctx: &mut Ctx, a: Args) -> SysResult {
+    if !a.u64(0).is_multiple_of(PAGE_SIZE) || a.u64(2) & !7 != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    let end = a[0].saturating_add(a[1]);
-    if a[1] > 0 && !ctx.k.mm.vmas.any_in(a[0], end) {
-        return Err(Errno::ENOMEM);
+    let end = a.u64(0).saturating_add(a.u64(1));
+    if a.u64(1) > 0 && !ctx.k.mm.vmas.any_in(a.u64(0), end) {
+        return Err(Errno::ENOMEM.into());
     }
     Ok(0)
 }
 
-pub fn mincore(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (start, len, vec) = (a[0], a[1], a[2]);
+pub fn mincore(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (start, len, vec) = (a.u64(0), a.u64(1), a.u64(2));
     if start % PAGE_SIZE != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let pages = page_up(len).ok_or(Errno::ENOMEM)? / PAGE_SIZE;
     if pages > (1 << 20) {
-        return Err(Errno::ENOMEM);
+        return Err(Errno::ENOMEM.into());
     }
     let mut out = vec![0u8; pages as usize];
     for (i, b) in out.iter_mut().enumerate() {
         let va = start + i as u64 * PAGE_SIZE;
         if ctx.k.mm.vmas.find(va).is_none() {
-            return Err(Errno::ENOMEM);
+            return Err(Errno::ENOMEM.into());
         }
         if ctx
             .k
@@ -212,7 +218,7 @@ pub fn mincore(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn mlock(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn mlock(_ctx: &mut Ctx, _a: Args) -> SysResult {
     // Guest memory is never swapped out: every page is already locked.
     Ok(0)
 }

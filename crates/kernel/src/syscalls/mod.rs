@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use zeroboot_abi::{sysno, Errno};
 use zeroboot_vmm::GuestMemory;
 
-use crate::kernel::Kernel;
+use crate::kernel::{Block, Kernel};
 
 /// What a handler gets: the kernel state and the guest's memory.
 pub struct Ctx<'a> {
@@ -27,15 +27,93 @@ pub struct Ctx<'a> {
     pub regs: &'a kvm_bindings::kvm_regs,
 }
 
-/// A handler's result: the value for RAX, or an errno.
-pub type SysResult = Result<u64, Errno>;
+/// A syscall's six raw arguments, read through typed accessors (gVisor's
+/// `SyscallArguments`). Every value is guest-controlled: a pointer is only
+/// an address to hand to the checked `mm` accessors, a length is clamped
+/// or checked before it sizes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Args(pub [u64; 6]);
 
-/// Returned by a handler that cannot complete yet (Linux's ERESTARTSYS is
-/// kernel-internal the same way): the syscall is not finished and runs
-/// again when the sandbox resumes. `Kernel::blocked` says on what.
-pub const BLOCK: Errno = Errno(512);
+impl Args {
+    /// The registers of a syscall, in the x86-64 calling order.
+    pub fn from_regs(r: &kvm_bindings::kvm_regs) -> Args {
+        Args([r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9])
+    }
 
-type Handler = fn(&mut Ctx, [u64; 6]) -> SysResult;
+    /// Argument `i` as the raw 64-bit register.
+    pub fn u64(&self, i: usize) -> u64 {
+        self.0[i]
+    }
+
+    /// Argument `i` as a signed 64-bit value (offsets, `loff_t`).
+    pub fn i64(&self, i: usize) -> i64 {
+        self.0[i] as i64
+    }
+
+    /// Argument `i` as a C `int` (Linux reads the low 32 bits).
+    pub fn int(&self, i: usize) -> i32 {
+        self.0[i] as i32
+    }
+
+    /// Argument `i` as a C `unsigned int` (modes, flags, ids).
+    pub fn uint(&self, i: usize) -> u32 {
+        self.0[i] as u32
+    }
+
+    /// Argument `i` as a descriptor number.
+    pub fn fd(&self, i: usize) -> i32 {
+        self.0[i] as i32
+    }
+
+    /// Argument `i` as a `size_t`.
+    pub fn usize(&self, i: usize) -> usize {
+        self.0[i] as usize
+    }
+
+    /// Argument `i` as a guest virtual address (untrusted: only the
+    /// checked accessors of `mm` dereference it).
+    pub fn ptr(&self, i: usize) -> u64 {
+        self.0[i]
+    }
+}
+
+/// Why a syscall did not return a value: an error for the guest, or a
+/// control transfer only the run loop can make (gVisor's
+/// `SyscallControl`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SysError {
+    /// Fail with this errno.
+    Errno(Errno),
+    /// The call cannot finish yet: the thread blocks (or the process
+    /// parks) and the call runs again when it is woken.
+    Block(Block),
+    /// rt_sigreturn: restore the context saved in the signal frame.
+    Sigreturn,
+    /// execve/execveat: replace the process's program, which resets the
+    /// vCPU, so the run loop loads it.
+    Exec(ExecArgs),
+}
+
+impl From<Errno> for SysError {
+    fn from(e: Errno) -> SysError {
+        SysError::Errno(e)
+    }
+}
+
+/// What execve/execveat asked for, undecoded (guest pointers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecArgs {
+    pub dirfd: i32,
+    pub path: u64,
+    pub argv: u64,
+    pub envp: u64,
+    pub flags: u64,
+}
+
+/// A handler's result: the value for RAX, or why there is none.
+pub type SysResult = Result<u64, SysError>;
+
+type Handler = fn(&mut Ctx, Args) -> SysResult;
 
 /// How completely a syscall is implemented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,7 +419,7 @@ fn handlers() -> Vec<(u64, Row)> {
         (
             EXECVEAT,
             partial(
-                process::execve,
+                process::execveat,
                 "paths only; AT_EMPTY_PATH (fexecve) unsupported",
             ),
         ),
@@ -374,15 +452,24 @@ fn handlers() -> Vec<(u64, Row)> {
         (SIGALTSTACK, full(signal::sigaltstack)),
         (
             KILL,
-            partial(signal::kill, "only the process itself exists"),
+            partial(
+                signal::kill,
+                "processes and groups of the sandbox; stop signals are ignored (no job control)",
+            ),
         ),
         (
             TKILL,
-            partial(signal::tkill, "only the process itself exists"),
+            partial(
+                signal::tkill,
+                "threads of the calling process only; stop signals are ignored",
+            ),
         ),
         (
             TGKILL,
-            partial(signal::tgkill, "only the process itself exists"),
+            partial(
+                signal::tgkill,
+                "threads of the calling process only (ESRCH otherwise); stop signals are ignored",
+            ),
         ),
         // time
         (CLOCK_GETTIME, full(time::clock_gettime)),
@@ -419,7 +506,13 @@ fn handlers() -> Vec<(u64, Row)> {
             ),
         ),
         (TIMERFD_GETTIME, full(events::timerfd_gettime)),
-        (PKEY_ALLOC, full(events::pkey_alloc)),
+        (
+            PKEY_ALLOC,
+            partial(
+                events::pkey_alloc,
+                "no protection keys: always ENOSPC, as on a CPU without PKU",
+            ),
+        ),
         (
             PKEY_MPROTECT,
             partial(
@@ -549,7 +642,7 @@ impl SyscallStats {
 const LOGGED_UNIMPLEMENTED: usize = 16;
 
 /// Serve syscall `nr` with `args`.
-pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
+pub fn dispatch(ctx: &mut Ctx, nr: u64, args: Args) -> SysResult {
     *ctx.k.stats.counts.entry(nr).or_insert(0) += 1;
     let entry = table().get(nr as usize);
     match entry.and_then(|e| e.handler) {
@@ -561,7 +654,10 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
                 syscall = entry.map(|e| e.name).unwrap_or(""),
                 args = format!(
                     "{:#x} {:#x} {:#x} {:#x}",
-                    args[0], args[1], args[2], args[3]
+                    args.u64(0),
+                    args.u64(1),
+                    args.u64(2),
+                    args.u64(3)
                 ),
                 rip = format!("{:#x}", ctx.regs.rcx),
                 result = format!("{r:?}"),
@@ -590,14 +686,20 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: [u64; 6]) -> SysResult {
                     "more unimplemented syscalls: counted (zeroboot run --stats), not logged"
                 );
             }
-            Err(Errno::ENOSYS)
+            Err(Errno::ENOSYS.into())
         }
     }
 }
 
-/// The compatibility table as text (for `zeroboot syscalls`).
+/// The compatibility document, `docs/syscalls.md` (printed by `zeroboot
+/// syscalls`; a test keeps the two equal).
 pub fn compatibility_table() -> String {
-    let mut s = String::from("| nr | name | support | note |\n|---:|---|---|---|\n");
+    let mut s = String::from(
+        "# Syscall compatibility\n\n\
+         Generated by `zeroboot syscalls`. Unimplemented calls return ENOSYS and are counted \
+         and logged by name.\n\n\
+         | nr | name | support | note |\n|---:|---|---|---|\n",
+    );
     for e in table() {
         if e.name.is_empty() {
             continue;
@@ -611,11 +713,6 @@ pub fn compatibility_table() -> String {
         ));
     }
     s
-}
-
-/// Helpers for handlers.
-pub(crate) fn fd_arg(a: u64) -> i32 {
-    a as i32
 }
 
 /// The kernel release uname reports (glibc only checks it is new enough).
@@ -644,4 +741,46 @@ pub(crate) fn cpu_ns(ctx: &Ctx) -> u64 {
 pub(crate) fn now() -> (i64, i64) {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
     (t.tv_sec, t.tv_nsec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_number_has_one_handler_row() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (nr, _) in handlers() {
+            assert!(sysno::name(nr).is_some(), "{nr} is not a syscall");
+            assert!(
+                seen.insert(nr),
+                "{} has two rows",
+                sysno::NAMES[nr as usize]
+            );
+        }
+    }
+
+    #[test]
+    fn levels_are_honest() {
+        for e in table() {
+            match e.support {
+                Support::Unimplemented => assert!(e.handler.is_none(), "{}", e.name),
+                Support::Partial | Support::Denied => {
+                    assert!(!e.note.is_empty(), "{} says what is missing", e.name)
+                }
+                Support::Full => {
+                    assert!(e.handler.is_some() && e.note.is_empty(), "{}", e.name)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_document_is_the_table() {
+        let doc = include_str!("../../../../docs/syscalls.md");
+        assert!(
+            doc == compatibility_table(),
+            "docs/syscalls.md is stale: run `zeroboot syscalls > docs/syscalls.md`"
+        );
+    }
 }

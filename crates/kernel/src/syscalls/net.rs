@@ -3,13 +3,13 @@
 
 use zeroboot_abi::Errno;
 
-use super::{fd_arg, Ctx, SysResult};
+use super::{Args, Ctx, SysResult};
 
-pub fn socket(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Err(Errno::EACCES)
+pub fn socket(_ctx: &mut Ctx, _a: Args) -> SysResult {
+    Err(Errno::EACCES.into())
 }
 
-pub fn notsock(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.fds.get(fd_arg(a[0]))?;
-    Err(Errno::ENOTSOCK)
+pub fn notsock(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?;
+    Err(Errno::ENOTSOCK.into())
 }

@@ -8,13 +8,13 @@ use zerocopy::FromZeros;
 
 use std::time::{Duration, Instant};
 
-use super::{Ctx, SysResult, KERNEL_RELEASE};
+use super::{Args, Ctx, ExecArgs, SysError, SysResult, KERNEL_RELEASE};
 use crate::task::{CpuContext, Thread, Wait};
 use crate::{procs, sched};
 use zeroboot_abi::signal::SIGCHLD;
 
 /// exit(2) ends the calling thread; the last thread's exit ends the process.
-pub fn exit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn exit(ctx: &mut Ctx, a: Args) -> SysResult {
     if ctx.k.threads.len() <= 1 {
         return exit_group(ctx, a);
     }
@@ -27,20 +27,20 @@ pub fn exit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn exit_group(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    procs::exit_current(ctx.k, ctx.mem, procs::exited(a[0] as i32), None);
+pub fn exit_group(ctx: &mut Ctx, a: Args) -> SysResult {
+    procs::exit_current(ctx.k, ctx.mem, procs::exited(a.int(0)), None);
     Ok(0)
 }
 
-pub fn getpid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn getpid(ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(ctx.k.proc.pid as u64)
 }
 
-pub fn gettid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn gettid(ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(ctx.k.current as u64)
 }
 
-pub fn getppid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn getppid(ctx: &mut Ctx, _a: Args) -> SysResult {
     // The sandbox's first process has no parent inside it (as a
     // container's init has none in its namespace).
     if ctx.k.proc.pid == ctx.k.init_pid {
@@ -50,97 +50,97 @@ pub fn getppid(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
 }
 
 /// getuid and friends: the sandbox runs as root.
-pub fn getid(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn getid(_ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(0)
 }
 
-pub fn getresid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    for p in &a[..3] {
-        ctx.k.mm.write_obj(ctx.mem, *p, &0u32)?;
+pub fn getresid(ctx: &mut Ctx, a: Args) -> SysResult {
+    for i in 0..3 {
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(i), &0u32)?;
     }
     Ok(0)
 }
 
-pub fn getgroups(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[0] as i32) < 0 {
-        return Err(Errno::EINVAL);
+pub fn getgroups(_ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.int(0)) < 0 {
+        return Err(Errno::EINVAL.into());
     }
     Ok(0)
 }
 
-pub fn setid(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[0] as u32 == 0 {
+pub fn setid(_ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.uint(0) == 0 {
         Ok(0)
     } else {
-        Err(Errno::EPERM)
+        Err(Errno::EPERM.into())
     }
 }
 
-pub fn getpgid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let pid = a[0] as u32;
+pub fn getpgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    let pid = a.uint(0);
     if pid == 0 || pid == ctx.k.proc.pid {
         Ok(ctx.k.proc.pid as u64)
     } else {
-        Err(Errno::ESRCH)
+        Err(Errno::ESRCH.into())
     }
 }
 
-pub fn setpgid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (pid, pgid) = (a[0] as u32, a[1] as u32);
+pub fn setpgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (pid, pgid) = (a.uint(0), a.uint(1));
     if (pid != 0 && pid != ctx.k.proc.pid) || (pgid != 0 && pgid != ctx.k.proc.pid) {
-        return Err(Errno::ESRCH);
+        return Err(Errno::ESRCH.into());
     }
     Ok(0)
 }
 
-pub fn setsid(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn setsid(_ctx: &mut Ctx, _a: Args) -> SysResult {
     // The process already leads its process group.
-    Err(Errno::EPERM)
+    Err(Errno::EPERM.into())
 }
 
-pub fn set_tid_address(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.thread_mut().clear_child_tid = a[0];
+pub fn set_tid_address(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.thread_mut().clear_child_tid = a.u64(0);
     Ok(ctx.k.current as u64)
 }
 
-pub fn set_robust_list(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[1] != 24 {
-        return Err(Errno::EINVAL);
+pub fn set_robust_list(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(1) != 24 {
+        return Err(Errno::EINVAL.into());
     }
-    ctx.k.thread_mut().robust_list = (a[0], a[1]);
+    ctx.k.thread_mut().robust_list = (a.u64(0), a.u64(1));
     Ok(0)
 }
 
-pub fn get_robust_list(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[0] != 0 && a[0] as u32 != ctx.k.proc.pid {
-        return Err(Errno::ESRCH);
+pub fn get_robust_list(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(0) != 0 && a.uint(0) != ctx.k.proc.pid {
+        return Err(Errno::ESRCH.into());
     }
     let (head, len) = ctx.k.thread_mut().robust_list;
-    ctx.k.mm.write_obj(ctx.mem, a[1], &head)?;
-    ctx.k.mm.write_obj(ctx.mem, a[2], &len)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &head)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &len)?;
     Ok(0)
 }
 
-pub fn rseq(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn rseq(ctx: &mut Ctx, a: Args) -> SysResult {
     const UNREGISTER: u64 = 1;
-    let (addr, len, flags, sig) = (a[0], a[1] as u32, a[2], a[3] as u32);
+    let (addr, len, flags, sig) = (a.u64(0), a.uint(1), a.u64(2), a.uint(3));
     if flags & UNREGISTER != 0 {
         match ctx.k.thread_mut().rseq {
             Some((r, s)) if r == addr && s == sig => {
                 ctx.k.thread_mut().rseq = None;
                 return Ok(0);
             }
-            _ => return Err(Errno::EINVAL),
+            _ => return Err(Errno::EINVAL.into()),
         }
     }
     if flags != 0 || len < 32 || addr % 32 != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if let Some((r, s)) = ctx.k.thread_mut().rseq {
         return Err(if r == addr && s == sig {
-            Errno::EBUSY
+            Errno::EBUSY.into()
         } else {
-            Errno::EINVAL
+            Errno::EINVAL.into()
         });
     }
     // cpu_id_start and cpu_id: there is one CPU.
@@ -149,35 +149,35 @@ pub fn rseq(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn arch_prctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    match a[0] {
+pub fn arch_prctl(ctx: &mut Ctx, a: Args) -> SysResult {
+    match a.u64(0) {
         ARCH_SET_FS | ARCH_SET_GS => {
-            if a[1] >= USER_END {
-                return Err(Errno::EPERM);
+            if a.u64(1) >= USER_END {
+                return Err(Errno::EPERM.into());
             }
-            if a[0] == ARCH_SET_FS {
-                ctx.k.thread_mut().fs_base = a[1];
+            if a.u64(0) == ARCH_SET_FS {
+                ctx.k.thread_mut().fs_base = a.u64(1);
             } else {
-                ctx.k.thread_mut().gs_base = a[1];
+                ctx.k.thread_mut().gs_base = a.u64(1);
             }
             Ok(0)
         }
         ARCH_GET_FS => {
             let v = ctx.k.thread_mut().fs_base;
-            ctx.k.mm.write_obj(ctx.mem, a[1], &v)?;
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &v)?;
             Ok(0)
         }
         ARCH_GET_GS => {
             let v = ctx.k.thread_mut().gs_base;
-            ctx.k.mm.write_obj(ctx.mem, a[1], &v)?;
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &v)?;
             Ok(0)
         }
         ARCH_GET_CPUID => Ok(1),
-        _ => Err(Errno::EINVAL),
+        _ => Err(Errno::EINVAL.into()),
     }
 }
 
-pub fn prctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn prctl(ctx: &mut Ctx, a: Args) -> SysResult {
     const PR_SET_PDEATHSIG: u64 = 1;
     const PR_GET_PDEATHSIG: u64 = 2;
     const PR_GET_DUMPABLE: u64 = 3;
@@ -187,17 +187,17 @@ pub fn prctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     const PR_CAPBSET_READ: u64 = 23;
     const PR_SET_NO_NEW_PRIVS: u64 = 38;
     const PR_GET_NO_NEW_PRIVS: u64 = 39;
-    match a[0] {
+    match a.u64(0) {
         PR_SET_PDEATHSIG | PR_SET_DUMPABLE | PR_SET_NO_NEW_PRIVS => Ok(0),
         PR_GET_PDEATHSIG => {
-            ctx.k.mm.write_obj(ctx.mem, a[1], &0i32)?;
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &0i32)?;
             Ok(0)
         }
         PR_GET_DUMPABLE => Ok(1),
         PR_GET_NO_NEW_PRIVS => Ok(1),
         PR_CAPBSET_READ => Ok(0),
         PR_SET_NAME => {
-            let mut name = ctx.k.mm.read_cstr(ctx.mem, a[1], 4096)?;
+            let mut name = ctx.k.mm.read_cstr(ctx.mem, a.ptr(1), 4096)?;
             name.truncate(15);
             ctx.k.thread_mut().comm = String::from_utf8_lossy(&name).into_owned();
             Ok(0)
@@ -206,17 +206,17 @@ pub fn prctl(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             let mut b = [0u8; 16];
             let n = ctx.k.thread_mut().comm.len().min(15);
             b[..n].copy_from_slice(&ctx.k.thread_mut().comm.as_bytes()[..n]);
-            ctx.k.mm.write(ctx.mem, a[1], &b)?;
+            ctx.k.mm.write(ctx.mem, a.ptr(1), &b)?;
             Ok(0)
         }
         other => {
             tracing::debug!(option = other, "unsupported prctl: EINVAL");
-            Err(Errno::EINVAL)
+            Err(Errno::EINVAL.into())
         }
     }
 }
 
-pub fn uname(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn uname(ctx: &mut Ctx, a: Args) -> SysResult {
     let mut u = Utsname::new_zeroed();
     fill_cstr(&mut u.sysname, "Linux");
     fill_cstr(&mut u.nodename, &ctx.k.hostname);
@@ -224,15 +224,15 @@ pub fn uname(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     fill_cstr(&mut u.version, "#1 SMP PREEMPT zeroboot");
     fill_cstr(&mut u.machine, "x86_64");
     fill_cstr(&mut u.domainname, "(none)");
-    ctx.k.mm.write_obj(ctx.mem, a[0], &u)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &u)?;
     Ok(0)
 }
 
-pub fn sethostname(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[1] > 64 {
-        return Err(Errno::EINVAL);
+pub fn sethostname(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(1) > 64 {
+        return Err(Errno::EINVAL.into());
     }
-    let b = ctx.k.mm.read_vec(ctx.mem, a[0], a[1] as usize)?;
+    let b = ctx.k.mm.read_vec(ctx.mem, a.ptr(0), a.usize(1))?;
     ctx.k.hostname = String::from_utf8_lossy(&b).into_owned();
     Ok(0)
 }
@@ -251,13 +251,13 @@ fn apply_rlimit(ctx: &mut Ctx, res: u64, new: Rlimit) -> Result<(), Errno> {
     Ok(())
 }
 
-pub fn prlimit64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (pid, res, new, old) = (a[0] as u32, a[1], a[2], a[3]);
+pub fn prlimit64(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (pid, res, new, old) = (a.uint(0), a.u64(1), a.u64(2), a.u64(3));
     if pid != 0 && pid != ctx.k.proc.pid {
-        return Err(Errno::ESRCH);
+        return Err(Errno::ESRCH.into());
     }
     if res >= RLIMIT_NLIMITS {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let cur = ctx.k.proc.rlimits[res as usize];
     if new != 0 {
@@ -270,71 +270,71 @@ pub fn prlimit64(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn getrlimit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    prlimit64(ctx, [0, a[0], 0, a[1], 0, 0])
+pub fn getrlimit(ctx: &mut Ctx, a: Args) -> SysResult {
+    prlimit64(ctx, Args([0, a.u64(0), 0, a.u64(1), 0, 0]))
 }
 
-pub fn setrlimit(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    prlimit64(ctx, [0, a[0], a[1], 0, 0, 0])
+pub fn setrlimit(ctx: &mut Ctx, a: Args) -> SysResult {
+    prlimit64(ctx, Args([0, a.u64(0), a.u64(1), 0, 0, 0]))
 }
 
-pub fn sysinfo(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn sysinfo(ctx: &mut Ctx, a: Args) -> SysResult {
     let mut s = Sysinfo::new_zeroed();
     s.uptime = (super::uptime_ns(ctx) / 1_000_000_000) as i64;
     s.totalram = ctx.k.mm.limit();
     s.freeram = ctx.k.mm.limit().saturating_sub(ctx.k.mm.resident());
     s.procs = 1;
     s.mem_unit = 1;
-    ctx.k.mm.write_obj(ctx.mem, a[0], &s)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &s)?;
     Ok(0)
 }
 
-pub fn sched_getaffinity(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (pid, len, mask) = (a[0] as u32, a[1], a[2]);
+pub fn sched_getaffinity(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (pid, len, mask) = (a.uint(0), a.u64(1), a.u64(2));
     if pid != 0 && pid != ctx.k.proc.pid {
-        return Err(Errno::ESRCH);
+        return Err(Errno::ESRCH.into());
     }
     if len < 8 || len % 8 != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     ctx.k.mm.write_obj(ctx.mem, mask, &1u64)?;
     Ok(8)
 }
 
-pub fn sched_setaffinity(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[1] < 8 {
-        return Err(Errno::EINVAL);
+pub fn sched_setaffinity(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(1) < 8 {
+        return Err(Errno::EINVAL.into());
     }
-    let m: u64 = ctx.k.mm.read_obj(ctx.mem, a[2])?;
+    let m: u64 = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
     if m & 1 == 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     Ok(0)
 }
 
-pub fn sched_yield(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn sched_yield(ctx: &mut Ctx, _a: Args) -> SysResult {
     ctx.k.yield_now = true;
     Ok(0)
 }
 
-pub fn sched_getscheduler(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn sched_getscheduler(_ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(0)
 }
 
-pub fn sched_getparam(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    ctx.k.mm.write_obj(ctx.mem, a[1], &0i32)?;
+pub fn sched_getparam(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &0i32)?;
     Ok(0)
 }
 
-pub fn getpriority(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn getpriority(_ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(20)
 }
 
-pub fn setpriority(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn setpriority(_ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(0)
 }
 
-pub fn getrusage(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn getrusage(ctx: &mut Ctx, a: Args) -> SysResult {
     let cpu = super::cpu_ns(ctx);
     let mut r = Rusage::new_zeroed();
     r.ru_utime = Timeval {
@@ -343,26 +343,26 @@ pub fn getrusage(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     };
     // ru_maxrss (kB) is the first of the remaining fields.
     r.rest[0] = (ctx.k.mm.resident() / 1024) as i64;
-    ctx.k.mm.write_obj(ctx.mem, a[1], &r)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &r)?;
     Ok(0)
 }
 
-pub fn times(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn times(ctx: &mut Ctx, a: Args) -> SysResult {
     let ticks = (super::cpu_ns(ctx) / 10_000_000) as i64;
-    if a[0] != 0 {
+    if a.u64(0) != 0 {
         let t = Tms {
             tms_utime: ticks,
             tms_stime: 0,
             tms_cutime: 0,
             tms_cstime: 0,
         };
-        ctx.k.mm.write_obj(ctx.mem, a[0], &t)?;
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &t)?;
     }
     Ok(super::uptime_ns(ctx) / 10_000_000)
 }
 
-pub fn getcpu(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    for p in [a[0], a[1]] {
+pub fn getcpu(ctx: &mut Ctx, a: Args) -> SysResult {
+    for p in [a.u64(0), a.u64(1)] {
         if p != 0 {
             ctx.k.mm.write_obj(ctx.mem, p, &0u32)?;
         }
@@ -370,24 +370,28 @@ pub fn getcpu(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn capget(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn capget(ctx: &mut Ctx, a: Args) -> SysResult {
     const V3: u32 = 0x2008_0522;
-    let hdr: [u32; 2] = ctx.k.mm.read_obj(ctx.mem, a[0])?;
+    let hdr: [u32; 2] = ctx.k.mm.read_obj(ctx.mem, a.ptr(0))?;
     if hdr[0] != V3 && hdr[0] != 0x1998_0330 && hdr[0] != 0x2007_1026 {
-        ctx.k.mm.write_obj(ctx.mem, a[0], &[V3, hdr[1]])?;
-        return if a[1] == 0 { Ok(0) } else { Err(Errno::EINVAL) };
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &[V3, hdr[1]])?;
+        return if a.u64(1) == 0 {
+            Ok(0)
+        } else {
+            Err(Errno::EINVAL.into())
+        };
     }
-    if a[1] != 0 {
+    if a.u64(1) != 0 {
         // No capabilities: nothing privileged exists in a sandbox.
-        ctx.k.mm.write_obj(ctx.mem, a[1], &[0u32; 6])?;
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &[0u32; 6])?;
     }
     Ok(0)
 }
 
-pub fn personality(_ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    match a[0] as u32 {
+pub fn personality(_ctx: &mut Ctx, a: Args) -> SysResult {
+    match a.uint(0) {
         0 | 0xffff_ffff => Ok(0),
-        _ => Err(Errno::EINVAL),
+        _ => Err(Errno::EINVAL.into()),
     }
 }
 
@@ -396,7 +400,7 @@ pub const MAX_THREADS: usize = 256;
 
 /// clone(2): new threads only. Creating a process (no CLONE_THREAD) is not
 /// supported yet and answers EAGAIN, as a process at its limit would.
-pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn clone(ctx: &mut Ctx, a: Args) -> SysResult {
     const CLONE_VM: u64 = 0x100;
     const CLONE_FS: u64 = 0x200;
     const CLONE_FILES: u64 = 0x400;
@@ -407,18 +411,18 @@ pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     const CLONE_CHILD_SETTID: u64 = 0x1000000;
     const CLONE_THREAD: u64 = 0x10000;
     const THREAD: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
-    let (flags, newsp, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
+    let (flags, newsp, ptid, ctid, tls) = (a.u64(0), a.u64(1), a.u64(2), a.u64(3), a.u64(4));
     if flags & CLONE_THREAD == 0 {
         return new_process(ctx, flags, newsp, ptid, ctid, tls);
     }
     if flags & THREAD != THREAD {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if ctx.k.threads.len() >= MAX_THREADS {
-        return Err(Errno::EAGAIN);
+        return Err(Errno::EAGAIN.into());
     }
     if flags & CLONE_SETTLS != 0 && tls >= USER_END {
-        return Err(Errno::EPERM);
+        return Err(Errno::EPERM.into());
     }
     let tid = ctx.k.alloc_id();
     let parent = ctx.k.thread();
@@ -456,16 +460,16 @@ pub fn clone(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(tid as u64)
 }
 
-pub fn clone3(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn clone3(_ctx: &mut Ctx, _a: Args) -> SysResult {
     // glibc falls back to clone(2).
-    Err(Errno::ENOSYS)
+    Err(Errno::ENOSYS.into())
 }
 
-pub fn fork(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn fork(ctx: &mut Ctx, _a: Args) -> SysResult {
     new_process(ctx, SIGCHLD as u64, 0, 0, 0, 0)
 }
 
-pub fn vfork(ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
+pub fn vfork(ctx: &mut Ctx, _a: Args) -> SysResult {
     const CLONE_VM: u64 = 0x100;
     const CLONE_VFORK: u64 = 0x4000;
     new_process(ctx, CLONE_VM | CLONE_VFORK | SIGCHLD as u64, 0, 0, 0, 0)
@@ -494,10 +498,10 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
             flags = format!("{flags:#x}"),
             "unsupported clone of a process: EINVAL"
         );
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if ctx.k.others.len() + ctx.k.zombies.len() + 1 >= MAX_PROCESSES {
-        return Err(Errno::EAGAIN);
+        return Err(Errno::EAGAIN.into());
     }
     let layout = if vfork {
         crate::mm::AddressSpace::new(0, crate::mm::Frames::placeholder(), ctx.k.mm.limit())
@@ -575,8 +579,26 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
 
 /// Never reached: the run loop serves execve itself, because it replaces
 /// the vCPU state.
-pub fn execve(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Err(Errno::ENOSYS)
+/// The run loop loads the program: it resets the vCPU
+/// (`sandbox::exec`).
+pub fn execve(_ctx: &mut Ctx, a: Args) -> SysResult {
+    Err(SysError::Exec(ExecArgs {
+        dirfd: AT_FDCWD,
+        path: a.ptr(0),
+        argv: a.ptr(1),
+        envp: a.ptr(2),
+        flags: 0,
+    }))
+}
+
+pub fn execveat(_ctx: &mut Ctx, a: Args) -> SysResult {
+    Err(SysError::Exec(ExecArgs {
+        dirfd: a.fd(0),
+        path: a.ptr(1),
+        argv: a.ptr(2),
+        envp: a.ptr(3),
+        flags: a.u64(4),
+    }))
 }
 
 const WNOHANG: u64 = 1;
@@ -623,10 +645,10 @@ fn find_zombie(ctx: &Ctx, sel: i64) -> Result<Option<(u32, i32)>, Errno> {
     }
 }
 
-pub fn wait4(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (sel, status_va, options, rusage) = (a[0] as i32 as i64, a[1], a[2], a[3]);
+pub fn wait4(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (sel, status_va, options, rusage) = (a.int(0) as i64, a.u64(1), a.u64(2), a.u64(3));
     if options & !(WNOHANG | WUNTRACED | WCONTINUED | WALL | WCLONE) != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     match find_zombie(ctx, sel)? {
         Some((pid, status)) => {
@@ -647,22 +669,22 @@ pub fn wait4(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     }
 }
 
-pub fn waitid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn waitid(ctx: &mut Ctx, a: Args) -> SysResult {
     const P_ALL: u64 = 0;
     const P_PID: u64 = 1;
     const P_PGID: u64 = 2;
-    let (idtype, id, info, options) = (a[0], a[1] as i64, a[2], a[3]);
+    let (idtype, id, info, options) = (a.u64(0), a.i64(1), a.u64(2), a.u64(3));
     if options & !(WNOHANG | WEXITED | WNOWAIT | WUNTRACED | WCONTINUED | WALL | WCLONE) != 0
         || options & WEXITED == 0
     {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let sel = match idtype {
         P_ALL => -1,
         P_PID if id > 0 => id,
         P_PGID if id == 0 => 0,
         P_PGID => -id,
-        _ => return Err(Errno::EINVAL),
+        _ => return Err(Errno::EINVAL.into()),
     };
     let mut si = [0u8; 128];
     match find_zombie(ctx, sel)? {
@@ -698,11 +720,11 @@ pub fn waitid(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     }
 }
 
-pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn futex(ctx: &mut Ctx, a: Args) -> SysResult {
     let (uaddr, op, val, timeout, uaddr2, val3) =
-        (a[0], a[1], a[2] as u32, a[3], a[4], a[5] as u32);
+        (a.u64(0), a.u64(1), a.uint(2), a.u64(3), a.u64(4), a.uint(5));
     if uaddr % 4 != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     match cmd {
@@ -713,7 +735,7 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 u32::MAX
             };
             if bitset == 0 {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
             let deadline = if timeout == 0 {
                 None
@@ -734,10 +756,10 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             };
             let cur: u32 = ctx.k.mm.read_obj(ctx.mem, uaddr)?;
             if cur != val {
-                return Err(Errno::EAGAIN);
+                return Err(Errno::EAGAIN.into());
             }
             if deadline.is_some_and(|d| d <= Instant::now()) {
-                return Err(Errno::ETIMEDOUT);
+                return Err(Errno::ETIMEDOUT.into());
             }
             Err(ctx.k.wait(Wait::Futex {
                 addr: uaddr,
@@ -748,7 +770,7 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
         FUTEX_WAKE => Ok(sched::futex_wake(ctx.k, uaddr, val, u32::MAX) as u64),
         FUTEX_WAKE_BITSET => {
             if val3 == 0 {
-                return Err(Errno::EINVAL);
+                return Err(Errno::EINVAL.into());
             }
             Ok(sched::futex_wake(ctx.k, uaddr, val, val3) as u64)
         }
@@ -756,7 +778,7 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             if cmd == FUTEX_CMP_REQUEUE {
                 let cur: u32 = ctx.k.mm.read_obj(ctx.mem, uaddr)?;
                 if cur != val3 {
-                    return Err(Errno::EAGAIN);
+                    return Err(Errno::EAGAIN.into());
                 }
             }
             // The fourth argument is the requeue count here.
@@ -779,7 +801,7 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 2 => old | oparg,
                 3 => old & !oparg,
                 4 => old ^ oparg,
-                _ => return Err(Errno::ENOSYS),
+                _ => return Err(Errno::ENOSYS.into()),
             };
             ctx.k.mm.write_obj(ctx.mem, uaddr2, &new)?;
             let cmparg = ((encoded << 20) as i32 >> 20) as i64;
@@ -791,7 +813,7 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 3 => o <= cmparg,
                 4 => o > cmparg,
                 5 => o >= cmparg,
-                _ => return Err(Errno::ENOSYS),
+                _ => return Err(Errno::ENOSYS.into()),
             };
             let mut woken = sched::futex_wake(ctx.k, uaddr, val, u32::MAX);
             if hit {
@@ -799,6 +821,6 @@ pub fn futex(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             }
             Ok(woken as u64)
         }
-        _ => Err(Errno::ENOSYS),
+        _ => Err(Errno::ENOSYS.into()),
     }
 }

@@ -5,7 +5,7 @@ use zeroboot_abi::signal::*;
 use zeroboot_abi::structs::{KernelSigaction, StackT};
 use zeroboot_abi::Errno;
 
-use super::{Ctx, SysResult};
+use super::{Args, Ctx, SysError, SysResult};
 
 fn valid(sig: u64) -> bool {
     (1..=NSIG as u64).contains(&sig)
@@ -14,13 +14,13 @@ fn valid(sig: u64) -> bool {
 /// Signals that can never be blocked or caught.
 const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 
-pub fn rt_sigaction(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (sig, act, oact, size) = (a[0], a[1], a[2], a[3]);
+pub fn rt_sigaction(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (sig, act, oact, size) = (a.u64(0), a.u64(1), a.u64(2), a.u64(3));
     if size != 8 || !valid(sig) {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if act != 0 && (sig == SIGKILL as u64 || sig == SIGSTOP as u64) {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let old = ctx.k.proc.sigactions[sig as usize - 1];
     if act != 0 {
@@ -36,14 +36,15 @@ pub fn rt_sigaction(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 
 /// Never reached: the run loop serves rt_sigreturn itself, because it
 /// restores vCPU state a handler cannot touch.
-pub fn rt_sigreturn(_ctx: &mut Ctx, _a: [u64; 6]) -> SysResult {
-    Err(Errno::ENOSYS)
+/// The run loop restores the frame: it rewrites every register.
+pub fn rt_sigreturn(_ctx: &mut Ctx, _a: Args) -> SysResult {
+    Err(SysError::Sigreturn)
 }
 
-pub fn rt_sigprocmask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (how, set, oset, size) = (a[0], a[1], a[2], a[3]);
+pub fn rt_sigprocmask(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (how, set, oset, size) = (a.u64(0), a.u64(1), a.u64(2), a.u64(3));
     if size != 8 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let old = ctx.k.thread_mut().sigmask;
     if set != 0 {
@@ -52,7 +53,7 @@ pub fn rt_sigprocmask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             SIG_BLOCK => old | s,
             SIG_UNBLOCK => old & !s,
             SIG_SETMASK => s,
-            _ => return Err(Errno::EINVAL),
+            _ => return Err(Errno::EINVAL.into()),
         };
         ctx.k.thread_mut().sigmask = new & !UNBLOCKABLE;
     }
@@ -62,35 +63,35 @@ pub fn rt_sigprocmask(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn rt_sigpending(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[1] > 8 {
-        return Err(Errno::EINVAL);
+pub fn rt_sigpending(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(1) > 8 {
+        return Err(Errno::EINVAL.into());
     }
     let p = (ctx.k.proc.pending | ctx.k.thread().pending) & ctx.k.thread().sigmask;
-    ctx.k.mm.write_obj(ctx.mem, a[0], &p)?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &p)?;
     Ok(0)
 }
 
-pub fn sigaltstack(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn sigaltstack(ctx: &mut Ctx, a: Args) -> SysResult {
     const SS_ONSTACK: i32 = 1;
     const SS_DISABLE: i32 = 2;
     const MINSIGSTKSZ: u64 = 2048;
     let old = ctx.k.thread_mut().altstack;
-    if a[0] != 0 {
-        let n: StackT = ctx.k.mm.read_obj(ctx.mem, a[0])?;
+    if a.u64(0) != 0 {
+        let n: StackT = ctx.k.mm.read_obj(ctx.mem, a.ptr(0))?;
         if n.ss_flags & !(SS_DISABLE | (1 << 31)) != 0 {
-            return Err(Errno::EINVAL);
+            return Err(Errno::EINVAL.into());
         }
         if n.ss_flags & SS_DISABLE == 0 && n.ss_size < MINSIGSTKSZ {
-            return Err(Errno::ENOMEM);
+            return Err(Errno::ENOMEM.into());
         }
         if old.ss_flags & SS_ONSTACK != 0 {
-            return Err(Errno::EPERM);
+            return Err(Errno::EPERM.into());
         }
         ctx.k.thread_mut().altstack = n;
     }
-    if a[1] != 0 {
-        ctx.k.mm.write_obj(ctx.mem, a[1], &old)?;
+    if a.u64(1) != 0 {
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &old)?;
     }
     Ok(0)
 }
@@ -99,11 +100,11 @@ pub fn sigaltstack(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
 /// acted on before ring 3 runs again.
 fn raise(ctx: &mut Ctx, sig: u64, tid: Option<u32>) -> SysResult {
     if !valid(sig) && sig != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     if let Some(t) = tid {
         if !ctx.k.threads.contains_key(&t) {
-            return Err(Errno::ESRCH);
+            return Err(Errno::ESRCH.into());
         }
     }
     if sig == 0 {
@@ -115,10 +116,10 @@ fn raise(ctx: &mut Ctx, sig: u64, tid: Option<u32>) -> SysResult {
 
 /// kill(2) within the sandbox: a process, a process group (0: the
 /// caller's, -pgid), or every process but the sandbox's first (-1).
-pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (pid, sig) = (a[0] as i32, a[1]);
+pub fn kill(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (pid, sig) = (a.int(0), a.u64(1));
     if !valid(sig) && sig != 0 {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let me = ctx.k.proc.pid;
     let targets: Vec<u32> = match pid {
@@ -129,7 +130,7 @@ pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 return if ctx.k.zombies.contains_key(&p) {
                     Ok(0)
                 } else {
-                    Err(Errno::ESRCH)
+                    Err(Errno::ESRCH.into())
                 };
             }
             vec![p]
@@ -138,7 +139,7 @@ pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
             .chain(ctx.k.others.keys().copied())
             .filter(|&p| p == me || p != ctx.k.init_pid)
             .collect(),
-        i32::MIN => return Err(Errno::ESRCH),
+        i32::MIN => return Err(Errno::ESRCH.into()),
         p => {
             let group = if p == 0 { ctx.k.proc.pgid } else { (-p) as u32 };
             let mut v: Vec<u32> = ctx
@@ -152,7 +153,7 @@ pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
                 v.push(me);
             }
             if v.is_empty() {
-                return Err(Errno::ESRCH);
+                return Err(Errno::ESRCH.into());
             }
             v
         }
@@ -170,21 +171,21 @@ pub fn kill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn tkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[0] as i32) <= 0 {
-        return Err(Errno::EINVAL);
+pub fn tkill(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.int(0)) <= 0 {
+        return Err(Errno::EINVAL.into());
     }
-    raise(ctx, a[1], Some(a[0] as u32))
+    raise(ctx, a.u64(1), Some(a.uint(0)))
 }
 
-pub fn tgkill(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if (a[0] as i32) <= 0 || (a[1] as i32) <= 0 {
-        return Err(Errno::EINVAL);
+pub fn tgkill(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.int(0)) <= 0 || (a.int(1)) <= 0 {
+        return Err(Errno::EINVAL.into());
     }
-    if a[0] as u32 != ctx.k.proc.pid {
-        return Err(Errno::ESRCH);
+    if a.uint(0) != ctx.k.proc.pid {
+        return Err(Errno::ESRCH.into());
     }
-    raise(ctx, a[2], Some(a[1] as u32))
+    raise(ctx, a.u64(2), Some(a.uint(1)))
 }
 
 /// A write to a pipe nobody reads: SIGPIPE, and EPIPE if that is ignored

@@ -6,7 +6,7 @@ use zeroboot_abi::flags::*;
 use zeroboot_abi::structs::{Timespec, Timeval, Timezone};
 use zeroboot_abi::Errno;
 
-use super::{Ctx, SysResult};
+use super::{Args, Ctx, SysResult};
 use crate::task::Wait;
 
 fn host_ns(id: rustix::time::ClockId) -> u64 {
@@ -38,37 +38,37 @@ fn to_ts(ns: u64) -> Timespec {
     }
 }
 
-pub fn clock_gettime(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let ns = clock_ns(ctx, a[0])?;
-    ctx.k.mm.write_obj(ctx.mem, a[1], &to_ts(ns))?;
+pub fn clock_gettime(ctx: &mut Ctx, a: Args) -> SysResult {
+    let ns = clock_ns(ctx, a.u64(0))?;
+    ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &to_ts(ns))?;
     Ok(0)
 }
 
-pub fn clock_getres(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    clock_ns(ctx, a[0])?;
-    let res = match a[0] {
+pub fn clock_getres(ctx: &mut Ctx, a: Args) -> SysResult {
+    clock_ns(ctx, a.u64(0))?;
+    let res = match a.u64(0) {
         CLOCK_REALTIME_COARSE | CLOCK_MONOTONIC_COARSE => 4_000_000,
         _ => 1,
     };
-    if a[1] != 0 {
-        ctx.k.mm.write_obj(ctx.mem, a[1], &to_ts(res))?;
+    if a.u64(1) != 0 {
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &to_ts(res))?;
     }
     Ok(0)
 }
 
-pub fn gettimeofday(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn gettimeofday(ctx: &mut Ctx, a: Args) -> SysResult {
     let ns = clock_ns(ctx, CLOCK_REALTIME)?;
-    if a[0] != 0 {
+    if a.u64(0) != 0 {
         let tv = Timeval {
             tv_sec: (ns / 1_000_000_000) as i64,
             tv_usec: ((ns % 1_000_000_000) / 1000) as i64,
         };
-        ctx.k.mm.write_obj(ctx.mem, a[0], &tv)?;
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &tv)?;
     }
-    if a[1] != 0 {
+    if a.u64(1) != 0 {
         ctx.k.mm.write_obj(
             ctx.mem,
-            a[1],
+            a.u64(1),
             &Timezone {
                 tz_minuteswest: 0,
                 tz_dsttime: 0,
@@ -78,10 +78,10 @@ pub fn gettimeofday(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     Ok(0)
 }
 
-pub fn time(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
+pub fn time(ctx: &mut Ctx, a: Args) -> SysResult {
     let s = clock_ns(ctx, CLOCK_REALTIME)? / 1_000_000_000;
-    if a[0] != 0 {
-        ctx.k.mm.write_obj(ctx.mem, a[0], &(s as i64))?;
+    if a.u64(0) != 0 {
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(0), &(s as i64))?;
     }
     Ok(s)
 }
@@ -109,15 +109,15 @@ pub(super) fn read_ts(ctx: &mut Ctx, va: u64) -> Result<u64, Errno> {
         .saturating_add(ts.tv_nsec as u64))
 }
 
-pub fn nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let ns = read_ts(ctx, a[0])?;
+pub fn nanosleep(ctx: &mut Ctx, a: Args) -> SysResult {
+    let ns = read_ts(ctx, a.u64(0))?;
     sleep(ctx, ns)
 }
 
-pub fn clock_nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    let (clock, flags, req) = (a[0], a[1], a[2]);
+pub fn clock_nanosleep(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (clock, flags, req) = (a.u64(0), a.u64(1), a.u64(2));
     if matches!(clock, CLOCK_THREAD_CPUTIME_ID) {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
     let now = clock_ns(ctx, clock)?;
     let ns = read_ts(ctx, req)?;
@@ -129,19 +129,19 @@ pub fn clock_nanosleep(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
     sleep(ctx, rel)
 }
 
-pub fn getrandom(ctx: &mut Ctx, a: [u64; 6]) -> SysResult {
-    if a[2] & !(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE) != 0
-        || a[2] & (GRND_RANDOM | GRND_INSECURE) == (GRND_RANDOM | GRND_INSECURE)
+pub fn getrandom(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(2) & !(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE) != 0
+        || a.u64(2) & (GRND_RANDOM | GRND_INSECURE) == (GRND_RANDOM | GRND_INSECURE)
     {
-        return Err(Errno::EINVAL);
+        return Err(Errno::EINVAL.into());
     }
-    let len = (a[1] as usize).min((32 << 20) - 1).min(1 << 20);
+    let len = (a.usize(1)).min((32 << 20) - 1).min(1 << 20);
     let mut buf = vec![0u8; len];
     let mut done = 0;
     while done < len {
         done += rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty())
             .map_err(|e| Errno(e.raw_os_error() as u16))?;
     }
-    ctx.k.mm.write(ctx.mem, a[0], &buf)?;
+    ctx.k.mm.write(ctx.mem, a.ptr(0), &buf)?;
     Ok(len as u64)
 }

@@ -119,13 +119,19 @@ impl Tmpfs {
     }
 
     fn charge(&mut self, old: u64, new: u64) -> Result<(), Errno> {
-        let total = self.bytes - old.min(self.bytes) + new;
-        if new > old && total > self.limit {
-            self.full += 1;
-            return Err(Errno::ENOSPC);
+        // `new` is guest-controlled (ftruncate, fallocate): the sum is
+        // checked, and a sum past u64 is as full as any.
+        let total = (self.bytes - old.min(self.bytes)).checked_add(new);
+        match total {
+            Some(t) if new <= old || t <= self.limit => {
+                self.bytes = t;
+                Ok(())
+            }
+            _ => {
+                self.full += 1;
+                Err(Errno::ENOSPC)
+            }
         }
-        self.bytes = total;
-        Ok(())
     }
 
     /// Write `buf` at `offset` (extending with zeros as needed).

@@ -23,6 +23,12 @@
 // The program refuses to run outside zeroboot (uname release must contain
 // "zeroboot"): random syscalls as root on a real kernel are destructive.
 //
+// `fuzz_syscalls sweep [PER_CHILD]` is the deterministic variant: every
+// number 0..MAX_NR with SWEEP_PER_NR argument patterns built from boundary
+// values (0, -1, 2^63-1, 2^31-1, -1 as a 32-bit int, 2^63, an unmapped
+// and a kernel-half pointer, a valid pointer), each call reported before
+// it is issued, so a call that kills its worker is not repeated.
+//
 // Last line of output:
 //   fuzz: done seed=S syscalls=N ok=K children=C exited=E stuck=W
 //         signaled=G abandoned=A secs=T rate=R/s
@@ -452,6 +458,44 @@ static NOINLINE NOSP void keep_scratch(void) {
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 }
 
+// ---- the sweep ------------------------------------------------------------
+
+#define SWEEP_VALS 9
+#define SWEEP_PER_NR (SWEEP_VALS + 6 * (SWEEP_VALS - 1))
+#define SWEEP_TOTAL ((uint64_t)(MAX_NR + 1) * SWEEP_PER_NR)
+
+static int sweep_mode;
+static uint64_t sweep_base; // the global index of this worker's first call
+
+static uint64_t sweep_val(int v) {
+    switch (v) {
+    case 0: return 0;
+    case 1: return (uint64_t)-1;
+    case 2: return 0x7fffffffffffffffull;
+    case 3: return 0x7fffffffull;
+    case 4: return 0xffffffffull;
+    case 5: return 1ull << 63;
+    case 6: return 0x1000;                 // unmapped
+    case 7: return 0xffff800000000000ull;  // the kernel half
+    default: return (uint64_t)scratch;     // mapped and writable
+    }
+}
+
+// Call `k` of the sweep: pattern p < SWEEP_VALS sets all six arguments to
+// one value; the others put value 1..SWEEP_VALS-1 at one position and 0
+// elsewhere.
+static uint64_t sweep_call(uint64_t k, uint64_t *a) {
+    uint64_t nr = k / SWEEP_PER_NR, p = k % SWEEP_PER_NR;
+    if (p < SWEEP_VALS) {
+        for (int j = 0; j < 6; j++) a[j] = sweep_val((int)p);
+    } else {
+        p -= SWEEP_VALS;
+        for (int j = 0; j < 6; j++) a[j] = 0;
+        a[p / (SWEEP_VALS - 1)] = sweep_val((int)(p % (SWEEP_VALS - 1)) + 1);
+    }
+    return nr;
+}
+
 static NOINLINE NOSP void worker(uint64_t seed, uint64_t budget) {
     rng = seed * 0x2545f4914f6cdd1dull + 1;
     my_pid = getpid();
@@ -473,12 +517,25 @@ static NOINLINE NOSP void worker(uint64_t seed, uint64_t budget) {
     if (pthread_create(&t, NULL, watchdog, NULL)) _exit(98);
 
     for (uint64_t i = 0; i < budget;) {
-        uint64_t nr = gen_nr();
-        const char *sh = nr <= MAX_NR && below(4) ? shape[nr] : NULL;
-        uint64_t a[6];
-        for (int j = 0; j < 6; j++)
-            a[j] = sh && j < (int)strlen(sh) ? gen_arg(sh[j]) : gen_arg('.');
-        if (!neuter(nr, a)) continue;
+        uint64_t nr, a[6];
+        if (sweep_mode) {
+            if (sweep_base + i >= SWEEP_TOTAL) break;
+            nr = sweep_call(sweep_base + i, a);
+            // Counted before it is issued: a call that ends the worker is
+            // not tried again by the next one.
+            progress = progress + 1;
+            report();
+            if (!neuter(nr, a)) {
+                i++;
+                continue;
+            }
+        } else {
+            nr = gen_nr();
+            const char *sh = nr <= MAX_NR && below(4) ? shape[nr] : NULL;
+            for (int j = 0; j < 6; j++)
+                a[j] = sh && j < (int)strlen(sh) ? gen_arg(sh[j]) : gen_arg('.');
+            if (!neuter(nr, a)) continue;
+        }
         long r;
         current_nr = nr;
         if (nr == SYS_clone || nr == SYS_fork || nr == SYS_vfork || nr == SYS_clone3)
@@ -486,7 +543,7 @@ static NOINLINE NOSP void worker(uint64_t seed, uint64_t budget) {
         else
             r = raw6((long)nr, a[0], a[1], a[2], a[3], a[4], a[5]);
         i++;
-        progress = progress + 1;
+        if (!sweep_mode) progress = progress + 1;
         if ((unsigned long)r < (unsigned long)-4095) {
             ok_count = ok_count + 1;
             if (changes_memory(nr)) keep_scratch();
@@ -555,9 +612,18 @@ static void drain(int fd) {
 
 int main(int argc, char **argv) {
     uint64_t seed, count, per_child = 2000;
-    if (argc < 3 || argc > 4 || !parse_u64(argv[1], &seed) || !parse_u64(argv[2], &count) ||
-        (argc == 4 && (!parse_u64(argv[3], &per_child) || per_child == 0))) {
-        fprintf(stderr, "usage: fuzz_syscalls SEED COUNT [PER_CHILD]\n");
+    if (argc >= 2 && !strcmp(argv[1], "sweep")) {
+        sweep_mode = 1;
+        seed = 0;
+        count = SWEEP_TOTAL;
+        if (argc > 3 || (argc == 3 && (!parse_u64(argv[2], &per_child) || per_child == 0))) {
+            fprintf(stderr, "usage: fuzz_syscalls sweep [PER_CHILD]\n");
+            return 2;
+        }
+    } else if (argc < 3 || argc > 4 || !parse_u64(argv[1], &seed) ||
+               !parse_u64(argv[2], &count) ||
+               (argc == 4 && (!parse_u64(argv[3], &per_child) || per_child == 0))) {
+        fprintf(stderr, "usage: fuzz_syscalls SEED COUNT [PER_CHILD] | sweep [PER_CHILD]\n");
         return 2;
     }
     struct utsname u;
@@ -611,6 +677,7 @@ int main(int argc, char **argv) {
         fork_failures = 0;
         if (pid == 0) {
             close(pfd[0]);
+            sweep_base = total;
             worker(seed * 1000003 + children, budget);
             _exit(97);
         }

@@ -228,7 +228,7 @@ pub struct Kernel {
     pub cpu_base_ns: u64,
     /// CPU time accumulated before (by the template), ns.
     pub cpu_carried_ns: u64,
-    /// Wall-clock start (CLOCK_MONOTONIC ns) for uptime.
+    /// Start, on the guest's CLOCK_MONOTONIC (ns), for uptime.
     pub start_mono_ns: u64,
     /// The clocks the vDSO and the VMM serve.
     #[serde(default)]

@@ -87,6 +87,7 @@ impl Sandbox {
         }
         let vcpu = self.vcpu.save_state().map_err(SandboxError::from)?;
         let mut kernel = self.k;
+        kernel.clock.freeze();
         kernel.stats = SyscallStats::default();
         kernel.stdout = Sink::capture(0);
         kernel.stderr = Sink::capture(0);

@@ -47,6 +47,13 @@ const SHIFT: u32 = 32;
 /// The sandbox's clocks: the host's, extrapolated from one sample by the
 /// TSC. Re-sampled at every fork and reset, so the extrapolation never
 /// runs long.
+///
+/// CLOCK_MONOTONIC (and BOOTTIME) of a fork continues from its template's
+/// at the moment it was frozen, as after a VM snapshot restore: the time a
+/// template spends parked is not seen by its forks. Otherwise every timer
+/// armed in the template (libuv's, V8's memory reducer and GC tasks) would
+/// be long due in each fork of a template made more than a few seconds
+/// before, and run inside every request. CLOCK_REALTIME is the host's.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Clock {
     /// False where the TSC's relation to the host is unknown: then every
@@ -59,6 +66,11 @@ pub struct Clock {
     real_base_ns: u64,
     /// Guest TSC minus host TSC.
     tsc_offset: i64,
+    /// Guest CLOCK_MONOTONIC minus the host's (ns).
+    mono_offset_ns: i64,
+    /// The guest's CLOCK_MONOTONIC when the sandbox was frozen into a
+    /// template: where its forks' monotonic clock starts.
+    frozen_mono_ns: Option<u64>,
 }
 
 fn host_ns(id: rustix::time::ClockId) -> u64 {
@@ -68,22 +80,52 @@ fn host_ns(id: rustix::time::ClockId) -> u64 {
 
 impl Clock {
     /// Sample the host's clocks for a vCPU whose TSC relates to the host's
-    /// as `tsc` says.
+    /// as `tsc` says; the guest's monotonic clock is the host's.
     pub fn sample(tsc: Option<TscInfo>) -> Clock {
+        Clock::sample_from(tsc, None)
+    }
+
+    /// As `sample`, with the guest's monotonic clock reading `mono_ns` now
+    /// (None: the host's).
+    fn sample_from(tsc: Option<TscInfo>, mono_ns: Option<u64>) -> Clock {
+        let host_mono = host_ns(rustix::time::ClockId::Monotonic);
+        let mono_offset_ns = mono_ns.map_or(0, |m| m.wrapping_sub(host_mono) as i64);
         let Some(tsc) = tsc.filter(|t| t.khz > 0) else {
-            return Clock::default();
+            return Clock {
+                mono_offset_ns,
+                ..Clock::default()
+            };
         };
         let host = host_tsc();
-        let mono_base_ns = host_ns(rustix::time::ClockId::Monotonic);
         let real_base_ns = host_ns(rustix::time::ClockId::Realtime);
         Clock {
             enabled: true,
             mult: ((1_000_000u128 << SHIFT) / tsc.khz as u128) as u64,
             tsc_base: host.wrapping_add(tsc.offset as u64),
-            mono_base_ns,
+            mono_base_ns: host_mono.saturating_add_signed(mono_offset_ns),
             real_base_ns,
             tsc_offset: tsc.offset,
+            mono_offset_ns,
+            frozen_mono_ns: None,
         }
+    }
+
+    /// The guest's reading of a host monotonic time `host_ns` (for the
+    /// clocks the VMM serves when the vDSO's are disabled).
+    pub fn guest_mono(&self, host_ns: u64) -> u64 {
+        host_ns.saturating_add_signed(self.mono_offset_ns)
+    }
+
+    /// The guest's CLOCK_MONOTONIC now.
+    fn mono_now_ns(&self) -> u64 {
+        self.now_ns(CLOCK_MONOTONIC)
+            .unwrap_or_else(|| self.guest_mono(host_ns(rustix::time::ClockId::Monotonic)))
+    }
+
+    /// Record the guest's monotonic time now as where forks of this
+    /// (parked, frozen) sandbox start theirs.
+    pub fn freeze(&mut self) {
+        self.frozen_mono_ns = Some(self.mono_now_ns());
     }
 
     /// Nanoseconds since the sample, as the vDSO computes them.
@@ -163,7 +205,7 @@ pub fn map(k: &mut Kernel, mem: &GuestMemory) -> Result<u64, Errno> {
 /// Take a new clock sample for a vCPU whose TSC relates to the host's as
 /// `tsc` says (a new or reset VM), and give it to every process.
 pub fn rebase(k: &mut Kernel, mem: &GuestMemory, tsc: Option<TscInfo>) {
-    k.clock = Clock::sample(tsc);
+    k.clock = Clock::sample_from(tsc, k.clock.frozen_mono_ns);
     let data = k.clock.vvar();
     let mut spaces = vec![&mut k.mm];
     spaces.extend(k.others.values_mut().map(|s| &mut s.mm));

@@ -720,8 +720,9 @@ pub const KERNEL_RELEASE: &str = "6.1.0-zeroboot";
 
 /// Nanoseconds since the sandbox started.
 pub(crate) fn uptime_ns(ctx: &Ctx) -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    (t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64).saturating_sub(ctx.k.start_mono_ns)
+    time::clock_ns(ctx, zeroboot_abi::flags::CLOCK_MONOTONIC)
+        .unwrap_or(0)
+        .saturating_sub(ctx.k.start_mono_ns)
 }
 
 /// CPU time of the calling host thread (ns).

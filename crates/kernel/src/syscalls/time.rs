@@ -24,8 +24,10 @@ pub fn clock_ns(ctx: &Ctx, clock: u64) -> Result<u64, Errno> {
     Ok(match clock {
         CLOCK_REALTIME => host_ns(ClockId::Realtime),
         CLOCK_REALTIME_COARSE => host_ns(ClockId::RealtimeCoarse),
-        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_BOOTTIME => host_ns(ClockId::Monotonic),
-        CLOCK_MONOTONIC_COARSE => host_ns(ClockId::MonotonicCoarse),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_BOOTTIME => {
+            ctx.k.clock.guest_mono(host_ns(ClockId::Monotonic))
+        }
+        CLOCK_MONOTONIC_COARSE => ctx.k.clock.guest_mono(host_ns(ClockId::MonotonicCoarse)),
         CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => super::cpu_ns(ctx),
         _ => return Err(Errno::EINVAL),
     })

@@ -8,7 +8,10 @@
 // left), and the agent replies and blocks again.
 //
 // Frames: a 4-byte little-endian length and a JSON object.
-// Request {"code": str, "seed": int}; reply {"exit_code": int}.
+// Request {"code": str, "seed": int, "persist": bool, "env": {str: str}};
+// reply {"exit_code": int}. Scripts share the global scope, so a live
+// sandbox's requests ("persist": true) see what earlier ones defined
+// (top-level var/let/const/function); "env" is added to process.env.
 //
 // Entropy: V8 seeds Math.random once per isolate, so every fork of the
 // template would share its sequence; the agent replaces Math.random by a
@@ -140,6 +143,9 @@ function serve() {
   }
   process.exitCode = undefined;
   reseed(Number(req.seed || 0));
+  if (req.env && typeof req.env === "object") {
+    for (const [k, v] of Object.entries(req.env)) process.env[k] = String(v);
+  }
   run(String(req.code || ""));
   // Keep the loop turning once more: the reply goes out when it has
   // drained ('beforeExit').

@@ -77,6 +77,13 @@ fn image_id(root: &Path) -> String {
         .unwrap_or_else(|| "image".into())
 }
 
+/// FNV-1a, 64 bits: a stable hash for cache names.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Used forks kept for reuse per template, by default.
 pub const DEFAULT_MAX_IDLE: usize = 16;
 
@@ -208,10 +215,15 @@ impl Template {
     }
 
     /// Where the template for `language` on the image at `root` is kept.
+    /// The name carries a hash of the agent's source: a template parked in
+    /// another version of the agent is another template.
     pub fn dir(cache: &Path, language: Language, root: &Path) -> PathBuf {
-        cache
-            .join("templates")
-            .join(format!("{}-{}", language.name(), image_id(root)))
+        cache.join("templates").join(format!(
+            "{}-{}-{:016x}",
+            language.name(),
+            image_id(root),
+            fnv1a(language.agent().1.as_bytes())
+        ))
     }
 
     /// The saved template if it is there and valid; otherwise create it

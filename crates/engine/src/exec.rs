@@ -230,7 +230,7 @@ impl Template {
     }
 
     /// Keep a used sandbox for reuse (restored by `tidy`, or when taken).
-    fn release(&self, sb: Sandbox) {
+    pub(crate) fn release(&self, sb: Sandbox) {
         let max = self.max_idle.load(std::sync::atomic::Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < max {

@@ -48,6 +48,12 @@ pub struct LiveSandbox {
     /// Sent with the first request.
     env: Vec<(String, String)>,
     runs: u64,
+    /// Which template it was forked from (its snapshot's address).
+    origin: usize,
+}
+
+fn origin_of(t: &Template) -> usize {
+    &t.snapshot as *const _ as usize
 }
 
 impl LiveSandbox {
@@ -72,6 +78,7 @@ impl LiveSandbox {
             ended: None,
             env: opts.env,
             runs: 0,
+            origin: origin_of(template),
         })
     }
 
@@ -103,6 +110,22 @@ impl LiveSandbox {
     pub fn kill(&mut self, reason: &str) {
         if self.sb.take().is_some() {
             self.ended = Some(reason.to_string());
+        }
+    }
+
+    /// End it and hand its VM to `template`'s idle forks (the template it
+    /// was forked from; otherwise it is dropped), where it is restored to
+    /// the template (`Template::tidy`, a reset: a security boundary) and
+    /// reused with a warm shadow MMU. Returns whether it was handed over.
+    pub fn recycle(mut self, template: &Template, reason: &str) -> bool {
+        let sb = self.sb.take();
+        self.ended = Some(reason.to_string());
+        match sb {
+            Some(sb) if self.origin == origin_of(template) => {
+                template.release(sb);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -145,6 +145,42 @@ fn runs_on_any_thread() {
 }
 
 #[test]
+fn a_recycled_sandbox_leaks_nothing() {
+    // Its own template, so that the idle forks are only this test's.
+    let t = template_of(Language::Python);
+    let mut a = live(&t);
+    a.run(
+        "import builtins, threading, time\nopen('/tmp/secret', 'w').write('s3cret')\nbuiltins.SECRET = 's3cret'\nx = [bytearray(4096) for _ in range(500)]\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
+        T,
+        CAP,
+    )
+    .unwrap();
+    a.run("y = 'more'", T, CAP).unwrap();
+    assert!(a.recycle(&t, "killed on request"));
+    assert!(t.tidy(), "the recycled fork is restored");
+    let r = t.exec(&ExecRequest::new(
+        "import os, builtins\nprint(os.path.exists('/tmp/secret'), getattr(builtins, 'SECRET', None), 'x' in globals(), 'y' in globals())",
+    ));
+    assert!(r.reused, "{r:?}");
+    assert_eq!(r.stdout, "False None False False\n", "{r:?}");
+    // A live sandbox made from the recycled fork starts clean too.
+    t.exec(&ExecRequest::new("1"));
+    t.tidy();
+    let mut b = live(&t);
+    let r = b
+        .run(
+            "import builtins; print(getattr(builtins, 'SECRET', None))",
+            T,
+            CAP,
+        )
+        .unwrap();
+    assert_eq!(r.stdout, "None\n", "{r:?}");
+    // Another template's fork is not taken.
+    let other = live(python());
+    assert!(!other.recycle(&t, "killed"));
+}
+
+#[test]
 fn node_state_persists() {
     let t = template_of(Language::Node);
     let mut a = live(&t);

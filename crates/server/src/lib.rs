@@ -104,8 +104,12 @@ pub fn app(
 ) -> Result<Router, ServeError> {
     let pool = pool::Pool::new(config.workers, config.queue, config.vcpu_setup)
         .map_err(ServeError::Workers)?;
-    let live = sandboxes::Sandboxes::new(config.sandboxes.clone(), config.vcpu_setup)
-        .map_err(ServeError::Workers)?;
+    let live = sandboxes::Sandboxes::new(
+        config.sandboxes.clone(),
+        config.vcpu_setup,
+        templates.values().cloned().collect(),
+    )
+    .map_err(ServeError::Workers)?;
     start_reaper(&live).map_err(ServeError::Workers)?;
     let state = Arc::new(AppState {
         sandboxes: live,

@@ -98,7 +98,6 @@ type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
 
 enum Job {
     Create {
-        template: Arc<Template>,
         opts: LiveOptions,
         reply: oneshot::Sender<Result<(), String>>,
     },
@@ -124,6 +123,8 @@ struct Slot {
 pub struct Entry {
     pub id: String,
     pub spec: Spec,
+    /// Its template (an ended sandbox's VM goes back to its idle forks).
+    pub template: Arc<Template>,
     pub access_token: String,
     pub started_at: SystemTime,
     life: Mutex<Life>,
@@ -167,7 +168,12 @@ impl RunQueue {
         self.ready.notify_one();
     }
 
-    fn pop(&self) -> Arc<Entry> {
+    /// The next sandbox with work; `idle()` runs first when there is none.
+    fn pop(&self, idle: impl FnOnce()) -> Arc<Entry> {
+        if let Some(e) = lock(&self.q).pop_front() {
+            return e;
+        }
+        idle();
         let mut q = lock(&self.q);
         loop {
             if let Some(e) = q.pop_front() {
@@ -196,6 +202,9 @@ pub struct Sandboxes {
     ended: Mutex<(HashMap<String, String>, VecDeque<String>)>,
     runq: Arc<RunQueue>,
     pub counters: SandboxCounters,
+    /// Templates whose idle forks the workers restore when they have
+    /// nothing else to do (ended sandboxes go back there).
+    templates: Vec<Arc<Template>>,
 }
 
 impl Sandboxes {
@@ -203,6 +212,7 @@ impl Sandboxes {
     pub fn new(
         limits: SandboxLimits,
         setup: fn() -> Result<(), String>,
+        templates: Vec<Arc<Template>>,
     ) -> std::io::Result<Arc<Sandboxes>> {
         let runq = Arc::new(RunQueue {
             q: Mutex::new(VecDeque::new()),
@@ -214,6 +224,7 @@ impl Sandboxes {
             ended: Mutex::new((HashMap::new(), VecDeque::new())),
             runq: runq.clone(),
             counters: SandboxCounters::default(),
+            templates,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for i in 0..limits.workers.max(1) {
@@ -258,6 +269,7 @@ impl Sandboxes {
                 paused: false,
             }),
             slot: Mutex::new(Slot::default()),
+            template: template.clone(),
             spec,
         });
         {
@@ -287,14 +299,7 @@ impl Sandboxes {
             fds: None,
             env,
         };
-        self.post(
-            &entry,
-            Job::Create {
-                template,
-                opts,
-                reply,
-            },
-        );
+        self.post(&entry, Job::Create { opts, reply });
         let r = rx
             .await
             .unwrap_or_else(|_| Err("the sandbox was killed while it was being created".into()));
@@ -527,9 +532,12 @@ impl Sandboxes {
             s.killed = Some(why.to_string());
             (s.sandbox.take(), std::mem::take(&mut s.jobs))
         };
-        // Pending jobs' callers learn the sandbox is gone; the VM is freed.
+        // Pending jobs' callers learn the sandbox is gone; the VM goes back
+        // to the template's idle forks (or is freed).
         drop(jobs);
-        drop(sandbox);
+        if let Some(sb) = sandbox {
+            sb.recycle(&e.template, why);
+        }
         tracing::debug!(sandbox = id, reason = reason.name(), "sandbox ended");
         true
     }
@@ -538,7 +546,16 @@ impl Sandboxes {
 /// Serve sandboxes' jobs until the table is gone.
 fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
     loop {
-        let e = runq.pop();
+        let e = runq.pop(|| {
+            // Nothing to run: restore ended sandboxes' VMs for reuse.
+            if let Some(t) = table.upgrade() {
+                for tmpl in &t.templates {
+                    while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.tidy()))
+                        .unwrap_or(false)
+                    {}
+                }
+            }
+        });
         let Some(table) = table.upgrade() else {
             return;
         };
@@ -564,8 +581,11 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
         if s.killed.is_none() {
             s.sandbox = back;
         } else {
+            let why = s.killed.clone().unwrap_or_default();
             drop(s);
-            drop(back);
+            if let Some(sb) = back {
+                sb.recycle(&e.template, &why);
+            }
             s = lock(&e.slot);
         }
         if s.jobs.is_empty() {
@@ -586,11 +606,7 @@ fn serve(
     sandbox: Option<LiveSandbox>,
 ) -> Option<LiveSandbox> {
     match job {
-        Job::Create {
-            template,
-            opts,
-            reply,
-        } => match LiveSandbox::create(&template, opts) {
+        Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
             Ok(sb) => {
                 let _ = reply.send(Ok(()));
                 Some(sb)

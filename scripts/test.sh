@@ -28,4 +28,5 @@ sdk/python/run-tests.sh
 # The official E2B SDK (pinned) against our E2B-compatible control plane.
 sdk/python/run-e2b-tests.sh
 sdk/node/run-tests.sh
+sdk/node/run-e2b-tests.sh
 scripts/api-fuzz.sh

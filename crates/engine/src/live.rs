@@ -57,9 +57,35 @@ fn origin_of(t: &Template) -> usize {
 }
 
 impl LiveSandbox {
-    /// Fork `template` (or take an idle fork reset to it). Nothing runs
-    /// yet: the agent stays parked until the first `run`.
+    /// Fork `template` (or take an idle fork reset to it, or a spare fork
+    /// made ahead by `Template::refill_spares` when `opts` sets no limit of
+    /// its own). Nothing runs yet: the agent stays parked until the first
+    /// `run`.
     pub fn create(template: &Template, opts: LiveOptions) -> Result<LiveSandbox, LiveError> {
+        let own_limits = opts.memory.is_some() || opts.disk.is_some() || opts.fds.is_some();
+        let warm_idle = template
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|sb| sb.is_restored());
+        if !own_limits && !warm_idle {
+            let spare = template
+                .spare
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            if let Some(sb) = spare {
+                return Ok(LiveSandbox {
+                    sb: Some(sb),
+                    language: template.language,
+                    ended: None,
+                    env: opts.env,
+                    runs: 0,
+                    origin: origin_of(template),
+                });
+            }
+        }
         let fork = ForkOptions {
             stdout: Sink::capture(0),
             stderr: Sink::capture(0),
@@ -235,6 +261,44 @@ impl LiveSandbox {
         zeroboot_kernel::hardening::report_denials();
         r.total_time = start.elapsed();
         Ok(r)
+    }
+}
+
+impl Template {
+    /// Fork until `n` spare forks wait for live sandboxes (callers run it
+    /// when they have nothing else to do). Returns how many it made.
+    pub fn refill_spares(&self, n: usize) -> usize {
+        let mut made = 0;
+        while self.spare.lock().unwrap_or_else(|e| e.into_inner()).len() < n {
+            let opts = ForkOptions {
+                stdout: Sink::capture(0),
+                stderr: Sink::capture(0),
+                stdin: Source::Empty,
+                memory: None,
+                disk: None,
+                fds: None,
+                request: Vec::new(),
+            };
+            match Sandbox::fork(&self.snapshot, opts) {
+                Ok(sb) => {
+                    self.spare
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(sb);
+                    made += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot fork a spare sandbox");
+                    break;
+                }
+            }
+        }
+        made
+    }
+
+    /// Spare forks waiting for live sandboxes.
+    pub fn spares(&self) -> usize {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 

@@ -135,6 +135,9 @@ pub struct Template {
     pub created_in: Duration,
     /// Used forks waiting to be reset for the next execution.
     pub(crate) idle: std::sync::Mutex<Vec<Sandbox>>,
+    /// Fresh forks made ahead of time for live sandboxes (`refill_spares`),
+    /// so that creating one does not wait for a new VM.
+    pub(crate) spare: std::sync::Mutex<Vec<Sandbox>>,
     /// Most idle forks kept (0: every execution forks a fresh VM).
     pub max_idle: std::sync::atomic::AtomicUsize,
 }
@@ -210,6 +213,7 @@ impl Template {
             image,
             created_in: started.elapsed(),
             idle: Default::default(),
+            spare: Default::default(),
             max_idle: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_IDLE),
         })
     }
@@ -295,6 +299,7 @@ impl Template {
             image,
             created_in: started.elapsed(),
             idle: Default::default(),
+            spare: Default::default(),
             max_idle: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_IDLE),
         })
     }

@@ -181,6 +181,28 @@ fn a_recycled_sandbox_leaks_nothing() {
 }
 
 #[test]
+fn spare_forks_serve_creates() {
+    let t = template_of(Language::Python);
+    assert_eq!(t.refill_spares(3), 3);
+    assert_eq!(t.spares(), 3);
+    let mut a = live(&t);
+    let mut b = live(&t);
+    assert_eq!(t.spares(), 1);
+    a.run("x = 1", T, CAP).unwrap();
+    let r = b.run("print('x' in globals())", T, CAP).unwrap();
+    assert_eq!(r.stdout, "False\n", "{r:?}");
+    // A sandbox with limits of its own is forked for it.
+    let limited = LiveOptions {
+        memory: Some(256 << 20),
+        ..Default::default()
+    };
+    let mut c = LiveSandbox::create(&t, limited).unwrap();
+    assert_eq!(t.spares(), 1);
+    let r = c.run("bytearray(300 << 20)", T, CAP).unwrap();
+    assert!(r.out_of_memory || r.stderr.contains("MemoryError"), "{r:?}");
+}
+
+#[test]
 fn node_state_persists() {
     let t = template_of(Language::Node);
     let mut a = live(&t);

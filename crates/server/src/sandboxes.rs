@@ -193,6 +193,9 @@ pub struct SandboxCounters {
     pub runs: AtomicU64,
 }
 
+/// Fresh forks per template kept ready for creates.
+const SPARE_FORKS: usize = 8;
+
 /// Ended sandboxes remembered for clearer errors (bounded).
 const TOMBSTONES: usize = 10_000;
 
@@ -293,9 +296,12 @@ impl Sandboxes {
             t.insert(entry.id.clone(), entry.clone());
         }
         let (reply, rx) = oneshot::channel();
+        // Limits of its own only below the template's (otherwise a spare
+        // fork, made with the template's, serves it).
+        let limits = &entry.template.snapshot.kernel.limits;
         let opts = LiveOptions {
-            memory: Some(entry.spec.memory_mb << 20),
-            disk: Some(entry.spec.disk_mb << 20),
+            memory: Some(entry.spec.memory_mb << 20).filter(|&m| m < limits.memory),
+            disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
             fds: None,
             env,
         };
@@ -548,11 +554,18 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
     loop {
         let e = runq.pop(|| {
             // Nothing to run: restore ended sandboxes' VMs for reuse.
+            // Then keep a few fresh forks ready, so creating a sandbox does
+            // not wait for a new VM.
             if let Some(t) = table.upgrade() {
                 for tmpl in &t.templates {
                     while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.tidy()))
                         .unwrap_or(false)
                     {}
+                }
+                for tmpl in &t.templates {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        tmpl.refill_spares(SPARE_FORKS)
+                    }));
                 }
             }
         });

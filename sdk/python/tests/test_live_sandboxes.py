@@ -265,6 +265,7 @@ def test_limit_per_key_answers_429(server):
 
 def test_sandbox_metrics(server):
     h = client(server).create()
+    h.run("import subprocess, threading; print(subprocess.run(['echo', 'hi'], capture_output=True).stdout)")
     h.kill()
     req = urllib.request.Request(
         server.url + "/v1/metrics", headers={"Authorization": "Bearer " + server.key}
@@ -274,3 +275,6 @@ def test_sandbox_metrics(server):
     assert 'zeroboot_sandbox_kills_total{reason="request"}' in text
     assert "zeroboot_sandbox_create_seconds_count" in text
     assert "# TYPE zeroboot_sandboxes gauge" in text
+    # Live sandboxes run (and spare forks are made) on threads under the
+    # seccomp filter, which refused nothing they needed.
+    assert "\nzeroboot_seccomp_denied_total 0\n" in text

@@ -25,5 +25,8 @@ cargo test --workspace --release "$@"
 
 # The SDKs against a real server, and the API against its OpenAPI document.
 sdk/python/run-tests.sh
+# The official E2B SDK (pinned) against our E2B-compatible control plane.
+sdk/python/run-e2b-tests.sh
 sdk/node/run-tests.sh
+sdk/node/run-e2b-tests.sh
 scripts/api-fuzz.sh

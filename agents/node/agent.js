@@ -8,7 +8,10 @@
 // left), and the agent replies and blocks again.
 //
 // Frames: a 4-byte little-endian length and a JSON object.
-// Request {"code": str, "seed": int}; reply {"exit_code": int}.
+// Request {"code": str, "seed": int, "persist": bool, "env": {str: str}};
+// reply {"exit_code": int}. Scripts share the global scope, so a live
+// sandbox's requests ("persist": true) see what earlier ones defined
+// (top-level var/let/const/function); "env" is added to process.env.
 //
 // Entropy: V8 seeds Math.random once per isolate, so every fork of the
 // template would share its sequence; the agent replaces Math.random by a
@@ -140,6 +143,9 @@ function serve() {
   }
   process.exitCode = undefined;
   reseed(Number(req.seed || 0));
+  if (req.env && typeof req.env === "object") {
+    for (const [k, v] of Object.entries(req.env)) process.env[k] = String(v);
+  }
   run(String(req.code || ""));
   // Keep the loop turning once more: the reply goes out when it has
   // drained ('beforeExit').
@@ -167,7 +173,9 @@ function warmUp() {
   const c = new console.Console(devnull, devnull);
   c.log(1 + 1, "text", 1.5, { a: [1, 2, "x"], b: null }, [undefined, true]);
   c.error(new Error("warm-up"));
-  run("const d = [1, 2, 3].map((x) => x * 2); JSON.parse(JSON.stringify({ d })).d.reduce((a, b) => a + b, 0);");
+  // In a block: a top-level const here would be declared for every
+  // request's code too (scripts share the global lexical scope).
+  run("{ const d = [1, 2, 3].map((x) => x * 2); JSON.parse(JSON.stringify({ d })).d.reduce((a, b) => a + b, 0); }");
   run("await null;");
   setTimeout(() => {}, 0);
   exitCode = 0;

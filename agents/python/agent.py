@@ -7,7 +7,13 @@ request, runs the code as __main__ with fds 1 and 2 going to buffers the
 VMM captures, replies, and blocks again.
 
 Frames on the channel are a 4-byte little-endian length and a JSON object.
-Request: {"code": str, "seed": int}. Reply: {"exit_code": int}.
+Request: {"code": str, "seed": int, "persist": bool, "env": {str: str}}.
+Reply: {"exit_code": int}.
+
+A one-shot execution (no "persist") runs in a fresh __main__. A live
+sandbox's requests carry "persist": true and share one __main__, so names
+defined by one request are there for the next. "env", when present, is
+added to os.environ first.
 """
 
 import builtins
@@ -81,9 +87,24 @@ def reseed(seed):
         numpy.random.seed(seed % (2**32))
 
 
-def run(code):
+# The __main__ that a live sandbox's requests share (made by the first).
+session_main = None
+
+
+def new_main():
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
+    return main
+
+
+def run(code, persist=False):
+    global session_main
+    if persist:
+        if session_main is None:
+            session_main = new_main()
+        main = session_main
+    else:
+        main = new_main()
     sys.modules["__main__"] = main
     sys.argv = ["-c"]
     try:
@@ -116,7 +137,10 @@ def main():
         (n,) = struct.unpack("<I", read_exact(4))
         req = json.loads(read_exact(n))
         reseed(int(req.get("seed", 0)))
-        code = run(req.get("code", ""))
+        env = req.get("env")
+        if isinstance(env, dict):
+            os.environ.update({str(k): str(v) for k, v in env.items()})
+        code = run(req.get("code", ""), bool(req.get("persist", False)))
         reply({"exit_code": code})
 
 

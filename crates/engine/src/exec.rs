@@ -78,7 +78,7 @@ fn truncation_marker(dropped: u64) -> String {
     format!("\n[zeroboot: output truncated, {dropped} more bytes dropped]\n")
 }
 
-fn collect(sink: &mut Sink) -> (String, bool) {
+pub(crate) fn collect(sink: &mut Sink) -> (String, bool) {
     let (data, dropped) = sink.take();
     let mut s = String::from_utf8_lossy(&data).into_owned();
     if dropped > 0 {
@@ -87,7 +87,7 @@ fn collect(sink: &mut Sink) -> (String, bool) {
     (s, dropped > 0)
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     let mut b = [0u8; 8];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
     u64::from_le_bytes(b)
@@ -178,7 +178,10 @@ impl Template {
     /// A sandbox for `opts`: an idle fork reset to the template (one
     /// already restored by `tidy` first: only the request begins on it),
     /// or a new fork. Returns whether it was reused.
-    fn acquire(&self, opts: ForkOptions) -> Result<(Sandbox, bool), zeroboot_kernel::SandboxError> {
+    pub(crate) fn acquire(
+        &self,
+        opts: ForkOptions,
+    ) -> Result<(Sandbox, bool), zeroboot_kernel::SandboxError> {
         loop {
             let idle = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,7 +230,7 @@ impl Template {
     }
 
     /// Keep a used sandbox for reuse (restored by `tidy`, or when taken).
-    fn release(&self, sb: Sandbox) {
+    pub(crate) fn release(&self, sb: Sandbox) {
         let max = self.max_idle.load(std::sync::atomic::Ordering::Relaxed);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < max {
@@ -252,7 +255,7 @@ pub fn request_frame(code: &str) -> Vec<u8> {
 }
 
 /// The exit code in the agent's reply frame.
-fn reply_exit_code(outbox: &[u8]) -> Option<i32> {
+pub(crate) fn reply_exit_code(outbox: &[u8]) -> Option<i32> {
     let len = u32::from_le_bytes(outbox.get(..4)?.try_into().ok()?) as usize;
     let body = outbox.get(4..4 + len)?;
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;

@@ -5,9 +5,11 @@
 #![forbid(unsafe_code)]
 
 mod exec;
+mod live;
 mod template;
 
 pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats};
+pub use live::{LiveError, LiveOptions, LiveSandbox};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};
 /// Host calls the vCPU threads' seccomp filter refused (see docs/security.md).
 pub use zeroboot_kernel::hardening::denied_total as seccomp_denied_total;

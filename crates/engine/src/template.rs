@@ -77,6 +77,13 @@ fn image_id(root: &Path) -> String {
         .unwrap_or_else(|| "image".into())
 }
 
+/// FNV-1a, 64 bits: a stable hash for cache names.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Used forks kept for reuse per template, by default.
 pub const DEFAULT_MAX_IDLE: usize = 16;
 
@@ -128,6 +135,9 @@ pub struct Template {
     pub created_in: Duration,
     /// Used forks waiting to be reset for the next execution.
     pub(crate) idle: std::sync::Mutex<Vec<Sandbox>>,
+    /// Fresh forks made ahead of time for live sandboxes (`refill_spares`),
+    /// so that creating one does not wait for a new VM.
+    pub(crate) spare: std::sync::Mutex<Vec<Sandbox>>,
     /// Most idle forks kept (0: every execution forks a fresh VM).
     pub max_idle: std::sync::atomic::AtomicUsize,
 }
@@ -203,15 +213,21 @@ impl Template {
             image,
             created_in: started.elapsed(),
             idle: Default::default(),
+            spare: Default::default(),
             max_idle: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_IDLE),
         })
     }
 
     /// Where the template for `language` on the image at `root` is kept.
+    /// The name carries a hash of the agent's source: a template parked in
+    /// another version of the agent is another template.
     pub fn dir(cache: &Path, language: Language, root: &Path) -> PathBuf {
-        cache
-            .join("templates")
-            .join(format!("{}-{}", language.name(), image_id(root)))
+        cache.join("templates").join(format!(
+            "{}-{}-{:016x}",
+            language.name(),
+            image_id(root),
+            fnv1a(language.agent().1.as_bytes())
+        ))
     }
 
     /// The saved template if it is there and valid; otherwise create it
@@ -283,6 +299,7 @@ impl Template {
             image,
             created_in: started.elapsed(),
             idle: Default::default(),
+            spare: Default::default(),
             max_idle: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_IDLE),
         })
     }

@@ -19,7 +19,7 @@ use crate::AppState;
 /// Largest request body read (a batch of maximal snippets would not fit;
 /// the per-snippet limit is what users hit).
 const MAX_BODY: usize = 16 << 20;
-const MAX_TIMEOUT_SECONDS: f64 = 300.0;
+pub(crate) const MAX_TIMEOUT_SECONDS: f64 = 300.0;
 
 /// An error answer: status and `{"error": message}`.
 pub struct ApiError {
@@ -29,7 +29,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -85,7 +85,15 @@ struct BatchBody {
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     let h = headers.get("authorization").and_then(|v| v.to_str().ok());
-    state.auth.check(h).map_err(|d| match d {
+    authorize_with(state, state.auth.check(h))
+}
+
+/// An auth check's outcome as our error answers.
+pub(crate) fn authorize_with(
+    state: &AppState,
+    checked: Result<Option<usize>, Denied>,
+) -> Result<Option<usize>, ApiError> {
+    checked.map_err(|d| match d {
         Denied::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
         Denied::RateLimited(s) => ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -98,7 +106,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Option<usize>, Api
     })
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -107,7 +115,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
-fn json_error(e: serde_json::Error) -> ApiError {
+pub(crate) fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         // Well-formed JSON of the wrong shape.
@@ -191,7 +199,7 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn result_json(r: &ExecResult, duration: Duration) -> Value {
+pub(crate) fn result_json(r: &ExecResult, duration: Duration) -> Value {
     let mut v = json!({
         "id": new_id(),
         "output": r.stdout,
@@ -214,7 +222,7 @@ fn result_json(r: &ExecResult, duration: Duration) -> Value {
     v
 }
 
-fn record(state: &AppState, lang: Language, r: &ExecResult) {
+pub(crate) fn record(state: &AppState, lang: &'static str, r: &ExecResult) {
     let m = &state.metrics;
     m.fork.observe(r.fork_time);
     m.exec.observe(r.exec_time);
@@ -230,7 +238,7 @@ fn record(state: &AppState, lang: Language, r: &ExecResult) {
     } else {
         "nonzero_exit"
     };
-    m.execution(lang.name(), outcome);
+    m.execution(lang, outcome);
 }
 
 fn finish(state: &AppState, endpoint: &'static str, r: Result<Response, ApiError>) -> Response {
@@ -266,7 +274,7 @@ pub async fn exec(
             )
         })?;
         let res = adm.run(template, req).await;
-        record(&state, lang, &res);
+        record(&state, lang.name(), &res);
         tracing::info!(
             %peer,
             key = key.map(|k| format!("#{k}")).unwrap_or_else(|| "-".into()),
@@ -324,7 +332,7 @@ pub async fn exec_batch(
                 match template {
                     Some(t) => {
                         let r = adm.run(t, req).await;
-                        record(state, lang, &r);
+                        record(state, lang.name(), &r);
                         r
                     }
                     None => ExecResult {
@@ -385,9 +393,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|(l, t)| (l.name(), t.memory_bytes()))
         .collect();
-    let text = state
-        .metrics
-        .render(state.pool.running(), state.pool.waiting(), &templates);
+    let text = state.metrics.render(
+        state.pool.running(),
+        state.pool.waiting(),
+        &templates,
+        &state.sandboxes,
+    );
     let r = ([("content-type", "text/plain; version=0.0.4")], text).into_response();
     finish(&state, "metrics", Ok(r))
 }

@@ -1,14 +1,17 @@
 //! zeroboot's HTTP API (DESIGN.md §3): `POST /v1/exec`, `POST
 //! /v1/exec/batch`, `GET /v1/health`, `GET /v1/metrics`, `GET
 //! /v1/openapi.json`, with API keys, per-key rate limits, and a bounded
-//! pool of vCPU threads behind a bounded queue.
+//! pool of vCPU threads behind a bounded queue; and live sandboxes
+//! (`sandboxes`) behind E2B's control plane (`e2b`).
 #![forbid(unsafe_code)]
 
 mod api;
 mod auth;
+mod e2b;
 mod metrics;
 mod openapi;
 mod pool;
+mod sandboxes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+pub use sandboxes::SandboxLimits;
 use zeroboot_engine::{Language, Template};
 
 pub use auth::{load_keys, KeysError};
@@ -51,6 +55,8 @@ pub struct ServerConfig {
     /// Run first on each vCPU thread (the binary installs its seccomp
     /// filter there); an error stops the server from starting.
     pub vcpu_setup: fn() -> Result<(), String>,
+    /// Live sandboxes: how many, how long, on how many threads.
+    pub sandboxes: SandboxLimits,
 }
 
 fn no_setup() -> Result<(), String> {
@@ -76,6 +82,7 @@ impl Default for ServerConfig {
             keys: None,
             keys_file: None,
             vcpu_setup: no_setup,
+            sandboxes: SandboxLimits::default(),
         }
     }
 }
@@ -87,6 +94,7 @@ pub struct AppState {
     pub auth: auth::Auth,
     pub pool: pool::Pool,
     pub metrics: metrics::Metrics,
+    pub sandboxes: Arc<sandboxes::Sandboxes>,
 }
 
 /// The router (without the listener), for `serve` and for tests.
@@ -96,7 +104,15 @@ pub fn app(
 ) -> Result<Router, ServeError> {
     let pool = pool::Pool::new(config.workers, config.queue, config.vcpu_setup)
         .map_err(ServeError::Workers)?;
+    let live = sandboxes::Sandboxes::new(
+        config.sandboxes.clone(),
+        config.vcpu_setup,
+        templates.values().cloned().collect(),
+    )
+    .map_err(ServeError::Workers)?;
+    start_reaper(&live).map_err(ServeError::Workers)?;
     let state = Arc::new(AppState {
+        sandboxes: live,
         auth: auth::Auth::new(config.keys.clone(), config.rate_limit),
         pool,
         metrics: metrics::Metrics::default(),
@@ -124,8 +140,40 @@ pub fn app(
             "/v1/openapi.json",
             get(api::openapi).fallback(api::method_not_allowed),
         )
+        // E2B's control plane (spec/openapi.yml of e2b-dev/E2B).
+        .route("/health", get(e2b::health))
+        .route("/sandboxes", post(e2b::create).get(e2b::list_v1))
+        .route("/v2/sandboxes", post(e2b::create_v2).get(e2b::list_v2))
+        .route("/sandboxes/{id}", get(e2b::get).delete(e2b::kill))
+        .route("/sandboxes/{id}/timeout", post(e2b::set_timeout))
+        .route("/sandboxes/{id}/connect", post(e2b::connect))
+        .route("/v2/sandboxes/{id}/connect", post(e2b::connect))
+        .route("/sandboxes/{id}/pause", post(e2b::pause))
+        .route("/sandboxes/{id}/resume", post(e2b::resume))
+        // Ours: run code in a live sandbox.
+        .route(
+            "/v1/sandboxes/{id}/exec",
+            post(e2b::exec).fallback(api::method_not_allowed),
+        )
         .fallback(api::not_found)
         .with_state(state))
+}
+
+/// Kill expired sandboxes every 100 ms (a thread: no runtime needed; it
+/// stops when the table goes).
+fn start_reaper(live: &Arc<sandboxes::Sandboxes>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(live);
+    std::thread::Builder::new()
+        .name("zeroboot-reaper".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let Some(live) = weak.upgrade() else { return };
+            let n = live.reap();
+            if n > 0 {
+                tracing::info!(sandboxes = n, "expired sandboxes killed");
+            }
+        })?;
+    Ok(())
 }
 
 /// Errors of running the server.

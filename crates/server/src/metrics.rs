@@ -33,7 +33,7 @@ impl Histogram {
             .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (b, bound) in self.buckets.iter().zip(BOUNDS) {
             let _ = writeln!(
@@ -81,8 +81,10 @@ impl Metrics {
         running: usize,
         waiting: usize,
         templates: &[(&'static str, u64)],
+        live: &crate::sandboxes::Sandboxes,
     ) -> String {
         let mut out = String::new();
+        render_sandboxes(live, &mut out);
         self.fork.render(
             "zeroboot_fork_seconds",
             "Time to fork a sandbox from its template.",
@@ -165,4 +167,52 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Live sandboxes: how many by template and state, creations, kills by
+/// reason, create latency.
+fn render_sandboxes(live: &crate::sandboxes::Sandboxes, out: &mut String) {
+    let c = &live.counters;
+    let _ = writeln!(
+        out,
+        "# HELP zeroboot_sandboxes Live sandboxes held, by template and state.\n# TYPE zeroboot_sandboxes gauge"
+    );
+    for ((t, st), n) in live.census() {
+        let _ = writeln!(
+            out,
+            "zeroboot_sandboxes{{template=\"{t}\",state=\"{st}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP zeroboot_sandbox_creations_total Live sandboxes created, by template.\n# TYPE zeroboot_sandbox_creations_total counter"
+    );
+    for (t, n) in c.created.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "zeroboot_sandbox_creations_total{{template=\"{t}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP zeroboot_sandbox_kills_total Live sandboxes ended, by reason (timeout: time to live; request: killed by a client; limit: its code hit a limit; exit: its process ended).\n# TYPE zeroboot_sandbox_kills_total counter"
+    );
+    let kills = c.kills.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for reason in ["timeout", "request", "limit", "exit"] {
+        let _ = writeln!(
+            out,
+            "zeroboot_sandbox_kills_total{{reason=\"{reason}\"}} {}",
+            kills.get(reason).copied().unwrap_or(0)
+        );
+    }
+    c.create_latency.render(
+        "zeroboot_sandbox_create_seconds",
+        "Time to create a live sandbox (fork included).",
+        out,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP zeroboot_sandbox_runs_total Runs of code in live sandboxes.\n# TYPE zeroboot_sandbox_runs_total counter\nzeroboot_sandbox_runs_total {}",
+        c.runs.load(Ordering::Relaxed)
+    );
 }

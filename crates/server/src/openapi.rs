@@ -45,6 +45,23 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                     "503": err("Too many executions queued")
                 }
             }},
+            "/v1/sandboxes/{id}/exec": {"post": {
+                "summary": "Run code in a live sandbox (created with E2B's POST /sandboxes); it keeps what earlier runs left",
+                "operationId": "sandboxExec",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SandboxExecRequest"}}}},
+                "responses": {
+                    "200": {"description": "The code ran (any exit code, or a timeout, which ends the sandbox)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExecResponse"}}}},
+                    "400": err("Malformed JSON or an invalid field"),
+                    "401": err("Missing or invalid API key"),
+                    "404": err("No such sandbox (for this key)"),
+                    "409": err("The sandbox is paused"),
+                    "410": err("The sandbox has ended (its code timed out or exited, it was killed, or its time to live ran out)"),
+                    "413": err("Request or code too large"),
+                    "422": err("A required field is missing or has the wrong type"),
+                    "429": err("Rate limit exceeded (see Retry-After)")
+                }
+            }},
             "/v1/health": {"get": {
                 "summary": "Server and template status",
                 "operationId": "health",
@@ -99,6 +116,15 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                         "exec_time_ms": {"type": "number"},
                         "total_time_ms": {"type": "number"},
                         "error": {"type": "string"}
+                    }
+                },
+                "SandboxExecRequest": {
+                    "type": "object",
+                    "required": ["code"],
+                    "properties": {
+                        "code": {"type": "string", "maxLength": max_code, "description": "The code to run"},
+                        "timeout_seconds": {"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": 300, "default": 30},
+                        "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": c.max_output_bytes, "description": "Most bytes of stdout and of stderr kept (each)"}
                     }
                 },
                 "BatchRequest": {

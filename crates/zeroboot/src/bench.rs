@@ -49,6 +49,22 @@ pub enum Bench {
     /// and flooding executions: unexpected replies, latency, RSS and fds
     /// over time.
     Soak(crate::bench_soak::SoakArgs),
+    /// Live sandboxes through the HTTP API: create, create + first run,
+    /// run, kill, the limit, and host memory per idle sandbox.
+    Sandboxes {
+        /// The template: python or node.
+        #[arg(long, default_value = "python")]
+        template: String,
+        /// Sandboxes held at once (the server's limit; one more gets 429).
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Runs measured (in one live sandbox; and creates + first run).
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -74,6 +90,12 @@ pub fn run(b: Bench) -> Result<()> {
             json,
         } => crate::bench_fork::run(&template, forks, execs, live, json),
         Bench::Compare(a) => crate::bench_compare::run(a),
+        Bench::Sandboxes {
+            template,
+            count,
+            runs,
+            json,
+        } => crate::bench_sandboxes::run(&template, count, runs, json),
         Bench::Soak(a) => crate::bench_soak::run(a),
     }
 }

@@ -33,9 +33,18 @@ impl Conn {
     }
 
     pub(crate) fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        self.request("POST", path, body)
+    }
+
+    pub(crate) fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         write!(
             self.w,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         )?;
@@ -94,6 +103,11 @@ impl Drop for ServerProc {
 }
 
 pub(crate) fn start_server() -> Result<(ServerProc, String)> {
+    start_server_with(&[])
+}
+
+/// A server with `extra` arguments to `serve`.
+pub(crate) fn start_server_with(extra: &[&str]) -> Result<(ServerProc, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -108,6 +122,7 @@ pub(crate) fn start_server() -> Result<(ServerProc, String)> {
             "--queue",
             "4096",
         ])
+        .args(extra)
         .env_remove("ZEROBOOT_API_KEYS_FILE")
         .env("ZEROBOOT_LOG", "warn")
         .stdout(Stdio::null())

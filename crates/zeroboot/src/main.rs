@@ -5,6 +5,7 @@ mod bench;
 mod bench_api;
 mod bench_compare;
 mod bench_fork;
+mod bench_sandboxes;
 mod bench_soak;
 mod exec;
 mod image;

@@ -31,6 +31,18 @@ pub struct ServeArgs {
     /// Languages to serve (each has a template, built on first use).
     #[arg(long, value_delimiter = ',', default_value = "python,node")]
     languages: Vec<String>,
+    /// Live sandboxes (E2B's /sandboxes) held at once, all keys together.
+    #[arg(long, default_value_t = 1000)]
+    max_sandboxes: usize,
+    /// Live sandboxes held at once per API key.
+    #[arg(long, default_value_t = 100)]
+    max_sandboxes_per_key: usize,
+    /// Longest time to live a sandbox may be given, in seconds.
+    #[arg(long, default_value_t = 86400)]
+    max_sandbox_timeout: u64,
+    /// Threads running live sandboxes' code [default: 2 x CPUs].
+    #[arg(long)]
+    sandbox_workers: Option<usize>,
     /// When started as root: the user to serve as, once the templates are
     /// ready (`root` keeps root).
     #[arg(long, default_value = "nobody")]
@@ -58,6 +70,12 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     };
     if let Some(w) = a.workers {
         config.workers = w.max(1);
+    }
+    config.sandboxes.max_total = a.max_sandboxes;
+    config.sandboxes.max_per_key = a.max_sandboxes_per_key;
+    config.sandboxes.max_timeout = a.max_sandbox_timeout;
+    if let Some(w) = a.sandbox_workers {
+        config.sandboxes.workers = w.max(1);
     }
     config.vcpu_setup =
         || zeroboot_kernel::hardening::harden_vcpu_thread().map_err(|e| e.to_string());

@@ -212,6 +212,100 @@ function describeFetchError(err: unknown): string {
   return e?.message ?? String(err);
 }
 
+/** Options of {@link Sandbox.create}. */
+export interface CreateOptions {
+  /** `"python"` (default), `"node"` or `"base"` (for now the Python template). */
+  template?: string;
+  /** Time to live in seconds (default 300): the sandbox ends then. */
+  timeout?: number;
+  /** Tags, for {@link Sandbox.list}. */
+  metadata?: Record<string, string>;
+  /** Environment variables. */
+  envs?: Record<string, string>;
+  signal?: AbortSignal;
+}
+
+/** A live sandbox as E2B's `GET /v2/sandboxes` lists it. */
+export interface ListedSandbox {
+  sandboxID: string;
+  templateID: string;
+  startedAt: string;
+  endAt: string;
+  state: "running" | "paused";
+  metadata?: Record<string, string>;
+  [key: string]: unknown;
+}
+
+/**
+ * A sandbox you hold (from {@link Sandbox.create} or {@link Sandbox.connect}):
+ * each {@link run} sees what the previous ones left (variables, imports,
+ * files) until {@link kill} or its time to live ends. Code that times out or
+ * ends the interpreter ends the sandbox: later runs reject with
+ * {@link ZerobootError} status 410.
+ */
+export class LiveSandbox {
+  constructor(
+    readonly client: Sandbox,
+    readonly id: string,
+    readonly template?: string,
+  ) {}
+
+  /** Runs `code` in this sandbox; resolves to its stdout. */
+  async run(code: string, options: { timeout?: number; signal?: AbortSignal } = {}): Promise<string> {
+    return (await this.exec(code, options)).output;
+  }
+
+  /** Runs `code` in this sandbox; resolves to the full {@link ExecResult}. */
+  async exec(code: string, options: { timeout?: number; signal?: AbortSignal } = {}): Promise<ExecResult> {
+    if (typeof code !== "string") throw new TypeError("code must be a string");
+    const body: Record<string, unknown> = { code };
+    if (options.timeout !== undefined) body.timeout_seconds = options.timeout;
+    const data = await this.client.request(
+      "POST",
+      `/v1/sandboxes/${encodeURIComponent(this.id)}/exec`,
+      body,
+      this.client.execTimeoutMs(options.timeout),
+      options.signal,
+    );
+    return toExecResult(data.body);
+  }
+
+  /** Ends the sandbox now; resolves to false if it had already ended. */
+  async kill(): Promise<boolean> {
+    try {
+      await this.client.request("DELETE", `/sandboxes/${encodeURIComponent(this.id)}`);
+    } catch (e) {
+      if (e instanceof ZerobootError && e.status === 404) return false;
+      throw e;
+    }
+    return true;
+  }
+
+  /** Ends the sandbox `seconds` from now (replaces its time to live). */
+  async setTimeout(seconds: number): Promise<void> {
+    await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/timeout`, {
+      timeout: Math.round(seconds),
+    });
+  }
+
+  /** E2B's sandbox detail (`templateID`, `startedAt`, `endAt`, `metadata`, `state`, ...). */
+  async info(): Promise<Record<string, unknown>> {
+    const r = await this.client.request("GET", `/sandboxes/${encodeURIComponent(this.id)}`);
+    return r.body as Record<string, unknown>;
+  }
+
+  /** Whether the sandbox is still there. */
+  async isRunning(): Promise<boolean> {
+    try {
+      await this.info();
+    } catch (e) {
+      if (e instanceof ZerobootError && e.status === 404) return false;
+      throw e;
+    }
+    return true;
+  }
+}
+
 /**
  * A client for a zeroboot server. One instance may be used for any number
  * of concurrent calls.
@@ -288,6 +382,65 @@ export class Sandbox {
     return results.map(toExecResult);
   }
 
+  /**
+   * Creates a sandbox you hold: its state persists from one
+   * {@link LiveSandbox.run} to the next (E2B's `POST /sandboxes`).
+   */
+  async create(options: CreateOptions = {}): Promise<LiveSandbox> {
+    const template = options.template ?? "python";
+    const body: Record<string, unknown> = { templateID: template, timeout: Math.round(options.timeout ?? 300) };
+    if (options.metadata) body.metadata = options.metadata;
+    if (options.envs) body.envVars = options.envs;
+    const r = await this.request("POST", "/sandboxes", body, this.timeoutMs, options.signal);
+    const id = (r.body as { sandboxID?: unknown } | null)?.sandboxID;
+    if (typeof id !== "string") throw new ZerobootError(0, `unexpected create answer: ${JSON.stringify(r.body)}`, { body: r.body });
+    return new LiveSandbox(this, id, template);
+  }
+
+  /** `new Sandbox().create(options)`, with the key and URL from the environment (E2B's idiom). */
+  static create(options: CreateOptions = {}): Promise<LiveSandbox> {
+    return new Sandbox().create(options);
+  }
+
+  /**
+   * A handle on live sandbox `sandboxId`. With `timeout` (seconds) its time
+   * to live is extended to at least that from now, and a paused one resumed.
+   */
+  async connect(sandboxId: string, options: { timeout?: number } = {}): Promise<LiveSandbox> {
+    const path = `/sandboxes/${encodeURIComponent(sandboxId)}`;
+    const r =
+      options.timeout === undefined
+        ? await this.request("GET", path)
+        : await this.request("POST", `${path}/connect`, { timeout: Math.round(options.timeout) });
+    const template = (r.body as { templateID?: unknown } | null)?.templateID;
+    return new LiveSandbox(this, sandboxId, typeof template === "string" ? template : undefined);
+  }
+
+  /** `new Sandbox().connect(...)`, with the key and URL from the environment. */
+  static connect(sandboxId: string, options: { timeout?: number } = {}): Promise<LiveSandbox> {
+    return new Sandbox().connect(sandboxId, options);
+  }
+
+  /** This key's live sandboxes (all pages), those whose metadata has every pair of `metadata`. */
+  async list(options: { metadata?: Record<string, string> } = {}): Promise<ListedSandbox[]> {
+    const out: ListedSandbox[] = [];
+    let token: string | null = null;
+    for (;;) {
+      const q = new URLSearchParams({ limit: "100" });
+      if (options.metadata) {
+        const inner = new URLSearchParams();
+        for (const [k, v] of Object.entries(options.metadata)) inner.append(encodeURIComponent(k), encodeURIComponent(v));
+        q.set("metadata", inner.toString());
+      }
+      if (token) q.set("nextToken", token);
+      const r = await this.request("GET", `/v2/sandboxes?${q}`);
+      if (!Array.isArray(r.body)) throw new ZerobootError(0, `unexpected list answer: ${JSON.stringify(r.body)}`, { body: r.body });
+      out.push(...(r.body as ListedSandbox[]));
+      token = r.headers.get("x-next-token");
+      if (!token) return out;
+    }
+  }
+
   /** `GET /v1/health`. */
   async health(options: { signal?: AbortSignal } = {}): Promise<HealthResponse> {
     const data = await this.call("GET", "/v1/health", undefined, this.timeoutMs, options.signal);
@@ -302,6 +455,22 @@ export class Sandbox {
     const r: ExecRequest = { code, language: options.language ?? "python" };
     if (options.timeout !== undefined) r.timeout_seconds = options.timeout;
     return r;
+  }
+
+  /** @internal The HTTP time limit for code allowed to run `timeout` seconds. */
+  execTimeoutMs(timeout?: number): number {
+    return this.httpTimeout([{ code: "", timeout_seconds: timeout }]);
+  }
+
+  /** @internal One request; resolves to the parsed body and the answer's headers. */
+  async request(
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body?: unknown,
+    timeoutMs: number = this.timeoutMs,
+    signal?: AbortSignal,
+  ): Promise<{ body: unknown; headers: Headers }> {
+    return this.callWithHeaders(method, path, body, timeoutMs, signal);
   }
 
   private httpTimeout(requests: ExecRequest[]): number {
@@ -321,6 +490,16 @@ export class Sandbox {
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<unknown> {
+    return (await this.callWithHeaders(method, path, body, timeoutMs, signal)).body;
+  }
+
+  private async callWithHeaders(
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<{ body: unknown; headers: Headers }> {
     const url = this.baseUrl + path;
     const headers: Record<string, string> = {
       accept: "application/json",
@@ -364,7 +543,7 @@ export class Sandbox {
         });
       }
       try {
-        return text ? JSON.parse(text) : null;
+        return { body: text ? JSON.parse(text) : null, headers: res.headers };
       } catch (err) {
         throw new ZerobootError(res.status, `invalid JSON in the answer: ${text.slice(0, 200)}`, {
           body: text,

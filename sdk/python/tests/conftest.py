@@ -3,7 +3,8 @@
 The real server is the binary named by ``ZEROBOOT_BIN`` (default: the
 repository's ``target/release/zeroboot``), started as
 ``zeroboot serve --port PORT --bind 127.0.0.1`` with auth on
-(``ZEROBOOT_API_KEYS_FILE``). It is started only when a test asks for it,
+(``ZEROBOOT_API_KEYS_FILE``) and at most ``SANDBOXES_PER_KEY`` live
+sandboxes per key. It is started only when a test asks for it,
 so the stub-server tests run without the binary.
 """
 
@@ -31,6 +32,8 @@ REPO_ROOT = SDK_DIR.parents[1]
 TEST_KEY = "test-key-1"
 OTHER_KEY = "test-key-2"
 STARTUP_TIMEOUT = float(os.environ.get("ZEROBOOT_TEST_STARTUP_TIMEOUT", "180"))
+# The server's limit on live sandboxes per key in tests (the 429 test).
+SANDBOXES_PER_KEY = 8
 
 
 def free_port() -> int:
@@ -103,7 +106,16 @@ def server() -> ZerobootServer:
     env["ZEROBOOT_API_KEYS_FILE"] = str(keys_file)
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [str(binary), "serve", "--port", str(port), "--bind", "127.0.0.1"],
+        [
+            str(binary),
+            "serve",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--max-sandboxes-per-key",
+            str(SANDBOXES_PER_KEY),
+        ],
         cwd=str(workdir),
         env=env,
         stdin=subprocess.DEVNULL,

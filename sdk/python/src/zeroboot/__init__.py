@@ -4,6 +4,13 @@
     sb = Sandbox("my-api-key")          # or the ZEROBOOT_API_KEY variable
     print(sb.run("print(1 + 1)"))       # 2
 
+A sandbox you hold keeps its state between runs:
+
+    h = Sandbox("my-api-key").create(template="python", timeout=300)
+    h.run("x = 41")
+    print(h.run("print(x + 1)"))        # 42
+    h.kill()
+
 The server's address comes from ``base_url=``, else ``ZEROBOOT_API_URL``,
 else ``http://127.0.0.1:8080``.
 """
@@ -12,6 +19,7 @@ from ._client import (
     DEFAULT_BASE_URL,
     AsyncSandbox,
     ExecResult,
+    LiveSandbox,
     Sandbox,
     ZerobootError,
     __version__,
@@ -21,6 +29,7 @@ __all__ = [
     "AsyncSandbox",
     "DEFAULT_BASE_URL",
     "ExecResult",
+    "LiveSandbox",
     "Sandbox",
     "ZerobootError",
     "__version__",

@@ -169,6 +169,23 @@ def _error_message(status: int, reason: str, raw: bytes) -> Tuple[str, Any]:
     return reason or http.client.responses.get(status, "HTTP error"), body
 
 
+class _ClientOrClassMethod:
+    """A method callable on an instance or on the class itself.
+
+    ``Sandbox(key).create()`` uses that client; ``Sandbox.create()`` (E2B's
+    idiom) uses a client made from the environment (``ZEROBOOT_API_KEY``,
+    ``ZEROBOOT_API_URL``).
+    """
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __get__(self, obj: Any, cls: Any) -> Any:
+        target = obj if obj is not None else cls()
+        return functools.partial(self.func, target)
+
+
 class Sandbox:
     """A client for a zeroboot server.
 
@@ -247,6 +264,72 @@ class Sandbox:
         data = self._call("POST", "/v1/exec", request, self._http_timeout([request]))
         return ExecResult.from_dict(data)
 
+    @_ClientOrClassMethod
+    def create(
+        self,
+        template: str = "python",
+        timeout: int = 300,
+        metadata: Optional[Mapping[str, str]] = None,
+        envs: Optional[Mapping[str, str]] = None,
+    ) -> "LiveSandbox":
+        """Create a sandbox you hold: its state (variables, imports, files)
+        persists from one :meth:`LiveSandbox.run` to the next until it is
+        killed or ``timeout`` seconds pass (see :meth:`LiveSandbox.set_timeout`).
+
+        ``template`` is ``"python"``, ``"node"`` or ``"base"``. ``metadata``
+        tags it (see :meth:`list`); ``envs`` are environment variables.
+        Uses E2B's ``POST /sandboxes``.
+        """
+        body: Dict[str, Any] = {"templateID": template, "timeout": int(timeout)}
+        if metadata:
+            body["metadata"] = dict(metadata)
+        if envs:
+            body["envVars"] = dict(envs)
+        data = self._call("POST", "/sandboxes", body, self.timeout)
+        if not isinstance(data, Mapping) or not isinstance(data.get("sandboxID"), str):
+            raise ZerobootError(0, "unexpected create answer: %r" % (data,), body=data)
+        return LiveSandbox(self, data["sandboxID"], template=template)
+
+    @_ClientOrClassMethod
+    def connect(self, sandbox_id: str, timeout: Optional[int] = None) -> "LiveSandbox":
+        """A handle on the live sandbox ``sandbox_id`` (created earlier, by
+        this process or another). With ``timeout``, its time to live is
+        extended to at least that many seconds from now; a paused sandbox
+        is resumed."""
+        body: Dict[str, Any] = {"timeout": int(timeout) if timeout is not None else 15}
+        if timeout is None:
+            # Only check that it exists: connect would change its time to live.
+            data = self._call("GET", "/sandboxes/%s" % _quote(sandbox_id), None, self.timeout)
+        else:
+            data = self._call("POST", "/sandboxes/%s/connect" % _quote(sandbox_id), body, self.timeout)
+        template = data.get("templateID") if isinstance(data, Mapping) else None
+        return LiveSandbox(self, sandbox_id, template=template)
+
+    @_ClientOrClassMethod
+    def list(self, metadata: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
+        """The live sandboxes of this API key (E2B's ``GET /v2/sandboxes``),
+        those whose metadata has every pair of ``metadata`` if given."""
+        out: List[Dict[str, Any]] = []
+        token: Optional[str] = None
+        while True:
+            query: List[Tuple[str, str]] = [("limit", "100")]
+            if metadata:
+                inner = urllib.parse.urlencode(
+                    {urllib.parse.quote(k): urllib.parse.quote(v) for k, v in metadata.items()}
+                )
+                query.append(("metadata", inner))
+            if token:
+                query.append(("nextToken", token))
+            data, headers = self._call_with_headers(
+                "GET", "/v2/sandboxes?" + urllib.parse.urlencode(query), None, self.timeout
+            )
+            if not isinstance(data, list):
+                raise ZerobootError(0, "unexpected list answer: %r" % (data,), body=data)
+            out.extend(data)
+            token = headers.get("x-next-token")
+            if not token:
+                return out
+
     def exec_batch(
         self,
         codes_or_requests: Iterable[ExecRequest],
@@ -320,6 +403,11 @@ class Sandbox:
         return max(self.timeout, longest + HTTP_TIMEOUT_MARGIN)
 
     def _call(self, method: str, path: str, body: Optional[Any], timeout: float) -> Any:
+        return self._call_with_headers(method, path, body, timeout)[0]
+
+    def _call_with_headers(
+        self, method: str, path: str, body: Optional[Any], timeout: float
+    ) -> Tuple[Any, Dict[str, str]]:
         url = self.base_url + path
         headers = {
             "Accept": "application/json",
@@ -336,6 +424,7 @@ class Sandbox:
             with self._opener.open(req, timeout=timeout) as resp:
                 status = resp.status
                 raw = resp.read()
+                answer_headers = {k.lower(): v for k, v in resp.headers.items()}
         except urllib.error.HTTPError as e:
             try:
                 raw = e.read() or b""
@@ -358,13 +447,108 @@ class Sandbox:
         except (OSError, http.client.HTTPException) as e:
             raise ZerobootError(0, "request to %s failed: %s" % (url, e or type(e).__name__)) from e
         try:
-            return json.loads(raw.decode("utf-8")) if raw else None
+            return (json.loads(raw.decode("utf-8")) if raw else None), answer_headers
         except ValueError:
             raise ZerobootError(
                 status,
                 "invalid JSON in the answer: %r" % raw[:200],
                 body=raw.decode("utf-8", errors="replace"),
             ) from None
+
+
+def _quote(sandbox_id: str) -> str:
+    if not isinstance(sandbox_id, str) or not sandbox_id:
+        raise TypeError("sandbox_id must be a non-empty str")
+    return urllib.parse.quote(sandbox_id, safe="")
+
+
+class LiveSandbox:
+    """A sandbox you hold (from :meth:`Sandbox.create` or
+    :meth:`Sandbox.connect`): each :meth:`run` sees what the previous ones
+    left (variables, imports, files), until :meth:`kill` or its time to
+    live ends. Code that times out, or ends the interpreter (``os._exit``),
+    ends the sandbox: later runs raise :class:`ZerobootError` with status 410.
+
+    >>> h = Sandbox(key).create()
+    >>> h.run("x = 41"); h.run("print(x + 1)")
+    '42\\n'
+    """
+
+    def __init__(self, client: Sandbox, sandbox_id: str, template: Optional[str] = None) -> None:
+        self.client = client
+        self.sandbox_id = sandbox_id
+        self.template = template
+
+    @property
+    def id(self) -> str:
+        return self.sandbox_id
+
+    def __repr__(self) -> str:
+        return "LiveSandbox(%r, template=%r)" % (self.sandbox_id, self.template)
+
+    def __enter__(self) -> "LiveSandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()
+
+    def run(self, code: str, timeout: Optional[float] = None) -> str:
+        """Run ``code`` in this sandbox; returns its stdout (see :meth:`exec`)."""
+        return self.exec(code, timeout=timeout).output
+
+    def exec(self, code: str, timeout: Optional[float] = None) -> ExecResult:
+        """Run ``code`` in this sandbox and return the full :class:`ExecResult`
+        (``timeout``: the code's time limit, default 30 s, at most 300)."""
+        if not isinstance(code, str):
+            raise TypeError("code must be a str, not %s" % type(code).__name__)
+        body: Dict[str, Any] = {"code": code}
+        if timeout is not None:
+            body["timeout_seconds"] = timeout
+        data = self.client._call(
+            "POST",
+            "/v1/sandboxes/%s/exec" % _quote(self.sandbox_id),
+            body,
+            self.client._http_timeout([body]),
+        )
+        return ExecResult.from_dict(data)
+
+    def kill(self) -> bool:
+        """End the sandbox now; False if it had already ended."""
+        try:
+            self.client._call("DELETE", "/sandboxes/%s" % _quote(self.sandbox_id), None, self.client.timeout)
+        except ZerobootError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def set_timeout(self, timeout: int) -> None:
+        """End the sandbox ``timeout`` seconds from now (replaces the previous
+        time to live)."""
+        self.client._call(
+            "POST",
+            "/sandboxes/%s/timeout" % _quote(self.sandbox_id),
+            {"timeout": int(timeout)},
+            self.client.timeout,
+        )
+
+    def info(self) -> Dict[str, Any]:
+        """E2B's sandbox detail: ``templateID``, ``startedAt``, ``endAt``,
+        ``metadata``, ``state``, ..."""
+        data = self.client._call("GET", "/sandboxes/%s" % _quote(self.sandbox_id), None, self.client.timeout)
+        if not isinstance(data, dict):
+            raise ZerobootError(0, "unexpected sandbox answer: %r" % (data,), body=data)
+        return data
+
+    def is_running(self) -> bool:
+        """Whether the sandbox is still there."""
+        try:
+            self.info()
+        except ZerobootError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
 
 async def _to_thread(func: Any, *args: Any, **kwargs: Any) -> Any:

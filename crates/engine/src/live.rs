@@ -1,0 +1,319 @@
+//! A live sandbox: a fork of a template that is kept between calls. Its
+//! VM, memory, writable layer and processes stay; each `run` hands the
+//! parked agent one more request and runs until it parks again, so what
+//! one run defines the next one sees (the agent keeps one `__main__` for
+//! requests marked `persist`).
+//!
+//! A live sandbox is plain data while it waits: no thread, no CPU. Whoever
+//! owns it (the server's actor for that sandbox) may call `run` from any
+//! thread of the process.
+
+use std::time::{Duration, Instant};
+
+use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source};
+
+use crate::exec::{collect, reply_exit_code, seed};
+use crate::template::{Language, Template};
+use crate::{ExecResult, ExecStats};
+
+/// How a live sandbox is made.
+#[derive(Debug, Clone, Default)]
+pub struct LiveOptions {
+    /// Memory limit (bytes); None: the template's.
+    pub memory: Option<u64>,
+    /// Bytes the writable file system may hold; None: the template's.
+    pub disk: Option<u64>,
+    /// Most open descriptors per process; None: the template's.
+    pub fds: Option<u64>,
+    /// Environment variables added before the first run.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a live sandbox could not be made or used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LiveError {
+    #[error("cannot fork the template: {0}")]
+    Fork(String),
+    /// The sandbox ended earlier (its code exited or timed out, or it was
+    /// killed); the reason says which.
+    #[error("the sandbox has ended: {0}")]
+    Dead(String),
+}
+
+pub struct LiveSandbox {
+    sb: Option<Sandbox>,
+    language: Language,
+    /// Why it ended, once it has.
+    ended: Option<String>,
+    /// Sent with the first request.
+    env: Vec<(String, String)>,
+    runs: u64,
+    /// Which template it was forked from (its snapshot's address).
+    origin: usize,
+}
+
+fn origin_of(t: &Template) -> usize {
+    &t.snapshot as *const _ as usize
+}
+
+impl LiveSandbox {
+    /// Fork `template` (or take an idle fork reset to it, or a spare fork
+    /// made ahead by `Template::refill_spares` when `opts` sets no limit of
+    /// its own). Nothing runs yet: the agent stays parked until the first
+    /// `run`.
+    pub fn create(template: &Template, opts: LiveOptions) -> Result<LiveSandbox, LiveError> {
+        let own_limits = opts.memory.is_some() || opts.disk.is_some() || opts.fds.is_some();
+        let warm_idle = template
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|sb| sb.is_restored());
+        if !own_limits && !warm_idle {
+            let spare = template
+                .spare
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            if let Some(sb) = spare {
+                return Ok(LiveSandbox {
+                    sb: Some(sb),
+                    language: template.language,
+                    ended: None,
+                    env: opts.env,
+                    runs: 0,
+                    origin: origin_of(template),
+                });
+            }
+        }
+        let fork = ForkOptions {
+            stdout: Sink::capture(0),
+            stderr: Sink::capture(0),
+            stdin: Source::Empty,
+            memory: opts.memory,
+            disk: opts.disk,
+            fds: opts.fds,
+            request: Vec::new(),
+        };
+        let (sb, _) = template
+            .acquire(fork)
+            .map_err(|e| LiveError::Fork(e.to_string()))?;
+        Ok(LiveSandbox {
+            sb: Some(sb),
+            language: template.language,
+            ended: None,
+            env: opts.env,
+            runs: 0,
+            origin: origin_of(template),
+        })
+    }
+
+    pub fn language(&self) -> Language {
+        self.language
+    }
+
+    /// Whether it can still run code.
+    pub fn is_alive(&self) -> bool {
+        self.sb.is_some()
+    }
+
+    /// Why it ended (None while alive).
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
+    }
+
+    /// Runs so far.
+    pub fn runs(&self) -> u64 {
+        self.runs
+    }
+
+    /// Guest memory it holds (bytes), template pages included.
+    pub fn memory_bytes(&self) -> u64 {
+        self.sb.as_ref().map_or(0, |sb| sb.k.mm.resident())
+    }
+
+    /// End it now: the VM and everything in it are freed.
+    pub fn kill(&mut self, reason: &str) {
+        if self.sb.take().is_some() {
+            self.ended = Some(reason.to_string());
+        }
+    }
+
+    /// End it and hand its VM to `template`'s idle forks (the template it
+    /// was forked from; otherwise it is dropped), where it is restored to
+    /// the template (`Template::tidy`, a reset: a security boundary) and
+    /// reused with a warm shadow MMU. Returns whether it was handed over.
+    pub fn recycle(mut self, template: &Template, reason: &str) -> bool {
+        let sb = self.sb.take();
+        self.ended = Some(reason.to_string());
+        match sb {
+            Some(sb) if self.origin == origin_of(template) => {
+                template.release(sb);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Run `code` in the sandbox, with what earlier runs left. Code that
+    /// times out or ends the agent (`os._exit`, a fatal signal) ends the
+    /// sandbox: its result says so, and later runs get `LiveError::Dead`.
+    pub fn run(
+        &mut self,
+        code: &str,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<ExecResult, LiveError> {
+        let start = Instant::now();
+        let Some(sb) = self.sb.as_mut() else {
+            return Err(LiveError::Dead(
+                self.ended.clone().unwrap_or_else(|| "killed".into()),
+            ));
+        };
+        let env = std::mem::take(&mut self.env);
+        let k = &mut sb.k;
+        k.stdout = Sink::capture(output_cap);
+        k.stderr = Sink::capture(output_cap);
+        k.stats = Default::default();
+        // Limit hits are reported per run, as for one-shot executions.
+        k.vfs.tmp.full = 0;
+        k.fds.exhausted = 0;
+        k.mm.refused = 0;
+        k.mm.frames.refused = 0;
+        for s in k.others.values_mut() {
+            s.fds.exhausted = 0;
+            s.mm.refused = 0;
+        }
+        // Guest CPU time counts from this host thread's clock while it runs
+        // (the sandbox may have run on another thread last time).
+        k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+        k.control.outbox.clear();
+        k.control.inbox.clear();
+        k.control.inbox.extend(live_frame(code, &env));
+        self.runs += 1;
+        let began = Instant::now();
+        let outcome = sb.run(Some(began + timeout));
+        let ran = Instant::now();
+        let k = &mut sb.k;
+        k.cpu_carried_ns +=
+            zeroboot_kernel::syscalls::thread_cpu_ns().saturating_sub(k.cpu_base_ns);
+        k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+        let mut r = ExecResult {
+            reused: self.runs > 1,
+            exec_time: ran - began,
+            ..Default::default()
+        };
+        let hits = k.limit_hits();
+        r.out_of_memory = hits.memory;
+        r.disk_full = hits.disk;
+        r.fds_exhausted = hits.fds;
+        r.stats = ExecStats {
+            syscalls: k.stats.by_name(),
+            exceptions: k.stats.exceptions,
+            kicks: k.stats.kicks,
+        };
+        (r.stdout, r.stdout_truncated) = collect(&mut k.stdout);
+        (r.stderr, r.stderr_truncated) = collect(&mut k.stderr);
+        let mut ended = None;
+        match outcome {
+            Ok(Outcome::Parked) => match reply_exit_code(&k.control.outbox) {
+                Some(c) => r.exit_code = c,
+                None => {
+                    r.exit_code = -1;
+                    r.error = Some("the agent's reply was malformed".into());
+                    ended = Some("the agent's reply was malformed".to_string());
+                }
+            },
+            Ok(Outcome::Exited(e)) => {
+                r.exit_code = e.status();
+                if let Exit::Signal(sig, why) = &e {
+                    r.out_of_memory |= *sig == 9 && why.contains("out of memory");
+                }
+                ended = Some(match e {
+                    Exit::Code(c) => format!("its process exited with status {c}"),
+                    Exit::Signal(sig, why) => {
+                        format!("its process was killed by signal {sig} ({why})")
+                    }
+                });
+            }
+            Ok(Outcome::TimedOut) => {
+                r.timed_out = true;
+                r.exit_code = 124;
+                r.stderr.push_str(&format!(
+                    "\n[zeroboot: timed out after {:.3} s]\n",
+                    timeout.as_secs_f64()
+                ));
+                ended = Some(format!(
+                    "its code timed out after {:.3} s",
+                    timeout.as_secs_f64()
+                ));
+            }
+            Err(e) => {
+                r.exit_code = -1;
+                r.error = Some(format!("sandbox failed: {e}"));
+                ended = Some(format!("it failed: {e}"));
+            }
+        }
+        k.control.outbox.clear();
+        if let Some(why) = ended {
+            self.kill(&why);
+        }
+        zeroboot_kernel::hardening::report_denials();
+        r.total_time = start.elapsed();
+        Ok(r)
+    }
+}
+
+impl Template {
+    /// Fork until `n` spare forks wait for live sandboxes (callers run it
+    /// when they have nothing else to do). Returns how many it made.
+    pub fn refill_spares(&self, n: usize) -> usize {
+        let mut made = 0;
+        while self.spare.lock().unwrap_or_else(|e| e.into_inner()).len() < n {
+            let opts = ForkOptions {
+                stdout: Sink::capture(0),
+                stderr: Sink::capture(0),
+                stdin: Source::Empty,
+                memory: None,
+                disk: None,
+                fds: None,
+                request: Vec::new(),
+            };
+            match Sandbox::fork(&self.snapshot, opts) {
+                Ok(sb) => {
+                    self.spare
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(sb);
+                    made += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot fork a spare sandbox");
+                    break;
+                }
+            }
+        }
+        made
+    }
+
+    /// Spare forks waiting for live sandboxes.
+    pub fn spares(&self) -> usize {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The control-channel frame of one live request.
+fn live_frame(code: &str, env: &[(String, String)]) -> Vec<u8> {
+    let mut req = serde_json::json!({ "code": code, "seed": seed(), "persist": true });
+    if !env.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        req["env"] = serde_json::Value::Object(map);
+    }
+    let body = req.to_string().into_bytes();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}

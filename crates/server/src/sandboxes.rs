@@ -1,0 +1,702 @@
+//! Live sandboxes held by the server (DESIGN.md §5): a table id -> sandbox,
+//! each sandbox an actor with a mailbox, and a bounded pool of worker
+//! threads that run whichever sandbox has work.
+//!
+//! - A sandbox's state (its `LiveSandbox`: VM, kernel state) is owned by
+//!   its slot. A worker takes it out to serve one job and puts it back, so
+//!   exactly one thread at a time touches it, with no lock held while the
+//!   guest runs. An idle sandbox is data in the table: no thread, no CPU.
+//! - Posting a job to an idle sandbox schedules it on the run queue; a
+//!   worker serves one job, then requeues the sandbox behind the others if
+//!   more jobs wait (round robin between busy sandboxes).
+//! - Time to live: a reaper kills running sandboxes whose end time passed;
+//!   a run never goes past its sandbox's end time either.
+//!
+//! Not yet: jobs served between guest time slices of a running job (a
+//! file read while a command runs) need the kernel to yield to the
+//! mailbox; today jobs for one sandbox are served one after another.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::oneshot;
+use zeroboot_engine::{ExecResult, Language, LiveError, LiveOptions, LiveSandbox, Template};
+
+/// Limits on live sandboxes.
+#[derive(Debug, Clone)]
+pub struct SandboxLimits {
+    /// Live sandboxes on the server, all keys together.
+    pub max_total: usize,
+    /// Live sandboxes per API key.
+    pub max_per_key: usize,
+    /// Longest time to live a sandbox may be given (seconds).
+    pub max_timeout: u64,
+    /// Worker threads running sandboxes' jobs.
+    pub workers: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            max_total: 1000,
+            max_per_key: 100,
+            max_timeout: 24 * 3600,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get() * 2)
+                .unwrap_or(4),
+        }
+    }
+}
+
+/// Why a sandbox ended (the `reason` of `zeroboot_sandbox_kills_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KillReason {
+    /// Its time to live ran out.
+    Timeout,
+    /// A client killed it.
+    Request,
+    /// Its code hit a limit (ran past its run's time limit, out of memory).
+    Limit,
+    /// Its code ended the sandbox's process (`os._exit`, a fatal signal).
+    Exit,
+}
+
+impl KillReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            KillReason::Timeout => "timeout",
+            KillReason::Request => "request",
+            KillReason::Limit => "limit",
+            KillReason::Exit => "exit",
+        }
+    }
+}
+
+/// What a client gave at creation and can read back.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The template name the client asked for (`base` may alias `python`).
+    pub template: String,
+    pub language: Language,
+    pub owner: Option<usize>,
+    pub metadata: BTreeMap<String, String>,
+    pub secure: bool,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+/// Time to live and pause state.
+#[derive(Debug, Clone, Copy)]
+pub struct Life {
+    pub end_at: SystemTime,
+    pub paused: bool,
+}
+
+type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
+
+enum Job {
+    Create {
+        opts: LiveOptions,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Run {
+        code: String,
+        timeout: Duration,
+        output_cap: usize,
+        reply: RunReply,
+    },
+}
+
+#[derive(Default)]
+struct Slot {
+    sandbox: Option<LiveSandbox>,
+    jobs: VecDeque<Job>,
+    /// On the run queue or on a worker.
+    scheduled: bool,
+    /// Killed while a worker had it: the worker drops it.
+    killed: Option<String>,
+}
+
+/// One live sandbox: its description and its mailbox.
+pub struct Entry {
+    pub id: String,
+    pub spec: Spec,
+    /// Its template (an ended sandbox's VM goes back to its idle forks).
+    pub template: Arc<Template>,
+    pub access_token: String,
+    pub started_at: SystemTime,
+    life: Mutex<Life>,
+    slot: Mutex<Slot>,
+}
+
+impl Entry {
+    pub fn life(&self) -> Life {
+        *lock(&self.life)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a request about a sandbox failed.
+#[derive(Debug)]
+pub enum SandboxError {
+    /// No such sandbox (never existed, another key's, or ended: the
+    /// message says which when it is known).
+    NotFound(String),
+    /// It ended (the message says how).
+    Ended(String),
+    /// Over a limit on live sandboxes.
+    TooMany(String),
+    /// Paused, or already running (for resume).
+    Conflict(String),
+    /// The server failed.
+    Internal(String),
+}
+
+struct RunQueue {
+    q: Mutex<VecDeque<Arc<Entry>>>,
+    ready: Condvar,
+}
+
+impl RunQueue {
+    fn push(&self, e: Arc<Entry>) {
+        lock(&self.q).push_back(e);
+        self.ready.notify_one();
+    }
+
+    /// The next sandbox with work; `idle()` runs first when there is none.
+    fn pop(&self, idle: impl FnOnce()) -> Arc<Entry> {
+        if let Some(e) = lock(&self.q).pop_front() {
+            return e;
+        }
+        idle();
+        let mut q = lock(&self.q);
+        loop {
+            if let Some(e) = q.pop_front() {
+                return e;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Counters for /v1/metrics.
+#[derive(Default)]
+pub struct SandboxCounters {
+    pub created: Mutex<BTreeMap<String, u64>>,
+    pub kills: Mutex<BTreeMap<&'static str, u64>>,
+    pub create_latency: crate::metrics::Histogram,
+    pub runs: AtomicU64,
+}
+
+/// Fresh forks per template kept ready for creates.
+const SPARE_FORKS: usize = 8;
+
+/// Ended sandboxes remembered for clearer errors (bounded).
+const TOMBSTONES: usize = 10_000;
+
+pub struct Sandboxes {
+    pub limits: SandboxLimits,
+    table: Mutex<HashMap<String, Arc<Entry>>>,
+    ended: Mutex<(HashMap<String, String>, VecDeque<String>)>,
+    runq: Arc<RunQueue>,
+    pub counters: SandboxCounters,
+    /// Templates whose idle forks the workers restore when they have
+    /// nothing else to do (ended sandboxes go back there).
+    templates: Vec<Arc<Template>>,
+}
+
+impl Sandboxes {
+    /// Start the workers (each runs `setup` first: the seccomp filter).
+    pub fn new(
+        limits: SandboxLimits,
+        setup: fn() -> Result<(), String>,
+        templates: Vec<Arc<Template>>,
+    ) -> std::io::Result<Arc<Sandboxes>> {
+        let runq = Arc::new(RunQueue {
+            q: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+        });
+        let s = Arc::new(Sandboxes {
+            limits: limits.clone(),
+            table: Mutex::new(HashMap::new()),
+            ended: Mutex::new((HashMap::new(), VecDeque::new())),
+            runq: runq.clone(),
+            counters: SandboxCounters::default(),
+            templates,
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        for i in 0..limits.workers.max(1) {
+            let ready = ready_tx.clone();
+            // Workers hold the table weakly: it goes when the server does.
+            let weak = Arc::downgrade(&s);
+            let runq = runq.clone();
+            std::thread::Builder::new()
+                .name(format!("zeroboot-live-{i}"))
+                .spawn(move || {
+                    let r = setup();
+                    let ok = r.is_ok();
+                    let _ = ready.send(r);
+                    if ok {
+                        worker(&runq, &weak);
+                    }
+                })?;
+        }
+        drop(ready_tx);
+        for r in ready_rx.iter().take(limits.workers.max(1)) {
+            r.map_err(std::io::Error::other)?;
+        }
+        Ok(s)
+    }
+
+    /// Create a sandbox of `template` for `spec.owner`, living `timeout`.
+    pub async fn create(
+        &self,
+        template: Arc<Template>,
+        spec: Spec,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Arc<Entry>, SandboxError> {
+        let start = Instant::now();
+        let now = SystemTime::now();
+        let entry = Arc::new(Entry {
+            id: new_id(),
+            access_token: new_token(),
+            started_at: now,
+            life: Mutex::new(Life {
+                end_at: now + timeout,
+                paused: false,
+            }),
+            slot: Mutex::new(Slot::default()),
+            template: template.clone(),
+            spec,
+        });
+        {
+            let mut t = lock(&self.table);
+            if t.len() >= self.limits.max_total {
+                return Err(SandboxError::TooMany(format!(
+                    "this server holds its maximum of {} live sandboxes; kill one first",
+                    self.limits.max_total
+                )));
+            }
+            let mine = t
+                .values()
+                .filter(|e| e.spec.owner == entry.spec.owner)
+                .count();
+            if mine >= self.limits.max_per_key {
+                return Err(SandboxError::TooMany(format!(
+                    "you have reached the maximum of {} live sandboxes for this API key; kill one first",
+                    self.limits.max_per_key
+                )));
+            }
+            t.insert(entry.id.clone(), entry.clone());
+        }
+        let (reply, rx) = oneshot::channel();
+        // Limits of its own only below the template's (otherwise a spare
+        // fork, made with the template's, serves it).
+        let limits = &entry.template.snapshot.kernel.limits;
+        let opts = LiveOptions {
+            memory: Some(entry.spec.memory_mb << 20).filter(|&m| m < limits.memory),
+            disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
+            fds: None,
+            env,
+        };
+        self.post(&entry, Job::Create { opts, reply });
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err("the sandbox was killed while it was being created".into()));
+        if let Err(e) = r {
+            self.remove(&entry.id);
+            return Err(SandboxError::Internal(e));
+        }
+        self.counters.create_latency.observe(start.elapsed());
+        *lock(&self.counters.created)
+            .entry(entry.spec.template.clone())
+            .or_insert(0) += 1;
+        Ok(entry)
+    }
+
+    /// The sandbox `id` if `owner` may see it.
+    pub fn get(&self, id: &str, owner: Option<usize>) -> Result<Arc<Entry>, SandboxError> {
+        let e = lock(&self.table).get(id).cloned();
+        match e {
+            Some(e) if e.spec.owner == owner => Ok(e),
+            _ => Err(self.not_found(id)),
+        }
+    }
+
+    fn not_found(&self, id: &str) -> SandboxError {
+        match lock(&self.ended).0.get(id) {
+            Some(why) => {
+                SandboxError::Ended(format!("sandbox \"{id}\" not found: it ended ({why})"))
+            }
+            None => SandboxError::NotFound(format!("sandbox \"{id}\" not found")),
+        }
+    }
+
+    /// Every sandbox `owner` may see.
+    pub fn list(&self, owner: Option<usize>) -> Vec<Arc<Entry>> {
+        lock(&self.table)
+            .values()
+            .filter(|e| e.spec.owner == owner)
+            .cloned()
+            .collect()
+    }
+
+    /// Live sandboxes by (template, state).
+    pub fn census(&self) -> BTreeMap<(String, &'static str), u64> {
+        let mut m = BTreeMap::new();
+        for e in lock(&self.table).values() {
+            let state = if e.life().paused { "paused" } else { "running" };
+            *m.entry((e.spec.template.clone(), state)).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Kill `id` (owned by `owner`).
+    pub fn kill(&self, id: &str, owner: Option<usize>) -> Result<(), SandboxError> {
+        self.get(id, owner)?;
+        if self.end(id, KillReason::Request, "killed on request") {
+            Ok(())
+        } else {
+            Err(self.not_found(id))
+        }
+    }
+
+    /// Set the time to live: `timeout` from now.
+    pub fn set_timeout(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(), SandboxError> {
+        let e = self.get(id, owner)?;
+        lock(&e.life).end_at = SystemTime::now() + timeout;
+        Ok(())
+    }
+
+    /// Connect: resume a paused sandbox (true) or extend a running one's
+    /// time to live to at least `timeout` from now (false).
+    pub fn connect(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(Arc<Entry>, bool), SandboxError> {
+        let e = self.get(id, owner)?;
+        let resumed = {
+            let mut l = lock(&e.life);
+            let want = SystemTime::now() + timeout;
+            let resumed = std::mem::take(&mut l.paused);
+            if resumed || want > l.end_at {
+                l.end_at = want;
+            }
+            resumed
+        };
+        Ok((e, resumed))
+    }
+
+    /// Pause (in memory: the sandbox keeps its memory, runs nothing and
+    /// does not expire until resumed).
+    pub fn pause(&self, id: &str, owner: Option<usize>) -> Result<(), SandboxError> {
+        let e = self.get(id, owner)?;
+        let mut l = lock(&e.life);
+        if l.paused {
+            return Err(SandboxError::Conflict(format!(
+                "sandbox \"{id}\" is already paused"
+            )));
+        }
+        l.paused = true;
+        Ok(())
+    }
+
+    /// Resume a paused sandbox, living `timeout` from now.
+    pub fn resume(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Arc<Entry>, SandboxError> {
+        let e = self.get(id, owner)?;
+        {
+            let mut l = lock(&e.life);
+            if !l.paused {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox \"{id}\" is already running"
+                )));
+            }
+            l.paused = false;
+            l.end_at = SystemTime::now() + timeout;
+        }
+        Ok(e)
+    }
+
+    /// Run `code` in sandbox `id`; the run ends at its timeout or at the
+    /// sandbox's end time, whichever is first.
+    pub async fn run(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        code: String,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<Result<ExecResult, LiveError>, SandboxError> {
+        let e = self.get(id, owner)?;
+        if e.life().paused {
+            return Err(SandboxError::Conflict(format!(
+                "sandbox \"{id}\" is paused; resume it (connect) first"
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.post(
+            &e,
+            Job::Run {
+                code,
+                timeout,
+                output_cap,
+                reply,
+            },
+        );
+        self.counters.runs.fetch_add(1, Ordering::Relaxed);
+        Ok(rx.await.unwrap_or_else(|_| {
+            let why = lock(&self.ended)
+                .0
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| "killed".into());
+            Err(LiveError::Dead(why))
+        }))
+    }
+
+    /// Kill every running sandbox whose time to live has passed; returns
+    /// how many.
+    pub fn reap(&self) -> usize {
+        let now = SystemTime::now();
+        let expired: Vec<String> = lock(&self.table)
+            .values()
+            .filter(|e| {
+                let l = e.life();
+                !l.paused && l.end_at <= now
+            })
+            .map(|e| e.id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter(|id| self.end(id, KillReason::Timeout, "its time to live ran out"))
+            .count()
+    }
+
+    fn post(&self, e: &Arc<Entry>, job: Job) {
+        let mut s = lock(&e.slot);
+        if s.killed.is_some() {
+            // Dropping the job answers its caller (the sandbox is gone).
+            return;
+        }
+        s.jobs.push_back(job);
+        if !s.scheduled {
+            s.scheduled = true;
+            drop(s);
+            self.runq.push(e.clone());
+        }
+    }
+
+    /// Remove `id` from the table without counting a kill (a failed create).
+    fn remove(&self, id: &str) {
+        let e = lock(&self.table).remove(id);
+        if let Some(e) = e {
+            let mut s = lock(&e.slot);
+            s.killed = Some("creation failed".into());
+            s.jobs.clear();
+            let sb = s.sandbox.take();
+            drop(s);
+            drop(sb);
+        }
+    }
+
+    /// End sandbox `id`; false if it was not in the table.
+    fn end(&self, id: &str, reason: KillReason, why: &str) -> bool {
+        let Some(e) = lock(&self.table).remove(id) else {
+            return false;
+        };
+        {
+            let mut ended = lock(&self.ended);
+            if ended.1.len() >= TOMBSTONES {
+                if let Some(old) = ended.1.pop_front() {
+                    ended.0.remove(&old);
+                }
+            }
+            ended.0.insert(id.to_string(), why.to_string());
+            ended.1.push_back(id.to_string());
+        }
+        *lock(&self.counters.kills).entry(reason.name()).or_insert(0) += 1;
+        let (sandbox, jobs) = {
+            let mut s = lock(&e.slot);
+            s.killed = Some(why.to_string());
+            (s.sandbox.take(), std::mem::take(&mut s.jobs))
+        };
+        // Pending jobs' callers learn the sandbox is gone; the VM goes back
+        // to the template's idle forks (or is freed).
+        drop(jobs);
+        if let Some(sb) = sandbox {
+            sb.recycle(&e.template, why);
+        }
+        tracing::debug!(sandbox = id, reason = reason.name(), "sandbox ended");
+        true
+    }
+}
+
+/// Serve sandboxes' jobs until the table is gone.
+fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
+    loop {
+        let e = runq.pop(|| {
+            // Nothing to run: restore ended sandboxes' VMs for reuse.
+            // Then keep a few fresh forks ready, so creating a sandbox does
+            // not wait for a new VM.
+            if let Some(t) = table.upgrade() {
+                for tmpl in &t.templates {
+                    while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.tidy()))
+                        .unwrap_or(false)
+                    {}
+                }
+                for tmpl in &t.templates {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        tmpl.refill_spares(SPARE_FORKS)
+                    }));
+                }
+            }
+        });
+        let Some(table) = table.upgrade() else {
+            return;
+        };
+        let (job, sandbox) = {
+            let mut s = lock(&e.slot);
+            match s.jobs.pop_front() {
+                Some(j) => (j, s.sandbox.take()),
+                None => {
+                    s.scheduled = false;
+                    continue;
+                }
+            }
+        };
+        let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve(&table, &e, job, sandbox)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(sandbox = %e.id, "a sandbox job panicked (a bug); ending the sandbox");
+            table.end(&e.id, KillReason::Exit, "zeroboot failed inside it (a bug)");
+            None
+        });
+        let mut s = lock(&e.slot);
+        if s.killed.is_none() {
+            s.sandbox = back;
+        } else {
+            let why = s.killed.clone().unwrap_or_default();
+            drop(s);
+            if let Some(sb) = back {
+                sb.recycle(&e.template, &why);
+            }
+            s = lock(&e.slot);
+        }
+        if s.jobs.is_empty() {
+            s.scheduled = false;
+        } else {
+            drop(s);
+            runq.push(e.clone());
+        }
+        drop(table);
+    }
+}
+
+/// Serve one job; returns the sandbox to put back.
+fn serve(
+    table: &Sandboxes,
+    e: &Arc<Entry>,
+    job: Job,
+    sandbox: Option<LiveSandbox>,
+) -> Option<LiveSandbox> {
+    match job {
+        Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
+            Ok(sb) => {
+                let _ = reply.send(Ok(()));
+                Some(sb)
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err.to_string()));
+                None
+            }
+        },
+        Job::Run {
+            code,
+            timeout,
+            output_cap,
+            reply,
+        } => {
+            let Some(mut sb) = sandbox else {
+                let why = lock(&e.slot)
+                    .killed
+                    .clone()
+                    .unwrap_or_else(|| "it is not running".into());
+                let _ = reply.send(Err(LiveError::Dead(why)));
+                return None;
+            };
+            // Never past the sandbox's end time.
+            let left = e
+                .life()
+                .end_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let r = sb.run(
+                &code,
+                timeout.min(left.max(Duration::from_millis(1))),
+                output_cap,
+            );
+            if !sb.is_alive() {
+                let mut why = sb.ended().unwrap_or("it ended").to_string();
+                let reason = match &r {
+                    Ok(x) if x.timed_out && e.life().end_at <= SystemTime::now() => {
+                        why = "its time to live ran out while its code ran".into();
+                        KillReason::Timeout
+                    }
+                    Ok(x) if x.timed_out || x.out_of_memory => KillReason::Limit,
+                    _ => KillReason::Exit,
+                };
+                table.end(&e.id, reason, &why);
+            }
+            let _ = reply.send(r);
+            sb.is_alive().then_some(sb)
+        }
+    }
+}
+
+/// A sandbox id: 20 lowercase letters and digits, as E2B's look.
+fn new_id() -> String {
+    random_chars(20)
+}
+
+/// The envd access token of a secure sandbox.
+fn new_token() -> String {
+    random_chars(32)
+}
+
+fn random_chars(n: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut b = vec![0u8; n];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    // 252 = 7 * 36: the slight bias of the rest is irrelevant for ids but
+    // avoided anyway by redrawing.
+    b.iter_mut()
+        .map(|x| {
+            let mut v = *x;
+            while v >= 252 {
+                let mut one = [0u8; 1];
+                let _ = rustix::rand::getrandom(&mut one, rustix::rand::GetRandomFlags::empty());
+                v = one[0];
+            }
+            ALPHABET[(v % 36) as usize] as char
+        })
+        .collect()
+}

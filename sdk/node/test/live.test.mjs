@@ -1,0 +1,64 @@
+// Sandboxes you hold, through the SDK, against a real `zeroboot serve`.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { LiveSandbox, Sandbox, ZerobootError } from "@zeroboot/sdk";
+import { startServer, withEnv } from "./helpers.mjs";
+
+delete process.env.ZEROBOOT_API_KEY;
+delete process.env.ZEROBOOT_API_URL;
+
+describe("live sandboxes", () => {
+  let server;
+  let sb;
+  before(async () => {
+    server = await startServer();
+    sb = new Sandbox(server.key, { baseUrl: server.url });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  test("state persists in one sandbox and nowhere else", async () => {
+    const h = await sb.create({ template: "python", timeout: 300 });
+    const other = await sb.create();
+    try {
+      assert.ok(h instanceof LiveSandbox);
+      assert.equal(await h.run("x = 41"), "");
+      assert.equal(await h.run("print(x + 1)"), "42\n");
+      const r = await other.exec("print(x)");
+      assert.equal(r.exit_code, 1);
+      assert.match(r.stderr, /NameError/);
+      assert.equal(await sb.run("print('x' in globals())"), "False\n");
+    } finally {
+      assert.equal(await h.kill(), true);
+      assert.equal(await other.kill(), true);
+    }
+    assert.equal(await h.kill(), false);
+    await assert.rejects(h.run("print(1)"), (e) => e instanceof ZerobootError && e.status === 410);
+  });
+
+  test("connect, list, setTimeout", async () => {
+    const tag = `t${Date.now()}`;
+    const h = await sb.create({ template: "node", metadata: { tag }, envs: { GREETING: "hi" } });
+    try {
+      await h.run("var n = 1");
+      const again = await withEnv({ ZEROBOOT_API_KEY: server.key, ZEROBOOT_API_URL: server.url }, () =>
+        Sandbox.connect(h.id, { timeout: 60 }),
+      );
+      assert.equal(await again.run("console.log(n + 1, process.env.GREETING)"), "2 hi\n");
+      const listed = await sb.list({ metadata: { tag } });
+      assert.deepEqual(
+        listed.map((s) => s.sandboxID),
+        [h.id],
+      );
+      assert.equal((await h.info()).templateID, "node");
+      await h.setTimeout(1);
+      const deadline = Date.now() + 5000;
+      while ((await h.isRunning()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await h.isRunning(), false);
+    } finally {
+      await h.kill();
+    }
+  });
+});

@@ -176,14 +176,7 @@ impl LiveSandbox {
         k.stderr = Sink::capture(output_cap);
         k.stats = Default::default();
         // Limit hits are reported per run, as for one-shot executions.
-        k.vfs.tmp.full = 0;
-        k.fds.exhausted = 0;
-        k.mm.refused = 0;
-        k.mm.frames.refused = 0;
-        for s in k.others.values_mut() {
-            s.fds.exhausted = 0;
-            s.mm.refused = 0;
-        }
+        k.clear_limit_hits();
         // Guest CPU time counts from this host thread's clock while it runs
         // (the sandbox may have run on another thread last time).
         k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();

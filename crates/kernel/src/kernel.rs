@@ -256,6 +256,18 @@ impl Kernel {
         }
     }
 
+    /// Forget the limits hit so far (they are reported per execution).
+    pub fn clear_limit_hits(&mut self) {
+        self.vfs.tmp.full = 0;
+        self.fds.exhausted = 0;
+        self.mm.refused = 0;
+        self.mm.frames.refused = 0;
+        for s in self.others.values_mut() {
+            s.fds.exhausted = 0;
+            s.mm.refused = 0;
+        }
+    }
+
     pub fn thread(&self) -> &Thread {
         self.threads
             .get(&self.current)

@@ -152,14 +152,7 @@ impl Snapshot {
             }
         }
         // Limit hits are counted per execution.
-        k.vfs.tmp.full = 0;
-        k.fds.exhausted = 0;
-        k.mm.refused = 0;
-        k.mm.frames.refused = 0;
-        for s in k.others.values_mut() {
-            s.fds.exhausted = 0;
-            s.mm.refused = 0;
-        }
+        k.clear_limit_hits();
         k.renumber(mem, next_fork_pid());
         k.control.outbox.clear();
         k.control.inbox.clear();

@@ -117,6 +117,12 @@ impl LiveSandbox {
         self.sb.is_some()
     }
 
+    /// Its VM and kernel state, while alive: for services the kernel
+    /// serves without entering the guest (files, processes).
+    pub fn sandbox_mut(&mut self) -> Option<&mut Sandbox> {
+        self.sb.as_mut()
+    }
+
     /// Why it ended (None while alive).
     pub fn ended(&self) -> Option<&str> {
         self.ended.as_deref()

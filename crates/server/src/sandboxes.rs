@@ -96,6 +96,10 @@ pub struct Life {
 
 type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
 
+/// A job that borrows the sandbox between guest time slices (files,
+/// processes): it gets the sandbox, or None when it has ended.
+type WithJob = Box<dyn FnOnce(Option<&mut LiveSandbox>) + Send>;
+
 enum Job {
     Create {
         opts: LiveOptions,
@@ -107,6 +111,7 @@ enum Job {
         output_cap: usize,
         reply: RunReply,
     },
+    With(WithJob),
 }
 
 #[derive(Default)]
@@ -472,6 +477,31 @@ impl Sandboxes {
         }))
     }
 
+    /// Call `f` with sandbox `id` on its actor (between its guest time
+    /// slices, never while another job holds it) and return what it
+    /// returns. `f` gets None when the sandbox ended before its turn.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        f: impl FnOnce(Option<&mut LiveSandbox>) -> R + Send + 'static,
+    ) -> Result<R, SandboxError> {
+        let e = self.get(id, owner)?;
+        if e.life().paused {
+            return Err(SandboxError::Conflict(format!(
+                "sandbox \"{id}\" is paused; resume it (connect) first"
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.post(
+            &e,
+            Job::With(Box::new(move |sb| {
+                let _ = reply.send(f(sb));
+            })),
+        );
+        rx.await.map_err(|_| self.not_found(id))
+    }
+
     /// Kill every running sandbox whose time to live has passed; returns
     /// how many.
     pub fn reap(&self) -> usize {
@@ -668,6 +698,11 @@ fn serve(
             }
             let _ = reply.send(r);
             sb.is_alive().then_some(sb)
+        }
+        Job::With(f) => {
+            let mut sandbox = sandbox;
+            f(sandbox.as_mut());
+            sandbox
         }
     }
 }

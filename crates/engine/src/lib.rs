@@ -4,10 +4,12 @@
 //! what it printed and how it ended.
 #![forbid(unsafe_code)]
 
+mod commands;
 mod exec;
 mod live;
 mod template;
 
+pub use commands::{CommandEvent, CommandInfo, CommandSpec, Step, HOME};
 pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats};
 pub use live::{LiveError, LiveOptions, LiveSandbox};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};

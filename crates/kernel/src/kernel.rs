@@ -103,6 +103,14 @@ pub enum Source {
 pub struct Pipe {
     pub buf: VecDeque<u8>,
     pub capacity: usize,
+    /// The host holds this pipe's read end (a spawned process's stdout or
+    /// stderr): writers never see EPIPE while it does.
+    #[serde(default)]
+    pub host_reader: bool,
+    /// The host holds its write end (a spawned process's stdin): readers
+    /// block rather than see end of file while it does.
+    #[serde(default)]
+    pub host_writer: bool,
 }
 
 /// Limits of one sandbox.
@@ -310,7 +318,13 @@ impl Kernel {
 
     /// Number of descriptions (in any process) of pipe `id`'s `write` end.
     pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
-        self.all_fds()
+        let host =
+            self.pipes
+                .get(&id)
+                .is_some_and(|p| if write { p.host_writer } else { p.host_reader });
+        usize::from(host)
+            + self
+                .all_fds()
             .flat_map(|t| t.descriptions())
             .filter(
                 |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
@@ -328,7 +342,8 @@ impl Kernel {
                 _ => None,
             })
             .collect();
-        self.pipes.retain(|id, _| live.contains(id));
+        self.pipes
+            .retain(|id, p| live.contains(id) || p.host_reader || p.host_writer);
         let objects: std::collections::BTreeSet<u64> = self
             .all_fds()
             .flat_map(|t| t.descriptions())

@@ -15,6 +15,7 @@ pub mod procs;
 pub mod sandbox;
 pub mod sched;
 pub mod snapshot;
+pub mod spawn;
 pub mod syscalls;
 pub mod task;
 pub mod vdso;

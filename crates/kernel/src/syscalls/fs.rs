@@ -1165,6 +1165,7 @@ pub fn pipe2(ctx: &mut Ctx, a: Args) -> SysResult {
         Pipe {
             buf: Default::default(),
             capacity: PIPE_CAPACITY,
+            ..Default::default()
         },
     );
     let nb = flags & O_NONBLOCK;

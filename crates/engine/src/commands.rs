@@ -206,6 +206,11 @@ impl LiveSandbox {
             .map(|(&pid, _)| pid)
     }
 
+    /// Whether it has running commands (it needs guest time).
+    pub fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
     /// Whether `pid` is a running command.
     pub fn has_command(&self, pid: u32) -> bool {
         self.commands.contains_key(&pid)

@@ -781,6 +781,10 @@ pub async fn exec(
                 format!("sandbox \"{id}\" has ended: {why}"),
             )),
             Err(LiveError::Fork(m)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)),
+            Err(e @ (LiveError::Command(_) | LiveError::NoCommand(_))) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            )),
         }
     }
     .await;

@@ -10,7 +10,7 @@ mod live;
 mod template;
 
 pub use commands::{CommandEvent, CommandInfo, CommandSpec, Step, HOME};
-pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats};
+pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats, OutputStream, OutputTee};
 pub use live::{LiveError, LiveOptions, LiveSandbox};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};
 /// Host calls the vCPU threads' seccomp filter refused (see docs/security.md).

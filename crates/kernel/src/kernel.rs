@@ -32,6 +32,18 @@ pub struct Capture {
     pub cap: usize,
     /// Bytes dropped beyond the cap.
     pub dropped: u64,
+    /// Also shown each kept chunk as it is written (streaming).
+    pub tee: Option<Tee>,
+}
+
+/// A callback that sees what a capture keeps, as the guest writes it.
+#[derive(Clone)]
+pub struct Tee(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for Tee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tee")
+    }
 }
 
 impl Default for Sink {
@@ -46,6 +58,17 @@ impl Sink {
             data: Vec::new(),
             cap,
             dropped: 0,
+            tee: None,
+        })
+    }
+
+    /// A capture that also hands each kept chunk to `tee`.
+    pub fn capture_tee(cap: usize, tee: Tee) -> Sink {
+        Sink::Capture(Capture {
+            data: Vec::new(),
+            cap,
+            dropped: 0,
+            tee: Some(tee),
         })
     }
 
@@ -72,6 +95,9 @@ impl Sink {
                 let n = room.min(buf.len());
                 c.data.extend_from_slice(&buf[..n]);
                 c.dropped += (buf.len() - n) as u64;
+                if let Some(t) = c.tee.as_ref().filter(|_| n > 0) {
+                    (t.0)(&buf[..n]);
+                }
             }
         }
         Ok(buf.len())

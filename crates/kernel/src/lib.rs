@@ -22,6 +22,6 @@ pub mod vdso;
 pub mod vfs;
 pub mod watchdog;
 
-pub use kernel::{Exit, Kernel, LimitHits, Limits, Sink, Source};
+pub use kernel::{Exit, Kernel, LimitHits, Limits, Sink, Source, Tee};
 pub use sandbox::{Outcome, Sandbox, SandboxConfig, SandboxError};
 pub use snapshot::{ForkOptions, Snapshot, SnapshotError};

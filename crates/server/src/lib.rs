@@ -8,6 +8,8 @@
 mod api;
 mod auth;
 mod e2b;
+#[allow(dead_code)]
+mod envd;
 mod metrics;
 mod openapi;
 mod pool;

@@ -185,44 +185,45 @@ impl Vfs {
     }
 
     /// The entries of directory `path` down to `depth` levels (1: its
-    /// children only); symlinks to directories are not descended.
+    /// children only), depth first in name order (as envd's walk);
+    /// symlinks to directories are not descended.
     pub fn host_list(&self, path: &str, depth: u32) -> Result<Vec<HostEntry>, HostFsError> {
         let dir = self.host_resolve(path, true)?;
         if !dir.node.is_dir() {
             return Err(HostFsError::NotADirectory(dir.path));
         }
         let mut out = Vec::new();
-        let mut level = vec![dir];
-        for _ in 0..depth.max(1) {
-            let mut next = Vec::new();
-            for d in &level {
-                let children = self
-                    .list(&d.path, &d.node, &HostView)
-                    .map_err(|e| HostFsError::from_errno(&d.path, e))?;
-                for c in children {
-                    let p = join(&d.path, &c.name);
-                    let Some(node) = self.lookup(&p, &HostView) else {
-                        continue;
-                    };
-                    let l = Lookup { path: p, node };
-                    out.push(self.entry_of(&l));
-                    if out.len() > MAX_LIST_ENTRIES {
-                        return Err(HostFsError::Invalid(
-                            d.path.clone(),
-                            "more entries than one listing returns (100000): list less deep",
-                        ));
-                    }
-                    if l.node.is_dir() {
-                        next.push(l);
-                    }
-                }
+        self.list_into(&dir, depth.max(1), &mut out)?;
+        Ok(out)
+    }
+
+    fn list_into(
+        &self,
+        d: &Lookup,
+        depth: u32,
+        out: &mut Vec<HostEntry>,
+    ) -> Result<(), HostFsError> {
+        let children = self
+            .list(&d.path, &d.node, &HostView)
+            .map_err(|e| HostFsError::from_errno(&d.path, e))?;
+        for c in children {
+            let p = join(&d.path, &c.name);
+            let Some(node) = self.lookup(&p, &HostView) else {
+                continue;
+            };
+            let l = Lookup { path: p, node };
+            out.push(self.entry_of(&l));
+            if out.len() > MAX_LIST_ENTRIES {
+                return Err(HostFsError::Invalid(
+                    d.path.clone(),
+                    "more entries than one listing returns (100000): list less deep",
+                ));
             }
-            level = next;
-            if level.is_empty() {
-                break;
+            if depth > 1 && l.node.is_dir() {
+                self.list_into(&l, depth - 1, out)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A regular file's contents (shared, not copied, for overlay files).

@@ -405,6 +405,13 @@ impl Sandboxes {
         }
     }
 
+    /// The sandbox `id`, whoever owns it (in-sandbox calls carry the
+    /// sandbox's access token, not an API key).
+    pub fn find(&self, id: &str) -> Result<Arc<Entry>, SandboxError> {
+        let e = lock(&self.table).get(id).cloned();
+        e.ok_or_else(|| self.not_found(id))
+    }
+
     fn not_found(&self, id: &str) -> SandboxError {
         match lock(&self.ended).0.get(id) {
             Some(why) => {
@@ -823,7 +830,14 @@ fn serve(
 ) -> Option<LiveSandbox> {
     match job {
         Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
-            Ok(sb) => {
+            Ok(mut sb) => {
+                // E2B's default user's home: the SDKs' relative paths and
+                // default directory.
+                if let Some(s) = sb.sandbox_mut() {
+                    if let Err(err) = s.k.vfs.host_mkdir_p(zeroboot_kernel::vfs::host::HOME) {
+                        tracing::warn!(sandbox = %e.id, %err, "cannot create the home directory");
+                    }
+                }
                 let _ = reply.send(Ok(()));
                 Some(sb)
             }

@@ -318,6 +318,10 @@ pub(crate) fn do_write(
             if pos.is_none() {
                 ctx.k.fds.get_mut(fd)?.offset = at + n as u64;
             }
+            if ctx.k.vfs.watched() {
+                let path = ctx.k.fds.get(fd)?.path.clone();
+                ctx.k.vfs.notify(&path, vfs::FsEventKind::Write);
+            }
             Ok(n)
         }
         FileKind::Device(Device::Full) => Err(Errno::ENOSPC.into()),
@@ -1506,6 +1510,7 @@ fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
         Node::TmpSymlink { .. } => {}
         _ => return Err(Errno::EPERM.into()),
     }
+    ctx.k.vfs.notify(&l.path, vfs::FsEventKind::Chmod);
     Ok(0)
 }
 

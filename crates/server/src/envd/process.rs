@@ -107,7 +107,10 @@ fn select(sb: &LiveSandbox, sel: Option<&Selector>) -> Result<u32, RpcError> {
             }
         }
         Some(Selector { tag: Some(tag), .. }) => sb.command_by_tag(tag).ok_or_else(|| {
-            RpcError::new(Code::NotFound, format!("process with tag {tag:?} not found"))
+            RpcError::new(
+                Code::NotFound,
+                format!("process with tag {tag:?} not found"),
+            )
         }),
         _ => Err(RpcError::invalid("process: a pid or a tag is required")),
     }

@@ -217,6 +217,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| ServeError::Bind(bind, e))?;
+    // Streamed answers go out in small writes (a command's output, Connect
+    // envelopes): without TCP_NODELAY, Nagle holds each behind the peer's
+    // delayed ACK (40 ms) on keep-alive connections.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tracing::info!(%bind, workers = config.workers, queue = config.queue, "zeroboot serving");
     let app = app(config, templates)?;
     axum::serve(

@@ -241,6 +241,11 @@ pub struct Kernel {
     #[serde(default)]
     pub events: crate::syscalls::events::Objects,
     pub next_pipe: u64,
+    /// Pseudo-terminals (their masters are the host's).
+    #[serde(default)]
+    pub ptys: BTreeMap<u64, crate::tty::Pty>,
+    #[serde(default)]
+    pub next_pty: u64,
     #[serde(skip)]
     pub stdout: Sink,
     #[serde(skip)]
@@ -379,6 +384,7 @@ impl Kernel {
             })
             .collect();
         self.events.retain(&objects);
+        self.gc_ptys();
     }
 
     /// Give this process tree new ids: pid `new_pid` for the first process
@@ -483,11 +489,15 @@ impl ProcView for KernelProcView<'_> {
         Some(match &f.kind {
             FileKind::Pipe { id, .. } => format!("pipe:[{id}]"),
             FileKind::Console(_) => "/dev/pts/0".to_string(),
+            FileKind::Pty(id) => format!("/dev/pts/{}", id + 1),
             FileKind::Control => "anon_inode:[zeroboot-control]".to_string(),
             _ => f.path.clone(),
         })
     }
     fn fds(&self) -> Vec<i32> {
         self.0.fds.fds()
+    }
+    fn ptys(&self) -> Vec<u64> {
+        self.0.ptys.keys().copied().collect()
     }
 }

@@ -162,6 +162,8 @@ impl Sandbox {
             pipes: Default::default(),
             events: Default::default(),
             next_pipe: 1,
+            ptys: Default::default(),
+            next_pty: 0,
             stdout: cfg.stdout,
             stderr: cfg.stderr,
             stdin: cfg.stdin,

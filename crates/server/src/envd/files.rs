@@ -23,6 +23,8 @@ use super::{http_error, Sbx};
 /// gets the 507 rather than a reset connection; past it the connection
 /// is cut.
 const DRAIN_MAX: u64 = 4 << 30;
+/// Most bytes reserved up front for an upload's body.
+const RESERVE_MAX: u64 = 64 << 20;
 /// Slack over the disk limit for multipart framing.
 const FRAMING_SLACK: usize = 1 << 20;
 
@@ -147,7 +149,9 @@ pub(super) async fn download(sbx: &Sbx, parts: &Parts) -> Response {
 
 /// Read a body of at most `limit` bytes; past it, drain and refuse.
 async fn read_limited(body: Body, limit: u64, hint: Option<u64>) -> Result<Vec<u8>, FilesError> {
-    let mut buf = Vec::with_capacity(hint.unwrap_or(0).min(limit) as usize);
+    // The client's Content-Length sizes the buffer, within bounds: a
+    // request does not reserve more than it may send, nor much up front.
+    let mut buf = Vec::with_capacity(hint.unwrap_or(0).min(limit).min(RESERVE_MAX) as usize);
     let mut total: u64 = 0;
     let mut s = body.into_data_stream();
     while let Some(chunk) = s.next().await {
@@ -219,8 +223,11 @@ fn disposition_param(h: &str, name: &str) -> Option<String> {
     None
 }
 
-/// The parts of a `multipart/form-data` body: (filename, bytes).
-fn multipart(body: &[u8], boundary: &str) -> Result<Vec<(Option<String>, Vec<u8>)>, FilesError> {
+/// One part of a multipart body: its filename and bytes.
+type Part = (Option<String>, Vec<u8>);
+
+/// The parts of a `multipart/form-data` body.
+fn multipart(body: &[u8], boundary: &str) -> Result<Vec<Part>, FilesError> {
     let bad = |m: &str| FilesError::Bad(format!("invalid multipart body: {m}"));
     let delim = format!("--{boundary}");
     let next_delim = format!("\r\n--{boundary}");

@@ -188,10 +188,16 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
             .get("x-access-token")
             .map(|v| v.as_bytes())
             .unwrap_or(b"");
-        if !bool::from(token.ct_eq(entry.access_token.as_bytes())) {
+        let signed = req.uri().path() == "/files"
+            && files::signed(
+                req.uri().query().unwrap_or(""),
+                req.method() == Method::POST,
+                &entry.access_token,
+            );
+        if !signed && !bool::from(token.ct_eq(entry.access_token.as_bytes())) {
             return http_error(
                 StatusCode::UNAUTHORIZED,
-                "this sandbox is secure: X-Access-Token must be its envdAccessToken",
+                "this sandbox is secure: X-Access-Token must be its envdAccessToken (or /files URLs signed with it)",
             );
         }
     }

@@ -243,6 +243,30 @@ def test_killed_sandbox_and_secure_sandbox(e2b_env):
         with pytest.raises(urllib.error.HTTPError) as e:
             opener.open(req, timeout=10)
         assert e.value.code == 401
+        # A signed URL needs no token (a proxy names the sandbox: the
+        # SDK's URL is E2B_SANDBOX_URL's when it is set).
+        signed = urllib.request.Request(
+            sb.download_url("s.txt"),
+            headers={"E2b-Sandbox-Id": sb.sandbox_id},
+        )
+        with opener.open(signed, timeout=10) as r:
+            assert r.read() == b"secure"
+        up = urllib.request.Request(
+            sb.upload_url("up.txt", use_signature_expiration=60),
+            data=b"signed upload",
+            headers={"E2b-Sandbox-Id": sb.sandbox_id, "Content-Type": "application/octet-stream"},
+            method="POST",
+        )
+        with opener.open(up, timeout=10) as r:
+            assert json.loads(r.read())[0]["path"] == "/home/user/up.txt"
+        assert sb.files.read("up.txt") == "signed upload"
+        forged = urllib.request.Request(
+            sb.download_url("s.txt").replace("s.txt", "up.txt"),
+            headers={"E2b-Sandbox-Id": sb.sandbox_id},
+        )
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(forged, timeout=10)
+        assert e.value.code == 401
     finally:
         sb.kill()
     with pytest.raises(SandboxException, match="was not found"):

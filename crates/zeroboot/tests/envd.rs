@@ -221,7 +221,7 @@ fn files_and_filesystem_rpcs() {
         &s,
         id,
         "POST",
-        "/process.Process/Start",
+        "/filesystem.Filesystem/NoSuchMethod",
         &[("Content-Type", "application/json")],
         b"{}",
     );

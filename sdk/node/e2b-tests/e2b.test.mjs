@@ -2,8 +2,7 @@
 // `zeroboot serve`, as an E2B user would point it here: E2B_API_URL =
 // E2B_SANDBOX_URL = the server, E2B_API_KEY = a key of our keys file.
 // These tests cover the control plane (create, list, info, timeout,
-// connect, pause, kill); e2b-files.test.mjs covers envd's files. envd's
-// commands are not served yet.
+// connect, pause, kill); e2b-files.test.mjs covers envd's files.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 

@@ -4,8 +4,7 @@ against a real zeroboot server, as a user of E2B would point it here:
 ``E2B_API_KEY`` a key of our keys file. Run by ``run-e2b-tests.sh``.
 
 This file covers the control plane (create, list, info, timeout, connect,
-pause, kill); test_e2b_files.py covers envd's files. envd's commands are
-not served yet.
+pause, kill); test_e2b_files.py covers envd's files.
 """
 
 from __future__ import annotations

@@ -168,7 +168,6 @@ fn ensure_home(sb: &mut Sandbox) -> bool {
         let Ok((parent, name)) = k.vfs.resolve_parent("/", &at, &pv) else {
             return false;
         };
-        drop(pv);
         if k.vfs.mkdir(&parent, &name, 0o755).is_err() {
             return false;
         }
@@ -269,7 +268,7 @@ impl LiveSandbox {
         let c = self
             .commands
             .get_mut(&pid)
-            .ok_or_else(|| LiveError::NoCommand(pid))?;
+            .ok_or(LiveError::NoCommand(pid))?;
         if let SpawnedIo::Pty(id) = c.pipes.io {
             let sb = self.sandbox_or_dead()?;
             sb.k.pty_input(id, data)
@@ -296,7 +295,7 @@ impl LiveSandbox {
         let c = self
             .commands
             .get_mut(&pid)
-            .ok_or_else(|| LiveError::NoCommand(pid))?;
+            .ok_or(LiveError::NoCommand(pid))?;
         if matches!(c.pipes.io, SpawnedIo::Pty(_)) {
             return Err(LiveError::Command(format!(
                 "process {pid} runs on a terminal: send Ctrl-D (0x04) to end its input"
@@ -319,10 +318,7 @@ impl LiveSandbox {
 
     /// Resize command `pid`'s terminal (it gets SIGWINCH).
     pub fn resize_pty(&mut self, pid: u32, rows: u16, cols: u16) -> Result<(), LiveError> {
-        let c = self
-            .commands
-            .get(&pid)
-            .ok_or_else(|| LiveError::NoCommand(pid))?;
+        let c = self.commands.get(&pid).ok_or(LiveError::NoCommand(pid))?;
         let SpawnedIo::Pty(id) = c.pipes.io else {
             return Err(LiveError::Command(format!(
                 "process {pid} does not run on a terminal"

@@ -38,7 +38,10 @@ pub struct Capture {
 
 /// A callback that sees what a capture keeps, as the guest writes it.
 #[derive(Clone)]
-pub struct Tee(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+pub struct Tee(pub Arc<TeeFn>);
+
+/// What a [`Tee`] calls.
+pub type TeeFn = dyn Fn(&[u8]) + Send + Sync;
 
 impl std::fmt::Debug for Tee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -146,3 +146,16 @@ def test_pty_runs_an_interactive_shell(sbx):
     text = out.decode(errors="replace")
     assert "\r\n42\r\n" in text, text
     assert "30 100" in text, text
+
+
+def test_base_has_the_tools_agents_run(sbx):
+    r = sbx.commands.run(
+        "cd /tmp && git init -q r && cd r && git -c user.email=a@b -c user.name=a"
+        " commit -q --allow-empty -m x && git log --oneline | wc -l"
+    )
+    assert r.stdout == "1\n"
+    assert "numpy" in sbx.commands.run("pip list 2>/dev/null").stdout
+    r = sbx.commands.run("python3 -m venv /tmp/v && /tmp/v/bin/python -c 'import sys; print(sys.prefix)'")
+    assert r.stdout == "/tmp/v\n"
+    r = sbx.commands.run("find /usr/bin -name 'sed' | xargs -n1 basename; echo a,b | awk -F, '{print $2}'; which tar gzip")
+    assert r.stdout == "sed\nb\n/usr/bin/tar\n/usr/bin/gzip\n"

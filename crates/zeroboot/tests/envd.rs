@@ -368,3 +368,89 @@ fn a_client_dropping_a_watch_stream_ends_it() {
     );
     assert_eq!((st, json(&b)["code"].as_str()), (404, Some("not_found")));
 }
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn commands_whose_clients_go_away_leak_nothing() {
+    use std::io::{Read, Write};
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let pid = s.child.id();
+    let sb = create(&s, r#"{"templateID": "python", "timeout": 600}"#);
+    let id = sb["sandboxID"].as_str().unwrap();
+    let msg = br#"{"process": {"cmd": "/bin/echo", "args": ["hi"]}, "stdin": true}"#;
+    let round = |i: usize| {
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(
+            c,
+            "POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
+            msg.len() + 5
+        )
+        .unwrap();
+        c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
+        c.write_all(msg).unwrap();
+        // Every other client leaves as soon as the command has started,
+        // the others after a few bytes more.
+        let want = if i % 2 == 0 { "\"start\"" } else { "\"data\"" };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(c);
+    };
+    for i in 0..50 {
+        round(i);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
+    for i in 0..1000 {
+        round(i);
+    }
+    // Every command ended and was reaped; the server holds what it held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (st, _, b) = envd(
+            &s,
+            id,
+            "POST",
+            "/process.Process/List",
+            &[("Content-Type", "application/json")],
+            b"{}",
+        );
+        assert_eq!(st, 200, "{b}");
+        if json(&b)["processes"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "commands left: {b}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (fds1, rss1) = (fd_count(pid), rss_kib(pid));
+    eprintln!("after 1000 dropped command streams: descriptors {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB");
+    assert!(fds1 <= fds0 + 8, "descriptors {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 64 * 1024, "RSS {rss0} KiB -> {rss1} KiB");
+    // The sandbox still works.
+    let (st, _, b) = envd(&s, id, "GET", "/files?path=/etc/hostname", &[], b"");
+    assert!(st == 200 || st == 404, "{st} {b}");
+}

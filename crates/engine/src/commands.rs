@@ -252,9 +252,14 @@ impl LiveSandbox {
             .map(|(&pid, _)| pid)
     }
 
-    /// Whether it has running commands (it needs guest time).
+    /// Whether it has running commands.
     pub fn has_commands(&self) -> bool {
         !self.commands.is_empty()
+    }
+
+    /// Whether it needs guest time (a code run or commands in progress).
+    pub fn needs_time(&self) -> bool {
+        !self.commands.is_empty() || self.code_run.is_some()
     }
 
     /// Whether `pid` is a running command.
@@ -336,52 +341,67 @@ impl LiveSandbox {
         }
     }
 
-    /// Run the sandbox for at most `slice` if its commands have work, then
-    /// collect their output. Code runs (`run`) make commands progress too.
+    /// Run the sandbox for at most `slice` if its code run or commands
+    /// have work, then collect the commands' output and finish the code
+    /// run if it is done (`take_run_result`).
     pub fn step(&mut self, slice: Duration) -> Step {
         let idle = Step {
             busy: false,
             wake: None,
         };
-        if self.commands.is_empty() {
+        let run_deadline = self.code_run.map(|r| r.deadline);
+        if self.commands.is_empty() && run_deadline.is_none() {
             return idle;
         }
         let Some(sb) = self.sandbox_mut() else {
             return idle;
         };
-        let due = sb.next_wake().is_some_and(|w| w <= Instant::now());
+        let now = Instant::now();
+        let due = sb.next_wake().is_some_and(|w| w <= now)
+            || run_deadline.is_some_and(|d| d <= now)
+            // A run just handed over: the agent is parked until it runs.
+            || !sb.k.control.inbox.is_empty();
         if sb.has_runnable() || due {
+            let until = run_deadline.map_or(now + slice, |d| d.min(now + slice));
             sb.k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
-            let outcome = sb.run_slice(Instant::now() + slice);
+            let outcome = sb.run_slice(until);
             let k = &mut sb.k;
             k.cpu_carried_ns +=
                 zeroboot_kernel::syscalls::thread_cpu_ns().saturating_sub(k.cpu_base_ns);
             k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
-            match outcome {
-                Ok(Outcome::Parked) | Ok(Outcome::TimedOut) => {}
-                Ok(Outcome::Exited(e)) => {
-                    self.end_commands();
-                    self.kill(&format!(
-                        "its first process ended (status {}) while commands ran",
-                        e.status()
-                    ));
-                    return idle;
-                }
-                Err(e) => {
-                    self.end_commands();
-                    self.kill(&format!("it failed: {e}"));
-                    return idle;
+            if self.code_run.is_some() {
+                self.advance_run(outcome);
+            } else {
+                match outcome {
+                    Ok(Outcome::Parked) | Ok(Outcome::TimedOut) => {}
+                    Ok(Outcome::Exited(e)) => {
+                        self.kill(&format!(
+                            "its first process ended (status {}) while commands ran",
+                            e.status()
+                        ));
+                        return idle;
+                    }
+                    Err(e) => {
+                        self.kill(&format!("it failed: {e}"));
+                        return idle;
+                    }
                 }
             }
+        } else if self.code_run.is_some() {
+            self.advance_run(Ok(Outcome::TimedOut));
         }
         self.pump();
-        if self.commands.is_empty() {
+        let run_deadline = self.code_run.map(|r| r.deadline);
+        if self.commands.is_empty() && run_deadline.is_none() {
             return idle;
         }
         match self.sb.as_ref() {
             Some(sb) => Step {
                 busy: sb.has_runnable(),
-                wake: sb.next_wake(),
+                wake: match (sb.next_wake(), run_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
             },
             _ => idle,
         }

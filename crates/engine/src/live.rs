@@ -46,6 +46,9 @@ pub enum LiveError {
     /// No running command has this pid.
     #[error("process {0} not found")]
     NoCommand(u32),
+    /// A code run is already in progress in this sandbox.
+    #[error("the sandbox is already running code")]
+    Busy,
 }
 
 pub struct LiveSandbox {
@@ -63,6 +66,9 @@ pub struct LiveSandbox {
     /// Commands started in it, by pid (see `commands.rs`).
     pub(crate) commands: BTreeMap<u32, Command>,
     pub(crate) events: Vec<(u32, CommandEvent)>,
+    /// The code run in progress, and the last one's result.
+    pub(crate) code_run: Option<CodeRun>,
+    pub(crate) run_result: Option<Result<ExecResult, LiveError>>,
 }
 
 fn origin_of(t: &Template) -> usize {
@@ -118,6 +124,8 @@ impl LiveSandbox {
             origin: origin_of(template),
             commands: BTreeMap::new(),
             events: Vec::new(),
+            code_run: None,
+            run_result: None,
         }
     }
 
@@ -172,6 +180,9 @@ impl LiveSandbox {
         if self.sb.take().is_some() {
             self.ended = Some(reason.to_string());
         }
+        if self.code_run.take().is_some() {
+            self.run_result = Some(Err(LiveError::Dead(reason.to_string())));
+        }
     }
 
     /// End it and hand its VM to `template`'s idle forks (the template it
@@ -194,42 +205,114 @@ impl LiveSandbox {
     /// Run `code` in the sandbox, with what earlier runs left. Code that
     /// times out or ends the agent (`os._exit`, a fatal signal) ends the
     /// sandbox: its result says so, and later runs get `LiveError::Dead`.
+    /// Commands started earlier run alongside it.
     pub fn run(
         &mut self,
         code: &str,
         timeout: Duration,
         output_cap: usize,
     ) -> Result<ExecResult, LiveError> {
+        self.begin_run(code, timeout, output_cap)?;
+        loop {
+            let st = self.step(RUN_SLICE);
+            if let Some(r) = self.run_result.take() {
+                return r;
+            }
+            if !st.busy {
+                let nap = st
+                    .wake
+                    .map_or(Duration::from_millis(1), |w| {
+                        w.saturating_duration_since(Instant::now())
+                    })
+                    .min(Duration::from_millis(10));
+                std::thread::sleep(nap);
+            }
+        }
+    }
+
+    /// Hand the agent `code` and return: the run goes on as the sandbox is
+    /// stepped (`step`), and its result is taken with `take_run_result`.
+    /// One run at a time (`LiveError::Busy`).
+    pub fn begin_run(
+        &mut self,
+        code: &str,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<(), LiveError> {
         let start = Instant::now();
-        let Some(sb) = self.sb.as_mut() else {
-            return Err(LiveError::Dead(
-                self.ended.clone().unwrap_or_else(|| "killed".into()),
-            ));
-        };
+        if self.code_run.is_some() {
+            return Err(LiveError::Busy);
+        }
         let env = std::mem::take(&mut self.env);
+        let sb = self.sandbox_or_dead()?;
         let k = &mut sb.k;
         k.stdout = Sink::capture(output_cap);
         k.stderr = Sink::capture(output_cap);
         k.stats = Default::default();
         // Limit hits are reported per run, as for one-shot executions.
         k.clear_limit_hits();
-        // Guest CPU time counts from this host thread's clock while it runs
-        // (the sandbox may have run on another thread last time).
-        k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
         k.control.outbox.clear();
         k.control.inbox.clear();
         k.control.inbox.extend(live_frame(code, &env));
         self.runs += 1;
-        let began = Instant::now();
-        let outcome = sb.run(Some(began + timeout));
+        self.run_result = None;
+        self.code_run = Some(CodeRun {
+            start,
+            began: Instant::now(),
+            deadline: Instant::now() + timeout,
+            timeout,
+        });
+        Ok(())
+    }
+
+    /// Whether a code run is in progress.
+    pub fn is_running_code(&self) -> bool {
+        self.code_run.is_some()
+    }
+
+    /// The result of the last code run, once it has finished.
+    pub fn take_run_result(&mut self) -> Option<Result<ExecResult, LiveError>> {
+        self.run_result.take()
+    }
+
+    /// After a guest slice during a code run: finish it if the agent has
+    /// replied, the sandbox ended, or the run's time is up.
+    pub(crate) fn advance_run(&mut self, outcome: Result<Outcome, zeroboot_kernel::SandboxError>) {
+        let Some(run) = self.code_run.as_ref() else {
+            return;
+        };
+        let deadline = run.deadline;
+        let Some(sb) = self.sb.as_mut() else {
+            return;
+        };
+        let replied = sb.k.control.inbox.is_empty() && zeroboot_kernel::sched::parked(&sb.k);
+        let outcome = match outcome {
+            Ok(Outcome::Parked | Outcome::TimedOut) if replied => Ok(Outcome::Parked),
+            Ok(Outcome::Parked | Outcome::TimedOut) if Instant::now() >= deadline => {
+                Ok(Outcome::TimedOut)
+            }
+            Ok(Outcome::Parked | Outcome::TimedOut) => return,
+            other => other,
+        };
+        self.finish_run(outcome);
+    }
+
+    fn finish_run(&mut self, outcome: Result<Outcome, zeroboot_kernel::SandboxError>) {
+        let Some(run) = self.code_run.take() else {
+            return;
+        };
+        let Some(sb) = self.sb.as_mut() else {
+            self.run_result = Some(Err(LiveError::Dead(
+                self.ended.clone().unwrap_or_else(|| "killed".into()),
+            )));
+            return;
+        };
         let ran = Instant::now();
         let k = &mut sb.k;
-        k.cpu_carried_ns +=
-            zeroboot_kernel::syscalls::thread_cpu_ns().saturating_sub(k.cpu_base_ns);
-        k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+        let timeout = run.timeout;
         let mut r = ExecResult {
             reused: self.runs > 1,
-            exec_time: ran - began,
+            exec_time: ran - run.began,
             ..Default::default()
         };
         let hits = k.limit_hits();
@@ -291,10 +374,24 @@ impl LiveSandbox {
             self.pump();
         }
         zeroboot_kernel::hardening::report_denials();
-        r.total_time = start.elapsed();
-        Ok(r)
+        r.total_time = run.start.elapsed();
+        self.run_result = Some(Ok(r));
     }
 }
+
+/// A code run in progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CodeRun {
+    /// When it was asked for.
+    start: Instant,
+    /// When the guest got it.
+    began: Instant,
+    pub(crate) deadline: Instant,
+    timeout: Duration,
+}
+
+/// Guest time a synchronous `run` gives per step.
+const RUN_SLICE: Duration = Duration::from_millis(50);
 
 impl Template {
     /// Fork until `n` spare forks wait for live sandboxes (callers run it

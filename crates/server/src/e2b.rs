@@ -783,6 +783,10 @@ pub async fn exec(
                 format!("sandbox \"{id}\" has ended: {why}"),
             )),
             Err(LiveError::Fork(m)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)),
+            Err(LiveError::Busy) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("sandbox \"{id}\" is already running code; wait for that run"),
+            )),
             Err(e @ (LiveError::Command(_) | LiveError::NoCommand(_))) => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 e.to_string(),

@@ -154,6 +154,8 @@ pub struct Entry {
     slot: Mutex<Slot>,
     /// Streams following each command's events, by pid.
     subscribers: Mutex<HashMap<u32, Vec<mpsc::Sender<CommandEvent>>>>,
+    /// Who waits for the code run in progress.
+    run_reply: Mutex<Option<RunReply>>,
 }
 
 impl Entry {
@@ -348,6 +350,7 @@ impl Sandboxes {
             }),
             slot: Mutex::new(Slot::default()),
             subscribers: Mutex::new(HashMap::new()),
+            run_reply: Mutex::new(None),
             template: template.clone(),
             spec,
         });
@@ -651,6 +654,7 @@ impl Sandboxes {
         // is freed).
         drop(jobs);
         lock(&e.subscribers).clear();
+        lock(&e.run_reply).take();
         if let Some(sb) = sandbox {
             sb.recycle(&e.template, why);
         }
@@ -685,8 +689,8 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
         let (job, sandbox) = {
             let mut s = lock(&e.slot);
             let job = s.jobs.pop_front();
-            let commands = s.sandbox.as_ref().is_some_and(|sb| sb.has_commands());
-            if job.is_none() && !commands {
+            let busy = s.sandbox.as_ref().is_some_and(|sb| sb.needs_time());
+            if job.is_none() && !busy {
                 s.scheduled = false;
                 continue;
             }
@@ -696,7 +700,7 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
         let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let stepping = job.is_none();
             let mut back = match job {
-                Some(job) => serve(&table, &e, job, sandbox),
+                Some(job) => serve(&e, job, sandbox),
                 None => sandbox,
             };
             if let Some(sb) = back.as_mut() {
@@ -707,12 +711,15 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
                     } else {
                         st.wake.map_or(Next::Idle, Next::At)
                     };
+                    if let Some(r) = sb.take_run_result() {
+                        finish_run(&table, &e, sb, r);
+                    }
                     if !sb.is_alive() {
                         let why = sb.ended().unwrap_or("it ended").to_string();
                         table.end(&e.id, KillReason::Exit, &why);
                     }
-                } else if sb.has_commands() {
-                    // Give the commands their slice next turn.
+                } else if sb.needs_time() {
+                    // Give the code run or the commands their slice next turn.
                     next = Next::Busy;
                 }
                 if e.deliver(sb) && next == Next::Idle {
@@ -750,6 +757,28 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
             }
         }
         drop(table);
+    }
+}
+
+/// A code run finished: answer its caller, and end the sandbox if the run
+/// ended it (a timeout, a limit, the agent's exit), saying why.
+fn finish_run(table: &Sandboxes, e: &Entry, sb: &LiveSandbox, r: Result<ExecResult, LiveError>) {
+    // Taken first: ending the sandbox drops a waiting caller.
+    let reply = lock(&e.run_reply).take();
+    if !sb.is_alive() {
+        let mut why = sb.ended().unwrap_or("it ended").to_string();
+        let reason = match &r {
+            Ok(x) if x.timed_out && e.life().end_at <= SystemTime::now() => {
+                why = "its time to live ran out while its code ran".into();
+                KillReason::Timeout
+            }
+            Ok(x) if x.timed_out || x.out_of_memory => KillReason::Limit,
+            _ => KillReason::Exit,
+        };
+        table.end(&e.id, reason, &why);
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(r);
     }
 }
 
@@ -825,12 +854,7 @@ impl Timers {
 }
 
 /// Serve one job; returns the sandbox to put back.
-fn serve(
-    table: &Sandboxes,
-    e: &Arc<Entry>,
-    job: Job,
-    sandbox: Option<LiveSandbox>,
-) -> Option<LiveSandbox> {
+fn serve(e: &Arc<Entry>, job: Job, sandbox: Option<LiveSandbox>) -> Option<LiveSandbox> {
     match job {
         Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
             Ok(mut sb) => {
@@ -869,25 +893,19 @@ fn serve(
                 .end_at
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            let r = sb.run(
+            // The run goes on in the worker's turns (`step`), between which
+            // other jobs (files, stdin, kill) are served.
+            match sb.begin_run(
                 &code,
                 timeout.min(left.max(Duration::from_millis(1))),
                 output_cap,
-            );
-            if !sb.is_alive() {
-                let mut why = sb.ended().unwrap_or("it ended").to_string();
-                let reason = match &r {
-                    Ok(x) if x.timed_out && e.life().end_at <= SystemTime::now() => {
-                        why = "its time to live ran out while its code ran".into();
-                        KillReason::Timeout
-                    }
-                    Ok(x) if x.timed_out || x.out_of_memory => KillReason::Limit,
-                    _ => KillReason::Exit,
-                };
-                table.end(&e.id, reason, &why);
+            ) {
+                Ok(()) => *lock(&e.run_reply) = Some(reply),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
             }
-            let _ = reply.send(r);
-            sb.is_alive().then_some(sb)
+            Some(sb)
         }
         Job::With(f) => {
             let mut sandbox = sandbox;

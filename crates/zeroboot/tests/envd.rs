@@ -404,7 +404,11 @@ fn commands_whose_clients_go_away_leak_nothing() {
         c.write_all(msg).unwrap();
         // Every other client leaves as soon as the command has started,
         // the others after a few bytes more.
-        let want = if i % 2 == 0 { "\"start\"" } else { "\"data\"" };
+        let want = if i.is_multiple_of(2) {
+            "\"start\""
+        } else {
+            "\"data\""
+        };
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while !String::from_utf8_lossy(&got).contains(want) {
@@ -453,4 +457,71 @@ fn commands_whose_clients_go_away_leak_nothing() {
     // The sandbox still works.
     let (st, _, b) = envd(&s, id, "GET", "/files?path=/etc/hostname", &[], b"");
     assert!(st == 200 || st == 404, "{st} {b}");
+}
+
+#[test]
+fn files_and_kill_are_served_while_code_runs() {
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let sb = create(&s, r#"{"templateID": "python", "timeout": 600}"#);
+    let id = sb["sandboxID"].as_str().unwrap().to_string();
+    let addr = s.addr.clone();
+    let path = format!("/v1/sandboxes/{id}/exec");
+    let runner = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        let r = http(
+            &addr,
+            "POST",
+            &path,
+            &[
+                ("Authorization", &format!("Bearer {KEY}")),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"code": "open('/tmp/started', 'w').write('yes')\nimport time\ntime.sleep(20)", "timeout_seconds": 60}"#,
+        )
+        .unwrap();
+        (r, t.elapsed())
+    });
+    // The code has started; a file read is answered while it sleeps.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let t = std::time::Instant::now();
+        let (st, _, b) = envd(&s, &id, "GET", "/files?path=/tmp/started", &[], b"");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "a read waited for the code"
+        );
+        if st == 200 {
+            assert_eq!(b, "yes");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st} {b}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A command runs meanwhile too.
+    let msg = br#"{"process": {"cmd": "/bin/echo", "args": ["side by side"]}}"#;
+    let mut body = vec![0, 0, 0, 0, msg.len() as u8];
+    body.extend_from_slice(msg);
+    let (st, _, b) = envd(
+        &s,
+        &id,
+        "POST",
+        "/process.Process/Start",
+        &[("Content-Type", "application/connect+json")],
+        &body,
+    );
+    assert_eq!(st, 200);
+    assert!(b.contains("\"end\""), "{b}");
+    // A kill ends the run at once, not when its sleep is over.
+    let (st, _, _) = http(
+        &s.addr,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-Key", KEY)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 204);
+    let ((st, _, b), took) = runner.join().unwrap();
+    assert_eq!(st, 410, "{b}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }

@@ -110,6 +110,8 @@ pub struct Sandbox {
     /// `restore` brought memory and vCPU back to the template and no
     /// request has begun since (`begin`).
     pub(crate) restored: bool,
+    /// In a `run_slice`: return instead of waiting for a timeout.
+    pub(crate) yield_when_idle: bool,
 }
 
 fn now_ns(id: rustix::time::ClockId) -> u64 {
@@ -192,6 +194,7 @@ impl Sandbox {
             resettable: false,
             ever_written: Default::default(),
             restored: false,
+            yield_when_idle: false,
         })
     }
 
@@ -215,6 +218,7 @@ impl Sandbox {
             resettable: false,
             ever_written: Default::default(),
             restored: false,
+            yield_when_idle: false,
         }
     }
 
@@ -293,11 +297,13 @@ impl Sandbox {
         }
         self.k.deadline = deadline;
         let guard = watchdog::arm(deadline);
-        // A run that hands the agent a request ends when the agent parks
-        // again with its reply, even while other processes could run
-        // (spawned commands go on in later runs).
-        let request = !self.k.control.inbox.is_empty();
-        if request {
+        // A run that hands the agent a request (or a slice of one whose
+        // agent is still busy with it) ends when the agent parks again with
+        // its reply, even while other processes could run (spawned
+        // commands go on in later runs).
+        let request =
+            !self.k.control.inbox.is_empty() || (self.yield_when_idle && !sched::parked(&self.k));
+        if !self.k.control.inbox.is_empty() {
             sched::unpark(&mut self.k);
         }
         let mut slice_end: Option<Instant> = None;
@@ -598,6 +604,9 @@ impl Sandbox {
                     continue;
                 }
                 return Ok(Some(Outcome::Parked));
+            }
+            if self.yield_when_idle {
+                return Ok(Some(Outcome::TimedOut));
             }
             let wake = sched::earliest_deadline(&self.k);
             let until = match (wake, self.k.deadline) {

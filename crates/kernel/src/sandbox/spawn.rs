@@ -119,8 +119,14 @@ impl Sandbox {
     /// stays parked. Returns `Parked` when nothing is runnable (see
     /// `next_wake`), `TimedOut` when the slice ended first, or `Exited`
     /// when the sandbox's first process has ended.
+    /// Unlike `run`, it never waits on the host for a sleeping thread:
+    /// with nothing runnable it returns `TimedOut` at once (see
+    /// `next_wake`), so its caller can serve others meanwhile.
     pub fn run_slice(&mut self, until: Instant) -> Result<Outcome, SandboxError> {
-        self.run(Some(until))
+        self.yield_when_idle = true;
+        let r = self.run(Some(until));
+        self.yield_when_idle = false;
+        r
     }
 
     /// Whether some thread could run now.

@@ -159,3 +159,19 @@ def test_base_has_the_tools_agents_run(sbx):
     assert r.stdout == "/tmp/v\n"
     r = sbx.commands.run("find /usr/bin -name 'sed' | xargs -n1 basename; echo a,b | awk -F, '{print $2}'; which tar gzip")
     assert r.stdout == "sed\nb\n/usr/bin/tar\n/usr/bin/gzip\n"
+
+
+def test_files_and_commands_see_one_file_system(sbx):
+    sbx.files.write("/home/user/a.csv", "x,y\n1,2\n3,4\n")
+    assert sbx.commands.run("wc -l /home/user/a.csv").stdout == "3 /home/user/a.csv\n"
+    sbx.files.make_dir("/home/user/w")
+    w = sbx.files.watch_dir("/home/user/w")
+    sbx.commands.run("echo made > /home/user/w/by-a-command.txt")
+    deadline = time.monotonic() + 5
+    names = set()
+    while time.monotonic() < deadline and "by-a-command.txt" not in names:
+        names |= {e.name for e in w.get_new_events()}
+        time.sleep(0.05)
+    w.stop()
+    assert "by-a-command.txt" in names
+    assert sbx.files.read("/home/user/w/by-a-command.txt") == "made\n"

@@ -45,6 +45,9 @@ pub enum FileKind {
     EventFd(u64),
     TimerFd(u64),
     Epoll(u64),
+    /// A socket of `Kernel::sockets` (its operations are in `crate::net`
+    /// and `syscalls::net`).
+    Socket(u64),
 }
 
 /// An open file description.

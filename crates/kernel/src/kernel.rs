@@ -206,6 +206,9 @@ pub struct Kernel {
     /// epoll instances, eventfds and timerfds.
     #[serde(default)]
     pub events: crate::syscalls::events::Objects,
+    /// AF_UNIX and loopback sockets.
+    #[serde(default)]
+    pub sockets: crate::net::Sockets,
     pub next_pipe: u64,
     #[serde(skip)]
     pub stdout: Sink,
@@ -308,21 +311,37 @@ impl Kernel {
         std::iter::once(&self.fds).chain(self.others.values().map(|p| &p.fds))
     }
 
-    /// Number of descriptions (in any process) of pipe `id`'s `write` end.
-    pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
+    /// Every open description: in descriptor tables, and in flight in a
+    /// socket's queue (SCM_RIGHTS).
+    fn live_descriptions(&self) -> impl Iterator<Item = &crate::fd::OpenFile> {
         self.all_fds()
             .flat_map(|t| t.descriptions())
+            .chain(self.sockets.in_flight())
+    }
+
+    /// Number of descriptions (in any process) of pipe `id`'s `write` end.
+    pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
+        self.live_descriptions()
             .filter(
                 |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
             )
             .count()
     }
 
-    /// Drop pipes no descriptor refers to.
+    /// Drop sockets, pipes and event objects no descriptor refers to
+    /// (sockets first: a dropped socket drops what was in flight in it).
     pub fn gc_pipes(&mut self) {
-        let live: std::collections::BTreeSet<u64> = self
+        let sockets: std::collections::BTreeSet<u64> = self
             .all_fds()
             .flat_map(|t| t.descriptions())
+            .filter_map(|f| match f.kind {
+                FileKind::Socket(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.sockets.gc(&sockets);
+        let live: std::collections::BTreeSet<u64> = self
+            .live_descriptions()
             .filter_map(|f| match f.kind {
                 FileKind::Pipe { id, .. } => Some(id),
                 _ => None,
@@ -330,8 +349,7 @@ impl Kernel {
             .collect();
         self.pipes.retain(|id, _| live.contains(id));
         let objects: std::collections::BTreeSet<u64> = self
-            .all_fds()
-            .flat_map(|t| t.descriptions())
+            .live_descriptions()
             .filter_map(|f| match f.kind {
                 FileKind::EventFd(id) | FileKind::TimerFd(id) | FileKind::Epoll(id) => Some(id),
                 _ => None,
@@ -443,6 +461,7 @@ impl ProcView for KernelProcView<'_> {
             FileKind::Pipe { id, .. } => format!("pipe:[{id}]"),
             FileKind::Console(_) => "/dev/pts/0".to_string(),
             FileKind::Control => "anon_inode:[zeroboot-control]".to_string(),
+            FileKind::Socket(id) => format!("socket:[{id}]"),
             _ => f.path.clone(),
         })
     }

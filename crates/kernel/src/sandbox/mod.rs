@@ -160,6 +160,7 @@ impl Sandbox {
             yield_now: false,
             pipes: Default::default(),
             events: Default::default(),
+            sockets: Default::default(),
             next_pipe: 1,
             stdout: cfg.stdout,
             stderr: cfg.stderr,

@@ -1,0 +1,673 @@
+//! Sockets of the sandbox's kernel: AF_UNIX and loopback AF_INET/AF_INET6.
+//!
+//! Every socket is an object in `Kernel::sockets`, shared (like a pipe) by
+//! every descriptor that refers to it, in any process; data moves between
+//! objects of this table only. Nothing here ever touches a host socket.
+//! The objects know nothing of guest memory or descriptors: the syscall
+//! layer (`syscalls::net`) decodes arguments and calls these methods.
+
+pub mod inet;
+pub mod unix;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use zeroboot_abi::Errno;
+
+use crate::fd::{FileKind, OpenFile};
+
+pub const AF_UNSPEC: u16 = 0;
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Linux's default socket buffer (net.core.wmem_default), as getsockopt
+/// reports it.
+pub const DEFAULT_BUF: u32 = 212_992;
+/// The most a listen backlog can be (net.core.somaxconn).
+pub const SOMAXCONN: u32 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Domain {
+    Unix,
+    Inet,
+    Inet6,
+}
+
+impl Domain {
+    pub fn family(self) -> u16 {
+        match self {
+            Domain::Unix => AF_UNIX,
+            Domain::Inet => AF_INET,
+            Domain::Inet6 => AF_INET6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Type {
+    Stream,
+    Dgram,
+    SeqPacket,
+}
+
+impl Type {
+    pub fn raw(self) -> i32 {
+        match self {
+            Type::Stream => 1,
+            Type::Dgram => 2,
+            Type::SeqPacket => 5,
+        }
+    }
+
+    /// Connection-oriented (connect/listen/accept).
+    pub fn connected(self) -> bool {
+        self != Type::Dgram
+    }
+}
+
+/// A socket address, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Addr {
+    /// An unbound AF_UNIX socket.
+    Unnamed,
+    /// A path in the sandbox's file system (canonical).
+    Path(String),
+    /// The abstract namespace (the name without its leading NUL).
+    Abstract(Vec<u8>),
+    V4([u8; 4], u16),
+    V6([u8; 16], u16),
+}
+
+impl Addr {
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Addr::V4(_, p) | Addr::V6(_, p) => Some(*p),
+            _ => None,
+        }
+    }
+}
+
+/// struct ucred.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ucred {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One message (or, on a stream, one write) in a receive queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Packet {
+    pub data: Vec<u8>,
+    /// Descriptions passed with SCM_RIGHTS (they keep what they refer to
+    /// alive while in flight).
+    pub rights: Vec<OpenFile>,
+    pub cred: Ucred,
+    /// The sender's address (datagrams).
+    pub from: Option<Addr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum State {
+    Idle,
+    Listening {
+        backlog: usize,
+        /// Server-side sockets of connections not yet accepted.
+        pending: VecDeque<u64>,
+    },
+    /// Connected to socket `0` (for AF_UNIX datagrams: the default peer).
+    Connected(u64),
+}
+
+/// Options with an effect here, and those only recorded (what runtimes set
+/// and read back: keepalive or Nagle have nothing to change on a loopback).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Opts {
+    pub rcvbuf: u32,
+    pub sndbuf: u32,
+    pub passcred: bool,
+    /// SO_RCVTIMEO / SO_SNDTIMEO in ns (0: none).
+    pub rcvtimeo: u64,
+    pub sndtimeo: u64,
+    /// Recorded options by (level, name): their raw value.
+    pub stored: BTreeMap<(i32, i32), Vec<u8>>,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            rcvbuf: DEFAULT_BUF,
+            sndbuf: DEFAULT_BUF,
+            passcred: false,
+            rcvtimeo: 0,
+            sndtimeo: 0,
+            stored: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Socket {
+    pub domain: Domain,
+    pub ty: Type,
+    pub state: State,
+    pub local: Option<Addr>,
+    /// The peer's address (getpeername; a UDP socket's default destination).
+    pub remote: Option<Addr>,
+    pub rx: VecDeque<Packet>,
+    pub rx_bytes: usize,
+    /// Bytes of the front packet already read (streams).
+    pub rx_off: usize,
+    /// No more data will arrive (we shut reading, or the peer shut writing).
+    pub rd_shut: bool,
+    /// We may not send (we shut writing, or an AF_UNIX peer shut reading).
+    pub wr_shut: bool,
+    /// The peer is gone.
+    pub hup: bool,
+    /// A pending error for SO_ERROR / the next call (errno value; 0: none).
+    pub error: u16,
+    pub opts: Opts,
+    pub cred: Ucred,
+    pub peer_cred: Option<Ucred>,
+    /// The overlay inode of the path it is bound to.
+    pub path_ino: Option<u64>,
+}
+
+impl Socket {
+    pub fn new(domain: Domain, ty: Type, cred: Ucred) -> Socket {
+        Socket {
+            domain,
+            ty,
+            state: State::Idle,
+            local: None,
+            remote: None,
+            rx: VecDeque::new(),
+            rx_bytes: 0,
+            rx_off: 0,
+            rd_shut: false,
+            wr_shut: false,
+            hup: false,
+            error: 0,
+            opts: Opts::default(),
+            cred,
+            peer_cred: None,
+            path_ino: None,
+        }
+    }
+
+    pub fn peer(&self) -> Option<u64> {
+        match self.state {
+            State::Connected(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn listening(&self) -> bool {
+        matches!(self.state, State::Listening { .. })
+    }
+
+    /// Unread bytes (FIONREAD: a datagram socket reports the next one).
+    pub fn unread(&self) -> usize {
+        match self.ty {
+            Type::Stream => self.rx_bytes.saturating_sub(self.rx_off),
+            _ => self.rx.front().map(|p| p.data.len()).unwrap_or(0),
+        }
+    }
+
+    fn push(&mut self, p: Packet) {
+        self.rx_bytes += p.data.len();
+        self.rx.push_back(p);
+    }
+
+    /// Room left in the receive queue for a write of `len` bytes: streams
+    /// take what fits, messages fit whole (an empty queue takes any one
+    /// message, so a message up to the send buffer always goes).
+    fn room_for(&self, len: usize) -> usize {
+        let cap = self.opts.rcvbuf as usize;
+        let used = self.rx_bytes.saturating_sub(self.rx_off);
+        match self.ty {
+            Type::Stream => cap.saturating_sub(used),
+            _ if self.rx.is_empty() || used + len <= cap => len,
+            _ => 0,
+        }
+    }
+}
+
+/// What a receive got.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub data: Vec<u8>,
+    /// The message's full length (datagrams: larger than `data` if cut).
+    pub full_len: usize,
+    pub rights: Vec<OpenFile>,
+    pub cred: Option<Ucred>,
+    pub from: Option<Addr>,
+}
+
+/// Why a socket operation did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Err(Errno),
+    /// Nothing to do yet: EAGAIN, or block the thread.
+    WouldBlock,
+    /// The write side is shut or the peer is gone: EPIPE (with SIGPIPE).
+    Pipe,
+}
+
+impl From<Errno> for Stop {
+    fn from(e: Errno) -> Stop {
+        Stop::Err(e)
+    }
+}
+
+/// Readiness bits (poll(2) values).
+pub const POLLIN: i16 = 0x1;
+pub const POLLOUT: i16 = 0x4;
+pub const POLLERR: i16 = 0x8;
+pub const POLLHUP: i16 = 0x10;
+pub const POLLRDHUP: i16 = 0x2000;
+
+/// Every socket of a sandbox, and the names they are bound to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sockets {
+    pub table: BTreeMap<u64, Socket>,
+    next: u64,
+    /// Abstract AF_UNIX names.
+    pub abstract_names: BTreeMap<Vec<u8>, u64>,
+    /// Overlay inodes of bound AF_UNIX paths.
+    pub paths: BTreeMap<u64, u64>,
+    /// Bound loopback ports, by (is_udp, port).
+    pub ports: BTreeMap<(bool, u16), u64>,
+    next_port: u16,
+    next_autobind: u32,
+    /// Options, flags and families refused as unimplemented, by name.
+    pub refused: BTreeMap<String, u64>,
+}
+
+impl Sockets {
+    pub fn add(&mut self, s: Socket) -> u64 {
+        // Ids double as inode numbers: start clear of the small ones.
+        self.next = self.next.max(100) + 1;
+        self.table.insert(self.next, s);
+        self.next
+    }
+
+    pub fn get(&self, id: u64) -> Result<&Socket, Errno> {
+        self.table.get(&id).ok_or(Errno::EBADF)
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Result<&mut Socket, Errno> {
+        self.table.get_mut(&id).ok_or(Errno::EBADF)
+    }
+
+    /// Count an unimplemented option or flag (logged the first time).
+    pub fn refuse(&mut self, what: String) {
+        let n = self.refused.entry(what.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            tracing::debug!(what, "unsupported socket option or flag");
+        }
+    }
+
+    /// A connected pair (socketpair).
+    pub fn pair(&mut self, domain: Domain, ty: Type, cred: Ucred) -> (u64, u64) {
+        let mut a = Socket::new(domain, ty, cred);
+        let mut b = Socket::new(domain, ty, cred);
+        a.peer_cred = Some(cred);
+        b.peer_cred = Some(cred);
+        a.local = Some(Addr::Unnamed);
+        b.local = Some(Addr::Unnamed);
+        a.remote = Some(Addr::Unnamed);
+        b.remote = Some(Addr::Unnamed);
+        let a = self.add(a);
+        let b = self.add(b);
+        if let Some(s) = self.table.get_mut(&a) {
+            s.state = State::Connected(b);
+        }
+        if let Some(s) = self.table.get_mut(&b) {
+            s.state = State::Connected(a);
+        }
+        (a, b)
+    }
+
+    /// An abstract name for an AF_UNIX socket bound without one (autobind:
+    /// five hex digits, as Linux).
+    pub fn autobind_name(&mut self) -> Vec<u8> {
+        loop {
+            self.next_autobind = (self.next_autobind + 1) & 0xfffff;
+            let name = format!("{:05x}", self.next_autobind).into_bytes();
+            if !self.abstract_names.contains_key(&name) {
+                return name;
+            }
+        }
+    }
+
+    /// A free ephemeral port (Linux's ip_local_port_range: 32768-60999).
+    pub fn ephemeral_port(&mut self, udp: bool) -> Result<u16, Errno> {
+        for _ in 0..(60999 - 32768 + 1) {
+            self.next_port = if (32768..60999).contains(&self.next_port) {
+                self.next_port + 1
+            } else {
+                32768
+            };
+            if !self.ports.contains_key(&(udp, self.next_port)) {
+                return Ok(self.next_port);
+            }
+        }
+        Err(Errno::EADDRINUSE)
+    }
+
+    /// Readiness of socket `id` as poll(2) bits.
+    pub fn readiness(&self, id: u64) -> i16 {
+        let Some(s) = self.table.get(&id) else {
+            return POLLERR | POLLHUP;
+        };
+        let mut r = 0;
+        if s.error != 0 {
+            r |= POLLERR;
+        }
+        if let State::Listening { pending, .. } = &s.state {
+            if !pending.is_empty() {
+                r |= POLLIN;
+            }
+            return r;
+        }
+        if !s.rx.is_empty() || s.rd_shut || s.hup {
+            r |= POLLIN;
+        }
+        if s.rd_shut || s.hup {
+            r |= POLLRDHUP;
+        }
+        if s.hup || (s.rd_shut && s.wr_shut) {
+            r |= POLLHUP;
+        }
+        let writable = match (s.ty, s.peer()) {
+            (_, Some(p)) => self
+                .table
+                .get(&p)
+                .is_some_and(|peer| peer.room_for(1) > 0 || s.ty != Type::Stream),
+            // Never connected: Linux reports a closed stream socket as
+            // writable and hung up.
+            (Type::Dgram, None) => true,
+            (_, None) => {
+                r |= POLLHUP;
+                true
+            }
+        };
+        if writable || s.wr_shut || s.hup {
+            r |= POLLOUT;
+        }
+        r
+    }
+
+    /// Connect `client` (stream or seqpacket) to `listener`: a server-side
+    /// socket joins the listener's queue.
+    pub fn connect_to(&mut self, client: u64, listener: u64) -> Result<(), Stop> {
+        let l = self.get(listener)?;
+        let c = self.get(client)?;
+        let State::Listening { backlog, pending } = &l.state else {
+            return Err(Errno::ECONNREFUSED.into());
+        };
+        if l.ty != c.ty {
+            return Err(Errno::EPROTOTYPE.into());
+        }
+        if pending.len() > *backlog {
+            return Err(Stop::WouldBlock);
+        }
+        let mut server = Socket::new(l.domain, l.ty, l.cred);
+        server.peer_cred = Some(c.cred);
+        server.local = l
+            .local
+            .clone()
+            .map(|a| inet::concrete(a, c.remote.as_ref()));
+        server.remote = c.local.clone().or(Some(Addr::Unnamed));
+        server.opts.stored = l.opts.stored.clone();
+        let listener_cred = l.cred;
+        let listener_addr = l.local.clone();
+        let server = self.add(server);
+        if let Some(State::Listening { pending, .. }) =
+            self.table.get_mut(&listener).map(|l| &mut l.state)
+        {
+            pending.push_back(server);
+        }
+        let c = self.get_mut(client)?;
+        c.state = State::Connected(server);
+        c.peer_cred = Some(listener_cred);
+        if c.domain == Domain::Unix {
+            c.remote = listener_addr;
+        }
+        if let Ok(s) = self.get_mut(server) {
+            s.state = State::Connected(client);
+        }
+        Ok(())
+    }
+
+    /// Take the next pending connection of a listener.
+    pub fn accept(&mut self, listener: u64) -> Result<u64, Stop> {
+        match &mut self.get_mut(listener)?.state {
+            State::Listening { pending, .. } => pending.pop_front().ok_or(Stop::WouldBlock),
+            _ => Err(Errno::EINVAL.into()),
+        }
+    }
+
+    /// Queue `data` from `from` to socket `to` (whole, or what fits for a
+    /// stream). Returns the bytes queued.
+    pub fn deliver(
+        &mut self,
+        from: u64,
+        to: u64,
+        data: &[u8],
+        rights: Vec<OpenFile>,
+        cred: Ucred,
+    ) -> Result<usize, Stop> {
+        let sender_addr = self.get(from)?.local.clone();
+        let Some(t) = self.table.get_mut(&to) else {
+            return Err(Errno::ECONNREFUSED.into());
+        };
+        if t.rd_shut && t.ty != Type::Dgram {
+            return Err(Stop::Pipe);
+        }
+        let room = t.room_for(data.len());
+        if room == 0 && !data.is_empty() {
+            return Err(Stop::WouldBlock);
+        }
+        let n = room.min(data.len());
+        t.push(Packet {
+            data: data[..n].to_vec(),
+            rights,
+            cred,
+            from: sender_addr,
+        });
+        Ok(n)
+    }
+
+    /// Take up to `want` bytes (streams) or one message from `id`'s queue.
+    /// `peek` leaves them there; `waitall` waits for `want` bytes.
+    pub fn receive(
+        &mut self,
+        id: u64,
+        want: usize,
+        peek: bool,
+        waitall: bool,
+    ) -> Result<Received, Stop> {
+        let s = self.get_mut(id)?;
+        if s.rx.is_empty() {
+            if s.error != 0 {
+                let e = std::mem::take(&mut s.error);
+                return Err(Errno(e).into());
+            }
+            if s.rd_shut || s.hup {
+                return Ok(Received::default());
+            }
+            if s.ty.connected() && s.peer().is_none() {
+                // Never connected: Linux says EINVAL for AF_UNIX, ENOTCONN
+                // for TCP.
+                return Err(if s.domain == Domain::Unix {
+                    Errno::EINVAL
+                } else {
+                    Errno::ENOTCONN
+                }
+                .into());
+            }
+            return Err(Stop::WouldBlock);
+        }
+        let passcred = s.opts.passcred;
+        if s.ty != Type::Stream {
+            let p = if peek {
+                s.rx.front().cloned()
+            } else {
+                s.rx.pop_front()
+            };
+            let p = p.ok_or(Stop::WouldBlock)?;
+            if !peek {
+                s.rx_bytes -= p.data.len();
+            }
+            let full_len = p.data.len();
+            let mut data = p.data;
+            data.truncate(want);
+            return Ok(Received {
+                data,
+                full_len,
+                rights: if peek { Vec::new() } else { p.rights },
+                cred: passcred.then_some(p.cred),
+                from: p.from,
+            });
+        }
+        let avail = s.rx_bytes - s.rx_off;
+        if waitall && avail < want && !(s.rd_shut || s.hup) && avail < s.opts.rcvbuf as usize {
+            return Err(Stop::WouldBlock);
+        }
+        let mut out = Received::default();
+        let mut off = s.rx_off;
+        let mut idx = 0;
+        while out.data.len() < want && idx < s.rx.len() {
+            let p = &s.rx[idx];
+            // Descriptors and credentials travel with the first byte of
+            // their write: a read does not run past a write carrying
+            // descriptors, nor into one after it has read bytes.
+            if !out.data.is_empty() && (!p.rights.is_empty() || out.cred != Some(p.cred)) {
+                break;
+            }
+            if out.data.is_empty() {
+                out.cred = Some(p.cred);
+            }
+            let n = (p.data.len() - off).min(want - out.data.len());
+            out.data.extend_from_slice(&p.data[off..off + n]);
+            if off == 0 && !peek && !p.rights.is_empty() {
+                out.rights = std::mem::take(&mut s.rx[idx].rights);
+            }
+            let carried = !out.rights.is_empty();
+            off += n;
+            let p = &s.rx[idx];
+            if off < p.data.len() {
+                break;
+            }
+            off = 0;
+            idx += 1;
+            if carried {
+                break;
+            }
+        }
+        if !passcred {
+            out.cred = None;
+        }
+        out.full_len = out.data.len();
+        if !peek {
+            for _ in 0..idx {
+                if let Some(p) = s.rx.pop_front() {
+                    s.rx_bytes -= p.data.len();
+                }
+            }
+            s.rx_off = off;
+            if s.rx.is_empty() {
+                s.rx_off = 0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// shutdown(2): `rd` / `wr` for this side; an AF_UNIX peer sees the
+    /// mirror image (our SHUT_RD stops its writes).
+    pub fn shutdown(&mut self, id: u64, rd: bool, wr: bool) -> Result<(), Errno> {
+        let s = self.get_mut(id)?;
+        s.rd_shut |= rd;
+        s.wr_shut |= wr;
+        let (peer, unix) = (s.peer(), s.domain == Domain::Unix);
+        if let Some(p) = peer.and_then(|p| self.table.get_mut(&p)) {
+            if wr {
+                p.rd_shut = true;
+            }
+            if rd && unix {
+                p.wr_shut = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptions in flight (SCM_RIGHTS not yet received).
+    pub fn in_flight(&self) -> impl Iterator<Item = &OpenFile> {
+        self.table
+            .values()
+            .flat_map(|s| s.rx.iter().flat_map(|p| p.rights.iter()))
+    }
+
+    /// Drop the sockets no descriptor refers to (`roots`: those the
+    /// descriptor tables hold). Pending connections of a live listener
+    /// and sockets in flight stay. A peer of a dropped socket sees end of
+    /// file, or ECONNRESET if data it had sent was never read.
+    pub fn gc(&mut self, roots: &BTreeSet<u64>) {
+        let mut live: BTreeSet<u64> = roots.clone();
+        let mut todo: Vec<u64> = live.iter().copied().collect();
+        while let Some(id) = todo.pop() {
+            let Some(s) = self.table.get(&id) else {
+                continue;
+            };
+            let mut more: Vec<u64> =
+                s.rx.iter()
+                    .flat_map(|p| p.rights.iter())
+                    .filter_map(|f| match f.kind {
+                        FileKind::Socket(i) => Some(i),
+                        _ => None,
+                    })
+                    .collect();
+            if let State::Listening { pending, .. } = &s.state {
+                more.extend(pending.iter().copied());
+            }
+            for m in more {
+                if live.insert(m) {
+                    todo.push(m);
+                }
+            }
+        }
+        let dead: Vec<u64> = self
+            .table
+            .keys()
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
+        for id in dead {
+            let Some(s) = self.table.remove(&id) else {
+                continue;
+            };
+            let reset = !s.rx.is_empty();
+            if let Some(p) = s.peer().and_then(|p| self.table.get_mut(&p)) {
+                if p.peer() == Some(id) {
+                    if p.ty == Type::Dgram {
+                        // A datagram socket's default peer is gone.
+                        p.state = State::Idle;
+                        p.error = Errno::ECONNREFUSED.0;
+                    } else {
+                        p.hup = true;
+                        if reset {
+                            p.error = Errno::ECONNRESET.0;
+                        }
+                    }
+                }
+            }
+        }
+        self.abstract_names.retain(|_, id| live.contains(id));
+        self.paths.retain(|_, id| live.contains(id));
+        self.ports.retain(|_, id| live.contains(id));
+    }
+}

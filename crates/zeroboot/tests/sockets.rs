@@ -35,6 +35,19 @@ fn asyncio_gather_and_sleep_run() {
 }
 
 #[test]
+fn asyncio_streams_over_tcp_and_unix_subprocess_pipes_and_sigpipe() {
+    // Non-blocking connects (EINPROGRESS), epoll readiness, and a child
+    // killed by SIGPIPE when it writes to a socket nobody reads.
+    let o = py(include_str!("sockets_py/asyncio_streams.py"));
+    assert_eq!(
+        stdout(&o),
+        "[b'HI THERE\\n', b'HI THERE\\n', b'from a subprocess\\n']\nsigpipe True\n",
+        "stderr: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn unix_sockets_pairs_fork_fd_passing_servers_readiness_eof_epipe() {
     let o = py(include_str!("sockets_py/unix.py"));
     let want = [

@@ -646,11 +646,21 @@ impl Sockets {
             .filter(|id| !live.contains(id))
             .copied()
             .collect();
+        // Connections never accepted (Linux's embryos) reset their clients.
+        let embryos: BTreeSet<u64> = self
+            .table
+            .values()
+            .filter_map(|s| match &s.state {
+                State::Listening { pending, .. } => Some(pending.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
         for id in dead {
             let Some(s) = self.table.remove(&id) else {
                 continue;
             };
-            let reset = !s.rx.is_empty();
+            let reset = !s.rx.is_empty() || embryos.contains(&id);
             if let Some(p) = s.peer().and_then(|p| self.table.get_mut(&p)) {
                 if p.peer() == Some(id) {
                     if p.ty == Type::Dgram {
@@ -669,5 +679,149 @@ impl Sockets {
         self.abstract_names.retain(|_, id| live.contains(id));
         self.paths.retain(|_, id| live.contains(id));
         self.ports.retain(|_, id| live.contains(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred() -> Ucred {
+        Ucred {
+            pid: 7,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn a_stream_pair_moves_bytes_and_the_close_of_one_end_is_eof_or_reset() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::Stream, cred());
+        assert_eq!(t.deliver(a, b, b"hello", Vec::new(), cred()), Ok(5));
+        assert_eq!(t.deliver(a, b, b" world", Vec::new(), cred()), Ok(6));
+        let r = t.receive(b, 7, false, false).unwrap();
+        assert_eq!(r.data, b"hello w");
+        assert_eq!(t.readiness(b) & POLLIN, POLLIN);
+        // b closes with unread bytes: a hears ECONNRESET once, then EOF.
+        t.gc(&[a].into_iter().collect());
+        assert_eq!(
+            t.receive(a, 1, false, false).unwrap_err(),
+            Stop::Err(Errno::ECONNRESET)
+        );
+        assert!(t.receive(a, 1, false, false).unwrap().data.is_empty());
+        assert_eq!(t.readiness(a) & POLLHUP, POLLHUP);
+    }
+
+    #[test]
+    fn a_full_stream_takes_what_fits_then_blocks() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::Stream, cred());
+        let big = vec![1u8; DEFAULT_BUF as usize + 10];
+        assert_eq!(
+            t.deliver(a, b, &big, Vec::new(), cred()),
+            Ok(DEFAULT_BUF as usize)
+        );
+        assert_eq!(
+            t.deliver(a, b, b"x", Vec::new(), cred()),
+            Err(Stop::WouldBlock)
+        );
+        assert_eq!(t.readiness(a) & POLLOUT, 0);
+        assert_eq!(t.receive(b, 4096, false, false).unwrap().data.len(), 4096);
+        assert_eq!(t.readiness(a) & POLLOUT, POLLOUT);
+    }
+
+    #[test]
+    fn messages_keep_their_boundaries_and_are_cut_to_the_buffer() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::SeqPacket, cred());
+        t.deliver(a, b, b"one", Vec::new(), cred()).unwrap();
+        t.deliver(a, b, b"three", Vec::new(), cred()).unwrap();
+        let r = t.receive(b, 100, false, false).unwrap();
+        assert_eq!(r.data, b"one");
+        let r = t.receive(b, 2, false, false).unwrap();
+        assert_eq!((r.data.as_slice(), r.full_len), (&b"th"[..], 5));
+        assert_eq!(t.receive(b, 2, false, false).unwrap_err(), Stop::WouldBlock);
+    }
+
+    #[test]
+    fn a_listener_closed_with_pending_connections_resets_its_clients() {
+        let mut t = Sockets::default();
+        let l = t.add(Socket::new(Domain::Unix, Type::Stream, cred()));
+        t.get_mut(l).unwrap().state = State::Listening {
+            backlog: 0,
+            pending: VecDeque::new(),
+        };
+        let c = t.add(Socket::new(Domain::Unix, Type::Stream, cred()));
+        let c2 = t.add(Socket::new(Domain::Unix, Type::Stream, cred()));
+        assert_eq!(t.connect_to(c, l), Ok(()));
+        // Backlog 0 holds one pending connection, as Linux.
+        assert_eq!(t.connect_to(c2, l), Err(Stop::WouldBlock));
+        assert_eq!(t.readiness(l) & POLLIN, POLLIN);
+        // The pending server side lives while the listener does.
+        t.gc(&[l, c, c2].into_iter().collect());
+        assert_eq!(t.table.len(), 4);
+        t.gc(&[c, c2].into_iter().collect());
+        assert!(t.get(c).unwrap().hup);
+        assert_eq!(
+            t.receive(c, 1, false, false).unwrap_err(),
+            Stop::Err(Errno::ECONNRESET)
+        );
+        assert_eq!(t.table.len(), 2);
+    }
+
+    #[test]
+    fn a_read_stops_at_a_write_carrying_descriptors() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::Stream, cred());
+        let (x, _) = t.pair(Domain::Unix, Type::Stream, cred());
+        let f = OpenFile::new(FileKind::Socket(x), "socket", 2);
+        t.deliver(a, b, b"ab", Vec::new(), cred()).unwrap();
+        t.deliver(a, b, b"cd", vec![f], cred()).unwrap();
+        t.deliver(a, b, b"ef", Vec::new(), cred()).unwrap();
+        // Only b is held by a descriptor; x is in flight inside b.
+        t.gc(&[b].into_iter().collect());
+        assert!(t.get(x).is_ok());
+        let r = t.receive(b, 10, false, false).unwrap();
+        assert_eq!((r.data.as_slice(), r.rights.len()), (&b"ab"[..], 0));
+        let r = t.receive(b, 10, false, false).unwrap();
+        assert_eq!((r.data.as_slice(), r.rights.len()), (&b"cd"[..], 1));
+        let r = t.receive(b, 10, false, false).unwrap();
+        assert_eq!(r.data, b"ef");
+    }
+
+    #[test]
+    fn shutdown_is_mirrored_on_an_af_unix_peer() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::Stream, cred());
+        t.shutdown(a, true, false).unwrap();
+        assert_eq!(t.deliver(b, a, b"x", Vec::new(), cred()), Err(Stop::Pipe));
+        t.shutdown(a, false, true).unwrap();
+        assert!(t.receive(b, 1, false, false).unwrap().data.is_empty());
+        assert_eq!(t.readiness(a) & POLLHUP, POLLHUP);
+    }
+
+    #[test]
+    fn only_loopback_addresses_route() {
+        assert_eq!(
+            inet::route(&Addr::V4([127, 3, 2, 1], 80)),
+            inet::Route::Loopback
+        );
+        assert_eq!(
+            inet::route(&Addr::V6(inet::loopback6(), 80)),
+            inet::Route::Loopback
+        );
+        assert_eq!(
+            inet::route(&Addr::V4([8, 8, 8, 8], 53)),
+            inet::Route::Refused(Errno::ENETUNREACH)
+        );
+        let mut mapped = [0u8; 16];
+        mapped[10] = 0xff;
+        mapped[11] = 0xff;
+        mapped[12..].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(
+            inet::route(&Addr::V6(mapped, 1)),
+            inet::Route::Refused(Errno::ENETUNREACH)
+        );
     }
 }

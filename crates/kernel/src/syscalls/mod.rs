@@ -569,6 +569,10 @@ fn handlers() -> Vec<(u64, Row)> {
                 "SCM_RIGHTS and SCM_CREDENTIALS; no MSG_OOB, empty error queue",
             ),
         ),
+        (
+            SENDMMSG,
+            partial(net::sendmmsg, "as sendmsg, message by message"),
+        ),
         (SHUTDOWN, full(net::shutdown)),
         (GETSOCKNAME, full(net::getsockname)),
         (GETPEERNAME, full(net::getpeername)),

@@ -875,6 +875,28 @@ pub fn sendmsg(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(r? as u64)
 }
 
+/// sendmmsg(2): sendmsg for each message until one fails; the count sent
+/// (or the first message's error).
+pub fn sendmmsg(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (fd, vec, flags) = (a.fd(0), a.ptr(1), a.u64(3));
+    let vlen = (a.uint(2) as u64).min(UIO_MAXIOV);
+    sock_of(ctx, fd)?;
+    let mut sent = 0u64;
+    for i in 0..vlen {
+        // struct mmsghdr: a msghdr, then msg_len (and padding): 64 bytes.
+        let hdr = vec.checked_add(i * 64).ok_or(Errno::EFAULT)?;
+        match sendmsg(ctx, Args([fd as u64, hdr, flags, 0, 0, 0])) {
+            Ok(n) => {
+                ctx.k.mm.write_obj(ctx.mem, hdr + 56, &(n as u32))?;
+                sent += 1;
+            }
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
+}
+
 /// Parse sendmsg's control messages: descriptors (SCM_RIGHTS) and
 /// credentials (SCM_CREDENTIALS).
 fn read_control(

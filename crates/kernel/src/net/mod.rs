@@ -26,6 +26,15 @@ pub const AF_INET6: u16 = 10;
 pub const DEFAULT_BUF: u32 = 212_992;
 /// The most a listen backlog can be (net.core.somaxconn).
 pub const SOMAXCONN: u32 = 4096;
+/// What a queued message costs beyond its bytes (Linux charges an skb's
+/// truesize): a flood of tiny messages fills a buffer too.
+pub const PACKET_OVERHEAD: usize = 256;
+/// Most descriptors in flight in a sandbox (Linux: RLIMIT_NOFILE per
+/// user; past it sendmsg fails with ETOOMANYREFS).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most bytes (with overheads) all of a sandbox's sockets may hold: the
+/// VMM's memory, not the guest's, so it is bounded apart.
+pub const MAX_BUFFERED: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Domain {
@@ -215,8 +224,23 @@ impl Socket {
         }
     }
 
+    /// What the queue holds (unread bytes), overheads included.
+    pub fn cost(&self) -> usize {
+        self.rx_bytes.saturating_sub(self.rx_off) + self.rx.len() * PACKET_OVERHEAD
+    }
+
     fn push(&mut self, p: Packet) {
         self.rx_bytes += p.data.len();
+        // A stream write joins the previous one when nothing tells them
+        // apart (no descriptors, same sender).
+        if self.ty == Type::Stream && p.rights.is_empty() {
+            if let Some(last) = self.rx.back_mut() {
+                if last.rights.is_empty() && last.cred == p.cred {
+                    last.data.extend_from_slice(&p.data);
+                    return;
+                }
+            }
+        }
         self.rx.push_back(p);
     }
 
@@ -225,10 +249,10 @@ impl Socket {
     /// message, so a message up to the send buffer always goes).
     fn room_for(&self, len: usize) -> usize {
         let cap = self.opts.rcvbuf as usize;
-        let used = self.rx_bytes.saturating_sub(self.rx_off);
+        let used = self.cost();
         match self.ty {
-            Type::Stream => cap.saturating_sub(used),
-            _ if self.rx.is_empty() || used + len <= cap => len,
+            Type::Stream => cap.saturating_sub(used + PACKET_OVERHEAD),
+            _ if self.rx.is_empty() || used + len + PACKET_OVERHEAD <= cap => len,
             _ => 0,
         }
     }
@@ -281,6 +305,10 @@ pub struct Sockets {
     pub ports: BTreeMap<(bool, u16), u64>,
     next_port: u16,
     next_autobind: u32,
+    /// What every queue holds, overheads included (bounded by
+    /// MAX_BUFFERED).
+    #[serde(default)]
+    pub buffered: usize,
     /// Options, flags and families refused as unimplemented, by name.
     pub refused: BTreeMap<String, u64>,
 }
@@ -462,23 +490,41 @@ impl Sockets {
         cred: Ucred,
     ) -> Result<usize, Stop> {
         let sender_addr = self.get(from)?.local.clone();
+        if !rights.is_empty() && self.in_flight().count() + rights.len() > MAX_IN_FLIGHT {
+            return Err(Errno::ETOOMANYREFS.into());
+        }
+        let sandbox_room = MAX_BUFFERED
+            .saturating_sub(self.buffered)
+            .saturating_sub(PACKET_OVERHEAD);
         let Some(t) = self.table.get_mut(&to) else {
             return Err(Errno::ECONNREFUSED.into());
         };
         if t.rd_shut && t.ty != Type::Dgram {
             return Err(Stop::Pipe);
         }
-        let room = t.room_for(data.len());
+        let mut room = t.room_for(data.len());
+        if t.ty != Type::Stream && room < data.len() {
+            room = 0;
+        }
+        let room = if t.ty == Type::Stream {
+            room.min(sandbox_room)
+        } else if data.len() > sandbox_room {
+            0
+        } else {
+            room
+        };
         if room == 0 && !data.is_empty() {
             return Err(Stop::WouldBlock);
         }
         let n = room.min(data.len());
+        let before = t.cost();
         t.push(Packet {
             data: data[..n].to_vec(),
             rights,
             cred,
             from: sender_addr,
         });
+        self.buffered += t.cost() - before;
         Ok(n)
     }
 
@@ -491,6 +537,14 @@ impl Sockets {
         peek: bool,
         waitall: bool,
     ) -> Result<Received, Stop> {
+        let before = self.get(id)?.cost();
+        let r = self.take(id, want, peek, waitall);
+        let after = self.get(id)?.cost();
+        self.buffered = self.buffered.saturating_sub(before.saturating_sub(after));
+        r
+    }
+
+    fn take(&mut self, id: u64, want: usize, peek: bool, waitall: bool) -> Result<Received, Stop> {
         let s = self.get_mut(id)?;
         if s.rx.is_empty() {
             if s.error != 0 {
@@ -661,6 +715,7 @@ impl Sockets {
                 continue;
             };
             let reset = !s.rx.is_empty() || embryos.contains(&id);
+            self.buffered = self.buffered.saturating_sub(s.cost());
             if let Some(p) = s.peer().and_then(|p| self.table.get_mut(&p)) {
                 if p.peer() == Some(id) {
                     if p.ty == Type::Dgram {
@@ -720,8 +775,9 @@ mod tests {
         let big = vec![1u8; DEFAULT_BUF as usize + 10];
         assert_eq!(
             t.deliver(a, b, &big, Vec::new(), cred()),
-            Ok(DEFAULT_BUF as usize)
+            Ok(DEFAULT_BUF as usize - PACKET_OVERHEAD)
         );
+        assert_eq!(t.buffered, DEFAULT_BUF as usize);
         assert_eq!(
             t.deliver(a, b, b"x", Vec::new(), cred()),
             Err(Stop::WouldBlock)
@@ -729,6 +785,20 @@ mod tests {
         assert_eq!(t.readiness(a) & POLLOUT, 0);
         assert_eq!(t.receive(b, 4096, false, false).unwrap().data.len(), 4096);
         assert_eq!(t.readiness(a) & POLLOUT, POLLOUT);
+        assert_eq!(t.buffered, DEFAULT_BUF as usize - 4096);
+        t.gc(&[a].into_iter().collect());
+        assert_eq!(t.buffered, 0);
+    }
+
+    #[test]
+    fn tiny_messages_fill_a_queue_by_their_overhead() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::Dgram, cred());
+        let mut n = 0;
+        while t.deliver(a, b, b"x", Vec::new(), cred()).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, DEFAULT_BUF as usize / (PACKET_OVERHEAD + 1));
     }
 
     #[test]

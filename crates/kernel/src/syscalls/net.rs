@@ -1222,14 +1222,11 @@ pub fn setsockopt(ctx: &mut Ctx, a: Args) -> SysResult {
     match name {
         SO_SNDBUF | SO_RCVBUF | SO_SNDBUFFORCE | SO_RCVBUFFORCE => {
             let v = read_int(ctx)?;
-            // As Linux: capped at wmem_max/rmem_max (unless forced),
-            // doubled for bookkeeping, with a floor.
-            let forced = matches!(name, SO_SNDBUFFORCE | SO_RCVBUFFORCE);
-            let v = if forced {
-                (v.max(0) as u32).min(i32::MAX as u32 / 2)
-            } else {
-                (v as u32).min(net::DEFAULT_BUF)
-            };
+            // As Linux: capped at wmem_max/rmem_max, doubled for
+            // bookkeeping, with a floor.
+            // The *FORCE variants get no higher cap: the buffers are the
+            // VMM's memory.
+            let v = (v as u32).min(net::DEFAULT_BUF);
             let snd = matches!(name, SO_SNDBUF | SO_SNDBUFFORCE);
             let s = ctx.k.sockets.get_mut(id)?;
             if snd {

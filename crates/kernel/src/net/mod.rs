@@ -331,6 +331,12 @@ impl Sockets {
 
     /// Count an unimplemented option or flag (logged the first time).
     pub fn refuse(&mut self, what: String) {
+        // A guest probing thousands of names must not grow the map.
+        let what = if self.refused.len() >= 64 && !self.refused.contains_key(&what) {
+            "others".to_string()
+        } else {
+            what
+        };
         let n = self.refused.entry(what.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {

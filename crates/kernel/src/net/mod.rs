@@ -867,6 +867,22 @@ mod tests {
     }
 
     #[test]
+    fn sockets_survive_a_snapshot_with_their_queues_and_descriptors_in_flight() {
+        let mut t = Sockets::default();
+        let (a, b) = t.pair(Domain::Unix, Type::Stream, cred());
+        let f = OpenFile::new(FileKind::Pipe { id: 3, write: true }, "pipe:[3]", 1);
+        t.deliver(a, b, b"kept", vec![f], cred()).unwrap();
+        t.abstract_names.insert(b"name".to_vec(), a);
+        let bytes = bincode::serialize(&t).unwrap();
+        let mut u: Sockets = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(u.in_flight().count(), 1);
+        assert_eq!(u.abstract_names.get(&b"name"[..]), Some(&a));
+        let r = u.receive(b, 10, false, false).unwrap();
+        assert_eq!((r.data.as_slice(), r.rights.len()), (&b"kept"[..], 1));
+        assert_eq!(u.buffered, 0);
+    }
+
+    #[test]
     fn shutdown_is_mirrored_on_an_af_unix_peer() {
         let mut t = Sockets::default();
         let (a, b) = t.pair(Domain::Unix, Type::Stream, cred());

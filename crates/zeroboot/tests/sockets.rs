@@ -72,6 +72,11 @@ fn unix_sockets_pairs_fork_fd_passing_servers_readiness_eof_epipe() {
         "peer reads eof b''",
         "fstat S_IFSOCK True",
         "SO_TYPE 1",
+        "(b'm1', b'\\x00zb-v')",
+        "b'm2'",
+        "dgram ECONNREFUSED",
+        "dgram ENOTCONN",
+        "timeout EAGAIN",
     ];
     assert_eq!(lines(&o), want, "stderr: {}", stderr(&o));
     assert_eq!(o.status.code(), Some(0));

@@ -700,12 +700,15 @@ impl Sockets {
                 }
             }
         }
-        let dead: Vec<u64> = self
+        let dead: BTreeSet<u64> = self
             .table
             .keys()
             .filter(|id| !live.contains(id))
             .copied()
             .collect();
+        if dead.is_empty() {
+            return;
+        }
         // Connections never accepted (Linux's embryos) reset their clients.
         let embryos: BTreeSet<u64> = self
             .table
@@ -716,25 +719,27 @@ impl Sockets {
             })
             .flatten()
             .collect();
-        for id in dead {
-            let Some(s) = self.table.remove(&id) else {
+        let mut resets = BTreeSet::new();
+        for id in &dead {
+            let Some(s) = self.table.remove(id) else {
                 continue;
             };
-            let reset = !s.rx.is_empty() || embryos.contains(&id);
+            if !s.rx.is_empty() || embryos.contains(id) {
+                resets.insert(*id);
+            }
             self.buffered = self.buffered.saturating_sub(s.cost());
-            if let Some(p) = s.peer().and_then(|p| self.table.get_mut(&p)) {
-                if p.peer() == Some(id) {
-                    if p.ty == Type::Dgram {
-                        // A datagram socket's default peer is gone.
-                        p.state = State::Idle;
-                        p.error = Errno::ECONNREFUSED.0;
-                    } else {
-                        p.hup = true;
-                        if reset {
-                            p.error = Errno::ECONNRESET.0;
-                        }
+        }
+        // Connected streams hear of it now; a datagram socket finds its
+        // default peer gone at its next send (ECONNREFUSED).
+        for p in self.table.values_mut() {
+            match p.peer() {
+                Some(gone) if p.ty != Type::Dgram && dead.contains(&gone) => {
+                    p.hup = true;
+                    if resets.contains(&gone) {
+                        p.error = Errno::ECONNRESET.0;
                     }
                 }
+                _ => {}
             }
         }
         self.abstract_names.retain(|_, id| live.contains(id));

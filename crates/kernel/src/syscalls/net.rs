@@ -574,7 +574,14 @@ fn send_data(
                     Some(raw) => find_unix(ctx, &unix::decode(raw)?)?,
                     None => s.peer().ok_or(Errno::ENOTCONN)?,
                 };
-                let peer = ctx.k.sockets.get(t)?;
+                let Ok(peer) = ctx.k.sockets.get(t) else {
+                    // The default peer was closed: refused once, then
+                    // the socket is unconnected (Linux).
+                    let s = ctx.k.sockets.get_mut(id)?;
+                    s.state = State::Idle;
+                    s.remote = None;
+                    return Err(Errno::ECONNREFUSED.into());
+                };
                 if peer.ty != Type::Dgram {
                     return Err(Errno::EPROTOTYPE.into());
                 }

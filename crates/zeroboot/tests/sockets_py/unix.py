@@ -95,3 +95,26 @@ except BrokenPipeError as e:
 print("peer reads eof", b.recv(5))
 print("fstat S_IFSOCK", stat.S_ISSOCK(os.fstat(a.fileno()).st_mode))
 print("SO_TYPE", a.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE))
+
+# Datagrams on a path and from an abstract name; the default peer closes.
+u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+u.bind("/tmp/zb-dgram.sock")
+v = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+v.bind("\0zb-v")
+v.sendto(b"m1", "/tmp/zb-dgram.sock")
+print(u.recvfrom(10))
+v.connect("/tmp/zb-dgram.sock")
+v.send(b"m2")
+print(u.recv(10))
+u.close()
+for _ in range(2):
+    try:
+        v.send(b"m3")
+    except OSError as e:
+        print("dgram", errno.errorcode[e.errno])
+# SO_RCVTIMEO bounds a blocking receive.
+a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 100000))
+try:
+    a.recv(1)
+except OSError as e:
+    print("timeout", errno.errorcode[e.errno])

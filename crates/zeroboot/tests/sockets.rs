@@ -177,3 +177,34 @@ fn socketpair_round_trip_between_two_processes() {
     // A round trip is a handful of syscall exits; far below a timeslice.
     assert!(p50 < 20_000, "p50 {p50} us");
 }
+
+#[test]
+fn random_socket_calls_never_break_the_vmm() {
+    for seed in ["1", "2", "3"] {
+        let o = run(&[
+            "run",
+            "--timeout",
+            "60",
+            "--image",
+            "python",
+            "--",
+            "python3",
+            "-c",
+            include_str!("sockets_py/fuzz.py"),
+            seed,
+        ]);
+        let err = stderr(&o);
+        for bad in [
+            "panicked",
+            "internal error",
+            "RUST_BACKTRACE",
+            "repeats (rip",
+        ] {
+            assert!(
+                !err.contains(bad),
+                "seed {seed}: VMM failure {bad:?}: {err}"
+            );
+        }
+        assert_eq!(stdout(&o), "done True\n", "seed {seed}: {err}");
+    }
+}

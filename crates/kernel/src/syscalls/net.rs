@@ -201,10 +201,13 @@ fn kind(ctx: &mut Ctx, domain: i32, ty: u64, proto: i32) -> Result<(Domain, Type
         net::AF_UNIX => Domain::Unix,
         net::AF_INET => Domain::Inet,
         net::AF_INET6 => Domain::Inet6,
-        _ => {
+        // Families Linux has (below AF_MAX) are counted as unimplemented;
+        // other numbers are no family at all.
+        _ if (0..46).contains(&domain) => {
             ctx.k.sockets.refuse(format!("socket family {domain}"));
             return Err(Errno::EAFNOSUPPORT);
         }
+        _ => return Err(Errno::EAFNOSUPPORT),
     };
     if domain as u32 > u16::MAX as u32 {
         return Err(Errno::EAFNOSUPPORT);

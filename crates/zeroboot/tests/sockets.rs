@@ -1,7 +1,9 @@
 //! Local sockets in the sandbox's kernel: AF_UNIX and the loopback, served
 //! by the VMM (never a host socket), tried with Debian's python3 and node.
-//! The guest programs are in tests/sockets_py/; each prints what Linux
-//! prints for it (checked against a native run when they were written).
+//! The guest programs are in tests/sockets_py/ (Python, and one Node
+//! script). Each prints what Linux prints for it (compared with a native
+//! run when written), except where a comment says the sandbox differs: no
+//! network beyond its loopback, bounds on the VMM's memory.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -207,4 +209,25 @@ fn random_socket_calls_never_break_the_vmm() {
         }
         assert_eq!(stdout(&o), "done True\n", "seed {seed}: {err}");
     }
+}
+
+#[test]
+fn node_http_and_net_over_loopback_and_a_unix_path() {
+    let o = run(&[
+        "run",
+        "--timeout",
+        "60",
+        "--image",
+        "node",
+        "--",
+        "node",
+        "-e",
+        include_str!("sockets_py/node_net.js"),
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "bad ENETUNREACH\nnode http /x\nunix echo\n",
+        "stderr: {}",
+        stderr(&o)
+    );
 }

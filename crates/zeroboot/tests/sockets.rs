@@ -95,6 +95,10 @@ fn loopback_tcp_and_nothing_beyond_it() {
         "accept EAGAIN",
         "peer True 1",
         "eof b''",
+        "127.0.0.1 ok",
+        "127.0.1.1 ECONNREFUSED",
+        "0.0.0.0 ok",
+        "::1 ECONNREFUSED",
     ];
     assert_eq!(lines(&o), want, "stderr: {}", stderr(&o));
 }

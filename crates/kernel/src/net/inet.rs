@@ -43,6 +43,34 @@ pub fn is_local(addr: &Addr) -> bool {
     }
 }
 
+/// Whether a socket bound to `local` takes traffic sent to `dest` (both
+/// loopback): a wildcard takes its family's addresses (an AF_INET6 one
+/// also v4-mapped ones), a specific address only itself. A destination of
+/// 0.0.0.0 or :: means this host's 127.0.0.1 / ::1, as Linux.
+pub fn accepts(local: &Addr, dest: &Addr) -> bool {
+    let norm = |a: &Addr| -> Option<[u8; 16]> {
+        match a {
+            Addr::V4(ip, _) => Some(mapped(*ip)),
+            Addr::V6(ip, _) => Some(*ip),
+            _ => None,
+        }
+    };
+    let (Some(l), Some(mut d)) = (norm(local), norm(dest)) else {
+        return false;
+    };
+    if d == [0; 16] {
+        d = loopback6();
+    } else if d == mapped([0; 4]) {
+        d = mapped([127, 0, 0, 1]);
+    }
+    let dest_v4 = v4_of_mapped(&d).is_some();
+    match local {
+        Addr::V4([0, 0, 0, 0], _) => dest_v4,
+        Addr::V6(ip, _) if *ip == [0; 16] => true,
+        _ => l == d,
+    }
+}
+
 /// An address to report for a socket bound to a wildcard: the loopback
 /// address the peer used (`via`), else 127.0.0.1 / ::1.
 pub fn concrete(a: Addr, via: Option<&Addr>) -> Addr {

@@ -912,6 +912,13 @@ mod tests {
             inet::route(&Addr::V4([8, 8, 8, 8], 53)),
             inet::Route::Refused(Errno::ENETUNREACH)
         );
+        let any4 = Addr::V4([0; 4], 80);
+        let lo4 = Addr::V4([127, 0, 0, 1], 80);
+        let lo6 = Addr::V6(inet::loopback6(), 80);
+        assert!(inet::accepts(&any4, &lo4) && !inet::accepts(&any4, &lo6));
+        assert!(inet::accepts(&Addr::V6([0; 16], 80), &lo4));
+        assert!(!inet::accepts(&lo4, &Addr::V4([127, 0, 1, 1], 80)));
+        assert!(inet::accepts(&lo4, &Addr::V4([0; 4], 80)));
         let mut mapped = [0u8; 16];
         mapped[10] = 0xff;
         mapped[11] = 0xff;

@@ -194,6 +194,14 @@ fn autobind_inet(ctx: &mut Ctx, id: u64, dest: Option<&Addr>) -> Result<(), Errn
     Ok(())
 }
 
+/// The loopback socket that takes traffic to `dest` (TCP or UDP).
+fn listener_for(ctx: &Ctx, udp: bool, dest: &Addr) -> Option<u64> {
+    let port = dest.port().filter(|&p| p != 0)?;
+    let &t = ctx.k.sockets.ports.get(&(udp, port))?;
+    let local = ctx.k.sockets.get(t).ok()?.local.as_ref()?;
+    inet::accepts(local, dest).then_some(t)
+}
+
 // ---- socket, socketpair ----------------------------------------------------
 
 fn kind(ctx: &mut Ctx, domain: i32, ty: u64, proto: i32) -> Result<(Domain, Type), Errno> {
@@ -482,10 +490,12 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
             ctx.k.sockets.get_mut(id)?.remote = Some(dest);
             return Ok(0);
         }
-        let port = dest.port().unwrap_or(0);
-        let t = match ctx.k.sockets.ports.get(&(false, port)) {
-            Some(&t) if port != 0 => t,
-            _ => return Err(Errno::ECONNREFUSED.into()),
+        let t = match listener_for(ctx, false, &dest) {
+            Some(t) => t,
+            None => {
+                ctx.k.sockets.get_mut(id)?.remote = None;
+                return Err(Errno::ECONNREFUSED.into());
+            }
         };
         ctx.k.sockets.get_mut(id)?.remote = Some(dest);
         t
@@ -604,10 +614,9 @@ fn send_data(
                 }
                 let connected = dest.is_none();
                 autobind_inet(ctx, id, Some(&addr))?;
-                let port = addr.port().unwrap_or(0);
-                match ctx.k.sockets.ports.get(&(true, port)) {
-                    Some(&t) if port != 0 => t,
-                    _ => {
+                match listener_for(ctx, true, &addr) {
+                    Some(t) => t,
+                    None => {
                         // Nobody listens: the datagram is lost; a connected
                         // socket hears of it (ICMP port unreachable).
                         if connected {

@@ -28,3 +28,14 @@ s, peer = l.accept()
 print("peer", peer == c.getsockname(), c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 c.close()
 print("eof", s.recv(10))
+# A listener on one loopback address takes only that one (and 0.0.0.0,
+# which means this host); it is not the IPv6 one.
+l = socket.socket()
+l.bind(("127.0.0.1", 0))
+l.listen()
+for host in ("127.0.0.1", "127.0.1.1", "0.0.0.0", "::1"):
+    try:
+        socket.create_connection((host, l.getsockname()[1])).close()
+        print(host, "ok")
+    except OSError as e:
+        print(host, errno.errorcode[e.errno])

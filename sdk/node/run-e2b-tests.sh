@@ -7,4 +7,4 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/e2b-tests"
 npm ci --no-audit --no-fund --loglevel=error
-exec node --test "$@" e2b.test.mjs
+exec node --test "$@" *.test.mjs

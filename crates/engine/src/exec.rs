@@ -1,9 +1,10 @@
 //! One execution: fork the template, run the code, collect the result.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source};
+use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source, Tee};
 
 use crate::template::Template;
 
@@ -21,6 +22,46 @@ pub struct ExecRequest {
     pub fds: Option<u64>,
     /// Most bytes of stdout and of stderr kept (each).
     pub output_cap: usize,
+    /// Shown the output as the guest writes it (streaming executions).
+    #[serde(skip)]
+    pub on_output: Option<OutputTee>,
+}
+
+/// Which output stream a chunk is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A callback shown each chunk of output an execution keeps, as it is
+/// written (within the output cap).
+#[derive(Clone)]
+pub struct OutputTee(pub Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for OutputTee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputTee")
+    }
+}
+
+impl OutputTee {
+    /// The kernel's sink for `stream`, with a cap of `cap` bytes.
+    fn sink(&self, stream: OutputStream, cap: usize) -> Sink {
+        let f = self.0.clone();
+        Sink::capture_tee(cap, Tee(Arc::new(move |b: &[u8]| f(stream, b))))
+    }
+}
+
+/// The capture sinks (stdout, stderr) of a request.
+pub(crate) fn sinks(cap: usize, tee: Option<&OutputTee>) -> (Sink, Sink) {
+    match tee {
+        Some(t) => (
+            t.sink(OutputStream::Stdout, cap),
+            t.sink(OutputStream::Stderr, cap),
+        ),
+        None => (Sink::capture(cap), Sink::capture(cap)),
+    }
 }
 
 impl ExecRequest {
@@ -32,6 +73,7 @@ impl ExecRequest {
             disk: None,
             fds: None,
             output_cap: 1 << 20,
+            on_output: None,
         }
     }
 }
@@ -98,9 +140,10 @@ impl Template {
     pub fn exec(&self, req: &ExecRequest) -> ExecResult {
         let start = Instant::now();
         let request = request_frame(&req.code);
+        let (stdout, stderr) = sinks(req.output_cap, req.on_output.as_ref());
         let opts = ForkOptions {
-            stdout: Sink::capture(req.output_cap),
-            stderr: Sink::capture(req.output_cap),
+            stdout,
+            stderr,
             stdin: Source::Empty,
             memory: req.memory,
             disk: req.disk,

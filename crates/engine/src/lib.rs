@@ -4,11 +4,13 @@
 //! what it printed and how it ended.
 #![forbid(unsafe_code)]
 
+mod commands;
 mod exec;
 mod live;
 mod template;
 
-pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats};
+pub use commands::{CommandEvent, CommandInfo, CommandSpec, Step, HOME};
+pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats, OutputStream, OutputTee};
 pub use live::{LiveError, LiveOptions, LiveSandbox};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};
 /// Host calls the vCPU threads' seccomp filter refused (see docs/security.md).

@@ -8,10 +8,12 @@
 //! owns it (the server's actor for that sandbox) may call `run` from any
 //! thread of the process.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source};
 
+use crate::commands::{Command, CommandEvent};
 use crate::exec::{collect, reply_exit_code, seed};
 use crate::template::{Language, Template};
 use crate::{ExecResult, ExecStats};
@@ -38,10 +40,16 @@ pub enum LiveError {
     /// killed); the reason says which.
     #[error("the sandbox has ended: {0}")]
     Dead(String),
+    /// A command could not be started or used (the message says why).
+    #[error("{0}")]
+    Command(String),
+    /// No running command has this pid.
+    #[error("process {0} not found")]
+    NoCommand(u32),
 }
 
 pub struct LiveSandbox {
-    sb: Option<Sandbox>,
+    pub(crate) sb: Option<Sandbox>,
     language: Language,
     /// Why it ended, once it has.
     ended: Option<String>,
@@ -50,6 +58,11 @@ pub struct LiveSandbox {
     runs: u64,
     /// Which template it was forked from (its snapshot's address).
     origin: usize,
+    /// The environment variables it was created with (commands get them).
+    env_vars: Vec<(String, String)>,
+    /// Commands started in it, by pid (see `commands.rs`).
+    pub(crate) commands: BTreeMap<u32, Command>,
+    pub(crate) events: Vec<(u32, CommandEvent)>,
 }
 
 fn origin_of(t: &Template) -> usize {
@@ -76,14 +89,7 @@ impl LiveSandbox {
                 .unwrap_or_else(|e| e.into_inner())
                 .pop();
             if let Some(sb) = spare {
-                return Ok(LiveSandbox {
-                    sb: Some(sb),
-                    language: template.language,
-                    ended: None,
-                    env: opts.env,
-                    runs: 0,
-                    origin: origin_of(template),
-                });
+                return Ok(LiveSandbox::new(sb, template, opts.env));
             }
         }
         let fork = ForkOptions {
@@ -98,14 +104,36 @@ impl LiveSandbox {
         let (sb, _) = template
             .acquire(fork)
             .map_err(|e| LiveError::Fork(e.to_string()))?;
-        Ok(LiveSandbox {
+        Ok(LiveSandbox::new(sb, template, opts.env))
+    }
+
+    fn new(sb: Sandbox, template: &Template, env: Vec<(String, String)>) -> LiveSandbox {
+        LiveSandbox {
             sb: Some(sb),
             language: template.language,
             ended: None,
-            env: opts.env,
+            env_vars: env.clone(),
+            env,
             runs: 0,
             origin: origin_of(template),
-        })
+            commands: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The environment variables it was created with.
+    pub fn env_vars(&self) -> &[(String, String)] {
+        &self.env_vars
+    }
+
+    /// Its sandbox, or why it has none.
+    pub(crate) fn sandbox_or_dead(&mut self) -> Result<&mut Sandbox, LiveError> {
+        match self.sb.as_mut() {
+            Some(sb) => Ok(sb),
+            None => Err(LiveError::Dead(
+                self.ended.clone().unwrap_or_else(|| "killed".into()),
+            )),
+        }
     }
 
     pub fn language(&self) -> Language {
@@ -140,6 +168,7 @@ impl LiveSandbox {
 
     /// End it now: the VM and everything in it are freed.
     pub fn kill(&mut self, reason: &str) {
+        self.end_commands();
         if self.sb.take().is_some() {
             self.ended = Some(reason.to_string());
         }
@@ -150,6 +179,7 @@ impl LiveSandbox {
     /// the template (`Template::tidy`, a reset: a security boundary) and
     /// reused with a warm shadow MMU. Returns whether it was handed over.
     pub fn recycle(mut self, template: &Template, reason: &str) -> bool {
+        self.end_commands();
         let sb = self.sb.take();
         self.ended = Some(reason.to_string());
         match sb {
@@ -256,6 +286,9 @@ impl LiveSandbox {
         k.control.outbox.clear();
         if let Some(why) = ended {
             self.kill(&why);
+        } else {
+            // Commands ran alongside the code.
+            self.pump();
         }
         zeroboot_kernel::hardening::report_denials();
         r.total_time = start.elapsed();

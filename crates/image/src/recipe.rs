@@ -28,8 +28,23 @@ impl Recipe {
     pub fn builtin(name: &str) -> Option<Recipe> {
         let apt: &[&str] = match name {
             // dash and coreutils: /bin/sh and the basic commands that
-            // os.system and subprocess users expect.
-            "python" => &["python3", "python3-numpy", "dash", "coreutils"],
+            // os.system and subprocess users expect. bash and the rest:
+            // what E2B's `base` template (served by this one) has, since
+            // its clients run every command as `/bin/bash -l -c CMD`.
+            "python" => &[
+                "python3",
+                "python3-numpy",
+                "dash",
+                "coreutils",
+                "bash",
+                "findutils",
+                "grep",
+                "sed",
+                "gawk",
+                "tar",
+                "gzip",
+                "debianutils",
+            ],
             // ca-certificates: Debian's node reads the system's CA bundle
             // at every start and warns on stderr when it is missing.
             "node" => &["nodejs", "ca-certificates"],
@@ -201,7 +216,11 @@ mod tests {
     #[test]
     fn builtins() {
         let py = Recipe::builtin("python").unwrap();
-        assert_eq!(py.apt, ["python3", "python3-numpy", "dash", "coreutils"]);
+        assert_eq!(
+            &py.apt[..4],
+            ["python3", "python3-numpy", "dash", "coreutils"]
+        );
+        assert!(py.apt.iter().any(|p| p == "bash"));
         assert!(py.pip.is_empty());
         assert_eq!(
             Recipe::builtin("node").unwrap().apt,

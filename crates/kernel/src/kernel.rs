@@ -32,6 +32,18 @@ pub struct Capture {
     pub cap: usize,
     /// Bytes dropped beyond the cap.
     pub dropped: u64,
+    /// Also shown each kept chunk as it is written (streaming).
+    pub tee: Option<Tee>,
+}
+
+/// A callback that sees what a capture keeps, as the guest writes it.
+#[derive(Clone)]
+pub struct Tee(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for Tee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tee")
+    }
 }
 
 impl Default for Sink {
@@ -46,6 +58,17 @@ impl Sink {
             data: Vec::new(),
             cap,
             dropped: 0,
+            tee: None,
+        })
+    }
+
+    /// A capture that also hands each kept chunk to `tee`.
+    pub fn capture_tee(cap: usize, tee: Tee) -> Sink {
+        Sink::Capture(Capture {
+            data: Vec::new(),
+            cap,
+            dropped: 0,
+            tee: Some(tee),
         })
     }
 
@@ -72,6 +95,9 @@ impl Sink {
                 let n = room.min(buf.len());
                 c.data.extend_from_slice(&buf[..n]);
                 c.dropped += (buf.len() - n) as u64;
+                if let Some(t) = c.tee.as_ref().filter(|_| n > 0) {
+                    (t.0)(&buf[..n]);
+                }
             }
         }
         Ok(buf.len())
@@ -103,6 +129,14 @@ pub enum Source {
 pub struct Pipe {
     pub buf: VecDeque<u8>,
     pub capacity: usize,
+    /// The host holds this pipe's read end (a spawned process's stdout or
+    /// stderr): writers never see EPIPE while it does.
+    #[serde(default)]
+    pub host_reader: bool,
+    /// The host holds its write end (a spawned process's stdin): readers
+    /// block rather than see end of file while it does.
+    #[serde(default)]
+    pub host_writer: bool,
 }
 
 /// Limits of one sandbox.
@@ -321,11 +355,17 @@ impl Kernel {
 
     /// Number of descriptions (in any process) of pipe `id`'s `write` end.
     pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
-        self.live_descriptions()
-            .filter(
-                |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
-            )
-            .count()
+        let host =
+            self.pipes
+                .get(&id)
+                .is_some_and(|p| if write { p.host_writer } else { p.host_reader });
+        usize::from(host)
+            + self
+                .live_descriptions()
+                .filter(
+                    |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
+                )
+                .count()
     }
 
     /// Drop sockets, pipes and event objects no descriptor refers to
@@ -347,7 +387,8 @@ impl Kernel {
                 _ => None,
             })
             .collect();
-        self.pipes.retain(|id, _| live.contains(id));
+        self.pipes
+            .retain(|id, p| live.contains(id) || p.host_reader || p.host_writer);
         let objects: std::collections::BTreeSet<u64> = self
             .live_descriptions()
             .filter_map(|f| match f.kind {

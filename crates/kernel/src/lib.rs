@@ -16,12 +16,13 @@ pub mod procs;
 pub mod sandbox;
 pub mod sched;
 pub mod snapshot;
+pub mod spawn;
 pub mod syscalls;
 pub mod task;
 pub mod vdso;
 pub mod vfs;
 pub mod watchdog;
 
-pub use kernel::{Exit, Kernel, LimitHits, Limits, Sink, Source};
+pub use kernel::{Exit, Kernel, LimitHits, Limits, Sink, Source, Tee};
 pub use sandbox::{Outcome, Sandbox, SandboxConfig, SandboxError};
 pub use snapshot::{ForkOptions, Snapshot, SnapshotError};

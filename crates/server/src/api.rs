@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use zeroboot_engine::{ExecRequest, ExecResult, Language};
+use zeroboot_engine::{ExecRequest, ExecResult, Language, OutputStream, OutputTee};
 
 use crate::auth::Denied;
 use crate::AppState;
@@ -261,12 +261,25 @@ pub async fn exec(
         let key = authorize(&state, &headers)?;
         let bytes = read_body(body).await?;
         let v: Value = serde_json::from_slice(&bytes).map_err(json_error)?;
+        let stream = match v.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid request: stream must be a boolean",
+                ))
+            }
+        };
         let (lang, req) = parse_exec(&state, v)?;
         let template = state
             .templates
             .get(&lang)
             .cloned()
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "language not available"))?;
+        if stream {
+            return Ok(exec_stream(state.clone(), lang, template, req, start));
+        }
         let adm = state.pool.admit(1).map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -287,6 +300,100 @@ pub async fn exec(
     }
     .await;
     finish(&state, "exec", r)
+}
+
+/// What a streamed execution sends its reader.
+enum StreamEvent {
+    Output(OutputStream, Vec<u8>),
+    Done(Result<ExecResult, String>),
+}
+
+/// Text of `data` appended to `carry`, keeping an incomplete UTF-8
+/// sequence at the end for the next chunk (a chunk may split a character).
+fn utf8_text(carry: &mut Vec<u8>, data: &[u8]) -> String {
+    carry.extend_from_slice(data);
+    let keep = match std::str::from_utf8(carry) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => carry.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let tail = carry.split_off(carry.len() - keep);
+    let text = String::from_utf8_lossy(carry).into_owned();
+    *carry = tail;
+    text
+}
+
+/// `POST /v1/exec` with `"stream": true`: newline-delimited JSON events,
+/// `{"type": "stdout"|"stderr", "data"}` as the guest writes, then
+/// `{"type": "result", ...}` (the non-streamed reply's fields) or
+/// `{"type": "error", "error"}`. The output cap applies as without
+/// streaming.
+fn exec_stream(
+    state: Arc<AppState>,
+    lang: Language,
+    template: Arc<zeroboot_engine::Template>,
+    mut req: ExecRequest,
+    start: Instant,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamEvent>();
+    let out = tx.clone();
+    req.on_output = Some(OutputTee(Arc::new(move |s, b| {
+        let _ = out.send(StreamEvent::Output(s, b.to_vec()));
+    })));
+    tokio::spawn(async move {
+        let r = match state.pool.admit(1) {
+            Ok(adm) => {
+                let res = adm.run(template, req).await;
+                record(&state, lang.name(), &res);
+                Ok(res)
+            }
+            Err(_) => Err("too many executions queued; try again".to_string()),
+        };
+        let _ = tx.send(StreamEvent::Done(r));
+    });
+    let carries = (Vec::new(), Vec::new());
+    let body = futures_util::stream::unfold(
+        (rx, carries, false),
+        move |(mut rx, mut carries, done)| async move {
+            if done {
+                return None;
+            }
+            let (line, done) = match rx.recv().await {
+                Some(StreamEvent::Output(s, data)) => {
+                    let (name, carry) = match s {
+                        OutputStream::Stdout => ("stdout", &mut carries.0),
+                        OutputStream::Stderr => ("stderr", &mut carries.1),
+                    };
+                    (
+                        json!({"type": name, "data": utf8_text(carry, &data)}),
+                        false,
+                    )
+                }
+                Some(StreamEvent::Done(Ok(res))) => {
+                    let mut v = result_json(&res, start.elapsed());
+                    v["type"] = json!("result");
+                    (v, true)
+                }
+                Some(StreamEvent::Done(Err(e))) => (json!({"type": "error", "error": e}), true),
+                None => (
+                    json!({"type": "error", "error": "the execution was lost (a bug)"}),
+                    true,
+                ),
+            };
+            let mut b = line.to_string().into_bytes();
+            b.push(b'\n');
+            Some((
+                Ok::<Bytes, std::convert::Infallible>(Bytes::from(b)),
+                (rx, carries, done),
+            ))
+        },
+    );
+    let mut r = Response::new(Body::from_stream(body));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
 }
 
 pub async fn exec_batch(

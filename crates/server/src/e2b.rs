@@ -25,10 +25,12 @@ use crate::auth::Denied;
 use crate::sandboxes::{Entry, SandboxError, Spec};
 use crate::AppState;
 
-/// The envd version sandboxes report. zeroboot serves no envd yet (files
-/// and commands are a later step); the SDKs only require >= 0.1.0 to
-/// create.
-pub const ENVD_VERSION: &str = "0.1.0";
+/// The envd version sandboxes report: the SDKs gate features on it.
+/// 0.5.7 turns on what `envd/` serves: default user (0.4.0), recursive
+/// watches (0.1.4), octet-stream and gzip uploads (0.5.7). Above it, file
+/// metadata (0.6.2), watch events with entries (0.6.3) and network mounts
+/// (0.6.4), which are not served: the SDKs refuse them themselves.
+pub const ENVD_VERSION: &str = "0.5.7";
 /// `clientID` (deprecated in the spec; always one value here).
 const CLIENT_ID: &str = "zeroboot";
 /// The spec's default time to live (seconds).
@@ -422,7 +424,7 @@ async fn create_inner(
 }
 
 /// The decoded `key=value` pairs of a query string.
-fn query_pairs(q: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -781,6 +783,10 @@ pub async fn exec(
                 format!("sandbox \"{id}\" has ended: {why}"),
             )),
             Err(LiveError::Fork(m)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)),
+            Err(e @ (LiveError::Command(_) | LiveError::NoCommand(_))) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            )),
         }
     }
     .await;

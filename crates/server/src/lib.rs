@@ -2,12 +2,14 @@
 //! /v1/exec/batch`, `GET /v1/health`, `GET /v1/metrics`, `GET
 //! /v1/openapi.json`, with API keys, per-key rate limits, and a bounded
 //! pool of vCPU threads behind a bounded queue; and live sandboxes
-//! (`sandboxes`) behind E2B's control plane (`e2b`).
+//! (`sandboxes`) behind E2B's control plane (`e2b`) and E2B's in-sandbox
+//! envd services (`envd`).
 #![forbid(unsafe_code)]
 
 mod api;
 mod auth;
 mod e2b;
+mod envd;
 mod metrics;
 mod openapi;
 mod pool;
@@ -95,6 +97,8 @@ pub struct AppState {
     pub pool: pool::Pool,
     pub metrics: metrics::Metrics,
     pub sandboxes: Arc<sandboxes::Sandboxes>,
+    /// envd's state across requests (polled watchers).
+    pub envd: envd::EnvdState,
 }
 
 /// The router (without the listener), for `serve` and for tests.
@@ -118,6 +122,7 @@ pub fn app(
         metrics: metrics::Metrics::default(),
         templates,
         config,
+        envd: envd::EnvdState::default(),
     });
     Ok(Router::new()
         .route(
@@ -156,6 +161,12 @@ pub fn app(
             post(e2b::exec).fallback(api::method_not_allowed),
         )
         .fallback(api::not_found)
+        // In-sandbox calls (E2b-Sandbox-Id, or a <port>-<id>.<domain>
+        // host) go to the sandbox's envd whatever their path.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            envd::route,
+        ))
         .with_state(state))
 }
 
@@ -206,6 +217,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| ServeError::Bind(bind, e))?;
+    // Streamed answers go out in small writes (a command's output, Connect
+    // envelopes): without TCP_NODELAY, Nagle holds each behind the peer's
+    // delayed ACK (40 ms) on keep-alive connections.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tracing::info!(%bind, workers = config.workers, queue = config.queue, "zeroboot serving");
     let app = app(config, templates)?;
     axum::serve(

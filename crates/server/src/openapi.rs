@@ -94,7 +94,8 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                         "memory_mb": {"type": "integer", "minimum": 16, "maximum": c.max_memory_mb, "description": "Memory limit; past it allocations fail"},
                         "disk_mb": {"type": "integer", "minimum": 0, "maximum": c.max_disk_mb, "description": "Bytes the writable file system may hold"},
                         "max_open_files": {"type": "integer", "minimum": 16, "maximum": c.max_open_files, "description": "Most open descriptors per process"},
-                        "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": c.max_output_bytes, "description": "Most bytes of stdout and of stderr kept (each)"}
+                        "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": c.max_output_bytes, "description": "Most bytes of stdout and of stderr kept (each)"},
+                        "stream": {"type": "boolean", "default": false, "description": "Answer as the code writes, in newline-delimited JSON (application/x-ndjson): {\"type\": \"stdout\"|\"stderr\", \"data\"} events, then {\"type\": \"result\"} with the ExecResponse fields (or {\"type\": \"error\", \"error\"}). Ignored in batches."}
                     }
                 },
                 "ExecResponse": {

@@ -12,17 +12,35 @@
 //! - Time to live: a reaper kills running sandboxes whose end time passed;
 //!   a run never goes past its sandbox's end time either.
 //!
-//! Not yet: jobs served between guest time slices of a running job (a
-//! file read while a command runs) need the kernel to yield to the
-//! mailbox; today jobs for one sandbox are served one after another.
+//! - Commands (processes started by the kernel, `LiveSandbox::start`) run
+//!   between jobs: while a sandbox has commands, a worker gives it one
+//!   guest time slice per turn (`LiveSandbox::step`) and hands their output
+//!   to the streams subscribed to them, so a file read or a stdin write is
+//!   served between two slices of a running command. A sandbox whose
+//!   commands all wait for a timeout sleeps on the timer list; one whose
+//!   commands wait for input or a slow reader waits for a job.
+//!
+//! Not yet: a code run (`Job::Run`) holds its sandbox until the code is
+//! done; jobs posted meanwhile wait for it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::oneshot;
-use zeroboot_engine::{ExecResult, Language, LiveError, LiveOptions, LiveSandbox, Template};
+use tokio::sync::{mpsc, oneshot};
+use zeroboot_engine::{
+    CommandEvent, ExecResult, Language, LiveError, LiveOptions, LiveSandbox, Template,
+};
+
+/// A guest time slice given to a sandbox's commands per worker turn.
+const COMMAND_SLICE: Duration = Duration::from_millis(20);
+
+/// Events a command stream may have queued before its command's output is
+/// held (the pipe fills and the command blocks, as with a slow reader).
+pub const STREAM_BACKLOG: usize = 256;
+/// Room kept free in a stream's queue: a turn queues at most a few events.
+const STREAM_SLACK: usize = 16;
 
 /// Limits on live sandboxes.
 #[derive(Debug, Clone)]
@@ -134,11 +152,51 @@ pub struct Entry {
     pub started_at: SystemTime,
     life: Mutex<Life>,
     slot: Mutex<Slot>,
+    /// Streams following each command's events, by pid.
+    subscribers: Mutex<HashMap<u32, Vec<mpsc::Sender<CommandEvent>>>>,
 }
 
 impl Entry {
     pub fn life(&self) -> Life {
         *lock(&self.life)
+    }
+
+    /// Follow command `pid`'s events from now on: a channel that ends
+    /// after its `End` event (or when the sandbox ends). Call it on the
+    /// actor (in a `Sandboxes::with` job) so no event falls between.
+    pub fn subscribe(&self, pid: u32) -> mpsc::Receiver<CommandEvent> {
+        let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
+        lock(&self.subscribers).entry(pid).or_default().push(tx);
+        rx
+    }
+
+    /// Hand `sb`'s command events to their streams; hold the output of a
+    /// command one of whose streams is behind. Returns whether one is.
+    fn deliver(&self, sb: &mut LiveSandbox) -> bool {
+        let events = sb.take_events();
+        let mut subs = lock(&self.subscribers);
+        for (pid, ev) in events {
+            let end = matches!(ev, CommandEvent::End { .. });
+            if let Some(list) = subs.get_mut(&pid) {
+                // A full queue cannot happen (output is held before it
+                // fills); a closed one is a client that went away.
+                list.retain(|tx| tx.try_send(ev.clone()).is_ok());
+            }
+            if end {
+                subs.remove(&pid);
+            }
+        }
+        subs.retain(|_, list| {
+            list.retain(|tx| !tx.is_closed());
+            !list.is_empty()
+        });
+        let mut held = false;
+        for (&pid, list) in subs.iter() {
+            let behind = list.iter().any(|tx| tx.capacity() < STREAM_SLACK);
+            sb.hold_output(pid, behind);
+            held |= behind;
+        }
+        held
     }
 }
 
@@ -209,6 +267,8 @@ pub struct Sandboxes {
     table: Mutex<HashMap<String, Arc<Entry>>>,
     ended: Mutex<(HashMap<String, String>, VecDeque<String>)>,
     runq: Arc<RunQueue>,
+    /// Sandboxes whose commands sleep, by when they wake.
+    timers: Arc<Timers>,
     pub counters: SandboxCounters,
     /// Templates whose idle forks the workers restore when they have
     /// nothing else to do (ended sandboxes go back there).
@@ -226,11 +286,13 @@ impl Sandboxes {
             q: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
         });
+        let timers = Arc::new(Timers::default());
         let s = Arc::new(Sandboxes {
             limits: limits.clone(),
             table: Mutex::new(HashMap::new()),
             ended: Mutex::new((HashMap::new(), VecDeque::new())),
             runq: runq.clone(),
+            timers: timers.clone(),
             counters: SandboxCounters::default(),
             templates,
         });
@@ -250,6 +312,14 @@ impl Sandboxes {
                         worker(&runq, &weak);
                     }
                 })?;
+        }
+        {
+            let runq = runq.clone();
+            let timers = timers.clone();
+            let weak = Arc::downgrade(&s);
+            std::thread::Builder::new()
+                .name("zeroboot-live-timers".into())
+                .spawn(move || timers.run(&runq, &weak))?;
         }
         drop(ready_tx);
         for r in ready_rx.iter().take(limits.workers.max(1)) {
@@ -277,6 +347,7 @@ impl Sandboxes {
                 paused: false,
             }),
             slot: Mutex::new(Slot::default()),
+            subscribers: Mutex::new(HashMap::new()),
             template: template.clone(),
             spec,
         });
@@ -332,6 +403,13 @@ impl Sandboxes {
             Some(e) if e.spec.owner == owner => Ok(e),
             _ => Err(self.not_found(id)),
         }
+    }
+
+    /// The sandbox `id`, whoever owns it (in-sandbox calls carry the
+    /// sandbox's access token, not an API key).
+    pub fn find(&self, id: &str) -> Result<Arc<Entry>, SandboxError> {
+        let e = lock(&self.table).get(id).cloned();
+        e.ok_or_else(|| self.not_found(id))
     }
 
     fn not_found(&self, id: &str) -> SandboxError {
@@ -568,9 +646,11 @@ impl Sandboxes {
             s.killed = Some(why.to_string());
             (s.sandbox.take(), std::mem::take(&mut s.jobs))
         };
-        // Pending jobs' callers learn the sandbox is gone; the VM goes back
-        // to the template's idle forks (or is freed).
+        // Pending jobs' callers learn the sandbox is gone, and command
+        // streams end; the VM goes back to the template's idle forks (or
+        // is freed).
         drop(jobs);
+        lock(&e.subscribers).clear();
         if let Some(sb) = sandbox {
             sb.recycle(&e.template, why);
         }
@@ -604,16 +684,43 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
         };
         let (job, sandbox) = {
             let mut s = lock(&e.slot);
-            match s.jobs.pop_front() {
-                Some(j) => (j, s.sandbox.take()),
-                None => {
-                    s.scheduled = false;
-                    continue;
+            let job = s.jobs.pop_front();
+            let commands = s.sandbox.as_ref().is_some_and(|sb| sb.has_commands());
+            if job.is_none() && !commands {
+                s.scheduled = false;
+                continue;
+            }
+            (job, s.sandbox.take())
+        };
+        let mut next = Next::Idle;
+        let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let stepping = job.is_none();
+            let mut back = match job {
+                Some(job) => serve(&table, &e, job, sandbox),
+                None => sandbox,
+            };
+            if let Some(sb) = back.as_mut() {
+                if stepping {
+                    let st = sb.step(COMMAND_SLICE);
+                    next = if st.busy {
+                        Next::Busy
+                    } else {
+                        st.wake.map_or(Next::Idle, Next::At)
+                    };
+                    if !sb.is_alive() {
+                        let why = sb.ended().unwrap_or("it ended").to_string();
+                        table.end(&e.id, KillReason::Exit, &why);
+                    }
+                } else if sb.has_commands() {
+                    // Give the commands their slice next turn.
+                    next = Next::Busy;
+                }
+                if e.deliver(sb) && next == Next::Idle {
+                    // A stream is behind: look again soon.
+                    next = Next::At(Instant::now() + COMMAND_SLICE);
                 }
             }
-        };
-        let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            serve(&table, &e, job, sandbox)
+            back.filter(|sb| sb.is_alive())
         }))
         .unwrap_or_else(|_| {
             tracing::error!(sandbox = %e.id, "a sandbox job panicked (a bug); ending the sandbox");
@@ -630,14 +737,87 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
                 sb.recycle(&e.template, &why);
             }
             s = lock(&e.slot);
+            next = Next::Idle;
         }
-        if s.jobs.is_empty() {
-            s.scheduled = false;
-        } else {
+        if !s.jobs.is_empty() || next == Next::Busy {
             drop(s);
             runq.push(e.clone());
+        } else {
+            s.scheduled = false;
+            drop(s);
+            if let Next::At(t) = next {
+                table.timers.add(t, e.clone());
+            }
         }
         drop(table);
+    }
+}
+
+/// What a sandbox needs after a worker's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing until a job comes.
+    Idle,
+    /// Another turn right away (its commands can run).
+    Busy,
+    /// A turn at this time (a command's timeout falls due).
+    At(Instant),
+}
+
+/// Sandboxes whose commands sleep, by wake time: a thread puts each on
+/// the run queue when its time comes.
+#[derive(Default)]
+struct Timers {
+    due: Mutex<(BTreeMap<(Instant, u64), Arc<Entry>>, u64)>,
+    changed: Condvar,
+}
+
+impl Timers {
+    fn add(&self, at: Instant, e: Arc<Entry>) {
+        let mut d = lock(&self.due);
+        d.1 += 1;
+        let seq = d.1;
+        let first = d.0.keys().next().is_none_or(|&(t, _)| at < t);
+        d.0.insert((at, seq), e);
+        drop(d);
+        if first {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Until the server is gone (checked at least once a second).
+    fn run(&self, runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
+        let mut d = lock(&self.due);
+        loop {
+            if table.strong_count() == 0 {
+                return;
+            }
+            let now = Instant::now();
+            while let Some((&(t, seq), _)) = d.0.iter().next() {
+                if t > now {
+                    break;
+                }
+                if let Some(e) = d.0.remove(&(t, seq)) {
+                    let mut s = lock(&e.slot);
+                    if !s.scheduled && s.killed.is_none() {
+                        s.scheduled = true;
+                        drop(s);
+                        runq.push(e);
+                    }
+                }
+            }
+            let wait =
+                d.0.keys()
+                    .next()
+                    .map(|&(t, _)| t.saturating_duration_since(now))
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1));
+            d = self
+                .changed
+                .wait_timeout(d, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
     }
 }
 
@@ -650,7 +830,14 @@ fn serve(
 ) -> Option<LiveSandbox> {
     match job {
         Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
-            Ok(sb) => {
+            Ok(mut sb) => {
+                // E2B's default user's home: the SDKs' relative paths and
+                // default directory.
+                if let Some(s) = sb.sandbox_mut() {
+                    if let Err(err) = s.k.vfs.host_mkdir_p(zeroboot_kernel::vfs::host::HOME) {
+                        tracing::warn!(sandbox = %e.id, %err, "cannot create the home directory");
+                    }
+                }
                 let _ = reply.send(Ok(()));
                 Some(sb)
             }

@@ -65,6 +65,16 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// envd's services in a live sandbox through the HTTP API: a command's
+    /// round trip, file write + read, guest-write-to-client latency.
+    Commands {
+        /// Samples per measurement.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -97,6 +107,7 @@ pub fn run(b: Bench) -> Result<()> {
             json,
         } => crate::bench_sandboxes::run(&template, count, runs, json),
         Bench::Soak(a) => crate::bench_soak::run(a),
+        Bench::Commands { runs, json } => crate::bench_commands::run(runs, json),
     }
 }
 

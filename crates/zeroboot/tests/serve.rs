@@ -392,3 +392,38 @@ fn running_as_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
+
+#[test]
+fn streamed_exec_sends_output_events_then_the_result() {
+    let s = Server::start(None, &[]);
+    let (st, _, b) = s.post(
+        "/v1/exec",
+        None,
+        r#"{"code": "import sys\nfor i in range(3): print(i, flush=True)\nprint('é' * 3, file=sys.stderr)\nsys.exit(2)", "stream": true}"#,
+    );
+    assert_eq!(st, 200, "{b}");
+    let lines: Vec<serde_json::Value> = b.lines().map(json).collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "result", "{b}");
+    assert_eq!(last["exit_code"], 2);
+    let text = |kind: &str| -> String {
+        lines
+            .iter()
+            .filter(|l| l["type"] == kind)
+            .map(|l| l["data"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(text("stdout"), "0\n1\n2\n");
+    assert_eq!(text("stderr"), "ééé\n");
+    assert_eq!(last["stdout"], "0\n1\n2\n");
+    assert!(lines.iter().filter(|l| l["type"] == "stdout").count() >= 3);
+    // Bad input is refused before anything runs.
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "1", "stream": "yes"}"#);
+    assert_eq!(st, 422, "{b}");
+    let (st, _, b) = s.post(
+        "/v1/exec",
+        None,
+        r#"{"code": "1", "stream": true, "language": "cobol"}"#,
+    );
+    assert_eq!(st, 400, "{b}");
+}

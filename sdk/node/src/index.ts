@@ -244,11 +244,20 @@ export interface ListedSandbox {
  * {@link ZerobootError} status 410.
  */
 export class LiveSandbox {
+  /** Shell commands in this sandbox (`await h.commands.run("ls -l")`). */
+  readonly commands: Commands;
+  /** This sandbox's files, read and written by the server directly. */
+  readonly files: Files;
+
   constructor(
     readonly client: Sandbox,
     readonly id: string,
     readonly template?: string,
-  ) {}
+    readonly accessToken?: string,
+  ) {
+    this.commands = new Commands(this);
+    this.files = new Files(this);
+  }
 
   /** Runs `code` in this sandbox; resolves to its stdout. */
   async run(code: string, options: { timeout?: number; signal?: AbortSignal } = {}): Promise<string> {
@@ -348,6 +357,68 @@ export class Sandbox {
   }
 
   /**
+   * Runs `code` and yields its events as they happen: `{type: "stdout" |
+   * "stderr", data}` while it writes, then one `{type: "result", ...}` with
+   * {@link exec}'s fields (or `{type: "error", error}`):
+   * `for await (const ev of sb.stream(code)) ...`.
+   */
+  async *stream(code: string, options: RunOptions = {}): AsyncGenerator<StreamEvent> {
+    const request = { ...Sandbox.request(code, options), stream: true };
+    const res = await this.fetchRaw("POST", "/v1/exec", JSON.stringify(request), {
+      "content-type": "application/json",
+      accept: "application/x-ndjson",
+    }, this.httpTimeout([request]), options.signal);
+    const decoder = new TextDecoder();
+    let buf = "";
+    for await (const chunk of readBody(res)) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line) yield JSON.parse(line) as StreamEvent;
+      }
+    }
+    if (buf.trim()) yield JSON.parse(buf) as StreamEvent;
+  }
+
+  /** @internal A request whose answer the caller reads (status checked). */
+  async fetchRaw(
+    method: "GET" | "POST",
+    path: string,
+    body: string | Uint8Array | undefined,
+    headers: Record<string, string>,
+    timeoutMs: number = this.timeoutMs,
+    signal?: AbortSignal,
+  ): Promise<Response> {
+    const url = this.baseUrl + path;
+    const h: Record<string, string> = { "user-agent": `zeroboot-node/${VERSION}`, ...headers };
+    if (this.apiKey) h.authorization = `Bearer ${this.apiKey}`;
+    // One signal for the time limit and the caller's (AbortSignal.any is
+    // newer than the Node versions supported). The limit covers the whole
+    // answer, streamed ones included.
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    timer.unref?.();
+    if (signal) {
+      if (signal.aborted) controller.abort();
+      else signal.addEventListener("abort", () => controller.abort(), { once: true });
+    }
+    let res: Response;
+    try {
+      res = await this.fetchImpl(url, { method, headers: h, body, signal: controller.signal });
+    } catch (err) {
+      clearTimeout(timer);
+      throw new ZerobootError(0, `cannot reach ${url}: ${describeFetchError(err)}`, { cause: err });
+    }
+    if (!res.ok) {
+      const { message, body: parsed } = errorMessage(res.status, res.statusText, await res.text());
+      throw new ZerobootError(res.status, message, { body: parsed });
+    }
+    return res;
+  }
+
+  /**
    * Runs many snippets in one request (at most 100); results keep their
    * order. Items are code strings or {@link ExecRequest}s; `options.language`
    * and `options.timeout` fill in what a request leaves out.
@@ -394,7 +465,8 @@ export class Sandbox {
     const r = await this.request("POST", "/sandboxes", body, this.timeoutMs, options.signal);
     const id = (r.body as { sandboxID?: unknown } | null)?.sandboxID;
     if (typeof id !== "string") throw new ZerobootError(0, `unexpected create answer: ${JSON.stringify(r.body)}`, { body: r.body });
-    return new LiveSandbox(this, id, template);
+    const token = (r.body as { envdAccessToken?: unknown }).envdAccessToken;
+    return new LiveSandbox(this, id, template, typeof token === "string" ? token : undefined);
   }
 
   /** `new Sandbox().create(options)`, with the key and URL from the environment (E2B's idiom). */
@@ -554,5 +626,270 @@ export class Sandbox {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
     }
+  }
+}
+
+/** An event of a streamed execution ({@link Sandbox.stream}). */
+export type StreamEvent =
+  | { type: "stdout" | "stderr"; data: string }
+  | ({ type: "result" } & ExecResult)
+  | { type: "error"; error: string };
+
+async function* readBody(res: Response): AsyncGenerator<Uint8Array> {
+  if (!res.body) return;
+  const reader = res.body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      if (value) yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+const ENVD_PORT = "49983";
+
+/** How a command ended. */
+export interface CommandResult {
+  pid: number;
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  error?: string;
+}
+
+export interface CommandOptions {
+  /** Return a {@link CommandHandle} at once instead of waiting. */
+  background?: boolean;
+  envs?: Record<string, string>;
+  cwd?: string;
+  onStdout?: (data: string) => void;
+  onStderr?: (data: string) => void;
+  /** Give it a stdin to write ({@link Commands.sendStdin}). */
+  stdin?: boolean;
+  /** Seconds before it is killed (0: none); default 60. */
+  timeout?: number;
+}
+
+type ProcessEvent = {
+  start?: { pid: number };
+  data?: { stdout?: string; stderr?: string };
+  end?: { exitCode?: number; error?: string };
+  keepalive?: Record<string, never>;
+};
+
+function envelope(message: unknown): Uint8Array {
+  const payload = new TextEncoder().encode(JSON.stringify(message));
+  const out = new Uint8Array(5 + payload.length);
+  new DataView(out.buffer).setUint32(1, payload.length);
+  out.set(payload, 5);
+  return out;
+}
+
+/** Connect server-stream messages of `res` (the end-of-stream error rejects). */
+async function* envelopes(res: Response): AsyncGenerator<ProcessEvent> {
+  let buf = new Uint8Array(0);
+  for await (const chunk of readBody(res)) {
+    const joined = new Uint8Array(buf.length + chunk.length);
+    joined.set(buf);
+    joined.set(chunk, buf.length);
+    buf = joined;
+    while (buf.length >= 5) {
+      const n = new DataView(buf.buffer, buf.byteOffset).getUint32(1);
+      if (buf.length < 5 + n) break;
+      const flags = buf[0];
+      const msg = JSON.parse(new TextDecoder().decode(buf.subarray(5, 5 + n)) || "{}");
+      buf = buf.slice(5 + n);
+      if (flags & 0x02) {
+        if (msg.error) {
+          const code = String(msg.error.code ?? "unknown");
+          const status = code === "deadline_exceeded" ? 408 : code === "not_found" ? 404 : 500;
+          throw new ZerobootError(status, `${code}: ${msg.error.message ?? ""}`, { body: msg.error });
+        }
+        return;
+      }
+      const ev = (msg.event ?? {}) as ProcessEvent;
+      if (!ev.keepalive) yield ev;
+    }
+  }
+  throw new ZerobootError(0, "the stream was cut off");
+}
+
+class Envd {
+  constructor(protected readonly sandbox: LiveSandbox) {}
+
+  protected headers(extra: Record<string, string> = {}): Record<string, string> {
+    const h: Record<string, string> = { "e2b-sandbox-id": this.sandbox.id, "e2b-sandbox-port": ENVD_PORT, ...extra };
+    if (this.sandbox.accessToken) h["x-access-token"] = this.sandbox.accessToken;
+    return h;
+  }
+
+  protected async unary(procedure: string, message: unknown): Promise<Record<string, unknown>> {
+    const res = await this.sandbox.client.fetchRaw(
+      "POST",
+      `/${procedure}`,
+      JSON.stringify(message),
+      this.headers({ "content-type": "application/json", "connect-protocol-version": "1" }),
+    );
+    const text = await res.text();
+    return text ? JSON.parse(text) : {};
+  }
+
+  protected async stream(procedure: string, message: unknown, timeout?: number): Promise<AsyncGenerator<ProcessEvent>> {
+    const extra: Record<string, string> = {
+      "content-type": "application/connect+json",
+      "connect-protocol-version": "1",
+    };
+    if (timeout) extra["connect-timeout-ms"] = String(Math.round(timeout * 1000));
+    const res = await this.sandbox.client.fetchRaw(
+      "POST",
+      `/${procedure}`,
+      envelope(message),
+      this.headers(extra),
+      ((timeout || 3600) + 10) * 1000,
+    );
+    return envelopes(res);
+  }
+}
+
+/** A started command ({@link Commands.run} with `background`). */
+export class CommandHandle {
+  constructor(
+    private readonly commands: Commands,
+    readonly pid: number,
+    private readonly events: AsyncGenerator<ProcessEvent>,
+  ) {}
+
+  /** Resolves when it ends; output arrives through the callbacks as it is written. */
+  async wait(options: { onStdout?: (d: string) => void; onStderr?: (d: string) => void } = {}): Promise<CommandResult> {
+    let stdout = "";
+    let stderr = "";
+    for await (const ev of this.events) {
+      if (ev.data?.stdout !== undefined) {
+        const t = Buffer.from(ev.data.stdout, "base64").toString("utf8");
+        stdout += t;
+        options.onStdout?.(t);
+      }
+      if (ev.data?.stderr !== undefined) {
+        const t = Buffer.from(ev.data.stderr, "base64").toString("utf8");
+        stderr += t;
+        options.onStderr?.(t);
+      }
+      if (ev.end) return { pid: this.pid, exitCode: ev.end.exitCode ?? 0, stdout, stderr, error: ev.end.error };
+    }
+    throw new ZerobootError(0, "the command's stream ended without its end event");
+  }
+
+  kill(): Promise<boolean> {
+    return this.commands.kill(this.pid);
+  }
+
+  sendStdin(data: string | Uint8Array): Promise<void> {
+    return this.commands.sendStdin(this.pid, data);
+  }
+
+  closeStdin(): Promise<void> {
+    return this.commands.closeStdin(this.pid);
+  }
+}
+
+/** `handle.commands`: each command runs as `/bin/bash -l -c CMD`, as E2B's SDKs do. */
+export class Commands extends Envd {
+  async run(cmd: string, options: CommandOptions & { background: true }): Promise<CommandHandle>;
+  async run(cmd: string, options?: CommandOptions): Promise<CommandResult>;
+  async run(cmd: string, options: CommandOptions = {}): Promise<CommandResult | CommandHandle> {
+    const process: Record<string, unknown> = { cmd: "/bin/bash", args: ["-l", "-c", cmd], envs: options.envs ?? {} };
+    if (options.cwd) process.cwd = options.cwd;
+    const events = await this.stream(
+      "process.Process/Start",
+      { process, stdin: options.stdin ?? false },
+      options.timeout ?? 60,
+    );
+    const first = await events.next();
+    const pid = first.done ? undefined : first.value.start?.pid;
+    if (pid === undefined) throw new ZerobootError(0, "the command did not start");
+    const h = new CommandHandle(this, pid, events);
+    if (options.background) return h;
+    return h.wait({ onStdout: options.onStdout, onStderr: options.onStderr });
+  }
+
+  /** Running commands: `[{pid, config: {cmd, args, envs, cwd?}, tag?}]`. */
+  async list(): Promise<Array<{ pid: number; config: Record<string, unknown>; tag?: string }>> {
+    const r = await this.unary("process.Process/List", {});
+    return (r.processes as Array<{ pid: number; config: Record<string, unknown>; tag?: string }>) ?? [];
+  }
+
+  /** SIGKILL; false if no such command runs. */
+  async kill(pid: number): Promise<boolean> {
+    try {
+      await this.unary("process.Process/SendSignal", { process: { pid }, signal: "SIGNAL_SIGKILL" });
+    } catch (e) {
+      if (e instanceof ZerobootError && e.status === 404) return false;
+      throw e;
+    }
+    return true;
+  }
+
+  async sendStdin(pid: number, data: string | Uint8Array): Promise<void> {
+    const raw = typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
+    await this.unary("process.Process/SendInput", { process: { pid }, input: { stdin: raw.toString("base64") } });
+  }
+
+  async closeStdin(pid: number): Promise<void> {
+    await this.unary("process.Process/CloseStdin", { process: { pid } });
+  }
+}
+
+/** `handle.files`: the sandbox's file system (no code runs in it for these). */
+export class Files extends Envd {
+  /** The file at `path` as text (or bytes with `{format: "bytes"}`); rejects with status 404 if missing. */
+  async read(path: string): Promise<string>;
+  async read(path: string, options: { format: "bytes" }): Promise<Uint8Array>;
+  async read(path: string, options: { format?: "text" | "bytes" } = {}): Promise<string | Uint8Array> {
+    const res = await this.sandbox.client.fetchRaw("GET", `/files?${new URLSearchParams({ path })}`, undefined, this.headers());
+    const buf = new Uint8Array(await res.arrayBuffer());
+    return options.format === "bytes" ? buf : new TextDecoder().decode(buf);
+  }
+
+  /** Writes (creates or replaces) `path`; parents are made. */
+  async write(path: string, data: string | Uint8Array): Promise<void> {
+    const body = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    const res = await this.sandbox.client.fetchRaw(
+      "POST",
+      `/files?${new URLSearchParams({ path })}`,
+      body,
+      this.headers({ "content-type": "application/octet-stream" }),
+    );
+    await res.arrayBuffer();
+  }
+
+  /** Entries under `path`: `[{name, type, path, size, ...}]`. */
+  async list(path: string, options: { depth?: number } = {}): Promise<Array<Record<string, unknown>>> {
+    const r = await this.unary("filesystem.Filesystem/ListDir", { path, depth: options.depth ?? 1 });
+    return (r.entries as Array<Record<string, unknown>>) ?? [];
+  }
+
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.unary("filesystem.Filesystem/Stat", { path });
+    } catch (e) {
+      if (e instanceof ZerobootError && e.status === 404) return false;
+      throw e;
+    }
+    return true;
+  }
+
+  async makeDir(path: string): Promise<void> {
+    await this.unary("filesystem.Filesystem/MakeDir", { path });
+  }
+
+  async remove(path: string): Promise<void> {
+    await this.unary("filesystem.Filesystem/Remove", { path });
+  }
+
+  async rename(oldPath: string, newPath: string): Promise<void> {
+    await this.unary("filesystem.Filesystem/Move", { source: oldPath, destination: newPath });
   }
 }

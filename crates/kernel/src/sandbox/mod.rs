@@ -4,6 +4,7 @@
 mod exec;
 pub mod reset;
 mod signals;
+mod spawn;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -291,7 +292,11 @@ impl Sandbox {
         }
         self.k.deadline = deadline;
         let guard = watchdog::arm(deadline);
-        if !self.k.control.inbox.is_empty() {
+        // A run that hands the agent a request ends when the agent parks
+        // again with its reply, even while other processes could run
+        // (spawned commands go on in later runs).
+        let request = !self.k.control.inbox.is_empty();
+        if request {
             sched::unpark(&mut self.k);
         }
         let mut slice_end: Option<Instant> = None;
@@ -315,6 +320,11 @@ impl Sandbox {
                     self.k.thread_mut().state = ThreadState::Runnable(Resume::Continue);
                     self.finish_syscall(v)?;
                     continue;
+                }
+                Some(ThreadState::Blocked(Wait::Park))
+                    if request && self.k.control.inbox.is_empty() =>
+                {
+                    return Ok(Outcome::Parked);
                 }
                 Some(ThreadState::Blocked(_)) | None => {
                     if let Some(o) = self.schedule()? {

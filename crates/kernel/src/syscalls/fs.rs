@@ -330,6 +330,10 @@ pub(crate) fn do_write(
             if pos.is_none() {
                 ctx.k.fds.get_mut(fd)?.offset = at + n as u64;
             }
+            if ctx.k.vfs.watched() {
+                let path = ctx.k.fds.get(fd)?.path.clone();
+                ctx.k.vfs.notify(&path, vfs::FsEventKind::Write);
+            }
             Ok(n)
         }
         FileKind::Device(Device::Full) => Err(Errno::ENOSPC.into()),
@@ -1190,6 +1194,7 @@ pub fn pipe2(ctx: &mut Ctx, a: Args) -> SysResult {
         Pipe {
             buf: Default::default(),
             capacity: PIPE_CAPACITY,
+            ..Default::default()
         },
     );
     let nb = flags & O_NONBLOCK;
@@ -1531,6 +1536,7 @@ fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
         Node::TmpSymlink { .. } => {}
         _ => return Err(Errno::EPERM.into()),
     }
+    ctx.k.vfs.notify(&l.path, vfs::FsEventKind::Chmod);
     Ok(0)
 }
 

@@ -4,10 +4,10 @@
 //! and is counted and logged by name.
 
 pub mod events;
-mod fs;
+pub(crate) mod fs;
 mod mm;
 mod net;
-mod process;
+pub(crate) mod process;
 mod signal;
 mod time;
 

@@ -4,9 +4,11 @@
 //! symlinks and /proc links all stay inside the sandbox's root.
 
 use serde::{Deserialize, Serialize};
+pub mod host;
 pub mod image;
 pub mod synthetic;
 pub mod tmpfs;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use zerocopy::FromZeros;
 pub use image::{HostFile, Image, ImageMeta};
 pub use synthetic::{Device, ProcFile, ProcView, Synth, SynthDir};
 pub use tmpfs::{Entry, TmpContents, Tmpfs};
+pub use watch::{FsEvent, FsEventKind, WatchSink, Watches};
 
 /// Most symlinks followed in one resolution (as Linux's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
@@ -109,6 +112,9 @@ pub struct Vfs {
     #[serde(skip, default = "crate::persist::current_image")]
     pub image: Arc<Image>,
     pub tmp: Tmpfs,
+    /// Who is told of changes (envd's watchers; not kept in snapshots).
+    #[serde(skip)]
+    pub watches: Watches,
 }
 
 impl Vfs {
@@ -116,6 +122,22 @@ impl Vfs {
         Vfs {
             image,
             tmp: Tmpfs::new(disk_limit),
+            watches: Watches::default(),
+        }
+    }
+
+    /// Whether anyone watches (checked before building an event).
+    pub fn watched(&self) -> bool {
+        !self.watches.is_empty()
+    }
+
+    /// Tell the watchers that `path` (canonical) changed.
+    pub fn notify(&mut self, path: &str, kind: FsEventKind) {
+        if self.watched() {
+            self.watches.notify(&FsEvent {
+                kind,
+                path: path.to_string(),
+            });
         }
     }
 
@@ -469,31 +491,38 @@ impl Vfs {
         let path = join(&parent.path, name);
         let ino = self.tmp.new_file(mode & 0o7777, Vec::new(), now)?;
         self.tmp.set(path.clone(), Entry::File(ino))?;
+        self.notify(&path, FsEventKind::Create);
         Ok((path, ino))
     }
 
     pub fn mkdir(&mut self, parent: &Lookup, name: &str, mode: u32) -> Result<(), Errno> {
         self.check_creatable(parent)?;
         let ino = self.tmp.alloc_ino();
+        let path = join(&parent.path, name);
         self.tmp.set(
-            join(&parent.path, name),
+            path.clone(),
             Entry::Dir {
                 mode: mode & 0o7777,
                 ino,
             },
-        )
+        )?;
+        self.notify(&path, FsEventKind::Create);
+        Ok(())
     }
 
     pub fn symlink(&mut self, parent: &Lookup, name: &str, target: &str) -> Result<(), Errno> {
         self.check_creatable(parent)?;
         let ino = self.tmp.alloc_ino();
+        let path = join(&parent.path, name);
         self.tmp.set(
-            join(&parent.path, name),
+            path.clone(),
             Entry::Symlink {
                 target: target.to_string(),
                 ino,
             },
-        )
+        )?;
+        self.notify(&path, FsEventKind::Create);
+        Ok(())
     }
 
     /// Hard link: only overlay files can be linked.
@@ -509,7 +538,9 @@ impl Vfs {
         if let Some(i) = self.tmp.inode_mut(ino) {
             i.nlink += 1;
         }
-        self.tmp.set(join(&parent.path, name), Entry::File(ino))?;
+        let path = join(&parent.path, name);
+        self.tmp.set(path.clone(), Entry::File(ino))?;
+        self.notify(&path, FsEventKind::Create);
         Ok(())
     }
 
@@ -523,6 +554,7 @@ impl Vfs {
             // Whiteouts are always recorded.
             let _ = self.tmp.set(path.to_string(), Entry::Whiteout);
         }
+        self.notify(path, FsEventKind::Remove);
     }
 
     /// rename(2) of a resolved `old` to `new_path` (whose parent exists).
@@ -569,6 +601,8 @@ impl Vfs {
                 }
                 self.tmp.move_tree(&old.path, new_path)?;
                 let _ = (mode, ino);
+                self.notify(&old.path, FsEventKind::Rename);
+                self.notify(new_path, FsEventKind::Create);
                 return Ok(());
             }
             Node::Image(m) => match m.file_type() {
@@ -591,6 +625,8 @@ impl Vfs {
         if self.image.lstat(&old.path).is_some() {
             let _ = self.tmp.set(old.path.clone(), Entry::Whiteout);
         }
+        self.notify(&old.path, FsEventKind::Rename);
+        self.notify(new_path, FsEventKind::Create);
         Ok(())
     }
 }

@@ -165,6 +165,17 @@ impl Tmpfs {
         Ok(())
     }
 
+    /// Replace a file's whole contents (the host file API's upload: no
+    /// copy of `data`), charged to the disk limit like a write.
+    pub fn replace(&mut self, ino: u64, data: Vec<u8>, now: (i64, i64)) -> Result<(), Errno> {
+        let old_len = self.inodes.get(&ino).ok_or(Errno::EBADF)?.data.len() as u64;
+        self.charge(old_len, data.len() as u64)?;
+        let node = self.inodes.get_mut(&ino).ok_or(Errno::EBADF)?;
+        node.data = Arc::new(data);
+        node.mtime = now;
+        Ok(())
+    }
+
     pub fn inode_mut(&mut self, ino: u64) -> Option<&mut Inode> {
         self.inodes.get_mut(&ino)
     }

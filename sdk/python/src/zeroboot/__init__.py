@@ -24,9 +24,14 @@ from ._client import (
     ZerobootError,
     __version__,
 )
+from ._envd import CommandHandle, CommandResult, Commands, Files
 
 __all__ = [
     "AsyncSandbox",
+    "CommandHandle",
+    "CommandResult",
+    "Commands",
+    "Files",
     "DEFAULT_BASE_URL",
     "ExecResult",
     "LiveSandbox",

@@ -13,7 +13,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._envd import Commands, Files
 
 __version__ = "0.1.0"
 
@@ -264,6 +267,43 @@ class Sandbox:
         data = self._call("POST", "/v1/exec", request, self._http_timeout([request]))
         return ExecResult.from_dict(data)
 
+    def stream(
+        self, code: str, language: str = "python", timeout: Optional[float] = None
+    ) -> Iterator[Dict[str, Any]]:
+        """Run ``code`` and yield its events as they happen:
+        ``{"type": "stdout" | "stderr", "data": str}`` while it writes, then
+        one ``{"type": "result", ...}`` with :meth:`exec`'s fields (or
+        ``{"type": "error", "error": str}``)."""
+        request = self._request_body(code, language, timeout)
+        request["stream"] = True
+        url = self.base_url + "/v1/exec"
+        headers = {
+            "Accept": "application/x-ndjson",
+            "Content-Type": "application/json",
+            "User-Agent": "zeroboot-python/%s" % __version__,
+        }
+        if self.api_key:
+            headers["Authorization"] = "Bearer %s" % self.api_key
+        req = urllib.request.Request(url, data=json.dumps(request).encode(), headers=headers, method="POST")
+        try:
+            resp = self._opener.open(req, timeout=self._http_timeout([request]))
+        except urllib.error.HTTPError as e:
+            raw = e.read() or b""
+            e.close()
+            message, parsed = _error_message(e.code, str(e.reason or ""), raw)
+            raise ZerobootError(e.code, message, body=parsed) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ZerobootError(0, "cannot reach %s: %s" % (url, e)) from e
+
+        def events() -> Iterator[Dict[str, Any]]:
+            with resp:
+                for line in resp:
+                    line = line.strip()
+                    if line:
+                        yield json.loads(line)
+
+        return events()
+
     @_ClientOrClassMethod
     def create(
         self,
@@ -288,7 +328,10 @@ class Sandbox:
         data = self._call("POST", "/sandboxes", body, self.timeout)
         if not isinstance(data, Mapping) or not isinstance(data.get("sandboxID"), str):
             raise ZerobootError(0, "unexpected create answer: %r" % (data,), body=data)
-        return LiveSandbox(self, data["sandboxID"], template=template)
+        token = data.get("envdAccessToken")
+        return LiveSandbox(
+            self, data["sandboxID"], template=template, access_token=token if isinstance(token, str) else None
+        )
 
     @_ClientOrClassMethod
     def connect(self, sandbox_id: str, timeout: Optional[int] = None) -> "LiveSandbox":
@@ -474,10 +517,32 @@ class LiveSandbox:
     '42\\n'
     """
 
-    def __init__(self, client: Sandbox, sandbox_id: str, template: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        client: Sandbox,
+        sandbox_id: str,
+        template: Optional[str] = None,
+        access_token: Optional[str] = None,
+    ) -> None:
         self.client = client
         self.sandbox_id = sandbox_id
         self.template = template
+        self.access_token = access_token
+
+    @property
+    def commands(self) -> "Commands":
+        """Shell commands in this sandbox: ``h.commands.run("ls -l")``."""
+        from ._envd import Commands
+
+        return Commands(self)
+
+    @property
+    def files(self) -> "Files":
+        """This sandbox's files: ``h.files.write(path, data)``, ``read``,
+        ``list``, ``exists``, ``make_dir``, ``rename``, ``remove``."""
+        from ._envd import Files
+
+        return Files(self)
 
     @property
     def id(self) -> str:
@@ -608,6 +673,17 @@ class AsyncSandbox:
     async def exec(self, code: str, language: str = "python", timeout: Optional[float] = None) -> ExecResult:
         """See :meth:`Sandbox.exec`."""
         return await _to_thread(self.sync.exec, code, language, timeout)
+
+    async def stream(
+        self, code: str, language: str = "python", timeout: Optional[float] = None
+    ) -> AsyncIterator[Dict[str, Any]]:
+        """See :meth:`Sandbox.stream`: ``async for event in sb.stream(code)``."""
+        events = await _to_thread(self.sync.stream, code, language, timeout)
+        while True:
+            event = await _to_thread(next, events, None)
+            if event is None:
+                return
+            yield event
 
     async def exec_batch(
         self,

@@ -1,0 +1,424 @@
+//! Commands in a live sandbox (envd's process service, served by the
+//! kernel: DESIGN.md §6). A command is a process the kernel starts itself
+//! (`Sandbox::spawn`), with stdin, stdout and stderr on pipes whose far
+//! ends are here. The owner of the sandbox (the server's actor) runs the
+//! sandbox in slices while commands live (`LiveSandbox::step`) and takes
+//! what they wrote as events (`LiveSandbox::take_events`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use zeroboot_kernel::spawn::{SpawnSpec, Spawned};
+use zeroboot_kernel::{Outcome, Sandbox};
+
+use crate::live::{LiveError, LiveSandbox};
+
+/// What to start (E2B's ProcessConfig).
+#[derive(Debug, Clone, Default)]
+pub struct CommandSpec {
+    /// The program (a path, or a name looked up in PATH).
+    pub cmd: String,
+    /// Its arguments (argv[1..]).
+    pub args: Vec<String>,
+    /// Environment variables on top of the sandbox's.
+    pub env: Vec<(String, String)>,
+    /// Working directory; None: the user's home.
+    pub cwd: Option<String>,
+    /// Whether the client may write its stdin (else /dev/null).
+    pub stdin: bool,
+    /// A name the client finds it by.
+    pub tag: Option<String>,
+}
+
+/// What happened to a command, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// It ended: wait status, exit code (128 + signal for a signal, as a
+    /// shell reports it) and the signal if one killed it.
+    End {
+        status: i32,
+        exit_code: i32,
+        signal: Option<u32>,
+    },
+}
+
+/// A running command, as `list` shows it.
+#[derive(Debug, Clone)]
+pub struct CommandInfo {
+    pub pid: u32,
+    pub spec: CommandSpec,
+}
+
+/// The host side of one command.
+#[derive(Debug)]
+pub(crate) struct Command {
+    spec: CommandSpec,
+    pipes: Spawned,
+    /// Input not yet taken by the pipe.
+    stdin: VecDeque<u8>,
+    /// Close stdin once `stdin` has drained.
+    close_stdin: bool,
+    stdin_closed: bool,
+    /// Stop taking its output for now (its reader is behind): the pipe
+    /// fills and the writer blocks, as with a slow reader on Linux.
+    pub(crate) held: bool,
+}
+
+/// Host-side cap on queued stdin per command.
+pub const MAX_STDIN_QUEUE: usize = 16 << 20;
+
+/// Most bytes taken from one pipe per pump (a flood cannot starve others).
+const PUMP_CHUNK: usize = 64 << 10;
+
+/// What a `step` left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Something can run right away: step again soon.
+    pub busy: bool,
+    /// Otherwise, when a waiting thread's timeout falls due.
+    pub wake: Option<Instant>,
+}
+
+/// The user whose home commands start in, as E2B's sandboxes have.
+pub const HOME: &str = "/home/user";
+
+fn env_entries(base: &[Vec<u8>], layers: &[&[(String, String)]]) -> Vec<Vec<u8>> {
+    let mut env: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for e in base {
+        let (k, v) = match e.iter().position(|&c| c == b'=') {
+            Some(i) => (e[..i].to_vec(), e[i + 1..].to_vec()),
+            None => (e.clone(), Vec::new()),
+        };
+        env.insert(k, v);
+    }
+    for layer in layers {
+        for (k, v) in layer.iter() {
+            env.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+    }
+    env.into_iter()
+        .map(|(mut k, v)| {
+            k.push(b'=');
+            k.extend(v);
+            k
+        })
+        .collect()
+}
+
+/// Make the user's home (and its parents) if the image lacks it: E2B's
+/// clients expect it, as their default working directory.
+fn ensure_home(sb: &mut Sandbox) -> bool {
+    let mut at = String::new();
+    for part in HOME.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        let k = &mut sb.k;
+        let pv = k.proc_view();
+        if k.vfs.resolve("/", &at, true, &pv).is_ok() {
+            continue;
+        }
+        let Ok((parent, name)) = k.vfs.resolve_parent("/", &at, &pv) else {
+            return false;
+        };
+        drop(pv);
+        if k.vfs.mkdir(&parent, &name, 0o755).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The environment the sandbox's first process started with.
+fn init_env(sb: &Sandbox) -> Vec<Vec<u8>> {
+    let k = &sb.k;
+    if k.proc.pid == k.init_pid {
+        k.proc.envp.clone()
+    } else {
+        k.others
+            .get(&k.init_pid)
+            .map(|s| s.proc.envp.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl LiveSandbox {
+    /// Start a command; it runs as the sandbox is stepped. Returns its pid.
+    pub fn start(&mut self, spec: CommandSpec) -> Result<u32, LiveError> {
+        let extra = self.env_vars().to_vec();
+        let sb = self.sandbox_or_dead()?;
+        let home_exists = ensure_home(sb);
+        let cwd = spec.cwd.clone().unwrap_or_else(|| {
+            if home_exists {
+                HOME.to_string()
+            } else {
+                "/".to_string()
+            }
+        });
+        let home = [("HOME".to_string(), HOME.to_string())];
+        let envp = env_entries(
+            &init_env(sb),
+            &[if home_exists { &home[..] } else { &[] }, &extra, &spec.env],
+        );
+        let mut argv = vec![spec.cmd.clone().into_bytes()];
+        argv.extend(spec.args.iter().map(|a| a.clone().into_bytes()));
+        let pipes = sb
+            .spawn(&SpawnSpec {
+                program: spec.cmd.clone(),
+                argv,
+                envp,
+                cwd,
+                stdin: spec.stdin,
+            })
+            .map_err(|e| LiveError::Command(e.to_string()))?;
+        let pid = pipes.pid;
+        self.commands.insert(
+            pid,
+            Command {
+                spec,
+                pipes,
+                stdin: VecDeque::new(),
+                close_stdin: false,
+                stdin_closed: pipes.stdin.is_none(),
+                held: false,
+            },
+        );
+        Ok(pid)
+    }
+
+    /// Commands still running.
+    pub fn commands(&self) -> Vec<CommandInfo> {
+        self.commands
+            .iter()
+            .map(|(&pid, c)| CommandInfo {
+                pid,
+                spec: c.spec.clone(),
+            })
+            .collect()
+    }
+
+    /// The pid of the running command tagged `tag`.
+    pub fn command_by_tag(&self, tag: &str) -> Option<u32> {
+        self.commands
+            .iter()
+            .find(|(_, c)| c.spec.tag.as_deref() == Some(tag))
+            .map(|(&pid, _)| pid)
+    }
+
+    /// Whether it has running commands (it needs guest time).
+    pub fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
+    /// Whether `pid` is a running command.
+    pub fn has_command(&self, pid: u32) -> bool {
+        self.commands.contains_key(&pid)
+    }
+
+    /// Queue `data` for command `pid`'s stdin.
+    pub fn send_stdin(&mut self, pid: u32, data: &[u8]) -> Result<(), LiveError> {
+        let c = self
+            .commands
+            .get_mut(&pid)
+            .ok_or_else(|| LiveError::NoCommand(pid))?;
+        if c.stdin_closed || c.close_stdin {
+            return Err(LiveError::Command(format!(
+                "the stdin of process {pid} is closed"
+            )));
+        }
+        if c.stdin.len() + data.len() > MAX_STDIN_QUEUE {
+            return Err(LiveError::Command(format!(
+                "process {pid} is not reading its stdin ({MAX_STDIN_QUEUE} bytes wait)"
+            )));
+        }
+        c.stdin.extend(data);
+        self.pump();
+        Ok(())
+    }
+
+    /// Close command `pid`'s stdin once what was sent has been read.
+    pub fn close_stdin(&mut self, pid: u32) -> Result<(), LiveError> {
+        let c = self
+            .commands
+            .get_mut(&pid)
+            .ok_or_else(|| LiveError::NoCommand(pid))?;
+        c.close_stdin = true;
+        self.pump();
+        Ok(())
+    }
+
+    /// Send `sig` to command `pid`.
+    pub fn signal(&mut self, pid: u32, sig: u32) -> Result<(), LiveError> {
+        if !self.commands.contains_key(&pid) {
+            return Err(LiveError::NoCommand(pid));
+        }
+        let sb = self.sandbox_or_dead()?;
+        sb.k.signal_process(pid, sig)
+            .map_err(|e| LiveError::Command(format!("cannot signal process {pid}: {e}")))
+    }
+
+    /// Hold or release command `pid`'s output (its reader fell behind).
+    pub fn hold_output(&mut self, pid: u32, held: bool) {
+        if let Some(c) = self.commands.get_mut(&pid) {
+            c.held = held;
+        }
+    }
+
+    /// Run the sandbox for at most `slice` if its commands have work, then
+    /// collect their output. Code runs (`run`) make commands progress too.
+    pub fn step(&mut self, slice: Duration) -> Step {
+        let idle = Step {
+            busy: false,
+            wake: None,
+        };
+        if self.commands.is_empty() {
+            return idle;
+        }
+        let Some(sb) = self.sandbox_mut() else {
+            return idle;
+        };
+        let due = sb.next_wake().is_some_and(|w| w <= Instant::now());
+        if sb.has_runnable() || due {
+            sb.k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+            let outcome = sb.run_slice(Instant::now() + slice);
+            let k = &mut sb.k;
+            k.cpu_carried_ns +=
+                zeroboot_kernel::syscalls::thread_cpu_ns().saturating_sub(k.cpu_base_ns);
+            k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+            match outcome {
+                Ok(Outcome::Parked) | Ok(Outcome::TimedOut) => {}
+                Ok(Outcome::Exited(e)) => {
+                    self.end_commands();
+                    self.kill(&format!(
+                        "its first process ended (status {}) while commands ran",
+                        e.status()
+                    ));
+                    return idle;
+                }
+                Err(e) => {
+                    self.end_commands();
+                    self.kill(&format!("it failed: {e}"));
+                    return idle;
+                }
+            }
+        }
+        self.pump();
+        if self.commands.is_empty() {
+            return idle;
+        }
+        match self.sb.as_ref() {
+            Some(sb) => Step {
+                busy: sb.has_runnable(),
+                wake: sb.next_wake(),
+            },
+            _ => idle,
+        }
+    }
+
+    /// Move stdin in and output out of the commands' pipes; report the
+    /// ended ones.
+    pub(crate) fn pump(&mut self) {
+        let Some(sb) = self.sb.as_mut() else {
+            return;
+        };
+        let mut ended = Vec::new();
+        for (&pid, c) in self.commands.iter_mut() {
+            let k = &mut sb.k;
+            if let Some(id) = c.pipes.stdin.filter(|_| !c.stdin_closed) {
+                if !c.stdin.is_empty() {
+                    let (a, _) = c.stdin.as_slices();
+                    match k.host_write(id, a) {
+                        Ok(n) => {
+                            c.stdin.drain(..n);
+                        }
+                        Err(_) => c.stdin.clear(),
+                    }
+                }
+                if c.close_stdin && c.stdin.is_empty() {
+                    k.host_close(id);
+                    c.stdin_closed = true;
+                }
+            }
+            if !c.held {
+                for (id, out) in [(c.pipes.stdout, true), (c.pipes.stderr, false)] {
+                    let data = k.host_read(id, PUMP_CHUNK);
+                    if !data.is_empty() {
+                        self.events.push((
+                            pid,
+                            if out {
+                                CommandEvent::Stdout(data)
+                            } else {
+                                CommandEvent::Stderr(data)
+                            },
+                        ));
+                    }
+                }
+            }
+            if let Some(status) = k.reap_spawned(pid) {
+                ended.push((pid, status));
+            }
+        }
+        for (pid, status) in ended {
+            let Some(c) = self.commands.remove(&pid) else {
+                continue;
+            };
+            // What it wrote before it ended; a child it left behind that
+            // keeps the pipe open is cut off here, as envd does.
+            for (id, out) in [(c.pipes.stdout, true), (c.pipes.stderr, false)] {
+                loop {
+                    let data = sb.k.host_read(id, PUMP_CHUNK);
+                    if data.is_empty() {
+                        break;
+                    }
+                    self.events.push((
+                        pid,
+                        if out {
+                            CommandEvent::Stdout(data)
+                        } else {
+                            CommandEvent::Stderr(data)
+                        },
+                    ));
+                }
+                sb.k.host_close(id);
+            }
+            if let Some(id) = c.pipes.stdin.filter(|_| !c.stdin_closed) {
+                sb.k.host_close(id);
+            }
+            let signal = (status & 0x7f != 0).then_some((status & 0x7f) as u32);
+            let exit_code = match signal {
+                Some(s) => 128 + s as i32,
+                None => (status >> 8) & 0xff,
+            };
+            self.events.push((
+                pid,
+                CommandEvent::End {
+                    status,
+                    exit_code,
+                    signal,
+                },
+            ));
+        }
+    }
+
+    /// Events since the last call, in order, by pid.
+    pub fn take_events(&mut self) -> Vec<(u32, CommandEvent)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The sandbox is ending: every command ends with it (SIGKILL).
+    pub(crate) fn end_commands(&mut self) {
+        let pids: Vec<u32> = self.commands.keys().copied().collect();
+        for pid in pids {
+            self.commands.remove(&pid);
+            self.events.push((
+                pid,
+                CommandEvent::End {
+                    status: 9,
+                    exit_code: 137,
+                    signal: Some(9),
+                },
+            ));
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! envd's `process.Process` service (spec/envd/process/process.proto),
+//! served by the sandbox's kernel: a started command is a process the
+//! kernel creates itself (`LiveSandbox::start`), its output streamed as the
+//! actor steps the sandbox (`sandboxes.rs`). Proto3 JSON: camelCase names,
+//! bytes as base64, enums by name.
+//!
+//! As envd does, a command outlives its Start stream when the client goes
+//! away (it can be re-attached with Connect, listed, signalled), and is
+//! killed when the stream's deadline (`Connect-Timeout-Ms`, the SDKs'
+//! command `timeout`) passes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use zeroboot_engine::{CommandEvent, CommandSpec, LiveError, LiveSandbox};
+
+use super::connect::{self, Code, Framing, RpcError, StreamOptions};
+use super::Sbx;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ProcessConfig {
+    cmd: String,
+    args: Vec<String>,
+    envs: BTreeMap<String, String>,
+    cwd: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct StartRequest {
+    process: Option<ProcessConfig>,
+    pty: Option<Value>,
+    tag: Option<String>,
+    /// Absent: true (older clients always had a stdin).
+    stdin: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Selector {
+    pid: Option<u32>,
+    tag: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Selected {
+    process: Option<Selector>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Input {
+    stdin: Option<String>,
+    pty: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SendInputRequest {
+    process: Option<Selector>,
+    input: Option<Input>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SendSignalRequest {
+    process: Option<Selector>,
+    signal: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct UpdateRequest {
+    process: Option<Selector>,
+    pty: Option<Value>,
+}
+
+fn live_error(e: LiveError) -> RpcError {
+    match e {
+        LiveError::NoCommand(pid) => {
+            RpcError::new(Code::NotFound, format!("process with pid {pid} not found"))
+        }
+        LiveError::Dead(m) => RpcError::new(Code::Unavailable, format!("the sandbox ended: {m}")),
+        LiveError::Command(m) => RpcError::new(Code::InvalidArgument, m),
+        LiveError::Fork(m) => RpcError::new(Code::Internal, m),
+    }
+}
+
+/// The pid a selector names.
+fn select(sb: &LiveSandbox, sel: Option<&Selector>) -> Result<u32, RpcError> {
+    match sel {
+        Some(Selector { pid: Some(pid), .. }) => {
+            if sb.has_command(*pid) {
+                Ok(*pid)
+            } else {
+                Err(live_error(LiveError::NoCommand(*pid)))
+            }
+        }
+        Some(Selector { tag: Some(tag), .. }) => sb.command_by_tag(tag).ok_or_else(|| {
+            RpcError::new(
+                Code::NotFound,
+                format!("process with tag {tag:?} not found"),
+            )
+        }),
+        _ => Err(RpcError::invalid("process: a pid or a tag is required")),
+    }
+}
+
+/// envd's ProcessEvent for a command event.
+fn event_json(ev: &CommandEvent) -> Value {
+    match ev {
+        CommandEvent::Stdout(d) => json!({"event": {"data": {"stdout": B64.encode(d)}}}),
+        CommandEvent::Stderr(d) => json!({"event": {"data": {"stderr": B64.encode(d)}}}),
+        CommandEvent::End {
+            exit_code, signal, ..
+        } => {
+            // Go's ProcessState, which envd reports: a signal gives exit
+            // code -1, exited false and "signal: <name>".
+            let (code, exited, status) = match signal {
+                Some(s) => (-1, false, format!("signal: {}", signal_name(*s))),
+                None => (*exit_code, true, format!("exit status {exit_code}")),
+            };
+            json!({"event": {"end": {"exitCode": code, "exited": exited, "status": status}}})
+        }
+    }
+}
+
+fn signal_name(sig: u32) -> &'static str {
+    match sig {
+        1 => "hangup",
+        2 => "interrupt",
+        3 => "quit",
+        6 => "aborted",
+        9 => "killed",
+        11 => "segmentation fault",
+        13 => "broken pipe",
+        14 => "alarm clock",
+        15 => "terminated",
+        _ => "signal",
+    }
+}
+
+fn start_json(pid: u32) -> Value {
+    json!({"event": {"start": {"pid": pid}}})
+}
+
+/// Run `f` on the live sandbox (its actor).
+async fn with_live<R: Send + 'static>(
+    sbx: &Sbx,
+    f: impl FnOnce(&mut LiveSandbox) -> Result<R, RpcError> + Send + 'static,
+) -> Result<R, RpcError> {
+    let r = sbx
+        .state
+        .sandboxes
+        .with(&sbx.entry.id, sbx.entry.spec.owner, move |sb| match sb {
+            Some(sb) if sb.is_alive() => f(sb),
+            _ => Err(RpcError::new(Code::Unavailable, "the sandbox has ended")),
+        })
+        .await;
+    match r {
+        Ok(r) => r,
+        Err(e) => Err(RpcError::new(
+            Code::Unavailable,
+            format!("the sandbox is not running: {e:?}"),
+        )),
+    }
+}
+
+/// Serve `process.Process/<method>`.
+pub(crate) async fn call(
+    sbx: &Sbx,
+    method: &str,
+    framing: Framing,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    match method {
+        "Start" => start(sbx, framing, headers, body).await,
+        "Connect" => attach(sbx, framing, headers, body).await,
+        "List" => connect::reply(framing, list(sbx).await),
+        "SendInput" => connect::reply(framing, send_input(sbx, framing, body).await),
+        "SendSignal" => connect::reply(framing, send_signal(sbx, framing, body).await),
+        "CloseStdin" => connect::reply(framing, close_stdin(sbx, framing, body).await),
+        "Update" => connect::reply(framing, update(framing, body)),
+        // Client streaming needs HTTP/2 framing of the request body the
+        // SDKs only use for terminals; SendInput covers the same ground.
+        "StreamInput" => connect::reply::<()>(
+            framing,
+            Err(RpcError::unimplemented("process.Process/StreamInput")),
+        ),
+        _ => connect::reply::<()>(
+            framing,
+            Err(RpcError::new(
+                Code::NotFound,
+                format!("process.Process has no method {method:?}"),
+            )),
+        ),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(framing: Framing, body: &[u8]) -> Result<T, RpcError> {
+    connect::request(framing, body).map_err(RpcError::from)
+}
+
+fn keepalive() -> Value {
+    json!({"event": {"keepalive": {}}})
+}
+
+async fn start(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]) -> Response {
+    let r = async {
+        let req: StartRequest = parse(framing, body)?;
+        if req.pty.is_some() {
+            return Err(RpcError::unimplemented(
+                "process.Process/Start with a pty (pseudo-terminals)",
+            ));
+        }
+        let p = req
+            .process
+            .ok_or_else(|| RpcError::invalid("process: the command to start is required"))?;
+        if p.cmd.is_empty() {
+            return Err(RpcError::invalid("process.cmd is empty"));
+        }
+        let spec = CommandSpec {
+            cmd: p.cmd,
+            args: p.args,
+            env: p.envs.into_iter().collect(),
+            cwd: p.cwd.filter(|c| !c.is_empty()),
+            stdin: req.stdin.unwrap_or(true),
+            tag: req.tag,
+        };
+        let entry = sbx.entry.clone();
+        with_live(sbx, move |sb| {
+            let pid = sb.start(spec).map_err(live_error)?;
+            Ok((pid, entry.subscribe(pid)))
+        })
+        .await
+    }
+    .await;
+    match r {
+        Ok((pid, rx)) => stream(sbx, pid, rx, headers, true),
+        Err(e) => error_stream(framing, e),
+    }
+}
+
+async fn attach(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]) -> Response {
+    let r = async {
+        let req: Selected = parse(framing, body)?;
+        let entry = sbx.entry.clone();
+        with_live(sbx, move |sb| {
+            let pid = select(sb, req.process.as_ref())?;
+            Ok((pid, entry.subscribe(pid)))
+        })
+        .await
+    }
+    .await;
+    match r {
+        // Only a Start stream's deadline kills its command.
+        Ok((pid, rx)) => stream(sbx, pid, rx, headers, false),
+        Err(e) => error_stream(framing, e),
+    }
+}
+
+fn error_stream(framing: Framing, e: RpcError) -> Response {
+    connect::reply::<()>(framing, Err(e))
+}
+
+/// The stream of command `pid`: its start event, its output, its end.
+fn stream(
+    sbx: &Sbx,
+    pid: u32,
+    mut events: mpsc::Receiver<CommandEvent>,
+    headers: &HeaderMap,
+    kill_at_deadline: bool,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Value, RpcError>>(16);
+    let deadline = connect::deadline(headers)
+        .filter(|d| !d.is_zero())
+        .map(|d| tokio::time::Instant::now() + d);
+    let state = sbx.state.clone();
+    let (id, owner) = (sbx.entry.id.clone(), sbx.entry.spec.owner);
+    tokio::spawn(async move {
+        if tx.send(Ok(start_json(pid))).await.is_err() {
+            return;
+        }
+        loop {
+            let next = match deadline {
+                Some(t) => match tokio::time::timeout_at(t, events.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        if kill_at_deadline {
+                            let _ = state
+                                .sandboxes
+                                .with(&id, owner, move |sb| {
+                                    if let Some(sb) = sb {
+                                        let _ = sb.signal(pid, 9);
+                                    }
+                                })
+                                .await;
+                        }
+                        let _ = tx
+                            .send(Err(RpcError::new(
+                                Code::DeadlineExceeded,
+                                format!(
+                                    "the command's time limit (Connect-Timeout-Ms) passed{}",
+                                    if kill_at_deadline {
+                                        "; it was killed"
+                                    } else {
+                                        ""
+                                    }
+                                ),
+                            )))
+                            .await;
+                        return;
+                    }
+                },
+                None => events.recv().await,
+            };
+            let Some(ev) = next else {
+                // The sandbox ended under the command.
+                let _ = tx
+                    .send(Err(RpcError::new(
+                        Code::Unavailable,
+                        "the sandbox ended while the command ran",
+                    )))
+                    .await;
+                return;
+            };
+            let end = matches!(ev, CommandEvent::End { .. });
+            // A client that went away: stop following (the command runs on).
+            if tx.send(Ok(event_json(&ev))).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let opts = StreamOptions {
+        keepalive: connect::keepalive_interval(headers).or(Some(Duration::from_secs(30))),
+        keepalive_message: keepalive(),
+        deadline: None,
+    };
+    connect::server_stream(rx, opts)
+}
+
+async fn list(sbx: &Sbx) -> Result<Value, RpcError> {
+    with_live(sbx, |sb| {
+        let processes: Vec<Value> = sb
+            .commands()
+            .into_iter()
+            .map(|c| {
+                let envs: serde_json::Map<String, Value> = c
+                    .spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                let mut config = json!({"cmd": c.spec.cmd, "args": c.spec.args, "envs": envs});
+                if let Some(cwd) = &c.spec.cwd {
+                    config["cwd"] = json!(cwd);
+                }
+                let mut info = json!({"config": config, "pid": c.pid});
+                if let Some(tag) = &c.spec.tag {
+                    info["tag"] = json!(tag);
+                }
+                info
+            })
+            .collect();
+        Ok(json!({ "processes": processes }))
+    })
+    .await
+}
+
+async fn send_input(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
+    let req: SendInputRequest = parse(framing, body)?;
+    let input = req.input.unwrap_or_default();
+    if input.pty.is_some() {
+        return Err(RpcError::unimplemented(
+            "process.Process/SendInput to a pty (pseudo-terminals)",
+        ));
+    }
+    let data = B64
+        .decode(input.stdin.unwrap_or_default())
+        .map_err(|e| RpcError::invalid(format!("input.stdin is not base64: {e}")))?;
+    with_live(sbx, move |sb| {
+        let pid = select(sb, req.process.as_ref())?;
+        sb.send_stdin(pid, &data).map_err(live_error)?;
+        Ok(json!({}))
+    })
+    .await
+}
+
+async fn send_signal(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
+    let req: SendSignalRequest = parse(framing, body)?;
+    let sig = match &req.signal {
+        Value::String(s) if s == "SIGNAL_SIGKILL" => 9,
+        Value::String(s) if s == "SIGNAL_SIGTERM" => 15,
+        Value::Number(n) if matches!(n.as_u64(), Some(9 | 15)) => n.as_u64().unwrap_or(9) as u32,
+        other => {
+            return Err(RpcError::invalid(format!(
+                "signal must be SIGNAL_SIGKILL or SIGNAL_SIGTERM, not {other}"
+            )))
+        }
+    };
+    with_live(sbx, move |sb| {
+        let pid = select(sb, req.process.as_ref())?;
+        sb.signal(pid, sig).map_err(live_error)?;
+        Ok(json!({}))
+    })
+    .await
+}
+
+async fn close_stdin(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
+    let req: Selected = parse(framing, body)?;
+    with_live(sbx, move |sb| {
+        let pid = select(sb, req.process.as_ref())?;
+        sb.close_stdin(pid).map_err(live_error)?;
+        Ok(json!({}))
+    })
+    .await
+}
+
+fn update(framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
+    let req: UpdateRequest = parse(framing, body)?;
+    if req.pty.is_some() || req.process.is_some() {
+        return Err(RpcError::unimplemented(
+            "process.Process/Update (resizing a pty: pseudo-terminals are not served yet)",
+        ));
+    }
+    Ok(json!({}))
+}

@@ -1,0 +1,289 @@
+//! envd inside `zeroboot serve`: in-sandbox routing (E2B's headers and
+//! hosts, unknown sandboxes, access tokens), Connect RPC answers and
+//! errors, `/files`, and a streamed WatchDir seeing a guest's write.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+
+const KEY: &str = "envd-test-key";
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn create(s: &Server, body: &str) -> serde_json::Value {
+    let (st, _, b) = http(
+        &s.addr,
+        "POST",
+        "/sandboxes",
+        &[("X-API-Key", KEY), ("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 201, "{b}");
+    json(&b)
+}
+
+/// A request to sandbox `id`'s envd.
+fn envd(
+    s: &Server,
+    id: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut h = vec![("E2b-Sandbox-Id", id), ("E2b-Sandbox-Port", "49983")];
+    h.extend_from_slice(extra);
+    http(&s.addr, method, path, &h, body).unwrap()
+}
+
+fn rpc(s: &Server, id: &str, method: &str, body: &str) -> Reply {
+    envd(
+        s,
+        id,
+        "POST",
+        &format!("/filesystem.Filesystem/{method}"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn routing_tokens_and_unknown_sandboxes() {
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let (st, _, b) = envd(&s, "nosuchsandbox", "GET", "/health", &[], b"");
+    assert_eq!(st, 502, "{b}");
+    assert!(json(&b)["message"]
+        .as_str()
+        .unwrap()
+        .contains("was not found"));
+
+    let sb = create(&s, r#"{"templateID": "python"}"#);
+    let id = sb["sandboxID"].as_str().unwrap();
+    assert_eq!(sb["envdVersion"], "0.5.7");
+    let (st, _, _) = envd(&s, id, "GET", "/health", &[], b"");
+    assert_eq!(st, 204);
+    // The host form reaches the same sandbox (one Host header: a raw
+    // request, the helper sends its own).
+    let raw = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        let body = r#"{"path": "/home/user"}"#;
+        write!(
+            c,
+            "POST /filesystem.Filesystem/Stat HTTP/1.1\r\nHost: 49983-{id}.localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("FILE_TYPE_DIRECTORY"), "{raw}");
+    // The code interpreter's port is not served: a clear 502.
+    let (st, _, b) = http(
+        &s.addr,
+        "GET",
+        "/health",
+        &[("E2b-Sandbox-Id", id), ("E2b-Sandbox-Port", "49999")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 502);
+    assert!(b.contains("port 49999 is not open"), "{b}");
+    let (st, _, _) = envd(&s, "../etc", "GET", "/health", &[], b"");
+    assert_eq!(st, 400);
+    // Without the headers, /files is not a route of the server.
+    let (st, _, _) = http(&s.addr, "GET", "/files?path=x", &[], b"").unwrap();
+    assert_eq!(st, 404);
+
+    // A secure sandbox wants its access token.
+    let sec = create(&s, r#"{"templateID": "python", "secure": true}"#);
+    let sid = sec["sandboxID"].as_str().unwrap();
+    let token = sec["envdAccessToken"].as_str().unwrap();
+    let (st, _, _) = envd(&s, sid, "GET", "/files?path=/etc/hostname", &[], b"");
+    assert_eq!(st, 401);
+    let (st, _, _) = envd(
+        &s,
+        sid,
+        "GET",
+        "/files?path=/etc/hostname",
+        &[("X-Access-Token", "wrong")],
+        b"",
+    );
+    assert_eq!(st, 401);
+    let (st, _, b) = envd(
+        &s,
+        sid,
+        "POST",
+        "/files?path=t.txt",
+        &[
+            ("X-Access-Token", token),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        b"secure",
+    );
+    assert_eq!(st, 200, "{b}");
+
+    // A killed sandbox: E2B's 502 "was not found".
+    let (st, _, _) = http(
+        &s.addr,
+        "DELETE",
+        &format!("/sandboxes/{id}"),
+        &[("X-API-Key", KEY)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(st, 204);
+    let (st, _, b) = rpc(&s, id, "Stat", r#"{"path": "/"}"#);
+    assert_eq!(st, 502);
+    assert!(b.contains("was not found"), "{b}");
+}
+
+#[test]
+fn files_and_filesystem_rpcs() {
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let sb = create(&s, r#"{"templateID": "python"}"#);
+    let id = sb["sandboxID"].as_str().unwrap();
+    let oct = [("Content-Type", "application/octet-stream")];
+    let (st, _, b) = envd(&s, id, "POST", "/files?path=d/a.txt", &oct, b"hello");
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        json(&b),
+        serde_json::json!([{"name": "a.txt", "type": "file", "path": "/home/user/d/a.txt"}])
+    );
+    let (st, _, b) = envd(&s, id, "GET", "/files?path=/home/user/d/a.txt", &[], b"");
+    assert_eq!((st, b.as_str()), (200, "hello"));
+    let (st, _, b) = envd(&s, id, "GET", "/files?path=/nope", &[], b"");
+    assert_eq!(st, 404, "{b}");
+    let (st, _, b) = envd(&s, id, "GET", "/files?path=/home", &[], b"");
+    assert_eq!(st, 400, "{b}");
+    // `..` stays inside the sandbox.
+    let (st, _, b) = envd(
+        &s,
+        id,
+        "POST",
+        "/files?path=../../../../../../zz",
+        &oct,
+        b"in",
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(json(&b)[0]["path"], "/zz");
+    assert!(!std::path::Path::new("/zz").exists());
+    // Multipart, two files.
+    let mp = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m1\"\r\n\r\none\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"/tmp/m2\"\r\n\r\ntwo\r\n--B--\r\n";
+    let (st, _, b) = envd(
+        &s,
+        id,
+        "POST",
+        "/files",
+        &[("Content-Type", "multipart/form-data; boundary=B")],
+        mp,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(json(&b)[1]["path"], "/tmp/m2");
+
+    let (st, _, b) = rpc(&s, id, "ListDir", r#"{"path": "", "depth": 2}"#);
+    assert_eq!(st, 200, "{b}");
+    let names: Vec<String> = json(&b)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["/home/user/d", "/home/user/d/a.txt", "/home/user/m1"]
+    );
+    let (st, _, b) = rpc(&s, id, "Stat", r#"{"path": "nope"}"#);
+    assert_eq!(st, 404);
+    assert_eq!(json(&b)["code"], "not_found");
+    let (st, _, b) = rpc(&s, id, "Stat", r#"{"path": "#);
+    assert_eq!(st, 400);
+    assert_eq!(json(&b)["code"], "invalid_argument");
+    let (st, _, b) = rpc(&s, id, "MakeDir", r#"{"path": "d"}"#);
+    assert_eq!(
+        (st, json(&b)["code"].as_str()),
+        (409, Some("already_exists"))
+    );
+    let (st, _, b) = rpc(&s, id, "Move", r#"{"source": "d", "destination": "e/f"}"#);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(json(&b)["entry"]["path"], "/home/user/e/f");
+    let (st, _, _) = rpc(&s, id, "Remove", r#"{"path": "e"}"#);
+    assert_eq!(st, 200);
+    let (st, _, _) = rpc(&s, id, "Stat", r#"{"path": "e/f/a.txt"}"#);
+    assert_eq!(st, 404);
+    let (st, _, b) = envd(
+        &s,
+        id,
+        "POST",
+        "/process.Process/Start",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(
+        (st, json(&b)["code"].as_str()),
+        (501, Some("unimplemented"))
+    );
+}
+
+#[test]
+fn watch_dir_streams_a_guest_write() {
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let sb = create(&s, r#"{"templateID": "python"}"#);
+    let id = sb["sandboxID"].as_str().unwrap().to_string();
+    let addr = s.addr.clone();
+    let wid = id.clone();
+    // The stream ends at its Connect deadline, with deadline_exceeded.
+    let watch = std::thread::spawn(move || {
+        let mut req = vec![0u8, 0, 0, 0, 0];
+        let msg = br#"{"path": "/home/user", "recursive": true}"#;
+        req[4] = msg.len() as u8;
+        req.extend_from_slice(msg);
+        http(
+            &addr,
+            "POST",
+            "/filesystem.Filesystem/WatchDir",
+            &[
+                ("E2b-Sandbox-Id", &wid),
+                ("Content-Type", "application/connect+json"),
+                ("Connect-Timeout-Ms", "3000"),
+            ],
+            &req,
+        )
+        .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let (st, _, b) = http(
+        &s.addr,
+        "POST",
+        &format!("/v1/sandboxes/{id}/exec"),
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"code": "import os; os.makedirs('/home/user/g', exist_ok=True); open('/home/user/g/out.txt', 'w').write('guest')"}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{b}");
+    let (st, h, b) = watch.join().unwrap();
+    assert_eq!(st, 200, "{b}");
+    assert!(h
+        .iter()
+        .any(|(k, v)| k == "content-type" && v == "application/connect+json"));
+    for want in [
+        r#"{"start":{}}"#,
+        r#"{"filesystem":{"name":"g","type":"EVENT_TYPE_CREATE"}}"#,
+        r#"{"filesystem":{"name":"g/out.txt","type":"EVENT_TYPE_CREATE"}}"#,
+        r#"{"filesystem":{"name":"g/out.txt","type":"EVENT_TYPE_WRITE"}}"#,
+        r#""code":"deadline_exceeded""#,
+    ] {
+        assert!(b.contains(want), "no {want} in {b:?}");
+    }
+    let (st, _, b) = envd(&s, &id, "GET", "/files?path=g/out.txt", &[], b"");
+    assert_eq!((st, b.as_str()), (200, "guest"));
+}

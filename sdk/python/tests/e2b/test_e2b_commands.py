@@ -1,0 +1,132 @@
+"""The official E2B Python SDK's commands (envd's process service, served
+by zeroboot's kernel) against a real zeroboot server. Run by
+``run-e2b-tests.sh``; fixtures as in test_e2b_sdk.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+e2b = pytest.importorskip("e2b")
+
+from e2b import Sandbox  # noqa: E402
+from e2b.exceptions import TimeoutException  # noqa: E402
+from e2b.sandbox.commands.command_handle import CommandExitException  # noqa: E402
+
+
+@pytest.fixture()
+def e2b_env(server, monkeypatch):
+    monkeypatch.setenv("E2B_API_URL", server.url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", server.url)
+    monkeypatch.setenv("E2B_API_KEY", server.key)
+    monkeypatch.delenv("E2B_DEBUG", raising=False)
+    monkeypatch.delenv("E2B_ACCESS_TOKEN", raising=False)
+    return server
+
+
+@pytest.fixture()
+def sbx(e2b_env):
+    sb = Sandbox.create("base", timeout=120)
+    try:
+        yield sb
+    finally:
+        sb.kill()
+
+
+def test_run_echo(sbx):
+    r = sbx.commands.run('echo "Hello, World!"')
+    assert r.exit_code == 0
+    assert r.stdout == "Hello, World!\n"
+    assert r.stderr == ""
+
+
+def test_exit_code_stderr_env_and_cwd(sbx):
+    with pytest.raises(CommandExitException) as e:
+        sbx.commands.run("echo oops >&2; exit 3")
+    assert e.value.exit_code == 3
+    assert e.value.stderr == "oops\n"
+    r = sbx.commands.run("echo $GREETING; pwd", envs={"GREETING": "hi"}, cwd="/tmp")
+    assert r.stdout == "hi\n/tmp\n"
+    assert sbx.commands.run("pwd").stdout == "/home/user\n"
+    # A command that does not exist: bash's answer.
+    with pytest.raises(CommandExitException) as e:
+        sbx.commands.run("no-such-command-here")
+    assert e.value.exit_code == 127
+
+
+def test_shell_pipelines(sbx):
+    r = sbx.commands.run("for i in $(seq 100); do echo $i; done | sort -n | tail -1")
+    assert r.stdout == "100\n"
+    r = sbx.commands.run("printf 'b\\na\\n' | sort | tr a-z A-Z | head -1; ls / | grep -c usr")
+    assert r.stdout == "A\n1\n"
+
+
+def test_timeout_kills_the_command(sbx):
+    start = time.monotonic()
+    with pytest.raises(TimeoutException):
+        sbx.commands.run("sleep 10", timeout=2)
+    assert time.monotonic() - start < 8
+    # It was killed: nothing left running.
+    deadline = time.monotonic() + 5
+    while sbx.commands.list() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sbx.commands.list() == []
+
+
+def test_background_output_streams(sbx):
+    seen = []
+    h = sbx.commands.run(
+        "python3 -c 'import time\nfor i in range(5): print(i, flush=True); time.sleep(0.2)'",
+        background=True,
+        on_stdout=lambda line: seen.append((time.monotonic(), line)),
+    )
+    r = h.wait(on_stdout=lambda line: seen.append((time.monotonic(), line)))
+    assert r.exit_code == 0
+    assert "".join(line for _, line in seen) == "0\n1\n2\n3\n4\n"
+    assert len(seen) == 5, seen
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:])]
+    assert all(g >= 0.12 for g in gaps), gaps
+
+
+def test_list_kill_and_stdin(sbx):
+    h = sbx.commands.run("sleep 30", background=True)
+    procs = sbx.commands.list()
+    assert [p.pid for p in procs] == [h.pid]
+    assert procs[0].cmd == "/bin/bash"
+    assert sbx.commands.kill(h.pid) is True
+    with pytest.raises(CommandExitException):
+        h.wait()
+    assert sbx.commands.kill(h.pid) is False
+
+    cat = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.send_stdin(cat.pid, "line one\n")
+    sbx.commands.send_stdin(cat.pid, "line two\n")
+    sbx.commands.close_stdin(cat.pid)
+    r = cat.wait()
+    assert r.stdout == "line one\nline two\n"
+
+
+def test_connect_to_a_running_command(sbx):
+    h = sbx.commands.run(
+        "for i in 1 2 3; do echo $i; sleep 0.3; done", background=True
+    )
+    h.disconnect()
+    again = sbx.commands.connect(h.pid)
+    r = again.wait()
+    assert r.exit_code == 0
+    # Output from the moment of re-attaching on.
+    assert r.stdout.strip().endswith("3")
+
+
+def test_commands_and_code_share_files(sbx, e2b_env):
+    sbx.commands.run("echo -n from a command > /tmp/shared.txt")
+    r = sbx.commands.run("cat /tmp/shared.txt; wc -c < /tmp/shared.txt")
+    assert r.stdout == "from a command14\n"
+
+
+def test_many_commands_at_once(sbx):
+    hs = [sbx.commands.run(f"sleep 0.5; echo {i}", background=True) for i in range(8)]
+    outs = [h.wait().stdout for h in hs]
+    assert outs == [f"{i}\n" for i in range(8)]

@@ -36,9 +36,12 @@ pub struct Capture {
     pub tee: Option<Tee>,
 }
 
+/// What a tee calls with each kept chunk.
+pub type TeeFn = dyn Fn(&[u8]) + Send + Sync;
+
 /// A callback that sees what a capture keeps, as the guest writes it.
 #[derive(Clone)]
-pub struct Tee(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+pub struct Tee(pub Arc<TeeFn>);
 
 impl std::fmt::Debug for Tee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -92,10 +92,12 @@ impl Sandbox {
             .chars()
             .take(15)
             .collect();
-        let mut regs = kvm_bindings::kvm_regs::default();
-        regs.rip = entry.rip;
-        regs.rsp = entry.rsp;
-        regs.rflags = 0x202;
+        let regs = kvm_bindings::kvm_regs {
+            rip: entry.rip,
+            rsp: entry.rsp,
+            rflags: 0x202,
+            ..Default::default()
+        };
         t.ctx = Some(CpuContext {
             regs,
             xsave: self.initial_xsave.clone(),

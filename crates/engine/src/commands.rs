@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use zeroboot_kernel::spawn::{SpawnSpec, Spawned};
+use zeroboot_kernel::spawn::{SpawnSpec, Spawned, SpawnedIo};
 use zeroboot_kernel::{Outcome, Sandbox};
 
 use crate::live::{LiveError, LiveSandbox};
@@ -28,6 +28,8 @@ pub struct CommandSpec {
     pub stdin: bool,
     /// A name the client finds it by.
     pub tag: Option<String>,
+    /// Run it on a pseudo-terminal of (rows, columns) instead of pipes.
+    pub pty: Option<(u16, u16)>,
 }
 
 /// What happened to a command, in order.
@@ -35,6 +37,8 @@ pub struct CommandSpec {
 pub enum CommandEvent {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// What a command on a pty printed (its terminal's output).
+    Pty(Vec<u8>),
     /// It ended: wait status, exit code (128 + signal for a signal, as a
     /// shell reports it) and the signal if one killed it.
     End {
@@ -71,6 +75,48 @@ pub const MAX_STDIN_QUEUE: usize = 16 << 20;
 
 /// Most bytes taken from one pipe per pump (a flood cannot starve others).
 const PUMP_CHUNK: usize = 64 << 10;
+
+/// Move what command `pid` wrote to `events`: one chunk per stream, or
+/// everything when `all`.
+fn take_output(
+    k: &mut zeroboot_kernel::Kernel,
+    pid: u32,
+    io: SpawnedIo,
+    events: &mut Vec<(u32, CommandEvent)>,
+    all: bool,
+) {
+    loop {
+        let mut got = false;
+        match io {
+            SpawnedIo::Pipes { stdout, stderr, .. } => {
+                for (id, out) in [(stdout, true), (stderr, false)] {
+                    let data = k.host_read(id, PUMP_CHUNK);
+                    if !data.is_empty() {
+                        got = true;
+                        events.push((
+                            pid,
+                            if out {
+                                CommandEvent::Stdout(data)
+                            } else {
+                                CommandEvent::Stderr(data)
+                            },
+                        ));
+                    }
+                }
+            }
+            SpawnedIo::Pty(id) => {
+                let data = k.pty_output(id, PUMP_CHUNK);
+                if !data.is_empty() {
+                    got = true;
+                    events.push((pid, CommandEvent::Pty(data)));
+                }
+            }
+        }
+        if !all || !got {
+            return;
+        }
+    }
+}
 
 /// What a `step` left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +168,6 @@ fn ensure_home(sb: &mut Sandbox) -> bool {
         let Ok((parent, name)) = k.vfs.resolve_parent("/", &at, &pv) else {
             return false;
         };
-        drop(pv);
         if k.vfs.mkdir(&parent, &name, 0o755).is_err() {
             return false;
         }
@@ -170,6 +215,7 @@ impl LiveSandbox {
                 envp,
                 cwd,
                 stdin: spec.stdin,
+                pty: spec.pty,
             })
             .map_err(|e| LiveError::Command(e.to_string()))?;
         let pid = pipes.pid;
@@ -180,7 +226,7 @@ impl LiveSandbox {
                 pipes,
                 stdin: VecDeque::new(),
                 close_stdin: false,
-                stdin_closed: pipes.stdin.is_none(),
+                stdin_closed: !matches!(pipes.io, SpawnedIo::Pipes { stdin: Some(_), .. }),
                 held: false,
             },
         );
@@ -216,12 +262,19 @@ impl LiveSandbox {
         self.commands.contains_key(&pid)
     }
 
-    /// Queue `data` for command `pid`'s stdin.
+    /// Queue `data` for command `pid`'s stdin (typed at its terminal, for
+    /// a command on a pty).
     pub fn send_stdin(&mut self, pid: u32, data: &[u8]) -> Result<(), LiveError> {
         let c = self
             .commands
             .get_mut(&pid)
-            .ok_or_else(|| LiveError::NoCommand(pid))?;
+            .ok_or(LiveError::NoCommand(pid))?;
+        if let SpawnedIo::Pty(id) = c.pipes.io {
+            let sb = self.sandbox_or_dead()?;
+            sb.k.pty_input(id, data)
+                .map_err(|e| LiveError::Command(format!("process {pid}'s terminal: {e}")))?;
+            return Ok(());
+        }
         if c.stdin_closed || c.close_stdin {
             return Err(LiveError::Command(format!(
                 "the stdin of process {pid} is closed"
@@ -242,7 +295,12 @@ impl LiveSandbox {
         let c = self
             .commands
             .get_mut(&pid)
-            .ok_or_else(|| LiveError::NoCommand(pid))?;
+            .ok_or(LiveError::NoCommand(pid))?;
+        if matches!(c.pipes.io, SpawnedIo::Pty(_)) {
+            return Err(LiveError::Command(format!(
+                "process {pid} runs on a terminal: send Ctrl-D (0x04) to end its input"
+            )));
+        }
         c.close_stdin = true;
         self.pump();
         Ok(())
@@ -256,6 +314,19 @@ impl LiveSandbox {
         let sb = self.sandbox_or_dead()?;
         sb.k.signal_process(pid, sig)
             .map_err(|e| LiveError::Command(format!("cannot signal process {pid}: {e}")))
+    }
+
+    /// Resize command `pid`'s terminal (it gets SIGWINCH).
+    pub fn resize_pty(&mut self, pid: u32, rows: u16, cols: u16) -> Result<(), LiveError> {
+        let c = self.commands.get(&pid).ok_or(LiveError::NoCommand(pid))?;
+        let SpawnedIo::Pty(id) = c.pipes.io else {
+            return Err(LiveError::Command(format!(
+                "process {pid} does not run on a terminal"
+            )));
+        };
+        let sb = self.sandbox_or_dead()?;
+        sb.k.pty_resize(id, rows, cols)
+            .map_err(|e| LiveError::Command(format!("process {pid}'s terminal: {e}")))
     }
 
     /// Hold or release command `pid`'s output (its reader fell behind).
@@ -316,44 +387,37 @@ impl LiveSandbox {
         }
     }
 
-    /// Move stdin in and output out of the commands' pipes; report the
-    /// ended ones.
+    /// Move stdin in and output out of the commands' pipes (or
+    /// terminals); report the ended ones.
     pub(crate) fn pump(&mut self) {
         let Some(sb) = self.sb.as_mut() else {
             return;
         };
+        let k = &mut sb.k;
         let mut ended = Vec::new();
         for (&pid, c) in self.commands.iter_mut() {
-            let k = &mut sb.k;
-            if let Some(id) = c.pipes.stdin.filter(|_| !c.stdin_closed) {
-                if !c.stdin.is_empty() {
-                    let (a, _) = c.stdin.as_slices();
-                    match k.host_write(id, a) {
-                        Ok(n) => {
-                            c.stdin.drain(..n);
+            match c.pipes.io {
+                SpawnedIo::Pipes { stdin, .. } => {
+                    if let Some(id) = stdin.filter(|_| !c.stdin_closed) {
+                        if !c.stdin.is_empty() {
+                            let (a, _) = c.stdin.as_slices();
+                            match k.host_write(id, a) {
+                                Ok(n) => {
+                                    c.stdin.drain(..n);
+                                }
+                                Err(_) => c.stdin.clear(),
+                            }
                         }
-                        Err(_) => c.stdin.clear(),
+                        if c.close_stdin && c.stdin.is_empty() {
+                            k.host_close(id);
+                            c.stdin_closed = true;
+                        }
                     }
                 }
-                if c.close_stdin && c.stdin.is_empty() {
-                    k.host_close(id);
-                    c.stdin_closed = true;
-                }
+                SpawnedIo::Pty(_) => {}
             }
             if !c.held {
-                for (id, out) in [(c.pipes.stdout, true), (c.pipes.stderr, false)] {
-                    let data = k.host_read(id, PUMP_CHUNK);
-                    if !data.is_empty() {
-                        self.events.push((
-                            pid,
-                            if out {
-                                CommandEvent::Stdout(data)
-                            } else {
-                                CommandEvent::Stderr(data)
-                            },
-                        ));
-                    }
-                }
+                take_output(k, pid, c.pipes.io, &mut self.events, false);
             }
             if let Some(status) = k.reap_spawned(pid) {
                 ended.push((pid, status));
@@ -365,25 +429,20 @@ impl LiveSandbox {
             };
             // What it wrote before it ended; a child it left behind that
             // keeps the pipe open is cut off here, as envd does.
-            for (id, out) in [(c.pipes.stdout, true), (c.pipes.stderr, false)] {
-                loop {
-                    let data = sb.k.host_read(id, PUMP_CHUNK);
-                    if data.is_empty() {
-                        break;
+            take_output(k, pid, c.pipes.io, &mut self.events, true);
+            match c.pipes.io {
+                SpawnedIo::Pipes {
+                    stdin,
+                    stdout,
+                    stderr,
+                } => {
+                    k.host_close(stdout);
+                    k.host_close(stderr);
+                    if let Some(id) = stdin.filter(|_| !c.stdin_closed) {
+                        k.host_close(id);
                     }
-                    self.events.push((
-                        pid,
-                        if out {
-                            CommandEvent::Stdout(data)
-                        } else {
-                            CommandEvent::Stderr(data)
-                        },
-                    ));
                 }
-                sb.k.host_close(id);
-            }
-            if let Some(id) = c.pipes.stdin.filter(|_| !c.stdin_closed) {
-                sb.k.host_close(id);
+                SpawnedIo::Pty(id) => k.pty_hangup(id),
             }
             let signal = (status & 0x7f != 0).then_some((status & 0x7f) as u32);
             let exit_code = match signal {

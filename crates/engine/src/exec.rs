@@ -37,7 +37,10 @@ pub enum OutputStream {
 /// A callback shown each chunk of output an execution keeps, as it is
 /// written (within the output cap).
 #[derive(Clone)]
-pub struct OutputTee(pub Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>);
+pub struct OutputTee(pub Arc<OutputFn>);
+
+/// What an [`OutputTee`] calls.
+pub type OutputFn = dyn Fn(OutputStream, &[u8]) + Send + Sync;
 
 impl std::fmt::Debug for OutputTee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

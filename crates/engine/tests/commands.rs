@@ -61,6 +61,10 @@ fn drive(sb: &mut LiveSandbox, pid: u32, limit: Duration) -> Seen {
                     seen.at.push(Instant::now());
                 }
                 CommandEvent::Stderr(d) => seen.stderr.extend(d),
+                CommandEvent::Pty(d) => {
+                    seen.stdout.extend(d);
+                    seen.at.push(Instant::now());
+                }
                 CommandEvent::End {
                     exit_code, signal, ..
                 } => {
@@ -222,4 +226,66 @@ fn a_flood_of_output_arrives_whole() {
     assert_eq!(s.exit_code, Some(0), "{:?}", s.exit_code);
     assert_eq!(s.stdout.len(), 10_000_000);
     assert!(s.stdout.chunks(2).all(|c| c[0] == b'y'));
+}
+
+#[test]
+fn an_interactive_shell_on_a_terminal() {
+    let mut sb = live();
+    let pid = sb
+        .start(CommandSpec {
+            cmd: "/bin/bash".into(),
+            args: vec!["-i".into(), "-l".into()],
+            env: vec![("TERM".into(), "xterm".into()), ("PS1".into(), "$ ".into())],
+            pty: Some((24, 80)),
+            ..Default::default()
+        })
+        .unwrap();
+    // The terminal answers what bash asks of it; arithmetic comes back.
+    sb.send_stdin(pid, b"echo $((6*7)); tty; stty size\r")
+        .unwrap();
+    let mut out = Vec::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end && !String::from_utf8_lossy(&out).contains("24 80") {
+        sb.step(Duration::from_millis(20));
+        for (p, ev) in sb.take_events() {
+            if let (true, CommandEvent::Pty(d)) = (p == pid, ev) {
+                out.extend(d);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.contains("\r\n42\r\n"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("24 80"), "{text:?}");
+    sb.resize_pty(pid, 40, 100).unwrap();
+    sb.send_stdin(pid, b"stty size; exit 5\r").unwrap();
+    let s = drive(&mut sb, pid, Duration::from_secs(20));
+    assert_eq!(s.exit_code, Some(5), "{s:?}");
+    assert!(
+        String::from_utf8_lossy(&s.stdout).contains("40 100"),
+        "{s:?}"
+    );
+    assert!(sb.close_stdin(pid).is_err());
+}
+
+#[test]
+fn a_blocked_select_sees_what_arrives_later() {
+    // select's sets are its question until it returns: a select that
+    // blocked once must still be watching them when data comes.
+    let mut sb = live();
+    let pid = sb
+        .start(CommandSpec {
+            cmd: "python3".into(),
+            args: vec![
+                "-c".into(),
+                "import os, select, threading\nr, w = os.pipe()\nthreading.Timer(0.2, lambda: os.write(w, b'x')).start()\nprint(select.select([r], [], [], 10)[0] == [r])".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let t = Instant::now();
+    let s = drive(&mut sb, pid, Duration::from_secs(20));
+    assert_eq!(String::from_utf8_lossy(&s.stdout), "True\n", "{s:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

@@ -30,7 +30,8 @@ impl Recipe {
             // dash and coreutils: /bin/sh and the basic commands that
             // os.system and subprocess users expect. bash and the rest:
             // what E2B's `base` template (served by this one) has, since
-            // its clients run every command as `/bin/bash -l -c CMD`.
+            // its clients run every command as `/bin/bash -l -c CMD`, and
+            // git, pip and venv, which agents' commands use.
             "python" => &[
                 "python3",
                 "python3-numpy",
@@ -44,6 +45,9 @@ impl Recipe {
                 "tar",
                 "gzip",
                 "debianutils",
+                "git",
+                "python3-pip",
+                "python3-venv",
             ],
             // ca-certificates: Debian's node reads the system's CA bundle
             // at every start and warns on stderr when it is missing.

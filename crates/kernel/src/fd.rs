@@ -45,6 +45,8 @@ pub enum FileKind {
     EventFd(u64),
     TimerFd(u64),
     Epoll(u64),
+    /// The slave side of a pseudo-terminal (`Kernel::ptys`).
+    Pty(u64),
     /// A socket of `Kernel::sockets` (its operations are in `crate::net`
     /// and `syscalls::net`).
     Socket(u64),

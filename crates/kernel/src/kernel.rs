@@ -36,12 +36,12 @@ pub struct Capture {
     pub tee: Option<Tee>,
 }
 
-/// What a tee calls with each kept chunk.
-pub type TeeFn = dyn Fn(&[u8]) + Send + Sync;
-
 /// A callback that sees what a capture keeps, as the guest writes it.
 #[derive(Clone)]
 pub struct Tee(pub Arc<TeeFn>);
+
+/// What a [`Tee`] calls.
+pub type TeeFn = dyn Fn(&[u8]) + Send + Sync;
 
 impl std::fmt::Debug for Tee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,6 +247,11 @@ pub struct Kernel {
     #[serde(default)]
     pub sockets: crate::net::Sockets,
     pub next_pipe: u64,
+    /// Pseudo-terminals (their masters are the host's).
+    #[serde(default)]
+    pub ptys: BTreeMap<u64, crate::tty::Pty>,
+    #[serde(default)]
+    pub next_pty: u64,
     #[serde(skip)]
     pub stdout: Sink,
     #[serde(skip)]
@@ -400,6 +405,7 @@ impl Kernel {
             })
             .collect();
         self.events.retain(&objects);
+        self.gc_ptys();
     }
 
     /// Give this process tree new ids: pid `new_pid` for the first process
@@ -504,6 +510,7 @@ impl ProcView for KernelProcView<'_> {
         Some(match &f.kind {
             FileKind::Pipe { id, .. } => format!("pipe:[{id}]"),
             FileKind::Console(_) => "/dev/pts/0".to_string(),
+            FileKind::Pty(id) => format!("/dev/pts/{}", id + 1),
             FileKind::Control => "anon_inode:[zeroboot-control]".to_string(),
             FileKind::Socket(id) => format!("socket:[{id}]"),
             _ => f.path.clone(),
@@ -511,5 +518,8 @@ impl ProcView for KernelProcView<'_> {
     }
     fn fds(&self) -> Vec<i32> {
         self.0.fds.fds()
+    }
+    fn ptys(&self) -> Vec<u64> {
+        self.0.ptys.keys().copied().collect()
     }
 }

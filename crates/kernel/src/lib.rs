@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod spawn;
 pub mod syscalls;
 pub mod task;
+pub mod tty;
 pub mod vdso;
 pub mod vfs;
 pub mod watchdog;

@@ -34,16 +34,30 @@ pub struct SpawnSpec {
     pub cwd: String,
     /// Give it a stdin pipe the host writes (else /dev/null).
     pub stdin: bool,
+    /// Run it on a new pseudo-terminal of this size (rows, columns)
+    /// instead of pipes: descriptors 0, 1, 2 are its slave, and it leads
+    /// the terminal's session and foreground group.
+    pub pty: Option<(u16, u16)>,
 }
 
-/// A started process and the host's ends of its pipes.
+/// A started process and the host's ends of its standard descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spawned {
     pub pid: u32,
+    pub io: SpawnedIo,
+}
+
+/// The host's ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnedIo {
     /// Pipe ids (see `Kernel::host_read` and `Kernel::host_write`).
-    pub stdin: Option<u64>,
-    pub stdout: u64,
-    pub stderr: u64,
+    Pipes {
+        stdin: Option<u64>,
+        stdout: u64,
+        stderr: u64,
+    },
+    /// A pty id (see `Kernel::pty_input` and `Kernel::pty_output`).
+    Pty(u64),
 }
 
 /// Why a process could not be started.
@@ -89,9 +103,32 @@ impl Kernel {
         id
     }
 
-    /// Descriptors 0, 1, 2 of a spawned process, and the pipe ids.
-    pub(crate) fn spawn_fds(&mut self, stdin: bool) -> Result<(FdTable, Spawned), Errno> {
+    /// Descriptors 0, 1, 2 of spawned process `pid`, and the host's ends.
+    pub(crate) fn spawn_fds(
+        &mut self,
+        pid: u32,
+        stdin: bool,
+        pty: Option<(u16, u16)>,
+    ) -> Result<(FdTable, Spawned), Errno> {
         let mut fds = FdTable::new(self.fds.max_fds);
+        if let Some((rows, cols)) = pty {
+            let id = self.new_pty(rows, cols, pid);
+            for fd in 0..3 {
+                let f = OpenFile::new(
+                    FileKind::Pty(id),
+                    format!("/dev/pts/{}", id + 1),
+                    zeroboot_abi::flags::O_RDWR,
+                );
+                fds.open_at(fd, f, false)?;
+            }
+            return Ok((
+                fds,
+                Spawned {
+                    pid,
+                    io: SpawnedIo::Pty(id),
+                },
+            ));
+        }
         let stdin = if stdin {
             let id = self.host_pipe(false);
             let f = OpenFile::new(
@@ -122,10 +159,12 @@ impl Kernel {
         Ok((
             fds,
             Spawned {
-                pid: 0,
-                stdin,
-                stdout: out[0],
-                stderr: out[1],
+                pid,
+                io: SpawnedIo::Pipes {
+                    stdin,
+                    stdout: out[0],
+                    stderr: out[1],
+                },
             },
         ))
     }

@@ -500,12 +500,13 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|(l, t)| (l.name(), t.memory_bytes()))
         .collect();
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         state.pool.running(),
         state.pool.waiting(),
         &templates,
         &state.sandboxes,
     );
+    state.envd.render_metrics(&mut text);
     let r = ([("content-type", "text/plain; version=0.0.4")], text).into_response();
     finish(&state, "metrics", Ok(r))
 }

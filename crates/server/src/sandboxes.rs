@@ -768,9 +768,12 @@ enum Next {
 /// the run queue when its time comes.
 #[derive(Default)]
 struct Timers {
-    due: Mutex<(BTreeMap<(Instant, u64), Arc<Entry>>, u64)>,
+    /// Sandboxes by (wake time, sequence), and the last sequence number.
+    due: Mutex<(Due, u64)>,
     changed: Condvar,
 }
+
+type Due = BTreeMap<(Instant, u64), Arc<Entry>>;
 
 impl Timers {
     fn add(&self, at: Instant, e: Arc<Entry>) {

@@ -221,7 +221,7 @@ fn files_and_filesystem_rpcs() {
         &s,
         id,
         "POST",
-        "/process.Process/Start",
+        "/filesystem.Filesystem/NoSuchMethod",
         &[("Content-Type", "application/json")],
         b"{}",
     );
@@ -286,4 +286,171 @@ fn watch_dir_streams_a_guest_write() {
     }
     let (st, _, b) = envd(&s, &id, "GET", "/files?path=g/out.txt", &[], b"");
     assert_eq!((st, b.as_str()), (200, "guest"));
+}
+
+/// The value of an unlabelled gauge in /v1/metrics.
+fn gauge(s: &Server, name: &str) -> u64 {
+    let (_, _, b) = http(
+        &s.addr,
+        "GET",
+        "/v1/metrics",
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        b"",
+    )
+    .unwrap();
+    b.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {b}"))
+}
+
+#[test]
+fn a_client_dropping_a_watch_stream_ends_it() {
+    use std::io::{Read, Write};
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let sb = create(&s, r#"{"templateID": "python"}"#);
+    let id = sb["sandboxID"].as_str().unwrap();
+    let msg = br#"{"path": "/home/user"}"#;
+    for round in 0..50 {
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(
+            c,
+            "POST /filesystem.Filesystem/WatchDir HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\n{}Content-Length: {}\r\n\r\n",
+            // With and without keep-alives: hyper sees the closed
+            // connection either way.
+            if round % 2 == 0 { "Keepalive-Ping-Interval: 1\r\n" } else { "" },
+            msg.len() + 5
+        )
+        .unwrap();
+        c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
+        c.write_all(msg).unwrap();
+        // Read until the start message has come.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(r#"{"start":{}}"#) {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the start message");
+            got.extend_from_slice(&buf[..n]);
+        }
+        if round == 0 {
+            assert_eq!(gauge(&s, "zeroboot_envd_watch_streams"), 1);
+        }
+        drop(c);
+    }
+    // Gone within a keep-alive interval or two (the write that finds the
+    // connection closed ends the stream).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gauge(&s, "zeroboot_envd_watch_streams") != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "streams still open 10 s after their clients left"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Polled watchers: created and removed, none left.
+    let (st, _, b) = rpc(&s, id, "CreateWatcher", r#"{"path": "/home/user"}"#);
+    assert_eq!(st, 200, "{b}");
+    let wid = json(&b)["watcherId"].as_str().unwrap().to_string();
+    assert_eq!(gauge(&s, "zeroboot_envd_watchers"), 1);
+    let (st, _, _) = rpc(
+        &s,
+        id,
+        "RemoveWatcher",
+        &format!(r#"{{"watcherId": "{wid}"}}"#),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(gauge(&s, "zeroboot_envd_watchers"), 0);
+    let (st, _, b) = rpc(
+        &s,
+        id,
+        "GetWatcherEvents",
+        &format!(r#"{{"watcherId": "{wid}"}}"#),
+    );
+    assert_eq!((st, json(&b)["code"].as_str()), (404, Some("not_found")));
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn commands_whose_clients_go_away_leak_nothing() {
+    use std::io::{Read, Write};
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let pid = s.child.id();
+    let sb = create(&s, r#"{"templateID": "python", "timeout": 600}"#);
+    let id = sb["sandboxID"].as_str().unwrap();
+    let msg = br#"{"process": {"cmd": "/bin/echo", "args": ["hi"]}, "stdin": true}"#;
+    let round = |i: usize| {
+        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+        write!(
+            c,
+            "POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
+            msg.len() + 5
+        )
+        .unwrap();
+        c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
+        c.write_all(msg).unwrap();
+        // Every other client leaves as soon as the command has started,
+        // the others after a few bytes more.
+        let want = if i % 2 == 0 { "\"start\"" } else { "\"data\"" };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(c);
+    };
+    for i in 0..50 {
+        round(i);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
+    for i in 0..1000 {
+        round(i);
+    }
+    // Every command ended and was reaped; the server holds what it held.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (st, _, b) = envd(
+            &s,
+            id,
+            "POST",
+            "/process.Process/List",
+            &[("Content-Type", "application/json")],
+            b"{}",
+        );
+        assert_eq!(st, 200, "{b}");
+        if json(&b)["processes"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "commands left: {b}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (fds1, rss1) = (fd_count(pid), rss_kib(pid));
+    eprintln!("after 1000 dropped command streams: descriptors {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB");
+    assert!(fds1 <= fds0 + 8, "descriptors {fds0} -> {fds1}");
+    assert!(rss1 <= rss0 + 64 * 1024, "RSS {rss0} KiB -> {rss1} KiB");
+    // The sandbox still works.
+    let (st, _, b) = envd(&s, id, "GET", "/files?path=/etc/hostname", &[], b"");
+    assert!(st == 200 || st == 404, "{st} {b}");
 }

@@ -64,4 +64,16 @@ describe("e2b (npm) commands against zeroboot", () => {
     await assert.rejects(sleeper.wait(), CommandExitError);
     assert.equal(await sbx.commands.kill(sleeper.pid), false);
   });
+
+  test("pty: an interactive shell, resized", async () => {
+    let out = "";
+    const dec = new TextDecoder();
+    const h = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => (out += dec.decode(d)) });
+    await sbx.pty.sendInput(h.pid, new TextEncoder().encode("echo $((6*7))\n"));
+    await sbx.pty.resize(h.pid, { cols: 100, rows: 30 });
+    await sbx.pty.sendInput(h.pid, new TextEncoder().encode("stty size; exit 3\n"));
+    await assert.rejects(h.wait(), (e) => e instanceof CommandExitError && e.exitCode === 3);
+    assert.ok(out.includes("\r\n42\r\n"), out);
+    assert.ok(out.includes("30 100"), out);
+  });
 });

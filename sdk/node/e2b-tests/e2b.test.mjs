@@ -1,8 +1,8 @@
 // The official e2b npm package (pinned in package.json) against a real
 // `zeroboot serve`, as an E2B user would point it here: E2B_API_URL =
 // E2B_SANDBOX_URL = the server, E2B_API_KEY = a key of our keys file.
-// Only the control plane is served (no envd: commands and files), so these
-// tests stay on create, list, info, timeout, connect, pause and kill.
+// These tests cover the control plane (create, list, info, timeout,
+// connect, pause, kill); e2b-files.test.mjs covers envd's files.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 

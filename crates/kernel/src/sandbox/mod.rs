@@ -163,6 +163,8 @@ impl Sandbox {
             events: Default::default(),
             sockets: Default::default(),
             next_pipe: 1,
+            ptys: Default::default(),
+            next_pty: 0,
             stdout: cfg.stdout,
             stderr: cfg.stderr,
             stdin: cfg.stdin,

@@ -81,8 +81,7 @@ impl Sandbox {
         self.k.mm.swap_layout(&mut layout);
         std::mem::swap(&mut self.k.proc, &mut proc);
         let entry = loaded?;
-        let (fds, mut spawned) = self.k.spawn_fds(spec.stdin)?;
-        spawned.pid = pid;
+        let (fds, spawned) = self.k.spawn_fds(pid, spec.stdin, spec.pty)?;
         let mut t = Thread::new(pid);
         t.comm = proc
             .exe

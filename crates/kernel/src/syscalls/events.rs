@@ -160,6 +160,7 @@ fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
                 0
             }
         }
+        FileKind::Pty(id) => crate::tty::readiness(ctx, id),
         FileKind::Console(Stream::Stdin) => POLLIN,
         FileKind::Console(_) => POLLOUT,
         FileKind::Control => crate::control::readiness(ctx),

@@ -95,6 +95,13 @@ fn stat_of_file(ctx: &Ctx, fd: i32) -> Result<Stat, Errno> {
             st.st_ino = 3;
             st.st_nlink = 1;
         }
+        FileKind::Pty(id) => {
+            // The same as stat("/dev/pts/N"): ttyname compares the two.
+            st = ctx
+                .k
+                .vfs
+                .stat(&Node::Synth(Synth::Device(Device::Pts(*id))));
+        }
         FileKind::Pipe { id, .. } => {
             st.st_mode = S_IFIFO | 0o600;
             st.st_dev = 0xc;
@@ -243,6 +250,10 @@ pub(crate) fn do_read(
             b
         }
         FileKind::Device(Device::Tty) => return Err(Errno::EIO.into()),
+        // Opened as FileKind::Pty; a Device never holds it.
+        FileKind::Device(Device::Pts(id)) => {
+            return crate::tty::slave_read(ctx, id, count, nonblock)
+        }
         FileKind::Console(Stream::Stdin) => match &mut ctx.k.stdin {
             Source::Empty => Vec::new(),
             Source::Data(d, at) => {
@@ -278,6 +289,7 @@ pub(crate) fn do_read(
             let n = count.min(p.buf.len());
             p.buf.drain(..n).collect()
         }
+        FileKind::Pty(id) => return crate::tty::slave_read(ctx, id, count, nonblock),
         FileKind::Pipe { write: true, .. } | FileKind::Path => return Err(Errno::EBADF.into()),
         FileKind::Control => return crate::control::read(ctx, count),
         FileKind::EventFd(id) => return super::events::eventfd_read(ctx, id, count, nonblock),
@@ -339,6 +351,7 @@ pub(crate) fn do_write(
         FileKind::Device(Device::Full) => Err(Errno::ENOSPC.into()),
         FileKind::Device(Device::Tty) => Err(Errno::EIO.into()),
         FileKind::Device(_) => Ok(data.len()),
+        FileKind::Pty(id) => crate::tty::slave_write(ctx, id, data, nonblock),
         FileKind::Console(Stream::Stdout) => Ok(ctx.k.stdout.write(data)?),
         FileKind::Console(Stream::Stderr) => Ok(ctx.k.stderr.write(data)?),
         FileKind::Pipe { id, write: true } => {
@@ -387,9 +400,11 @@ pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
 
 fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
     match ctx.k.fds.get(fd)?.kind {
-        FileKind::Pipe { .. } | FileKind::Console(_) | FileKind::Control | FileKind::Socket(_) => {
-            Err(Errno::ESPIPE)
-        }
+        FileKind::Pipe { .. }
+        | FileKind::Console(_)
+        | FileKind::Control
+        | FileKind::Pty(_)
+        | FileKind::Socket(_) => Err(Errno::ESPIPE),
         FileKind::Dir => Err(Errno::EISDIR),
         _ => Ok(()),
     }
@@ -640,6 +655,7 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
         return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
     }
     let kind = match &l.node {
+        Node::Synth(Synth::Device(crate::vfs::Device::Pts(id))) => FileKind::Pty(*id),
         Node::Synth(Synth::Device(d)) => FileKind::Device(*d),
         Node::Synth(Synth::File(pf)) => {
             if writing {
@@ -1129,6 +1145,11 @@ pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
 pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
     let fd = a.fd(0);
     let f = ctx.k.fds.get(fd)?.clone();
+    if let FileKind::Pty(id) = f.kind {
+        if let Some(r) = crate::tty::ioctl(ctx, id, a) {
+            return r;
+        }
+    }
     match a.u64(1) {
         FIOCLEX => {
             ctx.k.fds.set_cloexec(fd, true)?;
@@ -1751,21 +1772,23 @@ fn do_select(
             count += 1;
         }
     }
+    if count == 0 {
+        // The sets are the question until the call returns: a blocked
+        // select is retried with them as the caller wrote them.
+        let fds: Vec<i32> = (0..nfds as i32).collect();
+        count = super::events::block_until_ready(
+            ctx,
+            "select",
+            timeout_ms.map(Duration::from_millis),
+            &fds,
+        )?;
+    }
     for (va, set) in [(rd, &ro), (wr, &wo), (ex, &vec![0u64; words])] {
         if va != 0 {
             for (i, word) in set.iter().enumerate() {
                 ctx.k.mm.write_obj(ctx.mem, va + 8 * i as u64, word)?;
             }
         }
-    }
-    if count == 0 {
-        let fds: Vec<i32> = (0..nfds as i32).collect();
-        return super::events::block_until_ready(
-            ctx,
-            "select",
-            timeout_ms.map(Duration::from_millis),
-            &fds,
-        );
     }
     Ok(count)
 }

@@ -13,6 +13,8 @@ pub enum Device {
     Random,
     /// /dev/tty: there is no terminal.
     Tty,
+    /// /dev/pts/N: the slave of pty N - 1 (opened as `FileKind::Pty`).
+    Pts(u64),
 }
 
 impl Device {
@@ -24,6 +26,7 @@ impl Device {
             Device::Full => (1, 7),
             Device::Random => (1, 9),
             Device::Tty => (5, 0),
+            Device::Pts(id) => (136, id as u32 + 1),
         }
     }
 }
@@ -54,6 +57,8 @@ pub enum ProcFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SynthDir {
     Dev,
+    /// /dev/pts
+    Pts,
     Proc,
     /// /proc/<pid>
     Pid,
@@ -79,10 +84,14 @@ pub trait ProcView {
     /// Path an fd refers to (for /proc/self/fd/N), if open.
     fn fd_path(&self, fd: i32) -> Option<String>;
     fn fds(&self) -> Vec<i32>;
+    /// Pseudo-terminals that exist (for /dev/pts).
+    fn ptys(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 const DEV: &[&str] = &[
-    "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr",
+    "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "pts",
 ];
 const PROC: &[&str] = &[
     "self",
@@ -122,6 +131,14 @@ pub fn lookup(path: &str, p: &dyn ProcView) -> Option<Synth> {
         ["dev", "full"] => Device(self::Device::Full),
         ["dev", "random"] | ["dev", "urandom"] => Device(self::Device::Random),
         ["dev", "tty"] => Device(self::Device::Tty),
+        ["dev", "pts"] => Dir(SynthDir::Pts),
+        ["dev", "pts", n] => {
+            let id = n.parse::<u64>().ok()?.checked_sub(1)?;
+            if !p.ptys().contains(&id) {
+                return None;
+            }
+            Device(self::Device::Pts(id))
+        }
         ["dev", "fd"] => Symlink("/proc/self/fd".into()),
         ["dev", "stdin"] => Symlink("/proc/self/fd/0".into()),
         ["dev", "stdout"] => Symlink("/proc/self/fd/1".into()),
@@ -169,6 +186,7 @@ pub fn lookup(path: &str, p: &dyn ProcView) -> Option<Synth> {
 pub fn list(dir: &SynthDir, p: &dyn ProcView) -> Vec<String> {
     match dir {
         SynthDir::Dev => DEV.iter().map(|s| s.to_string()).collect(),
+        SynthDir::Pts => p.ptys().iter().map(|id| (id + 1).to_string()).collect(),
         SynthDir::Proc => {
             let mut v: Vec<String> = PROC.iter().map(|s| s.to_string()).collect();
             v.push(p.pid().to_string());

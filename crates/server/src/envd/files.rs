@@ -23,6 +23,8 @@ use super::{http_error, Sbx};
 /// gets the 507 rather than a reset connection; past it the connection
 /// is cut.
 const DRAIN_MAX: u64 = 4 << 30;
+/// Most bytes reserved up front for an upload's body.
+const RESERVE_MAX: u64 = 64 << 20;
 /// Slack over the disk limit for multipart framing.
 const FRAMING_SLACK: usize = 1 << 20;
 
@@ -78,6 +80,60 @@ fn query(parts: &Parts) -> Result<Query, FilesError> {
         }
     }
     Ok(Query { path })
+}
+
+/// Whether a `/files` query carries a valid signature of a secure
+/// sandbox's URL (the SDKs' `download_url`/`upload_url`): `v1_` and the
+/// unpadded base64 of sha256(`path:operation:user:token[:expiration]`),
+/// not expired.
+pub(super) fn signed(query: &str, write: bool, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let (mut path, mut user, mut sig, mut exp) = (String::new(), String::new(), None, None);
+    for (k, v) in crate::e2b::query_pairs(query) {
+        match k.as_str() {
+            "path" => path = v,
+            "username" => user = v,
+            "signature" => sig = Some(v),
+            "signature_expiration" => exp = Some(v),
+            _ => {}
+        }
+    }
+    let Some(sig) = sig else { return false };
+    let op = if write { "write" } else { "read" };
+    let raw = match &exp {
+        None => format!("{path}:{op}:{user}:{token}"),
+        Some(e) => {
+            let Ok(at) = e.parse::<u64>() else {
+                return false;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(u64::MAX);
+            if at < now {
+                return false;
+            }
+            format!("{path}:{op}:{user}:{token}:{e}")
+        }
+    };
+    let want = format!("v1_{}", base64_unpadded(&Sha256::digest(raw.as_bytes())));
+    bool::from(want.as_bytes().ct_eq(sig.as_bytes()))
+}
+
+fn base64_unpadded(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        let chars = c.len() + 1;
+        for i in 0..chars {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 /// File bytes shared with the VFS (no copy for overlay files).
@@ -147,7 +203,9 @@ pub(super) async fn download(sbx: &Sbx, parts: &Parts) -> Response {
 
 /// Read a body of at most `limit` bytes; past it, drain and refuse.
 async fn read_limited(body: Body, limit: u64, hint: Option<u64>) -> Result<Vec<u8>, FilesError> {
-    let mut buf = Vec::with_capacity(hint.unwrap_or(0).min(limit) as usize);
+    // The client's Content-Length sizes the buffer, within bounds: a
+    // request does not reserve more than it may send, nor much up front.
+    let mut buf = Vec::with_capacity(hint.unwrap_or(0).min(limit).min(RESERVE_MAX) as usize);
     let mut total: u64 = 0;
     let mut s = body.into_data_stream();
     while let Some(chunk) = s.next().await {
@@ -219,8 +277,11 @@ fn disposition_param(h: &str, name: &str) -> Option<String> {
     None
 }
 
-/// The parts of a `multipart/form-data` body: (filename, bytes).
-fn multipart(body: &[u8], boundary: &str) -> Result<Vec<(Option<String>, Vec<u8>)>, FilesError> {
+/// One part of a multipart body: its filename and bytes.
+type Part = (Option<String>, Vec<u8>);
+
+/// The parts of a `multipart/form-data` body.
+fn multipart(body: &[u8], boundary: &str) -> Result<Vec<Part>, FilesError> {
     let bad = |m: &str| FilesError::Bad(format!("invalid multipart body: {m}"));
     let delim = format!("--{boundary}");
     let next_delim = format!("\r\n--{boundary}");
@@ -394,6 +455,26 @@ mod tests {
             disposition_param("multipart/form-data; boundary=abc", "boundary").as_deref(),
             Some("abc")
         );
+    }
+
+    #[test]
+    fn signed_urls_as_the_sdks_sign_them() {
+        // e2b.sandbox.signature.get_signature("/home/user/a.txt", "read",
+        // None, "tok"), computed with the SDK.
+        let sig = "v1_Zkbb3914oLJLvMBzCAHQhm2ydBLxbSx2eQUR%2FkLdvIY";
+        let q = format!("path=%2Fhome%2Fuser%2Fa.txt&signature={sig}");
+        assert!(signed(&q, false, "tok"));
+        assert!(!signed(&q, true, "tok"));
+        assert!(!signed(&q, false, "other"));
+        assert!(!signed("path=%2Fhome%2Fuser%2Fa.txt", false, "tok"));
+        assert!(!signed(
+            &format!("{q}&signature_expiration=1"),
+            false,
+            "tok"
+        ));
+        assert_eq!(base64_unpadded(b"ab"), "YWI");
+        assert_eq!(base64_unpadded(b"abc"), "YWJj");
+        assert_eq!(base64_unpadded(b"abcd"), "YWJjZA");
     }
 
     #[test]

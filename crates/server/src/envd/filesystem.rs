@@ -10,6 +10,7 @@
 //! its progress.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
@@ -320,7 +321,16 @@ async fn watch_dir(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]
     // receiver, is dropped), not at the next event.
     let state = sbx.state.clone();
     let entry = sbx.entry.clone();
+    state.envd.streams.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
+        // Counted out however the stream ends.
+        struct Open(Arc<crate::AppState>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.envd.streams.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _open = Open(state.clone());
         // Also end the stream when the sandbox ends (its VFS, and the
         // sink's sender with it, are gone; this one is the last).
         loop {

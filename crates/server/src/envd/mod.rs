@@ -42,6 +42,21 @@ pub const CODE_INTERPRETER_PORT: u16 = 49999;
 #[derive(Default)]
 pub struct EnvdState {
     watchers: Mutex<HashMap<String, filesystem::Polled>>,
+    /// WatchDir streams open (a gauge: streams a client dropped must go).
+    streams: std::sync::atomic::AtomicU64,
+}
+
+impl EnvdState {
+    /// Prometheus lines for /v1/metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let polled = self.watchers.lock().map(|w| w.len()).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "# HELP zeroboot_envd_watch_streams envd WatchDir streams open.\n# TYPE zeroboot_envd_watch_streams gauge\nzeroboot_envd_watch_streams {}\n# HELP zeroboot_envd_watchers envd polled watchers (CreateWatcher) held.\n# TYPE zeroboot_envd_watchers gauge\nzeroboot_envd_watchers {polled}",
+            self.streams.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
 }
 
 /// Which sandbox and port a request is for.
@@ -190,10 +205,16 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
             .get("x-access-token")
             .map(|v| v.as_bytes())
             .unwrap_or(b"");
-        if !bool::from(token.ct_eq(entry.access_token.as_bytes())) {
+        let signed = req.uri().path() == "/files"
+            && files::signed(
+                req.uri().query().unwrap_or(""),
+                req.method() == Method::POST,
+                &entry.access_token,
+            );
+        if !signed && !bool::from(token.ct_eq(entry.access_token.as_bytes())) {
             return http_error(
                 StatusCode::UNAUTHORIZED,
-                "this sandbox is secure: X-Access-Token must be its envdAccessToken",
+                "this sandbox is secure: X-Access-Token must be its envdAccessToken (or /files URLs signed with it)",
             );
         }
     }

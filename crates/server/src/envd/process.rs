@@ -121,6 +121,7 @@ fn event_json(ev: &CommandEvent) -> Value {
     match ev {
         CommandEvent::Stdout(d) => json!({"event": {"data": {"stdout": B64.encode(d)}}}),
         CommandEvent::Stderr(d) => json!({"event": {"data": {"stderr": B64.encode(d)}}}),
+        CommandEvent::Pty(d) => json!({"event": {"data": {"pty": B64.encode(d)}}}),
         CommandEvent::End {
             exit_code, signal, ..
         } => {
@@ -148,6 +149,22 @@ fn signal_name(sig: u32) -> &'static str {
         15 => "terminated",
         _ => "signal",
     }
+}
+
+/// (rows, columns) of a PTY message (`{"size": {"cols", "rows"}}`).
+fn pty_size(v: &Value) -> Result<(u16, u16), RpcError> {
+    let size = v.get("size").unwrap_or(&Value::Null);
+    let dim = |name: &str| -> Result<u16, RpcError> {
+        match size.get(name) {
+            None | Some(Value::Null) => Ok(if name == "rows" { 24 } else { 80 }),
+            Some(n) => n
+                .as_u64()
+                .filter(|&n| (1..=4096).contains(&n))
+                .map(|n| n as u16)
+                .ok_or_else(|| RpcError::invalid(format!("pty.size.{name} must be 1..4096"))),
+        }
+    };
+    Ok((dim("rows")?, dim("cols")?))
 }
 
 fn start_json(pid: u32) -> Value {
@@ -191,9 +208,9 @@ pub(crate) async fn call(
         "SendInput" => connect::reply(framing, send_input(sbx, framing, body).await),
         "SendSignal" => connect::reply(framing, send_signal(sbx, framing, body).await),
         "CloseStdin" => connect::reply(framing, close_stdin(sbx, framing, body).await),
-        "Update" => connect::reply(framing, update(framing, body)),
-        // Client streaming needs HTTP/2 framing of the request body the
-        // SDKs only use for terminals; SendInput covers the same ground.
+        "Update" => connect::reply(framing, update(sbx, framing, body).await),
+        // Client streaming (a request body of many envelopes, read as it
+        // arrives): the SDKs use SendInput for both pipes and terminals.
         "StreamInput" => connect::reply::<()>(
             framing,
             Err(RpcError::unimplemented("process.Process/StreamInput")),
@@ -219,11 +236,7 @@ fn keepalive() -> Value {
 async fn start(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]) -> Response {
     let r = async {
         let req: StartRequest = parse(framing, body)?;
-        if req.pty.is_some() {
-            return Err(RpcError::unimplemented(
-                "process.Process/Start with a pty (pseudo-terminals)",
-            ));
-        }
+        let pty = req.pty.as_ref().map(pty_size).transpose()?;
         let p = req
             .process
             .ok_or_else(|| RpcError::invalid("process: the command to start is required"))?;
@@ -237,6 +250,7 @@ async fn start(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]) ->
             cwd: p.cwd.filter(|c| !c.is_empty()),
             stdin: req.stdin.unwrap_or(true),
             tag: req.tag,
+            pty,
         };
         let entry = sbx.entry.clone();
         with_live(sbx, move |sb| {
@@ -381,14 +395,11 @@ async fn list(sbx: &Sbx) -> Result<Value, RpcError> {
 async fn send_input(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
     let req: SendInputRequest = parse(framing, body)?;
     let input = req.input.unwrap_or_default();
-    if input.pty.is_some() {
-        return Err(RpcError::unimplemented(
-            "process.Process/SendInput to a pty (pseudo-terminals)",
-        ));
-    }
+    // A terminal's input and a pipe's go the same way: the command's
+    // descriptor 0 is whichever it has.
     let data = B64
-        .decode(input.stdin.unwrap_or_default())
-        .map_err(|e| RpcError::invalid(format!("input.stdin is not base64: {e}")))?;
+        .decode(input.pty.or(input.stdin).unwrap_or_default())
+        .map_err(|e| RpcError::invalid(format!("input is not base64: {e}")))?;
     with_live(sbx, move |sb| {
         let pid = select(sb, req.process.as_ref())?;
         sb.send_stdin(pid, &data).map_err(live_error)?;
@@ -427,12 +438,16 @@ async fn close_stdin(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, 
     .await
 }
 
-fn update(framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
+async fn update(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, RpcError> {
     let req: UpdateRequest = parse(framing, body)?;
-    if req.pty.is_some() || req.process.is_some() {
-        return Err(RpcError::unimplemented(
-            "process.Process/Update (resizing a pty: pseudo-terminals are not served yet)",
-        ));
-    }
-    Ok(json!({}))
+    let Some(pty) = req.pty.as_ref() else {
+        return Ok(json!({}));
+    };
+    let (rows, cols) = pty_size(pty)?;
+    with_live(sbx, move |sb| {
+        let pid = select(sb, req.process.as_ref())?;
+        sb.resize_pty(pid, rows, cols).map_err(live_error)?;
+        Ok(json!({}))
+    })
+    .await
 }

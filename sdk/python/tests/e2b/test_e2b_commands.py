@@ -130,3 +130,32 @@ def test_many_commands_at_once(sbx):
     hs = [sbx.commands.run(f"sleep 0.5; echo {i}", background=True) for i in range(8)]
     outs = [h.wait().stdout for h in hs]
     assert outs == [f"{i}\n" for i in range(8)]
+
+
+def test_pty_runs_an_interactive_shell(sbx):
+    from e2b.sandbox.commands.command_handle import PtySize
+
+    h = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.send_stdin(h.pid, b"echo $((6*7)); stty size\n")
+    sbx.pty.resize(h.pid, PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(h.pid, b"stty size; exit 3\n")
+    out = bytearray()
+    with pytest.raises(CommandExitException) as e:
+        h.wait(on_pty=out.extend)
+    assert e.value.exit_code == 3
+    text = out.decode(errors="replace")
+    assert "\r\n42\r\n" in text, text
+    assert "30 100" in text, text
+
+
+def test_base_has_the_tools_agents_run(sbx):
+    r = sbx.commands.run(
+        "cd /tmp && git init -q r && cd r && git -c user.email=a@b -c user.name=a"
+        " commit -q --allow-empty -m x && git log --oneline | wc -l"
+    )
+    assert r.stdout == "1\n"
+    assert "numpy" in sbx.commands.run("pip list 2>/dev/null").stdout
+    r = sbx.commands.run("python3 -m venv /tmp/v && /tmp/v/bin/python -c 'import sys; print(sys.prefix)'")
+    assert r.stdout == "/tmp/v\n"
+    r = sbx.commands.run("find /usr/bin -name 'sed' | xargs -n1 basename; echo a,b | awk -F, '{print $2}'; which tar gzip")
+    assert r.stdout == "sed\nb\n/usr/bin/tar\n/usr/bin/gzip\n"

@@ -3,8 +3,8 @@ against a real zeroboot server, as a user of E2B would point it here:
 ``E2B_API_URL = E2B_SANDBOX_URL = http://127.0.0.1:PORT`` and
 ``E2B_API_KEY`` a key of our keys file. Run by ``run-e2b-tests.sh``.
 
-Only the control plane is served (create, list, info, timeout, connect,
-pause, kill): envd's commands and files are not, yet.
+This file covers the control plane (create, list, info, timeout, connect,
+pause, kill); test_e2b_files.py covers envd's files.
 """
 
 from __future__ import annotations

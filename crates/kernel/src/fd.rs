@@ -47,6 +47,9 @@ pub enum FileKind {
     Epoll(u64),
     /// The slave side of a pseudo-terminal (`Kernel::ptys`).
     Pty(u64),
+    /// A socket of `Kernel::sockets` (its operations are in `crate::net`
+    /// and `syscalls::net`).
+    Socket(u64),
 }
 
 /// An open file description.

@@ -243,6 +243,9 @@ pub struct Kernel {
     /// epoll instances, eventfds and timerfds.
     #[serde(default)]
     pub events: crate::syscalls::events::Objects,
+    /// AF_UNIX and loopback sockets.
+    #[serde(default)]
+    pub sockets: crate::net::Sockets,
     pub next_pipe: u64,
     /// Pseudo-terminals (their masters are the host's).
     #[serde(default)]
@@ -350,6 +353,14 @@ impl Kernel {
         std::iter::once(&self.fds).chain(self.others.values().map(|p| &p.fds))
     }
 
+    /// Every open description: in descriptor tables, and in flight in a
+    /// socket's queue (SCM_RIGHTS).
+    fn live_descriptions(&self) -> impl Iterator<Item = &crate::fd::OpenFile> {
+        self.all_fds()
+            .flat_map(|t| t.descriptions())
+            .chain(self.sockets.in_flight())
+    }
+
     /// Number of descriptions (in any process) of pipe `id`'s `write` end.
     pub fn pipe_ends(&self, id: u64, write: bool) -> usize {
         let host =
@@ -358,19 +369,27 @@ impl Kernel {
                 .is_some_and(|p| if write { p.host_writer } else { p.host_reader });
         usize::from(host)
             + self
-                .all_fds()
-            .flat_map(|t| t.descriptions())
-            .filter(
-                |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
-            )
-            .count()
+                .live_descriptions()
+                .filter(
+                    |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
+                )
+                .count()
     }
 
-    /// Drop pipes no descriptor refers to.
+    /// Drop sockets, pipes and event objects no descriptor refers to
+    /// (sockets first: a dropped socket drops what was in flight in it).
     pub fn gc_pipes(&mut self) {
-        let live: std::collections::BTreeSet<u64> = self
+        let sockets: std::collections::BTreeSet<u64> = self
             .all_fds()
             .flat_map(|t| t.descriptions())
+            .filter_map(|f| match f.kind {
+                FileKind::Socket(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.sockets.gc(&sockets);
+        let live: std::collections::BTreeSet<u64> = self
+            .live_descriptions()
             .filter_map(|f| match f.kind {
                 FileKind::Pipe { id, .. } => Some(id),
                 _ => None,
@@ -379,8 +398,7 @@ impl Kernel {
         self.pipes
             .retain(|id, p| live.contains(id) || p.host_reader || p.host_writer);
         let objects: std::collections::BTreeSet<u64> = self
-            .all_fds()
-            .flat_map(|t| t.descriptions())
+            .live_descriptions()
             .filter_map(|f| match f.kind {
                 FileKind::EventFd(id) | FileKind::TimerFd(id) | FileKind::Epoll(id) => Some(id),
                 _ => None,
@@ -494,6 +512,7 @@ impl ProcView for KernelProcView<'_> {
             FileKind::Console(_) => "/dev/pts/0".to_string(),
             FileKind::Pty(id) => format!("/dev/pts/{}", id + 1),
             FileKind::Control => "anon_inode:[zeroboot-control]".to_string(),
+            FileKind::Socket(id) => format!("socket:[{id}]"),
             _ => f.path.clone(),
         })
     }

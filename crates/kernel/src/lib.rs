@@ -9,6 +9,7 @@ pub mod hardening;
 pub mod kernel;
 pub mod loader;
 pub mod mm;
+pub mod net;
 pub mod persist;
 pub mod proc;
 pub mod procs;

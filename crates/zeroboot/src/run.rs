@@ -148,6 +148,9 @@ pub fn run(a: RunArgs) -> Result<i32> {
         for (name, n) in sb.k.stats.unimplemented_by_name() {
             eprintln!("zeroboot: unimplemented syscall {name} called {n} times");
         }
+        for (what, n) in &sb.k.sockets.refused {
+            eprintln!("zeroboot: unsupported socket option or kind refused: {what} ({n} times)");
+        }
     }
     Ok(match outcome {
         Outcome::Exited(Exit::Code(c)) => c & 0xff,

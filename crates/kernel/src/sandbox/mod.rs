@@ -163,6 +163,7 @@ impl Sandbox {
             yield_now: false,
             pipes: Default::default(),
             events: Default::default(),
+            sockets: Default::default(),
             next_pipe: 1,
             ptys: Default::default(),
             next_pty: 0,

@@ -164,6 +164,7 @@ fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
         FileKind::Console(Stream::Stdin) => POLLIN,
         FileKind::Console(_) => POLLOUT,
         FileKind::Control => crate::control::readiness(ctx),
+        FileKind::Socket(id) => ctx.k.sockets.readiness(id),
         FileKind::EventFd(id) => match ctx.k.events.eventfds.get(&id) {
             Some(e) => {
                 let mut r = 0;

@@ -48,7 +48,7 @@ fn dir_of(ctx: &Ctx, dirfd: i32) -> Result<String, Errno> {
     }
 }
 
-fn resolve_at(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<Lookup, Errno> {
+pub(crate) fn resolve_at(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<Lookup, Errno> {
     let base = if path.starts_with('/') {
         "/".to_string()
     } else {
@@ -58,7 +58,11 @@ fn resolve_at(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<Lookup,
     ctx.k.vfs.resolve(&base, path, follow, &pv)
 }
 
-fn resolve_parent_at(ctx: &Ctx, dirfd: i32, path: &str) -> Result<(Lookup, String), Errno> {
+pub(crate) fn resolve_parent_at(
+    ctx: &Ctx,
+    dirfd: i32,
+    path: &str,
+) -> Result<(Lookup, String), Errno> {
     let base = if path.starts_with('/') {
         "/".to_string()
     } else {
@@ -108,6 +112,13 @@ fn stat_of_file(ctx: &Ctx, fd: i32) -> Result<Stat, Errno> {
             // Anonymous inodes, as Linux shows them.
             st.st_mode = 0o600;
             st.st_dev = 0xd;
+            st.st_ino = *id;
+            st.st_nlink = 1;
+        }
+        FileKind::Socket(id) => {
+            // sockfs, as Linux shows it.
+            st.st_mode = S_IFSOCK | 0o777;
+            st.st_dev = 0x8;
             st.st_ino = *id;
             st.st_nlink = 1;
         }
@@ -284,6 +295,7 @@ pub(crate) fn do_read(
         FileKind::EventFd(id) => return super::events::eventfd_read(ctx, id, count, nonblock),
         FileKind::TimerFd(id) => return super::events::timerfd_read(ctx, fd, id, count, nonblock),
         FileKind::Epoll(_) => return Err(Errno::EINVAL.into()),
+        FileKind::Socket(id) => return super::net::read(ctx, id, count, nonblock),
     };
     if pos.is_none() && kind_seekable(&ctx.k.fds.get(fd)?.kind) {
         ctx.k.fds.get_mut(fd)?.offset = off + data.len() as u64;
@@ -363,6 +375,7 @@ pub(crate) fn do_write(
         }
         FileKind::Control => Ok(crate::control::write(ctx, data)?),
         FileKind::EventFd(id) => super::events::eventfd_write(ctx, id, data, nonblock),
+        FileKind::Socket(id) => super::net::write(ctx, id, data, nonblock),
         _ => Err(Errno::EBADF.into()),
     }
 }
@@ -387,9 +400,11 @@ pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
 
 fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
     match ctx.k.fds.get(fd)?.kind {
-        FileKind::Pipe { .. } | FileKind::Console(_) | FileKind::Control | FileKind::Pty(_) => {
-            Err(Errno::ESPIPE)
-        }
+        FileKind::Pipe { .. }
+        | FileKind::Console(_)
+        | FileKind::Control
+        | FileKind::Pty(_)
+        | FileKind::Socket(_) => Err(Errno::ESPIPE),
         FileKind::Dir => Err(Errno::EISDIR),
         _ => Ok(()),
     }
@@ -648,6 +663,11 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
             }
             FileKind::Generated(Arc::from(proc::generate(ctx, pf)))
         }
+        Node::TmpFile(ino) if ctx.k.vfs.is_socket(&l.node) => {
+            // A socket node cannot be opened (Linux: ENXIO).
+            let _ = ino;
+            return Err(Errno::ENXIO.into());
+        }
         Node::TmpFile(ino) => {
             if flags & O_TRUNC != 0 && acc != O_RDONLY {
                 ctx.k.vfs.tmp.truncate(*ino, 0, now())?;
@@ -691,7 +711,7 @@ pub fn creat(ctx: &mut Ctx, a: Args) -> SysResult {
 
 pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
     if let Some(f) = ctx.k.fds.close(fd)? {
-        if let FileKind::Pipe { .. } = f.kind {
+        if let FileKind::Pipe { .. } | FileKind::Socket(_) = f.kind {
             ctx.k.gc_pipes();
         }
     }
@@ -1046,7 +1066,9 @@ pub fn dup2(ctx: &mut Ctx, a: Args) -> SysResult {
         ctx.k.fds.get(old)?;
         return Ok(new as u64);
     }
-    if let Some(FileKind::Pipe { .. }) = ctx.k.fds.dup_to(old, new, false)?.map(|f| f.kind) {
+    if let Some(FileKind::Pipe { .. } | FileKind::Socket(_)) =
+        ctx.k.fds.dup_to(old, new, false)?.map(|f| f.kind)
+    {
         ctx.k.gc_pipes();
     }
     Ok(new as u64)
@@ -1057,7 +1079,7 @@ pub fn dup3(ctx: &mut Ctx, a: Args) -> SysResult {
     if old == new || a.u64(2) & !O_CLOEXEC != 0 {
         return Err(Errno::EINVAL.into());
     }
-    if let Some(FileKind::Pipe { .. }) = ctx
+    if let Some(FileKind::Pipe { .. } | FileKind::Socket(_)) = ctx
         .k
         .fds
         .dup_to(old, new, a.u64(2) & O_CLOEXEC != 0)?
@@ -1151,6 +1173,9 @@ pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
             let n: i32 = match &f.kind {
                 FileKind::Pipe { id, .. } => {
                     ctx.k.pipes.get(id).map(|p| p.buf.len()).unwrap_or(0) as i32
+                }
+                FileKind::Socket(id) => {
+                    ctx.k.sockets.get(*id).map(|s| s.unread()).unwrap_or(0) as i32
                 }
                 FileKind::Image(h) => h.size().saturating_sub(f.offset) as i32,
                 FileKind::Tmp(ino) => ctx
@@ -1505,7 +1530,8 @@ fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
     match &l.node {
         Node::TmpFile(ino) => {
             if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
-                i.mode = mode;
+                // Keep the file type (a socket node stays one).
+                i.mode = (i.mode & S_IFMT) | mode;
             }
         }
         Node::TmpDir { ino, .. } => {

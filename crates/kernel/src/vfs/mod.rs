@@ -305,7 +305,14 @@ impl Vfs {
             }
             Node::TmpFile(ino) => {
                 if let Some(i) = self.tmp.inode(*ino) {
-                    st.st_mode = S_IFREG | (i.mode & 0o7777);
+                    // A bound AF_UNIX socket is an overlay inode whose
+                    // mode carries S_IFSOCK; every other one is regular.
+                    let ft = if i.mode & S_IFMT == S_IFSOCK {
+                        S_IFSOCK
+                    } else {
+                        S_IFREG
+                    };
+                    st.st_mode = ft | (i.mode & 0o7777);
                     st.st_size = i.data.len() as i64;
                     st.st_blocks = (i.data.len() as i64 + 511) / 512;
                     st.st_nlink = i.nlink.max(1);
@@ -464,6 +471,12 @@ impl Vfs {
             return Err(Errno::ENOTDIR);
         }
         Ok(())
+    }
+
+    /// Whether `node` is a socket node (an AF_UNIX bind made it).
+    pub fn is_socket(&self, node: &Node) -> bool {
+        matches!(node, Node::TmpFile(ino)
+            if self.tmp.inode(*ino).is_some_and(|i| i.mode & S_IFMT == S_IFSOCK))
     }
 
     /// Create an empty regular file `name` in `parent`.

@@ -355,7 +355,7 @@ impl Kernel {
 
     /// Every open description: in descriptor tables, and in flight in a
     /// socket's queue (SCM_RIGHTS).
-    fn live_descriptions(&self) -> impl Iterator<Item = &crate::fd::OpenFile> {
+    pub(crate) fn live_descriptions(&self) -> impl Iterator<Item = &crate::fd::OpenFile> {
         self.all_fds()
             .flat_map(|t| t.descriptions())
             .chain(self.sockets.in_flight())

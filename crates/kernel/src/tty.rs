@@ -584,9 +584,9 @@ impl Kernel {
 
     /// Drop ptys no slave descriptor refers to whose master is closed.
     pub(crate) fn gc_ptys(&mut self) {
-        let live: std::collections::BTreeSet<u64> = std::iter::once(&self.fds)
-            .chain(self.others.values().map(|p| &p.fds))
-            .flat_map(|t| t.descriptions())
+        // Descriptors in flight (SCM_RIGHTS) keep a pty too.
+        let live: std::collections::BTreeSet<u64> = self
+            .live_descriptions()
             .filter_map(|f| match f.kind {
                 crate::fd::FileKind::Pty(id) => Some(id),
                 _ => None,

@@ -750,6 +750,7 @@ impl Sockets {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn cred() -> Ucred {

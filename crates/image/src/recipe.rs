@@ -271,16 +271,9 @@ mod tests {
     #[test]
     fn named_extends_builtins_and_requires_packages_otherwise() {
         let r = Recipe::named("python", &["python3-scipy".into()], &["requests".into()]).unwrap();
-        assert_eq!(
-            r.apt,
-            [
-                "python3",
-                "python3-numpy",
-                "dash",
-                "coreutils",
-                "python3-scipy"
-            ]
-        );
+        let mut want = Recipe::builtin("python").unwrap().apt;
+        want.push("python3-scipy".into());
+        assert_eq!(r.apt, want);
         assert_eq!(r.pip, ["requests"]);
         assert!(matches!(
             Recipe::named("ruby", &[], &[]),

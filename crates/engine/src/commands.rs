@@ -45,6 +45,8 @@ pub enum CommandEvent {
         status: i32,
         exit_code: i32,
         signal: Option<u32>,
+        /// Why it ended other than by itself (its sandbox ended).
+        error: Option<String>,
     },
 }
 
@@ -475,6 +477,7 @@ impl LiveSandbox {
                     status,
                     exit_code,
                     signal,
+                    error: None,
                 },
             ));
         }
@@ -485,8 +488,9 @@ impl LiveSandbox {
         std::mem::take(&mut self.events)
     }
 
-    /// The sandbox is ending: every command ends with it (SIGKILL).
-    pub(crate) fn end_commands(&mut self) {
+    /// The sandbox is ending (`reason`): every command ends with it
+    /// (SIGKILL).
+    pub(crate) fn end_commands(&mut self, reason: &str) {
         let pids: Vec<u32> = self.commands.keys().copied().collect();
         for pid in pids {
             self.commands.remove(&pid);
@@ -496,6 +500,7 @@ impl LiveSandbox {
                     status: 9,
                     exit_code: 137,
                     signal: Some(9),
+                    error: Some(format!("the sandbox ended: {reason}")),
                 },
             ));
         }

@@ -176,7 +176,7 @@ impl LiveSandbox {
 
     /// End it now: the VM and everything in it are freed.
     pub fn kill(&mut self, reason: &str) {
-        self.end_commands();
+        self.end_commands(reason);
         if self.sb.take().is_some() {
             self.ended = Some(reason.to_string());
         }
@@ -190,7 +190,7 @@ impl LiveSandbox {
     /// the template (`Template::tidy`, a reset: a security boundary) and
     /// reused with a warm shadow MMU. Returns whether it was handed over.
     pub fn recycle(mut self, template: &Template, reason: &str) -> bool {
-        self.end_commands();
+        self.end_commands(reason);
         let sb = self.sb.take();
         self.ended = Some(reason.to_string());
         match sb {

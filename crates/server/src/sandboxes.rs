@@ -658,7 +658,12 @@ impl Sandboxes {
         if let Some(sb) = sandbox {
             sb.recycle(&e.template, why);
         }
-        tracing::debug!(sandbox = id, reason = reason.name(), "sandbox ended");
+        if reason == KillReason::Exit {
+            // Not asked for: worth a line in the log.
+            tracing::warn!(sandbox = id, why, "sandbox ended");
+        } else {
+            tracing::debug!(sandbox = id, reason = reason.name(), "sandbox ended");
+        }
         true
     }
 }

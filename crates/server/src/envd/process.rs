@@ -124,7 +124,10 @@ fn event_json(ev: &CommandEvent) -> Value {
         CommandEvent::Stderr(d) => json!({"event": {"data": {"stderr": B64.encode(d)}}}),
         CommandEvent::Pty(d) => json!({"event": {"data": {"pty": B64.encode(d)}}}),
         CommandEvent::End {
-            exit_code, signal, ..
+            exit_code,
+            signal,
+            error,
+            ..
         } => {
             // Go's ProcessState, which envd reports: a signal gives exit
             // code -1, exited false and "signal: <name>".
@@ -132,7 +135,11 @@ fn event_json(ev: &CommandEvent) -> Value {
                 Some(s) => (-1, false, format!("signal: {}", signal_name(*s))),
                 None => (*exit_code, true, format!("exit status {exit_code}")),
             };
-            json!({"event": {"end": {"exitCode": code, "exited": exited, "status": status}}})
+            let mut end = json!({"exitCode": code, "exited": exited, "status": status});
+            if let Some(e) = error {
+                end["error"] = json!(e);
+            }
+            json!({"event": {"end": end}})
         }
     }
 }

@@ -50,8 +50,10 @@ impl Recipe {
                 "python3-venv",
             ],
             // ca-certificates: Debian's node reads the system's CA bundle
-            // at every start and warns on stderr when it is missing.
-            "node" => &["nodejs", "ca-certificates"],
+            // at every start and warns on stderr when it is missing. dash
+            // and coreutils: /bin/sh and the commands child_process.exec
+            // and execSync run.
+            "node" => &["nodejs", "ca-certificates", "dash", "coreutils"],
             _ => return None,
         };
         Some(Recipe {
@@ -228,7 +230,7 @@ mod tests {
         assert!(py.pip.is_empty());
         assert_eq!(
             Recipe::builtin("node").unwrap().apt,
-            ["nodejs", "ca-certificates"]
+            ["nodejs", "ca-certificates", "dash", "coreutils"]
         );
         assert!(Recipe::builtin("ruby").is_none());
     }

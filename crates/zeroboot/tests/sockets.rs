@@ -152,8 +152,7 @@ fn adversarial_socket_arguments_get_linux_errors_and_the_vmm_keeps_serving() {
 
 #[test]
 fn node_child_process_talks_over_socketpairs() {
-    // libuv gives children socketpairs for stdio. (The node image has no
-    // /bin/sh, so execSync('echo hi') would be ENOENT: spawn node itself.)
+    // libuv gives children socketpairs for stdio; execSync runs /bin/sh.
     let o = run(&[
         "run",
         "--timeout",
@@ -165,11 +164,12 @@ fn node_child_process_talks_over_socketpairs() {
         "-e",
         "const cp = require('child_process');\
          console.log(cp.execFileSync(process.execPath, ['-e', 'console.log(\"hi\")']).toString().trim());\
+         console.log(cp.execSync('echo hi | tr a-z A-Z').toString().trim());\
          const c = cp.spawn(process.execPath, ['-e', 'process.stdin.pipe(process.stdout)']);\
          c.stdout.on('data', d => console.log('echo', d.toString()));\
          c.stdin.end('ping');",
     ]);
-    assert_eq!(stdout(&o), "hi\necho ping\n", "stderr: {}", stderr(&o));
+    assert_eq!(stdout(&o), "hi\nHI\necho ping\n", "stderr: {}", stderr(&o));
 }
 
 #[test]

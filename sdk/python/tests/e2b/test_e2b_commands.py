@@ -159,6 +159,9 @@ def test_base_has_the_tools_agents_run(sbx):
     assert r.stdout == "/tmp/v\n"
     r = sbx.commands.run("find /usr/bin -name 'sed' | xargs -n1 basename; echo a,b | awk -F, '{print $2}'; which tar gzip")
     assert r.stdout == "sed\nb\n/usr/bin/tar\n/usr/bin/gzip\n"
+    r = sbx.commands.run("npm --version && node -e 'console.log(6*7)' && cd /tmp && mkdir -p p && cd p && npm init -y > /dev/null && ls")
+    assert r.stdout.splitlines()[1:] == ["42", "package.json"], r.stdout
+    assert r.stdout.split(".")[0].isdigit(), r.stdout
 
 
 def test_files_and_commands_see_one_file_system(sbx):

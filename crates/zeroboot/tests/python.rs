@@ -159,3 +159,32 @@ fn cpython_regression_tests_pass() {
     assert!(out.contains("All 14 tests OK."), "{out}\n{}", stderr(&o));
     assert_eq!(o.status.code(), Some(0));
 }
+
+#[test]
+fn no_xattrs_as_linux_answers_for_a_file_system_without_them() {
+    // shutil.copytree copies extended attributes when it can: EOPNOTSUPP
+    // means "none here", where ENOSYS made it fail.
+    let o = py(r#"import errno, os, shutil
+os.makedirs('/tmp/src/sub'); open('/tmp/src/sub/f', 'w').write('x')
+shutil.copytree('/tmp/src', '/tmp/dst')
+print(open('/tmp/dst/sub/f').read())
+for call in (lambda: os.listxattr('/tmp/src'), lambda: os.getxattr('/tmp/src', 'user.a'),
+             lambda: os.setxattr('/tmp/src', 'user.a', b'1')):
+    try:
+        call()
+        print('no error')
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+try:
+    os.listxattr('/tmp/missing')
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"#);
+    assert_eq!(
+        stdout(&o),
+        // errno 95: Python names it ENOTSUP (EOPNOTSUPP on x86-64 Linux).
+        "x\nENOTSUP\nENOTSUP\nENOTSUP\nENOENT\n",
+        "{}",
+        stderr(&o)
+    );
+}

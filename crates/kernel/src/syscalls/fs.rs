@@ -1820,3 +1820,27 @@ pub fn pselect6(ctx: &mut Ctx, a: Args) -> SysResult {
     };
     do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
 }
+
+/// The xattr family ({set,get,list,remove}xattr, with the l- and f-
+/// variants): no file system of a sandbox stores extended attributes, so
+/// they answer as Linux does for one without them (EOPNOTSUPP, which
+/// shutil.copystat and cp -a treat as "nothing to copy"), after the
+/// checks that come first on Linux (the path or fd must exist).
+pub fn xattr(ctx: &mut Ctx, a: Args) -> SysResult {
+    use zeroboot_abi::sysno::*;
+    let nr = ctx.regs.rax;
+    match nr {
+        FSETXATTR | FGETXATTR | FLISTXATTR | FREMOVEXATTR => {
+            ctx.k.fds.get(a.fd(0))?;
+        }
+        _ => {
+            let path = read_path(ctx, a.ptr(0))?;
+            if path.is_empty() {
+                return Err(Errno::ENOENT.into());
+            }
+            let follow = !matches!(nr, LSETXATTR | LGETXATTR | LLISTXATTR | LREMOVEXATTR);
+            resolve_at(ctx, AT_FDCWD, &path, follow)?;
+        }
+    }
+    Err(Errno::EOPNOTSUPP.into())
+}

@@ -161,6 +161,8 @@ const fn denied(h: Handler, note: &'static str) -> Row {
     (Some(h), Support::Denied, note)
 }
 
+const NO_XATTRS: &str = "no extended attributes: EOPNOTSUPP, as a file system without them";
+
 /// The handlers, by number.
 fn handlers() -> Vec<(u64, Row)> {
     use sysno::*;
@@ -257,6 +259,18 @@ fn handlers() -> Vec<(u64, Row)> {
             partial(fs::chmod, "overlay files; image files are copied up"),
         ),
         (FCHMOD, partial(fs::fchmod, "overlay files only")),
+        (SETXATTR, denied(fs::xattr, NO_XATTRS)),
+        (LSETXATTR, denied(fs::xattr, NO_XATTRS)),
+        (FSETXATTR, denied(fs::xattr, NO_XATTRS)),
+        (GETXATTR, denied(fs::xattr, NO_XATTRS)),
+        (LGETXATTR, denied(fs::xattr, NO_XATTRS)),
+        (FGETXATTR, denied(fs::xattr, NO_XATTRS)),
+        (LISTXATTR, denied(fs::xattr, NO_XATTRS)),
+        (LLISTXATTR, denied(fs::xattr, NO_XATTRS)),
+        (FLISTXATTR, denied(fs::xattr, NO_XATTRS)),
+        (REMOVEXATTR, denied(fs::xattr, NO_XATTRS)),
+        (LREMOVEXATTR, denied(fs::xattr, NO_XATTRS)),
+        (FREMOVEXATTR, denied(fs::xattr, NO_XATTRS)),
         (
             FCHMODAT,
             partial(fs::fchmodat, "overlay files; image files are copied up"),

@@ -336,10 +336,11 @@ impl LiveSandbox {
             .map_err(|e| LiveError::Command(format!("process {pid}'s terminal: {e}")))
     }
 
-    /// Hold or release command `pid`'s output (its reader fell behind).
-    pub fn hold_output(&mut self, pid: u32, held: bool) {
-        if let Some(c) = self.commands.get_mut(&pid) {
-            c.held = held;
+    /// Hold the output of the commands in `pids` (their readers fell
+    /// behind) and release every other's.
+    pub fn hold_only(&mut self, pids: &std::collections::BTreeSet<u32>) {
+        for (pid, c) in self.commands.iter_mut() {
+            c.held = pids.contains(pid);
         }
     }
 

@@ -192,13 +192,15 @@ impl Entry {
             list.retain(|tx| !tx.is_closed());
             !list.is_empty()
         });
-        let mut held = false;
-        for (&pid, list) in subs.iter() {
-            let behind = list.iter().any(|tx| tx.capacity() < STREAM_SLACK);
-            sb.hold_output(pid, behind);
-            held |= behind;
-        }
-        held
+        // Held: commands one of whose streams is behind. A command whose
+        // streams all went away is released (its output is dropped).
+        let behind: std::collections::BTreeSet<u32> = subs
+            .iter()
+            .filter(|(_, list)| list.iter().any(|tx| tx.capacity() < STREAM_SLACK))
+            .map(|(&pid, _)| pid)
+            .collect();
+        sb.hold_only(&behind);
+        !behind.is_empty()
     }
 }
 

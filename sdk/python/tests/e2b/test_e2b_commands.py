@@ -18,16 +18,6 @@ from e2b.sandbox.commands.command_handle import CommandExitException  # noqa: E4
 
 
 @pytest.fixture()
-def e2b_env(server, monkeypatch):
-    monkeypatch.setenv("E2B_API_URL", server.url)
-    monkeypatch.setenv("E2B_SANDBOX_URL", server.url)
-    monkeypatch.setenv("E2B_API_KEY", server.key)
-    monkeypatch.delenv("E2B_DEBUG", raising=False)
-    monkeypatch.delenv("E2B_ACCESS_TOKEN", raising=False)
-    return server
-
-
-@pytest.fixture()
 def sbx(e2b_env):
     sb = Sandbox.create("base", timeout=120)
     try:

@@ -28,16 +28,6 @@ from e2b.sandbox.filesystem.watch_handle import FilesystemEventType  # noqa: E40
 
 
 @pytest.fixture()
-def e2b_env(server, monkeypatch):
-    monkeypatch.setenv("E2B_API_URL", server.url)
-    monkeypatch.setenv("E2B_SANDBOX_URL", server.url)
-    monkeypatch.setenv("E2B_API_KEY", server.key)
-    monkeypatch.delenv("E2B_DEBUG", raising=False)
-    monkeypatch.delenv("E2B_ACCESS_TOKEN", raising=False)
-    return server
-
-
-@pytest.fixture()
 def sbx(e2b_env):
     sb = Sandbox.create("python", timeout=120)
     try:

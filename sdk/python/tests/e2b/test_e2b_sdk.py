@@ -25,16 +25,6 @@ from e2b.exceptions import (  # noqa: E402
 from e2b.sandbox.sandbox_api import SandboxQuery, SandboxState  # noqa: E402
 
 
-@pytest.fixture()
-def e2b_env(server, monkeypatch):
-    monkeypatch.setenv("E2B_API_URL", server.url)
-    monkeypatch.setenv("E2B_SANDBOX_URL", server.url)
-    monkeypatch.setenv("E2B_API_KEY", server.key)
-    monkeypatch.delenv("E2B_DEBUG", raising=False)
-    monkeypatch.delenv("E2B_ACCESS_TOKEN", raising=False)
-    return server
-
-
 def test_create_info_list_connect_kill(e2b_env):
     tag = uuid.uuid4().hex
     sb = Sandbox.create("python", metadata={"suite": tag}, timeout=120)

@@ -160,7 +160,6 @@ def test_heavy_tools_many_times(sbx):
         for cmd, want in [
             ("pip list 2>/dev/null | grep -c numpy", "1\n"),
             ("rm -rf /tmp/v && python3 -m venv /tmp/v && /tmp/v/bin/python -c 'import sys; print(sys.prefix)'", "/tmp/v\n"),
-            ("npm --version > /dev/null && node -e 'console.log(6*7)' && rm -rf /tmp/p && mkdir /tmp/p && cd /tmp/p && npm init -y > /dev/null && ls", "42\npackage.json\n"),
         ]:
             try:
                 out = sbx.commands.run(cmd, timeout=120).stdout

@@ -99,6 +99,8 @@ pub struct Vcpu {
     tsc: Option<TscInfo>,
     /// The next `run` returns to ring 3 (a `resume_*` was called).
     to_user: bool,
+    /// Exceptions whose delivery a kick interrupted, dropped.
+    dropped_exceptions: u64,
     kernel_sregs: kvm_sregs,
     user_sregs: kvm_sregs,
 }
@@ -151,6 +153,7 @@ impl Vcpu {
             fd,
             tsc,
             to_user: false,
+            dropped_exceptions: 0,
             kernel_sregs,
             user_sregs,
         })
@@ -169,7 +172,8 @@ impl Vcpu {
             Ok(VcpuExit::IoOut(port, _)) => port,
             Ok(other) => return Ok(Exit::Unexpected(format!("{other:?}"))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                return Ok(Exit::Kicked)
+                self.drop_interrupted_exception()?;
+                return Ok(Exit::Kicked);
             }
             Err(e) => return Err(VcpuError::Ioctl("KVM_RUN", e)),
         };
@@ -198,6 +202,61 @@ impl Vcpu {
             }
             p => Ok(Exit::Unexpected(format!("out to unknown port {p:#x}"))),
         }
+    }
+
+    /// A kick can land while KVM is delivering an exception: the entry that
+    /// would have delivered it is cancelled and the exception stays queued
+    /// as injected, to be delivered at the next entry whatever the VMM did
+    /// to the vCPU meanwhile: into another thread after a switch, with the
+    /// CR2 of the sregs the VMM wrote (a guest thread then died of a fault
+    /// at address 0 now and then). The exceptions of our guests are faults,
+    /// which recur when their instruction runs again (RIP still points at
+    /// it), so the VMM drops it and a kicked vCPU is always between
+    /// instructions.
+    fn drop_interrupted_exception(&mut self) -> Result<(), VcpuError> {
+        let mut ev = self
+            .fd
+            .get_vcpu_events()
+            .map_err(io("KVM_GET_VCPU_EVENTS"))?;
+        if ev.exception.injected == 0 && ev.exception.pending == 0 {
+            return Ok(());
+        }
+        ev.exception = Default::default();
+        // Only what `ev` names is set; the rest (NMI, SMM) is left alone.
+        ev.flags = 0;
+        self.fd
+            .set_vcpu_events(&ev)
+            .map_err(io("KVM_SET_VCPU_EVENTS"))?;
+        self.dropped_exceptions += 1;
+        Ok(())
+    }
+
+    /// For tests: leave exception `vector` queued as injected, the state a
+    /// kick that interrupts its delivery leaves behind.
+    #[doc(hidden)]
+    pub fn leave_exception_injected(
+        &mut self,
+        vector: u8,
+        error_code: u32,
+    ) -> Result<(), VcpuError> {
+        let mut ev = self
+            .fd
+            .get_vcpu_events()
+            .map_err(io("KVM_GET_VCPU_EVENTS"))?;
+        ev.exception.injected = 1;
+        ev.exception.nr = vector;
+        ev.exception.has_error_code = 1;
+        ev.exception.error_code = error_code;
+        ev.flags = 0;
+        self.fd
+            .set_vcpu_events(&ev)
+            .map_err(io("KVM_SET_VCPU_EVENTS"))
+    }
+
+    /// How many exceptions kicks interrupted (see
+    /// `drop_interrupted_exception`).
+    pub fn dropped_exceptions(&self) -> u64 {
+        self.dropped_exceptions
     }
 
     /// A return to ring 3 at an address ring 3 cannot execute (the kernel

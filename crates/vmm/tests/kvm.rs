@@ -126,6 +126,35 @@ fn host_pte_changes_follow_the_accessed_bit() {
 }
 
 #[test]
+fn a_kick_never_leaves_an_exception_for_the_next_context() {
+    // A kick that interrupts the delivery of a fault leaves it queued in
+    // KVM; the VMM may then switch the vCPU to another guest thread, and
+    // the fault must not be delivered there (guest threads died of faults
+    // at address 0 that way).
+    let mut g = RawGuest::new(&READ_LOOP).unwrap();
+    let f = g.frame();
+    g.mem.write_u64(f, 7).unwrap();
+    g.map(
+        DATA,
+        f,
+        pte::PRESENT | pte::USER | pte::WRITABLE | pte::DIRTY,
+    );
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.resume_user();
+    assert_eq!(next_value(&mut g), 7);
+    g.vcpu.leave_exception_injected(14, 4).unwrap();
+    g.vcpu.set_immediate_exit(true);
+    assert!(matches!(g.vcpu.run(&g.mem).unwrap(), Exit::Kicked));
+    g.vcpu.set_immediate_exit(false);
+    assert_eq!(g.vcpu.dropped_exceptions(), 1);
+    // Another thread's registers go on the vCPU: it runs, no stray #PF.
+    g.vcpu.regs_mut().rbx = DATA;
+    g.vcpu.regs_mut().rip = CODE;
+    g.vcpu.resume_user();
+    assert_eq!(next_value(&mut g), 7);
+}
+
+#[test]
 fn replacing_a_page_table_through_its_pde_drops_stale_entries() {
     let mut g = RawGuest::new(&READ_LOOP).unwrap();
     let (f1, f2) = (g.frame(), g.frame());

@@ -31,9 +31,7 @@ impl Recipe {
             // os.system and subprocess users expect. bash and the rest:
             // what E2B's `base` template (served by this one) has, since
             // its clients run every command as `/bin/bash -l -c CMD`, and
-            // git, pip and venv, which agents' commands use. (node and npm
-            // here made CPython's own tests segfault in the sandbox 1 run in
-            // 3: left out until that is understood.)
+            // git, pip, venv, node and npm, which agents' commands use.
             "python" => &[
                 "python3",
                 "python3-numpy",
@@ -50,6 +48,8 @@ impl Recipe {
                 "git",
                 "python3-pip",
                 "python3-venv",
+                "nodejs",
+                "npm",
             ],
             // ca-certificates: Debian's node reads the system's CA bundle
             // at every start and warns on stderr when it is missing. dash

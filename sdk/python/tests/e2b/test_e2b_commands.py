@@ -149,17 +149,17 @@ def test_base_has_the_tools_agents_run(sbx):
     assert r.stdout == "sed\nb\n/usr/bin/tar\n/usr/bin/gzip\n"
 
 
-# Heavy tools, many times over: a long-run check, not part of CI. It finds
-# an intermittent SIGSEGV in commands of a live sandbox (about 1 command in
-# 15 of these; see the issue notes), which must be fixed before it can run
-# in CI. ZEROBOOT_STRESS=N runs N rounds.
-@pytest.mark.skipif(not os.environ.get("ZEROBOOT_STRESS"), reason="long-run check: set ZEROBOOT_STRESS=N")
+# Heavy tools (pip, venv, npm), each a tree of processes doing much I/O.
+# CI runs one round; ZEROBOOT_STRESS=N runs N (a long-run check: it found
+# faults whose delivery a kick had interrupted reaching the wrong thread).
 def test_heavy_tools_many_times(sbx):
     failures = []
-    for _ in range(int(os.environ["ZEROBOOT_STRESS"])):
+    for _ in range(int(os.environ.get("ZEROBOOT_STRESS", "1"))):
+        sbx.set_timeout(120)
         for cmd, want in [
             ("pip list 2>/dev/null | grep -c numpy", "1\n"),
             ("rm -rf /tmp/v && python3 -m venv /tmp/v && /tmp/v/bin/python -c 'import sys; print(sys.prefix)'", "/tmp/v\n"),
+            ("npm --version > /dev/null && node -e 'console.log(6*7)' && rm -rf /tmp/p && mkdir /tmp/p && cd /tmp/p && npm init -y > /dev/null && ls", "42\npackage.json\n"),
         ]:
             try:
                 out = sbx.commands.run(cmd, timeout=120).stdout

@@ -58,7 +58,7 @@ pub struct CommandInfo {
 }
 
 /// The host side of one command.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Command {
     spec: CommandSpec,
     pipes: Spawned,

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source};
+use zeroboot_kernel::{Exit, ForkOptions, Frozen, Outcome, Sandbox, Sink, Source};
 
 use crate::commands::{Command, CommandEvent};
 use crate::exec::{collect, reply_exit_code, seed};
@@ -200,6 +200,46 @@ impl LiveSandbox {
             }
             _ => false,
         }
+    }
+
+    /// `count` copies of this sandbox as it is now (DESIGN.md §7): its
+    /// memory, processes (commands included, still running), descriptors,
+    /// pipes with what they hold, and files. It is frozen once, for the
+    /// time it takes to copy the pages it made its own, then goes on; each
+    /// copy is made from that one freeze, or fails alone. Not while code
+    /// runs in it (`Busy`): its result would have no one to go to.
+    pub fn fork(&mut self, count: usize) -> Result<Vec<Result<LiveSandbox, LiveError>>, LiveError> {
+        if self.code_run.is_some() {
+            return Err(LiveError::Busy);
+        }
+        let frozen = self
+            .sandbox_or_dead()?
+            .freeze()
+            .map_err(|e| LiveError::Fork(e.to_string()))?;
+        Ok((0..count).map(|_| self.copy_of(&frozen)).collect())
+    }
+
+    fn copy_of(&self, frozen: &Frozen) -> Result<LiveSandbox, LiveError> {
+        let sb = Sandbox::fork_frozen(frozen).map_err(|e| LiveError::Fork(e.to_string()))?;
+        let mut commands = self.commands.clone();
+        for c in commands.values_mut() {
+            // Nobody reads a copy's commands yet.
+            c.held = false;
+        }
+        Ok(LiveSandbox {
+            sb: Some(sb),
+            language: self.language,
+            ended: None,
+            env: self.env.clone(),
+            env_vars: self.env_vars.clone(),
+            runs: self.runs,
+            // Not the template's fork any more: never recycled into it.
+            origin: 0,
+            commands,
+            events: Vec::new(),
+            code_run: None,
+            run_result: None,
+        })
     }
 
     /// Run `code` in the sandbox, with what earlier runs left. Code that

@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod fd;
+pub mod fork;
 pub mod hardening;
 pub mod kernel;
 pub mod loader;
@@ -24,6 +25,7 @@ pub mod vdso;
 pub mod vfs;
 pub mod watchdog;
 
+pub use fork::Frozen;
 pub use kernel::{Exit, Kernel, LimitHits, Limits, Sink, Source, Tee};
 pub use sandbox::{Outcome, Sandbox, SandboxConfig, SandboxError};
 pub use snapshot::{ForkOptions, Snapshot, SnapshotError};

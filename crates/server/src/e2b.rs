@@ -659,6 +659,50 @@ pub async fn connect(
     finish(&state, "sandboxes_connect", r)
 }
 
+/// Most copies one fork call may ask for (E2B's spec).
+const MAX_FORK_COUNT: i64 = 100;
+
+/// `POST /sandboxes/{id}/fork` `{count?, timeout?}`: 201 with one entry per
+/// copy, `{"sandbox": ...}` or `{"error": {code, message}}` (a copy over a
+/// limit fails alone); 404 unknown, 409 paused or running code.
+pub async fn fork(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let r = async {
+        let owner = authorize(&state, &headers)?;
+        let b = body_object(body).await?;
+        let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
+        let count = match b.get("count") {
+            None | Some(Value::Null) => 1,
+            Some(v) => match v.as_i64() {
+                Some(n) if (1..=MAX_FORK_COUNT).contains(&n) => n as usize,
+                _ => {
+                    return Err(E2bError::bad(format!(
+                        "count must be an integer from 1 to {MAX_FORK_COUNT}"
+                    )))
+                }
+            },
+        };
+        let copies = state.sandboxes.fork(&id, owner, count, t).await?;
+        let out: Vec<Value> = copies
+            .into_iter()
+            .map(|c| match c {
+                Ok(e) => json!({ "sandbox": sandbox_json(&e) }),
+                Err(err) => {
+                    let e = E2bError::from(err);
+                    json!({ "error": { "code": e.status.as_u16(), "message": e.message } })
+                }
+            })
+            .collect();
+        Ok((StatusCode::CREATED, Json(Value::Array(out))).into_response())
+    }
+    .await;
+    finish(&state, "sandboxes_fork", r)
+}
+
 /// `POST /sandboxes/{id}/pause`: 204, 409 when already paused.
 pub async fn pause(
     State(state): State<Arc<AppState>>,

@@ -153,6 +153,7 @@ pub fn app(
         .route("/sandboxes/{id}/timeout", post(e2b::set_timeout))
         .route("/sandboxes/{id}/connect", post(e2b::connect))
         .route("/v2/sandboxes/{id}/connect", post(e2b::connect))
+        .route("/sandboxes/{id}/fork", post(e2b::fork))
         .route("/sandboxes/{id}/pause", post(e2b::pause))
         .route("/sandboxes/{id}/resume", post(e2b::resume))
         // Ours: run code in a live sandbox.

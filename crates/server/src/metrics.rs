@@ -210,6 +210,11 @@ fn render_sandboxes(live: &crate::sandboxes::Sandboxes, out: &mut String) {
         "Time to create a live sandbox (fork included).",
         out,
     );
+    c.fork_latency.render(
+        "zeroboot_sandbox_fork_seconds",
+        "Time of a fork of a live sandbox: its freeze and all the copies asked for.",
+        out,
+    );
     let _ = writeln!(
         out,
         "# HELP zeroboot_sandbox_runs_total Runs of code in live sandboxes.\n# TYPE zeroboot_sandbox_runs_total counter\nzeroboot_sandbox_runs_total {}",

@@ -130,6 +130,8 @@ enum Job {
         reply: RunReply,
     },
     With(WithJob),
+    /// Take a copy made by a fork of another sandbox as this one's.
+    Adopt(Box<LiveSandbox>),
 }
 
 #[derive(Default)]
@@ -257,6 +259,8 @@ pub struct SandboxCounters {
     pub created: Mutex<BTreeMap<String, u64>>,
     pub kills: Mutex<BTreeMap<&'static str, u64>>,
     pub create_latency: crate::metrics::Histogram,
+    /// Time of a whole fork call (the source's freeze and every copy).
+    pub fork_latency: crate::metrics::Histogram,
     pub runs: AtomicU64,
 }
 
@@ -341,41 +345,8 @@ impl Sandboxes {
         timeout: Duration,
     ) -> Result<Arc<Entry>, SandboxError> {
         let start = Instant::now();
-        let now = SystemTime::now();
-        let entry = Arc::new(Entry {
-            id: new_id(),
-            access_token: new_token(),
-            started_at: now,
-            life: Mutex::new(Life {
-                end_at: now + timeout,
-                paused: false,
-            }),
-            slot: Mutex::new(Slot::default()),
-            subscribers: Mutex::new(HashMap::new()),
-            run_reply: Mutex::new(None),
-            template: template.clone(),
-            spec,
-        });
-        {
-            let mut t = lock(&self.table);
-            if t.len() >= self.limits.max_total {
-                return Err(SandboxError::TooMany(format!(
-                    "this server holds its maximum of {} live sandboxes; kill one first",
-                    self.limits.max_total
-                )));
-            }
-            let mine = t
-                .values()
-                .filter(|e| e.spec.owner == entry.spec.owner)
-                .count();
-            if mine >= self.limits.max_per_key {
-                return Err(SandboxError::TooMany(format!(
-                    "you have reached the maximum of {} live sandboxes for this API key; kill one first",
-                    self.limits.max_per_key
-                )));
-            }
-            t.insert(entry.id.clone(), entry.clone());
-        }
+        let entry = new_entry(template, spec, timeout);
+        self.admit(&entry)?;
         let (reply, rx) = oneshot::channel();
         // Limits of its own only below the template's (otherwise a spare
         // fork, made with the template's, serves it).
@@ -399,6 +370,101 @@ impl Sandboxes {
             .entry(entry.spec.template.clone())
             .or_insert(0) += 1;
         Ok(entry)
+    }
+
+    /// Put `entry` in the table if the limits on live sandboxes allow.
+    fn admit(&self, entry: &Arc<Entry>) -> Result<(), SandboxError> {
+        let mut t = lock(&self.table);
+        if t.len() >= self.limits.max_total {
+            return Err(SandboxError::TooMany(format!(
+                "this server holds its maximum of {} live sandboxes; kill one first",
+                self.limits.max_total
+            )));
+        }
+        let mine = t
+            .values()
+            .filter(|e| e.spec.owner == entry.spec.owner)
+            .count();
+        if mine >= self.limits.max_per_key {
+            return Err(SandboxError::TooMany(format!(
+                "you have reached the maximum of {} live sandboxes for this API key; kill one first",
+                self.limits.max_per_key
+            )));
+        }
+        t.insert(entry.id.clone(), entry.clone());
+        Ok(())
+    }
+
+    /// `count` copies of sandbox `id` as it is now (DESIGN.md §7), each
+    /// living `timeout`: one answer per copy, a new sandbox or why that one
+    /// could not be made (over a limit: the others are still made). The
+    /// source is frozen once, between its guest time slices, and goes on.
+    pub async fn fork(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Result<Arc<Entry>, SandboxError>>, SandboxError> {
+        let start = Instant::now();
+        let src = self.get(id, owner)?;
+        let mut copies: Vec<Result<Arc<Entry>, SandboxError>> = (0..count)
+            .map(|_| {
+                let e = new_entry(src.template.clone(), src.spec.clone(), timeout);
+                self.admit(&e).map(|()| e)
+            })
+            .collect();
+        let n = copies.iter().filter(|c| c.is_ok()).count();
+        let made = if n == 0 {
+            Ok(Ok(Vec::new()))
+        } else {
+            self.with(id, owner, move |sb| match sb {
+                Some(sb) => sb.fork(n),
+                None => Err(LiveError::Dead("it ended".into())),
+            })
+            .await
+        };
+        let made = match made {
+            Ok(Ok(m)) => m,
+            other => {
+                for e in copies.iter().flatten() {
+                    self.remove(&e.id);
+                }
+                return Err(match other {
+                    Err(e) => e,
+                    Ok(Err(LiveError::Busy)) => SandboxError::Conflict(format!(
+                        "sandbox \"{id}\" is running code; fork it when the run has finished"
+                    )),
+                    Ok(Err(LiveError::Dead(why))) => {
+                        SandboxError::Ended(format!("sandbox \"{id}\" ended: {why}"))
+                    }
+                    Ok(Err(e)) => SandboxError::Internal(e.to_string()),
+                    Ok(Ok(_)) => SandboxError::Internal("fork".into()),
+                });
+            }
+        };
+        let mut made = made.into_iter();
+        for c in copies.iter_mut() {
+            let Ok(e) = c else { continue };
+            match made.next() {
+                Some(Ok(live)) => {
+                    self.post(e, Job::Adopt(Box::new(live)));
+                    *lock(&self.counters.created)
+                        .entry(e.spec.template.clone())
+                        .or_insert(0) += 1;
+                }
+                Some(Err(err)) => {
+                    self.remove(&e.id);
+                    *c = Err(SandboxError::Internal(err.to_string()));
+                }
+                None => {
+                    self.remove(&e.id);
+                    *c = Err(SandboxError::Internal("the copy was not made".into()));
+                }
+            }
+        }
+        self.counters.fork_latency.observe(start.elapsed());
+        Ok(copies)
     }
 
     /// The sandbox `id` if `owner` may see it.
@@ -860,9 +926,29 @@ impl Timers {
     }
 }
 
+/// A new table entry (not yet in the table).
+fn new_entry(template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entry> {
+    let now = SystemTime::now();
+    Arc::new(Entry {
+        id: new_id(),
+        access_token: new_token(),
+        started_at: now,
+        life: Mutex::new(Life {
+            end_at: now + timeout,
+            paused: false,
+        }),
+        slot: Mutex::new(Slot::default()),
+        subscribers: Mutex::new(HashMap::new()),
+        run_reply: Mutex::new(None),
+        template,
+        spec,
+    })
+}
+
 /// Serve one job; returns the sandbox to put back.
 fn serve(e: &Arc<Entry>, job: Job, sandbox: Option<LiveSandbox>) -> Option<LiveSandbox> {
     match job {
+        Job::Adopt(live) => Some(*live),
         Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
             Ok(mut sb) => {
                 // E2B's default user's home: the SDKs' relative paths and

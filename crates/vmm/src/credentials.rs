@@ -14,6 +14,8 @@ pub fn drop_to(uid: u32, gid: u32) -> io::Result<()> {
             Err(io::Error::last_os_error())
         }
     };
+    // What a non-dumpable process can no longer open (live forks read it).
+    let _ = crate::memory::pagemap();
     // SAFETY: setgroups reads no memory when the count is 0; setresgid and
     // setresuid take plain integers.
     unsafe {

@@ -17,7 +17,7 @@ pub mod vcpu;
 pub mod vm;
 
 pub use kick::Kicker;
-pub use memory::{GuestMemory, MemoryError};
+pub use memory::{GuestMemory, Layer, MemoryError};
 pub use paging::{FrameAllocator, PageTables, PagingError};
 pub use tsc::TscInfo;
 pub use vcpu::{ExceptionFrame, Exit, Vcpu, VcpuError, VcpuState};

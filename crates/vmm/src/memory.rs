@@ -28,6 +28,8 @@ pub enum MemoryError {
     Memfd(#[source] io::Error),
     #[error("mapping guest memory")]
     Mmap(#[source] vm_memory::mmap::MmapRegionError),
+    #[error("reading the host's page map (/proc/self/pagemap)")]
+    PageMap(#[source] io::Error),
     #[error("guest-physical range {gpa:#x}+{len:#x} is outside guest memory")]
     OutOfRange { gpa: u64, len: usize },
 }
@@ -66,8 +68,44 @@ pub struct GuestMemory {
     /// Pages the VMM wrote (one bit per page), when tracking is on: KVM's
     /// dirty log sees only the guest's own writes.
     dirty: Option<Vec<std::sync::atomic::AtomicU64>>,
+    /// The pages of a live sandbox this memory was forked from, mapped
+    /// over `file` (see [`Layer`]).
+    layer: Option<Arc<Layer>>,
     // Declared last: unmapped after `region` is dropped.
     _reservation: Option<Reservation>,
+}
+
+/// The pages a live sandbox had made its own when it was forked, copied
+/// into a sparse memfd at their own offsets: its forks map the template's
+/// memory and this over it, both copy-on-write. A fork of such a fork
+/// copies this layer's pages and its own into a new one, so a fork is
+/// always one layer above its template, however deep the chain (each
+/// freeze costs a copy of the pages that differ from the template).
+pub struct Layer {
+    file: Arc<File>,
+    /// (first page, pages), ascending.
+    runs: Vec<(u64, u64)>,
+}
+
+impl Layer {
+    /// Its pages, ascending.
+    pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs.iter().flat_map(|&(p, n)| p..p + n)
+    }
+
+    /// How many pages it holds.
+    pub fn len(&self) -> u64 {
+        self.runs.iter().map(|r| r.1).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Contiguous runs of pages (one host mapping each in a fork).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
 }
 
 fn check_size(size: u64) -> Result<(), MemoryError> {
@@ -115,6 +153,7 @@ impl GuestMemory {
             file_len: size,
             private: flags & libc::MAP_PRIVATE != 0,
             dirty: None,
+            layer: None,
             _reservation: None,
         })
     }
@@ -190,7 +229,112 @@ impl GuestMemory {
             file_len,
             private: true,
             dirty: None,
+            layer: None,
             _reservation: Some(reservation),
+        })
+    }
+
+    /// Copy-on-write memory of a fork of a live sandbox: `file` (its
+    /// template's memory) for the first `file_len` bytes, with `layer` (the
+    /// pages the live sandbox had made its own) mapped over it, privately
+    /// too. One contiguous host range, as `new_cow`.
+    pub fn new_layered(
+        file: Arc<File>,
+        file_len: u64,
+        size: u64,
+        layer: Arc<Layer>,
+    ) -> Result<Self, MemoryError> {
+        let mut m = Self::new_cow(file, file_len, size)?;
+        let base = m.host_address();
+        for &(page, n) in &layer.runs {
+            if (page + n) * PAGE_SIZE > size {
+                return Err(MemoryError::OutOfRange {
+                    gpa: page * PAGE_SIZE,
+                    len: (n * PAGE_SIZE) as usize,
+                });
+            }
+            // SAFETY: MAP_FIXED over pages of our own reservation (checked
+            // to lie inside it just above), with a private view of the
+            // layer file, which is `size` bytes long.
+            let r = unsafe {
+                libc::mmap(
+                    (base + page * PAGE_SIZE) as *mut libc::c_void,
+                    (n * PAGE_SIZE) as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    std::os::fd::AsRawFd::as_raw_fd(&*layer.file),
+                    (page * PAGE_SIZE) as libc::off_t,
+                )
+            };
+            if r == libc::MAP_FAILED {
+                return Err(MemoryError::Memfd(io::Error::last_os_error()));
+            }
+        }
+        m.layer = Some(layer);
+        Ok(m)
+    }
+
+    /// The live sandbox's pages this memory was forked with, if any.
+    pub fn layer(&self) -> Option<&Arc<Layer>> {
+        self.layer.as_ref()
+    }
+
+    /// Pages whose contents are this memory's own, not its file's: written
+    /// since it was mapped (a private copy), or fresh memory past the file
+    /// that was touched. Read from the host's page map, which sees every
+    /// write, the guest's and the VMM's alike.
+    pub fn private_pages(&self) -> Result<Vec<u64>, MemoryError> {
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        const FILE_OR_SHARED: u64 = 1 << 61;
+        use std::os::unix::fs::FileExt;
+        let map = pagemap()?;
+        let pages = self.size / PAGE_SIZE;
+        let first = self.host_address() / PAGE_SIZE;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8 * 4096];
+        let mut p = 0;
+        while p < pages {
+            let n = (pages - p).min(4096);
+            let bytes = &mut buf[..(n * 8) as usize];
+            map.read_exact_at(bytes, (first + p) * 8)
+                .map_err(MemoryError::PageMap)?;
+            for (i, e) in bytes.chunks_exact(8).enumerate() {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(e);
+                let e = u64::from_le_bytes(w);
+                if e & SWAPPED != 0 || (e & PRESENT != 0 && e & FILE_OR_SHARED == 0) {
+                    out.push(p + i as u64);
+                }
+            }
+            p += n;
+        }
+        Ok(out)
+    }
+
+    /// Copy the current contents of `pages` (ascending page numbers) into
+    /// a new layer that forks can map over this memory's file.
+    pub fn capture_layer(&self, pages: &[u64]) -> Result<Layer, MemoryError> {
+        use std::os::unix::fs::FileExt;
+        let file = memfd("zeroboot-layer")?;
+        file.set_len(self.size).map_err(MemoryError::Memfd)?;
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &p in pages {
+            match runs.last_mut() {
+                Some((s, n)) if *s + *n == p => *n += 1,
+                _ => runs.push((p, 1)),
+            }
+        }
+        let mut buf = Vec::new();
+        for &(p, n) in &runs {
+            buf.resize((n * PAGE_SIZE) as usize, 0);
+            self.read(p * PAGE_SIZE, &mut buf)?;
+            file.write_all_at(&buf, p * PAGE_SIZE)
+                .map_err(MemoryError::Memfd)?;
+        }
+        Ok(Layer {
+            file: Arc::new(file),
+            runs,
         })
     }
 
@@ -376,6 +520,17 @@ impl GuestMemory {
 
 /// An anonymous memory file (unsealed: a sandbox's memory grows in slot
 /// steps with ftruncate).
+/// This process's page map, opened once: a process that gave up root
+/// (`credentials::drop_to`) is no longer dumpable, and then may not open
+/// its own /proc files any more, so the server opens it before that.
+pub fn pagemap() -> Result<&'static File, MemoryError> {
+    static MAP: std::sync::OnceLock<Result<File, String>> = std::sync::OnceLock::new();
+    match MAP.get_or_init(|| File::open("/proc/self/pagemap").map_err(|e| e.to_string())) {
+        Ok(f) => Ok(f),
+        Err(e) => Err(MemoryError::PageMap(io::Error::other(e.clone()))),
+    }
+}
+
 fn memfd(name: &str) -> Result<File, MemoryError> {
     let cname =
         std::ffi::CString::new(name).map_err(|e| MemoryError::Memfd(io::Error::other(e)))?;
@@ -413,5 +568,39 @@ mod tests {
         f.write_u64(0x2000, 9).unwrap();
         assert_eq!(f.read_u64(0x2000).unwrap(), 9);
         assert_eq!(m.read_u64(0x2000).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_layer_carries_a_forks_own_pages_to_its_forks() {
+        let size = 4 << 20;
+        let t = GuestMemory::new(size).unwrap();
+        t.write_u64(0x1000, 1).unwrap();
+        t.write_u64(0x3000, 3).unwrap();
+        // A fork of the template's first 2 MiB; it writes one template
+        // page, and one of the fresh memory past the file.
+        let live = GuestMemory::new_cow(t.file().clone(), 2 << 20, size).unwrap();
+        assert_eq!(live.read_u64(0x3000).unwrap(), 3);
+        live.write_u64(0x1000, 10).unwrap();
+        live.write_u64(0x30_0000, 30).unwrap();
+        assert_eq!(live.private_pages().unwrap(), vec![1, 0x300]);
+        let layer = Arc::new(live.capture_layer(&[1, 0x300]).unwrap());
+        assert_eq!(layer.pages().collect::<Vec<_>>(), vec![1, 0x300]);
+
+        let a = GuestMemory::new_layered(t.file().clone(), 2 << 20, size, layer.clone()).unwrap();
+        let b = GuestMemory::new_layered(t.file().clone(), 2 << 20, size, layer).unwrap();
+        for m in [&a, &b] {
+            assert_eq!(m.read_u64(0x1000).unwrap(), 10);
+            assert_eq!(m.read_u64(0x3000).unwrap(), 3);
+            assert_eq!(m.read_u64(0x30_0000).unwrap(), 30);
+            assert!(m.private_pages().unwrap().is_empty());
+        }
+        // Each copy diverges alone; the source too.
+        a.write_u64(0x1000, 11).unwrap();
+        live.write_u64(0x1000, 12).unwrap();
+        assert_eq!(b.read_u64(0x1000).unwrap(), 10);
+        assert_eq!(a.private_pages().unwrap(), vec![1]);
+        // A layer beyond the memory is refused.
+        let big = Arc::new(live.capture_layer(&[0x3ff]).unwrap());
+        assert!(GuestMemory::new_layered(t.file().clone(), 2 << 20, 2 << 20, big).is_err());
     }
 }

@@ -278,3 +278,66 @@ def test_sandbox_metrics(server):
     # Live sandboxes run (and spare forks are made) on threads under the
     # seccomp filter, which refused nothing they needed.
     assert "\nzeroboot_seccomp_denied_total 0\n" in text
+
+
+def test_fork_copies_state_files_and_commands(server):
+    c = client(server)
+    src = c.create(timeout=120)
+    copies = []
+    try:
+        src.run("import numpy as np\na = np.random.rand(10**6)\ns = float(a.sum())")
+        src.files.write("/tmp/before.txt", "made before the fork\n")
+        bg = src.commands.run("sleep 600", background=True)
+        copies = src.fork(count=3, timeout=120)
+        assert all(isinstance(h, LiveSandbox) for h in copies), copies
+        assert len({h.sandbox_id for h in copies} | {src.sandbox_id}) == 4
+        src.files.write("/tmp/after.txt", "made after the fork\n")
+        want = src.run("print(s)")
+        draws = {src.run("print(np.random.rand())")}
+        for h in copies:
+            # The same variables...
+            assert h.run("print(s)") == want
+            # ...and fresh random numbers in each copy.
+            draws.add(h.run("print(np.random.rand())"))
+            assert h.files.read("/tmp/before.txt") == "made before the fork\n"
+            assert not h.files.exists("/tmp/after.txt")
+            # The background command runs on in every copy.
+            assert bg.pid in [p["pid"] for p in h.commands.list()]
+        assert len(draws) == 4, draws
+        # Each copy diverges alone.
+        copies[0].run("s = -1")
+        assert copies[1].run("print(s)") == want
+        assert src.run("print(s)") == want
+        # A fork of a fork.
+        (grand,) = copies[0].fork(count=1, timeout=60)
+        copies.append(grand)
+        assert grand.run("print(s)") == "-1\n"
+        assert grand.files.read("/tmp/before.txt") == "made before the fork\n"
+    finally:
+        for h in copies + [src]:
+            if isinstance(h, LiveSandbox):
+                h.kill()
+
+
+def test_fork_bad_input_and_limits(server):
+    assert_e2b_error(http(server, "POST", "/sandboxes/neverexisted0000/fork", {"count": 1}), 404)
+    h = client(server, server.other_key).create(timeout=60)
+    try:
+        for bad in [{"count": 0}, {"count": 101}, {"count": "3"}, {"timeout": -1}]:
+            assert_e2b_error(http(server, "POST", "/sandboxes/%s/fork" % h.sandbox_id, bad, key=server.other_key), 400)
+        # Another key cannot fork it.
+        assert_e2b_error(http(server, "POST", "/sandboxes/%s/fork" % h.sandbox_id, {"count": 1}), 404)
+        # Over the per-key limit: the copies that fit are made, each of the
+        # others fails alone with 429.
+        out = h.fork(count=SANDBOXES_PER_KEY + 2, timeout=60)
+        made = [x for x in out if isinstance(x, LiveSandbox)]
+        failed = [x for x in out if isinstance(x, ZerobootError)]
+        try:
+            assert len(made) == SANDBOXES_PER_KEY - 1
+            assert len(failed) == 3 and all(e.status == 429 for e in failed), failed
+            assert all(x.run("print(1)") == "1\n" for x in made)
+        finally:
+            for x in made:
+                x.kill()
+    finally:
+        h.kill()

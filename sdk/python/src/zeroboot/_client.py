@@ -587,6 +587,40 @@ class LiveSandbox:
             raise
         return True
 
+    def fork(self, count: int = 1, timeout: int = 300) -> List[Union["LiveSandbox", ZerobootError]]:
+        """``count`` copies (1 to 100) of this sandbox as it is now: its
+        variables, files, and running commands; each copy then goes its own
+        way, and this one goes on. One entry per copy, in order: a handle,
+        or the :class:`ZerobootError` that copy failed with (e.g. 429 over
+        the limit of live sandboxes). Each copy lives ``timeout`` seconds.
+        Uses E2B's ``POST /sandboxes/{id}/fork``."""
+        data = self.client._call(
+            "POST",
+            "/sandboxes/%s/fork" % _quote(self.sandbox_id),
+            {"count": int(count), "timeout": int(timeout)},
+            self.client.timeout,
+        )
+        if not isinstance(data, list):
+            raise ZerobootError(0, "unexpected fork answer: %r" % (data,), body=data)
+        out: List[Union["LiveSandbox", ZerobootError]] = []
+        for item in data:
+            sb = item.get("sandbox") if isinstance(item, Mapping) else None
+            if isinstance(sb, Mapping) and isinstance(sb.get("sandboxID"), str):
+                token = sb.get("envdAccessToken")
+                out.append(
+                    LiveSandbox(
+                        self.client,
+                        sb["sandboxID"],
+                        template=self.template,
+                        access_token=token if isinstance(token, str) else None,
+                    )
+                )
+            else:
+                err = item.get("error") if isinstance(item, Mapping) else None
+                err = err if isinstance(err, Mapping) else {}
+                out.append(ZerobootError(int(err.get("code", 0)), str(err.get("message", item)), body=item))
+        return out
+
     def set_timeout(self, timeout: int) -> None:
         """End the sandbox ``timeout`` seconds from now (replaces the previous
         time to live)."""

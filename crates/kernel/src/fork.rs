@@ -1,0 +1,118 @@
+//! Fork of a live sandbox (DESIGN.md §7). The source is frozen for as long
+//! as it takes to copy the pages it made its own (those that differ from
+//! its template) into a layer and to clone its kernel state; then it goes
+//! on running, and every copy is a new VM that maps the template's memory
+//! with the layer over it, both copy-on-write, and the cloned state. All
+//! of the source's processes, threads, descriptors, pipes with what they
+//! hold, and its writable files come along; each copy then diverges alone.
+//!
+//! A fork of a copy folds its layer into the new one (`Layer`), so the
+//! chain is always one layer deep over the template.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use zeroboot_vmm::layout::USER_END;
+use zeroboot_vmm::{GuestMemory, Host, Layer, VcpuState, Vm};
+
+use crate::kernel::{Kernel, Sink};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::task::{Resume, ThreadState};
+
+/// A live sandbox frozen for forking: what every copy starts from.
+pub struct Frozen {
+    /// The template's memory, and how much of it the source mapped.
+    base: Arc<File>,
+    base_len: u64,
+    mem_size: u64,
+    /// Guest memory the source had registered with KVM.
+    registered: u64,
+    layer: Arc<Layer>,
+    vcpu: VcpuState,
+    kernel: Kernel,
+}
+
+impl Frozen {
+    /// Pages of the layer (what the source had made its own).
+    pub fn layer_pages(&self) -> u64 {
+        self.layer.len()
+    }
+}
+
+impl Sandbox {
+    /// Freeze a copy of this sandbox's current state; this sandbox is left
+    /// as it was and may run on. Call it between runs (never inside one).
+    pub fn freeze(&mut self) -> Result<Frozen, SandboxError> {
+        if self.k.exit.is_some() {
+            return Err(SandboxError::Finished);
+        }
+        // Pending page-table writes go to memory first, so the layer has
+        // the tables the copies' vCPUs will walk.
+        self.sync_memory()?;
+        if self.k.mm.has_pending() {
+            let writes = self.k.mm.take_pending();
+            self.vcpu.run_pte_writer(&self.mem, &writes)?;
+        }
+        let vcpu = self.vcpu.save_state()?;
+        let mut pages = self.mem.private_pages()?;
+        if let Some(l) = self.mem.layer() {
+            pages.extend(l.pages());
+            pages.sort_unstable();
+            pages.dedup();
+        }
+        let layer = Arc::new(self.mem.capture_layer(&pages)?);
+        let mut kernel = self.k.clone();
+        kernel.clock.freeze();
+        kernel.stdout = Sink::capture(0);
+        kernel.stderr = Sink::capture(0);
+        kernel.stats = Default::default();
+        Ok(Frozen {
+            base: self.mem.file().clone(),
+            base_len: self.mem.file_len(),
+            mem_size: self.mem.size(),
+            registered: self.vm.registered().max(self.k.mm.frames.high_water()),
+            layer,
+            vcpu,
+            kernel,
+        })
+    }
+
+    /// A new sandbox that continues from `frozen`: same pids, memory,
+    /// files and descriptors as the source had when it was frozen.
+    pub fn fork_frozen(frozen: &Frozen) -> Result<Sandbox, SandboxError> {
+        let mem = GuestMemory::new_layered(
+            frozen.base.clone(),
+            frozen.base_len,
+            frozen.mem_size,
+            frozen.layer.clone(),
+        )?;
+        let vm = Vm::with_logging(&mem, frozen.registered, false)?;
+        let mut vcpu = vm.create_vcpu()?;
+        let initial_xsave = vcpu.xsave_bytes()?;
+        vcpu.restore_state(&frozen.vcpu)?;
+        let mut k = frozen.kernel.clone();
+        k.cpu_base_ns = crate::syscalls::thread_cpu_ns();
+        crate::vdso::rebase(&mut k, &mem, vcpu.tsc());
+        // A thread stopped in ring 3 (by a kick, or about to return there)
+        // goes back to ring 3; one stopped in a ring-0 trampoline finishes
+        // it in ring 0, where a new vCPU starts; the other states are
+        // finished by the run loop (a syscall's completion returns to
+        // ring 3 itself).
+        let in_user = matches!(
+            k.threads.get(&k.current).map(|t| &t.state),
+            Some(ThreadState::Runnable(Resume::Continue))
+        ) && frozen.vcpu.regs.rip < USER_END;
+        if in_user {
+            vcpu.resume_user();
+        }
+        let host = Host::get()?;
+        Ok(Sandbox::from_parts(
+            mem,
+            vm,
+            vcpu,
+            k,
+            host.xsave_size(),
+            initial_xsave,
+        ))
+    }
+}

@@ -315,7 +315,6 @@ impl GuestMemory {
     /// Copy the current contents of `pages` (ascending page numbers) into
     /// a new layer that forks can map over this memory's file.
     pub fn capture_layer(&self, pages: &[u64]) -> Result<Layer, MemoryError> {
-        use std::os::unix::fs::FileExt;
         let file = memfd("zeroboot-layer")?;
         file.set_len(self.size).map_err(MemoryError::Memfd)?;
         let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -325,12 +324,31 @@ impl GuestMemory {
                 _ => runs.push((p, 1)),
             }
         }
-        let mut buf = Vec::new();
         for &(p, n) in &runs {
-            buf.resize((n * PAGE_SIZE) as usize, 0);
-            self.read(p * PAGE_SIZE, &mut buf)?;
-            file.write_all_at(&buf, p * PAGE_SIZE)
-                .map_err(MemoryError::Memfd)?;
+            let (off, len) = (p * PAGE_SIZE, (n * PAGE_SIZE) as usize);
+            self.check(off, len)?;
+            let mut done = 0;
+            while done < len {
+                // SAFETY: the source range lies inside our mapping (checked
+                // just above); the kernel only reads it, straight into the
+                // file, with no bounce buffer (a layer can be ~100 MiB).
+                let r = unsafe {
+                    libc::pwrite(
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        (self.host_address() + off + done as u64) as *const libc::c_void,
+                        len - done,
+                        (off + done as u64) as libc::off_t,
+                    )
+                };
+                if r <= 0 {
+                    let e = io::Error::last_os_error();
+                    if r < 0 && e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(MemoryError::Memfd(e));
+                }
+                done += r as usize;
+            }
         }
         Ok(Layer {
             file: Arc::new(file),

@@ -75,6 +75,22 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Fork of a live sandbox holding numpy state, through the HTTP API:
+    /// one copy per call, many copies in one call, host memory per copy.
+    ForkLive {
+        /// Copies made by the one big call (at most 100).
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// One-copy fork calls measured.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// MiB of numpy data in the source.
+        #[arg(long, default_value_t = 80)]
+        state_mb: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -108,6 +124,12 @@ pub fn run(b: Bench) -> Result<()> {
         } => crate::bench_sandboxes::run(&template, count, runs, json),
         Bench::Soak(a) => crate::bench_soak::run(a),
         Bench::Commands { runs, json } => crate::bench_commands::run(runs, json),
+        Bench::ForkLive {
+            count,
+            runs,
+            state_mb,
+            json,
+        } => crate::bench_fork_live::run(count, runs, state_mb, json),
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::bench::percentiles;
 use crate::bench_api::{proc_status, start_server_with, Conn};
 
-fn sandbox_id(body: &str) -> Result<String> {
+pub(crate) fn sandbox_id(body: &str) -> Result<String> {
     let v: serde_json::Value = serde_json::from_str(body).context("create answer")?;
     v.get("sandboxID")
         .and_then(|s| s.as_str())
@@ -20,7 +20,7 @@ fn sandbox_id(body: &str) -> Result<String> {
 
 /// Proportional set size (KiB): shared pages (the template's, mapped by
 /// every fork) counted once, where RSS counts them in every mapping.
-fn pss_kib(pid: u32) -> u64 {
+pub(crate) fn pss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .ok()
         .and_then(|s| {

@@ -290,6 +290,31 @@ export class LiveSandbox {
     return true;
   }
 
+  /**
+   * `count` copies (1 to 100) of this sandbox as it is now: variables,
+   * files and running commands; each then goes its own way, and this one
+   * goes on. One entry per copy, in order: a handle, or the
+   * {@link ZerobootError} that copy failed with (e.g. 429 over the limit of
+   * live sandboxes). Each copy lives `timeout` seconds (default 300).
+   */
+  async fork(options: { count?: number; timeout?: number } = {}): Promise<Array<LiveSandbox | ZerobootError>> {
+    const r = await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/fork`, {
+      count: Math.round(options.count ?? 1),
+      timeout: Math.round(options.timeout ?? 300),
+    });
+    if (!Array.isArray(r.body)) throw new ZerobootError(0, "unexpected fork answer", { body: r.body });
+    return r.body.map((item: unknown) => {
+      const it = (item ?? {}) as { sandbox?: Record<string, unknown>; error?: Record<string, unknown> };
+      const s = it.sandbox;
+      if (s && typeof s.sandboxID === "string") {
+        const token = typeof s.envdAccessToken === "string" ? s.envdAccessToken : undefined;
+        return new LiveSandbox(this.client, s.sandboxID, this.template, token);
+      }
+      const e = it.error ?? {};
+      return new ZerobootError(Number(e.code ?? 0), String(e.message ?? JSON.stringify(item)), { body: item });
+    });
+  }
+
   /** Ends the sandbox `seconds` from now (replaces its time to live). */
   async setTimeout(seconds: number): Promise<void> {
     await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/timeout`, {

@@ -19,6 +19,25 @@ describe("live sandboxes", () => {
     await server?.stop();
   });
 
+  test("fork copies the state; each copy diverges alone", async () => {
+    const h = await sb.create({ template: "python", timeout: 120 });
+    const copies = [];
+    try {
+      await h.run("x = 41");
+      copies.push(...(await h.fork({ count: 2, timeout: 60 })));
+      assert.equal(copies.length, 2);
+      for (const c of copies) assert.ok(c instanceof LiveSandbox, String(c));
+      await copies[0].run("x = 0");
+      assert.equal(await copies[1].run("print(x + 1)"), "42\n");
+      assert.equal(await copies[0].run("print(x + 1)"), "1\n");
+      assert.equal(await h.run("print(x + 1)"), "42\n");
+      await assert.rejects(h.fork({ count: 0 }), (e) => e instanceof ZerobootError && e.status === 400);
+    } finally {
+      for (const c of copies) if (c instanceof LiveSandbox) await c.kill();
+      await h.kill();
+    }
+  });
+
   test("state persists in one sandbox and nowhere else", async () => {
     const h = await sb.create({ template: "python", timeout: 300 });
     const other = await sb.create();

@@ -776,7 +776,12 @@ pub async fn exec(
         match res {
             Ok(r) => {
                 crate::api::record(&state, "sandbox", &r);
-                Ok(Json(crate::api::result_json(&r, start.elapsed())).into_response())
+                Ok(Json(crate::api::result_json(
+                    &r,
+                    start.elapsed(),
+                    state.config.network.enabled,
+                ))
+                .into_response())
             }
             Err(LiveError::Dead(why)) => Err(ApiError::new(
                 StatusCode::GONE,

@@ -11,6 +11,7 @@ mod auth;
 mod e2b;
 mod envd;
 mod metrics;
+pub mod network;
 mod openapi;
 mod pool;
 mod sandboxes;
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     pub vcpu_setup: fn() -> Result<(), String>,
     /// Live sandboxes: how many, how long, on how many threads.
     pub sandboxes: SandboxLimits,
+    /// The operator's egress policy (off by default; docs/network.md).
+    pub network: Arc<zeroboot_engine::NetOperator>,
 }
 
 fn no_setup() -> Result<(), String> {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             keys_file: None,
             vcpu_setup: no_setup,
             sandboxes: SandboxLimits::default(),
+            network: Arc::new(zeroboot_engine::NetOperator::default()),
         }
     }
 }

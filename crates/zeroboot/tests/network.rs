@@ -1,0 +1,315 @@
+//! Egress under the policy (docs/network.md), tried through the server as
+//! a user would: Python in a sandbox fetching from HTTP servers this test
+//! starts on 127.0.0.1, the operator's flags allowing exactly one of their
+//! ports. No traffic goes anywhere but to those servers: every other
+//! destination here is one the policy refuses before a host socket exists
+//! (the tests check that nothing reached the servers, the counts, and the
+//! server's descriptors).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// An HTTP server on 127.0.0.1 answering every GET with `body`; counts
+/// the connections it accepted.
+struct TestHttp {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl TestHttp {
+    fn start(body: Vec<u8>) -> TestHttp {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let body = Arc::new(body);
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = c.write_all(head.as_bytes());
+                    let _ = c.write_all(&body);
+                });
+            }
+        });
+        TestHttp { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+const CSV: &str = "name,value\nalpha,1\nbeta,2\n";
+
+fn exec(s: &Server, body: Value) -> Value {
+    let (st, _, b) = s.post("/v1/exec", None, &body.to_string());
+    assert_eq!(st, 200, "{b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+fn py(s: &Server, code: &str, extra: Value) -> Value {
+    let mut body = json!({"code": code, "language": "python", "timeout_seconds": 60});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    exec(s, body)
+}
+
+/// Descriptors of a process that are sockets.
+fn host_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Python that connects to each (host, port) and prints the outcome (the
+/// errno's name, or "connected") and whether it took under a second.
+fn probe(targets: &[(&str, u16)]) -> String {
+    let list: Vec<String> = targets
+        .iter()
+        .map(|(h, p)| format!("({h:?}, {p})"))
+        .collect();
+    format!(
+        r#"
+import errno, socket, time
+for host, port in [{}]:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    t = time.time()
+    try:
+        s.connect((host, port))
+        r = "connected"
+    except OSError as e:
+        r = errno.errorcode.get(e.errno, str(e.errno))
+    print(host, port, r, "fast" if time.time() - t < 1 else "slow")
+    s.close()
+"#,
+        list.join(", ")
+    )
+}
+
+fn serve_policy(allowed: u16, extra: &[&str]) -> Server {
+    let allow = format!("127.0.0.1:{allowed}");
+    let mut args = vec![
+        "--languages",
+        "python",
+        "--network",
+        "policy",
+        "--net-allow-host",
+        &allow,
+        "--net-resolver",
+        "static",
+        "--net-host",
+        "data.test=127.0.0.1",
+        "--net-host",
+        "other.test=127.0.0.1",
+        "--net-host",
+        "rebind.test=127.0.0.1,169.254.169.254,10.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(None, &args)
+}
+
+#[test]
+fn an_allowed_loopback_port_serves_urlopen_and_every_other_destination_is_refused_before_a_host_socket(
+) {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let other = TestHttp::start(b"must not be reached".to_vec());
+    let s = serve_policy(allowed.port, &[]);
+    let pid = s.child.id();
+    let api_port: u16 = s.addr.rsplit(':').next().unwrap().parse().unwrap();
+
+    let url = format!("http://127.0.0.1:{}/data.csv", allowed.port);
+    let r = py(
+        &s,
+        &format!(
+            "import urllib.request\nprint(urllib.request.urlopen({url:?}).read().decode(), end='')"
+        ),
+        json!({}),
+    );
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert_eq!(r["network"]["enabled"], true);
+    assert_eq!(r["network"]["connections"], 1, "{r}");
+    assert!(
+        r["network"]["bytes_in"].as_u64().unwrap() > CSV.len() as u64,
+        "{r}"
+    );
+    assert!(r["network"]["bytes_out"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(allowed.accepted(), 1);
+
+    // Refused destinations: the not-allowed port, the metadata address,
+    // the server's own API port (also in its IPv6-mapped form), the
+    // unspecified address, a private one.
+    let sockets_before = host_sockets(pid);
+    let targets = [
+        ("127.0.0.1", other.port),
+        ("169.254.169.254", 80),
+        ("127.0.0.1", api_port),
+        ("::ffff:127.0.0.1", api_port),
+        ("::ffff:169.254.169.254", 80),
+        ("0.0.0.0", allowed.port),
+        ("10.0.0.1", 80),
+        ("::1", other.port),
+    ];
+    let r = py(&s, &probe(&targets), json!({}));
+    let want = [
+        format!("127.0.0.1 {} ECONNREFUSED fast", other.port),
+        "169.254.169.254 80 EACCES fast".to_string(),
+        format!("127.0.0.1 {api_port} ECONNREFUSED fast"),
+        format!("::ffff:127.0.0.1 {api_port} ECONNREFUSED fast"),
+        "::ffff:169.254.169.254 80 EACCES fast".to_string(),
+        format!("0.0.0.0 {} EACCES fast", allowed.port),
+        "10.0.0.1 80 EACCES fast".to_string(),
+        format!("::1 {} ECONNREFUSED fast", other.port),
+    ];
+    let got: Vec<&str> = r["stdout"].as_str().unwrap().lines().collect();
+    assert_eq!(got, want, "{r}");
+    assert_eq!(r["network"]["denied"], targets.len(), "{r}");
+    assert_eq!(r["network"]["connections"], 0, "{r}");
+    assert_eq!(other.accepted(), 0);
+    assert_eq!(allowed.accepted(), 1);
+    assert_eq!(
+        host_sockets(pid),
+        sockets_before,
+        "a host socket stayed open"
+    );
+
+    // The denials are in the metrics.
+    let (_, _, m) = s.get("/v1/metrics");
+    let denied: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("zeroboot_network_denied_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(denied >= targets.len() as u64, "{m}");
+}
+
+#[test]
+fn a_domain_allow_list_resolves_through_the_vmm_and_rebinding_gets_no_forbidden_address() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let s = serve_policy(allowed.port, &[]);
+    let only_data = json!({"allow_internet_access": false, "network": {"allowOut": ["data.test"]}});
+    let url = format!("http://data.test:{}/data.csv", allowed.port);
+    let r = py(
+        &s,
+        &format!(
+            "import urllib.request\nprint(urllib.request.urlopen({url:?}).read().decode(), end='')"
+        ),
+        only_data.clone(),
+    );
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert!(r["network"]["dns_queries"].as_u64().unwrap() >= 1, "{r}");
+
+    // A name outside the list does not resolve; its address, not granted
+    // by an allowed name in this sandbox, is refused by number too.
+    let code = format!(
+        r#"
+import errno, socket
+try:
+    socket.getaddrinfo("other.test", {p})
+    print("resolved")
+except socket.gaierror as e:
+    print("gaierror")
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", {p}))
+    print("connected")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"#,
+        p = allowed.port
+    );
+    let r = py(&s, &code, only_data);
+    assert_eq!(r["stdout"], "gaierror\nEACCES\n", "{r}");
+    // The A and AAAA queries, and the connect.
+    assert_eq!(r["network"]["denied"], 3, "{r}");
+    assert_eq!(allowed.accepted(), 1);
+
+    // Rebinding: the name's other addresses (metadata, private) are never
+    // handed out.
+    let r = py(
+        &s,
+        "import socket\nprint(sorted({a[4][0] for a in socket.getaddrinfo('rebind.test', 80)}))",
+        json!({}),
+    );
+    assert_eq!(r["stdout"], "['127.0.0.1']\n", "{r}");
+}
+
+#[test]
+fn connections_per_sandbox_are_capped() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let s = serve_policy(allowed.port, &["--net-max-connections", "8"]);
+    let code = format!(
+        r#"
+import errno, socket
+held = []
+for i in range(10000):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", {p}))
+    except OSError as e:
+        print(len(held), errno.errorcode[e.errno])
+        break
+    held.append(s)
+"#,
+        p = allowed.port
+    );
+    let r = py(&s, &code, json!({}));
+    assert_eq!(r["stdout"], "8 ENOBUFS\n", "{r}");
+    assert_eq!(r["network"]["connections"], 8, "{r}");
+    assert_eq!(r["network"]["denied"], 1, "{r}");
+}
+
+#[test]
+fn with_the_network_off_connections_fail_clearly_and_the_result_says_so() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    // E2B's default `allow_internet_access: true` is accepted.
+    let s = Server::start(None, &["--languages", "python"]);
+    let r = py(
+        &s,
+        &probe(&[("127.0.0.1", allowed.port), ("192.0.2.1", 80)]),
+        json!({"allow_internet_access": true}),
+    );
+    let want = format!(
+        "127.0.0.1 {} ECONNREFUSED fast\n192.0.2.1 80 ENETUNREACH fast\n",
+        allowed.port
+    );
+    assert_eq!(r["stdout"], want, "{r}");
+    assert_eq!(r["network"]["enabled"], false, "{r}");
+    assert!(r["network"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("--network policy"));
+    assert_eq!(r["network"]["denied"], 1, "{r}");
+    assert_eq!(allowed.accepted(), 0);
+}

@@ -360,6 +360,8 @@ impl LiveSandbox {
             return idle;
         };
         let now = Instant::now();
+        // A thread waiting on a host socket that became ready runs again.
+        sb.poll_host_sockets();
         let due = sb.next_wake().is_some_and(|w| w <= now)
             || run_deadline.is_some_and(|d| d <= now)
             // A run just handed over: the agent is parked until it runs.

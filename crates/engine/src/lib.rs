@@ -17,6 +17,6 @@ pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_M
 pub use zeroboot_kernel::hardening::denied_total as seccomp_denied_total;
 /// The egress policy's types (docs/network.md).
 pub use zeroboot_kernel::net::policy::{
-    Counters as NetCounters, NetStats, Operator as NetOperator, PolicyError, SandboxRules,
-    Setup as NetSetup,
+    Counters as NetCounters, NetStats, Operator as NetOperator, PolicyError, Rule as NetRule,
+    SandboxRules, Setup as NetSetup,
 };

@@ -331,11 +331,25 @@ fn listed_json(e: &Entry) -> Value {
     })
 }
 
+fn rule_text(r: &zeroboot_engine::NetRule) -> String {
+    match r {
+        zeroboot_engine::NetRule::Net(c) => format!("{}/{}", c.addr, c.prefix),
+        zeroboot_engine::NetRule::Domain(d) => d.clone(),
+    }
+}
+
 /// The spec's `SandboxDetail`.
 fn detail_json(e: &Entry) -> Value {
     let mut v = listed_json(e);
-    // No network at all, whatever was asked.
-    v["allowInternetAccess"] = json!(false);
+    // Whether it has network: the server's is on and its rules do not
+    // deny everything.
+    let n = &e.spec.network;
+    v["allowInternetAccess"] = json!(n.operator.enabled && !n.rules.denies_all());
+    v["network"] = json!({
+        "enabled": n.operator.enabled,
+        "allowOut": n.rules.allow_out.iter().map(rule_text).collect::<Vec<_>>(),
+        "denyOut": n.rules.deny_out.iter().map(rule_text).collect::<Vec<_>>(),
+    });
     v["domain"] = Value::Null;
     v["lifecycle"] = json!({ "autoResume": false, "onTimeout": "kill" });
     if e.spec.secure {
@@ -388,7 +402,24 @@ async fn create_inner(
         )));
     }
     let secure = always_secure || bool_field(&b, "secure")?.unwrap_or(false);
-    bool_field(&b, "allow_internet_access")?;
+    // E2B's SDK sends allow_internet_access: true by default; on a server
+    // whose network is off the sandbox is made without network (its
+    // detail says so).
+    let allow_internet = bool_field(&b, "allow_internet_access")?;
+    let network_body = match b.get("network") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<crate::network::NetworkBody>(v.clone())
+                .map_err(|e| E2bError::bad(format!("network: {e}")))?,
+        ),
+    };
+    let network = crate::network::setup(
+        &state.config.network,
+        allow_internet,
+        network_body,
+        String::new(),
+    )
+    .map_err(|e| E2bError::bad(e.message))?;
     if bool_field(&b, "autoPause")? == Some(true) {
         return Err(E2bError::bad(
             "autoPause is not supported by this server yet: sandboxes are killed at their timeout",
@@ -414,6 +445,7 @@ async fn create_inner(
         secure,
         memory_mb: state.config.max_memory_mb,
         disk_mb: state.config.max_disk_mb,
+        network,
     };
     let e = state
         .sandboxes

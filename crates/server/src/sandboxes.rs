@@ -103,6 +103,8 @@ pub struct Spec {
     pub secure: bool,
     pub memory_mb: u64,
     pub disk_mb: u64,
+    /// Its egress policy (the operator's and its own rules).
+    pub network: Arc<zeroboot_engine::NetSetup>,
 }
 
 /// Time to live and pause state.
@@ -385,6 +387,12 @@ impl Sandboxes {
             disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
             fds: None,
             env,
+            // The same rules, with the sandbox's id for the logs.
+            network: Some(Arc::new(zeroboot_engine::NetSetup {
+                operator: entry.spec.network.operator.clone(),
+                rules: entry.spec.network.rules.clone(),
+                sandbox: entry.id.clone(),
+            })),
         };
         self.post(&entry, Job::Create { opts, reply });
         let r = rx

@@ -313,3 +313,76 @@ fn with_the_network_off_connections_fail_clearly_and_the_result_says_so() {
     assert_eq!(r["network"]["denied"], 1, "{r}");
     assert_eq!(allowed.accepted(), 0);
 }
+
+fn create_sandbox(s: &Server, body: Value) -> (String, Value) {
+    let (st, _, b) = s.post("/sandboxes", None, &body.to_string());
+    assert_eq!(st, 201, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    let id = v["sandboxID"].as_str().unwrap().to_string();
+    let (_, _, d) = s.get(&format!("/sandboxes/{id}"));
+    (id, serde_json::from_str(&d).unwrap())
+}
+
+#[test]
+fn live_sandboxes_take_e2bs_network_fields_and_fetch_under_them() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let s = serve_policy(allowed.port, &[]);
+    // E2B's default: internet allowed.
+    let (id, detail) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": true}),
+    );
+    assert_eq!(detail["allowInternetAccess"], true, "{detail}");
+    let url = format!("http://127.0.0.1:{}/data.csv", allowed.port);
+    let code = format!(
+        "import urllib.request\nprint(urllib.request.urlopen({url:?}).read().decode(), end='')"
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert_eq!(r["network"]["connections"], 1, "{r}");
+
+    // Denied by its own rules: the detail says so, the connect is refused.
+    let (id, detail) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": false, "network": {"allowOut": ["data.test"], "allowPublicTraffic": false}}),
+    );
+    assert_eq!(detail["allowInternetAccess"], false, "{detail}");
+    assert_eq!(detail["network"]["allowOut"], json!(["data.test"]));
+    let (_, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert!(
+        r["stderr"].as_str().unwrap().contains("Permission denied"),
+        "{r}"
+    );
+    assert_eq!(allowed.accepted(), 1);
+
+    // A bad rule is a clear 400.
+    let (st, _, b) = s.post(
+        "/sandboxes",
+        None,
+        &json!({"templateID": "python", "network": {"allowOut": ["not a host!"]}}).to_string(),
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("not a host!"), "{b}");
+}
+
+#[test]
+fn e2bs_default_fields_still_create_a_sandbox_on_a_server_without_network() {
+    let s = Server::start(None, &["--languages", "python"]);
+    let (_, detail) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": true, "network": {"allowOut": [], "denyOut": []}}),
+    );
+    assert_eq!(detail["allowInternetAccess"], false, "{detail}");
+    assert_eq!(detail["network"]["enabled"], false, "{detail}");
+}

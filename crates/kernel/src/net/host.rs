@@ -366,7 +366,9 @@ pub fn wait<'a>(conns: impl Iterator<Item = &'a mut HostConn>, timeout: Duration
         }
     }
     if watched.is_empty() {
-        std::thread::sleep(timeout);
+        if !timeout.is_zero() {
+            std::thread::sleep(timeout);
+        }
         return false;
     }
     let ts = rustix::time::Timespec {

@@ -607,6 +607,9 @@ impl Sandbox {
                 return Ok(Some(Outcome::Parked));
             }
             if self.yield_when_idle {
+                if self.poll_host_sockets() {
+                    continue;
+                }
                 return Ok(Some(Outcome::TimedOut));
             }
             let wake = sched::earliest_deadline(&self.k);

@@ -386,3 +386,35 @@ fn e2bs_default_fields_still_create_a_sandbox_on_a_server_without_network() {
     assert_eq!(detail["allowInternetAccess"], false, "{detail}");
     assert_eq!(detail["network"]["enabled"], false, "{detail}");
 }
+
+#[test]
+fn node_fetch_gets_the_data_through_an_allowed_name() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allow = format!("127.0.0.1:{}", allowed.port);
+    let s = Server::start(
+        None,
+        &[
+            "--languages",
+            "node",
+            "--network",
+            "policy",
+            "--net-allow-host",
+            &allow,
+            "--net-resolver",
+            "static",
+            "--net-host",
+            "data.test=127.0.0.1",
+        ],
+    );
+    for host in ["127.0.0.1", "data.test"] {
+        let code = format!(
+            "const r = await fetch('http://{host}:{}/data.csv'); process.stdout.write(await r.text());",
+            allowed.port
+        );
+        let r = exec(
+            &s,
+            json!({"code": code, "language": "node", "timeout_seconds": 60, "network": {"allowOut": ["data.test"]}}),
+        );
+        assert_eq!(r["stdout"], CSV, "{r}");
+    }
+}

@@ -207,10 +207,10 @@ impl HostConn {
     }
 
     pub fn send(&mut self, data: &[u8], to: Option<SocketAddr>) -> Result<usize, Stop> {
+        let fd = self.fd()?;
         if self.phase == Phase::Connecting {
             return Err(Stop::WouldBlock);
         }
-        let fd = self.fd()?;
         let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
         let r = match to {
             Some(dest) => rustix::net::sendto(fd, data, flags, &host_dest(dest)),
@@ -239,10 +239,10 @@ impl HostConn {
         waitall: bool,
     ) -> Result<(Vec<u8>, usize, Option<SocketAddr>), Stop> {
         self.quiet = false;
+        let fd = self.fd()?;
         if self.phase == Phase::Connecting {
             return Err(Stop::WouldBlock);
         }
-        let fd = self.fd()?;
         let mut flags = RecvFlags::DONTWAIT;
         if peek {
             flags |= RecvFlags::PEEK;
@@ -401,4 +401,56 @@ pub fn wait<'a>(conns: impl Iterator<Item = &'a mut HostConn>, timeout: Duration
         }
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::net::{Domain, Socket, Sockets, Type, Ucred};
+
+    #[test]
+    fn a_copy_of_the_table_never_shares_a_host_socket_and_reads_as_reset() {
+        // A listener this test starts on the host's loopback.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dest = l.local_addr().unwrap();
+        let mut t = Sockets::default();
+        let id = t.add(Socket::new(Domain::Inet, Type::Stream, Ucred::default()));
+        t.get_mut(id).unwrap().host = Some(open(dest, true).unwrap());
+        let (mut peer, _) = l.accept().unwrap();
+        assert_eq!(t.host_open(), 1);
+        let mut copy = t.clone();
+        let bytes = bincode::serialize(&t).unwrap();
+        let mut loaded: Sockets = bincode::deserialize(&bytes).unwrap();
+        for other in [&mut copy, &mut loaded] {
+            assert_eq!(other.host_open(), 0);
+            assert_eq!(other.readiness(id) & POLLERR, POLLERR);
+            let h = other.get_mut(id).unwrap().host.as_mut().unwrap();
+            assert_eq!(h.send(b"x", None), Err(Stop::Err(Errno::ECONNRESET)));
+        }
+        // The original still talks to the peer.
+        std::io::Write::write_all(&mut peer, b"hi").unwrap();
+        let h = t.get_mut(id).unwrap().host.as_mut().unwrap();
+        while h.finish_connect() == Ok(false) {}
+        assert_eq!(h.send(b"yo", None), Ok(2));
+        let mut got = Vec::new();
+        for _ in 0..1000 {
+            match h.recv(16, false, false) {
+                Ok((d, _, _)) => {
+                    got = d;
+                    break;
+                }
+                Err(Stop::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(got, b"hi");
+        // Closing the table's host sockets ends the connection for the peer.
+        t.close_host();
+        assert_eq!(t.host_open(), 0);
+        let mut buf = [0u8; 8];
+        let n = std::io::Read::read(&mut peer, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"yo");
+        assert_eq!(std::io::Read::read(&mut peer, &mut buf).unwrap(), 0);
+    }
 }

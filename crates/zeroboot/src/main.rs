@@ -6,6 +6,7 @@ mod bench_api;
 mod bench_commands;
 mod bench_compare;
 mod bench_fork;
+mod bench_net;
 mod bench_sandboxes;
 mod bench_soak;
 mod exec;

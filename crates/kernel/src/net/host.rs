@@ -250,27 +250,32 @@ impl HostConn {
         if self.phase == Phase::Datagram {
             flags |= RecvFlags::TRUNC;
         }
-        let mut buf = vec![0u8; want.min(1 << 20)];
         if self.phase == Phase::Datagram {
+            let mut buf = vec![0u8; want.min(1 << 16)];
             let (n, full, from) = rustix::net::recvfrom(fd, &mut buf[..], flags).map_err(stop)?;
             buf.truncate(n);
             let from = from.and_then(|a| SocketAddr::try_from(a).ok());
             return Ok((buf, full, from));
         }
+        // Uninitialised room: a large read does not pay for zeroing.
+        let mut buf: Vec<u8> = Vec::with_capacity(want);
         if waitall {
             // All `want` bytes, or wait for them (unless the stream ends).
             let mut p = [PollFd::new(fd, PollFlags::IN)];
             let _ = rustix::event::poll(&mut p, Some(&rustix::time::Timespec::default()));
-            let avail = rustix::net::recv(fd, &mut buf[..], flags | RecvFlags::PEEK)
-                .map_err(stop)?
-                .0;
-            if avail < buf.len() && avail != 0 && !p[0].revents().contains(PollFlags::HUP) {
+            let mut peek: Vec<u8> = Vec::with_capacity(want);
+            let (avail, _) = rustix::net::recv(
+                fd,
+                rustix::buffer::spare_capacity(&mut peek),
+                flags | RecvFlags::PEEK,
+            )
+            .map_err(stop)?;
+            if avail < want && avail != 0 && !p[0].revents().contains(PollFlags::HUP) {
                 return Err(Stop::WouldBlock);
             }
         }
-        let (got, _) = rustix::net::recv(fd, &mut buf[..], flags).map_err(stop)?;
-        let n = got;
-        buf.truncate(n);
+        let (n, _) =
+            rustix::net::recv(fd, rustix::buffer::spare_capacity(&mut buf), flags).map_err(stop)?;
         Ok((buf, n, None))
     }
 

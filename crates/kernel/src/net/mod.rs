@@ -414,6 +414,16 @@ impl Sockets {
             .count()
     }
 
+    /// Whether a host socket may wake a waiting thread (one is open and
+    /// watched for data, room or a connect's end).
+    pub fn host_watched(&self) -> bool {
+        self.table.values().any(|s| {
+            s.host.as_ref().is_some_and(|h| {
+                h.fd.0.is_some() && (!h.quiet || h.want_out || h.phase == host::Phase::Connecting)
+            })
+        })
+    }
+
     /// Close every host socket (the sandbox's run ended, or it is being
     /// recycled): its guest sockets read as reset connections.
     pub fn close_host(&mut self) {

@@ -22,6 +22,7 @@ const MAX_BODY: usize = 16 << 20;
 pub(crate) const MAX_TIMEOUT_SECONDS: f64 = 300.0;
 
 /// An error answer: status and `{"error": message}`.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     pub(crate) message: String,

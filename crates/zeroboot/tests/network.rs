@@ -418,3 +418,49 @@ fn node_fetch_gets_the_data_through_an_allowed_name() {
         assert_eq!(r["stdout"], CSV, "{r}");
     }
 }
+
+#[test]
+fn udp_to_an_allowed_loopback_port_round_trips_and_other_destinations_are_refused() {
+    // A UDP echo server this test starts.
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = u.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(&buf[..n], from);
+        }
+    });
+    let allow = format!("127.0.0.1:{port}");
+    let s = Server::start(
+        None,
+        &[
+            "--languages",
+            "python",
+            "--network",
+            "policy",
+            "--net-allow-host",
+            &allow,
+        ],
+    );
+    let code = format!(
+        r#"
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"ping", ("127.0.0.1", {port}))
+data, frm = s.recvfrom(100)
+print(data, frm[1] == {port})
+for dest in [("169.254.169.254", 53), ("10.1.1.1", 53)]:
+    try:
+        s.sendto(b"x", dest)
+        print("sent")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+"#
+    );
+    let r = py(&s, &code, json!({}));
+    assert_eq!(r["stdout"], "b'ping' True\nEACCES\nEACCES\n", "{r}");
+    assert_eq!(r["network"]["denied"], 2, "{r}");
+    assert_eq!(r["network"]["bytes_out"], 4, "{r}");
+    assert_eq!(r["network"]["bytes_in"], 4, "{r}");
+}

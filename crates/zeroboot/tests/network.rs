@@ -464,3 +464,63 @@ for dest in [("169.254.169.254", 53), ("10.1.1.1", 53)]:
     assert_eq!(r["network"]["bytes_out"], 4, "{r}");
     assert_eq!(r["network"]["bytes_in"], 4, "{r}");
 }
+
+#[test]
+fn a_live_sandboxs_host_connections_close_when_it_is_killed() {
+    // A server that holds connections open until the client closes.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c2 = closed.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let closed = c2.clone();
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let s = serve_policy(port, &[]);
+    let pid = s.child.id();
+    let (id, _) = create_sandbox(&s, json!({"templateID": "python"}));
+    let before = host_sockets(pid);
+    let code = format!(
+        "import socket\nheld = [socket.create_connection(('127.0.0.1', {port})) for _ in range(3)]\nprint(len(held))"
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    assert!(b.contains("\"stdout\":\"3\\n\""), "{b}");
+    // The connections outlive the run (the sandbox keeps `held`).
+    assert_eq!(settled_sockets(pid, before + 3), before + 3);
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+    let (st, _, _) = http(&s.addr, "DELETE", &format!("/sandboxes/{id}"), &[], b"").unwrap();
+    assert_eq!(st, 204);
+    for _ in 0..100 {
+        if closed.load(Ordering::SeqCst) == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 3);
+    assert_eq!(settled_sockets(pid, before), before);
+}
+
+/// The server's socket count once it is `want` (its HTTP connections
+/// close a moment after the reply), or what it is after 2 s.
+fn settled_sockets(pid: u32, want: usize) -> usize {
+    for _ in 0..100 {
+        let n = host_sockets(pid);
+        if n == want {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    host_sockets(pid)
+}

@@ -197,9 +197,10 @@ fn an_allowed_loopback_port_serves_urlopen_and_every_other_destination_is_refuse
     assert_eq!(r["network"]["connections"], 0, "{r}");
     assert_eq!(other.accepted(), 0);
     assert_eq!(allowed.accepted(), 1);
-    assert_eq!(
-        host_sockets(pid),
-        sockets_before,
+    // (It may end one lower: the HTTP connection of the request before was
+    // still closing when it was taken.)
+    assert!(
+        settled_sockets(pid, sockets_before) <= sockets_before,
         "a host socket stayed open"
     );
 

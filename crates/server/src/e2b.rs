@@ -343,7 +343,7 @@ fn detail_json(e: &Entry) -> Value {
     let mut v = listed_json(e);
     // Whether it has network: the server's is on and its rules do not
     // deny everything.
-    let n = &e.spec.network;
+    let n = e.network();
     v["allowInternetAccess"] = json!(n.operator.enabled && !n.rules.denies_all());
     v["network"] = json!({
         "enabled": n.operator.enabled,
@@ -445,7 +445,7 @@ async fn create_inner(
         secure,
         memory_mb: state.config.max_memory_mb,
         disk_mb: state.config.max_disk_mb,
-        network,
+        network: Arc::new(std::sync::Mutex::new(network)),
     };
     let e = state
         .sandboxes
@@ -665,6 +665,42 @@ pub async fn set_timeout(
     }
     .await;
     finish(&state, "sandboxes_timeout", r)
+}
+
+/// `PUT /sandboxes/{id}/network` `{"allow_internet_access": bool,
+/// "allowOut": [...], "denyOut": [...]}` (or those inside `network`):
+/// replaces the live sandbox's egress rules; answers its detail.
+pub async fn set_network(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let r = async {
+        let owner = authorize(&state, &headers)?;
+        let b = body_object(body).await?;
+        let allow_internet = bool_field(&b, "allow_internet_access")?;
+        let rules = match b.get("network") {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => Value::Object(b.clone()),
+        };
+        let body: crate::network::NetworkBody =
+            serde_json::from_value(rules).map_err(|e| E2bError::bad(format!("network: {e}")))?;
+        let setup = crate::network::setup(
+            &state.config.network,
+            allow_internet,
+            Some(body),
+            id.clone(),
+        )
+        .map_err(|e| E2bError::bad(e.message))?;
+        let e = state
+            .sandboxes
+            .set_network(&id, owner, setup.rules.clone())
+            .await?;
+        Ok(Json(detail_json(&e)).into_response())
+    }
+    .await;
+    finish(&state, "sandboxes_network", r)
 }
 
 /// `POST /sandboxes/{id}/connect` `{"timeout": seconds}`: 200 (running;

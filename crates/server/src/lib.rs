@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 pub use sandboxes::SandboxLimits;
 use zeroboot_engine::{Language, Template};
@@ -155,6 +155,7 @@ pub fn app(
         .route("/v2/sandboxes", post(e2b::create_v2).get(e2b::list_v2))
         .route("/sandboxes/{id}", get(e2b::get).delete(e2b::kill))
         .route("/sandboxes/{id}/timeout", post(e2b::set_timeout))
+        .route("/sandboxes/{id}/network", put(e2b::set_network))
         .route("/sandboxes/{id}/connect", post(e2b::connect))
         .route("/v2/sandboxes/{id}/connect", post(e2b::connect))
         .route("/sandboxes/{id}/pause", post(e2b::pause))

@@ -367,6 +367,29 @@ fn live_sandboxes_take_e2bs_network_fields_and_fetch_under_them() {
     );
     assert_eq!(allowed.accepted(), 1);
 
+    // PUT /sandboxes/{id}/network opens it while it lives.
+    let (st, _, b) = http(
+        &s.addr,
+        "PUT",
+        &format!("/sandboxes/{id}/network"),
+        &[("Content-Type", "application/json")],
+        json!({"allow_internet_access": true})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{b}");
+    let detail: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(detail["allowInternetAccess"], true, "{detail}");
+    let (_, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert_eq!(allowed.accepted(), 2);
+
     // A bad rule is a clear 400.
     let (st, _, b) = s.post(
         "/sandboxes",

@@ -91,6 +91,31 @@ fn host_sockets(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Descriptors of process `pid` that are TCP sockets connected to
+/// 127.0.0.1:`port` (its /proc/PID/net/tcp rows, matched by inode).
+fn sockets_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let want = format!(":{port:04X}");
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9 && f[2].ends_with(&want) && inodes.contains(f[9])
+        })
+        .count()
+}
+
 /// Python that connects to each (host, port) and prints the outcome (the
 /// errno's name, or "connected") and whether it took under a second.
 fn probe(targets: &[(&str, u16)]) -> String {
@@ -202,6 +227,10 @@ fn an_allowed_loopback_port_serves_urlopen_and_every_other_destination_is_refuse
     assert!(
         settled_sockets(pid, sockets_before) <= sockets_before,
         "a host socket stayed open"
+    );
+    assert_eq!(
+        sockets_to(pid, other.port) + sockets_to(pid, allowed.port),
+        0
     );
 
     // The denials are in the metrics.
@@ -510,7 +539,7 @@ fn a_live_sandboxs_host_connections_close_when_it_is_killed() {
     let s = serve_policy(port, &[]);
     let pid = s.child.id();
     let (id, _) = create_sandbox(&s, json!({"templateID": "python"}));
-    let before = host_sockets(pid);
+    assert_eq!(sockets_to(pid, port), 0);
     let code = format!(
         "import socket\nheld = [socket.create_connection(('127.0.0.1', {port})) for _ in range(3)]\nprint(len(held))"
     );
@@ -522,7 +551,7 @@ fn a_live_sandboxs_host_connections_close_when_it_is_killed() {
     assert_eq!(st, 200, "{b}");
     assert!(b.contains("\"stdout\":\"3\\n\""), "{b}");
     // The connections outlive the run (the sandbox keeps `held`).
-    assert_eq!(settled_sockets(pid, before + 3), before + 3);
+    assert_eq!(sockets_to(pid, port), 3);
     assert_eq!(closed.load(Ordering::SeqCst), 0);
     let (st, _, _) = http(&s.addr, "DELETE", &format!("/sandboxes/{id}"), &[], b"").unwrap();
     assert_eq!(st, 204);
@@ -533,7 +562,7 @@ fn a_live_sandboxs_host_connections_close_when_it_is_killed() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(closed.load(Ordering::SeqCst), 3);
-    assert_eq!(settled_sockets(pid, before), before);
+    assert_eq!(sockets_to(pid, port), 0);
 }
 
 /// The server's socket count once it is `want` (its HTTP connections

@@ -120,6 +120,10 @@ fn take_output(
     }
 }
 
+/// How often a live sandbox's host sockets are polled while a thread may
+/// wait on one.
+const HOST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What a `step` left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
@@ -360,6 +364,8 @@ impl LiveSandbox {
             return idle;
         };
         let now = Instant::now();
+        // A thread waiting on a host socket that became ready runs again.
+        sb.poll_host_sockets();
         let due = sb.next_wake().is_some_and(|w| w <= now)
             || run_deadline.is_some_and(|d| d <= now)
             // A run just handed over: the agent is parked until it runs.
@@ -399,13 +405,23 @@ impl LiveSandbox {
             return idle;
         }
         match self.sb.as_ref() {
-            Some(sb) => Step {
-                busy: sb.has_runnable(),
-                wake: match (sb.next_wake(), run_deadline) {
+            Some(sb) => {
+                let mut wake = match (sb.next_wake(), run_deadline) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
-                },
-            },
+                };
+                if sb.k.sockets.host_watched() {
+                    // A thread may wait on a host socket: look again soon
+                    // (the sandbox's host sockets are polled, not
+                    // registered with the caller's reactor).
+                    let soon = Instant::now() + HOST_POLL;
+                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
+                }
+                Step {
+                    busy: sb.has_runnable(),
+                    wake,
+                }
+            }
             _ => idle,
         }
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use zeroboot_kernel::net::policy::{Egress, NetStats, Setup as NetSetup};
 use zeroboot_kernel::{Exit, ForkOptions, Outcome, Sandbox, Sink, Source, Tee};
 
 use crate::template::Template;
@@ -25,6 +26,9 @@ pub struct ExecRequest {
     /// Shown the output as the guest writes it (streaming executions).
     #[serde(skip)]
     pub on_output: Option<OutputTee>,
+    /// The egress policy it runs under (None: no network).
+    #[serde(skip)]
+    pub network: Option<Arc<NetSetup>>,
 }
 
 /// Which output stream a chunk is from.
@@ -77,6 +81,7 @@ impl ExecRequest {
             fds: None,
             output_cap: 1 << 20,
             on_output: None,
+            network: None,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct ExecResult {
     pub total_time: Duration,
     /// What the execution cost the VMM.
     pub stats: ExecStats,
+    /// Its network use (connections, bytes, denied attempts).
+    pub network: NetStats,
 }
 
 /// VMM work of one execution.
@@ -165,12 +172,20 @@ impl Template {
             }
         };
         let forked = Instant::now();
+        sb.k.sockets.egress = Egress {
+            setup: req.network.clone(),
+            ..Egress::default()
+        };
         let outcome = sb.run(Some(forked + req.timeout));
         let ran = Instant::now();
+        // The run is over: its host connections close now, not when the
+        // fork is reused.
+        sb.k.sockets.close_host();
         let mut r = ExecResult {
             reused,
             fork_time: forked - start,
             exec_time: ran - forked,
+            network: std::mem::take(&mut sb.k.sockets.egress).stats,
             ..Default::default()
         };
         let hits = sb.k.limit_hits();

@@ -15,3 +15,8 @@ pub use live::{LiveError, LiveOptions, LiveSandbox};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};
 /// Host calls the vCPU threads' seccomp filter refused (see docs/security.md).
 pub use zeroboot_kernel::hardening::denied_total as seccomp_denied_total;
+/// The egress policy's types (docs/network.md).
+pub use zeroboot_kernel::net::policy::{
+    Counters as NetCounters, NetStats, Operator as NetOperator, PolicyError, Rule as NetRule,
+    SandboxRules, Setup as NetSetup,
+};

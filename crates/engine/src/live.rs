@@ -29,6 +29,8 @@ pub struct LiveOptions {
     pub fds: Option<u64>,
     /// Environment variables added before the first run.
     pub env: Vec<(String, String)>,
+    /// The egress policy it runs under (None: no network).
+    pub network: Option<std::sync::Arc<crate::NetSetup>>,
 }
 
 /// Why a live sandbox could not be made or used.
@@ -71,6 +73,14 @@ pub struct LiveSandbox {
     pub(crate) run_result: Option<Result<ExecResult, LiveError>>,
 }
 
+/// Start `sb`'s egress accounting under `network`.
+fn set_network(sb: &mut Sandbox, network: Option<std::sync::Arc<crate::NetSetup>>) {
+    sb.k.sockets.egress = zeroboot_kernel::net::policy::Egress {
+        setup: network,
+        ..Default::default()
+    };
+}
+
 fn origin_of(t: &Template) -> usize {
     &t.snapshot as *const _ as usize
 }
@@ -94,7 +104,8 @@ impl LiveSandbox {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop();
-            if let Some(sb) = spare {
+            if let Some(mut sb) = spare {
+                set_network(&mut sb, opts.network);
                 return Ok(LiveSandbox::new(sb, template, opts.env));
             }
         }
@@ -107,10 +118,27 @@ impl LiveSandbox {
             fds: opts.fds,
             request: Vec::new(),
         };
-        let (sb, _) = template
+        let (mut sb, _) = template
             .acquire(fork)
             .map_err(|e| LiveError::Fork(e.to_string()))?;
+        set_network(&mut sb, opts.network);
         Ok(LiveSandbox::new(sb, template, opts.env))
+    }
+
+    /// Change its egress policy (the addresses its resolver granted stay,
+    /// and are checked against the new rules).
+    pub fn set_network(&mut self, network: Option<std::sync::Arc<crate::NetSetup>>) {
+        if let Some(sb) = self.sb.as_mut() {
+            sb.k.sockets.egress.setup = network;
+        }
+    }
+
+    /// Its network use so far.
+    pub fn network_stats(&self) -> crate::NetStats {
+        self.sb
+            .as_ref()
+            .map(|sb| sb.k.sockets.egress.stats.clone())
+            .unwrap_or_default()
     }
 
     fn new(sb: Sandbox, template: &Template, env: Vec<(String, String)>) -> LiveSandbox {
@@ -191,8 +219,13 @@ impl LiveSandbox {
     /// reused with a warm shadow MMU. Returns whether it was handed over.
     pub fn recycle(mut self, template: &Template, reason: &str) -> bool {
         self.end_commands(reason);
-        let sb = self.sb.take();
+        let mut sb = self.sb.take();
         self.ended = Some(reason.to_string());
+        if let Some(sb) = sb.as_mut() {
+            // Its connections end with it, not when the fork is reused.
+            sb.k.sockets.close_host();
+            sb.k.sockets.egress = Default::default();
+        }
         match sb {
             Some(sb) if self.origin == origin_of(template) => {
                 template.release(sb);
@@ -359,6 +392,7 @@ impl LiveSandbox {
         r.out_of_memory = hits.memory;
         r.disk_full = hits.disk;
         r.fds_exhausted = hits.fds;
+        r.network = k.sockets.egress.stats.clone();
         r.stats = ExecStats {
             syscalls: k.stats.by_name(),
             exceptions: k.stats.exceptions,

@@ -87,6 +87,10 @@ fn fnv1a(data: &[u8]) -> u64 {
 /// Used forks kept for reuse per template, by default.
 pub const DEFAULT_MAX_IDLE: usize = 16;
 
+/// The sandbox's /etc/resolv.conf: the resolver the VMM serves on the
+/// sandbox's loopback.
+pub const RESOLV_CONF: &str = "# zeroboot: names are resolved by the VMM under the sandbox's network policy\nnameserver 127.0.0.53\noptions timeout:2 attempts:1\n";
+
 /// The descriptor the agent's control channel has.
 pub const CONTROL_FD: i32 = 3;
 
@@ -168,6 +172,11 @@ impl Template {
                     language.name(),
                     format!("cannot install the agent: {e}"),
                 )
+            })?;
+        // Names resolve through the VMM's resolver (docs/network.md).
+        sb.add_file("/etc/resolv.conf", RESOLV_CONF.as_bytes().to_vec(), 0o644)
+            .map_err(|e| {
+                TemplateError::AgentFailed(language.name(), format!("resolv.conf: {e}"))
             })?;
         sb.k.fds
             .open_at(

@@ -22,9 +22,10 @@ const MAX_BODY: usize = 16 << 20;
 pub(crate) const MAX_TIMEOUT_SECONDS: f64 = 300.0;
 
 /// An error answer: status and `{"error": message}`.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    message: String,
+    pub(crate) message: String,
     retry_after: Option<u64>,
 }
 
@@ -65,6 +66,11 @@ struct ExecBody {
     max_open_files: Option<u64>,
     #[serde(default)]
     max_output_bytes: Option<u64>,
+    /// E2B's network fields (docs/network.md).
+    #[serde(default)]
+    allow_internet_access: Option<bool>,
+    #[serde(default)]
+    network: Option<crate::network::NetworkBody>,
 }
 
 /// `value` when in `lo..=hi`, else a 400 naming the field.
@@ -186,6 +192,12 @@ fn parse_exec(state: &AppState, v: Value) -> Result<(Language, ExecRequest), Api
     req.disk = disk.map(|d| d << 20);
     req.fds = fds;
     req.output_cap = output.map_or(c.output_cap, |o| o as usize);
+    req.network = Some(crate::network::setup(
+        &c.network,
+        b.allow_internet_access,
+        b.network,
+        format!("exec-{}", new_id()),
+    )?);
     Ok((lang, req))
 }
 
@@ -199,7 +211,9 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-pub(crate) fn result_json(r: &ExecResult, duration: Duration) -> Value {
+/// A result as JSON; `network_on`: the server's network is on (the
+/// result's `network` object says so).
+pub(crate) fn result_json(r: &ExecResult, duration: Duration, network_on: bool) -> Value {
     let mut v = json!({
         "id": new_id(),
         "output": r.stdout,
@@ -219,6 +233,7 @@ pub(crate) fn result_json(r: &ExecResult, duration: Duration) -> Value {
     if let Some(e) = &r.error {
         v["error"] = json!(e);
     }
+    v["network"] = crate::network::stats_json(network_on, &r.network);
     v
 }
 
@@ -296,7 +311,14 @@ pub async fn exec(
             total_ms = ms(res.total_time),
             "exec"
         );
-        Ok::<_, ApiError>(Json(result_json(&res, start.elapsed())).into_response())
+        Ok::<_, ApiError>(
+            Json(result_json(
+                &res,
+                start.elapsed(),
+                state.config.network.enabled,
+            ))
+            .into_response(),
+        )
     }
     .await;
     finish(&state, "exec", r)
@@ -336,6 +358,7 @@ fn exec_stream(
     start: Instant,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<StreamEvent>();
+    let network_on = state.config.network.enabled;
     let out = tx.clone();
     req.on_output = Some(OutputTee(Arc::new(move |s, b| {
         let _ = out.send(StreamEvent::Output(s, b.to_vec()));
@@ -370,7 +393,7 @@ fn exec_stream(
                     )
                 }
                 Some(StreamEvent::Done(Ok(res))) => {
-                    let mut v = result_json(&res, start.elapsed());
+                    let mut v = result_json(&res, start.elapsed(), network_on);
                     v["type"] = json!("result");
                     (v, true)
                 }
@@ -453,7 +476,10 @@ pub async fn exec_batch(
         let results = join_all(runs).await;
         let elapsed = start.elapsed();
         tracing::info!(%peer, executions = results.len(), "exec batch");
-        let results: Vec<Value> = results.iter().map(|r| result_json(r, elapsed)).collect();
+        let results: Vec<Value> = results
+            .iter()
+            .map(|r| result_json(r, elapsed, state.config.network.enabled))
+            .collect();
         Ok(Json(json!({ "results": results })).into_response())
     }
     .await;
@@ -507,6 +533,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         &state.sandboxes,
     );
     state.envd.render_metrics(&mut text);
+    crate::network::render_metrics(&state.config.network, &mut text);
     let r = ([("content-type", "text/plain; version=0.0.4")], text).into_response();
     finish(&state, "metrics", Ok(r))
 }

@@ -331,11 +331,25 @@ fn listed_json(e: &Entry) -> Value {
     })
 }
 
+fn rule_text(r: &zeroboot_engine::NetRule) -> String {
+    match r {
+        zeroboot_engine::NetRule::Net(c) => format!("{}/{}", c.addr, c.prefix),
+        zeroboot_engine::NetRule::Domain(d) => d.clone(),
+    }
+}
+
 /// The spec's `SandboxDetail`.
 fn detail_json(e: &Entry) -> Value {
     let mut v = listed_json(e);
-    // No network at all, whatever was asked.
-    v["allowInternetAccess"] = json!(false);
+    // Whether it has network: the server's is on and its rules do not
+    // deny everything.
+    let n = e.network();
+    v["allowInternetAccess"] = json!(n.operator.enabled && !n.rules.denies_all());
+    v["network"] = json!({
+        "enabled": n.operator.enabled,
+        "allowOut": n.rules.allow_out.iter().map(rule_text).collect::<Vec<_>>(),
+        "denyOut": n.rules.deny_out.iter().map(rule_text).collect::<Vec<_>>(),
+    });
     v["domain"] = Value::Null;
     v["lifecycle"] = json!({ "autoResume": false, "onTimeout": "kill" });
     if e.spec.secure {
@@ -388,7 +402,24 @@ async fn create_inner(
         )));
     }
     let secure = always_secure || bool_field(&b, "secure")?.unwrap_or(false);
-    bool_field(&b, "allow_internet_access")?;
+    // E2B's SDK sends allow_internet_access: true by default; on a server
+    // whose network is off the sandbox is made without network (its
+    // detail says so).
+    let allow_internet = bool_field(&b, "allow_internet_access")?;
+    let network_body = match b.get("network") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<crate::network::NetworkBody>(v.clone())
+                .map_err(|e| E2bError::bad(format!("network: {e}")))?,
+        ),
+    };
+    let network = crate::network::setup(
+        &state.config.network,
+        allow_internet,
+        network_body,
+        String::new(),
+    )
+    .map_err(|e| E2bError::bad(e.message))?;
     if bool_field(&b, "autoPause")? == Some(true) {
         return Err(E2bError::bad(
             "autoPause is not supported by this server yet: sandboxes are killed at their timeout",
@@ -414,6 +445,7 @@ async fn create_inner(
         secure,
         memory_mb: state.config.max_memory_mb,
         disk_mb: state.config.max_disk_mb,
+        network: Arc::new(std::sync::Mutex::new(network)),
     };
     let e = state
         .sandboxes
@@ -635,6 +667,42 @@ pub async fn set_timeout(
     finish(&state, "sandboxes_timeout", r)
 }
 
+/// `PUT /sandboxes/{id}/network` `{"allow_internet_access": bool,
+/// "allowOut": [...], "denyOut": [...]}` (or those inside `network`):
+/// replaces the live sandbox's egress rules; answers its detail.
+pub async fn set_network(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let r = async {
+        let owner = authorize(&state, &headers)?;
+        let b = body_object(body).await?;
+        let allow_internet = bool_field(&b, "allow_internet_access")?;
+        let rules = match b.get("network") {
+            Some(v) if !v.is_null() => v.clone(),
+            _ => Value::Object(b.clone()),
+        };
+        let body: crate::network::NetworkBody =
+            serde_json::from_value(rules).map_err(|e| E2bError::bad(format!("network: {e}")))?;
+        let setup = crate::network::setup(
+            &state.config.network,
+            allow_internet,
+            Some(body),
+            id.clone(),
+        )
+        .map_err(|e| E2bError::bad(e.message))?;
+        let e = state
+            .sandboxes
+            .set_network(&id, owner, setup.rules.clone())
+            .await?;
+        Ok(Json(detail_json(&e)).into_response())
+    }
+    .await;
+    finish(&state, "sandboxes_network", r)
+}
+
 /// `POST /sandboxes/{id}/connect` `{"timeout": seconds}`: 200 (running;
 /// the time to live only grows) or 201 (resumed).
 pub async fn connect(
@@ -820,7 +888,12 @@ pub async fn exec(
         match res {
             Ok(r) => {
                 crate::api::record(&state, "sandbox", &r);
-                Ok(Json(crate::api::result_json(&r, start.elapsed())).into_response())
+                Ok(Json(crate::api::result_json(
+                    &r,
+                    start.elapsed(),
+                    state.config.network.enabled,
+                ))
+                .into_response())
             }
             Err(LiveError::Dead(why)) => Err(ApiError::new(
                 StatusCode::GONE,

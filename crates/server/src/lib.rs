@@ -11,6 +11,7 @@ mod auth;
 mod e2b;
 mod envd;
 mod metrics;
+pub mod network;
 mod openapi;
 mod pool;
 mod sandboxes;
@@ -20,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 pub use sandboxes::SandboxLimits;
 use zeroboot_engine::{Language, Template};
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     pub vcpu_setup: fn() -> Result<(), String>,
     /// Live sandboxes: how many, how long, on how many threads.
     pub sandboxes: SandboxLimits,
+    /// The operator's egress policy (off by default; docs/network.md).
+    pub network: Arc<zeroboot_engine::NetOperator>,
 }
 
 fn no_setup() -> Result<(), String> {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             keys_file: None,
             vcpu_setup: no_setup,
             sandboxes: SandboxLimits::default(),
+            network: Arc::new(zeroboot_engine::NetOperator::default()),
         }
     }
 }
@@ -151,6 +155,7 @@ pub fn app(
         .route("/v2/sandboxes", post(e2b::create_v2).get(e2b::list_v2))
         .route("/sandboxes/{id}", get(e2b::get).delete(e2b::kill))
         .route("/sandboxes/{id}/timeout", post(e2b::set_timeout))
+        .route("/sandboxes/{id}/network", put(e2b::set_network))
         .route("/sandboxes/{id}/connect", post(e2b::connect))
         .route("/v2/sandboxes/{id}/connect", post(e2b::connect))
         .route("/sandboxes/{id}/fork", post(e2b::fork))

@@ -95,6 +95,11 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                         "disk_mb": {"type": "integer", "minimum": 0, "maximum": c.max_disk_mb, "description": "Bytes the writable file system may hold"},
                         "max_open_files": {"type": "integer", "minimum": 16, "maximum": c.max_open_files, "description": "Most open descriptors per process"},
                         "max_output_bytes": {"type": "integer", "minimum": 0, "maximum": c.max_output_bytes, "description": "Most bytes of stdout and of stderr kept (each)"},
+                        "allow_internet_access": {"type": "boolean", "default": true, "description": "Egress allowed unless denyOut covers it (only when the server runs with --network policy; docs/network.md)"},
+                        "network": {"type": "object", "description": "E2B's egress rules", "properties": {
+                            "allowOut": {"type": "array", "items": {"type": "string"}, "description": "IP addresses, CIDR blocks and domain names allowed (wins over denyOut)"},
+                            "denyOut": {"type": "array", "items": {"type": "string"}, "description": "IP addresses and CIDR blocks denied"}
+                        }},
                         "stream": {"type": "boolean", "default": false, "description": "Answer as the code writes, in newline-delimited JSON (application/x-ndjson): {\"type\": \"stdout\"|\"stderr\", \"data\"} events, then {\"type\": \"result\"} with the ExecResponse fields (or {\"type\": \"error\", \"error\"}). Ignored in batches."}
                     }
                 },
@@ -116,6 +121,7 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                         "fork_time_ms": {"type": "number"},
                         "exec_time_ms": {"type": "number"},
                         "total_time_ms": {"type": "number"},
+                        "network": {"type": "object", "description": "Network use: enabled (the server's network is on), connections, bytes_in, bytes_out, denied, dns_queries; note when off"},
                         "error": {"type": "string"}
                     }
                 },

@@ -103,6 +103,9 @@ pub struct Spec {
     pub secure: bool,
     pub memory_mb: u64,
     pub disk_mb: u64,
+    /// Its egress policy (the operator's and its own rules; replaced by
+    /// `PUT /sandboxes/{id}/network`).
+    pub network: Arc<Mutex<Arc<zeroboot_engine::NetSetup>>>,
 }
 
 /// Time to live and pause state.
@@ -161,6 +164,24 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Its egress setup, labelled with its id for the logs (kept so).
+    pub fn with_network_id(&self) -> Arc<zeroboot_engine::NetSetup> {
+        let mut n = lock(&self.spec.network);
+        if n.sandbox != self.id {
+            *n = Arc::new(zeroboot_engine::NetSetup {
+                operator: n.operator.clone(),
+                rules: n.rules.clone(),
+                sandbox: self.id.clone(),
+            });
+        }
+        n.clone()
+    }
+
+    /// Its egress setup now.
+    pub fn network(&self) -> Arc<zeroboot_engine::NetSetup> {
+        lock(&self.spec.network).clone()
+    }
+
     pub fn life(&self) -> Life {
         *lock(&self.life)
     }
@@ -356,6 +377,8 @@ impl Sandboxes {
             disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
             fds: None,
             env,
+            // The same rules, with the sandbox's id for the logs.
+            network: Some(entry.with_network_id()),
         };
         self.post(&entry, Job::Create { opts, reply });
         let r = rx
@@ -649,6 +672,37 @@ impl Sandboxes {
             })),
         );
         rx.await.map_err(|_| self.not_found(id))
+    }
+
+    /// Replace sandbox `id`'s egress rules (the addresses its resolver
+    /// granted stay, checked against the new rules).
+    pub async fn set_network(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        rules: zeroboot_engine::SandboxRules,
+    ) -> Result<Arc<Entry>, SandboxError> {
+        let e = self.get(id, owner)?;
+        let setup = Arc::new(zeroboot_engine::NetSetup {
+            operator: e.network().operator.clone(),
+            rules,
+            sandbox: e.id.clone(),
+        });
+        *lock(&e.spec.network) = setup.clone();
+        // Applied between its time slices (a paused sandbox gets it too:
+        // the job waits for its next turn).
+        let (reply, rx) = oneshot::channel();
+        self.post(
+            &e,
+            Job::With(Box::new(move |sb| {
+                if let Some(sb) = sb {
+                    sb.set_network(Some(setup));
+                }
+                let _ = reply.send(());
+            })),
+        );
+        let _ = rx.await;
+        Ok(e)
     }
 
     /// Kill every running sandbox whose time to live has passed; returns

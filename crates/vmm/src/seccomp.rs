@@ -79,6 +79,31 @@ const ALLOWED: &[(i64, &str)] = &[
     (libc::SYS_rseq, "glibc"),
 ];
 
+/// With the network on (`--network policy`), what a vCPU thread needs to
+/// serve a sandbox's egress through host sockets (docs/network.md):
+/// sockets of the IP families only, and the calls on them.
+const NETWORK: &[(i64, &str)] = &[
+    (libc::SYS_connect, "egress connections"),
+    (libc::SYS_sendto, "egress"),
+    (libc::SYS_sendmmsg, "the host's resolver"),
+    (libc::SYS_recvfrom, "egress"),
+    (libc::SYS_shutdown, "egress"),
+    (libc::SYS_getsockopt, "a connect's outcome"),
+    (libc::SYS_setsockopt, "TCP_NODELAY, keepalive"),
+    (libc::SYS_getsockname, "the local address"),
+    (libc::SYS_getpeername, "the host's resolver"),
+    (libc::SYS_poll, "readiness of host sockets"),
+    (libc::SYS_ppoll, "readiness of host sockets"),
+];
+
+static NETWORK_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Let the filters installed from now on allow the network calls (the
+/// server's network is on).
+pub fn allow_network(on: bool) {
+    NETWORK_ON.store(on, Ordering::Relaxed);
+}
+
 /// KVM's ioctl type (`KVMIO`): the only ioctls allowed.
 const KVMIO: u64 = 0xae;
 
@@ -160,6 +185,25 @@ pub fn vcpu_filter() -> Result<BpfProgram, SeccompError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_prctl, prctl);
+    if NETWORK_ON.load(Ordering::Relaxed) {
+        for &(nr, _) in NETWORK {
+            rules.insert(nr, Vec::new());
+        }
+        let families = [libc::AF_INET, libc::AF_INET6]
+            .iter()
+            .map(|&f| {
+                SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    f as u64,
+                )
+                .map_err(build)?])
+                .map_err(build)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(libc::SYS_socket, families);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Trap,

@@ -91,6 +91,19 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// HTTP GETs of 1 KiB and 10 MiB from a loopback server, inside a
+    /// sandbox (egress through host sockets) and from the host: p50, ratio.
+    Net {
+        /// GETs of 1 KiB measured.
+        #[arg(long, default_value_t = 200)]
+        small: usize,
+        /// GETs of 10 MiB measured.
+        #[arg(long, default_value_t = 20)]
+        big: usize,
+        /// Print JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -130,6 +143,7 @@ pub fn run(b: Bench) -> Result<()> {
             state_mb,
             json,
         } => crate::bench_fork_live::run(count, runs, state_mb, json),
+        Bench::Net { small, big, json } => crate::bench_net::run(small, big, json),
     }
 }
 

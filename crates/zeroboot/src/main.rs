@@ -7,6 +7,7 @@ mod bench_commands;
 mod bench_compare;
 mod bench_fork;
 mod bench_fork_live;
+mod bench_net;
 mod bench_sandboxes;
 mod bench_soak;
 mod exec;

@@ -47,6 +47,62 @@ pub struct ServeArgs {
     /// ready (`root` keeps root).
     #[arg(long, default_value = "nobody")]
     user: String,
+    /// Sandboxes' network: `off` (none), or `policy` (egress through host
+    /// sockets under each sandbox's allow/deny rules; docs/network.md).
+    #[arg(long, value_enum, default_value_t = NetworkMode::Off)]
+    network: NetworkMode,
+    /// A normally forbidden destination (loopback, private, link-local,
+    /// this host's addresses) sandboxes may reach, as ADDRESS:PORT
+    /// (repeatable; e.g. a test server on 127.0.0.1:8000).
+    #[arg(long = "net-allow-host", value_name = "ADDRESS:PORT")]
+    net_allow_host: Vec<String>,
+    /// A name the VMM's resolver answers, as NAME=ADDRESS[,ADDRESS...]
+    /// (repeatable).
+    #[arg(long = "net-host", value_name = "NAME=ADDRESSES")]
+    net_host: Vec<String>,
+    /// Where other names are resolved: `system` (this host's resolver) or
+    /// `static` (only --net-host names resolve).
+    #[arg(long, value_enum, default_value_t = NetResolver::System)]
+    net_resolver: NetResolver,
+    /// Most host connections one sandbox holds at once.
+    #[arg(long, default_value_t = zeroboot_engine::NetOperator::enabled().max_connections)]
+    net_max_connections: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NetworkMode {
+    Off,
+    Policy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NetResolver {
+    System,
+    Static,
+}
+
+/// The operator's egress policy from the flags.
+fn network_operator(a: &ServeArgs) -> Result<zeroboot_engine::NetOperator> {
+    use zeroboot_engine::NetOperator;
+    let mut op = if a.network == NetworkMode::Policy {
+        NetOperator::enabled()
+    } else {
+        NetOperator::default()
+    };
+    for e in &a.net_allow_host {
+        op.allow_special.push(NetOperator::parse_endpoint(e)?);
+    }
+    for h in &a.net_host {
+        let (name, addrs) = NetOperator::parse_host(h)?;
+        op.hosts.insert(name, addrs);
+    }
+    op.system_resolver = a.net_resolver == NetResolver::System;
+    op.max_connections = a.net_max_connections;
+    op.own_addrs = zeroboot_server::network::own_addrs();
+    if !a.bind.is_unspecified() {
+        op.own_addrs.push(a.bind);
+    }
+    Ok(op)
 }
 
 /// uid and gid of `name` from /etc/passwd (system users, no NSS).
@@ -77,6 +133,19 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     if let Some(w) = a.sandbox_workers {
         config.sandboxes.workers = w.max(1);
     }
+    let network = network_operator(&a)?;
+    // The vCPU threads' seccomp filter lets them use IP sockets only
+    // when the network is on.
+    zeroboot_vmm::seccomp::allow_network(network.enabled);
+    if network.enabled {
+        tracing::info!(
+            allowed_hosts = ?network.allow_special,
+            names = network.hosts.len(),
+            system_resolver = network.system_resolver,
+            "network: egress policy on"
+        );
+    }
+    config.network = Arc::new(network);
     config.vcpu_setup =
         || zeroboot_kernel::hardening::harden_vcpu_thread().map_err(|e| e.to_string());
     if let Some((k, path)) = keys {

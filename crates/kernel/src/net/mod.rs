@@ -1,12 +1,18 @@
-//! Sockets of the sandbox's kernel: AF_UNIX and loopback AF_INET/AF_INET6.
+//! Sockets of the sandbox's kernel: AF_UNIX, loopback AF_INET/AF_INET6,
+//! and egress through host sockets when the policy allows it.
 //!
 //! Every socket is an object in `Kernel::sockets`, shared (like a pipe) by
-//! every descriptor that refers to it, in any process; data moves between
-//! objects of this table only. Nothing here ever touches a host socket.
+//! every descriptor that refers to it, in any process; local data moves
+//! between objects of this table only. A socket connected outside the
+//! sandbox has a host socket (`host::HostConn`), opened only after
+//! `policy` allowed the destination.
 //! The objects know nothing of guest memory or descriptors: the syscall
 //! layer (`syscalls::net`) decodes arguments and calls these methods.
 
+pub mod dns;
+pub mod host;
 pub mod inet;
+pub mod policy;
 pub mod unix;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -181,6 +187,9 @@ pub struct Socket {
     pub peer_cred: Option<Ucred>,
     /// The overlay inode of the path it is bound to.
     pub path_ino: Option<u64>,
+    /// The host socket of a connection outside the sandbox.
+    #[serde(default)]
+    pub host: Option<host::HostConn>,
 }
 
 impl Socket {
@@ -202,6 +211,7 @@ impl Socket {
             cred,
             peer_cred: None,
             path_ino: None,
+            host: None,
         }
     }
 
@@ -311,6 +321,10 @@ pub struct Sockets {
     pub buffered: usize,
     /// Options, flags and families refused as unimplemented, by name.
     pub refused: BTreeMap<String, u64>,
+    /// The egress policy and its accounting (set per sandbox by the
+    /// engine; never part of a snapshot).
+    #[serde(skip)]
+    pub egress: policy::Egress,
 }
 
 impl Sockets {
@@ -392,6 +406,63 @@ impl Sockets {
         Err(Errno::EADDRINUSE)
     }
 
+    /// Host sockets open now.
+    pub fn host_open(&self) -> usize {
+        self.table
+            .values()
+            .filter(|s| s.host.as_ref().is_some_and(|h| h.fd.0.is_some()))
+            .count()
+    }
+
+    /// Whether a host socket may wake a waiting thread (one is open and
+    /// watched for data, room or a connect's end).
+    pub fn host_watched(&self) -> bool {
+        self.table.values().any(|s| {
+            s.host.as_ref().is_some_and(|h| {
+                h.fd.0.is_some() && (!h.quiet || h.want_out || h.phase == host::Phase::Connecting)
+            })
+        })
+    }
+
+    /// Close every host socket (the sandbox's run ended, or it is being
+    /// recycled): its guest sockets read as reset connections.
+    pub fn close_host(&mut self) {
+        for s in self.table.values_mut() {
+            if let Some(h) = &mut s.host {
+                h.fd.0 = None;
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for a host socket a guest thread may wait on;
+    /// true: one is ready (the caller wakes the waiting threads).
+    pub fn wait_host(&mut self, timeout: std::time::Duration) -> bool {
+        host::wait(
+            self.table.values_mut().filter_map(|s| s.host.as_mut()),
+            timeout,
+        )
+    }
+
+    /// Put a datagram in socket `id`'s queue as if `from` sent it (the
+    /// VMM's DNS answers).
+    pub fn inject(&mut self, id: u64, data: Vec<u8>, from: Addr) -> Result<(), Stop> {
+        let s = self.get_mut(id)?;
+        if s.room_for(data.len()) < data.len() {
+            // A full queue drops it, as a socket buffer would.
+            return Ok(());
+        }
+        let cost = data.len() + PACKET_OVERHEAD;
+        let cred = s.cred;
+        s.push(Packet {
+            data,
+            rights: Vec::new(),
+            cred,
+            from: Some(from),
+        });
+        self.buffered += cost;
+        Ok(())
+    }
+
     /// Readiness of socket `id` as poll(2) bits.
     pub fn readiness(&self, id: u64) -> i16 {
         let Some(s) = self.table.get(&id) else {
@@ -400,6 +471,13 @@ impl Sockets {
         let mut r = 0;
         if s.error != 0 {
             r |= POLLERR;
+        }
+        if let Some(h) = &s.host {
+            // A UDP socket's own queue (DNS answers) counts too.
+            if !s.rx.is_empty() {
+                r |= POLLIN;
+            }
+            return r | h.readiness();
         }
         if let State::Listening { pending, .. } = &s.state {
             if !pending.is_empty() {

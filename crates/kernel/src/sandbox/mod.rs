@@ -607,6 +607,9 @@ impl Sandbox {
                 return Ok(Some(Outcome::Parked));
             }
             if self.yield_when_idle {
+                if self.poll_host_sockets() {
+                    continue;
+                }
                 return Ok(Some(Outcome::TimedOut));
             }
             let wake = sched::earliest_deadline(&self.k);
@@ -619,16 +622,26 @@ impl Sandbox {
                     if self.k.deadline.is_some_and(|d| now >= d) {
                         return Ok(Some(Outcome::TimedOut));
                     }
-                    std::thread::sleep(
-                        t.saturating_duration_since(now)
-                            .min(std::time::Duration::from_millis(50)),
-                    );
+                    let d = t
+                        .saturating_duration_since(now)
+                        .min(std::time::Duration::from_millis(50));
+                    // Sleeps, or wakes early when a host socket is ready.
+                    if self.k.sockets.wait_host(d) {
+                        sched::wake_retriers(&mut self.k);
+                    }
                 }
                 None => {
                     // Every thread waits for something only another thread
-                    // could do: a deadlock, which Linux would sit in too.
+                    // (or a host socket) could do; else a deadlock, which
+                    // Linux would sit in too.
                     tracing::debug!("all threads blocked with no timeout");
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if self
+                        .k
+                        .sockets
+                        .wait_host(std::time::Duration::from_millis(100))
+                    {
+                        sched::wake_retriers(&mut self.k);
+                    }
                 }
             }
         }

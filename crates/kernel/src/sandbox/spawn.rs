@@ -134,6 +134,16 @@ impl Sandbox {
         crate::sched::runnable(&self.k) > 0
     }
 
+    /// Wake the threads waiting to retry if one of the sandbox's host
+    /// sockets is ready (without waiting); returns whether one was.
+    pub fn poll_host_sockets(&mut self) -> bool {
+        let ready = self.k.sockets.wait_host(std::time::Duration::ZERO);
+        if ready {
+            crate::sched::wake_retriers(&mut self.k);
+        }
+        ready
+    }
+
     /// When the earliest waiting thread's timeout falls due.
     pub fn next_wake(&self) -> Option<Instant> {
         crate::sched::earliest_deadline(&self.k)

@@ -3,6 +3,7 @@
 //! the guest's arguments (every pointer through the checked `mm`
 //! accessors) and turns the objects' answers into Linux's.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use zeroboot_abi::flags::*;
@@ -10,7 +11,9 @@ use zeroboot_abi::Errno;
 
 use super::{Args, Ctx, SysError, SysResult};
 use crate::fd::{FileKind, OpenFile};
-use crate::net::{self, inet, unix, Addr, Domain, Received, Socket, State, Stop, Type, Ucred};
+use crate::net::{
+    self, dns, host, inet, unix, Addr, Domain, Received, Socket, State, Stop, Type, Ucred,
+};
 use crate::task::Wait;
 use crate::vfs::Node;
 
@@ -366,7 +369,7 @@ pub fn listen(ctx: &mut Ctx, a: Args) -> SysResult {
     if s.ty == Type::Dgram {
         return Err(Errno::EOPNOTSUPP.into());
     }
-    if matches!(s.state, State::Connected(_)) {
+    if matches!(s.state, State::Connected(_)) || s.host.is_some() {
         return Err(Errno::EINVAL.into());
     }
     if s.domain == Domain::Unix && !matches!(s.local, Some(Addr::Path(_) | Addr::Abstract(_))) {
@@ -479,11 +482,15 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
             }
             return Ok(0);
         };
+        if ty.connected() && s.host.is_some() {
+            return connect_again(ctx, id, nonblock);
+        }
         if ty.connected() && !matches!(s.state, State::Idle) {
             return Err(Errno::EISCONN.into());
         }
-        if let inet::Route::Refused(e) = inet::route(&dest) {
-            return Err(e.into());
+        if let inet::Route::Refused(_) = inet::route(&dest) {
+            // Outside the sandbox: the policy decides.
+            return connect_host(ctx, id, dest, nonblock);
         }
         autobind_inet(ctx, id, Some(&dest))?;
         if ty == Type::Dgram {
@@ -492,6 +499,11 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
         }
         let t = match listener_for(ctx, false, &dest) {
             Some(t) => t,
+            // No socket of the sandbox listens there: a loopback port the
+            // operator opened to the host, or refused as a closed port.
+            None if ctx.k.sockets.egress.enabled() => {
+                return connect_host(ctx, id, dest, nonblock);
+            }
             None => {
                 ctx.k.sockets.get_mut(id)?.remote = None;
                 return Err(Errno::ECONNREFUSED.into());
@@ -520,6 +532,199 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(0)
 }
 
+// ---- egress through host sockets ------------------------------------------------
+
+/// Connect socket `id` outside the sandbox: the policy decides before a
+/// host socket exists; then one is opened and connected (non-blocking).
+fn connect_host(ctx: &mut Ctx, id: u64, dest: Addr, nonblock: bool) -> SysResult {
+    let sa = host::sockaddr(&dest).ok_or(Errno::EAFNOSUPPORT)?;
+    let stream = ctx.k.sockets.get(id)?.ty == Type::Stream;
+    let open = ctx.k.sockets.host_open();
+    ctx.k.sockets.egress.decide(sa.ip(), sa.port(), open)?;
+    let mut conn = host::open(sa, stream)?;
+    let s = ctx.k.sockets.get_mut(id)?;
+    for (&(level, name), v) in &s.opts.stored {
+        if let Ok(b) = <[u8; 4]>::try_from(v.as_slice()) {
+            conn.set_option(level, name, i32::from_le_bytes(b));
+        }
+    }
+    if let Some(l) = conn.local() {
+        let l = host::guest_addr(l);
+        s.local = Some(match (s.domain, l) {
+            (Domain::Inet6, Addr::V4(ip, p)) => {
+                Addr::V6(Ipv4Addr::from(ip).to_ipv6_mapped().octets(), p)
+            }
+            (_, l) => l,
+        });
+    }
+    s.remote = Some(dest);
+    let connecting = conn.phase == host::Phase::Connecting;
+    conn.connect_waiting = connecting && !nonblock;
+    s.host = Some(conn);
+    if !connecting {
+        return Ok(0);
+    }
+    if nonblock {
+        return Err(Errno::EINPROGRESS.into());
+    }
+    Err(would_block(ctx, id, false, true, "connect to a host"))
+}
+
+/// connect(2) again on a socket with a host connection: a blocking
+/// connect waiting for its end, or a program asking after one.
+fn connect_again(ctx: &mut Ctx, id: u64, nonblock: bool) -> SysResult {
+    let s = ctx.k.sockets.get_mut(id)?;
+    let Some(h) = s.host.as_mut() else {
+        return Err(Errno::EISCONN.into());
+    };
+    let waiting = std::mem::take(&mut h.connect_waiting);
+    match h.finish_connect() {
+        Ok(true) if waiting => Ok(0),
+        Ok(true) => Err(Errno::EISCONN.into()),
+        Ok(false) if waiting => {
+            h.connect_waiting = true;
+            if ctx.k.take_timed_out() {
+                // SO_SNDTIMEO ran out (Linux: EINPROGRESS for connect).
+                return Err(Errno::EINPROGRESS.into());
+            }
+            Err(would_block(ctx, id, nonblock, true, "connect to a host"))
+        }
+        Ok(false) => Err(Errno::EALREADY.into()),
+        Err(e) => {
+            // The connect failed: the socket can connect again.
+            let s = ctx.k.sockets.get_mut(id)?;
+            s.host = None;
+            s.remote = None;
+            Err(e.into())
+        }
+    }
+}
+
+fn send_host(
+    ctx: &mut Ctx,
+    id: u64,
+    data: &[u8],
+    to: Option<SocketAddr>,
+) -> Result<usize, SysError> {
+    let s = ctx.k.sockets.get_mut(id)?;
+    let Some(h) = s.host.as_mut() else {
+        return Err(Errno::ENOTCONN.into());
+    };
+    match h.send(data, to) {
+        Ok(n) => {
+            ctx.k.sockets.egress.count_out(n);
+            Ok(n)
+        }
+        Err(Stop::WouldBlock) => Err(Errno::EAGAIN.into()),
+        Err(Stop::Pipe) => Err(Errno::EPIPE.into()),
+        Err(Stop::Err(e)) => Err(e.into()),
+    }
+}
+
+fn recv_host(
+    ctx: &mut Ctx,
+    id: u64,
+    nonblock: bool,
+    want: usize,
+    flags: u64,
+    waitall: bool,
+) -> Result<Received, SysError> {
+    let s = ctx.k.sockets.get_mut(id)?;
+    if s.rd_shut {
+        return Ok(Received::default());
+    }
+    let Some(h) = s.host.as_mut() else {
+        return Err(Errno::ENOTCONN.into());
+    };
+    match h.recv(want, flags & MSG_PEEK != 0, waitall) {
+        Ok((data, full_len, from)) => {
+            if flags & MSG_PEEK == 0 {
+                ctx.k.sockets.egress.count_in(data.len());
+            }
+            Ok(Received {
+                data,
+                full_len,
+                from: from.map(host::guest_addr),
+                ..Received::default()
+            })
+        }
+        Err(Stop::WouldBlock) => Err(would_block(
+            ctx,
+            id,
+            nonblock,
+            false,
+            "receive on a host socket",
+        )),
+        Err(Stop::Pipe) => Ok(Received::default()),
+        Err(Stop::Err(e)) => Err(e.into()),
+    }
+}
+
+/// A datagram to `addr` outside the sandbox (or to a loopback port the
+/// operator opened): checked per destination, sent from the socket's
+/// host UDP socket (opened at the first one allowed).
+fn udp_host(
+    ctx: &mut Ctx,
+    id: u64,
+    addr: Addr,
+    data: &[u8],
+    nonblock: bool,
+) -> Result<usize, SysError> {
+    let sa = host::sockaddr(&addr).ok_or(Errno::EAFNOSUPPORT)?;
+    let s = ctx.k.sockets.get(id)?;
+    let known = s.host.is_some() && s.remote.as_ref() == Some(&addr);
+    if !known {
+        let open = ctx.k.sockets.host_open();
+        // A socket that has its host socket does not count twice.
+        let open = open - usize::from(s.host.is_some());
+        ctx.k.sockets.egress.decide(sa.ip(), sa.port(), open)?;
+    }
+    if ctx.k.sockets.get(id)?.host.is_none() {
+        let conn = host::open(sa, false)?;
+        ctx.k.sockets.get_mut(id)?.host = Some(conn);
+    }
+    match send_host(ctx, id, data, Some(sa)) {
+        Err(SysError::Errno(Errno::EAGAIN)) => Err(would_block(
+            ctx,
+            id,
+            nonblock,
+            true,
+            "send on a host socket",
+        )),
+        r => r,
+    }
+}
+
+fn is_resolver(a: &Addr) -> bool {
+    let v4 = match a {
+        Addr::V4(ip, p) => Some((*ip, *p)),
+        Addr::V6(ip, p) => Ipv6Addr::from(*ip)
+            .to_ipv4_mapped()
+            .map(|v| (v.octets(), *p)),
+        _ => None,
+    };
+    v4 == Some((dns::RESOLVER, dns::PORT))
+}
+
+/// A query to the VMM's resolver: answered into the socket's queue.
+fn serve_dns(ctx: &mut Ctx, id: u64, data: &[u8]) -> Result<(), SysError> {
+    let reply = match dns::parse(data) {
+        Err(None) => return Ok(()),
+        Err(Some(r)) => r,
+        Ok(q) => match ctx.k.sockets.egress.resolve(&q.name) {
+            Ok(addrs) if addrs.is_empty() => dns::answer(&q, Err(dns::Failure::NoSuchName)),
+            Ok(addrs) => dns::answer(&q, Ok(&addrs)),
+            Err(f) => dns::answer(&q, Err(f)),
+        },
+    };
+    let from = Addr::V4(dns::RESOLVER, dns::PORT);
+    match ctx.k.sockets.inject(id, reply, from) {
+        Ok(()) => Ok(()),
+        Err(Stop::Err(e)) => Err(e.into()),
+        Err(_) => Ok(()),
+    }
+}
+
 // ---- data --------------------------------------------------------------------
 
 /// Send `data` on socket `id` to its peer or to `dest` (a raw sockaddr).
@@ -544,6 +749,22 @@ fn send_data(
             super::signal::sigpipe(ctx).into()
         }
     };
+    if s.host.is_some() && ty == Type::Stream {
+        if s.wr_shut {
+            return Err(pipe(ctx));
+        }
+        return match send_host(ctx, id, data, None) {
+            Err(SysError::Errno(Errno::EPIPE)) => Err(pipe(ctx)),
+            Err(SysError::Errno(Errno::EAGAIN)) => Err(would_block(
+                ctx,
+                id,
+                nonblock,
+                true,
+                "send on a host socket",
+            )),
+            r => r,
+        };
+    }
     let target = if ty.connected() {
         if dest.is_some() && domain == Domain::Unix {
             return Err(if s.peer().is_some() {
@@ -609,13 +830,26 @@ fn send_data(
                     Some(raw) => inet::decode(domain, raw)?.ok_or(Errno::EAFNOSUPPORT)?,
                     None => s.remote.clone().ok_or(Errno::EDESTADDRREQ)?,
                 };
-                if let inet::Route::Refused(e) = inet::route(&addr) {
-                    return Err(e.into());
-                }
+                let local = !matches!(inet::route(&addr), inet::Route::Refused(_));
                 let connected = dest.is_none();
-                autobind_inet(ctx, id, Some(&addr))?;
+                if local {
+                    autobind_inet(ctx, id, Some(&addr))?;
+                }
                 match listener_for(ctx, true, &addr) {
                     Some(t) => t,
+                    None if is_resolver(&addr) => {
+                        serve_dns(ctx, id, data)?;
+                        return Ok(data.len());
+                    }
+                    // Outside, or a loopback port the operator opened to
+                    // the host (other local datagrams are lost, as before).
+                    None if !local
+                        || host::sockaddr(&addr).is_some_and(|a| {
+                            ctx.k.sockets.egress.operator_allows(a.ip(), a.port())
+                        }) =>
+                    {
+                        return udp_host(ctx, id, addr, data, nonblock);
+                    }
                     None => {
                         // Nobody listens: the datagram is lost; a connected
                         // socket hears of it (ICMP port unreachable).
@@ -669,6 +903,16 @@ fn recv_data(
         return Ok(Received::default());
     }
     let waitall = flags & MSG_WAITALL != 0 && s.ty == Type::Stream;
+    if s.host.is_some() && s.rx.is_empty() {
+        return recv_host(
+            ctx,
+            id,
+            nonblock || flags & MSG_DONTWAIT != 0,
+            want,
+            flags,
+            waitall,
+        );
+    }
     match ctx
         .k
         .sockets
@@ -1095,6 +1339,13 @@ pub fn shutdown(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EINVAL.into());
     }
     let s = ctx.k.sockets.get(id)?;
+    if let Some(h) = &s.host {
+        h.shutdown(how != 1, how != 0)?;
+        let s = ctx.k.sockets.get_mut(id)?;
+        s.rd_shut |= how != 1;
+        s.wr_shut |= how != 0;
+        return Ok(0);
+    }
     if s.domain != Domain::Unix && s.ty == Type::Stream && matches!(s.state, State::Idle) {
         return Err(Errno::ENOTCONN.into());
     }
@@ -1122,6 +1373,7 @@ pub fn getpeername(ctx: &mut Ctx, a: Args) -> SysResult {
     let connected = match s.ty {
         Type::Dgram if s.domain == Domain::Unix => s.peer().is_some(),
         Type::Dgram => s.remote.is_some(),
+        _ if s.host.is_some() => s.remote.is_some(),
         _ => s.peer().is_some(),
     };
     if !connected {
@@ -1176,6 +1428,10 @@ fn recorded(domain: Domain, ty: Type, level: i32, name: i32) -> Option<(bool, i3
         (IPPROTO_TCP, 5) if inet && ty == Type::Stream => Some((false, 75)),
         (IPPROTO_TCP, 6) if inet && ty == Type::Stream => Some((false, 9)),
         (IPPROTO_TCP, 18 | 25) if inet && ty == Type::Stream => Some((false, 0)),
+        // IP_RECVERR, IPV6_RECVERR: glibc's resolver sets them (and gives
+        // up without them); no ICMP errors are queued here.
+        (IPPROTO_IP, 11) if inet => Some((true, 0)),
+        (IPPROTO_IPV6, 25) if domain == Domain::Inet6 => Some((true, 0)),
         // IP_TOS, IP_TTL.
         (IPPROTO_IP, 1) if inet => Some((false, 0)),
         (IPPROTO_IP, 2) if inet => Some((false, 64)),
@@ -1229,6 +1485,9 @@ pub fn setsockopt(ctx: &mut Ctx, a: Args) -> SysResult {
         let v = read_int(ctx)?;
         let v = if boolean { (v != 0) as i32 } else { v };
         let s = ctx.k.sockets.get_mut(id)?;
+        if let Some(h) = &s.host {
+            h.set_option(level, name, v);
+        }
         s.opts
             .stored
             .insert((level, name), v.to_le_bytes().to_vec());
@@ -1312,7 +1571,11 @@ pub fn getsockopt(ctx: &mut Ctx, a: Args) -> SysResult {
         match name {
             SO_TYPE => int(ty.raw()),
             SO_ERROR => {
-                let e = std::mem::take(&mut ctx.k.sockets.get_mut(id)?.error);
+                let s = ctx.k.sockets.get_mut(id)?;
+                let mut e = std::mem::take(&mut s.error);
+                if let (0, Some(h)) = (e, s.host.as_mut()) {
+                    e = h.take_error().0;
+                }
                 int(e as i32)
             }
             SO_SNDBUF => int(s.opts.sndbuf as i32),

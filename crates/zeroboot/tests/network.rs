@@ -1,0 +1,579 @@
+//! Egress under the policy (docs/network.md), tried through the server as
+//! a user would: Python in a sandbox fetching from HTTP servers this test
+//! starts on 127.0.0.1, the operator's flags allowing exactly one of their
+//! ports. No traffic goes anywhere but to those servers: every other
+//! destination here is one the policy refuses before a host socket exists
+//! (the tests check that nothing reached the servers, the counts, and the
+//! server's descriptors).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// An HTTP server on 127.0.0.1 answering every GET with `body`; counts
+/// the connections it accepted.
+struct TestHttp {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl TestHttp {
+    fn start(body: Vec<u8>) -> TestHttp {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let body = Arc::new(body);
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = c.write_all(head.as_bytes());
+                    let _ = c.write_all(&body);
+                });
+            }
+        });
+        TestHttp { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+const CSV: &str = "name,value\nalpha,1\nbeta,2\n";
+
+fn exec(s: &Server, body: Value) -> Value {
+    let (st, _, b) = s.post("/v1/exec", None, &body.to_string());
+    assert_eq!(st, 200, "{b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+fn py(s: &Server, code: &str, extra: Value) -> Value {
+    let mut body = json!({"code": code, "language": "python", "timeout_seconds": 60});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    exec(s, body)
+}
+
+/// Descriptors of a process that are sockets.
+fn host_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Descriptors of process `pid` that are TCP sockets connected to
+/// 127.0.0.1:`port` (its /proc/PID/net/tcp rows, matched by inode).
+fn sockets_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let want = format!(":{port:04X}");
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9 && f[2].ends_with(&want) && inodes.contains(f[9])
+        })
+        .count()
+}
+
+/// Python that connects to each (host, port) and prints the outcome (the
+/// errno's name, or "connected") and whether it took under a second.
+fn probe(targets: &[(&str, u16)]) -> String {
+    let list: Vec<String> = targets
+        .iter()
+        .map(|(h, p)| format!("({h:?}, {p})"))
+        .collect();
+    format!(
+        r#"
+import errno, socket, time
+for host, port in [{}]:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    t = time.time()
+    try:
+        s.connect((host, port))
+        r = "connected"
+    except OSError as e:
+        r = errno.errorcode.get(e.errno, str(e.errno))
+    print(host, port, r, "fast" if time.time() - t < 1 else "slow")
+    s.close()
+"#,
+        list.join(", ")
+    )
+}
+
+fn serve_policy(allowed: u16, extra: &[&str]) -> Server {
+    let allow = format!("127.0.0.1:{allowed}");
+    let mut args = vec![
+        "--languages",
+        "python",
+        "--network",
+        "policy",
+        "--net-allow-host",
+        &allow,
+        "--net-resolver",
+        "static",
+        "--net-host",
+        "data.test=127.0.0.1",
+        "--net-host",
+        "other.test=127.0.0.1",
+        "--net-host",
+        "rebind.test=127.0.0.1,169.254.169.254,10.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(None, &args)
+}
+
+#[test]
+fn an_allowed_loopback_port_serves_urlopen_and_every_other_destination_is_refused_before_a_host_socket(
+) {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let other = TestHttp::start(b"must not be reached".to_vec());
+    let s = serve_policy(allowed.port, &[]);
+    let pid = s.child.id();
+    let api_port: u16 = s.addr.rsplit(':').next().unwrap().parse().unwrap();
+
+    let url = format!("http://127.0.0.1:{}/data.csv", allowed.port);
+    let r = py(
+        &s,
+        &format!(
+            "import urllib.request\nprint(urllib.request.urlopen({url:?}).read().decode(), end='')"
+        ),
+        json!({}),
+    );
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert_eq!(r["network"]["enabled"], true);
+    assert_eq!(r["network"]["connections"], 1, "{r}");
+    assert!(
+        r["network"]["bytes_in"].as_u64().unwrap() > CSV.len() as u64,
+        "{r}"
+    );
+    assert!(r["network"]["bytes_out"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(allowed.accepted(), 1);
+
+    // Refused destinations: the not-allowed port, the metadata address,
+    // the server's own API port (also in its IPv6-mapped form), the
+    // unspecified address, a private one.
+    let sockets_before = host_sockets(pid);
+    let targets = [
+        ("127.0.0.1", other.port),
+        ("169.254.169.254", 80),
+        ("127.0.0.1", api_port),
+        ("::ffff:127.0.0.1", api_port),
+        ("::ffff:169.254.169.254", 80),
+        ("0.0.0.0", allowed.port),
+        ("10.0.0.1", 80),
+        ("::1", other.port),
+    ];
+    let r = py(&s, &probe(&targets), json!({}));
+    let want = [
+        format!("127.0.0.1 {} ECONNREFUSED fast", other.port),
+        "169.254.169.254 80 EACCES fast".to_string(),
+        format!("127.0.0.1 {api_port} ECONNREFUSED fast"),
+        format!("::ffff:127.0.0.1 {api_port} ECONNREFUSED fast"),
+        "::ffff:169.254.169.254 80 EACCES fast".to_string(),
+        format!("0.0.0.0 {} EACCES fast", allowed.port),
+        "10.0.0.1 80 EACCES fast".to_string(),
+        format!("::1 {} ECONNREFUSED fast", other.port),
+    ];
+    let got: Vec<&str> = r["stdout"].as_str().unwrap().lines().collect();
+    assert_eq!(got, want, "{r}");
+    assert_eq!(r["network"]["denied"], targets.len(), "{r}");
+    assert_eq!(r["network"]["connections"], 0, "{r}");
+    assert_eq!(other.accepted(), 0);
+    assert_eq!(allowed.accepted(), 1);
+    // (It may end one lower: the HTTP connection of the request before was
+    // still closing when it was taken.)
+    assert!(
+        settled_sockets(pid, sockets_before) <= sockets_before,
+        "a host socket stayed open"
+    );
+    assert_eq!(
+        sockets_to(pid, other.port) + sockets_to(pid, allowed.port),
+        0
+    );
+
+    // The denials are in the metrics.
+    let (_, _, m) = s.get("/v1/metrics");
+    let denied: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("zeroboot_network_denied_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(denied >= targets.len() as u64, "{m}");
+}
+
+#[test]
+fn a_domain_allow_list_resolves_through_the_vmm_and_rebinding_gets_no_forbidden_address() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let s = serve_policy(allowed.port, &[]);
+    let only_data = json!({"allow_internet_access": false, "network": {"allowOut": ["data.test"]}});
+    let url = format!("http://data.test:{}/data.csv", allowed.port);
+    let r = py(
+        &s,
+        &format!(
+            "import urllib.request\nprint(urllib.request.urlopen({url:?}).read().decode(), end='')"
+        ),
+        only_data.clone(),
+    );
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert!(r["network"]["dns_queries"].as_u64().unwrap() >= 1, "{r}");
+
+    // A name outside the list does not resolve; its address, not granted
+    // by an allowed name in this sandbox, is refused by number too.
+    let code = format!(
+        r#"
+import errno, socket
+try:
+    socket.getaddrinfo("other.test", {p})
+    print("resolved")
+except socket.gaierror as e:
+    print("gaierror")
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", {p}))
+    print("connected")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"#,
+        p = allowed.port
+    );
+    let r = py(&s, &code, only_data);
+    assert_eq!(r["stdout"], "gaierror\nEACCES\n", "{r}");
+    // The A and AAAA queries, and the connect.
+    assert_eq!(r["network"]["denied"], 3, "{r}");
+    assert_eq!(allowed.accepted(), 1);
+
+    // Rebinding: the name's other addresses (metadata, private) are never
+    // handed out.
+    let r = py(
+        &s,
+        "import socket\nprint(sorted({a[4][0] for a in socket.getaddrinfo('rebind.test', 80)}))",
+        json!({}),
+    );
+    assert_eq!(r["stdout"], "['127.0.0.1']\n", "{r}");
+}
+
+#[test]
+fn connections_per_sandbox_are_capped() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let s = serve_policy(allowed.port, &["--net-max-connections", "8"]);
+    let code = format!(
+        r#"
+import errno, socket
+held = []
+for i in range(10000):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", {p}))
+    except OSError as e:
+        print(len(held), errno.errorcode[e.errno])
+        break
+    held.append(s)
+"#,
+        p = allowed.port
+    );
+    let r = py(&s, &code, json!({}));
+    assert_eq!(r["stdout"], "8 ENOBUFS\n", "{r}");
+    assert_eq!(r["network"]["connections"], 8, "{r}");
+    assert_eq!(r["network"]["denied"], 1, "{r}");
+}
+
+#[test]
+fn with_the_network_off_connections_fail_clearly_and_the_result_says_so() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    // E2B's default `allow_internet_access: true` is accepted.
+    let s = Server::start(None, &["--languages", "python"]);
+    let r = py(
+        &s,
+        &probe(&[("127.0.0.1", allowed.port), ("192.0.2.1", 80)]),
+        json!({"allow_internet_access": true}),
+    );
+    let want = format!(
+        "127.0.0.1 {} ECONNREFUSED fast\n192.0.2.1 80 ENETUNREACH fast\n",
+        allowed.port
+    );
+    assert_eq!(r["stdout"], want, "{r}");
+    assert_eq!(r["network"]["enabled"], false, "{r}");
+    assert!(r["network"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("--network policy"));
+    assert_eq!(r["network"]["denied"], 1, "{r}");
+    assert_eq!(allowed.accepted(), 0);
+}
+
+fn create_sandbox(s: &Server, body: Value) -> (String, Value) {
+    let (st, _, b) = s.post("/sandboxes", None, &body.to_string());
+    assert_eq!(st, 201, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    let id = v["sandboxID"].as_str().unwrap().to_string();
+    let (_, _, d) = s.get(&format!("/sandboxes/{id}"));
+    (id, serde_json::from_str(&d).unwrap())
+}
+
+#[test]
+fn live_sandboxes_take_e2bs_network_fields_and_fetch_under_them() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let s = serve_policy(allowed.port, &[]);
+    // E2B's default: internet allowed.
+    let (id, detail) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": true}),
+    );
+    assert_eq!(detail["allowInternetAccess"], true, "{detail}");
+    let url = format!("http://127.0.0.1:{}/data.csv", allowed.port);
+    let code = format!(
+        "import urllib.request\nprint(urllib.request.urlopen({url:?}).read().decode(), end='')"
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert_eq!(r["network"]["connections"], 1, "{r}");
+
+    // Denied by its own rules: the detail says so, the connect is refused.
+    let (id, detail) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": false, "network": {"allowOut": ["data.test"], "allowPublicTraffic": false}}),
+    );
+    assert_eq!(detail["allowInternetAccess"], false, "{detail}");
+    assert_eq!(detail["network"]["allowOut"], json!(["data.test"]));
+    let (_, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert!(
+        r["stderr"].as_str().unwrap().contains("Permission denied"),
+        "{r}"
+    );
+    assert_eq!(allowed.accepted(), 1);
+
+    // PUT /sandboxes/{id}/network opens it while it lives.
+    let (st, _, b) = http(
+        &s.addr,
+        "PUT",
+        &format!("/sandboxes/{id}/network"),
+        &[("Content-Type", "application/json")],
+        json!({"allow_internet_access": true})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{b}");
+    let detail: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(detail["allowInternetAccess"], true, "{detail}");
+    let (_, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(r["stdout"], CSV, "{r}");
+    assert_eq!(allowed.accepted(), 2);
+
+    // A bad rule is a clear 400.
+    let (st, _, b) = s.post(
+        "/sandboxes",
+        None,
+        &json!({"templateID": "python", "network": {"allowOut": ["not a host!"]}}).to_string(),
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("not a host!"), "{b}");
+}
+
+#[test]
+fn e2bs_default_fields_still_create_a_sandbox_on_a_server_without_network() {
+    let s = Server::start(None, &["--languages", "python"]);
+    let (_, detail) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": true, "network": {"allowOut": [], "denyOut": []}}),
+    );
+    assert_eq!(detail["allowInternetAccess"], false, "{detail}");
+    assert_eq!(detail["network"]["enabled"], false, "{detail}");
+}
+
+#[test]
+fn node_fetch_gets_the_data_through_an_allowed_name() {
+    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allow = format!("127.0.0.1:{}", allowed.port);
+    let s = Server::start(
+        None,
+        &[
+            "--languages",
+            "node",
+            "--network",
+            "policy",
+            "--net-allow-host",
+            &allow,
+            "--net-resolver",
+            "static",
+            "--net-host",
+            "data.test=127.0.0.1",
+        ],
+    );
+    for host in ["127.0.0.1", "data.test"] {
+        let code = format!(
+            "const r = await fetch('http://{host}:{}/data.csv'); process.stdout.write(await r.text());",
+            allowed.port
+        );
+        let r = exec(
+            &s,
+            json!({"code": code, "language": "node", "timeout_seconds": 60, "network": {"allowOut": ["data.test"]}}),
+        );
+        assert_eq!(r["stdout"], CSV, "{r}");
+    }
+}
+
+#[test]
+fn udp_to_an_allowed_loopback_port_round_trips_and_other_destinations_are_refused() {
+    // A UDP echo server this test starts.
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = u.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(&buf[..n], from);
+        }
+    });
+    let allow = format!("127.0.0.1:{port}");
+    let s = Server::start(
+        None,
+        &[
+            "--languages",
+            "python",
+            "--network",
+            "policy",
+            "--net-allow-host",
+            &allow,
+        ],
+    );
+    let code = format!(
+        r#"
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"ping", ("127.0.0.1", {port}))
+data, frm = s.recvfrom(100)
+print(data, frm[1] == {port})
+for dest in [("169.254.169.254", 53), ("10.1.1.1", 53)]:
+    try:
+        s.sendto(b"x", dest)
+        print("sent")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+"#
+    );
+    let r = py(&s, &code, json!({}));
+    assert_eq!(r["stdout"], "b'ping' True\nEACCES\nEACCES\n", "{r}");
+    assert_eq!(r["network"]["denied"], 2, "{r}");
+    assert_eq!(r["network"]["bytes_out"], 4, "{r}");
+    assert_eq!(r["network"]["bytes_in"], 4, "{r}");
+}
+
+#[test]
+fn a_live_sandboxs_host_connections_close_when_it_is_killed() {
+    // A server that holds connections open until the client closes.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c2 = closed.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let closed = c2.clone();
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let s = serve_policy(port, &[]);
+    let pid = s.child.id();
+    let (id, _) = create_sandbox(&s, json!({"templateID": "python"}));
+    assert_eq!(sockets_to(pid, port), 0);
+    let code = format!(
+        "import socket\nheld = [socket.create_connection(('127.0.0.1', {port})) for _ in range(3)]\nprint(len(held))"
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    assert!(b.contains("\"stdout\":\"3\\n\""), "{b}");
+    // The connections outlive the run (the sandbox keeps `held`).
+    assert_eq!(sockets_to(pid, port), 3);
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+    let (st, _, _) = http(&s.addr, "DELETE", &format!("/sandboxes/{id}"), &[], b"").unwrap();
+    assert_eq!(st, 204);
+    for _ in 0..100 {
+        if closed.load(Ordering::SeqCst) == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), 3);
+    assert_eq!(sockets_to(pid, port), 0);
+}
+
+/// The server's socket count once it is `want` (its HTTP connections
+/// close a moment after the reply), or what it is after 2 s.
+fn settled_sockets(pid: u32, want: usize) -> usize {
+    for _ in 0..100 {
+        let n = host_sockets(pid);
+        if n == want {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    host_sockets(pid)
+}

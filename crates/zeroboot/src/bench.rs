@@ -75,6 +75,16 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What MCP adds to a stateless run_code: /v1/exec against MCP over
+    /// stdio (to a server, and with an embedded engine).
+    Mcp {
+        /// Samples per transport.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -108,6 +118,7 @@ pub fn run(b: Bench) -> Result<()> {
         } => crate::bench_sandboxes::run(&template, count, runs, json),
         Bench::Soak(a) => crate::bench_soak::run(a),
         Bench::Commands { runs, json } => crate::bench_commands::run(runs, json),
+        Bench::Mcp { runs, json } => crate::bench_mcp::run(runs, json),
     }
 }
 

@@ -25,6 +25,9 @@ pub use session::Session;
 /// write_file (4 MiB), JSON-escaped.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// How long an HTTP session may go without a request.
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The API key a request to `/mcp` was authorized with (its index), for
 /// the tools: each request carries its own key.
 #[derive(Debug, Clone, Copy)]
@@ -52,10 +55,16 @@ pub(crate) fn router(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     if state.config.keys.is_some() || !state.config.bind.ip().is_loopback() {
         config = config.disable_allowed_hosts();
     }
+    // A session without requests for this long ends (and its sandboxes
+    // with it): as long as a sandbox's default time to live, so an agent
+    // that thinks a while between calls keeps its sandboxes, while a
+    // client that vanished without DELETE frees them within the hour.
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE);
     let st = state.clone();
     let service = StreamableHttpService::new(
         move || Ok(Session::new(st.clone(), None)),
-        Arc::new(LocalSessionManager::default()),
+        Arc::new(sessions),
         config,
     );
     Router::new()
@@ -73,8 +82,18 @@ async fn authorize(State(state): State<Arc<AppState>>, mut req: Request, next: N
     let resp = match crate::api::authorize_with(&state, checked) {
         Ok(key) => {
             req.extensions_mut().insert(Caller(key));
+            let delete = req.method() == axum::http::Method::DELETE;
             match checked_message(req).await {
-                Ok(req) => next.run(req).await,
+                Ok(req) => {
+                    let mut r = next.run(req).await;
+                    // rmcp accepts a session's DELETE with 202; the
+                    // official Python SDK expects 200 or 204 (and logs a
+                    // warning otherwise). The session is closed either way.
+                    if delete && r.status() == StatusCode::ACCEPTED {
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                    }
+                    r
+                }
                 Err(r) => r,
             }
         }

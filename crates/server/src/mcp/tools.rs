@@ -345,21 +345,21 @@ fn fs_error(e: HostFsError) -> ToolError {
 
 /// The language a name stands for, if this server has its template.
 fn language(state: &AppState, name: &str, what: &str) -> Result<Language, ToolError> {
-    let lang = Language::parse(name).ok_or_else(|| {
-        format!(
-            "invalid argument `{what}`: unknown {what} {name:?}; use \"python\" or \"javascript\""
-        )
-    })?;
-    if !state.templates.contains_key(&lang) {
-        let mut have: Vec<&str> = state.templates.keys().map(|l| l.name()).collect();
-        have.sort_unstable();
-        return Err(format!(
-            "{what} {name:?} is not available on this server (it has: {})",
+    let mut have: Vec<&str> = state.templates.keys().map(|l| l.name()).collect();
+    have.sort_unstable();
+    match Language::parse(name) {
+        Some(lang) if state.templates.contains_key(&lang) => Ok(lang),
+        Some(_) => Err(format!(
+            "invalid argument `{what}`: {name:?} is not available on this server (it has: {})",
             have.join(", ")
         )
-        .into());
+        .into()),
+        None => Err(format!(
+            "invalid argument `{what}`: unknown {what} {name:?} (this server has: {})",
+            have.join(", ")
+        )
+        .into()),
     }
-    Ok(lang)
 }
 
 /// An execution's result as a model reads it: the output, then what went

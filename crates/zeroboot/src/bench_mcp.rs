@@ -1,7 +1,8 @@
 //! `zeroboot bench mcp`: what MCP adds to a stateless execution. The same
 //! snippet's round trip through `POST /v1/exec` (keep-alive HTTP), through
 //! `zeroboot mcp --url` over stdio (the client's pipe, then HTTP to the
-//! server's `/mcp`), and through `zeroboot mcp` with its own engine.
+//! server's `/mcp`), and through `zeroboot mcp` with its own engine,
+//! interleaved call by call.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -102,60 +103,59 @@ struct Row {
     exec: Vec<u64>,
 }
 
-fn sample(runs: usize, mut f: impl FnMut() -> Result<(u64, u64)>) -> Result<(Vec<u64>, Vec<u64>)> {
-    for _ in 0..WARMUP {
-        f()?;
-    }
-    let (mut rt, mut ex) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
-    for _ in 0..runs {
-        let (a, b) = f()?;
-        rt.push(a);
-        ex.push(b);
-    }
-    Ok((rt, ex))
-}
+type Sampler<'a> = Box<dyn FnMut() -> Result<(u64, u64)> + 'a>;
 
 pub fn run(runs: usize, json_out: bool) -> Result<()> {
     let (_server, addr) = start_server()?;
-    let mut rows = Vec::new();
-
     let mut conn = Conn::new(&addr)?;
     let body = json!({ "code": CODE }).to_string();
-    let (rt, ex) = sample(runs, || {
-        let t = Instant::now();
-        let (status, reply) = conn.post("/v1/exec", &body)?;
-        let rt = t.elapsed().as_nanos() as u64;
-        let v: Value = serde_json::from_str(&reply)?;
-        if status != 200 || v["stdout"] != "2\n" {
-            bail!("/v1/exec answered {status}: {reply}");
-        }
-        let exec_ms = v["exec_time_ms"].as_f64().unwrap_or(0.0);
-        Ok((rt, (exec_ms * 1e6) as u64))
-    })?;
-    rows.push(Row {
-        name: "POST /v1/exec (HTTP keep-alive)",
-        round_trip: rt,
-        exec: ex,
-    });
-
     let url = format!("http://{addr}");
     let mut bridge = McpPipe::start(&["mcp", "--url", &url])?;
-    let (rt, ex) = sample(runs, || bridge.run_code())?;
-    rows.push(Row {
-        name: "MCP stdio, zeroboot mcp --url",
-        round_trip: rt,
-        exec: ex,
-    });
-    drop(bridge);
-
     let mut embedded = McpPipe::start(&["mcp", "--languages", "python"])?;
-    let (rt, ex) = sample(runs, || embedded.run_code())?;
-    rows.push(Row {
-        name: "MCP stdio, zeroboot mcp (embedded)",
-        round_trip: rt,
-        exec: ex,
-    });
-    drop(embedded);
+    let mut paths: Vec<(&'static str, Sampler)> = vec![
+        (
+            "POST /v1/exec (HTTP keep-alive)",
+            Box::new(|| {
+                let t = Instant::now();
+                let (status, reply) = conn.post("/v1/exec", &body)?;
+                let rt = t.elapsed().as_nanos() as u64;
+                let v: Value = serde_json::from_str(&reply)?;
+                if status != 200 || v["stdout"] != "2\n" {
+                    bail!("/v1/exec answered {status}: {reply}");
+                }
+                let exec_ms = v["exec_time_ms"].as_f64().unwrap_or(0.0);
+                Ok((rt, (exec_ms * 1e6) as u64))
+            }),
+        ),
+        (
+            "MCP stdio, zeroboot mcp --url",
+            Box::new(|| bridge.run_code()),
+        ),
+        (
+            "MCP stdio, zeroboot mcp (embedded)",
+            Box::new(|| embedded.run_code()),
+        ),
+    ];
+    // Interleaved, one call of each path per round, so the shared
+    // machine's drifting load falls on all paths alike.
+    let mut rows: Vec<Row> = paths
+        .iter()
+        .map(|(name, _)| Row {
+            name,
+            round_trip: Vec::with_capacity(runs),
+            exec: Vec::with_capacity(runs),
+        })
+        .collect();
+    for round in 0..WARMUP + runs {
+        for (row, (_, f)) in rows.iter_mut().zip(paths.iter_mut()) {
+            let (rt, ex) = f()?;
+            if round >= WARMUP {
+                row.round_trip.push(rt);
+                row.exec.push(ex);
+            }
+        }
+    }
+    drop(paths);
 
     let base = percentiles(rows[0].round_trip.clone()).0;
     let mut out = Vec::new();

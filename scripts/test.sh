@@ -29,4 +29,7 @@ sdk/python/run-tests.sh
 sdk/python/run-e2b-tests.sh
 sdk/node/run-tests.sh
 sdk/node/run-e2b-tests.sh
+# The official MCP SDKs (pinned) against /mcp and `zeroboot mcp`.
+sdk/python/run-mcp-tests.sh
+sdk/node/run-mcp-tests.sh
 scripts/api-fuzz.sh

@@ -15,5 +15,6 @@ fi
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$here"
 
 cd "$here"
-# tests/e2b need the e2b package: run-e2b-tests.sh runs them.
-exec "$venv/bin/python" -m pytest -p no:cacheprovider --ignore=tests/e2b "$@"
+# tests/e2b and tests/mcp_sdk need the e2b and mcp packages:
+# run-e2b-tests.sh and run-mcp-tests.sh run them.
+exec "$venv/bin/python" -m pytest -p no:cacheprovider --ignore=tests/e2b --ignore=tests/mcp_sdk "$@"

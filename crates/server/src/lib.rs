@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod e2b;
 mod envd;
+pub mod mcp;
 mod metrics;
 pub mod network;
 mod openapi;
@@ -103,13 +104,16 @@ pub struct AppState {
     pub sandboxes: Arc<sandboxes::Sandboxes>,
     /// envd's state across requests (polled watchers).
     pub envd: envd::EnvdState,
+    /// Cancelled when the server stops: ends long-lived streams (MCP's).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// The router (without the listener), for `serve` and for tests.
-pub fn app(
+/// The shared state: execution pool, live sandboxes and their reaper.
+/// `app` serves it over HTTP; `zeroboot mcp` over stdio.
+pub fn state(
     config: ServerConfig,
     templates: HashMap<Language, Arc<Template>>,
-) -> Result<Router, ServeError> {
+) -> Result<Arc<AppState>, ServeError> {
     let pool = pool::Pool::new(config.workers, config.queue, config.vcpu_setup)
         .map_err(ServeError::Workers)?;
     let live = sandboxes::Sandboxes::new(
@@ -127,8 +131,21 @@ pub fn app(
         templates,
         config,
         envd: envd::EnvdState::default(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
     });
-    Ok(Router::new()
+    Ok(state)
+}
+
+/// The router (without the listener), for `serve` and for tests.
+pub fn app(
+    config: ServerConfig,
+    templates: HashMap<Language, Arc<Template>>,
+) -> Result<Router, ServeError> {
+    Ok(router(state(config, templates)?))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route(
             "/v1/exec",
             post(api::exec).fallback(api::method_not_allowed),
@@ -166,6 +183,8 @@ pub fn app(
             "/v1/sandboxes/{id}/exec",
             post(e2b::exec).fallback(api::method_not_allowed),
         )
+        // MCP's streamable HTTP transport.
+        .merge(mcp::router(&state))
         .fallback(api::not_found)
         // In-sandbox calls (E2b-Sandbox-Id, or a <port>-<id>.<domain>
         // host) go to the sandbox's envd whatever their path.
@@ -173,7 +192,7 @@ pub fn app(
             state.clone(),
             envd::route,
         ))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// Kill expired sandboxes every 100 ms (a thread: no runtime needed; it
@@ -232,12 +251,19 @@ pub async fn serve(
         }
     });
     tracing::info!(%bind, workers = config.workers, queue = config.queue, "zeroboot serving");
-    let app = app(config, templates)?;
+    let state = state(config, templates)?;
+    let stop = state.shutdown.clone();
+    let app = router(state);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // MCP's streams stay open as long as their clients: end them, or
+        // the graceful shutdown would wait for them.
+        stop.cancel();
+    })
     .await
     .map_err(ServeError::Io)?;
     tracing::info!("zeroboot stopped");

@@ -91,6 +91,16 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What MCP adds to a stateless run_code: /v1/exec against MCP over
+    /// stdio (to a server, and with an embedded engine).
+    Mcp {
+        /// Samples per transport.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// HTTP GETs of 1 KiB and 10 MiB from a loopback server, inside a
     /// sandbox (egress through host sockets) and from the host: p50, ratio.
     Net {
@@ -144,6 +154,7 @@ pub fn run(b: Bench) -> Result<()> {
             json,
         } => crate::bench_fork_live::run(count, runs, state_mb, json),
         Bench::Net { small, big, json } => crate::bench_net::run(small, big, json),
+        Bench::Mcp { runs, json } => crate::bench_mcp::run(runs, json),
     }
 }
 

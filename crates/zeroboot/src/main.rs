@@ -7,11 +7,14 @@ mod bench_commands;
 mod bench_compare;
 mod bench_fork;
 mod bench_fork_live;
+mod bench_mcp;
 mod bench_net;
 mod bench_sandboxes;
 mod bench_soak;
 mod exec;
 mod image;
+mod mcp;
+mod mcp_bridge;
 mod run;
 mod serve;
 mod template;
@@ -35,6 +38,9 @@ struct Cli {
 enum Cmd {
     /// Serve the HTTP API (builds the Python image and template on first use).
     Serve(serve::ServeArgs),
+    /// Serve MCP (Model Context Protocol) over stdio, for an agent that
+    /// spawns it: to a running server (--url), or with its own engine.
+    Mcp(mcp::McpArgs),
     /// Run a Linux x86-64 program in a fresh sandbox.
     Run(run::RunArgs),
     /// Run a code snippet in a fresh fork of a template.
@@ -69,6 +75,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Mcp(a) => mcp::run(a),
         Cmd::Image(a) => image::run(a),
         Cmd::Exec(a) => exec::run(a),
         Cmd::Template(a) => template::run(a),

@@ -116,6 +116,44 @@ fn lookup_user(name: &str) -> Result<(u32, u32)> {
         .with_context(|| format!("no user {name:?} in /etc/passwd (see --user)"))
 }
 
+/// The templates of `languages` (built on first use).
+pub(crate) fn load_templates(
+    languages: &[String],
+) -> Result<HashMap<Language, Arc<zeroboot_engine::Template>>> {
+    let mut templates = HashMap::new();
+    for name in languages {
+        let Some(lang) = Language::parse(name.trim()) else {
+            anyhow::bail!("unknown language {name:?} in --languages (known: python, node)");
+        };
+        if templates.contains_key(&lang) {
+            continue;
+        }
+        let t = crate::template::load_or_create(lang)?;
+        templates.insert(lang, Arc::new(t));
+    }
+    if templates.is_empty() {
+        anyhow::bail!("--languages names no language");
+    }
+    Ok(templates)
+}
+
+/// Started as root: become `user` (unless it is `root`). Root was needed
+/// for the cache and /dev/kvm only (docs/security.md).
+pub(crate) fn drop_root(user: &str) -> Result<()> {
+    if rustix::process::geteuid().is_root() && user != "root" {
+        let (uid, gid) = lookup_user(user)?;
+        zeroboot_kernel::hardening::drop_privileges(uid, gid)
+            .with_context(|| format!("dropping root for user {user:?}"))?;
+        tracing::info!(user = %user, uid, gid, "serving without root");
+    }
+    Ok(())
+}
+
+/// Run each vCPU thread under the seccomp filter.
+pub(crate) fn harden_vcpu() -> Result<(), String> {
+    zeroboot_kernel::hardening::harden_vcpu_thread().map_err(|e| e.to_string())
+}
+
 pub fn run(a: ServeArgs) -> Result<i32> {
     let keys = zeroboot_server::load_keys()?;
     let mut config = ServerConfig {
@@ -146,33 +184,13 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         );
     }
     config.network = Arc::new(network);
-    config.vcpu_setup =
-        || zeroboot_kernel::hardening::harden_vcpu_thread().map_err(|e| e.to_string());
+    config.vcpu_setup = harden_vcpu;
     if let Some((k, path)) = keys {
         config.keys = Some(k);
         config.keys_file = Some(path);
     }
-    let mut templates = HashMap::new();
-    for name in &a.languages {
-        let Some(lang) = Language::parse(name.trim()) else {
-            anyhow::bail!("unknown language {name:?} in --languages (known: python, node)");
-        };
-        if templates.contains_key(&lang) {
-            continue;
-        }
-        let t = crate::template::load_or_create(lang)?;
-        templates.insert(lang, Arc::new(t));
-    }
-    if templates.is_empty() {
-        anyhow::bail!("--languages names no language");
-    }
-    // Root was needed for the cache and /dev/kvm only (docs/security.md).
-    if rustix::process::geteuid().is_root() && a.user != "root" {
-        let (uid, gid) = lookup_user(&a.user)?;
-        zeroboot_kernel::hardening::drop_privileges(uid, gid)
-            .with_context(|| format!("dropping root for user {:?}", a.user))?;
-        tracing::info!(user = %a.user, uid, gid, "serving without root");
-    }
+    let templates = load_templates(&a.languages)?;
+    drop_root(&a.user)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -105,6 +105,10 @@ pub struct ExecResult {
     pub total_time: Duration,
     /// What the execution cost the VMM.
     pub stats: ExecStats,
+    /// The agent's reply frame, for requests whose reply carries more than
+    /// the exit code (a live sandbox's `begin_request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<serde_json::Value>,
 }
 
 /// VMM work of one execution.

@@ -28,9 +28,11 @@ use crate::sandboxes::Entry;
 const DEFAULT_CWD: &str = "/home/user";
 /// Languages the agent runs.
 const LANGUAGES: &[&str] = &["python", "bash"];
-/// A line sent when a cell has been quiet this long: a client that went
-/// away is noticed on the write, and its cell interrupted.
-const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A line sent when a cell has been quiet this long (E2B's interval): a
+/// client that went away is noticed on the write at the latest, and its
+/// cell interrupted. Shorter would defeat clients' read timeouts, which
+/// is how E2B's SDKs apply `run_code(timeout=...)`.
+const KEEPALIVE: Duration = Duration::from_secs(5);
 /// The longest a cell may run when the client sets no `timeout` (the
 /// sandbox's own end comes first when it is sooner).
 const MAX_CELL_TIME: Duration = Duration::from_secs(24 * 3600);
@@ -457,8 +459,8 @@ async fn execute(sbx: &Sbx, body: Body, output_cap: usize) -> Response {
         finished: false,
         guard: InterruptOnDrop {
             sbx: Some((sbx.state.clone(), sbx.entry.clone())),
+            turn: Some(turn),
         },
-        _turn: turn,
     };
     let s = futures_util::stream::unfold(cell, |mut c| async move {
         let chunk = c.next().await?;
@@ -474,19 +476,49 @@ async fn execute(sbx: &Sbx, body: Body, output_cap: usize) -> Response {
 
 /// Interrupts the cell when its response is dropped before the end (the
 /// client went away): the actor also notices at its next slice, but a cell
-/// asleep in the guest has no slice until it wakes.
+/// asleep in the guest has no slice until it wakes. The sandbox's turn is
+/// held until the interrupted cell has ended.
 struct InterruptOnDrop {
     sbx: Option<(Arc<crate::AppState>, Arc<Entry>)>,
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
-impl Drop for InterruptOnDrop {
-    fn drop(&mut self) {
-        if let Some((state, e)) = self.sbx.take() {
-            state.sandboxes.post_with(&e, |sb| {
-                if let Some(sb) = sb {
-                    sb.interrupt_run();
+/// What an abandoned cell leaves to wait for.
+type Abandoned = (
+    mpsc::UnboundedReceiver<RunOutput>,
+    Option<oneshot::Receiver<Result<ExecResult, LiveError>>>,
+);
+
+impl InterruptOnDrop {
+    fn abandon(&mut self, rest: Abandoned) {
+        let Some((state, e)) = self.sbx.take() else {
+            return;
+        };
+        state.sandboxes.post_with(&e, |sb| {
+            if let Some(sb) = sb {
+                sb.interrupt_run();
+            }
+        });
+        let turn = self.turn.take();
+        let (mut rx, done) = rest;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                while rx.recv().await.is_some() {}
+                if let Some(d) = done {
+                    let _ = d.await;
                 }
+                drop(turn);
             });
+        }
+    }
+}
+
+impl Drop for CellStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            let (_, rx) = mpsc::unbounded_channel();
+            let rest = (std::mem::replace(&mut self.rx, rx), self.done.take());
+            self.guard.abandon(rest);
         }
     }
 }
@@ -503,9 +535,9 @@ struct CellStream {
     stream_dropped: usize,
     result_bytes: usize,
     finished: bool,
+    /// Interrupts the cell if the response goes before its end; holds the
+    /// sandbox's turn until the cell has ended.
     guard: InterruptOnDrop,
-    /// The sandbox's turn, held until the cell ends.
-    _turn: OwnedMutexGuard<()>,
 }
 
 impl CellStream {
@@ -632,6 +664,7 @@ impl CellStream {
                 ),
             )),
             Some(Ok(_)) => None,
+            Some(Err(e @ LiveError::Busy)) => Some(("SandboxBusy", e.to_string())),
             Some(Err(e)) => Some(("ContextDied", e.to_string())),
             None => Some((
                 "ContextDied",
@@ -643,7 +676,8 @@ impl CellStream {
         }
         self.line(&json!({"type": "end_of_execution"}));
         self.finished = true;
-        // Ended: nothing to interrupt.
+        // Ended: nothing to interrupt, and the next cell's turn.
         self.guard.sbx = None;
+        self.guard.turn = None;
     }
 }

@@ -15,5 +15,7 @@ fi
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$here"
 
 cd "$here"
+# The code-interpreter tests need its template (built on the first start).
+export ZEROBOOT_TEST_LANGUAGES="${ZEROBOOT_TEST_LANGUAGES:-python,node,code-interpreter}"
 # tests/e2b need the e2b package: run-e2b-tests.sh runs them.
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --ignore=tests/e2b "$@"

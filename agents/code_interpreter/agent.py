@@ -68,6 +68,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from IPython.core.displayhook import DisplayHook  # noqa: E402
 from IPython.core.displaypub import DisplayPublisher  # noqa: E402
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from traitlets.config import Config  # noqa: E402
 
 # Optional heavy modules: imported when the image has them.
 for _name in ("scipy", "scipy.stats", "sklearn", "seaborn", "sympy", "PIL.Image",
@@ -272,8 +273,10 @@ class Shell(InteractiveShell):
 
 
 def new_shell():
-    sh = Shell(colors="NoColor", history_length=0, displayhook_class=Hook)
-    sh.history_manager.enabled = False
+    # No history: no sqlite file and no history-saving thread.
+    config = Config()
+    config.HistoryManager.enabled = False
+    sh = Shell(config=config, colors="NoColor", history_length=0, displayhook_class=Hook)
     sh.display_pub = Publisher(shell=sh)
     sh.display_pub_class = Publisher
     # The inline backend's figure formatters and its end-of-cell flush.

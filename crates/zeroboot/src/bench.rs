@@ -75,6 +75,18 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// The code interpreter (template code-interpreter-v1) through the
+    /// HTTP API: run_code("1+1"), a matplotlib plot to PNG, create + first
+    /// run_code.
+    Code {
+        /// Samples of run_code("1+1") (a tenth as many plots, a quarter as
+        /// many creates).
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -108,6 +120,7 @@ pub fn run(b: Bench) -> Result<()> {
         } => crate::bench_sandboxes::run(&template, count, runs, json),
         Bench::Soak(a) => crate::bench_soak::run(a),
         Bench::Commands { runs, json } => crate::bench_commands::run(runs, json),
+        Bench::Code { runs, json } => crate::bench_code::run(runs, json),
     }
 }
 

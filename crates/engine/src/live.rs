@@ -620,3 +620,39 @@ fn live_request(code: &str, env: &[(String, String)]) -> serde_json::Value {
     }
     req
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_whole_and_a_partial_one_waits() {
+        let a = frame(&serde_json::json!({"type": "stdout", "text": "a"}));
+        let b = frame(&serde_json::json!({"exit_code": 0}));
+        let mut outbox = [a.clone(), b.clone()].concat();
+        // Half of a third frame.
+        let c = frame(&serde_json::json!({"type": "stderr", "text": "c"}));
+        outbox.extend_from_slice(&c[..c.len() / 2]);
+        let got = take_frames(&mut outbox);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0]["text"], "a");
+        assert_eq!(got[1]["exit_code"], 0);
+        assert_eq!(outbox, c[..c.len() / 2]);
+        outbox.extend_from_slice(&c[c.len() / 2..]);
+        assert_eq!(take_frames(&mut outbox)[0]["text"], "c");
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn malformed_frames_are_dropped() {
+        let mut outbox = 3u32.to_le_bytes().to_vec();
+        outbox.extend_from_slice(b"[1]");
+        outbox.extend(5u32.to_le_bytes());
+        outbox.extend_from_slice(b"{bad}");
+        outbox.extend(frame(&serde_json::json!({"ok": true})));
+        let got = take_frames(&mut outbox);
+        assert_eq!(got, vec![serde_json::json!({"ok": true})]);
+        assert!(outbox.is_empty());
+    }
+}

@@ -681,3 +681,96 @@ impl CellStream {
         self.guard.turn = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn languages_as_e2b_names_them() {
+        assert_eq!(normalize_language(None), "python");
+        assert_eq!(normalize_language(Some("")), "python");
+        assert_eq!(normalize_language(Some(" JS ")), "javascript");
+        assert_eq!(normalize_language(Some("ts")), "typescript");
+        assert_eq!(normalize_language(Some("Bash")), "bash");
+    }
+
+    #[test]
+    fn context_ids_are_uuid4_shaped_and_distinct() {
+        let a = new_context_id();
+        let b = new_context_id();
+        assert_ne!(a, b);
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_default_python_context_exists_from_the_start() {
+        let c = Contexts::default();
+        let py = c.default_for("python").unwrap();
+        assert_eq!(py.agent_key, "default");
+        assert_eq!(py.cwd, DEFAULT_CWD);
+        assert!(c.default_for("bash").is_none());
+        assert_eq!(c.get(&py.id).unwrap().id, py.id);
+    }
+
+    fn stream() -> (CellStream, mpsc::UnboundedSender<RunOutput>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_done_tx, done) = oneshot::channel();
+        (
+            CellStream {
+                rx,
+                done: Some(done),
+                lines: Vec::new(),
+                stream_cap: 10,
+                streamed: 0,
+                stream_dropped: 0,
+                result_bytes: 0,
+                finished: true,
+                guard: InterruptOnDrop {
+                    sbx: None,
+                    turn: None,
+                },
+            },
+            tx,
+        )
+    }
+
+    fn lines(c: &mut CellStream) -> Vec<Value> {
+        std::mem::take(&mut c.lines)
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn text_is_capped_with_a_marker_and_unknown_events_dropped() {
+        let (mut c, _tx) = stream();
+        c.output(RunOutput {
+            stdout: b"0123456789abc".to_vec(),
+            frames: vec![
+                json!({"type": "result", "text": "2", "is_main_result": true}),
+                json!({"type": "bogus"}),
+                json!({"type": "stderr", "text": "more", "timestamp": "t"}),
+            ],
+            ..Default::default()
+        });
+        let got = lines(&mut c);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0]["text"], "0123456789");
+        assert_eq!(got[1]["type"], "result");
+        c.end(None);
+        let got = lines(&mut c);
+        assert_eq!(got[0]["type"], "stderr");
+        assert!(got[0]["text"].as_str().unwrap().contains("7 bytes"));
+        assert_eq!(got[1]["name"], "ContextDied");
+        assert_eq!(got[2]["type"], "end_of_execution");
+    }
+}

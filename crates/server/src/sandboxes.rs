@@ -114,6 +114,12 @@ pub struct Life {
 
 type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
 
+/// A request's output as it runs, and its result (`Sandboxes::request`).
+pub type RequestStreams = (
+    mpsc::UnboundedReceiver<RunOutput>,
+    oneshot::Receiver<Result<ExecResult, LiveError>>,
+);
+
 /// A job that borrows the sandbox between guest time slices (files,
 /// processes): it gets the sandbox, or None when it has ended.
 type WithJob = Box<dyn FnOnce(Option<&mut LiveSandbox>) + Send>;
@@ -608,13 +614,7 @@ impl Sandboxes {
         req: serde_json::Value,
         timeout: Duration,
         output_cap: usize,
-    ) -> Result<
-        (
-            mpsc::UnboundedReceiver<RunOutput>,
-            oneshot::Receiver<Result<ExecResult, LiveError>>,
-        ),
-        SandboxError,
-    > {
+    ) -> Result<RequestStreams, SandboxError> {
         if e.life().paused {
             return Err(SandboxError::Conflict(format!(
                 "sandbox \"{}\" is paused; resume it (connect) first",

@@ -162,15 +162,17 @@ async fn body_object(body: Body) -> Result<Map<String, Value>, Response> {
     }
 }
 
-fn opt_str<'a>(b: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Response> {
+/// An optional string field; Err names the field that is not one.
+fn opt_str<'a>(b: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
     match b.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(text(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{name} must be a string"),
-        )),
+        Some(_) => Err(format!("{name} must be a string")),
     }
+}
+
+fn unprocessable(msg: String) -> Response {
+    text(StatusCode::UNPROCESSABLE_ENTITY, msg)
 }
 
 /// Serve one request to port 49999 of the sandbox.
@@ -259,7 +261,7 @@ async fn create_context(sbx: &Sbx, body: Body) -> Response {
                 .unwrap_or(DEFAULT_CWD)
                 .to_string(),
         ),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => return unprocessable(m),
     };
     if !LANGUAGES.contains(&language.as_str()) {
         return unsupported(&language);
@@ -348,7 +350,7 @@ async fn execute(sbx: &Sbx, body: Body, output_cap: usize) -> Response {
     };
     let (context_id, language) = match (opt_str(&b, "context_id"), opt_str(&b, "language")) {
         (Ok(c), Ok(l)) => (c.map(str::to_string), l.map(str::to_string)),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => return unprocessable(m),
     };
     if context_id.is_some() && language.is_some() {
         return text(

@@ -417,7 +417,199 @@ class BashContext:
         self.kill()
 
 
-LANGUAGES = {"python": PythonContext, "bash": BashContext}
+# The JavaScript context's driver: node's REPL evaluator (declarations
+# persist between cells, top-level await), cells as JSON lines on stdin,
+# events as JSON lines on stdout.
+JS_DRIVER = r"""// zeroboot's JavaScript context: node's REPL evaluator (declarations
+// persist, top-level await) driven by JSON lines on stdin; events as JSON
+// lines on stdout.
+const repl = require("repl");
+const util = require("util");
+const { PassThrough, Writable } = require("stream");
+// The real streams, taken before the context gets its own process.
+const stdout = process.stdout;
+const stdin = process.stdin;
+const out = (o) => stdout.write(JSON.stringify(o) + "\n");
+const fmt = (args) => util.formatWithOptions({ colors: false }, ...args) + "\n";
+// What the cell writes to console / process.stdout: an event per write.
+const stream = (type) => {
+  const w = new Writable({
+    decodeStrings: false,
+    write(chunk, _enc, cb) { out({ type, text: String(chunk) }); cb(); },
+  });
+  w.isTTY = false;
+  return w;
+};
+const con = new console.Console({ stdout: stream("stdout"), stderr: stream("stderr") });
+// The REPL's evaluator reports a cell's runtime error to its domain, not
+// to the callback: ours ends the cell with it.
+const domain = require("domain").create();
+const sink = new Writable({ write(_c, _e, cb) { cb(); } });
+const r = repl.start({
+  input: new PassThrough(), output: sink, prompt: "", domain,
+  terminal: false, useGlobal: false, ignoreUndefined: true, useColors: false,
+});
+// Defined, not assigned: the REPL's context passes assignments of
+// builtins through to the real global.
+const own = (name, value) =>
+  Object.defineProperty(r.context, name, { value, writable: true, configurable: true, enumerable: false });
+own("console", con);
+own("process", Object.create(process, {
+  stdout: { value: stream("stdout") },
+  stderr: { value: stream("stderr") },
+}));
+process.on("uncaughtException", (e) => out({ type: "stderr", text: "Uncaught " + (e && e.stack || String(e)) + "\n" }));
+process.on("unhandledRejection", (e) => String(e && e.stack).includes("node:repl") || out({ type: "stderr", text: "Unhandled rejection " + (e && e.stack || String(e)) + "\n" }));
+let buf = "";
+stdin.setEncoding("utf8");
+stdin.on("data", (chunk) => {
+  buf += chunk;
+  let nl;
+  while ((nl = buf.indexOf("\n")) >= 0) {
+    const line = buf.slice(0, nl);
+    buf = buf.slice(nl + 1);
+    let req;
+    try { req = JSON.parse(line); } catch { continue; }
+    queue.push(req);
+  }
+  next();
+});
+// One cell at a time (the agent sends the next after "done" anyway).
+const queue = [];
+let busy = false;
+function next() {
+  if (busy || queue.length === 0) return;
+  busy = true;
+  run(queue.shift());
+}
+let finish = null;
+domain.on("error", (e) => { if (finish) finish(e); });
+function run(req) {
+  const code = String(req.code ?? "");
+  // The cell's env_vars, for this cell only.
+  const saved = {};
+  for (const [k, v] of Object.entries(req.env || {})) {
+    saved[k] = process.env[k];
+    process.env[k] = String(v);
+  }
+  let ended = false;
+  finish = (err, value) => {
+    if (ended) return;
+    ended = true;
+    finish = null;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    if (err) {
+      // An incomplete cell is a syntax error here (no next line comes).
+      const e = err instanceof repl.Recoverable && err.err ? err.err : err;
+      const name = (e && e.constructor && e.constructor.name) || (e && e.name) || "Error";
+      // The stack down to the cell's own frames (not this driver's).
+      const stack = String((e && e.stack) || e).split("\n");
+      const cut = stack.findIndex((l) => l.includes("node:vm") || l.includes("node:repl"));
+      const traceback = (cut > 0 ? stack.slice(0, cut) : stack).join("\n");
+      out({ type: "error", name, value: (e && e.message) || String(e), traceback });
+    } else if (value !== undefined) {
+      out({ type: "result", text: util.inspect(value, { colors: false }), is_main_result: true });
+    }
+    out({ type: "done" });
+    busy = false;
+    next();
+  };
+  r.eval(code, r.context, "cell", (err, value) => finish && finish(err, value));
+}
+"""
+
+
+class JsContext:
+    """A node process running JS_DRIVER; this agent relays its events."""
+
+    def __init__(self, cwd):
+        self.cwd = cwd
+        self.count = 0
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["/usr/bin/node", "-e", JS_DRIVER],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.cwd if os.path.isdir(self.cwd) else "/")
+
+    def run(self, code):
+        import select
+        self.count += 1
+        send({"type": "number_of_executions", "execution_count": self.count})
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        try:
+            env = getattr(self, "pending_env", None) or {}
+            self.pending_env = None
+            self.proc.stdin.write((json.dumps({"code": code, "env": env}) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        out_fd, err_fd = self.proc.stdout.fileno(), self.proc.stderr.fileno()
+        pending = b""
+        try:
+            while True:
+                ready, _, _ = select.select([out_fd, err_fd], [], [])
+                if err_fd in ready:
+                    chunk = os.read(err_fd, 65536)
+                    if chunk:
+                        cell.stream("stderr", chunk.decode(errors="replace"))
+                if out_fd in ready:
+                    chunk = os.read(out_fd, 65536)
+                    if not chunk:
+                        code = self.proc.wait()
+                        self.proc = None
+                        cell.error("ExitError", f"node exited with status {code}",
+                                   f"node exited with status {code}; the context starts a new one next time")
+                        return
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if self.event(line):
+                            return
+        except KeyboardInterrupt:
+            self.kill()
+            cell.error("KeyboardInterrupt", "",
+                       "KeyboardInterrupt: the cell was interrupted; the JavaScript context was restarted")
+
+    def event(self, line):
+        """Pass one driver event on; True at the cell's end."""
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            return False
+        kind = ev.get("type")
+        if kind == "done":
+            return True
+        if kind in ("stdout", "stderr"):
+            cell.stream(kind, str(ev.get("text", "")))
+        elif kind == "result":
+            cell.result({"text/plain": str(ev.get("text", ""))}, main=True)
+        elif kind == "error":
+            cell.error(str(ev.get("name", "Error")), str(ev.get("value", "")), str(ev.get("traceback", "")))
+        return False
+
+    def kill(self):
+        if self.proc is not None:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+            try:
+                self.proc.wait()
+            except Exception:
+                pass
+            self.proc = None
+
+    def close(self):
+        self.kill()
+
+
+LANGUAGES = {"python": PythonContext, "bash": BashContext, "javascript": JsContext}
 
 # The default Python context, made in the template.
 default_shell = new_shell()
@@ -455,7 +647,7 @@ def run_cell(req):
         for k, v in env.items():
             saved_env[str(k)] = os.environ.get(str(k))
             os.environ[str(k)] = str(v)
-    if isinstance(ctx, BashContext) and saved_env:
+    if isinstance(ctx, (BashContext, JsContext)) and saved_env:
         ctx.pending_env = {k: os.environ[k] for k in saved_env}
     try:
         os.chdir(ctx.cwd)
@@ -474,7 +666,7 @@ def run_cell(req):
         except Exception:
             pass
         sys.stdout, sys.stderr = saved
-        if not isinstance(ctx, BashContext):
+        if isinstance(ctx, PythonContext):
             try:
                 ctx.cwd = os.getcwd()
             except OSError:

@@ -88,6 +88,10 @@ impl Recipe {
                 "git",
                 "python3-pip",
                 "python3-venv",
+                // JavaScript contexts (node's REPL machinery); the CA
+                // bundle node reads at every start.
+                "nodejs",
+                "ca-certificates",
             ],
             _ => return None,
         };

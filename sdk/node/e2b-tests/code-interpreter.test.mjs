@@ -48,7 +48,7 @@ describe("@e2b/code-interpreter (npm) against zeroboot", () => {
     assert.deepEqual(lines, ["a\n", "b\n"]);
   });
 
-  test("contexts do not share variables; bash keeps its cwd", async () => {
+  test("contexts do not share variables; bash keeps its cwd; javascript keeps its state", async () => {
     await sbx.runCode("only_default = 1");
     const ctx = await sbx.createCodeContext();
     assert.equal((await sbx.runCode("only_default", { context: ctx })).error.name, "NameError");
@@ -59,6 +59,9 @@ describe("@e2b/code-interpreter (npm) against zeroboot", () => {
     await sbx.runCode("cd /tmp", { language: "bash" });
     assert.deepEqual((await sbx.runCode("pwd", { language: "bash" })).logs.stdout, ["/tmp\n"]);
     await assert.rejects(sbx.runCode("1", { language: "cobol" }), SandboxError);
+    assert.deepEqual((await sbx.runCode("console.log(1)", { language: "js" })).logs.stdout, ["1\n"]);
+    await sbx.runCode("let n = 20", { language: "js" });
+    assert.equal((await sbx.runCode("await Promise.resolve(n + 22)", { language: "js" })).text, "42");
   });
 
   test("a cell past timeoutMs is interrupted and the context lives on", async () => {

@@ -27,7 +27,7 @@ use crate::sandboxes::Entry;
 /// Where contexts start unless told otherwise (E2B's user's home).
 const DEFAULT_CWD: &str = "/home/user";
 /// Languages the agent runs.
-const LANGUAGES: &[&str] = &["python", "bash"];
+const LANGUAGES: &[&str] = &["python", "javascript", "bash"];
 /// A line sent when a cell has been quiet this long (E2B's interval): a
 /// client that went away is noticed on the write at the latest, and its
 /// cell interrupted. Shorter would defeat clients' read timeouts, which

@@ -172,6 +172,22 @@ def test_bash_keeps_cwd_and_exports(sbx):
     assert ex.error is not None
 
 
+def test_javascript_keeps_state_and_awaits(sbx):
+    ex = sbx.run_code("console.log(1)", language="js")
+    assert ex.logs.stdout == ["1\n"]
+    sbx.run_code("const xs = [1, 2, 3]; let total = 0", language="javascript")
+    ex = sbx.run_code("for (const x of xs) total += x; total", language="js")
+    assert ex.text == "6"
+    ex = sbx.run_code("await new Promise((r) => setTimeout(r, 50)); total * 7", language="js")
+    assert ex.text == "42"
+    ex = sbx.run_code("null.x", language="js")
+    assert ex.error.name == "TypeError"
+    ex = sbx.run_code("function f( {", language="js")
+    assert ex.error.name == "SyntaxError"
+    ctx = sbx.create_code_context(language="javascript")
+    assert sbx.run_code("typeof total", context=ctx).text == "undefined"
+
+
 def test_env_vars_hold_for_one_cell(sbx):
     ex = sbx.run_code("import os; os.environ['ZB_TEST']", envs={"ZB_TEST": "yes"})
     assert ex.text == "yes"

@@ -654,7 +654,9 @@ impl CellStream {
                 "TimeoutError",
                 "the cell did not stop when interrupted; the sandbox was ended".to_string(),
             )),
-            Some(Ok(x)) if x.out_of_memory => Some((
+            // Out of memory with a reply: the cell got a MemoryError and
+            // said so itself; without one, the agent was killed.
+            Some(Ok(x)) if x.out_of_memory && x.reply.is_none() => Some((
                 "OutOfMemoryError",
                 "the cell ran out of memory; the sandbox was ended".to_string(),
             )),

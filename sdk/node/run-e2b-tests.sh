@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Drive the official e2b npm package (pinned in e2b-tests/package.json and
-# its lock file) against a real `zeroboot serve`.
+# Drive the official e2b and @e2b/code-interpreter npm packages (pinned in
+# e2b-tests/package.json and its lock file) against a real `zeroboot serve`
+# (code-interpreter.test.mjs starts one serving code-interpreter: its image
+# and template are built on the first start).
 #   sdk/node/run-e2b-tests.sh [extra node --test args...]
 # Env: ZEROBOOT_BIN (default: <repo>/target/release/zeroboot).
 set -euo pipefail

@@ -15,6 +15,8 @@ fi
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$here"
 
 cd "$here"
+# The code-interpreter tests need its template (built on the first start).
+export ZEROBOOT_TEST_LANGUAGES="${ZEROBOOT_TEST_LANGUAGES:-python,node,code-interpreter}"
 # tests/e2b and tests/mcp_sdk need the e2b and mcp packages:
 # run-e2b-tests.sh and run-mcp-tests.sh run them.
 exec "$venv/bin/python" -m pytest -p no:cacheprovider --ignore=tests/e2b --ignore=tests/mcp_sdk "$@"

@@ -112,6 +112,10 @@ pub struct ExecResult {
     pub stats: ExecStats,
     /// Its network use (connections, bytes, denied attempts).
     pub network: NetStats,
+    /// The agent's reply frame, for requests whose reply carries more than
+    /// the exit code (a live sandbox's `begin_request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<serde_json::Value>,
 }
 
 /// VMM work of one execution.

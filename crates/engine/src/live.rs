@@ -71,6 +71,10 @@ pub struct LiveSandbox {
     /// The code run in progress, and the last one's result.
     pub(crate) code_run: Option<CodeRun>,
     pub(crate) run_result: Option<Result<ExecResult, LiveError>>,
+    /// Event frames the agent wrote during a request not yet taken
+    /// (`take_run_output`), and its reply once seen.
+    frames: Vec<serde_json::Value>,
+    reply: Option<serde_json::Value>,
 }
 
 /// Start `sb`'s egress accounting under `network`.
@@ -80,6 +84,27 @@ fn set_network(sb: &mut Sandbox, network: Option<std::sync::Arc<crate::NetSetup>
         ..Default::default()
     };
 }
+
+/// What a request in progress produced since the last look: the agent's
+/// fd 1 and fd 2 output and the event frames it wrote on its control
+/// channel (see `begin_request`).
+#[derive(Debug, Default)]
+pub struct RunOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes of fd 1 / fd 2 output dropped for the cap since the last look.
+    pub dropped: u64,
+    pub frames: Vec<serde_json::Value>,
+}
+
+impl RunOutput {
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty() && self.frames.is_empty()
+    }
+}
+
+/// Time an interrupted request has to end before its sandbox is ended.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 
 fn origin_of(t: &Template) -> usize {
     &t.snapshot as *const _ as usize
@@ -154,6 +179,8 @@ impl LiveSandbox {
             events: Vec::new(),
             code_run: None,
             run_result: None,
+            frames: Vec::new(),
+            reply: None,
         }
     }
 
@@ -272,6 +299,8 @@ impl LiveSandbox {
             events: Vec::new(),
             code_run: None,
             run_result: None,
+            frames: Vec::new(),
+            reply: None,
         })
     }
 
@@ -312,11 +341,52 @@ impl LiveSandbox {
         timeout: Duration,
         output_cap: usize,
     ) -> Result<(), LiveError> {
-        let start = Instant::now();
         if self.code_run.is_some() {
             return Err(LiveError::Busy);
         }
         let env = std::mem::take(&mut self.env);
+        self.begin(live_request(code, &env), timeout, output_cap, false)
+    }
+
+    /// Hand the agent a request of its own (`req`, a JSON object; a seed
+    /// is added) and return; the run goes on as `begin_run`'s does. While
+    /// it runs, what the agent prints and the event frames it writes
+    /// before its reply are taken with `take_run_output`; its reply is the
+    /// result's `reply`. When `timeout` passes (or `interrupt_run` is
+    /// called) the agent gets SIGINT and `INTERRUPT_GRACE` to reply, as a
+    /// notebook kernel is interrupted; only then is the sandbox ended.
+    pub fn begin_request(
+        &mut self,
+        mut req: serde_json::Value,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<(), LiveError> {
+        if self.code_run.is_some() {
+            return Err(LiveError::Busy);
+        }
+        let env = std::mem::take(&mut self.env);
+        if let Some(obj) = req.as_object_mut() {
+            obj.insert("seed".into(), seed().into());
+            if !env.is_empty() {
+                // The sandbox's environment, with its first request.
+                let map: serde_json::Map<String, serde_json::Value> = env
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
+                obj.insert("env".into(), map.into());
+            }
+        }
+        self.begin(req, timeout, output_cap, true)
+    }
+
+    fn begin(
+        &mut self,
+        req: serde_json::Value,
+        timeout: Duration,
+        output_cap: usize,
+        interruptible: bool,
+    ) -> Result<(), LiveError> {
+        let start = Instant::now();
         let sb = self.sandbox_or_dead()?;
         let k = &mut sb.k;
         k.stdout = Sink::capture(output_cap);
@@ -326,16 +396,69 @@ impl LiveSandbox {
         k.clear_limit_hits();
         k.control.outbox.clear();
         k.control.inbox.clear();
-        k.control.inbox.extend(live_frame(code, &env));
+        k.control.inbox.extend(frame(&req));
         self.runs += 1;
         self.run_result = None;
+        self.frames.clear();
+        self.reply = None;
         self.code_run = Some(CodeRun {
             start,
             began: Instant::now(),
             deadline: Instant::now() + timeout,
             timeout,
+            interruptible,
+            interrupted: false,
         });
         Ok(())
+    }
+
+    /// Interrupt the request in progress (SIGINT to the agent), if it is
+    /// an interruptible one not interrupted yet: its client went away or
+    /// its time is up. It then has `INTERRUPT_GRACE` to reply.
+    pub fn interrupt_run(&mut self) {
+        let Some(run) = self.code_run.as_mut() else {
+            return;
+        };
+        if !run.interruptible || run.interrupted {
+            return;
+        }
+        run.interrupted = true;
+        run.deadline = Instant::now() + INTERRUPT_GRACE;
+        if let Some(sb) = self.sb.as_mut() {
+            let init = sb.k.init_pid;
+            if let Err(e) = sb.k.signal_process(init, zeroboot_abi::signal::SIGINT) {
+                tracing::debug!(error = ?e, "cannot interrupt the agent");
+            }
+        }
+    }
+
+    /// What the request in progress printed and the event frames it wrote
+    /// since the last call (frames are taken whole; a partial one waits).
+    pub fn take_run_output(&mut self) -> RunOutput {
+        let mut out = RunOutput {
+            frames: std::mem::take(&mut self.frames),
+            ..Default::default()
+        };
+        if self.code_run.is_none() {
+            return out;
+        }
+        let Some(sb) = self.sb.as_mut() else {
+            return out;
+        };
+        let k = &mut sb.k;
+        let (o, d1) = k.stdout.take();
+        let (e, d2) = k.stderr.take();
+        out.stdout = o;
+        out.stderr = e;
+        out.dropped = d1 + d2;
+        for v in take_frames(&mut k.control.outbox) {
+            if v.get("exit_code").is_some() {
+                self.reply = Some(v);
+            } else {
+                out.frames.push(v);
+            }
+        }
+        out
     }
 
     /// Whether a code run is in progress.
@@ -355,12 +478,17 @@ impl LiveSandbox {
             return;
         };
         let deadline = run.deadline;
+        let interrupt = run.interruptible && !run.interrupted;
         let Some(sb) = self.sb.as_mut() else {
             return;
         };
         let replied = sb.k.control.inbox.is_empty() && zeroboot_kernel::sched::parked(&sb.k);
         let outcome = match outcome {
             Ok(Outcome::Parked | Outcome::TimedOut) if replied => Ok(Outcome::Parked),
+            Ok(Outcome::Parked | Outcome::TimedOut) if Instant::now() >= deadline && interrupt => {
+                self.interrupt_run();
+                return;
+            }
             Ok(Outcome::Parked | Outcome::TimedOut) if Instant::now() >= deadline => {
                 Ok(Outcome::TimedOut)
             }
@@ -401,6 +529,23 @@ impl LiveSandbox {
         (r.stdout, r.stdout_truncated) = collect(&mut k.stdout);
         (r.stderr, r.stderr_truncated) = collect(&mut k.stderr);
         let mut ended = None;
+        if run.interruptible {
+            // Frames left in the channel: events first, the reply last.
+            for v in take_frames(&mut k.control.outbox) {
+                if v.get("exit_code").is_some() {
+                    self.reply = Some(v);
+                } else {
+                    self.frames.push(v);
+                }
+            }
+            if let Some(reply) = self.reply.take() {
+                let mut body = reply.to_string().into_bytes();
+                let mut f = (body.len() as u32).to_le_bytes().to_vec();
+                f.append(&mut body);
+                k.control.outbox = f;
+                r.reply = Some(reply);
+            }
+        }
         match outcome {
             Ok(Outcome::Parked) => match reply_exit_code(&k.control.outbox) {
                 Some(c) => r.exit_code = c,
@@ -462,6 +607,9 @@ pub(crate) struct CodeRun {
     began: Instant,
     pub(crate) deadline: Instant,
     timeout: Duration,
+    /// Interrupted (SIGINT) rather than ended at its deadline.
+    interruptible: bool,
+    interrupted: bool,
 }
 
 /// Guest time a synchronous `run` gives per step.
@@ -505,8 +653,39 @@ impl Template {
     }
 }
 
-/// The control-channel frame of one live request.
-fn live_frame(code: &str, env: &[(String, String)]) -> Vec<u8> {
+/// The complete frames at the start of `outbox`, removed from it (a
+/// partial frame stays); frames that are not JSON objects are dropped.
+fn take_frames(outbox: &mut Vec<u8>) -> Vec<serde_json::Value> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while let Some(len) = outbox
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+    {
+        let Some(body) = outbox.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) if v.is_object() => out.push(v),
+            _ => tracing::warn!(bytes = len, "the agent wrote a malformed frame; dropped"),
+        }
+        at += 4 + len;
+    }
+    outbox.drain(..at);
+    out
+}
+
+/// A request as a control-channel frame.
+fn frame(req: &serde_json::Value) -> Vec<u8> {
+    let body = req.to_string().into_bytes();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// One live request.
+fn live_request(code: &str, env: &[(String, String)]) -> serde_json::Value {
     let mut req = serde_json::json!({ "code": code, "seed": seed(), "persist": true });
     if !env.is_empty() {
         let map: serde_json::Map<String, serde_json::Value> = env
@@ -515,8 +694,41 @@ fn live_frame(code: &str, env: &[(String, String)]) -> Vec<u8> {
             .collect();
         req["env"] = serde_json::Value::Object(map);
     }
-    let body = req.to_string().into_bytes();
-    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    frame
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_whole_and_a_partial_one_waits() {
+        let a = frame(&serde_json::json!({"type": "stdout", "text": "a"}));
+        let b = frame(&serde_json::json!({"exit_code": 0}));
+        let mut outbox = [a.clone(), b.clone()].concat();
+        // Half of a third frame.
+        let c = frame(&serde_json::json!({"type": "stderr", "text": "c"}));
+        outbox.extend_from_slice(&c[..c.len() / 2]);
+        let got = take_frames(&mut outbox);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0]["text"], "a");
+        assert_eq!(got[1]["exit_code"], 0);
+        assert_eq!(outbox, c[..c.len() / 2]);
+        outbox.extend_from_slice(&c[c.len() / 2..]);
+        assert_eq!(take_frames(&mut outbox)[0]["text"], "c");
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn malformed_frames_are_dropped() {
+        let mut outbox = 3u32.to_le_bytes().to_vec();
+        outbox.extend_from_slice(b"[1]");
+        outbox.extend(5u32.to_le_bytes());
+        outbox.extend_from_slice(b"{bad}");
+        outbox.extend(frame(&serde_json::json!({"ok": true})));
+        let got = take_frames(&mut outbox);
+        assert_eq!(got, vec![serde_json::json!({"ok": true})]);
+        assert!(outbox.is_empty());
+    }
 }

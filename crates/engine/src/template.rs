@@ -14,6 +14,9 @@ use zeroboot_kernel::{Limits, Outcome, Sandbox, SandboxConfig, Sink, Snapshot};
 pub enum Language {
     Python,
     Node,
+    /// Python with IPython, numpy, pandas and matplotlib, and an agent
+    /// that runs notebook cells in contexts (E2B's `code-interpreter-v1`).
+    CodeInterpreter,
 }
 
 impl Language {
@@ -22,6 +25,7 @@ impl Language {
         match name {
             "python" | "python3" => Some(Language::Python),
             "node" | "javascript" | "js" | "nodejs" => Some(Language::Node),
+            "code-interpreter" | "code-interpreter-v1" => Some(Language::CodeInterpreter),
             _ => None,
         }
     }
@@ -30,6 +34,7 @@ impl Language {
         match self {
             Language::Python => "python",
             Language::Node => "node",
+            Language::CodeInterpreter => "code-interpreter",
         }
     }
 
@@ -53,12 +58,18 @@ impl Language {
                 "/opt/zeroboot/agent.js",
                 include_str!("../../../agents/node/agent.js"),
             ),
+            Language::CodeInterpreter => (
+                "/opt/zeroboot/code_interpreter.py",
+                include_str!("../../../agents/code_interpreter/agent.py"),
+            ),
         }
     }
 
     fn argv(self) -> Vec<String> {
         match self {
-            Language::Python => vec!["/usr/bin/python3".into(), self.agent().0.into()],
+            Language::Python | Language::CodeInterpreter => {
+                vec!["/usr/bin/python3".into(), self.agent().0.into()]
+            }
             Language::Node => vec!["/usr/bin/node".into(), self.agent().0.into()],
         }
     }

@@ -159,6 +159,37 @@ fn a_signal_ends_a_command() {
 }
 
 #[test]
+fn a_signal_reaches_a_command_busy_in_ring_3() {
+    // No syscall in its loop: the signal is delivered between time slices
+    // (the code interpreter interrupts cells this way).
+    let mut sb = live();
+    let pid = sb
+        .start(CommandSpec {
+            cmd: "/usr/bin/python3".into(),
+            args: vec![
+                "-c".into(),
+                "import signal, os\nsignal.signal(signal.SIGINT, lambda *a: os._exit(5))\nprint('ready', flush=True)\nwhile True: pass".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut out = Vec::new();
+    while !out.ends_with(b"ready\n") && Instant::now() < end {
+        sb.step(Duration::from_millis(20));
+        for (_, ev) in sb.take_events() {
+            if let CommandEvent::Stdout(d) = ev {
+                out.extend(d);
+            }
+        }
+    }
+    assert_eq!(out, b"ready\n");
+    sb.signal(pid, 2).unwrap();
+    let s = drive(&mut sb, pid, Duration::from_secs(10));
+    assert_eq!(s.exit_code, Some(5), "{s:?}");
+}
+
+#[test]
 fn bad_commands_get_clear_errors() {
     let mut sb = live();
     match sb.start(CommandSpec {

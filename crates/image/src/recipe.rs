@@ -9,7 +9,7 @@ use crate::ImageError;
 pub const BUILDER_VERSION: u32 = 1;
 
 /// The names [`Recipe::builtin`] knows.
-pub const BUILTINS: &[&str] = &["python", "node"];
+pub const BUILTINS: &[&str] = &["python", "node", "code-interpreter"];
 
 /// What goes into an image: Debian packages (with their dependencies) and
 /// pip packages (binary wheels, with their dependencies).
@@ -56,6 +56,43 @@ impl Recipe {
             // and coreutils: /bin/sh and the commands child_process.exec
             // and execSync run.
             "node" => &["nodejs", "ca-certificates", "dash", "coreutils"],
+            // E2B's code-interpreter-v1: the python image's commands, and
+            // the data stack its users import (all Debian packages), with
+            // IPython for notebook semantics and matplotlib's inline
+            // backend for charts.
+            "code-interpreter" => &[
+                "python3",
+                "python3-numpy",
+                "python3-pandas",
+                "python3-matplotlib",
+                "python3-matplotlib-inline",
+                "python3-ipython",
+                "python3-scipy",
+                "python3-sklearn",
+                "python3-seaborn",
+                "python3-sympy",
+                "python3-pil",
+                "python3-requests",
+                "python3-bs4",
+                "python3-openpyxl",
+                "dash",
+                "coreutils",
+                "bash",
+                "findutils",
+                "grep",
+                "sed",
+                "gawk",
+                "tar",
+                "gzip",
+                "debianutils",
+                "git",
+                "python3-pip",
+                "python3-venv",
+                // JavaScript contexts (node's REPL machinery); the CA
+                // bundle node reads at every start.
+                "nodejs",
+                "ca-certificates",
+            ],
             _ => return None,
         };
         Some(Recipe {

@@ -205,10 +205,17 @@ fn resolve_template(state: &AppState, name: &str) -> Result<Language, E2bError> 
     let lang = match name {
         "python" | "base" => Some(Language::Python),
         "node" => Some(Language::Node),
+        "code-interpreter-v1" | "code-interpreter" => Some(Language::CodeInterpreter),
         _ => None,
     };
     match lang {
         Some(l) if state.templates.contains_key(&l) => Ok(l),
+        Some(Language::CodeInterpreter) => Err(E2bError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "template '{name}' not found: this server does not serve it; start it with `zeroboot serve --languages python,node,code-interpreter` (its image is built on first start)"
+            ),
+        )),
         _ => Err(E2bError::new(
             StatusCode::NOT_FOUND,
             format!("template '{name}' not found"),

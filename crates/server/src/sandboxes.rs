@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use zeroboot_engine::{
-    CommandEvent, ExecResult, Language, LiveError, LiveOptions, LiveSandbox, Template,
+    CommandEvent, ExecResult, Language, LiveError, LiveOptions, LiveSandbox, RunOutput, Template,
 };
 
 /// A guest time slice given to a sandbox's commands per worker turn.
@@ -117,6 +117,12 @@ pub struct Life {
 
 type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
 
+/// A request's output as it runs, and its result (`Sandboxes::request`).
+pub type RequestStreams = (
+    mpsc::UnboundedReceiver<RunOutput>,
+    oneshot::Receiver<Result<ExecResult, LiveError>>,
+);
+
 /// A job that borrows the sandbox between guest time slices (files,
 /// processes): it gets the sandbox, or None when it has ended.
 type WithJob = Box<dyn FnOnce(Option<&mut LiveSandbox>) + Send>;
@@ -131,6 +137,15 @@ enum Job {
         timeout: Duration,
         output_cap: usize,
         reply: RunReply,
+    },
+    /// An agent request of its own whose output streams as it runs
+    /// (`Sandboxes::request`).
+    Request {
+        req: serde_json::Value,
+        timeout: Duration,
+        output_cap: usize,
+        reply: RunReply,
+        stream: mpsc::UnboundedSender<RunOutput>,
     },
     With(WithJob),
     /// Take a copy made by a fork of another sandbox as this one's.
@@ -161,6 +176,10 @@ pub struct Entry {
     subscribers: Mutex<HashMap<u32, Vec<mpsc::Sender<CommandEvent>>>>,
     /// Who waits for the code run in progress.
     run_reply: Mutex<Option<RunReply>>,
+    /// Who follows the output of the request in progress (`request`).
+    run_stream: Mutex<Option<mpsc::UnboundedSender<RunOutput>>>,
+    /// The code interpreter's contexts (`envd::interpreter`).
+    pub contexts: Mutex<crate::envd::interpreter::Contexts>,
 }
 
 impl Entry {
@@ -184,6 +203,22 @@ impl Entry {
 
     pub fn life(&self) -> Life {
         *lock(&self.life)
+    }
+
+    /// Hand what the request in progress printed to its follower; a
+    /// follower that went away interrupts the request (as a notebook
+    /// kernel is interrupted when its client leaves).
+    fn stream_output(&self, sb: &mut LiveSandbox) {
+        let s = lock(&self.run_stream);
+        let Some(tx) = s.as_ref() else {
+            return;
+        };
+        let out = sb.take_run_output();
+        if tx.is_closed() {
+            sb.interrupt_run();
+        } else if !out.is_empty() || out.dropped > 0 {
+            let _ = tx.send(out);
+        }
     }
 
     /// Follow command `pid`'s events from now on: a channel that ends
@@ -225,6 +260,13 @@ impl Entry {
         sb.hold_only(&behind);
         !behind.is_empty()
     }
+}
+
+/// A sandbox's code-interpreter contexts.
+pub(crate) fn lock_contexts(
+    e: &Entry,
+) -> std::sync::MutexGuard<'_, crate::envd::interpreter::Contexts> {
+    lock(&e.contexts)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -649,6 +691,57 @@ impl Sandboxes {
         }))
     }
 
+    /// Hand sandbox `id`'s agent the request `req` (see
+    /// `LiveSandbox::begin_request`): its output streams on the first
+    /// channel as it runs, its result comes on the second. Dropping the
+    /// stream's receiver interrupts the request.
+    pub fn request(
+        &self,
+        e: &Arc<Entry>,
+        req: serde_json::Value,
+        timeout: Duration,
+        output_cap: usize,
+    ) -> Result<RequestStreams, SandboxError> {
+        if e.life().paused {
+            return Err(SandboxError::Conflict(format!(
+                "sandbox \"{}\" is paused; resume it (connect) first",
+                e.id
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        let (stream, out) = mpsc::unbounded_channel();
+        self.post(
+            e,
+            Job::Request {
+                req,
+                timeout,
+                output_cap,
+                reply,
+                stream,
+            },
+        );
+        self.counters.runs.fetch_add(1, Ordering::Relaxed);
+        Ok((out, rx))
+    }
+
+    /// Why sandbox `id` is gone, when it is.
+    pub fn ended_reason(&self, id: &str) -> String {
+        lock(&self.ended)
+            .0
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| "killed".into())
+    }
+
+    /// Queue `f` for sandbox `e`'s actor and return at once (no reply).
+    pub fn post_with(
+        &self,
+        e: &Arc<Entry>,
+        f: impl FnOnce(Option<&mut LiveSandbox>) + Send + 'static,
+    ) {
+        self.post(e, Job::With(Box::new(f)));
+    }
+
     /// Call `f` with sandbox `id` on its actor (between its guest time
     /// slices, never while another job holds it) and return what it
     /// returns. `f` gets None when the sandbox ended before its turn.
@@ -777,6 +870,7 @@ impl Sandboxes {
         drop(jobs);
         lock(&e.subscribers).clear();
         lock(&e.run_reply).take();
+        lock(&e.run_stream).take();
         if let Some(sb) = sandbox {
             sb.recycle(&e.template, why);
         }
@@ -838,6 +932,7 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
                     } else {
                         st.wake.map_or(Next::Idle, Next::At)
                     };
+                    e.stream_output(sb);
                     if let Some(r) = sb.take_run_result() {
                         finish_run(&table, &e, sb, r);
                     }
@@ -889,7 +984,15 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
 
 /// A code run finished: answer its caller, and end the sandbox if the run
 /// ended it (a timeout, a limit, the agent's exit), saying why.
-fn finish_run(table: &Sandboxes, e: &Entry, sb: &LiveSandbox, r: Result<ExecResult, LiveError>) {
+fn finish_run(
+    table: &Sandboxes,
+    e: &Entry,
+    sb: &mut LiveSandbox,
+    r: Result<ExecResult, LiveError>,
+) {
+    // What the request wrote last goes out before its result.
+    e.stream_output(sb);
+    lock(&e.run_stream).take();
     // Taken first: ending the sandbox drops a waiting caller.
     let reply = lock(&e.run_reply).take();
     if !sb.is_alive() {
@@ -994,6 +1097,8 @@ fn new_entry(template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entr
         slot: Mutex::new(Slot::default()),
         subscribers: Mutex::new(HashMap::new()),
         run_reply: Mutex::new(None),
+        run_stream: Mutex::new(None),
+        contexts: Mutex::new(Default::default()),
         template,
         spec,
     })
@@ -1054,6 +1159,41 @@ fn serve(e: &Arc<Entry>, job: Job, sandbox: Option<LiveSandbox>) -> Option<LiveS
             }
             Some(sb)
         }
+        Job::Request {
+            req,
+            timeout,
+            output_cap,
+            reply,
+            stream,
+        } => {
+            let Some(mut sb) = sandbox else {
+                let why = lock(&e.slot)
+                    .killed
+                    .clone()
+                    .unwrap_or_else(|| "it is not running".into());
+                let _ = reply.send(Err(LiveError::Dead(why)));
+                return None;
+            };
+            let left = e
+                .life()
+                .end_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            match sb.begin_request(
+                req,
+                timeout.min(left.max(Duration::from_millis(1))),
+                output_cap,
+            ) {
+                Ok(()) => {
+                    *lock(&e.run_reply) = Some(reply);
+                    *lock(&e.run_stream) = Some(stream);
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Some(sb)
+        }
         Job::With(f) => {
             let mut sandbox = sandbox;
             f(sandbox.as_mut());
@@ -1072,7 +1212,7 @@ fn new_token() -> String {
     random_chars(32)
 }
 
-fn random_chars(n: usize) -> String {
+pub(crate) fn random_chars(n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut b = vec![0u8; n];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());

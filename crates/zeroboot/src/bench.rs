@@ -114,6 +114,18 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// The code interpreter (template code-interpreter-v1) through the
+    /// HTTP API: run_code("1+1"), a matplotlib plot to PNG, create + first
+    /// run_code.
+    Code {
+        /// Samples of run_code("1+1") (a tenth as many plots, a quarter as
+        /// many creates).
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Print JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -155,6 +167,7 @@ pub fn run(b: Bench) -> Result<()> {
         } => crate::bench_fork_live::run(count, runs, state_mb, json),
         Bench::Net { small, big, json } => crate::bench_net::run(small, big, json),
         Bench::Mcp { runs, json } => crate::bench_mcp::run(runs, json),
+        Bench::Code { runs, json } => crate::bench_code::run(runs, json),
     }
 }
 

@@ -16,21 +16,29 @@ use crate::bench_api::{start_server_with, Conn};
 
 /// A keep-alive connection that sends the E2B routing headers and reads
 /// chunked answers as they arrive.
-struct Envd {
+pub(crate) struct Envd {
     addr: String,
     id: String,
+    port: u16,
     r: BufReader<TcpStream>,
     w: TcpStream,
 }
 
 impl Envd {
     fn new(addr: &str, id: &str) -> Result<Envd> {
+        Envd::with_port(addr, id, 49983)
+    }
+
+    /// A connection to another in-sandbox port (49999: the code
+    /// interpreter).
+    pub(crate) fn with_port(addr: &str, id: &str, port: u16) -> Result<Envd> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(Envd {
             addr: addr.into(),
             id: id.into(),
+            port,
             r: BufReader::new(s.try_clone()?),
             w: s,
         })
@@ -38,7 +46,7 @@ impl Envd {
 
     /// Send a request; returns the status and whether the body is chunked
     /// (else its length).
-    fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -47,9 +55,10 @@ impl Envd {
     ) -> Result<(u16, Option<usize>)> {
         write!(
             self.w,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nE2b-Sandbox-Id: {}\r\nE2b-Sandbox-Port: 49983\r\nConnect-Protocol-Version: 1\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nE2b-Sandbox-Id: {}\r\nE2b-Sandbox-Port: {}\r\nConnect-Protocol-Version: 1\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
             self.addr,
             self.id,
+            self.port,
             body.len()
         )?;
         self.w.write_all(body)?;
@@ -80,7 +89,7 @@ impl Envd {
     }
 
     /// The next chunk of a chunked body (None at its end).
-    fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn chunk(&mut self) -> Result<Option<Vec<u8>>> {
         let mut line = String::new();
         self.r.read_line(&mut line)?;
         let n = usize::from_str_radix(line.trim(), 16).context("chunk size")?;
@@ -90,7 +99,7 @@ impl Envd {
         Ok((n > 0).then_some(b))
     }
 
-    fn body(&mut self, len: Option<usize>) -> Result<Vec<u8>> {
+    pub(crate) fn body(&mut self, len: Option<usize>) -> Result<Vec<u8>> {
         match len {
             Some(n) => {
                 let mut b = vec![0u8; n];
@@ -186,7 +195,7 @@ fn us(t: Instant) -> u64 {
     t.elapsed().as_nanos() as u64
 }
 
-fn line(name: &str, samples: Vec<u64>, json: &mut Vec<serde_json::Value>) {
+pub(crate) fn line(name: &str, samples: Vec<u64>, json: &mut Vec<serde_json::Value>) {
     let n = samples.len();
     let (p50, p90, p99) = percentiles(samples);
     println!(

@@ -51,7 +51,8 @@ struct Snippets {
 
 fn snippets(lang: Language) -> Snippets {
     match lang {
-        Language::Python => Snippets {
+        // Plain runs in the code interpreter are the Python agent's.
+        Language::Python | Language::CodeInterpreter => Snippets {
             hello: "print(1+1)",
             hello_out: "2\n",
             heavy: (

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_code;
 mod bench_commands;
 mod bench_compare;
 mod bench_fork;

@@ -28,7 +28,8 @@ pub struct ServeArgs {
     /// Requests per second per API key (0: unlimited).
     #[arg(long, default_value_t = 100)]
     rate_limit: u32,
-    /// Languages to serve (each has a template, built on first use).
+    /// Languages to serve (each has a template, built on first use):
+    /// python, node, code-interpreter (E2B's `code-interpreter-v1`).
     #[arg(long, value_delimiter = ',', default_value = "python,node")]
     languages: Vec<String>,
     /// Live sandboxes (E2B's /sandboxes) held at once, all keys together.
@@ -123,7 +124,9 @@ pub(crate) fn load_templates(
     let mut templates = HashMap::new();
     for name in languages {
         let Some(lang) = Language::parse(name.trim()) else {
-            anyhow::bail!("unknown language {name:?} in --languages (known: python, node)");
+            anyhow::bail!(
+                "unknown language {name:?} in --languages (known: python, node, code-interpreter)"
+            );
         };
         if templates.contains_key(&lang) {
             continue;

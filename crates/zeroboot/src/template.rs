@@ -14,7 +14,7 @@ pub struct TemplateArgs {
 enum TemplateCmd {
     /// Boot a language's agent and freeze it as a template.
     Create {
-        /// The language: python.
+        /// The language: python, node or code-interpreter.
         language: String,
     },
 }
@@ -43,7 +43,9 @@ pub fn run(a: TemplateArgs) -> Result<i32> {
     match a.cmd {
         TemplateCmd::Create { language } => {
             let lang = Language::parse(&language).ok_or_else(|| {
-                anyhow::anyhow!("unknown language {language:?} (known: python, node)")
+                anyhow::anyhow!(
+                    "unknown language {language:?} (known: python, node, code-interpreter)"
+                )
             })?;
             let recipe = lang.recipe();
             let cache = crate::cache_dir();

@@ -279,6 +279,37 @@ export class LiveSandbox {
     return toExecResult(data.body);
   }
 
+  /**
+   * Runs a notebook cell (sandboxes of the `code-interpreter` template):
+   * state stays between cells; the last expression's value and `display()`
+   * calls are {@link Result}s (`text`, `html`, `png`...); an exception is
+   * `error`. `language`: `python` (default), `javascript` or `bash`;
+   * `context`: one from {@link createCodeContext}. `timeout` (seconds)
+   * interrupts the cell in the sandbox (a `KeyboardInterrupt` error); the
+   * context lives on.
+   */
+  runCode(code: string, options: RunCodeOptions = {}): Promise<Execution> {
+    return new CodeInterpreter(this).runCode(code, options);
+  }
+
+  /** A new context (its own namespace and working directory). */
+  createCodeContext(options: { language?: string; cwd?: string } = {}): Promise<CodeContext> {
+    return new CodeInterpreter(this).createContext(options);
+  }
+
+  listCodeContexts(): Promise<CodeContext[]> {
+    return new CodeInterpreter(this).listContexts();
+  }
+
+  /** Empties a context's state. */
+  restartCodeContext(context: CodeContext | string): Promise<void> {
+    return new CodeInterpreter(this).manage("POST", context, "/restart");
+  }
+
+  removeCodeContext(context: CodeContext | string): Promise<void> {
+    return new CodeInterpreter(this).manage("DELETE", context, "");
+  }
+
   /** Ends the sandbox now; resolves to false if it had already ended. */
   async kill(): Promise<boolean> {
     try {
@@ -409,7 +440,7 @@ export class Sandbox {
 
   /** @internal A request whose answer the caller reads (status checked). */
   async fetchRaw(
-    method: "GET" | "POST",
+    method: "GET" | "POST" | "DELETE",
     path: string,
     body: string | Uint8Array | undefined,
     headers: Record<string, string>,
@@ -776,6 +807,156 @@ class Envd {
       ((timeout || 3600) + 10) * 1000,
     );
     return envelopes(res);
+  }
+}
+
+const INTERPRETER_PORT = "49999";
+
+/** One rich result of a cell: its last expression's value (`isMainResult`) or something it displayed. */
+export interface Result {
+  text?: string;
+  html?: string;
+  markdown?: string;
+  svg?: string;
+  /** Base64. */
+  png?: string;
+  jpeg?: string;
+  pdf?: string;
+  latex?: string;
+  json?: unknown;
+  javascript?: string;
+  data?: unknown;
+  chart?: unknown;
+  extra?: Record<string, unknown>;
+  isMainResult: boolean;
+}
+
+export interface ExecutionError {
+  name: string;
+  value: string;
+  traceback: string;
+}
+
+/** What a cell produced; `text` is the main result's text. */
+export interface Execution {
+  results: Result[];
+  logs: { stdout: string[]; stderr: string[] };
+  error?: ExecutionError;
+  executionCount?: number;
+  text?: string;
+}
+
+export interface CodeContext {
+  id: string;
+  language: string;
+  cwd: string;
+}
+
+export interface RunCodeOptions {
+  language?: string;
+  context?: CodeContext | string;
+  onStdout?: (text: string) => void;
+  onStderr?: (text: string) => void;
+  onResult?: (result: Result) => void;
+  onError?: (error: ExecutionError) => void;
+  envs?: Record<string, string>;
+  /** Seconds; the cell is interrupted in the sandbox then. */
+  timeout?: number;
+}
+
+const RESULT_FIELDS = [
+  "text", "html", "markdown", "svg", "png", "jpeg", "pdf", "latex", "json", "javascript", "data", "chart", "extra",
+] as const;
+
+/** E2B's code interpreter protocol (`/execute`, `/contexts`) on port 49999. */
+class CodeInterpreter extends Envd {
+  protected override headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...super.headers(extra), "e2b-sandbox-port": INTERPRETER_PORT };
+  }
+
+  private async json(method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<unknown> {
+    const res = await this.sandbox.client.fetchRaw(
+      method,
+      path,
+      body === undefined ? undefined : JSON.stringify(body),
+      this.headers({ "content-type": "application/json" }),
+    );
+    const text = await res.text();
+    return text ? JSON.parse(text) : null;
+  }
+
+  async runCode(code: string, o: RunCodeOptions): Promise<Execution> {
+    if (typeof code !== "string") throw new TypeError("code must be a string");
+    if (o.language !== undefined && o.context !== undefined) throw new TypeError("give language or context, not both");
+    const body: Record<string, unknown> = { code };
+    if (o.language !== undefined) body.language = o.language;
+    if (o.context !== undefined) body.context_id = typeof o.context === "string" ? o.context : o.context.id;
+    if (o.envs) body.env_vars = o.envs;
+    if (o.timeout !== undefined) body.timeout = o.timeout;
+    const res = await this.sandbox.client.fetchRaw(
+      "POST",
+      "/execute",
+      JSON.stringify(body),
+      this.headers({ "content-type": "application/json" }),
+      ((o.timeout ?? 3600) + 30) * 1000,
+    );
+    const ex: Execution = { results: [], logs: { stdout: [], stderr: [] } };
+    let buf = "";
+    const decoder = new TextDecoder();
+    for await (const chunk of readBody(res)) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (!line) continue;
+        const ev = JSON.parse(line) as Record<string, unknown>;
+        switch (ev.type) {
+          case "stdout":
+            ex.logs.stdout.push(String(ev.text));
+            o.onStdout?.(String(ev.text));
+            break;
+          case "stderr":
+            ex.logs.stderr.push(String(ev.text));
+            o.onStderr?.(String(ev.text));
+            break;
+          case "result": {
+            const r: Result = { isMainResult: Boolean(ev.is_main_result) };
+            for (const f of RESULT_FIELDS) if (ev[f] !== undefined && ev[f] !== null) (r as unknown as Record<string, unknown>)[f] = ev[f];
+            ex.results.push(r);
+            if (r.isMainResult) ex.text = r.text;
+            o.onResult?.(r);
+            break;
+          }
+          case "error":
+            ex.error = { name: String(ev.name ?? ""), value: String(ev.value ?? ""), traceback: String(ev.traceback ?? "") };
+            o.onError?.(ex.error);
+            break;
+          case "number_of_executions":
+            ex.executionCount = Number(ev.execution_count);
+            break;
+          case "end_of_execution":
+            return ex;
+        }
+      }
+    }
+    throw new ZerobootError(0, "the execution's stream was cut off");
+  }
+
+  async createContext(o: { language?: string; cwd?: string }): Promise<CodeContext> {
+    const body: Record<string, string> = {};
+    if (o.language) body.language = o.language;
+    if (o.cwd) body.cwd = o.cwd;
+    return (await this.json("POST", "/contexts", body)) as CodeContext;
+  }
+
+  async listContexts(): Promise<CodeContext[]> {
+    return (await this.json("GET", "/contexts")) as CodeContext[];
+  }
+
+  async manage(method: "POST" | "DELETE", context: CodeContext | string, suffix: string): Promise<void> {
+    const id = typeof context === "string" ? context : context.id;
+    await this.json(method, `/contexts/${encodeURIComponent(id)}${suffix}`);
   }
 }
 

@@ -39,7 +39,7 @@ function tail(path, n = 60) {
  * with auth on and waits until the python template is ready.
  * Returns { url, key, otherKey, stop() }.
  */
-export async function startServer() {
+export async function startServer({ languages } = {}) {
   const bin = process.env.ZEROBOOT_BIN || join(REPO_ROOT, "target", "release", "zeroboot");
   const dir = mkdtempSync(join(tmpdir(), "zeroboot-sdk-node-"));
   const keysFile = join(dir, "keys.json");
@@ -47,7 +47,12 @@ export async function startServer() {
   const logPath = join(dir, "server.log");
   const logFd = openSync(logPath, "w");
   const port = await freePort();
-  const child = spawn(bin, ["serve", "--port", String(port), "--bind", "127.0.0.1"], {
+  const args = ["serve", "--port", String(port), "--bind", "127.0.0.1"];
+  // A template not built yet is built on the first start (the code
+  // interpreter's image: minutes).
+  const startupMs = languages?.includes("code-interpreter") ? Math.max(STARTUP_TIMEOUT_MS, 900_000) : STARTUP_TIMEOUT_MS;
+  if (languages) args.push("--languages", languages);
+  const child = spawn(bin, args, {
     cwd: dir,
     env: { ...process.env, ZEROBOOT_API_KEYS_FILE: keysFile },
     stdio: ["ignore", logFd, logFd],
@@ -79,7 +84,7 @@ export async function startServer() {
     process.removeListener("exit", killOnExit);
   };
 
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  const deadline = Date.now() + startupMs;
   let last = null;
   for (;;) {
     if (spawnError) throw new Error(`cannot start ${bin}: ${spawnError.message} (build it or set ZEROBOOT_BIN)`);
@@ -100,7 +105,7 @@ export async function startServer() {
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
-        `zeroboot serve not ready after ${STARTUP_TIMEOUT_MS} ms (last health: ${JSON.stringify(last)}):\n${tail(logPath)}`,
+        `zeroboot serve not ready after ${startupMs} ms (last health: ${JSON.stringify(last)}):\n${tail(logPath)}`,
       );
     }
     await sleep(250);

@@ -31,7 +31,16 @@ SDK_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = SDK_DIR.parents[1]
 TEST_KEY = "test-key-1"
 OTHER_KEY = "test-key-2"
-STARTUP_TIMEOUT = float(os.environ.get("ZEROBOOT_TEST_STARTUP_TIMEOUT", "180"))
+# The languages the server serves (`--languages`): the code-interpreter
+# tests need `code-interpreter` here (run-e2b-tests.sh adds it), whose image
+# and template are built on the server's first start.
+LANGUAGES = os.environ.get("ZEROBOOT_TEST_LANGUAGES", "python,node")
+STARTUP_TIMEOUT = float(
+    os.environ.get(
+        "ZEROBOOT_TEST_STARTUP_TIMEOUT",
+        "900" if "code-interpreter" in LANGUAGES else "180",
+    )
+)
 # The server's limit on live sandboxes per key in tests (the 429 test).
 SANDBOXES_PER_KEY = 8
 
@@ -115,6 +124,8 @@ def server() -> ZerobootServer:
             "127.0.0.1",
             "--max-sandboxes-per-key",
             str(SANDBOXES_PER_KEY),
+            "--languages",
+            LANGUAGES,
         ],
         cwd=str(workdir),
         env=env,

@@ -354,6 +354,14 @@ impl Sandbox {
                 slice_end = want;
             }
             self.sync_memory()?;
+            // A signal sent from outside (`signal_process`: a client's
+            // interrupt) to a thread busy in ring 3 is acted on before it
+            // runs on, not at its next syscall, which may never come.
+            if self.vcpu.regs().rip < USER_END && self.signal_ready() {
+                self.deliver_pending()?;
+                // Its handler's frame is set up, or it is gone: look again.
+                continue;
+            }
             match self.vcpu.run(&self.mem)? {
                 VmExit::Syscall => self.syscall()?,
                 VmExit::Exception(f) => {

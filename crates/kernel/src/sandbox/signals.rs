@@ -100,6 +100,17 @@ fn siginfo(sig: u32, code: i32, addr: u64, pid: u32) -> [u8; 128] {
 }
 
 impl Sandbox {
+    /// Whether the current thread has a raised signal it does not block.
+    pub(super) fn signal_ready(&self) -> bool {
+        self.k.exit.is_none()
+            && self.k.proc.dead.is_none()
+            && self
+                .k
+                .threads
+                .get(&self.k.current)
+                .is_some_and(|t| (self.k.proc.pending | t.pending) & !t.sigmask != 0)
+    }
+
     /// Act on raised, unblocked signals (after a syscall returned).
     pub(super) fn deliver_pending(&mut self) -> Result<(), SandboxError> {
         loop {

@@ -14,6 +14,7 @@
 pub mod connect;
 mod files;
 mod filesystem;
+pub(crate) mod interpreter;
 mod process;
 
 use std::collections::HashMap;
@@ -34,7 +35,8 @@ use crate::AppState;
 
 /// envd's port.
 pub const ENVD_PORT: u16 = 49983;
-/// The code interpreter's port (not served here yet).
+/// The code interpreter's port (`interpreter`, in sandboxes of the
+/// code-interpreter template).
 pub const CODE_INTERPRETER_PORT: u16 = 49999;
 
 /// envd state the server keeps across requests: the polled watchers
@@ -181,16 +183,11 @@ impl Sbx {
 }
 
 async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
-    if t.port != ENVD_PORT {
-        let what = if t.port == CODE_INTERPRETER_PORT {
-            "zeroboot serves no code interpreter yet".to_string()
-        } else {
-            "only envd (49983) is served inside sandboxes".to_string()
-        };
+    if t.port != ENVD_PORT && t.port != CODE_INTERPRETER_PORT {
         return http_error(
             StatusCode::BAD_GATEWAY,
             format!(
-                "The sandbox {} is running but port {} is not open: {what}",
+                "The sandbox {} is running but port {} is not open: only envd (49983) and the code interpreter (49999) are served inside sandboxes",
                 t.id, t.port
             ),
         );
@@ -199,6 +196,26 @@ async fn serve(state: &Arc<AppState>, t: Target, req: Request) -> Response {
         Ok(e) => e,
         Err(e) => return unreachable(e, &t.id),
     };
+    if t.port == CODE_INTERPRETER_PORT {
+        if entry.spec.language != zeroboot_engine::Language::CodeInterpreter {
+            return http_error(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "The sandbox {} is running but port {} is not open: the code interpreter runs in sandboxes of the code-interpreter-v1 template (this one is {})",
+                    t.id, t.port, entry.spec.template
+                ),
+            );
+        }
+        // As E2B's code interpreter, which checks no envd token (its SDKs
+        // send none to /contexts); the sandbox id is the secret.
+        let sbx = Sbx {
+            state: state.clone(),
+            entry,
+        };
+        let (parts, body) = req.into_parts();
+        let cap = state.config.max_output_bytes;
+        return interpreter::serve(&sbx, &parts.method, parts.uri.path(), body, cap).await;
+    }
     if entry.spec.secure {
         let token = req
             .headers()

@@ -25,9 +25,15 @@ from ._client import (
     __version__,
 )
 from ._envd import CommandHandle, CommandResult, Commands, Files
+from ._interpreter import CodeContext, Execution, ExecutionError, Logs, Result
 
 __all__ = [
     "AsyncSandbox",
+    "CodeContext",
+    "Execution",
+    "ExecutionError",
+    "Logs",
+    "Result",
     "CommandHandle",
     "CommandResult",
     "Commands",

@@ -13,10 +13,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._envd import Commands, Files
+    from ._interpreter import CodeContext, Execution
 
 __version__ = "0.1.0"
 
@@ -316,7 +317,8 @@ class Sandbox:
         persists from one :meth:`LiveSandbox.run` to the next until it is
         killed or ``timeout`` seconds pass (see :meth:`LiveSandbox.set_timeout`).
 
-        ``template`` is ``"python"``, ``"node"`` or ``"base"``. ``metadata``
+        ``template`` is ``"python"``, ``"node"``, ``"base"`` or
+        ``"code-interpreter"`` (for :meth:`LiveSandbox.run_code`). ``metadata``
         tags it (see :meth:`list`); ``envs`` are environment variables.
         Uses E2B's ``POST /sandboxes``.
         """
@@ -576,6 +578,67 @@ class LiveSandbox:
             self.client._http_timeout([body]),
         )
         return ExecResult.from_dict(data)
+
+    def run_code(
+        self,
+        code: str,
+        language: Optional[str] = None,
+        context: Any = None,
+        on_stdout: Optional[Callable[[str], None]] = None,
+        on_stderr: Optional[Callable[[str], None]] = None,
+        on_result: Optional[Callable[[Any], None]] = None,
+        on_error: Optional[Callable[[Any], None]] = None,
+        envs: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> "Execution":
+        """Run a notebook cell (sandboxes of the ``code-interpreter``
+        template): state stays between cells, the last expression's value
+        and ``display()`` calls are :class:`Result` objects (``text``,
+        ``html``, ``png``...), errors are ``Execution.error``. ``language``:
+        ``python`` (default) or ``bash``; ``context``: one made by
+        :meth:`create_code_context`. ``on_stdout``/``on_stderr`` get text as
+        it is printed. ``timeout`` (seconds) interrupts the cell (a
+        ``KeyboardInterrupt`` error); the context lives on.
+
+        >>> h = Sandbox(key).create(template="code-interpreter")
+        >>> h.run_code("x = 1"); h.run_code("x + 1").text
+        '2'
+        """
+        from ._interpreter import CodeInterpreter
+
+        return CodeInterpreter(self).run_code(
+            code,
+            language=language,
+            context=context,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            on_result=on_result,
+            on_error=on_error,
+            envs=envs,
+            timeout=timeout,
+        )
+
+    def create_code_context(self, language: Optional[str] = None, cwd: Optional[str] = None) -> "CodeContext":
+        """A new context (its own namespace and working directory)."""
+        from ._interpreter import CodeInterpreter
+
+        return CodeInterpreter(self).create_context(language=language, cwd=cwd)
+
+    def list_code_contexts(self) -> List["CodeContext"]:
+        from ._interpreter import CodeInterpreter
+
+        return CodeInterpreter(self).list_contexts()
+
+    def restart_code_context(self, context: Any) -> None:
+        """Empty a context's state (its namespace; a new bash)."""
+        from ._interpreter import CodeInterpreter
+
+        CodeInterpreter(self).restart_context(context)
+
+    def remove_code_context(self, context: Any) -> None:
+        from ._interpreter import CodeInterpreter
+
+        CodeInterpreter(self).remove_context(context)
 
     def kill(self) -> bool:
         """End the sandbox now; False if it had already ended."""

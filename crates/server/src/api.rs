@@ -327,7 +327,7 @@ pub async fn exec(
 /// What a streamed execution sends its reader.
 enum StreamEvent {
     Output(OutputStream, Vec<u8>),
-    Done(Result<ExecResult, String>),
+    Done(Box<Result<ExecResult, String>>),
 }
 
 /// Text of `data` appended to `carry`, keeping an incomplete UTF-8
@@ -372,7 +372,7 @@ fn exec_stream(
             }
             Err(_) => Err("too many executions queued; try again".to_string()),
         };
-        let _ = tx.send(StreamEvent::Done(r));
+        let _ = tx.send(StreamEvent::Done(Box::new(r)));
     });
     let carries = (Vec::new(), Vec::new());
     let body = futures_util::stream::unfold(
@@ -392,12 +392,14 @@ fn exec_stream(
                         false,
                     )
                 }
-                Some(StreamEvent::Done(Ok(res))) => {
-                    let mut v = result_json(&res, start.elapsed(), network_on);
-                    v["type"] = json!("result");
-                    (v, true)
-                }
-                Some(StreamEvent::Done(Err(e))) => (json!({"type": "error", "error": e}), true),
+                Some(StreamEvent::Done(done)) => match *done {
+                    Ok(res) => {
+                        let mut v = result_json(&res, start.elapsed(), network_on);
+                        v["type"] = json!("result");
+                        (v, true)
+                    }
+                    Err(e) => (json!({"type": "error", "error": e}), true),
+                },
                 None => (
                     json!({"type": "error", "error": "the execution was lost (a bug)"}),
                     true,

@@ -98,6 +98,20 @@ struct SandboxArgs {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+struct ForkSandboxArgs {
+    /// The sandbox to copy (from create_sandbox).
+    sandbox_id: String,
+    /// How many copies (1 to 100, default 1).
+    #[serde(default)]
+    count: Option<u64>,
+    /// Seconds each copy lives (default 3600). Copies are also killed when
+    /// this MCP session ends.
+    #[serde(default)]
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct RunCommandArgs {
     /// The sandbox's id (from create_sandbox).
     sandbox_id: String,
@@ -210,6 +224,13 @@ pub(super) fn list() -> Vec<Tool> {
              directories ending in /, files with their size.",
         )
         .annotate(ro()),
+        tool::<ForkSandboxArgs>(
+            "fork_sandbox",
+            "Copy a live sandbox as it is now, in about a millisecond per copy: each copy has \
+             its variables, files and running commands, then goes its own way (the original \
+             is unchanged). Use it to try several approaches from the same state. Returns the \
+             copies' sandbox ids.",
+        ),
         tool::<SandboxArgs>(
             "kill_sandbox",
             "Kill a live sandbox now, freeing its memory. Its state is lost.",
@@ -275,6 +296,10 @@ pub(super) async fn call(
         },
         "list_files" => match args(raw) {
             Ok(a) => list_files(ctx, a).await,
+            Err(e) => Err(e),
+        },
+        "fork_sandbox" => match args(raw) {
+            Ok(a) => fork_sandbox(ctx, a).await,
             Err(e) => Err(e),
         },
         "kill_sandbox" => match args(raw) {
@@ -797,6 +822,64 @@ async fn list_files(ctx: &Ctx<'_>, a: ListFilesArgs) -> ToolResult {
         text = format!("{shown} is empty\n");
     }
     Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+}
+
+async fn fork_sandbox(ctx: &Ctx<'_>, a: ForkSandboxArgs) -> ToolResult {
+    let count = a.count.unwrap_or(1);
+    if !(1..=100).contains(&count) {
+        return Err("invalid argument `count`: must be from 1 to 100"
+            .to_string()
+            .into());
+    }
+    let max = ctx.state.sandboxes.limits.max_timeout;
+    let ttl = a.timeout.unwrap_or(DEFAULT_SANDBOX_TIMEOUT.min(max));
+    if ttl == 0 || ttl > max {
+        return Err(
+            format!("invalid argument `timeout`: must be between 1 and {max} seconds").into(),
+        );
+    }
+    let copies = ctx
+        .state
+        .sandboxes
+        .fork(
+            &a.sandbox_id,
+            ctx.owner,
+            count as usize,
+            Duration::from_secs(ttl),
+        )
+        .await
+        .map_err(sandbox_error)?;
+    let mut ids = Vec::new();
+    let mut failed = Vec::new();
+    for c in copies {
+        match c {
+            Ok(e) => {
+                ctx.owned.add(&e.id, ctx.owner);
+                ids.push(e.id.clone());
+            }
+            Err(err) => failed.push(sandbox_error(err).0),
+        }
+    }
+    if ids.is_empty() {
+        return Err(format!("no copy could be made: {}", failed.join("; ")).into());
+    }
+    let mut text = format!(
+        "Made {} cop{} of sandbox {}: {}.",
+        ids.len(),
+        if ids.len() == 1 { "y" } else { "ies" },
+        a.sandbox_id,
+        ids.join(", ")
+    );
+    if !failed.is_empty() {
+        text.push_str(&format!(
+            " {} could not be made: {}",
+            failed.len(),
+            failed.join("; ")
+        ));
+    }
+    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+    r.structured_content = Some(json!({ "sandbox_ids": ids, "errors": failed }));
+    Ok(r)
 }
 
 fn kill_sandbox(ctx: &Ctx<'_>, a: SandboxArgs) -> ToolResult {

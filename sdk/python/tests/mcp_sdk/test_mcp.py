@@ -37,6 +37,7 @@ TOOLS = {
     "write_file",
     "list_files",
     "kill_sandbox",
+    "fork_sandbox",
     "list_sandboxes",
 }
 
@@ -186,6 +187,24 @@ def test_stateful_sandbox_files_and_commands(server, transport):
             assert r.is_error and "does not exist" in text(r)
             r = await c.call_tool("list_sandboxes", {})
             assert sid in text(r) and "this session's" in text(r)
+
+            # Copies see the state; each goes its own way.
+            r = await c.call_tool("fork_sandbox", {"sandbox_id": sid, "count": 2})
+            assert not r.is_error, text(r)
+            copies = r.structured_content["sandbox_ids"]
+            assert len(copies) == 2 and sid not in copies
+            r = await c.call_tool("run_code", {"code": "x = 0", "sandbox_id": copies[0]})
+            assert not r.is_error, text(r)
+            for cid, want in [(copies[0], "1"), (copies[1], "42"), (sid, "42")]:
+                r = await c.call_tool("run_code", {"code": "print(x + 1)", "sandbox_id": cid})
+                assert text(r).strip() == want, text(r)
+            r = await c.call_tool("read_file", {"sandbox_id": copies[1], "path": "out.txt"})
+            assert text(r) == "from code"
+            r = await c.call_tool("fork_sandbox", {"sandbox_id": sid, "count": 0})
+            assert r.is_error and "`count`" in text(r)
+            for cid in copies:
+                r = await c.call_tool("kill_sandbox", {"sandbox_id": cid})
+                assert not r.is_error, text(r)
             r = await c.call_tool("kill_sandbox", {"sandbox_id": sid})
             assert not r.is_error, text(r)
             r = await c.call_tool("run_code", {"code": "print(x)", "sandbox_id": sid})

@@ -966,7 +966,7 @@ mod tests {
     #[test]
     fn every_tool_has_an_object_schema_and_a_description() {
         let tools = list();
-        assert_eq!(tools.len(), 8);
+        assert_eq!(tools.len(), 9);
         for t in &tools {
             assert_eq!(
                 t.input_schema.get("type"),

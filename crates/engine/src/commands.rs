@@ -14,7 +14,7 @@ use zeroboot_kernel::{Outcome, Sandbox};
 use crate::live::{LiveError, LiveSandbox};
 
 /// What to start (E2B's ProcessConfig).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CommandSpec {
     /// The program (a path, or a name looked up in PATH).
     pub cmd: String,
@@ -57,8 +57,9 @@ pub struct CommandInfo {
     pub spec: CommandSpec,
 }
 
-/// The host side of one command.
-#[derive(Debug, Clone)]
+/// The host side of one command (kept in a checkpoint: its pipes are ids
+/// in the kernel's state, which the checkpoint holds too).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Command {
     spec: CommandSpec,
     pipes: Spawned,

@@ -11,7 +11,9 @@ mod template;
 
 pub use commands::{CommandEvent, CommandInfo, CommandSpec, Step, HOME};
 pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats, OutputStream, OutputTee};
-pub use live::{LiveError, LiveOptions, LiveSandbox, RunOutput, INTERRUPT_GRACE};
+pub use live::{
+    Checkpoint, LiveError, LiveOptions, LiveSandbox, Loaded, RunOutput, INTERRUPT_GRACE,
+};
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};
 /// Host calls the vCPU threads' seccomp filter refused (see docs/security.md).
 pub use zeroboot_kernel::hardening::denied_total as seccomp_denied_total;

@@ -51,6 +51,9 @@ pub enum LiveError {
     /// A code run is already in progress in this sandbox.
     #[error("the sandbox is already running code")]
     Busy,
+    /// A checkpoint could not be written or loaded (the message says why).
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 pub struct LiveSandbox {
@@ -75,6 +78,50 @@ pub struct LiveSandbox {
     /// (`take_run_output`), and its reply once seen.
     frames: Vec<serde_json::Value>,
     reply: Option<serde_json::Value>,
+}
+
+/// A live sandbox frozen for writing to disk (`LiveSandbox::freeze_for_disk`).
+pub struct Checkpoint {
+    frozen: Frozen,
+    extra: Vec<u8>,
+    /// Its template's identity.
+    template: u64,
+}
+
+impl Checkpoint {
+    /// Write it into directory `dir` (whole or not at all); returns the
+    /// bytes of memory written.
+    pub fn save(&self, dir: &std::path::Path) -> Result<u64, LiveError> {
+        self.frozen
+            .save(dir, self.template, &self.extra)
+            .map_err(|e| LiveError::Checkpoint(e.to_string()))
+    }
+}
+
+/// A checkpoint read from disk (`LiveSandbox::load`), ready to become a
+/// sandbox (`LiveSandbox::from_loaded`).
+pub struct Loaded {
+    frozen: Frozen,
+    state: LiveState,
+}
+
+impl Loaded {
+    /// The caller's state it was written with.
+    pub fn meta(&self) -> &[u8] {
+        &self.state.meta
+    }
+}
+
+/// The engine's part of a checkpoint (in the kernel's state file).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LiveState {
+    language: String,
+    env: Vec<(String, String)>,
+    env_vars: Vec<(String, String)>,
+    runs: u64,
+    commands: BTreeMap<u32, Command>,
+    /// The caller's (the server's) state.
+    meta: Vec<u8>,
 }
 
 /// Start `sb`'s egress accounting under `network`.
@@ -296,6 +343,97 @@ impl LiveSandbox {
             // Not the template's fork any more: never recycled into it.
             origin: 0,
             commands,
+            events: Vec::new(),
+            code_run: None,
+            run_result: None,
+            frames: Vec::new(),
+            reply: None,
+        })
+    }
+
+    /// Freeze this sandbox as it is now for a checkpoint (a snapshot, or
+    /// a pause to disk: DESIGN.md §7): the pages it made its own and all
+    /// its state, with the caller's `meta`. It goes on running. Not while
+    /// code runs in it (`Busy`). Writing it (`Checkpoint::save`) is for
+    /// another thread: the vCPU threads may not touch files.
+    pub fn freeze_for_disk(
+        &mut self,
+        template: &Template,
+        meta: &[u8],
+    ) -> Result<Checkpoint, LiveError> {
+        if self.code_run.is_some() {
+            return Err(LiveError::Busy);
+        }
+        let frozen = self
+            .sandbox_or_dead()?
+            .freeze()
+            .map_err(|e| LiveError::Checkpoint(e.to_string()))?;
+        let mut commands = self.commands.clone();
+        for c in commands.values_mut() {
+            c.held = false;
+        }
+        let state = LiveState {
+            language: self.language.name().to_string(),
+            env: self.env.clone(),
+            env_vars: self.env_vars.clone(),
+            runs: self.runs,
+            commands,
+            meta: meta.to_vec(),
+        };
+        let extra = bincode::serialize(&state).map_err(|e| LiveError::Checkpoint(e.to_string()))?;
+        Ok(Checkpoint {
+            frozen,
+            extra,
+            template: template.snapshot.identity,
+        })
+    }
+
+    /// Read the checkpoint in `dir`, taken of a sandbox of `template`
+    /// (files only: any thread). The checkpoint stays (a snapshot makes
+    /// any number of sandboxes).
+    pub fn load(template: &Template, dir: &std::path::Path) -> Result<Loaded, LiveError> {
+        let snap = &template.snapshot;
+        let (frozen, extra) = Frozen::load(
+            dir,
+            snap.mem.clone(),
+            snap.mem_len,
+            template.image.clone(),
+            snap.identity,
+        )
+        .map_err(|e| LiveError::Checkpoint(e.to_string()))?;
+        let state: LiveState = bincode::deserialize(&extra)
+            .map_err(|e| LiveError::Checkpoint(format!("{}: {e}", dir.display())))?;
+        if state.language != template.language.name() {
+            return Err(LiveError::Checkpoint(format!(
+                "{} is a {} sandbox, not {}",
+                dir.display(),
+                state.language,
+                template.language.name()
+            )));
+        }
+        Ok(Loaded { frozen, state })
+    }
+
+    /// A sandbox that continues from a loaded checkpoint (a new VM: on a
+    /// vCPU thread).
+    pub fn from_loaded(
+        template: &Template,
+        loaded: &Loaded,
+        network: Option<std::sync::Arc<crate::NetSetup>>,
+    ) -> Result<LiveSandbox, LiveError> {
+        let mut sb =
+            Sandbox::fork_frozen(&loaded.frozen).map_err(|e| LiveError::Fork(e.to_string()))?;
+        set_network(&mut sb, network);
+        let st = &loaded.state;
+        Ok(LiveSandbox {
+            sb: Some(sb),
+            language: template.language,
+            ended: None,
+            env: st.env.clone(),
+            env_vars: st.env_vars.clone(),
+            runs: st.runs,
+            origin: 0,
+            commands: st.commands.clone(),
             events: Vec::new(),
             code_run: None,
             run_result: None,

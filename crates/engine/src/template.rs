@@ -295,14 +295,14 @@ impl Template {
         if let Some(t) = try_load(true) {
             return Ok((t, false));
         }
-        let t = Template::create(language, root, opts)?;
+        let mut t = Template::create(language, root, opts)?;
         t.save(cache, root)?;
         drop(lock);
         Ok((t, true))
     }
 
     /// Save into the cache (see `dir`); returns the directory.
-    pub fn save(&self, cache: &Path, root: &Path) -> Result<PathBuf, TemplateError> {
+    pub fn save(&mut self, cache: &Path, root: &Path) -> Result<PathBuf, TemplateError> {
         let dir = Template::dir(cache, self.language, root);
         self.snapshot.save(&dir, &image_id(root))?;
         Ok(dir)

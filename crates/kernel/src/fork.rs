@@ -22,14 +22,14 @@ use crate::task::{Resume, ThreadState};
 /// A live sandbox frozen for forking: what every copy starts from.
 pub struct Frozen {
     /// The template's memory, and how much of it the source mapped.
-    base: Arc<File>,
-    base_len: u64,
-    mem_size: u64,
+    pub(crate) base: Arc<File>,
+    pub(crate) base_len: u64,
+    pub(crate) mem_size: u64,
     /// Guest memory the source had registered with KVM.
-    registered: u64,
-    layer: Arc<Layer>,
-    vcpu: VcpuState,
-    kernel: Kernel,
+    pub(crate) registered: u64,
+    pub(crate) layer: Arc<Layer>,
+    pub(crate) vcpu: VcpuState,
+    pub(crate) kernel: Kernel,
 }
 
 impl Frozen {

@@ -3,6 +3,7 @@
 //! by safe Rust in the VMM (DESIGN.md §2: the kernel lives in the VMM).
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod control;
 pub mod fd;
 pub mod fork;
@@ -18,6 +19,7 @@ pub mod sandbox;
 pub mod sched;
 pub mod snapshot;
 pub mod spawn;
+pub mod statefile;
 pub mod syscalls;
 pub mod task;
 pub mod tty;

@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub mem_len: u64,
     pub vcpu: VcpuState,
     pub kernel: Kernel,
+    /// The checksum of its state file once saved or loaded (0 before): a
+    /// sandbox snapshot names its template by it, so it is never laid
+    /// over another template's memory.
+    pub identity: u64,
 }
 
 /// How one fork differs from its template.
@@ -100,6 +104,7 @@ impl Sandbox {
             mem_len: self.vm.registered().max(kernel.mm.frames.high_water()),
             vcpu,
             kernel,
+            identity: 0,
         })
     }
 
@@ -178,8 +183,9 @@ pub fn is_parked(k: &Kernel) -> bool {
 
 // ---- on disk -----------------------------------------------------------
 
-use std::io::{Read, Write};
 use std::path::Path;
+
+use crate::statefile::{self, FrameError};
 
 use serde::{Deserialize, Serialize};
 
@@ -190,22 +196,45 @@ const MAGIC: &[u8; 8] = b"ZBTMPL\0\0";
 pub const FORMAT_VERSION: u32 = 2;
 /// Fingerprint of the kernel code that wrote a template.
 pub const KERNEL_FINGERPRINT: &str = env!("ZEROBOOT_KERNEL_FINGERPRINT");
-const HEADER: usize = 32;
-const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
 
 /// The state file of a template directory: header, then the state.
 pub const STATE_FILE: &str = "state.bin";
 /// The memory file of a template directory (sparse).
 pub const MEMORY_FILE: &str = "memory.bin";
 
+/// The vCPU state as stored.
 #[derive(Serialize, Deserialize)]
-struct PersistedVcpu {
+pub(crate) struct PersistedVcpu {
     #[serde(with = "crate::persist::regs")]
     regs: kvm_bindings::kvm_regs,
     fs_base: u64,
     gs_base: u64,
     cr3: u64,
     xsave: Vec<u8>,
+}
+
+impl From<&VcpuState> for PersistedVcpu {
+    fn from(v: &VcpuState) -> Self {
+        PersistedVcpu {
+            regs: v.regs,
+            fs_base: v.fs_base,
+            gs_base: v.gs_base,
+            cr3: v.cr3,
+            xsave: v.xsave.clone(),
+        }
+    }
+}
+
+impl From<PersistedVcpu> for VcpuState {
+    fn from(v: PersistedVcpu) -> Self {
+        VcpuState {
+            regs: v.regs,
+            fs_base: v.fs_base,
+            gs_base: v.gs_base,
+            cr3: v.cr3,
+            xsave: v.xsave,
+        }
+    }
 }
 
 /// The leading fields of [`StateFile`], decodable whatever follows them.
@@ -297,48 +326,25 @@ fn copy_sparse(src: &File, dst: &Path, size: u64) -> Result<(), TemplateFileErro
 impl Snapshot {
     /// Write the template into directory `dir` (created; replaced
     /// atomically if it exists). `image_id` names the image it runs on.
-    pub fn save(&self, dir: &Path, image_id: &str) -> Result<(), TemplateFileError> {
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let tmp = parent.join(format!(
-            ".{}.tmp{}",
-            dir.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    /// Sets its `identity`.
+    pub fn save(&mut self, dir: &Path, image_id: &str) -> Result<(), TemplateFileError> {
+        let tmp = statefile::temp_dir_beside(dir).map_err(io_err(dir))?;
         copy_sparse(&self.mem, &tmp.join(MEMORY_FILE), self.mem_len)?;
         let state = StateFile {
             fingerprint: KERNEL_FINGERPRINT.to_string(),
             image_id: image_id.to_string(),
             mem_size: self.mem_size,
             mem_len: self.mem_len,
-            vcpu: PersistedVcpu {
-                regs: self.vcpu.regs,
-                fs_base: self.vcpu.fs_base,
-                gs_base: self.vcpu.gs_base,
-                cr3: self.vcpu.cr3,
-                xsave: self.vcpu.xsave.clone(),
-            },
+            vcpu: (&self.vcpu).into(),
             kernel: self.kernel.clone(),
         };
         let payload = bincode::serialize(&state)
             .map_err(|e| TemplateFileError::Corrupt(dir.display().to_string(), e.to_string()))?;
-        let mut header = Vec::with_capacity(HEADER);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header.extend_from_slice(&LAYOUT_VERSION.to_le_bytes());
-        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        header.extend_from_slice(&CRC.checksum(&payload).to_le_bytes());
         let sp = tmp.join(STATE_FILE);
-        let mut f = File::create(&sp).map_err(io_err(&sp))?;
-        f.write_all(&header).map_err(io_err(&sp))?;
-        f.write_all(&payload).map_err(io_err(&sp))?;
-        f.sync_all().map_err(io_err(&sp))?;
+        statefile::write(&sp, MAGIC, FORMAT_VERSION, &payload).map_err(io_err(&sp))?;
         let _ = std::fs::remove_dir_all(dir);
         std::fs::rename(&tmp, dir).map_err(io_err(dir))?;
+        self.identity = statefile::checksum(&payload);
         Ok(())
     }
 
@@ -351,47 +357,23 @@ impl Snapshot {
     ) -> Result<Snapshot, TemplateFileError> {
         let sp = dir.join(STATE_FILE);
         let name = sp.display().to_string();
-        let mut f = File::open(&sp).map_err(io_err(&sp))?;
-        let mut header = [0u8; HEADER];
-        f.read_exact(&mut header)
-            .map_err(|_| TemplateFileError::NotATemplate(name.clone()))?;
-        if &header[..8] != MAGIC {
-            return Err(TemplateFileError::NotATemplate(name));
-        }
-        let word = |r: std::ops::Range<usize>| {
-            header[r]
-                .iter()
-                .rev()
-                .fold(0u64, |a, &b| (a << 8) | b as u64)
-        };
-        let version = word(8..12) as u32;
-        if version != FORMAT_VERSION {
-            return Err(TemplateFileError::Version {
-                path: name,
-                found: version,
-            });
-        }
-        let layout = word(12..16) as u32;
-        if layout != LAYOUT_VERSION {
-            return Err(TemplateFileError::Layout {
-                path: name,
-                found: layout,
-            });
-        }
-        let len = word(16..24);
-        let crc = word(24..32);
-        let meta_len = f.metadata().map_err(io_err(&sp))?.len();
-        if meta_len != HEADER as u64 + len {
-            return Err(TemplateFileError::Corrupt(
-                name,
-                "truncated or padded".into(),
-            ));
-        }
-        let mut payload = vec![0u8; len as usize];
-        f.read_exact(&mut payload).map_err(io_err(&sp))?;
-        if CRC.checksum(&payload) != crc {
-            return Err(TemplateFileError::Corrupt(name, "checksum mismatch".into()));
-        }
+        let (payload, identity) =
+            statefile::read(&sp, MAGIC, FORMAT_VERSION).map_err(|e| match e {
+                FrameError::Io(source) => TemplateFileError::Io {
+                    path: name.clone(),
+                    source,
+                },
+                FrameError::NotOurs => TemplateFileError::NotATemplate(name.clone()),
+                FrameError::Version(found) => TemplateFileError::Version {
+                    path: name.clone(),
+                    found,
+                },
+                FrameError::Layout(found) => TemplateFileError::Layout {
+                    path: name.clone(),
+                    found,
+                },
+                FrameError::Corrupt(why) => TemplateFileError::Corrupt(name.clone(), why.into()),
+            })?;
         // The fingerprint leads the state: read it alone first, so a template
         // of other kernel code is reported stale rather than corrupt.
         let head: StateHead = bincode::deserialize(&payload)
@@ -431,14 +413,9 @@ impl Snapshot {
             mem: Arc::new(mem),
             mem_size: state.mem_size,
             mem_len: state.mem_len,
-            vcpu: VcpuState {
-                regs: state.vcpu.regs,
-                fs_base: state.vcpu.fs_base,
-                gs_base: state.vcpu.gs_base,
-                cr3: state.vcpu.cr3,
-                xsave: state.vcpu.xsave,
-            },
+            vcpu: state.vcpu.into(),
             kernel: state.kernel,
+            identity,
         })
     }
 }

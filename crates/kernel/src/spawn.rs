@@ -41,14 +41,14 @@ pub struct SpawnSpec {
 }
 
 /// A started process and the host's ends of its standard descriptors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Spawned {
     pub pid: u32,
     pub io: SpawnedIo,
 }
 
 /// The host's ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SpawnedIo {
     /// Pipe ids (see `Kernel::host_read` and `Kernel::host_write`).
     Pipes {

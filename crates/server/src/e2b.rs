@@ -358,7 +358,10 @@ fn detail_json(e: &Entry) -> Value {
         "denyOut": n.rules.deny_out.iter().map(rule_text).collect::<Vec<_>>(),
     });
     v["domain"] = Value::Null;
-    v["lifecycle"] = json!({ "autoResume": false, "onTimeout": "kill" });
+    v["lifecycle"] = json!({
+        "autoResume": false,
+        "onTimeout": if e.spec.auto_pause { "pause" } else { "kill" },
+    });
     if e.spec.secure {
         v["envdAccessToken"] = json!(e.access_token);
     }
@@ -427,9 +430,10 @@ async fn create_inner(
         String::new(),
     )
     .map_err(|e| E2bError::bad(e.message))?;
-    if bool_field(&b, "autoPause")? == Some(true) {
+    let auto_pause = bool_field(&b, "autoPause")?.unwrap_or(false);
+    if auto_pause && bool_field(&b, "autoPauseMemory")? == Some(false) {
         return Err(E2bError::bad(
-            "autoPause is not supported by this server yet: sandboxes are killed at their timeout",
+            "autoPauseMemory: false (a file-system-only pause) is not supported: zeroboot pauses keep the memory",
         ));
     }
     if matches!(b.get("volumeMounts"), Some(Value::Array(a)) if !a.is_empty()) {
@@ -437,14 +441,31 @@ async fn create_inner(
             "volumeMounts are not supported by this server",
         ));
     }
-    let language = resolve_template(state, &template)?;
-    let Some(tmpl) = state.templates.get(&language).cloned() else {
+    // A snapshot is a template too (E2B's snapshotID), by id or name.
+    let snapshot = match resolve_template(state, &template) {
+        Ok(_) => None,
+        Err(not_found) => Some(
+            state
+                .sandboxes
+                .store
+                .as_ref()
+                .and_then(|s| s.find_snapshot(&template, owner))
+                .ok_or(not_found)?,
+        ),
+    };
+    let language = match &snapshot {
+        Some(m) => Language::parse(&m.language),
+        None => Some(resolve_template(state, &template)?),
+    };
+    let Some((language, tmpl)) =
+        language.and_then(|l| Some((l, state.templates.get(&l).cloned()?)))
+    else {
         return Err(E2bError::new(
             StatusCode::NOT_FOUND,
-            format!("template '{template}' not found"),
+            format!("template '{template}' not found (its language is not served)"),
         ));
     };
-    let spec = Spec {
+    let mut spec = Spec {
         template,
         language,
         owner,
@@ -453,11 +474,29 @@ async fn create_inner(
         memory_mb: state.config.max_memory_mb,
         disk_mb: state.config.max_disk_mb,
         network: Arc::new(std::sync::Mutex::new(network)),
+        auto_pause,
     };
-    let e = state
-        .sandboxes
-        .create(tmpl, spec, env.into_iter().collect(), timeout)
-        .await?;
+    let e = match snapshot {
+        Some(snap) => {
+            if !env.is_empty() {
+                return Err(E2bError::bad(
+                    "envVars cannot be set on a sandbox made from a snapshot (its processes already run with the snapshot's)",
+                ));
+            }
+            spec.memory_mb = snap.memory_mb;
+            spec.disk_mb = snap.disk_mb;
+            state
+                .sandboxes
+                .create_from_snapshot(&snap, tmpl, spec, timeout)
+                .await?
+        }
+        None => {
+            state
+                .sandboxes
+                .create(tmpl, spec, env.into_iter().collect(), timeout)
+                .await?
+        }
+    };
     tracing::info!(sandbox = %e.id, template = %e.spec.template, "sandbox created");
     Ok((StatusCode::CREATED, Json(sandbox_json(&e))).into_response())
 }
@@ -722,7 +761,7 @@ pub async fn connect(
         let owner = authorize(&state, &headers)?;
         let b = body_object(body).await?;
         let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-        let (e, resumed) = state.sandboxes.connect(&id, owner, t)?;
+        let (e, resumed) = blocking(&state, move |s| s.connect_blocking(&id, owner, t)).await?;
         let status = if resumed {
             StatusCode::CREATED
         } else {
@@ -787,8 +826,13 @@ pub async fn pause(
 ) -> Response {
     let r = async {
         let owner = authorize(&state, &headers)?;
-        body_object(body).await?;
-        state.sandboxes.pause(&id, owner)?;
+        let b = body_object(body).await?;
+        if bool_field(&b, "memory")? == Some(false) {
+            return Err(E2bError::bad(
+                "memory: false (a file-system-only pause) is not supported: zeroboot pauses keep the memory",
+            ));
+        }
+        blocking(&state, move |s| s.pause_blocking(&id, owner)).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;
@@ -807,11 +851,135 @@ pub async fn resume(
         let owner = authorize(&state, &headers)?;
         let b = body_object(body).await?;
         let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-        let e = state.sandboxes.resume(&id, owner, t)?;
+        let e = blocking(&state, move |s| s.resume_blocking(&id, owner, t)).await?;
         Ok((StatusCode::CREATED, Json(sandbox_json(&e))).into_response())
     }
     .await;
     finish(&state, "sandboxes_resume", r)
+}
+
+/// Run `f` on the sandboxes off the async threads (it reads or writes a
+/// sandbox's checkpoint on disk).
+async fn blocking<R: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&crate::sandboxes::Sandboxes) -> Result<R, SandboxError> + Send + 'static,
+) -> Result<R, E2bError> {
+    let s = state.sandboxes.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| E2bError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(E2bError::from)
+}
+
+/// The spec's `SnapshotInfo`.
+fn snapshot_json(m: &crate::store::SavedMeta) -> Value {
+    let names: Vec<String> = m
+        .name
+        .iter()
+        .map(|n| format!("{n}:default"))
+        .chain(std::iter::once(format!("{}:default", m.id)))
+        .collect();
+    json!({ "snapshotID": format!("{}:default", m.id), "names": names })
+}
+
+/// `POST /sandboxes/{id}/snapshots` `{name?}`: 201 `SnapshotInfo`; the
+/// sandbox goes on running. 404 unknown, 409 running code.
+pub async fn snapshot(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let r = async {
+        let owner = authorize(&state, &headers)?;
+        let b = body_object(body).await?;
+        let name = match b.get("name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(n))
+                if !n.is_empty()
+                    && n.len() <= 128
+                    && n
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) =>
+            {
+                Some(n.clone())
+            }
+            Some(_) => {
+                return Err(E2bError::bad(
+                    "name must be 1 to 128 letters, digits, '-', '_' or '.'",
+                ))
+            }
+        };
+        if bool_field(&b, "memory")? == Some(false) {
+            return Err(E2bError::bad(
+                "memory: false (a file-system-only snapshot) is not supported: zeroboot snapshots keep the memory",
+            ));
+        }
+        let source = id.clone();
+        let m = blocking(&state, move |s| s.snapshot_blocking(&source, owner, name)).await?;
+        tracing::info!(sandbox = %id, snapshot = %m.id, bytes = m.bytes, "snapshot taken");
+        Ok((StatusCode::CREATED, Json(snapshot_json(&m))).into_response())
+    }
+    .await;
+    finish(&state, "sandboxes_snapshot", r)
+}
+
+/// `GET /snapshots?sandboxID=&name=`: the caller's snapshots.
+pub async fn list_snapshots(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let r = (|| {
+        let owner = authorize(&state, &headers)?;
+        let q = query_pairs(uri.query().unwrap_or(""));
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (source, name) = (get("sandboxID"), get("name"));
+        let list: Vec<Value> = state
+            .sandboxes
+            .store
+            .as_ref()
+            .map(|s| s.snapshots(owner))
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| source.as_ref().is_none_or(|s| &m.source == s))
+            .filter(|m| {
+                name.as_ref().is_none_or(|n| {
+                    let n = n.strip_suffix(":default").unwrap_or(n);
+                    m.id == n || m.name.as_deref() == Some(n)
+                })
+            })
+            .map(snapshot_json)
+            .collect();
+        Ok(Json(Value::Array(list)).into_response())
+    })();
+    finish(&state, "snapshots_list", r)
+}
+
+/// `DELETE /templates/{id}`: delete a snapshot (E2B's SDK deletes
+/// snapshots as templates): 204, 404 when it is not one of the caller's.
+pub async fn delete_template(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let r = (|| {
+        let owner = authorize(&state, &headers)?;
+        let deleted = state
+            .sandboxes
+            .store
+            .as_ref()
+            .is_some_and(|s| s.delete_snapshot(&id, owner));
+        if deleted {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(E2bError::new(
+                StatusCode::NOT_FOUND,
+                format!("snapshot '{id}' not found (built-in templates cannot be deleted)"),
+            ))
+        }
+    })();
+    finish(&state, "templates_delete", r)
 }
 
 /// `GET /health`: 204.
@@ -906,7 +1074,9 @@ pub async fn exec(
                 StatusCode::GONE,
                 format!("sandbox \"{id}\" has ended: {why}"),
             )),
-            Err(LiveError::Fork(m)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)),
+            Err(LiveError::Fork(m) | LiveError::Checkpoint(m)) => {
+                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m))
+            }
             Err(LiveError::Busy) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("sandbox \"{id}\" is already running code; wait for that run"),

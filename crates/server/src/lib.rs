@@ -16,13 +16,14 @@ pub mod network;
 mod openapi;
 mod pool;
 mod sandboxes;
+mod store;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 pub use sandboxes::SandboxLimits;
 use zeroboot_engine::{Language, Template};
@@ -63,6 +64,9 @@ pub struct ServerConfig {
     pub sandboxes: SandboxLimits,
     /// The operator's egress policy (off by default; docs/network.md).
     pub network: Arc<zeroboot_engine::NetOperator>,
+    /// Where snapshots and sandboxes paused to disk are kept (None: no
+    /// snapshots; pause keeps sandboxes in memory).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 fn no_setup() -> Result<(), String> {
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             vcpu_setup: no_setup,
             sandboxes: SandboxLimits::default(),
             network: Arc::new(zeroboot_engine::NetOperator::default()),
+            state_dir: None,
         }
     }
 }
@@ -116,12 +121,46 @@ pub fn state(
 ) -> Result<Arc<AppState>, ServeError> {
     let pool = pool::Pool::new(config.workers, config.queue, config.vcpu_setup)
         .map_err(ServeError::Workers)?;
+    let store = match &config.state_dir {
+        Some(dir) => {
+            Some(Arc::new(store::Store::open(dir).map_err(|e| {
+                ServeError::Workers(std::io::Error::other(e))
+            })?))
+        }
+        None => None,
+    };
     let live = sandboxes::Sandboxes::new(
         config.sandboxes.clone(),
         config.vcpu_setup,
         templates.values().cloned().collect(),
+        store,
     )
     .map_err(ServeError::Workers)?;
+    let back = live.adopt_paused(|m| {
+        let language = Language::parse(&m.language)?;
+        let template = templates.get(&language)?.clone();
+        let network = network::setup(&config.network, None, None, m.id.clone()).ok()?;
+        Some((
+            template,
+            sandboxes::Spec {
+                template: m.template.clone(),
+                language,
+                owner: m.owner,
+                metadata: m.metadata.clone(),
+                secure: m.secure,
+                memory_mb: m.memory_mb,
+                disk_mb: m.disk_mb,
+                network: Arc::new(std::sync::Mutex::new(network)),
+                auto_pause: m.auto_pause,
+            },
+        ))
+    });
+    if back > 0 {
+        tracing::info!(
+            sandboxes = back,
+            "sandboxes paused to disk are back (paused)"
+        );
+    }
     start_reaper(&live).map_err(ServeError::Workers)?;
     let state = Arc::new(AppState {
         sandboxes: live,
@@ -178,6 +217,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/sandboxes/{id}/fork", post(e2b::fork))
         .route("/sandboxes/{id}/pause", post(e2b::pause))
         .route("/sandboxes/{id}/resume", post(e2b::resume))
+        .route("/sandboxes/{id}/snapshots", post(e2b::snapshot))
+        .route("/snapshots", get(e2b::list_snapshots))
+        .route("/templates/{id}", delete(e2b::delete_template))
         // Ours: run code in a live sandbox.
         .route(
             "/v1/sandboxes/{id}/exec",

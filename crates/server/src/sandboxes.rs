@@ -29,8 +29,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{SavedMeta, Store};
+use std::path::Path;
 use zeroboot_engine::{
-    CommandEvent, ExecResult, Language, LiveError, LiveOptions, LiveSandbox, RunOutput, Template,
+    Checkpoint, CommandEvent, ExecResult, Language, LiveError, LiveOptions, LiveSandbox, Loaded,
+    RunOutput, Template,
 };
 
 /// A guest time slice given to a sandbox's commands per worker turn.
@@ -106,6 +110,8 @@ pub struct Spec {
     /// Its egress policy (the operator's and its own rules; replaced by
     /// `PUT /sandboxes/{id}/network`).
     pub network: Arc<Mutex<Arc<zeroboot_engine::NetSetup>>>,
+    /// Paused (to disk) instead of killed when its time to live ends.
+    pub auto_pause: bool,
 }
 
 /// Time to live and pause state.
@@ -113,6 +119,8 @@ pub struct Spec {
 pub struct Life {
     pub end_at: SystemTime,
     pub paused: bool,
+    /// Paused to disk: its VM is gone; resuming loads it back.
+    pub on_disk: bool,
 }
 
 type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
@@ -150,6 +158,22 @@ enum Job {
     With(WithJob),
     /// Take a copy made by a fork of another sandbox as this one's.
     Adopt(Box<LiveSandbox>),
+    /// Freeze the sandbox for a checkpoint (a snapshot; a pause to disk
+    /// when `pause`: then it stops running at once).
+    Freeze {
+        pause: bool,
+        reply: oneshot::Sender<Result<Checkpoint, SandboxError>>,
+    },
+    /// Its checkpoint is on disk: free its VM (a pause to disk).
+    Unload {
+        reply: oneshot::Sender<()>,
+    },
+    /// Become the sandbox of a loaded checkpoint (unless it already is
+    /// one: a second resume).
+    Restore {
+        loaded: Box<Loaded>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 #[derive(Default)]
@@ -274,18 +298,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Why a request about a sandbox failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// No such sandbox (never existed, another key's, or ended: the
     /// message says which when it is known).
+    #[error("{0}")]
     NotFound(String),
     /// It ended (the message says how).
+    #[error("{0}")]
     Ended(String),
     /// Over a limit on live sandboxes.
+    #[error("{0}")]
     TooMany(String),
     /// Paused, or already running (for resume).
+    #[error("{0}")]
     Conflict(String),
     /// The server failed.
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -325,6 +354,8 @@ pub struct SandboxCounters {
     /// Time of a whole fork call (the source's freeze and every copy).
     pub fork_latency: crate::metrics::Histogram,
     pub runs: AtomicU64,
+    /// Snapshots written (`POST /sandboxes/{id}/snapshots`).
+    pub snapshots: AtomicU64,
 }
 
 /// Fresh forks per template kept ready for creates.
@@ -344,6 +375,9 @@ pub struct Sandboxes {
     /// Templates whose idle forks the workers restore when they have
     /// nothing else to do (ended sandboxes go back there).
     templates: Vec<Arc<Template>>,
+    /// Where snapshots and sandboxes paused to disk are kept (none: pause
+    /// keeps sandboxes in memory, and there are no snapshots).
+    pub store: Option<Arc<Store>>,
 }
 
 impl Sandboxes {
@@ -352,6 +386,7 @@ impl Sandboxes {
         limits: SandboxLimits,
         setup: fn() -> Result<(), String>,
         templates: Vec<Arc<Template>>,
+        store: Option<Arc<Store>>,
     ) -> std::io::Result<Arc<Sandboxes>> {
         let runq = Arc::new(RunQueue {
             q: Mutex::new(VecDeque::new()),
@@ -366,6 +401,7 @@ impl Sandboxes {
             timers: timers.clone(),
             counters: SandboxCounters::default(),
             templates,
+            store,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for i in 0..limits.workers.max(1) {
@@ -599,59 +635,291 @@ impl Sandboxes {
     }
 
     /// Connect: resume a paused sandbox (true) or extend a running one's
-    /// time to live to at least `timeout` from now (false).
-    pub fn connect(
+    /// time to live to at least `timeout` from now (false). Blocking (a
+    /// sandbox paused to disk is read back): not on an async thread.
+    pub fn connect_blocking(
         &self,
         id: &str,
         owner: Option<usize>,
         timeout: Duration,
     ) -> Result<(Arc<Entry>, bool), SandboxError> {
         let e = self.get(id, owner)?;
-        let resumed = {
+        if e.life().paused {
+            self.wake_blocking(&e)?;
             let mut l = lock(&e.life);
-            let want = SystemTime::now() + timeout;
             let resumed = std::mem::take(&mut l.paused);
-            if resumed || want > l.end_at {
-                l.end_at = want;
-            }
-            resumed
-        };
-        Ok((e, resumed))
+            l.end_at = SystemTime::now() + timeout;
+            drop(l);
+            // Its commands run on.
+            self.post(&e, Job::With(Box::new(|_| {})));
+            return Ok((e, resumed));
+        }
+        let mut l = lock(&e.life);
+        let want = SystemTime::now() + timeout;
+        if want > l.end_at {
+            l.end_at = want;
+        }
+        drop(l);
+        Ok((e, false))
     }
 
-    /// Pause (in memory: the sandbox keeps its memory, runs nothing and
-    /// does not expire until resumed).
-    pub fn pause(&self, id: &str, owner: Option<usize>) -> Result<(), SandboxError> {
+    /// Load a sandbox paused to disk back into memory (it stays paused);
+    /// its checkpoint is removed once it is back.
+    fn wake_blocking(&self, e: &Arc<Entry>) -> Result<(), SandboxError> {
+        if !e.life().on_disk {
+            return Ok(());
+        }
+        let store = self.store()?;
+        let dir = store.paused_dir(&e.id);
+        let failed = |why: String| {
+            SandboxError::Internal(format!("sandbox \"{}\" could not be resumed: {why}", e.id))
+        };
+        let loaded = LiveSandbox::load(&e.template, &dir).map_err(|x| failed(x.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.post(
+            e,
+            Job::Restore {
+                loaded: Box::new(loaded),
+                reply,
+            },
+        );
+        match rx.blocking_recv() {
+            Ok(Ok(())) => {
+                lock(&e.life).on_disk = false;
+                let _ = std::fs::remove_dir_all(&dir);
+                Ok(())
+            }
+            Ok(Err(why)) => Err(failed(why)),
+            Err(_) => Err(self.not_found(&e.id)),
+        }
+    }
+
+    fn store(&self) -> Result<&Arc<Store>, SandboxError> {
+        self.store.as_ref().ok_or_else(|| {
+            SandboxError::Conflict(
+                "this server keeps no sandboxes on disk (it has no state directory)".into(),
+            )
+        })
+    }
+
+    /// Freeze `e` on its actor for a checkpoint.
+    fn freeze_blocking(&self, e: &Arc<Entry>, pause: bool) -> Result<Checkpoint, SandboxError> {
+        let (reply, rx) = oneshot::channel();
+        self.post(e, Job::Freeze { pause, reply });
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(self.not_found(&e.id)))
+    }
+
+    /// Write `ck` into `dir` with `meta` last; nothing is left on failure.
+    fn write_checkpoint(
+        ck: &Checkpoint,
+        dir: &Path,
+        meta: &SavedMeta,
+    ) -> Result<u64, SandboxError> {
+        let bytes = ck
+            .save(dir)
+            .map_err(|e| SandboxError::Internal(format!("writing the checkpoint failed: {e}")))?;
+        let meta = SavedMeta {
+            bytes,
+            ..meta.clone()
+        };
+        Store::write_meta(dir, &meta).map_err(|e| {
+            let _ = std::fs::remove_dir_all(dir);
+            SandboxError::Internal(format!("writing the checkpoint failed: {e}"))
+        })?;
+        Ok(bytes)
+    }
+
+    /// Pause: the sandbox runs nothing and does not expire until resumed.
+    /// With a state directory it goes to disk (its VM is freed; it
+    /// survives a restart); otherwise, or if its template was never
+    /// saved, it stays in memory. Not while code runs in it (409). If
+    /// writing fails it goes on running. Blocking.
+    pub fn pause_blocking(&self, id: &str, owner: Option<usize>) -> Result<(), SandboxError> {
         let e = self.get(id, owner)?;
-        let mut l = lock(&e.life);
-        if l.paused {
+        if e.life().paused {
             return Err(SandboxError::Conflict(format!(
                 "sandbox \"{id}\" is already paused"
             )));
         }
-        l.paused = true;
+        let Some(store) = self
+            .store
+            .clone()
+            .filter(|_| e.template.snapshot.identity != 0)
+        else {
+            lock(&e.life).paused = true;
+            return Ok(());
+        };
+        let ck = self.freeze_blocking(&e, true)?;
+        let dir = store.paused_dir(id);
+        let meta = self.saved_meta(&e, id.to_string(), None);
+        if let Err(err) = Self::write_checkpoint(&ck, &dir, &meta) {
+            lock(&e.life).paused = false;
+            self.post(&e, Job::With(Box::new(|_| {})));
+            tracing::warn!(sandbox = id, %err, "pause to disk failed; the sandbox runs on");
+            return Err(err);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.post(&e, Job::Unload { reply });
+        let _ = rx.blocking_recv();
+        tracing::info!(sandbox = id, "sandbox paused to disk");
         Ok(())
     }
 
-    /// Resume a paused sandbox, living `timeout` from now.
-    pub fn resume(
+    /// Resume a paused sandbox, living `timeout` from now. Blocking.
+    pub fn resume_blocking(
         &self,
         id: &str,
         owner: Option<usize>,
         timeout: Duration,
     ) -> Result<Arc<Entry>, SandboxError> {
         let e = self.get(id, owner)?;
-        {
-            let mut l = lock(&e.life);
-            if !l.paused {
-                return Err(SandboxError::Conflict(format!(
-                    "sandbox \"{id}\" is already running"
-                )));
-            }
-            l.paused = false;
-            l.end_at = SystemTime::now() + timeout;
+        if !e.life().paused {
+            return Err(SandboxError::Conflict(format!(
+                "sandbox \"{id}\" is already running"
+            )));
         }
-        Ok(e)
+        self.connect_blocking(id, owner, timeout).map(|(e, _)| e)
+    }
+
+    /// What the store keeps about `e` (a snapshot of it is `id`).
+    fn saved_meta(&self, e: &Entry, id: String, name: Option<String>) -> SavedMeta {
+        SavedMeta {
+            id,
+            source: e.id.clone(),
+            name,
+            template: e.spec.template.clone(),
+            language: e.spec.language.name().to_string(),
+            owner: e.spec.owner,
+            metadata: e.spec.metadata.clone(),
+            secure: e.spec.secure,
+            access_token: e.access_token.clone(),
+            memory_mb: e.spec.memory_mb,
+            disk_mb: e.spec.disk_mb,
+            started_at: e
+                .started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            auto_pause: e.spec.auto_pause,
+            bytes: 0,
+        }
+    }
+
+    /// Snapshot sandbox `id` as it is now (it goes on running): a template
+    /// for new sandboxes that outlives it and the server. A `name` taken
+    /// by another of the owner's snapshots moves to this one (that one is
+    /// replaced, as E2B gives the existing template a new build). Blocking.
+    pub fn snapshot_blocking(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        name: Option<String>,
+    ) -> Result<SavedMeta, SandboxError> {
+        let e = self.get(id, owner)?;
+        let store = self.store()?.clone();
+        if e.template.snapshot.identity == 0 {
+            return Err(SandboxError::Conflict(format!(
+                "the template of sandbox \"{id}\" was never saved, so a snapshot of it could not be loaded again"
+            )));
+        }
+        if e.life().on_disk {
+            self.wake_blocking(&e)?;
+        }
+        let sid = name
+            .as_deref()
+            .and_then(|n| store.find_snapshot(n, owner))
+            .map_or_else(new_id, |m| m.id);
+        let ck = self.freeze_blocking(&e, false)?;
+        let meta = self.saved_meta(&e, sid.clone(), name);
+        let bytes = Self::write_checkpoint(&ck, &store.snapshot_dir(&sid), &meta)?;
+        let meta = SavedMeta { bytes, ..meta };
+        store.add_snapshot(meta.clone());
+        self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok(meta)
+    }
+
+    /// A new sandbox from snapshot `snap` (a template of the same
+    /// language), living `timeout`.
+    pub async fn create_from_snapshot(
+        &self,
+        snap: &SavedMeta,
+        template: Arc<Template>,
+        spec: Spec,
+        timeout: Duration,
+    ) -> Result<Arc<Entry>, SandboxError> {
+        let start = Instant::now();
+        let dir = self.store()?.snapshot_dir(&snap.id);
+        let failed = |why: String| {
+            SandboxError::Internal(format!(
+                "snapshot \"{}\" could not be loaded: {why}",
+                snap.id
+            ))
+        };
+        let t = template.clone();
+        let loaded = tokio::task::spawn_blocking(move || LiveSandbox::load(&t, &dir))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let entry = new_entry(template, spec, timeout);
+        self.admit(&entry)?;
+        let (reply, rx) = oneshot::channel();
+        self.post(
+            &entry,
+            Job::Restore {
+                loaded: Box::new(loaded),
+                reply,
+            },
+        );
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err("the sandbox was killed while it was being created".into()));
+        if let Err(e) = r {
+            self.remove(&entry.id);
+            return Err(failed(e));
+        }
+        self.counters.create_latency.observe(start.elapsed());
+        *lock(&self.counters.created)
+            .entry(entry.spec.template.clone())
+            .or_insert(0) += 1;
+        Ok(entry)
+    }
+
+    /// Put back the sandboxes paused to disk before a restart (their ids,
+    /// owners and tokens as they were); `spec_of` makes each one's spec,
+    /// None when the server no longer serves its template (it is left on
+    /// disk). Returns how many came back.
+    pub fn adopt_paused(
+        &self,
+        spec_of: impl Fn(&SavedMeta) -> Option<(Arc<Template>, Spec)>,
+    ) -> usize {
+        let Some(store) = self.store.as_ref() else {
+            return 0;
+        };
+        let mut n = 0;
+        for m in store.paused() {
+            let Some((template, spec)) = spec_of(&m) else {
+                tracing::warn!(sandbox = %m.id, template = %m.template, "a paused sandbox's template is not served; it stays on disk");
+                continue;
+            };
+            let e = Arc::new(Entry {
+                id: m.id.clone(),
+                access_token: m.access_token.clone(),
+                started_at: std::time::UNIX_EPOCH + Duration::from_secs(m.started_at),
+                life: Mutex::new(Life {
+                    end_at: SystemTime::now(),
+                    paused: true,
+                    on_disk: true,
+                }),
+                ..entry_parts(template, spec)
+            });
+            let mut t = lock(&self.table);
+            if t.contains_key(&e.id) {
+                continue;
+            }
+            t.insert(e.id.clone(), e);
+            n += 1;
+        }
+        n
     }
 
     /// Run `code` in sandbox `id`; the run ends at its timeout or at the
@@ -800,20 +1068,49 @@ impl Sandboxes {
 
     /// Kill every running sandbox whose time to live has passed; returns
     /// how many.
-    pub fn reap(&self) -> usize {
+    pub fn reap(self: &Arc<Self>) -> usize {
         let now = SystemTime::now();
-        let expired: Vec<String> = lock(&self.table)
+        let expired: Vec<Arc<Entry>> = lock(&self.table)
             .values()
             .filter(|e| {
                 let l = e.life();
                 !l.paused && l.end_at <= now
             })
-            .map(|e| e.id.clone())
+            .cloned()
             .collect();
-        expired
-            .iter()
-            .filter(|id| self.end(id, KillReason::Timeout, "its time to live ran out"))
-            .count()
+        let mut killed = 0;
+        for e in expired {
+            if e.spec.auto_pause && self.store.is_some() && e.template.snapshot.identity != 0 {
+                // Paused off this thread (it writes the sandbox out); not
+                // looked at again meanwhile.
+                lock(&e.life).end_at = now + Duration::from_secs(3600);
+                let table = self.clone();
+                let id = e.id.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("zeroboot-autopause".into())
+                    .spawn(move || {
+                        if let Err(err) = table.pause_blocking(&e.id, e.spec.owner) {
+                            tracing::warn!(sandbox = %e.id, %err, "automatic pause failed; ending the sandbox");
+                            table.end(
+                                &e.id,
+                                KillReason::Timeout,
+                                "its time to live ran out (pausing it failed)",
+                            );
+                        }
+                    });
+                if spawned.is_ok() {
+                    continue;
+                }
+                if self.end(&id, KillReason::Timeout, "its time to live ran out") {
+                    killed += 1;
+                }
+                continue;
+            }
+            if self.end(&e.id, KillReason::Timeout, "its time to live ran out") {
+                killed += 1;
+            }
+        }
+        killed
     }
 
     fn post(&self, e: &Arc<Entry>, job: Job) {
@@ -859,6 +1156,11 @@ impl Sandboxes {
             ended.1.push_back(id.to_string());
         }
         *lock(&self.counters.kills).entry(reason.name()).or_insert(0) += 1;
+        if e.life().on_disk {
+            if let Some(store) = &self.store {
+                let _ = std::fs::remove_dir_all(store.paused_dir(id));
+            }
+        }
         let (sandbox, jobs) = {
             let mut s = lock(&e.slot);
             s.killed = Some(why.to_string());
@@ -910,7 +1212,8 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
         let (job, sandbox) = {
             let mut s = lock(&e.slot);
             let job = s.jobs.pop_front();
-            let busy = s.sandbox.as_ref().is_some_and(|sb| sb.needs_time());
+            // A paused sandbox runs nothing (its jobs are still served).
+            let busy = !e.life().paused && s.sandbox.as_ref().is_some_and(|sb| sb.needs_time());
             if job.is_none() && !busy {
                 s.scheduled = false;
                 continue;
@@ -921,7 +1224,7 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
         let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let stepping = job.is_none();
             let mut back = match job {
-                Some(job) => serve(&e, job, sandbox),
+                Some(job) => serve(&table, &e, job, sandbox),
                 None => sandbox,
             };
             if let Some(sb) = back.as_mut() {
@@ -940,7 +1243,7 @@ fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
                         let why = sb.ended().unwrap_or("it ended").to_string();
                         table.end(&e.id, KillReason::Exit, &why);
                     }
-                } else if sb.needs_time() {
+                } else if sb.needs_time() && !e.life().paused {
                     // Give the code run or the commands their slice next turn.
                     next = Next::Busy;
                 }
@@ -1093,6 +1396,22 @@ fn new_entry(template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entr
         life: Mutex::new(Life {
             end_at: now + timeout,
             paused: false,
+            on_disk: false,
+        }),
+        ..entry_parts(template, spec)
+    })
+}
+
+/// An entry's fields that are the same for every new one.
+fn entry_parts(template: Arc<Template>, spec: Spec) -> Entry {
+    Entry {
+        id: String::new(),
+        access_token: String::new(),
+        started_at: SystemTime::now(),
+        life: Mutex::new(Life {
+            end_at: SystemTime::now(),
+            paused: false,
+            on_disk: false,
         }),
         slot: Mutex::new(Slot::default()),
         subscribers: Mutex::new(HashMap::new()),
@@ -1101,13 +1420,68 @@ fn new_entry(template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entr
         contexts: Mutex::new(Default::default()),
         template,
         spec,
-    })
+    }
 }
 
 /// Serve one job; returns the sandbox to put back.
-fn serve(e: &Arc<Entry>, job: Job, sandbox: Option<LiveSandbox>) -> Option<LiveSandbox> {
+fn serve(
+    table: &Sandboxes,
+    e: &Arc<Entry>,
+    job: Job,
+    sandbox: Option<LiveSandbox>,
+) -> Option<LiveSandbox> {
     match job {
         Job::Adopt(live) => Some(*live),
+        Job::Freeze { pause, reply } => {
+            let Some(mut sb) = sandbox else {
+                let _ = reply.send(Err(table.not_found(&e.id)));
+                return None;
+            };
+            let r = sb
+                .freeze_for_disk(&e.template, &[])
+                .map_err(|err| match err {
+                    LiveError::Busy => SandboxError::Conflict(format!(
+                        "sandbox \"{}\" is running code; try when the run has finished",
+                        e.id
+                    )),
+                    LiveError::Dead(why) => {
+                        SandboxError::Ended(format!("sandbox \"{}\" ended: {why}", e.id))
+                    }
+                    other => SandboxError::Internal(other.to_string()),
+                });
+            if r.is_ok() && pause {
+                // It runs nothing more: the checkpoint is what it is.
+                lock(&e.life).paused = true;
+            }
+            let _ = reply.send(r);
+            Some(sb)
+        }
+        Job::Unload { reply } => {
+            lock(&e.life).on_disk = true;
+            // Its streams end, as a paused VM's connections do.
+            lock(&e.subscribers).clear();
+            if let Some(sb) = sandbox {
+                sb.recycle(&e.template, "paused to disk");
+            }
+            let _ = reply.send(());
+            None
+        }
+        Job::Restore { loaded, reply } => {
+            if sandbox.is_some() {
+                let _ = reply.send(Ok(()));
+                return sandbox;
+            }
+            match LiveSandbox::from_loaded(&e.template, &loaded, Some(e.with_network_id())) {
+                Ok(sb) => {
+                    let _ = reply.send(Ok(()));
+                    Some(sb)
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err.to_string()));
+                    None
+                }
+            }
+        }
         Job::Create { opts, reply } => match LiveSandbox::create(&e.template, opts) {
             Ok(mut sb) => {
                 // E2B's default user's home: the SDKs' relative paths and

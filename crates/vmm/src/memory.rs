@@ -106,6 +106,58 @@ impl Layer {
     pub fn runs(&self) -> usize {
         self.runs.len()
     }
+
+    /// Its runs: (first page, pages), ascending.
+    pub fn run_list(&self) -> &[(u64, u64)] {
+        &self.runs
+    }
+
+    /// Write its pages into `out` at their own offsets, leaving holes for
+    /// zero pages, and size `out` to `size` (the guest memory size): the
+    /// file `open` maps again (a snapshot's memory). Time and disk go with
+    /// the layer's pages, not with the guest's memory.
+    pub fn write_to(&self, out: &File, size: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 1 << 20];
+        for &(p, n) in &self.runs {
+            let (mut at, end) = (p * PAGE_SIZE, (p + n) * PAGE_SIZE);
+            while at < end {
+                let len = ((end - at) as usize).min(buf.len());
+                self.file.read_exact_at(&mut buf[..len], at)?;
+                for (i, page) in buf[..len].chunks(PAGE_SIZE as usize).enumerate() {
+                    if page.iter().any(|&b| b != 0) {
+                        out.write_all_at(page, at + i as u64 * PAGE_SIZE)?;
+                    }
+                }
+                at += len as u64;
+            }
+        }
+        out.set_len(size)?;
+        out.sync_all()
+    }
+
+    /// A layer over `file` (written by `write_to`) with `runs`, checked:
+    /// ascending, apart, and inside the file.
+    pub fn open(file: File, runs: Vec<(u64, u64)>) -> Result<Layer, MemoryError> {
+        let len = file.metadata().map_err(MemoryError::Memfd)?.len();
+        let mut next = 0u64;
+        for &(p, n) in &runs {
+            let end = p.checked_add(n).and_then(|e| e.checked_mul(PAGE_SIZE));
+            match end {
+                Some(end) if n > 0 && p >= next && end <= len => next = p + n,
+                _ => {
+                    return Err(MemoryError::OutOfRange {
+                        gpa: p.saturating_mul(PAGE_SIZE),
+                        len: n.saturating_mul(PAGE_SIZE) as usize,
+                    })
+                }
+            }
+        }
+        Ok(Layer {
+            file: Arc::new(file),
+            runs,
+        })
+    }
 }
 
 fn check_size(size: u64) -> Result<(), MemoryError> {
@@ -625,5 +677,38 @@ mod tests {
         // A layer beyond the memory is refused.
         let big = Arc::new(live.capture_layer(&[0x3ff]).unwrap());
         assert!(GuestMemory::new_layered(t.file().clone(), 2 << 20, 2 << 20, big).is_err());
+    }
+
+    #[test]
+    fn a_layer_written_to_a_file_maps_the_same_pages() {
+        let size = 4 << 20;
+        let t = GuestMemory::new(size).unwrap();
+        t.write_u64(0x1000, 1).unwrap();
+        t.write_u64(0x2000, 2).unwrap();
+        let live = GuestMemory::new_cow(t.file().clone(), 2 << 20, size).unwrap();
+        live.write_u64(0x1000, 10).unwrap();
+        // A page zeroed in the fork stays zero over the template's.
+        live.write_u64(0x2000, 0).unwrap();
+        live.write_u64(0x30_0000, 30).unwrap();
+        let layer = live.capture_layer(&live.private_pages().unwrap()).unwrap();
+        let f = memfd("test-layer").unwrap();
+        layer.write_to(&f, size).unwrap();
+        let back = Layer::open(f.try_clone().unwrap(), layer.run_list().to_vec()).unwrap();
+        let m = GuestMemory::new_layered(t.file().clone(), 2 << 20, size, Arc::new(back)).unwrap();
+        assert_eq!(m.read_u64(0x1000).unwrap(), 10);
+        assert_eq!(m.read_u64(0x2000).unwrap(), 0);
+        assert_eq!(m.read_u64(0x30_0000).unwrap(), 30);
+        // A full disk is an error, not a short file.
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        assert!(layer.write_to(&full, size).is_err());
+        // Runs outside the file, overlapping or empty are refused.
+        for runs in [
+            vec![(1023, 2)],
+            vec![(1, 3), (2, 1)],
+            vec![(5, 0)],
+            vec![(u64::MAX, 2)],
+        ] {
+            assert!(Layer::open(f.try_clone().unwrap(), runs).is_err());
+        }
     }
 }

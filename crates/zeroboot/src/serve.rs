@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// Threads running live sandboxes' code [default: 2 x CPUs].
     #[arg(long)]
     sandbox_workers: Option<usize>,
+    /// Where snapshots and sandboxes paused to disk are kept (they outlive
+    /// the server; one server per directory) [default: /var/lib/zeroboot
+    /// as root, else $XDG_STATE_HOME/zeroboot or ~/.local/state/zeroboot].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// When started as root: the user to serve as, once the templates are
     /// ready (`root` keeps root).
     #[arg(long, default_value = "nobody")]
@@ -115,6 +120,66 @@ fn lookup_user(name: &str) -> Result<(u32, u32)> {
         .find(|f| f.len() >= 4 && f[0] == name)
         .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
         .with_context(|| format!("no user {name:?} in /etc/passwd (see --user)"))
+}
+
+/// Where sandboxes kept on disk live by default (state, not cache: they
+/// are not rebuilt when lost).
+fn default_state_dir() -> std::path::PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/zeroboot".into();
+    }
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("XDG_STATE_HOME").filter(|d| std::path::Path::new(d).is_absolute()) {
+        return std::path::PathBuf::from(d).join("zeroboot");
+    }
+    var("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/tmp".into())
+        .join(".local/state/zeroboot")
+}
+
+/// The serving user must be able to write the state directory (a parent
+/// private to root makes it unreachable): found now, not at the first
+/// pause.
+fn check_state_dir(dir: &std::path::Path, user: &str) -> Result<()> {
+    let probe = dir.join("paused").join(".probe");
+    std::fs::create_dir(&probe)
+        .and_then(|()| std::fs::remove_dir(&probe))
+        .with_context(|| {
+            format!(
+                "the state directory {} is not writable by the user the server runs as{}; \
+                 choose another with --state-dir (every parent must be searchable by that user)",
+                dir.display(),
+                if rustix::process::geteuid().is_root() {
+                    String::new()
+                } else {
+                    format!(" (not {user})")
+                }
+            )
+        })
+}
+
+/// Create the state directory; when serving as another user than root,
+/// hand it (and what earlier runs left in it) to that user.
+fn prepare_state_dir(dir: &std::path::Path, user: &str) -> Result<()> {
+    for sub in ["snapshots", "paused"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    }
+    if !rustix::process::geteuid().is_root() || user == "root" {
+        return Ok(());
+    }
+    let (uid, gid) = lookup_user(user)?;
+    fn walk(p: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if p.is_dir() && !p.is_symlink() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, uid, gid).with_context(|| format!("handing {} to user {user:?}", dir.display()))
 }
 
 /// The templates of `languages` (built on first use).
@@ -193,7 +258,11 @@ pub fn run(a: ServeArgs) -> Result<i32> {
         config.keys_file = Some(path);
     }
     let templates = load_templates(&a.languages)?;
+    let state_dir = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    prepare_state_dir(&state_dir, &a.user)?;
     drop_root(&a.user)?;
+    check_state_dir(&state_dir, &a.user)?;
+    config.state_dir = Some(state_dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -50,7 +50,7 @@ pub fn run(a: TemplateArgs) -> Result<i32> {
             let recipe = lang.recipe();
             let cache = crate::cache_dir();
             let root = crate::image::ensure_image(&recipe, &cache)?;
-            let t = Template::create(lang, &root, &TemplateOptions::default())
+            let mut t = Template::create(lang, &root, &TemplateOptions::default())
                 .with_context(|| format!("creating the {} template", lang.name()))?;
             let dir = t.save(&cache, &root)?;
             eprintln!(

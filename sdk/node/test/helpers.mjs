@@ -1,6 +1,6 @@
 // Test support: free ports and a real `zeroboot serve` started once per test file.
 import { spawn } from "node:child_process";
-import { mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -47,7 +47,10 @@ export async function startServer({ languages } = {}) {
   const logPath = join(dir, "server.log");
   const logFd = openSync(logPath, "w");
   const port = await freePort();
-  const args = ["serve", "--port", String(port), "--bind", "127.0.0.1"];
+  // Its own state directory (snapshots, paused sandboxes), reachable by
+  // the user a server started as root serves as.
+  chmodSync(dir, 0o755);
+  const args = ["serve", "--port", String(port), "--bind", "127.0.0.1", "--state-dir", join(dir, "state")];
   // A template not built yet is built on the first start (the code
   // interpreter's image: minutes).
   const startupMs = languages?.includes("code-interpreter") ? Math.max(STARTUP_TIMEOUT_MS, 900_000) : STARTUP_TIMEOUT_MS;

@@ -98,22 +98,28 @@ def _health(url: str, key: str) -> Tuple[int, Any]:
         return e.code, None
 
 
-@pytest.fixture(scope="session")
-def server() -> ZerobootServer:
+def start_server(
+    workdir: Path, state_dir: Path, languages: str = LANGUAGES
+) -> Tuple[ZerobootServer, Any]:
+    """Start `zeroboot serve` in `workdir` (keys file, log) keeping its
+    snapshots and paused sandboxes in `state_dir`; wait until the python
+    template is ready. Returns the server and its log file (to close)."""
     binary = _server_binary()
     if not binary.is_file():
         pytest.fail(
             "zeroboot binary not found at %s (build it with "
             "`cargo build --release -p zeroboot` or set ZEROBOOT_BIN)" % binary
         )
-    workdir = Path(tempfile.mkdtemp(prefix="zeroboot-sdk-py-"))
+    # Searchable: a server started as root serves as nobody, which must
+    # reach its state directory in here.
+    workdir.chmod(0o755)
     keys_file = workdir / "keys.json"
     keys_file.write_text(json.dumps([TEST_KEY, OTHER_KEY]))
     log_path = workdir / "server.log"
     port = free_port()
     env = dict(os.environ)
     env["ZEROBOOT_API_KEYS_FILE"] = str(keys_file)
-    log = open(log_path, "wb")
+    log = open(log_path, "ab")
     process = subprocess.Popen(
         [
             str(binary),
@@ -125,7 +131,9 @@ def server() -> ZerobootServer:
             "--max-sandboxes-per-key",
             str(SANDBOXES_PER_KEY),
             "--languages",
-            LANGUAGES,
+            languages,
+            "--state-dir",
+            str(state_dir),
         ],
         cwd=str(workdir),
         env=env,
@@ -167,15 +175,49 @@ def server() -> ZerobootServer:
                     % (STARTUP_TIMEOUT, last, srv.log_tail())
                 )
             time.sleep(0.25)
+    except BaseException:
+        stop_server(srv)
+        log.close()
+        raise
+    return srv, log
+
+
+def stop_server(srv: ZerobootServer) -> None:
+    if srv.process.poll() is None:
+        srv.process.send_signal(signal.SIGTERM)
+        try:
+            srv.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            srv.process.kill()
+            srv.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server() -> ZerobootServer:
+    workdir = Path(tempfile.mkdtemp(prefix="zeroboot-sdk-py-"))
+    srv, log = start_server(workdir, workdir / "state")
+    try:
         yield srv
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_server(srv)
+        log.close()
+
+
+@pytest.fixture()
+def server_factory():
+    """Start servers of one's own (e.g. to kill and start again over the
+    same state directory): `start(workdir, state_dir)`; all are stopped
+    at the end of the test."""
+    started: List[Tuple[ZerobootServer, Any]] = []
+
+    def start(workdir: Path, state_dir: Path, languages: str = "python") -> ZerobootServer:
+        srv, log = start_server(workdir, state_dir, languages)
+        started.append((srv, log))
+        return srv
+
+    yield start
+    for srv, log in started:
+        stop_server(srv)
         log.close()
 
 

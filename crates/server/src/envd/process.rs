@@ -92,7 +92,7 @@ fn live_error(e: LiveError) -> RpcError {
         }
         LiveError::Dead(m) => RpcError::new(Code::Unavailable, format!("the sandbox ended: {m}")),
         LiveError::Command(m) => RpcError::new(Code::InvalidArgument, m),
-        LiveError::Fork(m) => RpcError::new(Code::Internal, m),
+        LiveError::Fork(m) | LiveError::Checkpoint(m) => RpcError::new(Code::Internal, m),
         LiveError::Busy => RpcError::new(Code::FailedPrecondition, "the sandbox is running code"),
     }
 }

@@ -546,6 +546,7 @@ async fn create_sandbox(ctx: &Ctx<'_>, a: CreateSandboxArgs) -> ToolResult {
             crate::network::setup(&state.config.network, None, None, String::new())
                 .map_err(|e| e.message)?,
         )),
+        auto_pause: false,
     };
     let e = state
         .sandboxes

@@ -112,6 +112,12 @@ impl Server {
         };
         let mut cmd = zeroboot();
         cmd.args(["serve", "--port", &port.to_string()]).args(extra);
+        if !extra.contains(&"--state-dir") {
+            // Its own (a server serving as nobody must reach it).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
         cmd.current_dir(dir.path());
         cmd.env_remove("ZEROBOOT_API_KEYS_FILE");
         if let Some(keys) = keys {

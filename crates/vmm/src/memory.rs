@@ -513,6 +513,22 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Copy the page at `gpa` of `src` (a template's view) to the same
+    /// place here, as a VMM write: a reset's restore of one page, a memcpy
+    /// instead of a read and a write through buffers.
+    pub fn copy_page_from(&self, src: &GuestMemory, gpa: u64) -> Result<(), MemoryError> {
+        let len = PAGE_SIZE as usize;
+        let from = src.slice(gpa, len)?;
+        self.check(gpa, len)?;
+        self.mark(gpa, len);
+        let to = self
+            .region
+            .get_slice(MemoryRegionAddress(gpa), len)
+            .map_err(|_| MemoryError::OutOfRange { gpa, len })?;
+        from.copy_to_volatile_slice(to);
+        Ok(())
+    }
+
     /// A bounds-checked volatile view of guest memory, for reading (writes
     /// through it would escape dirty tracking).
     fn slice(

@@ -391,6 +391,11 @@ impl GuestMemory {
         let mut out = Vec::new();
         if let Some(d) = &self.dirty {
             for (i, w) in d.iter().enumerate() {
+                // A plain load first: most words are zero, and a swap on
+                // each of the map's thousands of words costs tens of µs.
+                if w.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                    continue;
+                }
                 let mut bits = w.swap(0, std::sync::atomic::Ordering::Relaxed);
                 while bits != 0 {
                     let b = bits.trailing_zeros() as u64;

@@ -125,6 +125,30 @@ impl Sandbox {
         Ok(self.begin(snap, opts))
     }
 
+    /// Start a request on a fork that has never run (a spare made ahead of
+    /// time, see the engine's pool): its kernel state is cloned again with
+    /// `opts`. `Ok(false)` (nothing done) when the guest has written any
+    /// page since the fork, or the fork is not resettable: discard it.
+    pub fn begin_unrun(
+        &mut self,
+        snap: &Snapshot,
+        opts: ForkOptions,
+    ) -> Result<bool, SandboxError> {
+        if self.restored {
+            return Ok(self.begin(snap, opts));
+        }
+        if !self.resettable
+            || !self.ever_written.is_empty()
+            || !self.vm.take_dirty_log()?.is_empty()
+        {
+            return Ok(false);
+        }
+        // Only the VMM wrote (the clock page, tids): its record stays, for
+        // the next restore.
+        self.restored = true;
+        Ok(self.begin(snap, opts))
+    }
+
     /// Whether `restore` ran and no request has begun since.
     pub fn is_restored(&self) -> bool {
         self.restored

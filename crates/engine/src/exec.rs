@@ -242,7 +242,8 @@ impl Template {
 impl Template {
     /// A sandbox for `opts`: an idle fork reset to the template (one
     /// already restored by `tidy` first: only the request begins on it),
-    /// or a new fork. Returns whether it was reused.
+    /// a spare fork made ahead by `refill_spares` (its VM, slots and vCPU
+    /// already created), or a new fork. Returns whether it was reused.
     pub(crate) fn acquire(
         &self,
         opts: ForkOptions,
@@ -261,6 +262,18 @@ impl Template {
                 Ok(false) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "reset failed; discarding the fork");
+                    continue;
+                }
+            }
+        }
+        loop {
+            let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut sb) = spare else { break };
+            match sb.begin_unrun(&self.snapshot, opts.clone()) {
+                Ok(true) => return Ok((sb, false)),
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a spare fork is unusable; discarding it");
                     continue;
                 }
             }

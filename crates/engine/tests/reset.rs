@@ -209,3 +209,34 @@ fn fresh_mappings_after_resets_see_their_own_frames() {
     }
     assert!(reused >= 10, "resets rarely happened: {reused}");
 }
+
+#[test]
+fn a_spare_fork_serves_one_request_then_resets_like_any_other() {
+    let t = template();
+    let snap = &t.snapshot;
+    // Made ahead with one request's options, begun with another's.
+    let mut sb = Sandbox::fork(snap, opts("print('not this one')")).unwrap();
+    assert!(sb.begin_unrun(snap, opts("print(1+1)")).unwrap());
+    let o = sb
+        .run(Some(Instant::now() + Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(o, Outcome::Parked);
+    assert_eq!(sb.k.stdout.take().0, b"2\n");
+    // It has run: only a reset may bring it back.
+    assert!(!sb.begin_unrun(snap, opts("print(3)")).unwrap());
+    assert!(sb.reset(snap, opts("print(3)")).unwrap());
+    let diff = sb.differences_from(snap).unwrap();
+    assert!(
+        diff.is_empty(),
+        "{} pages differ after the reset",
+        diff.len()
+    );
+
+    // Through the engine: a spare serves the request when no idle fork waits.
+    t.clear_idle();
+    assert_eq!(t.refill_spares(2), 2);
+    let r = t.exec(&ExecRequest::new("print(1+1)"));
+    assert_eq!(r.stdout, "2\n", "{}", r.stderr);
+    assert!(!r.reused);
+    assert_eq!(t.spares(), 1);
+}

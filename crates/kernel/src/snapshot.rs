@@ -23,6 +23,8 @@ use crate::task::{ThreadState, Wait};
 pub struct Snapshot {
     /// Its page tables, computed on the first reset.
     tables: Arc<std::sync::OnceLock<Result<crate::sandbox::reset::PageTableMap, String>>>,
+    /// Its memory mapped once, read-only in use, for resets to copy from.
+    view: Arc<std::sync::OnceLock<Result<GuestMemory, String>>>,
     /// The guest memory (never written again once frozen).
     pub mem: Arc<File>,
     /// Size of guest-physical memory (what a fork reserves).
@@ -99,6 +101,7 @@ impl Sandbox {
             crate::syscalls::thread_cpu_ns().saturating_sub(kernel.cpu_base_ns);
         Ok(Snapshot {
             tables: Default::default(),
+            view: Default::default(),
             mem: self.mem.file().clone(),
             mem_size: self.mem.size(),
             mem_len: self.vm.registered().max(kernel.mm.frames.high_water()),
@@ -166,6 +169,20 @@ impl Snapshot {
     }
 
     /// The template's page-table pages (computed once).
+    /// The template's memory as guest-physical memory of the fork's size
+    /// (zero beyond `mem_len`), mapped on the first reset: restoring a page
+    /// is then one memcpy from it. Never written.
+    pub fn template_view(&self) -> Result<&GuestMemory, String> {
+        self.view
+            .get_or_init(|| {
+                let page = zeroboot_vmm::layout::PAGE_SIZE;
+                GuestMemory::new_cow(self.mem.clone(), self.mem_len / page * page, self.mem_size)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
     pub fn page_tables(&self) -> Result<&crate::sandbox::reset::PageTableMap, String> {
         self.tables
             .get_or_init(|| crate::sandbox::reset::page_table_map(self).map_err(|e| e.to_string()))
@@ -410,6 +427,7 @@ impl Snapshot {
         }
         Ok(Snapshot {
             tables: Default::default(),
+            view: Default::default(),
             mem: Arc::new(mem),
             mem_size: state.mem_size,
             mem_len: state.mem_len,

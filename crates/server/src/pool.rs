@@ -43,8 +43,16 @@ fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
         // Restore the fork just used while the reply goes out, so that the
         // next request does not wait for it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| template.tidy()));
+        // Then keep a few VMs ready, so that a burst beyond the idle
+        // forks does not wait for KVM_CREATE_VM either.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            template.refill_spares(EXEC_SPARES)
+        }));
     }
 }
+
+/// Fresh forks kept ready per template by the execution workers.
+const EXEC_SPARES: usize = 2;
 
 /// The queue is full.
 pub struct Busy;

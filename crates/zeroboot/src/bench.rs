@@ -20,6 +20,13 @@ pub enum Bench {
         /// Seconds of soak at the best client count (0: none).
         #[arg(long, default_value_t = 60.0)]
         soak: f64,
+        /// Languages to measure, each separately, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "python,node")]
+        languages: Vec<String>,
+        /// Fail when Node through the server (1 client, p50) takes more
+        /// than this many times the engine's own reset+exec (0: report only).
+        #[arg(long, default_value_t = 2.0)]
+        max_node_ratio: f64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -141,8 +148,17 @@ pub fn run(b: Bench) -> Result<()> {
             clients,
             seconds,
             soak,
+            languages,
+            max_node_ratio,
             json,
-        } => crate::bench_api::run(&clients, seconds, soak, json),
+        } => crate::bench_api::run(crate::bench_api::ApiArgs {
+            clients: &clients,
+            seconds,
+            soak,
+            languages: &languages,
+            max_node_ratio,
+            json,
+        }),
         Bench::Fork {
             template,
             forks,

@@ -1,6 +1,10 @@
 //! `zeroboot bench api`: executions per second through HTTP with N
-//! concurrent clients, then a soak at the best N watching the server's
-//! memory and descriptors.
+//! concurrent clients, for each language, then a soak at the best N
+//! (Python) watching the server's memory and descriptors. For Node it also
+//! measures the engine's own reset+exec in this process and checks that
+//! the server path stays within a ratio of it (issue 19: timers armed in
+//! the template once made every Node request through the server 10x
+//! slower, and only Python was measured).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -10,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use zeroboot_engine::{ExecRequest, Language, Template, TemplateOptions};
 
 use crate::bench::percentiles;
 
@@ -141,9 +147,24 @@ pub(crate) fn start_server_with(extra: &[&str]) -> Result<(ServerProc, String)> 
     bail!("the server did not start")
 }
 
-const BODY: &str = r#"{"code": "print(1+1)"}"#;
+/// A language's hello request through the API (both print 2).
+struct Hello {
+    lang: Language,
+    body: &'static str,
+}
+
+const EXPECT: &str = "\"output\":\"2\\n\"";
+
+fn hello(lang: Language) -> Hello {
+    let body = match lang {
+        Language::Node => r#"{"code": "console.log(1+1)", "language": "node"}"#,
+        _ => r#"{"code": "print(1+1)", "language": "python"}"#,
+    };
+    Hello { lang, body }
+}
 
 struct Phase {
+    lang: &'static str,
     clients: usize,
     done: u64,
     errors: u64,
@@ -152,8 +173,14 @@ struct Phase {
     p99_ms: f64,
 }
 
-/// `clients` loops posting print(1+1) for `secs`.
-fn load(addr: &str, clients: usize, secs: f64, mut sample: impl FnMut()) -> Result<Phase> {
+/// `clients` loops posting `h`'s hello for `secs`.
+fn load(
+    addr: &str,
+    h: &Hello,
+    clients: usize,
+    secs: f64,
+    mut sample: impl FnMut(),
+) -> Result<Phase> {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
@@ -161,6 +188,7 @@ fn load(addr: &str, clients: usize, secs: f64, mut sample: impl FnMut()) -> Resu
         let addr = addr.to_string();
         let stop = stop.clone();
         let errors = errors.clone();
+        let body = h.body;
         handles.push(std::thread::spawn(move || -> Vec<u64> {
             let mut lat = Vec::new();
             let mut conn = Conn::new(&addr).ok();
@@ -171,10 +199,8 @@ fn load(addr: &str, clients: usize, secs: f64, mut sample: impl FnMut()) -> Resu
                     continue;
                 };
                 let t = Instant::now();
-                match c.post("/v1/exec", BODY) {
-                    Ok((200, b)) if b.contains("\"output\":\"2\\n\"") => {
-                        lat.push(t.elapsed().as_nanos() as u64)
-                    }
+                match c.post("/v1/exec", body) {
+                    Ok((200, b)) if b.contains(EXPECT) => lat.push(t.elapsed().as_nanos() as u64),
                     _ => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         conn = Conn::new(&addr).ok();
@@ -198,6 +224,7 @@ fn load(addr: &str, clients: usize, secs: f64, mut sample: impl FnMut()) -> Resu
     let done = all.len() as u64;
     let (p50, _, p99) = percentiles(all);
     Ok(Phase {
+        lang: h.lang.name(),
         clients,
         done,
         errors: errors.load(Ordering::Relaxed),
@@ -207,24 +234,102 @@ fn load(addr: &str, clients: usize, secs: f64, mut sample: impl FnMut()) -> Resu
     })
 }
 
-pub fn run(clients: &[usize], seconds: f64, soak: f64, json: bool) -> Result<()> {
+/// What `bench api` runs.
+pub struct ApiArgs<'a> {
+    pub clients: &'a [usize],
+    pub seconds: f64,
+    pub soak: f64,
+    pub languages: &'a [String],
+    /// Fail when Node through the server (1 client, p50) is slower than
+    /// this many times the engine's reset+exec (0: report only).
+    pub max_node_ratio: f64,
+    pub json: bool,
+}
+
+/// The engine's own reset+exec of `console.log(1+1)` in this process, p50
+/// in ms: what `bench fork --template node` reports, the reference the
+/// server path is held to.
+fn engine_node_p50_ms(execs: usize) -> Result<f64> {
+    let lang = Language::Node;
+    let cache = crate::cache_dir();
+    let root = crate::image::ensure_image(&lang.recipe(), &cache)?;
+    let (t, _) = Template::open(lang, &root, &cache, &TemplateOptions::default())
+        .context("opening the node template")?;
+    let req = ExecRequest::new("console.log(1+1)");
+    let mut ns = Vec::with_capacity(execs);
+    // The first executions fork; the rest run in reset forks.
+    for i in 0..execs + 5 {
+        let r = t.exec(&req);
+        if r.stdout != "2\n" {
+            bail!("the engine's node gave {:?} / {:?}", r.stdout, r.stderr);
+        }
+        if i >= 5 {
+            ns.push(r.total_time.as_nanos() as u64);
+        }
+    }
+    // percentiles() gives µs.
+    Ok(percentiles(ns).0 / 1e3)
+}
+
+pub fn run(a: ApiArgs) -> Result<()> {
+    let mut langs = Vec::new();
+    for l in a.languages {
+        match Language::parse(l) {
+            Some(lang @ (Language::Python | Language::Node)) => langs.push(lang),
+            _ => bail!("--languages: {l:?} is not python or node"),
+        }
+    }
+    if langs.is_empty() {
+        bail!("--languages: none given");
+    }
+    let node = langs.contains(&Language::Node);
+    // Measured before the server starts, so that it has the CPUs alone.
+    let engine_node = if node {
+        Some(engine_node_p50_ms(100)?)
+    } else {
+        None
+    };
     let (server, addr) = start_server()?;
     let pid = server.0.id();
-    // Warm up (template loaded, first forks).
-    load(&addr, 1, 1.0, || {})?;
     let mut phases = Vec::new();
-    for &n in clients {
-        let p = load(&addr, n, seconds, || {})?;
-        if !json {
-            println!(
-                "clients {:>3}: {:>7.1} exec/s   p50 {:>8.2} ms   p99 {:>8.2} ms   ({} done, {} errors)",
-                p.clients, p.rate, p.p50_ms, p.p99_ms, p.done, p.errors
-            );
+    for &lang in &langs {
+        let h = hello(lang);
+        // Warm up (template loaded, first forks).
+        load(&addr, &h, 1, 1.0, || {})?;
+        for &n in a.clients {
+            let p = load(&addr, &h, n, a.seconds, || {})?;
+            if !a.json {
+                println!(
+                    "{:<6} clients {:>3}: {:>7.1} exec/s   p50 {:>8.2} ms   p99 {:>8.2} ms   ({} done, {} errors)",
+                    p.lang, p.clients, p.rate, p.p50_ms, p.p99_ms, p.done, p.errors
+                );
+            }
+            phases.push(p);
         }
-        phases.push(p);
     }
+    // Node through the server against the engine: one client's p50.
+    let node_ratio = engine_node.and_then(|e| {
+        phases
+            .iter()
+            .filter(|p| p.lang == "node" && p.done > 0)
+            .min_by_key(|p| p.clients)
+            .map(|p| (p.clients, p.p50_ms, e, p.p50_ms / e))
+    });
+    if let (Some((c, s, e, r)), false) = (node_ratio, a.json) {
+        println!(
+            "node: server p50 {s:.2} ms ({c} client) / engine reset+exec p50 {e:.2} ms = {r:.2}x (limit {})",
+            if a.max_node_ratio > 0.0 {
+                format!("{:.1}x", a.max_node_ratio)
+            } else {
+                "off".into()
+            }
+        );
+    }
+    let (soak, json) = (a.soak, a.json);
+    let first = langs[0];
     let best = phases
         .iter()
+        .filter(|p| p.lang == first.name())
         .max_by(|a, b| a.rate.total_cmp(&b.rate))
         .map(|p| p.clients)
         .unwrap_or(1);
@@ -232,7 +337,7 @@ pub fn run(clients: &[usize], seconds: f64, soak: f64, json: bool) -> Result<()>
     let mut fds = Vec::new();
     let soak_phase = if soak > 0.0 {
         let mut last = Instant::now();
-        let p = load(&addr, best, soak, || {
+        let p = load(&addr, &hello(first), best, soak, || {
             if last.elapsed() >= Duration::from_secs(1) {
                 last = Instant::now();
                 rss.push(proc_status(pid, "VmRSS:"));
@@ -262,8 +367,8 @@ pub fn run(clients: &[usize], seconds: f64, soak: f64, json: bool) -> Result<()>
             .iter()
             .map(|p| {
                 format!(
-                    "{{\"clients\":{},\"exec_per_s\":{:.1},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"errors\":{}}}",
-                    p.clients, p.rate, p.p50_ms, p.p99_ms, p.errors
+                    "{{\"language\":\"{}\",\"clients\":{},\"exec_per_s\":{:.1},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"errors\":{}}}",
+                    p.lang, p.clients, p.rate, p.p50_ms, p.p99_ms, p.errors
                 )
             })
             .collect();
@@ -276,7 +381,15 @@ pub fn run(clients: &[usize], seconds: f64, soak: f64, json: bool) -> Result<()>
                 )
             })
             .unwrap_or_else(|| "null".into());
-        println!("{{\"phases\":[{}],\"soak\":{soak_json}}}", ph.join(","));
+        let ratio_json = node_ratio
+            .map(|(c, s, e, r)| {
+                format!("{{\"clients\":{c},\"server_p50_ms\":{s:.3},\"engine_reset_exec_p50_ms\":{e:.3},\"ratio\":{r:.2}}}")
+            })
+            .unwrap_or_else(|| "null".into());
+        println!(
+            "{{\"phases\":[{}],\"node_vs_engine\":{ratio_json},\"soak\":{soak_json}}}",
+            ph.join(",")
+        );
     } else if let Some(p) = &soak_phase {
         println!(
             "soak {soak:.0} s at {} clients: {} executions, {} errors, {:.1} exec/s, p50 {:.2} ms, p99 {:.2} ms",
@@ -290,6 +403,14 @@ pub fn run(clients: &[usize], seconds: f64, soak: f64, json: bool) -> Result<()>
         phases.iter().map(|p| p.errors).sum::<u64>() + soak_phase.map(|p| p.errors).unwrap_or(0);
     if errors > 0 {
         bail!("{errors} requests failed");
+    }
+    if let Some((_, s, e, r)) = node_ratio.filter(|_| a.max_node_ratio > 0.0) {
+        if r > a.max_node_ratio {
+            bail!(
+                "node through the server (p50 {s:.2} ms) is {r:.2}x the engine's reset+exec (p50 {e:.2} ms), over the {:.1}x limit",
+                a.max_node_ratio
+            );
+        }
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use zeroboot_engine::{ExecRequest, Language, Template, TemplateOptions};
-use zeroboot_kernel::{ForkOptions, Sandbox, Sink, Source};
+use zeroboot_engine::{request_frame, ExecRequest, Language, Template, TemplateOptions};
+use zeroboot_kernel::sandbox::reset::ResetCost;
+use zeroboot_kernel::{ForkOptions, Outcome, Sandbox, Sink, Source};
 
 use crate::bench::percentiles;
 
@@ -35,6 +36,52 @@ fn fork_opts() -> ForkOptions {
 
 fn us(d: Duration) -> u64 {
     d.as_nanos() as u64
+}
+
+/// One fork run `n` times with `code`, reset to the template before each
+/// run: what each reset cost, part by part (restore and begin together,
+/// as a reset on the request path without `tidy`).
+fn reset_parts(t: &Template, code: &str, expect: &str, n: usize) -> Result<Vec<ResetCost>> {
+    let opts = || ForkOptions {
+        request: request_frame(code),
+        ..fork_opts()
+    };
+    let mut sb = Sandbox::fork(&t.snapshot, opts())?;
+    let mut costs = Vec::with_capacity(n);
+    for i in 0..=n {
+        if i > 0 {
+            if !sb.reset(&t.snapshot, opts())? {
+                bail!("the fork could not be reset");
+            }
+            costs.push(sb.last_reset);
+        }
+        let outcome = sb.run(Some(Instant::now() + Duration::from_secs(30)))?;
+        let (out, _) = sb.k.stdout.take();
+        if outcome != Outcome::Parked || out != expect.as_bytes() {
+            bail!(
+                "{code} gave {outcome:?}, {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+    }
+    Ok(costs)
+}
+
+/// Medians of each part of `costs`: (pages, pte writes, new tables, dirty
+/// log, copy, shadow MMU, vCPU, kernel state, total), times in µs.
+fn reset_medians(costs: &[ResetCost]) -> [f64; 9] {
+    let med = |f: &dyn Fn(&ResetCost) -> u64| percentiles(costs.iter().map(f).collect()).0;
+    [
+        med(&|c| c.pages as u64 * 1000),
+        med(&|c| c.pte_writes as u64 * 1000),
+        med(&|c| c.new_tables as u64 * 1000),
+        med(&|c| c.dirty_log_ns),
+        med(&|c| c.copy_ns),
+        med(&|c| c.shadow_mmu_ns),
+        med(&|c| c.vcpu_ns),
+        med(&|c| c.kernel_ns),
+        med(&|c| c.total_ns()),
+    ]
 }
 
 /// What the benchmark runs, in the template's language.
@@ -139,6 +186,18 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         }
     }
     let (r50, _, r99) = percentiles(reset_ns);
+    let parts = reset_medians(&reset_parts(&t, sn.hello, sn.hello_out, execs)?);
+    let part_names = [
+        "pages",
+        "pte_writes",
+        "new_tables",
+        "dirty_log_us",
+        "copy_us",
+        "shadow_mmu_us",
+        "vcpu_us",
+        "kernel_state_us",
+        "total_us",
+    ];
     let mut numpy_ns = Vec::new();
     let (heavy_label, heavy_code, heavy_out) = sn.heavy;
     let req = ExecRequest::new(heavy_code);
@@ -179,7 +238,7 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
     let (n50, _, _) = percentiles(numpy_ns);
     if json {
         println!(
-            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
+            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"reset_parts_p50\":{{{}}},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
             lang.name(),
             create.as_secs_f64() * 1e3,
             e50 / 1e3,
@@ -188,6 +247,12 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
             x99 / 1e3,
             r50 / 1e3,
             r99 / 1e3,
+            part_names
+                .iter()
+                .zip(parts)
+                .map(|(k, v)| format!("\"{k}\":{v:.1}"))
+                .collect::<Vec<_>>()
+                .join(","),
             n50 / 1e3,
             live_time.as_secs_f64() * 1e3,
         );
@@ -210,6 +275,10 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
             e99 / 1e3,
             r50 / 1e3,
             r99 / 1e3
+        );
+        println!(
+            "reset parts (p50 each)   {:.0} pages restored, {:.0} PTE writes, {:.0} new tables: dirty log {:.1} us, page copy {:.1} us, shadow MMU (PTE writer) {:.1} us, vCPU state {:.1} us, kernel state clone {:.1} us; total p50 {:.1} us",
+            parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7], parts[8]
         );
         println!("reset+exec {heavy_label:<15} p50 {:>9.3} ms", n50 / 1e3);
         println!(

@@ -110,6 +110,8 @@ pub struct Sandbox {
     /// `restore` brought memory and vCPU back to the template and no
     /// request has begun since (`begin`).
     pub(crate) restored: bool,
+    /// What the last reset cost, part by part (for `bench fork`).
+    pub last_reset: reset::ResetCost,
     /// In a `run_slice`: return instead of waiting for a timeout.
     pub(crate) yield_when_idle: bool,
 }
@@ -195,6 +197,7 @@ impl Sandbox {
             resettable: false,
             ever_written: Default::default(),
             restored: false,
+            last_reset: Default::default(),
             yield_when_idle: false,
         })
     }
@@ -219,6 +222,7 @@ impl Sandbox {
             resettable: false,
             ever_written: Default::default(),
             restored: false,
+            last_reset: Default::default(),
             yield_when_idle: false,
         }
     }

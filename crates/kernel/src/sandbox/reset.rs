@@ -35,6 +35,35 @@ use crate::snapshot::{ForkOptions, Snapshot};
 /// previous execution that wrote megabytes) is worth re-arming.
 const REPROTECT_PAGES: usize = 1024;
 
+/// What one reset cost, part by part (nanoseconds; see `Sandbox::restore`
+/// and `Sandbox::begin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetCost {
+    /// Pages given the template's bytes again.
+    pub pages: usize,
+    /// Page-table entries rewritten by the ring-0 writer (shadow MMU).
+    pub pte_writes: usize,
+    /// Page-table frames the execution had allocated, cleared.
+    pub new_tables: usize,
+    /// Fetching KVM's dirty log and the VMM's own record of writes.
+    pub dirty_log_ns: u64,
+    /// Finding the new page tables and copying the dirty pages back.
+    pub copy_ns: u64,
+    /// The ring-0 PTE writer (KVM drops its shadows) and what it dirtied.
+    pub shadow_mmu_ns: u64,
+    /// vCPU registers, FPU/XSAVE state and queued events.
+    pub vcpu_ns: u64,
+    /// The template's kernel state cloned for the request (`begin`).
+    pub kernel_ns: u64,
+}
+
+impl ResetCost {
+    /// The whole reset.
+    pub fn total_ns(&self) -> u64 {
+        self.dirty_log_ns + self.copy_ns + self.shadow_mmu_ns + self.vcpu_ns + self.kernel_ns
+    }
+}
+
 /// Where each page-table page of a template sits: frame -> (level, first
 /// virtual address it maps).
 pub type PageTableMap = BTreeMap<u64, (u8, u64)>;
@@ -96,6 +125,30 @@ impl Sandbox {
         Ok(self.begin(snap, opts))
     }
 
+    /// Start a request on a fork that has never run (a spare made ahead of
+    /// time, see the engine's pool): its kernel state is cloned again with
+    /// `opts`. `Ok(false)` (nothing done) when the guest has written any
+    /// page since the fork, or the fork is not resettable: discard it.
+    pub fn begin_unrun(
+        &mut self,
+        snap: &Snapshot,
+        opts: ForkOptions,
+    ) -> Result<bool, SandboxError> {
+        if self.restored {
+            return Ok(self.begin(snap, opts));
+        }
+        if !self.resettable
+            || !self.ever_written.is_empty()
+            || !self.vm.take_dirty_log()?.is_empty()
+        {
+            return Ok(false);
+        }
+        // Only the VMM wrote (the clock page, tids): its record stays, for
+        // the next restore.
+        self.restored = true;
+        Ok(self.begin(snap, opts))
+    }
+
     /// Whether `restore` ran and no request has begun since.
     pub fn is_restored(&self) -> bool {
         self.restored
@@ -108,9 +161,11 @@ impl Sandbox {
         if !std::mem::take(&mut self.restored) {
             return false;
         }
+        let t0 = std::time::Instant::now();
         self.k = snap.fork_kernel(&self.mem, opts);
         crate::vdso::rebase(&mut self.k, &self.mem, self.vcpu.tsc());
         self.last_fault = (0, 0, 0);
+        self.last_reset.kernel_ns = t0.elapsed().as_nanos() as u64;
         true
     }
 
@@ -130,10 +185,10 @@ impl Sandbox {
             return Ok(false);
         };
         let t0 = std::time::Instant::now();
-        let tables = match snap.page_tables() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the template's page tables: not resetting");
+        let (tables, view) = match (snap.page_tables(), snap.template_view()) {
+            (Ok(t), Ok(v)) => (t, v),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the template's page tables or memory: not resetting");
                 return Ok(false);
             }
         };
@@ -185,28 +240,29 @@ impl Sandbox {
             if !self.mem.contains(gpa, PAGE_SIZE) || new_tables.contains_key(&gpa) {
                 continue;
             }
-            if read_template_page(snap, gpa, &mut tmpl).is_err() {
-                return Ok(false);
-            }
-            if let Some(&(level, base)) = tables.get(&gpa) {
-                self.mem.read(gpa, &mut cur)?;
-                for i in 0..512usize {
-                    let o = i * 8;
-                    let t = u64::from_le_bytes(tmpl[o..o + 8].try_into().unwrap_or([0; 8]));
-                    let f = u64::from_le_bytes(cur[o..o + 8].try_into().unwrap_or([0; 8]));
-                    if t == f {
-                        continue;
-                    }
-                    let present = |e: u64| e & pte::PRESENT != 0;
-                    if present(t) && present(f) && (t ^ f) & !pte::ACCESSED == 0 {
-                        // Only A differs: keep it set, the entry may be shadowed.
-                        tmpl[o..o + 8].copy_from_slice(&(t | pte::ACCESSED).to_le_bytes());
-                        continue;
-                    }
-                    if present(f) && (level > 1 || f & pte::ACCESSED != 0) {
-                        let span = 1u64 << (12 + 9 * (level as u64 - 1));
-                        writes.push((level, physmap(gpa + o as u64), t, base + i as u64 * span));
-                    }
+            let Some(&(level, base)) = tables.get(&gpa) else {
+                // A data page: one copy from the template's mapping.
+                self.mem.copy_page_from(view, gpa)?;
+                continue;
+            };
+            view.read(gpa, &mut tmpl)?;
+            self.mem.read(gpa, &mut cur)?;
+            for i in 0..512usize {
+                let o = i * 8;
+                let t = u64::from_le_bytes(tmpl[o..o + 8].try_into().unwrap_or([0; 8]));
+                let f = u64::from_le_bytes(cur[o..o + 8].try_into().unwrap_or([0; 8]));
+                if t == f {
+                    continue;
+                }
+                let present = |e: u64| e & pte::PRESENT != 0;
+                if present(t) && present(f) && (t ^ f) & !pte::ACCESSED == 0 {
+                    // Only A differs: keep it set, the entry may be shadowed.
+                    tmpl[o..o + 8].copy_from_slice(&(t | pte::ACCESSED).to_le_bytes());
+                    continue;
+                }
+                if present(f) && (level > 1 || f & pte::ACCESSED != 0) {
+                    let span = 1u64 << (12 + 9 * (level as u64 - 1));
+                    writes.push((level, physmap(gpa + o as u64), t, base + i as u64 * span));
                 }
             }
             self.mem.write(gpa, &tmpl)?;
@@ -226,17 +282,24 @@ impl Sandbox {
         let mut after: BTreeSet<u64> = self.mem.take_dirty().into_iter().collect();
         after.extend(new_tables.keys().map(|gpa| gpa / PAGE_SIZE));
         for page in after {
-            let gpa = page * PAGE_SIZE;
-            if read_template_page(snap, gpa, &mut tmpl).is_err() {
-                return Ok(false);
-            }
-            self.mem.write(gpa, &tmpl)?;
+            self.mem.copy_page_from(view, page * PAGE_SIZE)?;
         }
         self.mem.take_dirty();
         let t2 = t0.elapsed();
         self.vcpu.restore_state(&snap.vcpu)?;
         self.vcpu.clear_events()?;
+        let t3 = t0.elapsed();
         self.restored = true;
+        self.last_reset = ResetCost {
+            pages,
+            pte_writes: n_writes,
+            new_tables: new_tables.len(),
+            dirty_log_ns: t1.as_nanos() as u64,
+            copy_ns: (t_restored - t1).as_nanos() as u64,
+            shadow_mmu_ns: (t2 - t_restored).as_nanos() as u64,
+            vcpu_ns: (t3 - t2).as_nanos() as u64,
+            kernel_ns: 0,
+        };
         tracing::debug!(
             pages,
             writes = n_writes,

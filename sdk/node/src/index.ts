@@ -222,6 +222,10 @@ export interface CreateOptions {
   metadata?: Record<string, string>;
   /** Environment variables. */
   envs?: Record<string, string>;
+  /** Start from this snapshot (an id or name from {@link LiveSandbox.snapshot}) instead of a template. */
+  snapshot?: string;
+  /** Pause it (to disk), not kill it, when its time to live ends. */
+  autoPause?: boolean;
   signal?: AbortSignal;
 }
 
@@ -344,6 +348,37 @@ export class LiveSandbox {
       const e = it.error ?? {};
       return new ZerobootError(Number(e.code ?? 0), String(e.message ?? JSON.stringify(item)), { body: item });
     });
+  }
+
+  /**
+   * Snapshots this sandbox as it is now (it goes on running); resolves to
+   * the snapshot's id, from which `create({ snapshot })` starts new
+   * sandboxes, also after the server restarts. A `name` already given to
+   * one of your snapshots moves to this one (that one is replaced).
+   */
+  async snapshot(name?: string): Promise<string> {
+    const r = await this.client.request(
+      "POST",
+      `/sandboxes/${encodeURIComponent(this.id)}/snapshots`,
+      name ? { name } : {},
+    );
+    const id = (r.body as { snapshotID?: unknown } | null)?.snapshotID;
+    if (typeof id !== "string") throw new ZerobootError(0, "unexpected snapshot answer", { body: r.body });
+    return id;
+  }
+
+  /**
+   * Pauses it (written to disk: it runs nothing and does not expire) until
+   * {@link Sandbox.connect} resumes it; resolves to false if it was paused already.
+   */
+  async pause(): Promise<boolean> {
+    try {
+      await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/pause`, {});
+    } catch (e) {
+      if (e instanceof ZerobootError && e.status === 409 && /already paused/.test(e.message)) return false;
+      throw e;
+    }
+    return true;
   }
 
   /** Ends the sandbox `seconds` from now (replaces its time to live). */
@@ -514,8 +549,9 @@ export class Sandbox {
    * {@link LiveSandbox.run} to the next (E2B's `POST /sandboxes`).
    */
   async create(options: CreateOptions = {}): Promise<LiveSandbox> {
-    const template = options.template ?? "python";
+    const template = options.snapshot ?? options.template ?? "python";
     const body: Record<string, unknown> = { templateID: template, timeout: Math.round(options.timeout ?? 300) };
+    if (options.autoPause) body.autoPause = true;
     if (options.metadata) body.metadata = options.metadata;
     if (options.envs) body.envVars = options.envs;
     const r = await this.request("POST", "/sandboxes", body, this.timeoutMs, options.signal);
@@ -547,6 +583,23 @@ export class Sandbox {
   /** `new Sandbox().connect(...)`, with the key and URL from the environment. */
   static connect(sandboxId: string, options: { timeout?: number } = {}): Promise<LiveSandbox> {
     return new Sandbox().connect(sandboxId, options);
+  }
+
+  /** This key's snapshots: `[{ snapshotID, names }]`. */
+  async snapshots(): Promise<Array<{ snapshotID: string; names: string[] }>> {
+    const r = await this.request("GET", "/snapshots");
+    return Array.isArray(r.body) ? (r.body as Array<{ snapshotID: string; names: string[] }>) : [];
+  }
+
+  /** Deletes a snapshot; resolves to false if there was none of that id or name. */
+  async deleteSnapshot(snapshotId: string): Promise<boolean> {
+    try {
+      await this.request("DELETE", `/templates/${encodeURIComponent(snapshotId)}`);
+    } catch (e) {
+      if (e instanceof ZerobootError && e.status === 404) return false;
+      throw e;
+    }
+    return true;
   }
 
   /** This key's live sandboxes (all pages), those whose metadata has every pair of `metadata`. */

@@ -38,6 +38,30 @@ describe("live sandboxes", () => {
     }
   });
 
+  test("snapshot, create from it, pause and resume", async () => {
+    const h = await sb.create({ template: "python", timeout: 120 });
+    const made = [];
+    try {
+      await h.run("x = 41");
+      const sid = await h.snapshot();
+      await h.run("x = 0");
+      assert.ok((await sb.snapshots()).some((s) => s.snapshotID === sid));
+      made.push(await sb.create({ snapshot: sid, timeout: 60 }));
+      assert.equal(await made[0].run("print(x + 1)"), "42\n");
+      assert.equal(await h.pause(), true);
+      assert.equal(await h.pause(), false);
+      await assert.rejects(h.run("print(x)"), (e) => e instanceof ZerobootError && e.status === 409);
+      const back = await sb.connect(h.id, { timeout: 60 });
+      assert.equal(await back.run("print(x + 1)"), "1\n");
+      assert.equal(await sb.deleteSnapshot(sid), true);
+      assert.equal(await sb.deleteSnapshot(sid), false);
+      await assert.rejects(sb.create({ snapshot: sid }), (e) => e instanceof ZerobootError && e.status === 404);
+    } finally {
+      for (const c of made) await c.kill();
+      await h.kill();
+    }
+  });
+
   test("state persists in one sandbox and nowhere else", async () => {
     const h = await sb.create({ template: "python", timeout: 300 });
     const other = await sb.create();

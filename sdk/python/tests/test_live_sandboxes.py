@@ -319,6 +319,39 @@ def test_fork_copies_state_files_and_commands(server):
                 h.kill()
 
 
+def test_snapshot_and_pause_through_our_sdk(server):
+    c = client(server)
+    src = c.create(timeout=120)
+    made = []
+    try:
+        src.run("import numpy as np\nx = np.arange(10**6)\nt = int(x.sum())")
+        sid = src.snapshot(name="np-%s" % uuid.uuid4().hex[:8])
+        src.run("t = -1")
+        assert sid in [s["snapshotID"] for s in c.snapshots()]
+        # Two sandboxes from the snapshot: the variable as it was, each
+        # with fresh random numbers.
+        made = [c.create(snapshot=sid, timeout=60) for _ in range(2)]
+        for h in made:
+            assert h.run("print(t)") == "499999500000\n"
+        assert made[0].run("print(np.random.rand())") != made[1].run("print(np.random.rand())")
+        assert src.pause() is True
+        assert src.pause() is False
+        assert src.info()["state"] == "paused"
+        with pytest.raises(ZerobootError) as e:
+            src.run("print(t)")
+        assert e.value.status == 409
+        back = c.connect(src.sandbox_id, timeout=60)
+        assert back.run("print(t)") == "-1\n"
+        assert c.delete_snapshot(sid) is True
+        assert c.delete_snapshot(sid) is False
+        with pytest.raises(ZerobootError) as e:
+            c.create(snapshot=sid)
+        assert e.value.status == 404
+    finally:
+        for h in made + [src]:
+            h.kill()
+
+
 def test_fork_bad_input_and_limits(server):
     assert_e2b_error(http(server, "POST", "/sandboxes/neverexisted0000/fork", {"count": 1}), 404)
     h = client(server, server.other_key).create(timeout=60)

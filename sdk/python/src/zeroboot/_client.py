@@ -312,6 +312,8 @@ class Sandbox:
         timeout: int = 300,
         metadata: Optional[Mapping[str, str]] = None,
         envs: Optional[Mapping[str, str]] = None,
+        snapshot: Optional[str] = None,
+        auto_pause: bool = False,
     ) -> "LiveSandbox":
         """Create a sandbox you hold: its state (variables, imports, files)
         persists from one :meth:`LiveSandbox.run` to the next until it is
@@ -320,9 +322,16 @@ class Sandbox:
         ``template`` is ``"python"``, ``"node"``, ``"base"`` or
         ``"code-interpreter"`` (for :meth:`LiveSandbox.run_code`). ``metadata``
         tags it (see :meth:`list`); ``envs`` are environment variables.
+        ``snapshot`` (an id or name from :meth:`LiveSandbox.snapshot`) starts
+        it from that snapshot instead of a template. With ``auto_pause`` it
+        is paused, not killed, when its time to live ends.
         Uses E2B's ``POST /sandboxes``.
         """
+        if snapshot is not None:
+            template = snapshot
         body: Dict[str, Any] = {"templateID": template, "timeout": int(timeout)}
+        if auto_pause:
+            body["autoPause"] = True
         if metadata:
             body["metadata"] = dict(metadata)
         if envs:
@@ -349,6 +358,23 @@ class Sandbox:
             data = self._call("POST", "/sandboxes/%s/connect" % _quote(sandbox_id), body, self.timeout)
         template = data.get("templateID") if isinstance(data, Mapping) else None
         return LiveSandbox(self, sandbox_id, template=template)
+
+    @_ClientOrClassMethod
+    def snapshots(self) -> List[Dict[str, Any]]:
+        """This API key's snapshots: ``[{"snapshotID", "names"}]``."""
+        data = self._call("GET", "/snapshots", None, self.timeout)
+        return list(data) if isinstance(data, list) else []
+
+    @_ClientOrClassMethod
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        """Delete a snapshot; False if there was none of that id or name."""
+        try:
+            self._call("DELETE", "/templates/%s" % _quote(snapshot_id), None, self.timeout)
+        except ZerobootError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
 
     @_ClientOrClassMethod
     def list(self, metadata: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
@@ -683,6 +709,32 @@ class LiveSandbox:
                 err = err if isinstance(err, Mapping) else {}
                 out.append(ZerobootError(int(err.get("code", 0)), str(err.get("message", item)), body=item))
         return out
+
+    def snapshot(self, name: Optional[str] = None) -> str:
+        """Snapshot this sandbox as it is now (it goes on running) and return
+        the snapshot's id: ``Sandbox(key).create(snapshot=id)`` starts new
+        sandboxes from it, also after the server restarts. A ``name`` already
+        given to one of your snapshots moves to this one (that one is
+        replaced). Uses E2B's ``POST /sandboxes/{id}/snapshots``."""
+        body: Dict[str, Any] = {"name": name} if name else {}
+        data = self.client._call(
+            "POST", "/sandboxes/%s/snapshots" % _quote(self.sandbox_id), body, self.client.timeout
+        )
+        if not isinstance(data, Mapping) or not isinstance(data.get("snapshotID"), str):
+            raise ZerobootError(0, "unexpected snapshot answer: %r" % (data,), body=data)
+        return data["snapshotID"]
+
+    def pause(self) -> bool:
+        """Pause it (written to disk; it runs nothing and does not expire)
+        until :meth:`Sandbox.connect` resumes it; False if it was paused
+        already."""
+        try:
+            self.client._call("POST", "/sandboxes/%s/pause" % _quote(self.sandbox_id), {}, self.client.timeout)
+        except ZerobootError as e:
+            if e.status == 409 and "already paused" in str(e):
+                return False
+            raise
+        return True
 
     def set_timeout(self, timeout: int) -> None:
         """End the sandbox ``timeout`` seconds from now (replaces the previous

@@ -2,7 +2,9 @@
 //! of a server it starts. The source holds `--state-mb` of numpy data; the
 //! bench measures one fork call of one copy (the source's freeze included),
 //! a call of `--count` copies, a first run in a copy, and the server's
-//! host memory with the copies idle.
+//! host memory with the copies idle; then, on disk, a snapshot of the
+//! source, a sandbox made from it (with its first run), and a pause to
+//! disk with its resume.
 
 use std::time::Instant;
 
@@ -36,6 +38,9 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
         bail!("--count must be from 1 to 100");
     }
     let max = (count + 2).to_string();
+    // Its own state directory (checkpoints are written there).
+    let state = std::env::temp_dir().join(format!("zeroboot-bench-state-{}", std::process::id()));
+    let state_arg = state.display().to_string();
     let (server, addr) = start_server_with(&[
         "--max-sandboxes",
         &max,
@@ -43,6 +48,8 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
         &max,
         "--languages",
         "python",
+        "--state-dir",
+        &state_arg,
     ])?;
     let pid = server.0.id();
     let mut c = Conn::new(&addr).context("connecting")?;
@@ -99,7 +106,63 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
     for id in &ids {
         kill(&mut c, id)?;
     }
+
+    // On disk: each writes the source's pages that differ from the
+    // template (about --state-mb), so fewer rounds.
+    let disk_runs = runs.clamp(1, 5);
+    let (mut snap_ns, mut from_snap_ns, mut pause_ns, mut resume_ns) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..disk_runs {
+        let t = Instant::now();
+        let (st, body) = c.post(&format!("/sandboxes/{src}/snapshots"), "{}")?;
+        snap_ns.push(ns(t));
+        if st != 201 {
+            bail!("snapshot answered {st}: {body}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).context("snapshot answer")?;
+        let sid = v["snapshotID"].as_str().context("no snapshotID")?.to_string();
+        let t = Instant::now();
+        let (st, body) = c.post(
+            "/sandboxes",
+            &format!(r#"{{"templateID": "{sid}", "timeout": 600}}"#),
+        )?;
+        if st != 201 {
+            bail!("create from the snapshot answered {st}: {body}");
+        }
+        let id = sandbox_id(&body)?;
+        let (st, body) = c.post(
+            &format!("/v1/sandboxes/{id}/exec"),
+            r#"{"code": "print(len(a))"}"#,
+        )?;
+        from_snap_ns.push(ns(t));
+        if st != 200 || !body.contains(&format!(r#""output":"{floats}\n""#)) {
+            bail!("a run in a sandbox from the snapshot answered {st}: {body}");
+        }
+        kill(&mut c, &id)?;
+        c.request("DELETE", &format!("/templates/{sid}"), "")?;
+        let t = Instant::now();
+        let (st, body) = c.post(&format!("/sandboxes/{src}/pause"), "{}")?;
+        pause_ns.push(ns(t));
+        if st != 204 {
+            bail!("pause answered {st}: {body}");
+        }
+        let t = Instant::now();
+        let (st, body) = c.post(&format!("/sandboxes/{src}/connect"), r#"{"timeout": 3600}"#)?;
+        let (st2, body2) = c.post(
+            &format!("/v1/sandboxes/{src}/exec"),
+            r#"{"code": "print(len(a))"}"#,
+        )?;
+        resume_ns.push(ns(t));
+        if st != 201 || st2 != 200 || !body2.contains(&format!(r#""output":"{floats}\n""#)) {
+            bail!("resume answered {st}: {body}; then a run {st2}: {body2}");
+        }
+    }
     drop(server);
+    let _ = std::fs::remove_dir_all(&state);
+    let (s50, _, s99) = percentiles(snap_ns);
+    let (f50, _, f99) = percentiles(from_snap_ns);
+    let (p50, _, p99) = percentiles(pause_ns);
+    let (u50, _, u99) = percentiles(resume_ns);
 
     let (o50, _, o99) = percentiles(one_ns);
     let (r50, _, r99) = percentiles(first_run_ns);
@@ -115,6 +178,10 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
                 "fork_count_total_ms": all.as_secs_f64() * 1e3,
                 "fork_count_per_copy_us": all.as_secs_f64() * 1e6 / count as f64,
                 "host_memory_per_idle_copy_kib": per_copy_kib,
+                "snapshot_us": {"p50": s50, "p99": s99},
+                "create_from_snapshot_and_first_run_us": {"p50": f50, "p99": f99},
+                "pause_to_disk_us": {"p50": p50, "p99": p99},
+                "resume_and_first_run_us": {"p50": u50, "p99": u99},
             })
         );
         return Ok(());
@@ -132,5 +199,10 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
         pss_before as f64 / 1024.0,
         pss_with as f64 / 1024.0,
     );
+    println!("  on disk ({disk_runs} rounds):");
+    println!("  snapshot of the source            p50 {s50:>9.1} us   p99 {s99:>9.1} us");
+    println!("  create from it + first run        p50 {f50:>9.1} us   p99 {f99:>9.1} us");
+    println!("  pause to disk                     p50 {p50:>9.1} us   p99 {p99:>9.1} us");
+    println!("  resume (connect) + first run      p50 {u50:>9.1} us   p99 {u99:>9.1} us");
     Ok(())
 }

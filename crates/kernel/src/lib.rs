@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod spawn;
 pub mod syscalls;
 pub mod task;
+pub mod timers;
 pub mod tty;
 pub mod vdso;
 pub mod vfs;

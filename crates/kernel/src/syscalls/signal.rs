@@ -195,3 +195,40 @@ pub fn sigpipe(ctx: &mut Ctx) -> Errno {
     crate::sched::post_signal(ctx.k, SIGPIPE, Some(tid));
     Errno::EPIPE
 }
+
+/// Block until a signal is acted on (pause, rt_sigsuspend): the wait ends
+/// only by an interrupting signal (EINTR).
+fn wait_for_signal(ctx: &mut Ctx) -> SysResult {
+    let forever = ctx.k.syscall_deadline(std::time::Duration::MAX);
+    Err(ctx.k.wait(crate::task::Wait::Sleep { until: forever }))
+}
+
+/// Whether the calling thread has a signal it does not block.
+fn signal_ready(ctx: &Ctx) -> bool {
+    let t = ctx.k.thread();
+    (ctx.k.proc.pending | t.pending) & !t.sigmask != 0
+}
+
+pub fn pause(ctx: &mut Ctx, _a: Args) -> SysResult {
+    if signal_ready(ctx) {
+        return Err(Errno::EINTR.into());
+    }
+    wait_for_signal(ctx)
+}
+
+pub fn rt_sigsuspend(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(1) != 8 {
+        return Err(Errno::EINVAL.into());
+    }
+    // A retry (after another thread ran) finds the mask already swapped.
+    if ctx.k.thread().saved_sigmask.is_none() {
+        let m: u64 = ctx.k.mm.read_obj(ctx.mem, a.ptr(0))?;
+        let t = ctx.k.thread_mut();
+        t.saved_sigmask = Some(t.sigmask);
+        t.sigmask = m & !UNBLOCKABLE;
+    }
+    if signal_ready(ctx) {
+        return Err(Errno::EINTR.into());
+    }
+    wait_for_signal(ctx)
+}

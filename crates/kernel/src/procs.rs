@@ -137,7 +137,10 @@ pub fn post_signal_to(k: &mut Kernel, pid: u32, tid: Option<u32>, sig: u32) {
     let bit = 1u64 << (sig - 1);
     if let Some(t) = k.others.get_mut(&pid).and_then(|s| s.threads.get_mut(&tid)) {
         t.pending |= bit;
-        let ignored = k.others.get(&pid).is_some_and(|s| s.proc.ignores_signal(sig));
+        let ignored = k
+            .others
+            .get(&pid)
+            .is_some_and(|s| s.proc.ignores_signal(sig));
         let Some(t) = k.others.get_mut(&pid).and_then(|s| s.threads.get_mut(&tid)) else {
             return;
         };

@@ -188,11 +188,12 @@ pub fn fire(k: &mut Kernel) {
         }
         for (notify, i, n) in fired {
             let target = notify.target();
-            let pending = target.is_some_and(|(sig, tid)| {
-                crate::procs::signal_pending(k, pid, tid, sig)
-            });
+            let pending =
+                target.is_some_and(|(sig, tid)| crate::procs::signal_pending(k, pid, tid, sig));
             if let Some((sig, tid)) = target.filter(|_| !pending) {
                 crate::procs::post_signal_to(k, pid, tid, sig);
+                // A thread in sigwaitinfo looks again.
+                crate::sched::wake_retriers(k);
             }
             if let Some(t) = timer_mut(k, pid, i) {
                 if pending {

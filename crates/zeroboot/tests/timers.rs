@@ -1,8 +1,9 @@
 //! Timers, signals and sessions in the sandbox's kernel: interval timers
 //! (setitimer, alarm), POSIX timers, SIGALRM interrupting blocking calls
 //! (EINTR and SA_RESTART as Linux decides), pause, sessions and process
-//! groups, tried with Debian's python3. The guest programs are in
-//! tests/timers_py/; each prints what Linux prints for it.
+//! groups, and the NUMA policy calls, tried with Debian's python3. The
+//! guest programs are in tests/timers_py/; each prints what Linux prints
+//! for it (compared with a native run when written).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -53,6 +54,10 @@ fn interval_timers_alarm_eintr_and_sa_restart() {
             "bad which itimer_error",
             "ITIMER_PROF fired True",
             "pause returned",
+            "sigwait SIGALRM",
+            "sigtimedwait True True",
+            "timeout None True",
+            "from a child True",
         ],
     );
 }
@@ -106,13 +111,35 @@ fn sessions_process_groups_and_killpg() {
     );
 }
 
+#[test]
+fn numa_policy_calls_answer_as_a_one_node_linux() {
+    let o = py(include_str!("timers_py/mempolicy.py"));
+    check(
+        &o,
+        &[
+            "get default 0 0 0",
+            "bind node 0 0",
+            "get bind 0 2 1",
+            "bind node 1 -22",
+            "default with nodes -22",
+            "bind without nodes -22",
+            "back to default 0",
+            "mems allowed 0 1",
+            "mbind 0",
+            "mbind node 1 -22",
+            "node of page 0 0",
+            "bad flags -22",
+        ],
+    );
+}
+
 /// Through the server, as a user's code runs: an alarm-based timeout
 /// works, and a timer armed by one execution never reaches the next one
 /// (the fork reset restores the kernel's timers with the rest).
 #[test]
 fn alarm_timeouts_over_v1_exec_and_no_timer_survives_a_reset() {
     let s = Server::start(None, &[]);
-    let timeout = r#"{"code": "import signal\nclass T(Exception): pass\ndef h(s, f): raise T()\nsignal.signal(signal.SIGALRM, h)\nsignal.alarm(1)\ntry:\n    while True: pass\nexcept T:\n    print('timed out')\nsignal.setitimer(signal.ITIMER_REAL, 0.3)\ntry:\n    import time; time.sleep(10)\nexcept T:\n    print('sleep timed out')"}"#;
+    let timeout = r#"{"code": "import signal\nclass T(Exception): pass\ndef h(s, f): raise T()\nsignal.signal(signal.SIGALRM, h)\nsignal.alarm(1)\ntry:\n    while True:\n        pass\nexcept T:\n    print('timed out')\nsignal.setitimer(signal.ITIMER_REAL, 0.3)\ntry:\n    import time; time.sleep(10)\nexcept T:\n    print('sleep timed out')"}"#;
     let (st, _, b) = s.post("/v1/exec", None, timeout);
     assert_eq!(st, 200, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();

@@ -91,7 +91,8 @@ fn default_action(sig: u32) -> Default_ {
 /// waits for readiness, for signals, and timed futex waits.
 fn never_restarted(nr: u64, regs: &kvm_bindings::kvm_regs) -> bool {
     use zeroboot_abi::sysno::*;
-    const FUTEX_CMD_MASK: u64 = 0x7f & !0x80;
+    // The command without FUTEX_PRIVATE_FLAG / FUTEX_CLOCK_REALTIME.
+    const FUTEX_CMD_MASK: u64 = 0x7f;
     match nr {
         NANOSLEEP | CLOCK_NANOSLEEP | POLL | PPOLL | SELECT | PSELECT6 | EPOLL_WAIT
         | EPOLL_PWAIT | EPOLL_PWAIT2 | RT_SIGSUSPEND | PAUSE | RT_SIGTIMEDWAIT => true,

@@ -297,7 +297,7 @@ pub fn set_mempolicy(ctx: &mut Ctx, a: Args) -> SysResult {
 pub fn mbind(ctx: &mut Ctx, a: Args) -> SysResult {
     const MPOL_MF_VALID: u64 = 1 | 2 | 4 | 8;
     let (start, len, mode, flags) = (a.u64(0), a.u64(1), a.u64(2), a.u64(5));
-    if start % PAGE_SIZE != 0 || flags & !MPOL_MF_VALID != 0 {
+    if !start.is_multiple_of(PAGE_SIZE) || flags & !MPOL_MF_VALID != 0 {
         return Err(Errno::EINVAL.into());
     }
     let mask = read_nodemask(ctx, a.ptr(3), a.u64(4))?;

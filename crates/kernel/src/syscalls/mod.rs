@@ -501,6 +501,13 @@ fn handlers() -> Vec<(u64, Row)> {
         (PAUSE, full(signal::pause)),
         (RT_SIGSUSPEND, full(signal::rt_sigsuspend)),
         (
+            RT_SIGTIMEDWAIT,
+            partial(
+                signal::rt_sigtimedwait,
+                "siginfo has si_code SI_TKILL and the caller's pid (senders and timer values are not recorded)",
+            ),
+        ),
+        (
             KILL,
             partial(
                 signal::kill,

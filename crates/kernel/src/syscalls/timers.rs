@@ -121,7 +121,10 @@ fn posix_timer<'a>(ctx: &'a mut Ctx, id: i32) -> Result<&'a mut Timer, Errno> {
 pub fn timer_create(ctx: &mut Ctx, a: Args) -> SysResult {
     let (clock, sevp, out) = (a.u64(0), a.ptr(1), a.ptr(2));
     let clock = match clock {
-        CLOCK_REALTIME | CLOCK_MONOTONIC | CLOCK_BOOTTIME | CLOCK_PROCESS_CPUTIME_ID
+        CLOCK_REALTIME
+        | CLOCK_MONOTONIC
+        | CLOCK_BOOTTIME
+        | CLOCK_PROCESS_CPUTIME_ID
         | CLOCK_THREAD_CPUTIME_ID => clock,
         // No suspend in a sandbox: the alarm clocks are their plain ones.
         CLOCK_REALTIME_ALARM => CLOCK_REALTIME,
@@ -146,7 +149,8 @@ pub fn timer_create(ctx: &mut Ctx, a: Args) -> SysResult {
             // SIGEV_THREAD: the C library's helper thread; the kernel
             // sees a plain signal.
             SIGEV_SIGNAL | SIGEV_THREAD if sig_ok => Notify::Signal(signo as u32),
-            h if h == SIGEV_SIGNAL | SIGEV_THREAD_ID && sig_ok => {
+            // SIGEV_SIGNAL | SIGEV_THREAD_ID (SIGEV_SIGNAL is 0).
+            SIGEV_THREAD_ID if sig_ok => {
                 if tid <= 0 || !ctx.k.threads.contains_key(&(tid as u32)) {
                     return Err(Errno::EINVAL.into());
                 }

@@ -138,3 +138,21 @@ signal.signal(signal.SIGALRM, lambda s, f: None)
 signal.setitimer(signal.ITIMER_REAL, 0.1)
 signal.pause()
 print("pause returned")
+
+# sigwait / sigtimedwait / sigwaitinfo take a blocked signal without its
+# handler: from a timer, from the process itself, from a child.
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGALRM])
+signal.setitimer(signal.ITIMER_REAL, 0.1)
+print("sigwait", signal.Signals(signal.sigwait([signal.SIGALRM])).name)
+os.kill(os.getpid(), signal.SIGUSR1)
+info = signal.sigtimedwait([signal.SIGUSR1], 1)
+print("sigtimedwait", info.si_signo == signal.SIGUSR1, info.si_pid == os.getpid())
+start = now()
+print("timeout", signal.sigtimedwait([signal.SIGUSR1], 0.2), now() - start >= 0.15)
+pid = os.fork()
+if pid == 0:
+    time.sleep(0.2)
+    os.kill(os.getppid(), signal.SIGUSR1)
+    os._exit(0)
+print("from a child", signal.sigwaitinfo([signal.SIGUSR1]).si_signo == signal.SIGUSR1)
+os.waitpid(pid, 0)

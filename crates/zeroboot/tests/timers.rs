@@ -1,9 +1,10 @@
 //! Timers, signals and sessions in the sandbox's kernel: interval timers
 //! (setitimer, alarm), POSIX timers, SIGALRM interrupting blocking calls
 //! (EINTR and SA_RESTART as Linux decides), pause, sessions and process
-//! groups, and the NUMA policy calls, tried with Debian's python3. The
-//! guest programs are in tests/timers_py/; each prints what Linux prints
-//! for it (compared with a native run when written).
+//! groups, and the NUMA policy calls, tried with Debian's python3 (and
+//! node for process groups). The guest programs are in tests/timers_py/;
+//! each prints what Linux prints for it (compared with a native run when
+//! written).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -108,6 +109,25 @@ fn sessions_process_groups_and_killpg() {
             "getsid ESRCH",
             "killpg ESRCH",
         ],
+    );
+}
+
+#[test]
+fn node_detached_children_and_group_kill() {
+    let o = run(&[
+        "run",
+        "--timeout",
+        "60",
+        "--image",
+        "node",
+        "--",
+        "node",
+        "-e",
+        include_str!("timers_py/node_groups.js"),
+    ]);
+    check(
+        &o,
+        &["group killed SIGTERM", "execSync timeout ETIMEDOUT SIGTERM"],
     );
 }
 

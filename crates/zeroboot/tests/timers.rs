@@ -38,6 +38,7 @@ fn interval_timers_alarm_eintr_and_sa_restart() {
     check(
         &o,
         &[
+            "two sleeps True",
             "alarm interrupted sleep True",
             "alarm returns 10",
             "alarm(0) when disarmed 0",

@@ -288,7 +288,12 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The thread on the vCPU.
+    /// CPU time of the sandbox (all its processes): the vCPU thread's
+    /// time since it started, plus what its template had used (ns).
+    pub fn cpu_ns(&self) -> u64 {
+        crate::syscalls::thread_cpu_ns().saturating_sub(self.cpu_base_ns) + self.cpu_carried_ns
+    }
+
     /// The limits this sandbox ran into (those of its processes still
     /// alive, for descriptors).
     pub fn limit_hits(&self) -> LimitHits {
@@ -418,6 +423,7 @@ impl Kernel {
         let fix_proc = |p: &mut Process| {
             p.pid = f(p.pid);
             p.pgid = f(p.pgid);
+            p.sid = f(p.sid);
             if p.ppid >= base {
                 p.ppid = f(p.ppid);
             }

@@ -22,6 +22,7 @@ pub mod spawn;
 pub mod statefile;
 pub mod syscalls;
 pub mod task;
+pub mod timers;
 pub mod tty;
 pub mod vdso;
 pub mod vfs;

@@ -110,12 +110,60 @@ pub fn post_signal_process(k: &mut Kernel, pid: u32, sig: u32) {
             return;
         }
         slot.proc.pending |= bit;
+        if slot.proc.ignores_signal(sig) {
+            return;
+        }
         if let Some(t) = slot.threads.values_mut().find(|t| {
             t.sigmask & bit == 0
                 && matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible())
         }) {
-            t.state =
-                ThreadState::Runnable(Resume::Complete(zeroboot_abi::Errno::EINTR.as_return()));
+            t.state = ThreadState::Runnable(Resume::Interrupted);
         }
     }
+}
+
+/// Raise `sig` at process `pid`, or at its thread `tid`.
+pub fn post_signal_to(k: &mut Kernel, pid: u32, tid: Option<u32>, sig: u32) {
+    let Some(tid) = tid else {
+        post_signal_process(k, pid, sig);
+        return;
+    };
+    if pid == k.proc.pid {
+        if k.proc.dead.is_none() {
+            sched::post_signal(k, sig, Some(tid));
+        }
+        return;
+    }
+    let bit = 1u64 << (sig - 1);
+    if let Some(t) = k.others.get_mut(&pid).and_then(|s| s.threads.get_mut(&tid)) {
+        t.pending |= bit;
+        let ignored = k
+            .others
+            .get(&pid)
+            .is_some_and(|s| s.proc.ignores_signal(sig));
+        let Some(t) = k.others.get_mut(&pid).and_then(|s| s.threads.get_mut(&tid)) else {
+            return;
+        };
+        if !ignored
+            && t.sigmask & bit == 0
+            && matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible())
+        {
+            t.state = ThreadState::Runnable(Resume::Interrupted);
+        }
+    }
+}
+
+/// Whether `sig` is pending at process `pid` (or its thread `tid`).
+pub fn signal_pending(k: &Kernel, pid: u32, tid: Option<u32>, sig: u32) -> bool {
+    let bit = 1u64 << (sig - 1);
+    let (proc, threads) = if pid == k.proc.pid {
+        (&k.proc, &k.threads)
+    } else {
+        match k.others.get(&pid) {
+            Some(s) => (&s.proc, &s.threads),
+            None => return false,
+        }
+    };
+    let thread = tid.and_then(|t| threads.get(&t)).map_or(0, |t| t.pending);
+    (proc.pending | thread) & bit != 0
 }

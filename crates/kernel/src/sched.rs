@@ -106,6 +106,7 @@ pub fn parked(k: &Kernel) -> bool {
 
 /// Wake every thread whose wait has timed out by `now`.
 pub fn expire(k: &mut Kernel, now: Instant) {
+    crate::timers::fire(k);
     for t in all_threads_mut(k) {
         let ThreadState::Blocked(w) = &t.state else {
             continue;
@@ -134,6 +135,7 @@ pub fn earliest_deadline(k: &Kernel) -> Option<Instant> {
             ThreadState::Blocked(w) => w.deadline(),
             _ => None,
         })
+        .chain(crate::timers::next_wake(k))
         .min()
 }
 
@@ -191,10 +193,14 @@ pub fn runnable(k: &Kernel) -> usize {
 }
 
 /// Make `sig` pending for thread `tid`, or for the process (None). A
-/// thread blocked in a syscall with the signal unmasked is interrupted:
-/// its syscall returns EINTR and the handler runs.
+/// thread blocked in a syscall with the signal unmasked is interrupted
+/// (`Resume::Interrupted`: the run loop decides between EINTR and a
+/// restart); a process-directed signal goes to the current thread when it
+/// is running and does not block it, else to one that does not block it.
 pub fn post_signal(k: &mut Kernel, sig: u32, tid: Option<u32>) {
     let bit = 1u64 << (sig - 1);
+    let wants = |t: &Thread| t.sigmask & bit == 0;
+    let blocked = |t: &Thread| matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible());
     let target = match tid {
         Some(t) => {
             if let Some(th) = k.threads.get_mut(&t) {
@@ -204,22 +210,23 @@ pub fn post_signal(k: &mut Kernel, sig: u32, tid: Option<u32>) {
         }
         None => {
             k.proc.pending |= bit;
-            // Prefer the current thread, else any that does not block it.
-            if k.thread().sigmask & bit == 0 {
-                None
-            } else {
-                k.threads
+            match k.threads.get(&k.current) {
+                Some(t) if wants(t) && !blocked(t) => None,
+                _ => k
+                    .threads
                     .values()
-                    .find(|t| t.sigmask & bit == 0)
-                    .map(|t| t.tid)
+                    .find(|t| wants(t) && blocked(t))
+                    .map(|t| t.tid),
             }
         }
     };
+    if k.proc.ignores_signal(sig) {
+        // Discarded at delivery; a blocked call goes on undisturbed.
+        return;
+    }
     if let Some(t) = target.and_then(|t| k.threads.get_mut(&t)) {
-        if t.sigmask & bit == 0
-            && matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible())
-        {
-            t.state = ThreadState::Runnable(Resume::Complete(Errno::EINTR.as_return()));
+        if wants(t) && blocked(t) {
+            t.state = ThreadState::Runnable(Resume::Interrupted);
         }
     }
 }

@@ -252,7 +252,7 @@ impl Kernel {
                 t.sigmask & bit == 0
                     && matches!(t.state, ThreadState::Blocked(ref w) if w.interruptible())
             }) {
-                t.state = ThreadState::Runnable(Resume::Complete(Errno::EINTR.as_return()));
+                t.state = ThreadState::Runnable(Resume::Interrupted);
             }
         }
         Ok(())

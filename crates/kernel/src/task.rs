@@ -15,6 +15,15 @@ pub const SIG_DFL: u64 = 0;
 /// Signal handler value meaning "ignore".
 pub const SIG_IGN: u64 = 1;
 
+/// Whether `sig`'s default action is to ignore it: SIGCHLD, SIGCONT,
+/// SIGURG, SIGWINCH, and the stop signals (stopping would freeze the
+/// sandbox with nothing to continue it: ignored, as for an orphaned
+/// process group).
+pub fn default_ignored(sig: u32) -> bool {
+    use zeroboot_abi::signal::*;
+    matches!(sig, SIGCHLD | SIGCONT | SIGSTOP | 20 | 21 | 22 | 23 | 28)
+}
+
 /// Process-wide state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Process {
@@ -42,6 +51,15 @@ pub struct Process {
     /// The process has exited with this wait status and is about to
     /// become a zombie (it is switched out next).
     pub dead: Option<i32>,
+    /// Session id (setsid).
+    #[serde(default)]
+    pub sid: u32,
+    /// It has called execve since it was created (setpgid: EACCES).
+    #[serde(default)]
+    pub execed: bool,
+    /// Interval and POSIX timers.
+    #[serde(default)]
+    pub timers: crate::timers::Timers,
 }
 
 impl Process {
@@ -74,6 +92,19 @@ impl Process {
             vfork_parent: None,
             vfork_child: None,
             dead: None,
+            sid: pid,
+            execed: false,
+            timers: Default::default(),
+        }
+    }
+
+    /// Whether `sig` is discarded when delivered: ignored, or left at a
+    /// default action that ignores it.
+    pub fn ignores_signal(&self, sig: u32) -> bool {
+        match self.sigactions.get(sig as usize - 1).map(|a| a.handler) {
+            Some(SIG_IGN) => true,
+            Some(SIG_DFL) => default_ignored(sig),
+            _ => false,
         }
     }
 
@@ -141,6 +172,10 @@ pub enum Resume {
     Complete(u64),
     /// It is stopped in a syscall that must run again.
     Retry,
+    /// It was blocked in a syscall that a signal interrupted: the run loop
+    /// returns EINTR, restarts it after the handler (SA_RESTART) or
+    /// restarts it at once (the signal is ignored), as Linux decides.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +204,10 @@ pub struct Thread {
     pub fs_base: u64,
     pub gs_base: u64,
     pub sigmask: u64,
+    /// The mask rt_sigsuspend replaced, restored when it returns (by the
+    /// handler's sigreturn, as on Linux).
+    #[serde(default)]
+    pub saved_sigmask: Option<u64>,
     /// Thread-directed signals not yet acted on.
     pub pending: u64,
     #[serde(with = "crate::persist::pod")]
@@ -176,6 +215,10 @@ pub struct Thread {
     pub clear_child_tid: u64,
     pub robust_list: (u64, u64),
     pub rseq: Option<(u64, u32)>,
+    /// NUMA policy (mode with flags, node mask) set by set_mempolicy;
+    /// `None`: MPOL_DEFAULT.
+    #[serde(default)]
+    pub mempolicy: Option<(u64, u64)>,
     /// Thread name (prctl PR_SET_NAME).
     pub comm: String,
     /// A retried syscall found its deadline passed: answer as a timeout.
@@ -197,6 +240,7 @@ impl Thread {
             fs_base: 0,
             gs_base: 0,
             sigmask: 0,
+            saved_sigmask: None,
             pending: 0,
             altstack: StackT {
                 ss_sp: 0,
@@ -207,6 +251,7 @@ impl Thread {
             clear_child_tid: 0,
             robust_list: (0, 0),
             rseq: None,
+            mempolicy: None,
             comm: String::new(),
             timed_out: false,
             blocked_seq: 0,

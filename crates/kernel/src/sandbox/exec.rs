@@ -133,6 +133,9 @@ impl Sandbox {
                 a.mask = 0;
             }
         }
+        // POSIX timers do not survive execve (interval timers do).
+        self.k.proc.timers.posix.clear();
+        self.k.proc.execed = true;
         // Only the calling thread survives, as the process's leader.
         let pid = self.k.proc.pid;
         let mut t = self

@@ -333,6 +333,11 @@ impl Sandbox {
                     self.finish_syscall(v)?;
                     continue;
                 }
+                Some(ThreadState::Runnable(Resume::Interrupted)) => {
+                    self.k.thread_mut().state = ThreadState::Runnable(Resume::Continue);
+                    self.interrupted()?;
+                    continue;
+                }
                 Some(ThreadState::Blocked(Wait::Park))
                     if request && self.k.control.inbox.is_empty() =>
                 {
@@ -484,11 +489,6 @@ impl Sandbox {
                 return Ok(());
             }
         };
-        {
-            let t = self.k.thread_mut();
-            t.syscall_deadline = None;
-            t.timed_out = false;
-        }
         sched::wake_retriers(&mut self.k);
         self.finish_syscall(ret)?;
         if std::mem::take(&mut self.k.yield_now) {
@@ -504,9 +504,33 @@ impl Sandbox {
     /// Complete the current thread's syscall with `ret` and return to ring 3
     /// (delivering any signal that became pending).
     fn finish_syscall(&mut self, ret: u64) -> Result<(), SandboxError> {
+        self.finish_syscall_then(ret, false)
+    }
+
+    /// Complete the current thread's syscall with `ret`, or (`restart`,
+    /// `ret` being its number) make it run again once ring 3 resumes,
+    /// after any signal handler: `rip` back on the 2-byte `syscall`.
+    fn finish_syscall_then(&mut self, ret: u64, restart: bool) -> Result<(), SandboxError> {
+        {
+            // The call is over: its deadline must not leak into the next.
+            let t = self.k.thread_mut();
+            t.syscall_deadline = None;
+            t.timed_out = false;
+        }
         self.sync_task_state()?;
         self.vcpu.resume_from_syscall(ret);
-        self.deliver_pending()
+        if restart {
+            let r = self.vcpu.regs_mut();
+            r.rip = r.rip.wrapping_sub(2);
+        }
+        self.deliver_pending()?;
+        // rt_sigsuspend's mask ends with it when no handler took it over.
+        if let Some(t) = self.k.threads.get_mut(&self.k.current) {
+            if let Some(m) = t.saved_sigmask.take() {
+                t.sigmask = m;
+            }
+        }
+        Ok(())
     }
 
     /// Apply kernel-side changes that live in the vCPU (TLS base) and flush

@@ -14,6 +14,7 @@ use crate::task::{SIG_DFL, SIG_IGN};
 const SA_SIGINFO: u64 = 0x4;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTORER: u64 = 0x0400_0000;
+const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 const SS_ONSTACK: i32 = 1;
@@ -78,12 +79,26 @@ enum Default_ {
 
 fn default_action(sig: u32) -> Default_ {
     match sig {
-        SIGQUIT | SIGILL | SIGTRAP | SIGABRT | SIGBUS | SIGFPE | SIGSEGV | SIGXCPU | SIGXFSZ | SIGSYS => Default_::Core,
-        SIGCHLD | SIGCONT | 23 /* SIGURG */ | 28 /* SIGWINCH */ => Default_::Ignore,
-        // Stopping (SIGSTOP, SIGTSTP...) would freeze the sandbox with
-        // nothing to continue it: ignore, as for an orphaned process group.
-        SIGSTOP | 20 | 21 | 22 => Default_::Ignore,
+        _ if crate::task::default_ignored(sig) => Default_::Ignore,
+        SIGQUIT | SIGILL | SIGTRAP | SIGABRT | SIGBUS | SIGFPE | SIGSEGV | SIGXCPU | SIGXFSZ
+        | SIGSYS => Default_::Core,
         _ => Default_::Terminate,
+    }
+}
+
+/// Syscalls Linux never restarts after a handler, SA_RESTART or not
+/// (they return -ERESTARTNOHAND or -ERESTART_RESTARTBLOCK): sleeps,
+/// waits for readiness, for signals, and timed futex waits.
+fn never_restarted(nr: u64, regs: &kvm_bindings::kvm_regs) -> bool {
+    use zeroboot_abi::sysno::*;
+    // The command without FUTEX_PRIVATE_FLAG / FUTEX_CLOCK_REALTIME.
+    const FUTEX_CMD_MASK: u64 = 0x7f;
+    match nr {
+        NANOSLEEP | CLOCK_NANOSLEEP | POLL | PPOLL | SELECT | PSELECT6 | EPOLL_WAIT
+        | EPOLL_PWAIT | EPOLL_PWAIT2 | RT_SIGSUSPEND | PAUSE | RT_SIGTIMEDWAIT => true,
+        // FUTEX_WAIT (0) / WAIT_BITSET (9) with a timeout.
+        FUTEX => matches!(regs.rsi & FUTEX_CMD_MASK, 0 | 9) && regs.r10 != 0,
+        _ => false,
     }
 }
 
@@ -133,6 +148,42 @@ impl Sandbox {
             }
             // SI_TKILL: raised by the process itself.
             self.signal(sig, -6, 0, format!("raised by the program ({})", name(sig)))?;
+        }
+    }
+
+    /// The current thread's blocked syscall was interrupted by a signal:
+    /// EINTR, or a restart, as Linux decides for the signal it acts on
+    /// first. A handled signal restarts the call after the handler when
+    /// its action has SA_RESTART and the call is restartable; a signal
+    /// discarded on delivery restarts it at once (as if never sent).
+    pub(super) fn interrupted(&mut self) -> Result<(), SandboxError> {
+        let regs = *self.vcpu.regs();
+        let nr = regs.rax;
+        let ready = self
+            .k
+            .threads
+            .get(&self.k.current)
+            .map_or(0, |t| (self.k.proc.pending | t.pending) & !t.sigmask);
+        if ready == 0 {
+            self.k.thread_mut().state =
+                crate::task::ThreadState::Runnable(crate::task::Resume::Retry);
+            return Ok(());
+        }
+        let sig = ready.trailing_zeros() + 1;
+        let act = self.k.proc.sigactions[sig as usize - 1];
+        if self.k.proc.ignores_signal(sig) {
+            let bit = 1u64 << (sig - 1);
+            self.k.proc.pending &= !bit;
+            self.k.thread_mut().pending &= !bit;
+            self.k.thread_mut().state =
+                crate::task::ThreadState::Runnable(crate::task::Resume::Retry);
+            return Ok(());
+        }
+        let handled = act.handler != SIG_DFL;
+        if handled && act.flags & SA_RESTART != 0 && !never_restarted(nr, &regs) {
+            self.finish_syscall_then(nr, true)
+        } else {
+            self.finish_syscall_then(zeroboot_abi::Errno::EINTR.as_return(), false)
         }
     }
 
@@ -200,6 +251,11 @@ impl Sandbox {
             return Ok(false);
         }
         let r = *self.vcpu.regs();
+        // After rt_sigsuspend, the frame keeps the mask from before it.
+        let old_mask = {
+            let t = self.k.thread_mut();
+            t.saved_sigmask.take().unwrap_or(t.sigmask)
+        };
         let alt = self.k.thread_mut().altstack;
         let on_alt =
             alt.ss_flags & SS_DISABLE == 0 && r.rsp > alt.ss_sp && r.rsp <= alt.ss_sp + alt.ss_size;
@@ -251,7 +307,7 @@ impl Sandbox {
             ss: 0x2b,
             err: 0,
             trapno: 0,
-            oldmask: self.k.thread_mut().sigmask,
+            oldmask: old_mask,
             cr2: if sig == SIGSEGV { addr } else { 0 },
             fpstate,
             reserved1: [0; 8],
@@ -266,7 +322,7 @@ impl Sandbox {
             uc_link: 0,
             uc_stack,
             mcontext: mc,
-            sigmask: self.k.thread_mut().sigmask,
+            sigmask: old_mask,
             info: siginfo(sig, code, addr, self.k.proc.pid),
         };
         if self.k.mm.write(&self.mem, fpstate, &xsave).is_err()

@@ -222,3 +222,139 @@ pub fn mlock(_ctx: &mut Ctx, _a: Args) -> SysResult {
     // Guest memory is never swapped out: every page is already locked.
     Ok(0)
 }
+
+// NUMA memory policies, answered as a Linux on a machine with one node
+// (node 0) answers them: every policy naming only node 0 is valid and
+// places memory exactly where the default would.
+const MPOL_DEFAULT: u64 = 0;
+const MPOL_PREFERRED: u64 = 1;
+const MPOL_BIND: u64 = 2;
+const MPOL_INTERLEAVE: u64 = 3;
+const MPOL_LOCAL: u64 = 4;
+const MPOL_PREFERRED_MANY: u64 = 5;
+const MPOL_MODE_FLAGS: u64 = (1 << 15) | (1 << 14) | (1 << 13);
+const MPOL_F_NODE: u64 = 1;
+const MPOL_F_ADDR: u64 = 2;
+const MPOL_F_MEMS_ALLOWED: u64 = 4;
+/// Most node-mask bits read (Linux's MAX_NUMNODES on Debian's kernel).
+const MAX_NUMNODES: u64 = 1024;
+
+/// A guest node mask of `maxnode` bits (Linux reads `maxnode - 1`).
+fn read_nodemask(ctx: &mut Ctx, addr: u64, maxnode: u64) -> Result<u64, Errno> {
+    let bits = maxnode.saturating_sub(1);
+    if addr == 0 || bits == 0 {
+        return Ok(0);
+    }
+    if bits > MAX_NUMNODES.max(PAGE_SIZE * 8) {
+        return Err(Errno::EINVAL);
+    }
+    let words = bits.div_ceil(64) as usize;
+    let raw = ctx.k.mm.read_vec(ctx.mem, addr, words * 8)?;
+    let mut mask = 0u64;
+    for (i, w) in raw.chunks_exact(8).enumerate() {
+        let mut v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        let first = i as u64 * 64;
+        if first + 64 > bits {
+            v &= (1u64 << (bits - first)) - 1;
+        }
+        if i == 0 {
+            mask = v;
+        } else if v != 0 {
+            return Err(Errno::EINVAL);
+        }
+    }
+    // Only node 0 exists.
+    if mask & !1 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(mask)
+}
+
+/// Check a policy as Linux's mpol_new does; the mode with its flags.
+fn check_policy(mode: u64, mask: u64) -> Result<u64, Errno> {
+    let flags = mode & MPOL_MODE_FLAGS;
+    let base = mode & !MPOL_MODE_FLAGS;
+    match base {
+        MPOL_DEFAULT | MPOL_LOCAL if mask != 0 => Err(Errno::EINVAL),
+        MPOL_DEFAULT | MPOL_LOCAL | MPOL_PREFERRED => Ok(base | flags),
+        MPOL_BIND | MPOL_INTERLEAVE | MPOL_PREFERRED_MANY if mask == 0 => Err(Errno::EINVAL),
+        MPOL_BIND | MPOL_INTERLEAVE | MPOL_PREFERRED_MANY => Ok(base | flags),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn set_mempolicy(ctx: &mut Ctx, a: Args) -> SysResult {
+    let mask = read_nodemask(ctx, a.ptr(1), a.u64(2))?;
+    let mode = check_policy(a.u64(0), mask)?;
+    ctx.k.thread_mut().mempolicy = if mode == MPOL_DEFAULT {
+        None
+    } else {
+        Some((mode, mask))
+    };
+    Ok(0)
+}
+
+pub fn mbind(ctx: &mut Ctx, a: Args) -> SysResult {
+    const MPOL_MF_VALID: u64 = 1 | 2 | 4 | 8;
+    let (start, len, mode, flags) = (a.u64(0), a.u64(1), a.u64(2), a.u64(5));
+    if !start.is_multiple_of(PAGE_SIZE) || flags & !MPOL_MF_VALID != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let mask = read_nodemask(ctx, a.ptr(3), a.u64(4))?;
+    check_policy(mode, mask)?;
+    let end = page_up(len)
+        .and_then(|l| start.checked_add(l))
+        .ok_or(Errno::EINVAL)?;
+    // Every page of the range must be mapped (a hole is EFAULT).
+    let mut at = start;
+    while at < end {
+        let v = ctx.k.mm.vmas.find(at).ok_or(Errno::EFAULT)?;
+        at = v.end;
+    }
+    Ok(0)
+}
+
+pub fn get_mempolicy(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (mode_out, mask_out, maxnode, addr, flags) =
+        (a.ptr(0), a.ptr(1), a.u64(2), a.u64(3), a.u64(4));
+    if flags & !(MPOL_F_NODE | MPOL_F_ADDR | MPOL_F_MEMS_ALLOWED) != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    if mask_out != 0 && maxnode < 1 {
+        return Err(Errno::EINVAL.into());
+    }
+    let thread = ctx.k.thread().mempolicy;
+    let (mode, mask) = if flags & MPOL_F_MEMS_ALLOWED != 0 {
+        if flags & (MPOL_F_NODE | MPOL_F_ADDR) != 0 {
+            return Err(Errno::EINVAL.into());
+        }
+        (0, 1)
+    } else if flags & MPOL_F_ADDR != 0 {
+        if ctx.k.mm.vmas.find(addr).is_none() {
+            return Err(Errno::EFAULT.into());
+        }
+        // mbind's policies are not recorded: a range reports the default,
+        // and every page is on node 0.
+        (0, 0)
+    } else if addr != 0 {
+        return Err(Errno::EINVAL.into());
+    } else if flags & MPOL_F_NODE != 0 {
+        // The node interleaving would use next: only with MPOL_INTERLEAVE.
+        match thread {
+            Some((m, _)) if m & !MPOL_MODE_FLAGS == MPOL_INTERLEAVE => (0, 0),
+            _ => return Err(Errno::EINVAL.into()),
+        }
+    } else {
+        thread.unwrap_or((MPOL_DEFAULT, 0))
+    };
+    if mode_out != 0 {
+        ctx.k.mm.write_obj(ctx.mem, mode_out, &(mode as i32))?;
+    }
+    if mask_out != 0 {
+        let words = maxnode.div_ceil(64).min(MAX_NUMNODES / 64) as usize;
+        let mut buf = vec![0u8; words * 8];
+        buf[..8].copy_from_slice(&mask.to_le_bytes());
+        ctx.k.mm.write(ctx.mem, mask_out, &buf)?;
+    }
+    Ok(0)
+}

@@ -10,6 +10,9 @@ mod net;
 pub(crate) mod process;
 mod signal;
 mod time;
+mod timers;
+
+pub(crate) use time::kernel_clock_ns;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -160,6 +163,13 @@ const fn partial(h: Handler, note: &'static str) -> Row {
 const fn denied(h: Handler, note: &'static str) -> Row {
     (Some(h), Support::Denied, note)
 }
+
+const ITIMER_NOTE: &str =
+    "ITIMER_REAL exact; ITIMER_VIRTUAL and ITIMER_PROF count the sandbox's CPU time \
+     (all its processes, VMM work included), checked at the scheduler's ticks";
+
+const ONE_NODE: &str =
+    "one NUMA node (0), as a one-node machine: policies naming other nodes are EINVAL";
 
 const NO_XATTRS: &str = "no extended attributes: EOPNOTSUPP, as a file system without them";
 
@@ -348,6 +358,21 @@ fn handlers() -> Vec<(u64, Row)> {
         (MUNLOCK, full(mm::mlock)),
         (MLOCKALL, full(mm::mlock)),
         (MUNLOCKALL, full(mm::mlock)),
+        (SET_MEMPOLICY, partial(mm::set_mempolicy, ONE_NODE)),
+        (
+            MBIND,
+            partial(
+                mm::mbind,
+                "one NUMA node (0): policies naming it are checked and accepted, not recorded",
+            ),
+        ),
+        (
+            GET_MEMPOLICY,
+            partial(
+                mm::get_mempolicy,
+                "one NUMA node (0); a range reports MPOL_DEFAULT (mbind is not recorded)",
+            ),
+        ),
         // process
         (EXIT, full(process::exit)),
         (EXIT_GROUP, full(process::exit_group)),
@@ -369,11 +394,20 @@ fn handlers() -> Vec<(u64, Row)> {
             SETGID,
             partial(process::setid, "only to the current id (0)"),
         ),
-        (GETPGRP, full(process::getpid)),
+        (GETPGRP, full(process::getpgrp)),
         (GETPGID, full(process::getpgid)),
-        (GETSID, full(process::getpgid)),
+        (
+            GETSID,
+            partial(process::getsid, "live processes (a zombie's: ESRCH)"),
+        ),
         (SETPGID, full(process::setpgid)),
-        (SETSID, full(process::setsid)),
+        (
+            SETSID,
+            partial(
+                process::setsid,
+                "no controlling terminals: the new session simply has none",
+            ),
+        ),
         (SET_TID_ADDRESS, full(process::set_tid_address)),
         (SET_ROBUST_LIST, full(process::set_robust_list)),
         (GET_ROBUST_LIST, full(process::get_robust_list)),
@@ -464,6 +498,15 @@ fn handlers() -> Vec<(u64, Row)> {
         (RT_SIGPROCMASK, full(signal::rt_sigprocmask)),
         (RT_SIGPENDING, full(signal::rt_sigpending)),
         (SIGALTSTACK, full(signal::sigaltstack)),
+        (PAUSE, full(signal::pause)),
+        (RT_SIGSUSPEND, full(signal::rt_sigsuspend)),
+        (
+            RT_SIGTIMEDWAIT,
+            partial(
+                signal::rt_sigtimedwait,
+                "siginfo has si_code SI_TKILL and the caller's pid (senders and timer values are not recorded)",
+            ),
+        ),
         (
             KILL,
             partial(
@@ -493,6 +536,34 @@ fn handlers() -> Vec<(u64, Row)> {
         (NANOSLEEP, full(time::nanosleep)),
         (CLOCK_NANOSLEEP, full(time::clock_nanosleep)),
         (GETRANDOM, full(time::getrandom)),
+        // timers
+        (
+            SETITIMER,
+            partial(timers::setitimer, ITIMER_NOTE),
+        ),
+        (
+            GETITIMER,
+            partial(timers::getitimer, ITIMER_NOTE),
+        ),
+        (ALARM, full(timers::alarm)),
+        (
+            TIMER_CREATE,
+            partial(
+                timers::timer_create,
+                "SIGEV_SIGNAL, SIGEV_THREAD_ID, SIGEV_NONE; no SI_TIMER siginfo, so glibc's \
+                 SIGEV_THREAD helper does not work; CPU clocks count the sandbox's CPU time",
+            ),
+        ),
+        (TIMER_SETTIME, full(timers::timer_settime)),
+        (TIMER_GETTIME, full(timers::timer_gettime)),
+        (
+            TIMER_GETOVERRUN,
+            partial(
+                timers::timer_getoverrun,
+                "counts expiries that found the previous signal still pending",
+            ),
+        ),
+        (TIMER_DELETE, full(timers::timer_delete)),
         // event loops
         (EPOLL_CREATE, full(events::epoll_create)),
         (EPOLL_CREATE1, full(events::epoll_create1)),
@@ -777,9 +848,7 @@ pub fn thread_cpu_ns() -> u64 {
 /// CPU time of the process: the vCPU thread's time since the sandbox
 /// started, plus what its template had used.
 pub(crate) fn cpu_ns(ctx: &Ctx) -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    let now = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
-    now.saturating_sub(ctx.k.cpu_base_ns) + ctx.k.cpu_carried_ns
+    ctx.k.cpu_ns()
 }
 
 pub(crate) fn now() -> (i64, i64) {

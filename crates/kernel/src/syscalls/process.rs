@@ -76,26 +76,101 @@ pub fn setid(_ctx: &mut Ctx, a: Args) -> SysResult {
     }
 }
 
-pub fn getpgid(ctx: &mut Ctx, a: Args) -> SysResult {
-    let pid = a.uint(0);
+/// The process `pid` of the sandbox (0: the caller), live.
+fn process<'a>(ctx: &'a Ctx, pid: u32) -> Option<&'a crate::task::Process> {
     if pid == 0 || pid == ctx.k.proc.pid {
-        Ok(ctx.k.proc.pid as u64)
+        Some(&ctx.k.proc)
     } else {
-        Err(Errno::ESRCH.into())
+        ctx.k.others.get(&pid).map(|s| &s.proc)
     }
 }
 
+/// A process's session; 0 (state saved before sessions were kept) is the
+/// first process's.
+fn sid_of(ctx: &Ctx, p: &crate::task::Process) -> u32 {
+    if p.sid == 0 {
+        ctx.k.init_pid
+    } else {
+        p.sid
+    }
+}
+
+pub fn getpgrp(ctx: &mut Ctx, _a: Args) -> SysResult {
+    Ok(ctx.k.proc.pgid as u64)
+}
+
+pub fn getpgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    let pid = a.uint(0);
+    if let Some(p) = process(ctx, pid) {
+        return Ok(p.pgid as u64);
+    }
+    match ctx.k.zombies.get(&pid) {
+        Some(z) => Ok(z.pgid as u64),
+        None => Err(Errno::ESRCH.into()),
+    }
+}
+
+pub fn getsid(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = process(ctx, a.uint(0)).ok_or(Errno::ESRCH)?;
+    Ok(sid_of(ctx, p) as u64)
+}
+
+/// setpgid(2): the caller or one of its children joins (or starts) a
+/// process group of the caller's session.
 pub fn setpgid(ctx: &mut Ctx, a: Args) -> SysResult {
-    let (pid, pgid) = (a.uint(0), a.uint(1));
-    if (pid != 0 && pid != ctx.k.proc.pid) || (pgid != 0 && pgid != ctx.k.proc.pid) {
+    let (pid, pgid) = (a.int(0), a.int(1));
+    if pgid < 0 || pid < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let me = ctx.k.proc.pid;
+    let pid = if pid == 0 { me } else { pid as u32 };
+    let my_sid = sid_of(ctx, &ctx.k.proc);
+    let target = process(ctx, pid).ok_or(Errno::ESRCH)?;
+    if pid != me && target.ppid != me {
         return Err(Errno::ESRCH.into());
+    }
+    let target_sid = sid_of(ctx, target);
+    if target_sid != my_sid {
+        return Err(Errno::EPERM.into());
+    }
+    if pid != me && target.execed {
+        return Err(Errno::EACCES.into());
+    }
+    if target_sid == pid {
+        // A session leader cannot move.
+        return Err(Errno::EPERM.into());
+    }
+    let pgid = if pgid == 0 { pid } else { pgid as u32 };
+    if pgid != pid {
+        // Joining a group: it must exist in the same session.
+        let exists = std::iter::once(&ctx.k.proc)
+            .chain(ctx.k.others.values().map(|s| &s.proc))
+            .any(|p| p.pgid == pgid && sid_of(ctx, p) == my_sid);
+        if !exists {
+            return Err(Errno::EPERM.into());
+        }
+    }
+    if pid == me {
+        ctx.k.proc.pgid = pgid;
+    } else if let Some(s) = ctx.k.others.get_mut(&pid) {
+        s.proc.pgid = pgid;
     }
     Ok(0)
 }
 
-pub fn setsid(_ctx: &mut Ctx, _a: Args) -> SysResult {
-    // The process already leads its process group.
-    Err(Errno::EPERM.into())
+/// setsid(2): a process that does not lead a group starts a session and
+/// a group, both with its pid (and no controlling terminal).
+pub fn setsid(ctx: &mut Ctx, _a: Args) -> SysResult {
+    let me = ctx.k.proc.pid;
+    let leads = std::iter::once(&ctx.k.proc)
+        .chain(ctx.k.others.values().map(|s| &s.proc))
+        .any(|p| p.pgid == me);
+    if leads {
+        return Err(Errno::EPERM.into());
+    }
+    ctx.k.proc.pgid = me;
+    ctx.k.proc.sid = me;
+    Ok(me as u64)
 }
 
 pub fn set_tid_address(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -538,6 +613,9 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
     proc.pid = pid;
     proc.ppid = ctx.k.proc.pid;
     proc.pending = 0;
+    // A child inherits no timer (itimers, alarm, POSIX timers).
+    proc.timers = Default::default();
+    proc.execed = false;
     proc.vfork_child = None;
     proc.dead = None;
     proc.vfork_parent = if vfork {

@@ -195,3 +195,90 @@ pub fn sigpipe(ctx: &mut Ctx) -> Errno {
     crate::sched::post_signal(ctx.k, SIGPIPE, Some(tid));
     Errno::EPIPE
 }
+
+/// Block until a signal is acted on (pause, rt_sigsuspend): the wait ends
+/// only by an interrupting signal (EINTR).
+fn wait_for_signal(ctx: &mut Ctx) -> SysResult {
+    let forever = ctx.k.syscall_deadline(std::time::Duration::MAX);
+    Err(ctx.k.wait(crate::task::Wait::Sleep { until: forever }))
+}
+
+/// Whether the calling thread has a signal it does not block.
+fn signal_ready(ctx: &Ctx) -> bool {
+    let t = ctx.k.thread();
+    (ctx.k.proc.pending | t.pending) & !t.sigmask != 0
+}
+
+pub fn pause(ctx: &mut Ctx, _a: Args) -> SysResult {
+    if signal_ready(ctx) {
+        return Err(Errno::EINTR.into());
+    }
+    wait_for_signal(ctx)
+}
+
+pub fn rt_sigsuspend(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.u64(1) != 8 {
+        return Err(Errno::EINVAL.into());
+    }
+    // A retry (after another thread ran) finds the mask already swapped.
+    if ctx.k.thread().saved_sigmask.is_none() {
+        let m: u64 = ctx.k.mm.read_obj(ctx.mem, a.ptr(0))?;
+        let t = ctx.k.thread_mut();
+        t.saved_sigmask = Some(t.sigmask);
+        t.sigmask = m & !UNBLOCKABLE;
+    }
+    if signal_ready(ctx) {
+        return Err(Errno::EINTR.into());
+    }
+    wait_for_signal(ctx)
+}
+
+/// rt_sigtimedwait (sigwaitinfo, sigtimedwait, sigwait): take a pending
+/// signal of `set` without running its handler. The wait is retried
+/// whenever something may have raised one (a syscall, a timer).
+pub fn rt_sigtimedwait(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (set, info, timeout, size) = (a.ptr(0), a.ptr(1), a.ptr(2), a.u64(3));
+    if size != 8 {
+        return Err(Errno::EINVAL.into());
+    }
+    let set: u64 = ctx.k.mm.read_obj(ctx.mem, set)?;
+    let set = set & !UNBLOCKABLE;
+    let thread = ctx.k.thread().pending & set;
+    let process = ctx.k.proc.pending & set;
+    if thread | process != 0 {
+        let ready = if thread != 0 { thread } else { process };
+        let sig = ready.trailing_zeros() + 1;
+        let bit = 1u64 << (sig - 1);
+        if thread != 0 {
+            ctx.k.thread_mut().pending &= !bit;
+        } else {
+            ctx.k.proc.pending &= !bit;
+        }
+        if info != 0 {
+            // si_signo, si_errno, si_code (SI_TKILL: the sender is not
+            // recorded), the sender's pid.
+            let mut si = [0u8; 128];
+            si[0..4].copy_from_slice(&(sig as i32).to_le_bytes());
+            si[8..12].copy_from_slice(&(-6i32).to_le_bytes());
+            si[16..20].copy_from_slice(&ctx.k.proc.pid.to_le_bytes());
+            ctx.k.mm.write(ctx.mem, info, &si)?;
+        }
+        return Ok(sig as u64);
+    }
+    let deadline = if timeout == 0 {
+        None
+    } else {
+        let ns = super::time::read_ts(ctx, timeout)?;
+        if ns == 0 {
+            return Err(Errno::EAGAIN.into());
+        }
+        Some(ctx.k.syscall_deadline(std::time::Duration::from_nanos(ns)))
+    };
+    if ctx.k.take_timed_out() {
+        return Err(Errno::EAGAIN.into());
+    }
+    Err(ctx.k.wait(crate::task::Wait::Retry {
+        reason: "rt_sigtimedwait",
+        deadline,
+    }))
+}

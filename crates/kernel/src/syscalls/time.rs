@@ -16,19 +16,24 @@ fn host_ns(id: rustix::time::ClockId) -> u64 {
 
 /// Current value of `clock` in nanoseconds.
 pub fn clock_ns(ctx: &Ctx, clock: u64) -> Result<u64, Errno> {
+    kernel_clock_ns(ctx.k, clock)
+}
+
+/// Current value of `clock` in nanoseconds, from the kernel state alone.
+pub fn kernel_clock_ns(k: &crate::kernel::Kernel, clock: u64) -> Result<u64, Errno> {
     use rustix::time::ClockId;
     // The clocks the vDSO serves come from the same data here.
-    if let Some(ns) = ctx.k.clock.now_ns(clock) {
+    if let Some(ns) = k.clock.now_ns(clock) {
         return Ok(ns);
     }
     Ok(match clock {
         CLOCK_REALTIME => host_ns(ClockId::Realtime),
         CLOCK_REALTIME_COARSE => host_ns(ClockId::RealtimeCoarse),
         CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_BOOTTIME => {
-            ctx.k.clock.guest_mono(host_ns(ClockId::Monotonic))
+            k.clock.guest_mono(host_ns(ClockId::Monotonic))
         }
-        CLOCK_MONOTONIC_COARSE => ctx.k.clock.guest_mono(host_ns(ClockId::MonotonicCoarse)),
-        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => super::cpu_ns(ctx),
+        CLOCK_MONOTONIC_COARSE => k.clock.guest_mono(host_ns(ClockId::MonotonicCoarse)),
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => k.cpu_ns(),
         _ => return Err(Errno::EINVAL),
     })
 }

@@ -53,6 +53,9 @@ pub struct SandboxLimits {
     pub max_timeout: u64,
     /// Worker threads running sandboxes' jobs.
     pub workers: usize,
+    /// This node's key inside its sandboxes' ids ("" for none;
+    /// `fleet.rs`).
+    pub node_key: String,
 }
 
 impl Default for SandboxLimits {
@@ -64,6 +67,7 @@ impl Default for SandboxLimits {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get() * 2)
                 .unwrap_or(4),
+            node_key: String::new(),
         }
     }
 }
@@ -287,6 +291,8 @@ pub enum SandboxError {
     Conflict(String),
     /// The server failed.
     Internal(String),
+    /// This node is draining: it takes no new sandboxes.
+    Draining(String),
 }
 
 struct RunQueue {
@@ -344,6 +350,8 @@ pub struct Sandboxes {
     /// Templates whose idle forks the workers restore when they have
     /// nothing else to do (ended sandboxes go back there).
     templates: Vec<Arc<Template>>,
+    /// Set by SIGTERM: no new sandboxes, the live ones go on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Sandboxes {
@@ -366,6 +374,7 @@ impl Sandboxes {
             timers: timers.clone(),
             counters: SandboxCounters::default(),
             templates,
+            draining: Default::default(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for i in 0..limits.workers.max(1) {
@@ -408,7 +417,7 @@ impl Sandboxes {
         timeout: Duration,
     ) -> Result<Arc<Entry>, SandboxError> {
         let start = Instant::now();
-        let entry = new_entry(template, spec, timeout);
+        let entry = new_entry(&self.limits.node_key, template, spec, timeout);
         self.admit(&entry)?;
         let (reply, rx) = oneshot::channel();
         // Limits of its own only below the template's (otherwise a spare
@@ -439,6 +448,11 @@ impl Sandboxes {
 
     /// Put `entry` in the table if the limits on live sandboxes allow.
     fn admit(&self, entry: &Arc<Entry>) -> Result<(), SandboxError> {
+        if self.draining() {
+            return Err(SandboxError::Draining(
+                "this node is draining (shutting down): it takes no new sandboxes, its live ones go on; create the sandbox on another node or through the gateway".into(),
+            ));
+        }
         let mut t = lock(&self.table);
         if t.len() >= self.limits.max_total {
             return Err(SandboxError::TooMany(format!(
@@ -460,6 +474,20 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Stop taking new sandboxes (SIGTERM on a node); the live ones go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Live sandboxes (running or paused).
+    pub fn live(&self) -> usize {
+        lock(&self.table).len()
+    }
+
     /// `count` copies of sandbox `id` as it is now (DESIGN.md §7), each
     /// living `timeout`: one answer per copy, a new sandbox or why that one
     /// could not be made (over a limit: the others are still made). The
@@ -475,7 +503,12 @@ impl Sandboxes {
         let src = self.get(id, owner)?;
         let mut copies: Vec<Result<Arc<Entry>, SandboxError>> = (0..count)
             .map(|_| {
-                let e = new_entry(src.template.clone(), src.spec.clone(), timeout);
+                let e = new_entry(
+                    &self.limits.node_key,
+                    src.template.clone(),
+                    src.spec.clone(),
+                    timeout,
+                );
                 self.admit(&e).map(|()| e)
             })
             .collect();
@@ -1084,10 +1117,15 @@ impl Timers {
 }
 
 /// A new table entry (not yet in the table).
-fn new_entry(template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entry> {
+fn new_entry(
+    node_key: &str,
+    template: Arc<Template>,
+    spec: Spec,
+    timeout: Duration,
+) -> Arc<Entry> {
     let now = SystemTime::now();
     Arc::new(Entry {
-        id: new_id(),
+        id: crate::fleet::sandbox_id(node_key, &random_chars(crate::fleet::RANDOM_CHARS)),
         access_token: new_token(),
         started_at: now,
         life: Mutex::new(Life {
@@ -1200,11 +1238,6 @@ fn serve(e: &Arc<Entry>, job: Job, sandbox: Option<LiveSandbox>) -> Option<LiveS
             sandbox
         }
     }
-}
-
-/// A sandbox id: 20 lowercase letters and digits, as E2B's look.
-fn new_id() -> String {
-    random_chars(20)
 }
 
 /// The envd access token of a secure sandbox.

@@ -22,13 +22,23 @@ e2b = pytest.importorskip("e2b")
 
 from e2b import Sandbox  # noqa: E402
 
-from conftest import (  # noqa: E402
-    OTHER_KEY,
-    TEST_KEY,
-    _die_with_parent,
-    _server_binary,
-    free_port,
-)
+def _shared():
+    """tests/conftest.py (the server fixture's helpers), by path: the
+    nearer conftest.py of tests/e2b shadows its module name."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("zeroboot_tests_shared", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_s = _shared()
+TEST_KEY, OTHER_KEY = _s.TEST_KEY, _s.OTHER_KEY
+_die_with_parent, _server_binary, free_port = _s._die_with_parent, _s._server_binary, _s.free_port
 
 
 def _get(url: str) -> tuple[int, object]:

@@ -5,6 +5,7 @@ mod bench;
 mod bench_api;
 mod bench_code;
 mod bench_commands;
+mod bench_fleet;
 mod bench_compare;
 mod bench_fork;
 mod bench_fork_live;

@@ -320,7 +320,10 @@ async fn shutdown_signal(live: &sandboxes::Sandboxes, grace: std::time::Duration
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(sandboxes = live.live(), "drain grace over: stopping with sandboxes still live");
+                tracing::warn!(
+                    sandboxes = live.live(),
+                    "drain grace over: stopping with sandboxes still live"
+                );
                 break;
             }
         }

@@ -50,7 +50,11 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
         (StatusCode::OK, "ready")
     };
     state.metrics.request("health", code.as_u16());
-    (code, Json(json!({ "status": status, "node": status_json_min(&state) }))).into_response()
+    (
+        code,
+        Json(json!({ "status": status, "node": status_json_min(&state) })),
+    )
+        .into_response()
 }
 
 fn status_json_min(state: &AppState) -> Value {

@@ -1117,12 +1117,7 @@ impl Timers {
 }
 
 /// A new table entry (not yet in the table).
-fn new_entry(
-    node_key: &str,
-    template: Arc<Template>,
-    spec: Spec,
-    timeout: Duration,
-) -> Arc<Entry> {
+fn new_entry(node_key: &str, template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entry> {
     let now = SystemTime::now();
     Arc::new(Entry {
         id: crate::fleet::sandbox_id(node_key, &random_chars(crate::fleet::RANDOM_CHARS)),

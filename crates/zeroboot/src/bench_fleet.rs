@@ -96,8 +96,13 @@ pub fn run(sandboxes: usize, runs_each: usize, json_out: bool) -> Result<()> {
         ("kill (DELETE)", d.kill, g.kill),
     ];
     let mut out = Vec::new();
-    println!("fleet: one node, one gateway, loopback; {sandboxes} sandboxes, {runs_each} runs each");
-    println!("{:<26} {:>21} {:>21} {:>12}", "", "direct p50 / p99 ms", "gateway p50 / p99 ms", "added p50");
+    println!(
+        "fleet: one node, one gateway, loopback; {sandboxes} sandboxes, {runs_each} runs each"
+    );
+    println!(
+        "{:<26} {:>21} {:>21} {:>12}",
+        "", "direct p50 / p99 ms", "gateway p50 / p99 ms", "added p50"
+    );
     for (name, direct, via) in rows {
         let (dn, vn) = (direct.len(), via.len());
         let (d50, _, d99) = percentiles(direct);

@@ -75,7 +75,9 @@ pub fn run(a: GatewayArgs) -> Result<i32> {
                 .map(|n| parse_node(n))
                 .collect::<Result<_>>()?,
         ),
-        (None, true) => bail!("no nodes: give --node KEY=http://HOST:PORT (repeatable) or --nodes-dns NAME:PORT"),
+        (None, true) => bail!(
+            "no nodes: give --node KEY=http://HOST:PORT (repeatable) or --nodes-dns NAME:PORT"
+        ),
     };
     let config = GatewayConfig {
         bind: SocketAddr::new(a.bind, a.port),
@@ -107,7 +109,12 @@ mod tests {
             parse_node("http://h:1/").unwrap(),
             (String::new(), "h:1".into())
         );
-        for bad in ["n1=10.0.0.1:8080", "N1=http://h:1", "n1=http://h:1/x", "n1=http://h"] {
+        for bad in [
+            "n1=10.0.0.1:8080",
+            "N1=http://h:1",
+            "n1=http://h:1/x",
+            "n1=http://h",
+        ] {
             assert!(parse_node(bad).is_err(), "{bad}");
         }
     }

@@ -142,7 +142,11 @@ fn post(addr: &str, path: &str, body: &str) -> Reply {
 }
 
 fn create(gw: &str) -> String {
-    let (st, _, b) = post(gw, "/sandboxes", r#"{"templateID": "python", "timeout": 300}"#);
+    let (st, _, b) = post(
+        gw,
+        "/sandboxes",
+        r#"{"templateID": "python", "timeout": 300}"#,
+    );
     assert_eq!(st, 201, "{b}");
     json(&b)["sandboxID"].as_str().unwrap().to_string()
 }
@@ -290,7 +294,10 @@ fn fleet_places_routes_drains_and_survives_deaths() {
         r#"{"code": "import time\nprint('early', flush=True)\ntime.sleep(1.5)\nprint('late')", "stream": true}"#,
     );
     assert!(text.contains("early") && text.contains("late"), "{text}");
-    assert!(first < Duration::from_millis(1200), "first line after {first:?}");
+    assert!(
+        first < Duration::from_millis(1200),
+        "first line after {first:?}"
+    );
     assert!(total >= Duration::from_millis(1500), "{total:?}");
 
     // Drain n2: its readiness drops, creates avoid it (and a create sent
@@ -311,11 +318,16 @@ fn fleet_places_routes_drains_and_survives_deaths() {
     assert_eq!(st, 200);
     let (st, _, r) = post(&n2.addr, "/sandboxes", r#"{"templateID": "python"}"#);
     assert_eq!(st, 503, "{r}");
-    assert!(json(&r)["message"].as_str().unwrap().contains("draining"), "{r}");
+    assert!(
+        json(&r)["message"].as_str().unwrap().contains("draining"),
+        "{r}"
+    );
     for g in [&a, &b] {
         wait_ready(g, "n2", false);
     }
-    let later: Vec<String> = (0..6).map(|i| create(if i % 2 == 0 { &a } else { &b })).collect();
+    let later: Vec<String> = (0..6)
+        .map(|i| create(if i % 2 == 0 { &a } else { &b }))
+        .collect();
     assert!(later.iter().all(|id| node_key(id) != "n2"), "{later:?}");
     let on_n2: Vec<&String> = ids.iter().filter(|id| node_key(id) == "n2").collect();
     for id in &on_n2 {
@@ -323,13 +335,18 @@ fn fleet_places_routes_drains_and_survives_deaths() {
         assert_eq!(st, 200, "{r}");
         assert_eq!(json(&r)["output"], format!("{id}\n"));
     }
-    assert!(n2.wait_exit(Duration::from_millis(500)).is_none(), "n2 left while it had sandboxes");
+    assert!(
+        n2.wait_exit(Duration::from_millis(500)).is_none(),
+        "n2 left while it had sandboxes"
+    );
     // Its last sandbox gone, it exits 0.
     for id in &on_n2 {
         let (st, _, r) = http(&a, "DELETE", &format!("/sandboxes/{id}"), &[], b"").unwrap();
         assert_eq!(st, 204, "{r}");
     }
-    let status = n2.wait_exit(Duration::from_secs(10)).expect("n2 did not exit after draining");
+    let status = n2
+        .wait_exit(Duration::from_secs(10))
+        .expect("n2 did not exit after draining");
     assert!(status.success(), "{status:?}");
 
     // SIGKILL n3: calls for its ids fail fast in E2B's shapes; the others
@@ -346,12 +363,29 @@ fn fleet_places_routes_drains_and_survives_deaths() {
         assert_eq!(e["code"], 404);
         assert!(e["message"].as_str().unwrap().contains("not found"), "{r}");
         let t = Instant::now();
-        let (st, _, r) = http(gw, "GET", "/files?path=/tmp/who", &[("E2b-Sandbox-Id", dead)], b"").unwrap();
+        let (st, _, r) = http(
+            gw,
+            "GET",
+            "/files?path=/tmp/who",
+            &[("E2b-Sandbox-Id", dead)],
+            b"",
+        )
+        .unwrap();
         assert!(t.elapsed() < Duration::from_secs(2));
         assert_eq!(st, 502, "{r}");
-        assert!(json(&r)["message"].as_str().unwrap().contains("was not found"), "{r}");
+        assert!(
+            json(&r)["message"]
+                .as_str()
+                .unwrap()
+                .contains("was not found"),
+            "{r}"
+        );
     }
-    let live_n1: Vec<&String> = ids.iter().chain(&later).filter(|id| node_key(id) == "n1").collect();
+    let live_n1: Vec<&String> = ids
+        .iter()
+        .chain(&later)
+        .filter(|id| node_key(id) == "n1")
+        .collect();
     for id in &live_n1 {
         let (st, _, r) = run(&a, id, "print('ok')");
         assert_eq!(st, 200, "{r}");
@@ -389,29 +423,49 @@ fn fleet_places_routes_drains_and_survives_deaths() {
 fn gateway_refuses_bad_flags() {
     for (args, says) in [
         (vec!["gateway"], "no nodes"),
-        (vec!["gateway", "--node", "N1=http://127.0.0.1:1"], "node key"),
-        (vec!["gateway", "--node", "n1=127.0.0.1:1"], "http://HOST:PORT"),
+        (
+            vec!["gateway", "--node", "N1=http://127.0.0.1:1"],
+            "node key",
+        ),
+        (
+            vec!["gateway", "--node", "n1=127.0.0.1:1"],
+            "http://HOST:PORT",
+        ),
         (vec!["gateway", "--nodes-dns", "nodes.local"], "NAME:PORT"),
     ] {
         let o = common::run(&args);
         assert_eq!(o.status.code(), Some(125), "{args:?}");
-        assert!(common::stderr(&o).contains(says), "{args:?}: {}", common::stderr(&o));
+        assert!(
+            common::stderr(&o).contains(says),
+            "{args:?}: {}",
+            common::stderr(&o)
+        );
     }
     let o = common::run(&["serve", "--node-key", "Bad-Key", "--languages", "python"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(common::stderr(&o).contains("node key"), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("node key"),
+        "{}",
+        common::stderr(&o)
+    );
 }
 
 /// A GET with its own Host header (the `<port>-<id>.<domain>` form).
 fn http_host(addr: &str, host: &str, path: &str) -> Reply {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
     let body = if chunked {
         dechunk(body)
     } else {

@@ -91,7 +91,12 @@ pub(super) async fn fan_out(g: &Arc<Gateway>, req: Request) -> Response {
             _ => tracing::warn!(%addr, "list: node's answer is not a JSON array"),
         }
     }
-    let key = |v: &Value| (started_ns(v), v["sandboxID"].as_str().unwrap_or("").to_string());
+    let key = |v: &Value| {
+        (
+            started_ns(v),
+            v["sandboxID"].as_str().unwrap_or("").to_string(),
+        )
+    };
     items.sort_by_key(|v| std::cmp::Reverse(key(v)));
     if asc {
         items.reverse();

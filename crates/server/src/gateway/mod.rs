@@ -165,9 +165,7 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let body = match axum::body::to_bytes(body, MAX_RETRY_BODY).await {
             Ok(b) => b,
-            Err(_) => {
-                return e2b_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 16 MiB")
-            }
+            Err(_) => return e2b_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 16 MiB"),
         };
         let mut tried = Vec::new();
         let mut last: Option<Response> = None;
@@ -336,7 +334,8 @@ pub async fn serve(config: GatewayConfig) -> Result<(), GatewayError> {
     let app = axum::Router::new().fallback(handle).with_state(g);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = crate::next_signal(&mut term) => {}
                 _ = tokio::signal::ctrl_c() => {}

@@ -182,7 +182,10 @@ impl Nodes {
         let roomy: Vec<usize> = ready
             .iter()
             .copied()
-            .filter(|&i| t[i].memory_available_mb.is_none_or(|m| m >= self.min_free_mb))
+            .filter(|&i| {
+                t[i].memory_available_mb
+                    .is_none_or(|m| m >= self.min_free_mb)
+            })
             .collect();
         let pool = if roomy.is_empty() { ready } else { roomy };
         // Draw `choices` distinct candidates (a partial shuffle).

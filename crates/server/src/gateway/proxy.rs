@@ -71,7 +71,11 @@ impl Proxy {
 
     /// Send `req` (its path, query, headers and body; its Host too, which
     /// a `<port>-<id>.<domain>` call routes by) to the node at `addr`.
-    pub async fn forward(&self, addr: &str, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+    pub async fn forward(
+        &self,
+        addr: &str,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let uri: Uri = format!("http://{addr}{pq}")
             .parse()

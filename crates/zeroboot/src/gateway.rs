@@ -96,6 +96,7 @@ pub fn run(a: GatewayArgs) -> Result<i32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::parse_node;
 

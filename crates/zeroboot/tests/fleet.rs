@@ -512,3 +512,116 @@ fn streamed_exec(addr: &str, body: &str) -> (Duration, Duration, String) {
     }
     (first.unwrap_or(Duration::MAX), start.elapsed(), text)
 }
+
+/// Discovery by DNS, as in Kubernetes (a headless Service's name resolves
+/// to every node): the gateway runs in a private mount namespace whose
+/// /etc/hosts maps one name to 127.0.0.11-13, through the system resolver
+/// (getaddrinfo), the code path cluster DNS takes. Nodes make up their
+/// keys (`--node-key auto`); the gateway learns them from their health.
+/// Skipped (with a note) where a mount namespace cannot be made.
+#[test]
+fn gateway_discovers_nodes_by_dns_name() {
+    let probe = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) || free_port("127.0.0.12").is_none() {
+        eprintln!("SKIPPED: needs unshare -m (root) and 127.0.0.11-13");
+        return;
+    }
+    // One port free on all three addresses (a headless Service's port).
+    let port = (0..50)
+        .filter_map(|_| free_port("127.0.0.11"))
+        .find(|&p| {
+            ["127.0.0.12", "127.0.0.13"]
+                .iter()
+                .all(|ip| std::net::TcpListener::bind((*ip, p)).is_ok())
+        })
+        .unwrap()
+        .to_string();
+    let nodes: Vec<Proc> = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+        .iter()
+        .map(|ip| {
+            spawn(
+                &[
+                    "serve",
+                    "--bind",
+                    ip,
+                    "--port",
+                    &port,
+                    "--languages",
+                    "python",
+                    "--node-key",
+                    "auto",
+                    "--sandbox-workers",
+                    "1",
+                    "--workers",
+                    "1",
+                ],
+                format!("{ip}:{port}"),
+            )
+        })
+        .collect();
+    let mut nodes = nodes;
+    for n in nodes.iter_mut() {
+        wait_up(n, "node");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.11 zb-nodes.fleet.test\n127.0.0.12 zb-nodes.fleet.test\n127.0.0.13 zb-nodes.fleet.test\n",
+    )
+    .unwrap();
+    let gport = free_port("127.0.0.1").unwrap().to_string();
+    let script = format!(
+        "mount --bind {} /etc/hosts && exec {} gateway --port {gport} --poll-ms 200 --connect-timeout-ms 300 --nodes-dns zb-nodes.fleet.test:{port}",
+        hosts.display(),
+        env!("CARGO_BIN_EXE_zeroboot")
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("ZEROBOOT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut gw = Proc {
+        child,
+        addr: format!("127.0.0.1:{gport}"),
+    };
+    wait_up(&mut gw, "gateway");
+    let g = gw.addr.clone();
+    // The three nodes, found by name, with the keys they made up.
+    let mut keys = Vec::new();
+    for n in &nodes {
+        let (_, _, h) = http(&n.addr, "GET", "/v1/health", &[], b"").unwrap();
+        let k = json(&h)["node"]["key"].as_str().unwrap().to_string();
+        assert_eq!(k.len(), 6, "{h}");
+        wait_ready(&g, &k, true);
+        keys.push(k);
+    }
+    let ids: Vec<String> = (0..9).map(|_| create(&g)).collect();
+    let used: std::collections::BTreeSet<&str> = ids.iter().map(|id| &id[1..7]).collect();
+    assert!(used.len() >= 2, "{ids:?}");
+    assert!(
+        used.iter().all(|k| keys.iter().any(|m| m == k)),
+        "{used:?} {keys:?}"
+    );
+    for id in &ids {
+        let (st, _, r) = run(&g, id, "print('hi')");
+        assert_eq!(st, 200, "{r}");
+    }
+    // A node that dies stays in the name's answers; its ids fail fast.
+    nodes[0].signal("-KILL");
+    nodes[0].wait_exit(Duration::from_secs(5)).unwrap();
+    for id in &ids {
+        let t = Instant::now();
+        let (st, _, r) = run(&g, id, "print('hi')");
+        if id[1..7] == keys[0] {
+            assert_eq!(st, 404, "{r}");
+            assert!(t.elapsed() < Duration::from_secs(2));
+        } else {
+            assert_eq!(st, 200, "{r}");
+        }
+    }
+}

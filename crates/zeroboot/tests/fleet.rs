@@ -85,26 +85,28 @@ fn spawn(args: &[&str], addr: String) -> Proc {
 
 fn node(key: &str, ip: &str) -> Proc {
     let port = free_port(ip).unwrap().to_string();
-    spawn(
-        &[
-            "serve",
-            "--bind",
-            ip,
-            "--port",
-            &port,
-            "--languages",
-            "python",
-            "--node-key",
-            key,
-            "--drain-grace",
-            "120",
-            "--sandbox-workers",
-            "2",
-            "--workers",
-            "2",
-        ],
-        format!("{ip}:{port}"),
-    )
+    node_at(ip, &port, key, &["--drain-grace", "120"])
+}
+
+/// `zeroboot serve` as node `key` (`auto`: made up) on `ip:port`.
+fn node_at(ip: &str, port: &str, key: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "serve",
+        "--bind",
+        ip,
+        "--port",
+        port,
+        "--languages",
+        "python",
+        "--node-key",
+        key,
+        "--sandbox-workers",
+        "2",
+        "--workers",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args, format!("{ip}:{port}"))
 }
 
 fn gateway(nodes: &[&Proc]) -> Proc {
@@ -251,7 +253,7 @@ fn fleet_places_routes_drains_and_survives_deaths() {
         .unwrap();
         assert_eq!((st, r.as_str()), (200, id.as_str()));
         let host = format!("49983-{id}.fleet.test");
-        let (st, _, r) = http_host(gw, &host, "/files?path=/tmp/who");
+        let (st, _, r) = http(gw, "GET", "/files?path=/tmp/who", &[("Host", &host)], b"").unwrap();
         assert_eq!((st, r.as_str()), (200, id.as_str()));
     }
 
@@ -450,43 +452,6 @@ fn gateway_refuses_bad_flags() {
     );
 }
 
-/// A GET with its own Host header (the `<port>-<id>.<domain>` form).
-fn http_host(addr: &str, host: &str, path: &str) -> Reply {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, Vec::new(), body)
-}
-
-fn dechunk(mut r: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, tail)) = r.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&tail[..n.min(tail.len())]);
-        r = tail.get(n + 2..).unwrap_or("");
-    }
-    out
-}
-
 /// POST a streamed /v1/exec: (time to the first output line, total time,
 /// everything read).
 fn streamed_exec(addr: &str, body: &str) -> (Duration, Duration, String) {
@@ -540,26 +505,7 @@ fn gateway_discovers_nodes_by_dns_name() {
         .to_string();
     let nodes: Vec<Proc> = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
         .iter()
-        .map(|ip| {
-            spawn(
-                &[
-                    "serve",
-                    "--bind",
-                    ip,
-                    "--port",
-                    &port,
-                    "--languages",
-                    "python",
-                    "--node-key",
-                    "auto",
-                    "--sandbox-workers",
-                    "1",
-                    "--workers",
-                    "1",
-                ],
-                format!("{ip}:{port}"),
-            )
-        })
+        .map(|ip| node_at(ip, &port, "auto", &[]))
         .collect();
     let mut nodes = nodes;
     for n in nodes.iter_mut() {

@@ -51,6 +51,21 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node not (yet) seen answering.
+    fn unseen(addr: &str, key: &str, problem: Option<String>) -> Node {
+        Node {
+            addr: addr.to_string(),
+            key: key.to_string(),
+            up: false,
+            ready: false,
+            sandboxes: 0,
+            max_sandboxes: 1,
+            memory_available_mb: None,
+            placed: 0,
+            problem,
+        }
+    }
+
     /// Lower is better: the share of its sandbox limit in use.
     fn load(&self) -> f64 {
         (self.sandboxes + self.placed) as f64 / self.max_sandboxes.max(1) as f64
@@ -100,17 +115,7 @@ impl Nodes {
         let table = match &discovery {
             Discovery::Static(list) => list
                 .iter()
-                .map(|(key, addr)| Node {
-                    addr: addr.clone(),
-                    key: key.clone(),
-                    up: false,
-                    ready: false,
-                    sandboxes: 0,
-                    max_sandboxes: 1,
-                    memory_available_mb: None,
-                    placed: 0,
-                    problem: Some("not polled yet".into()),
-                })
+                .map(|(key, addr)| Node::unseen(addr, key, Some("not polled yet".into())))
                 .collect(),
             Discovery::Dns(_) => Vec::new(),
         };
@@ -228,17 +233,7 @@ impl Nodes {
         let old = self.snapshot();
         for ((want, addr), answer) in addrs.into_iter().zip(answers) {
             let prev = old.iter().find(|n| n.addr == addr);
-            let mut n = Node {
-                addr: addr.clone(),
-                key: want.clone(),
-                up: false,
-                ready: false,
-                sandboxes: 0,
-                max_sandboxes: 1,
-                memory_available_mb: None,
-                placed: 0,
-                problem: None,
-            };
+            let mut n = Node::unseen(&addr, &want, None);
             match answer {
                 Ok(h) => {
                     let node = &h["node"];

@@ -518,7 +518,17 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
             json!({ "ready": true, "memory_mb": (t.memory_bytes() as f64 / 1048576.0 * 10.0).round() / 10.0 }),
         );
     }
-    let r = Json(json!({ "status": "ok", "templates": templates })).into_response();
+    let status = if state.sandboxes.draining() {
+        "draining"
+    } else {
+        "ok"
+    };
+    let r = Json(json!({
+        "status": status,
+        "templates": templates,
+        "node": crate::node::status(&state),
+    }))
+    .into_response();
     finish(&state, "health", Ok(r))
 }
 
@@ -535,6 +545,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         &state.sandboxes,
     );
     state.envd.render_metrics(&mut text);
+    crate::node::render_metrics(&state, &mut text);
     crate::network::render_metrics(&state.config.network, &mut text);
     let r = ([("content-type", "text/plain; version=0.0.4")], text).into_response();
     finish(&state, "metrics", Ok(r))

@@ -77,6 +77,7 @@ impl From<SandboxError> for E2bError {
             SandboxError::TooMany(m) => E2bError::new(StatusCode::TOO_MANY_REQUESTS, m),
             SandboxError::Conflict(m) => E2bError::new(StatusCode::CONFLICT, m),
             SandboxError::Internal(m) => E2bError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+            SandboxError::Draining(m) => E2bError::new(StatusCode::SERVICE_UNAVAILABLE, m),
         }
     }
 }
@@ -248,7 +249,7 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 }
 
 /// Parse RFC 3339 (`2024-01-02T03:04:05[.frac](Z|±hh:mm)`).
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
@@ -1059,6 +1060,7 @@ pub async fn exec(
                 SandboxError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
                 SandboxError::TooMany(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, m),
                 SandboxError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+                SandboxError::Draining(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             })?;
         match res {
             Ok(r) => {

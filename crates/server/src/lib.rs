@@ -10,9 +10,12 @@ mod api;
 mod auth;
 mod e2b;
 mod envd;
+pub mod fleet;
+pub mod gateway;
 pub mod mcp;
 mod metrics;
 pub mod network;
+mod node;
 mod openapi;
 mod pool;
 mod sandboxes;
@@ -67,6 +70,9 @@ pub struct ServerConfig {
     /// Where snapshots and sandboxes paused to disk are kept (None: no
     /// snapshots; pause keeps sandboxes in memory).
     pub state_dir: Option<std::path::PathBuf>,
+    /// After SIGTERM, how long to drain (take no new sandboxes, serve the
+    /// live ones until they are gone) before stopping; zero stops at once.
+    pub drain_grace: std::time::Duration,
 }
 
 fn no_setup() -> Result<(), String> {
@@ -95,6 +101,7 @@ impl Default for ServerConfig {
             sandboxes: SandboxLimits::default(),
             network: Arc::new(zeroboot_engine::NetOperator::default()),
             state_dir: None,
+            drain_grace: std::time::Duration::ZERO,
         }
     }
 }
@@ -197,6 +204,8 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/health",
             get(api::health).fallback(api::method_not_allowed),
         )
+        .route("/v1/health/live", get(node::live))
+        .route("/v1/health/ready", get(node::ready))
         .route(
             "/v1/metrics",
             get(api::metrics).fallback(api::method_not_allowed),
@@ -292,16 +301,18 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    tracing::info!(%bind, workers = config.workers, queue = config.queue, "zeroboot serving");
+    tracing::info!(%bind, workers = config.workers, queue = config.queue, node_key = %config.sandboxes.node_key, "zeroboot serving");
     let state = state(config, templates)?;
     let stop = state.shutdown.clone();
+    let live = state.sandboxes.clone();
+    let grace = state.config.drain_grace;
     let app = router(state);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown_signal(&live, grace).await;
         // MCP's streams stay open as long as their clients: end them, or
         // the graceful shutdown would wait for them.
         stop.cancel();
@@ -312,19 +323,53 @@ pub async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// The next signal of `s` (never, if it could not be set up).
+pub(crate) async fn next_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
+        None => std::future::pending::<()>().await,
     }
+}
+
+/// Wait for SIGTERM or SIGINT. SIGTERM with a drain grace drains first:
+/// no new sandboxes (readiness turns 503), the live ones are served until
+/// they are gone, the grace ends, or a second signal comes.
+async fn shutdown_signal(live: &sandboxes::Sandboxes, grace: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let by_term = tokio::select! {
+        _ = next_signal(&mut term) => true,
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    if by_term && !grace.is_zero() && live.in_memory() > 0 {
+        live.drain();
+        tracing::info!(
+            sandboxes = live.live(),
+            grace_s = grace.as_secs(),
+            "draining: no new sandboxes; stopping when the live ones are gone (SIGTERM again stops now)"
+        );
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = next_signal(&mut term) => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            if live.in_memory() == 0 {
+                tracing::info!("drained: no live sandboxes left");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    sandboxes = live.live(),
+                    "drain grace over: stopping with sandboxes still live"
+                );
+                break;
+            }
+        }
+    }
+    live.drain();
     tracing::info!("shutting down: finishing in-flight requests, refusing new ones");
 }

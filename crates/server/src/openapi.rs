@@ -68,6 +68,18 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                 "security": [],
                 "responses": {"200": {"description": "Status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}
             }},
+            "/v1/health/live": {"get": {
+                "summary": "Liveness: 200 while the process serves (draining too)",
+                "operationId": "healthLive",
+                "security": [],
+                "responses": {"200": {"description": "Alive"}}
+            }},
+            "/v1/health/ready": {"get": {
+                "summary": "Readiness: 200 when it takes new sandboxes, 503 while it drains (docs/fleet.md)",
+                "operationId": "healthReady",
+                "security": [],
+                "responses": {"200": {"description": "Takes new sandboxes"}, "503": {"description": "Draining"}}
+            }},
             "/v1/metrics": {"get": {
                 "summary": "Prometheus metrics",
                 "operationId": "metrics",

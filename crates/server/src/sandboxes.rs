@@ -57,6 +57,9 @@ pub struct SandboxLimits {
     pub max_timeout: u64,
     /// Worker threads running sandboxes' jobs.
     pub workers: usize,
+    /// This node's key inside its sandboxes' ids ("" for none;
+    /// `fleet.rs`).
+    pub node_key: String,
 }
 
 impl Default for SandboxLimits {
@@ -68,6 +71,7 @@ impl Default for SandboxLimits {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get() * 2)
                 .unwrap_or(4),
+            node_key: String::new(),
         }
     }
 }
@@ -316,6 +320,9 @@ pub enum SandboxError {
     /// The server failed.
     #[error("{0}")]
     Internal(String),
+    /// This node is draining: it takes no new sandboxes.
+    #[error("{0}")]
+    Draining(String),
 }
 
 struct RunQueue {
@@ -378,6 +385,8 @@ pub struct Sandboxes {
     /// Where snapshots and sandboxes paused to disk are kept (none: pause
     /// keeps sandboxes in memory, and there are no snapshots).
     pub store: Option<Arc<Store>>,
+    /// Set by SIGTERM: no new sandboxes, the live ones go on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Sandboxes {
@@ -402,6 +411,7 @@ impl Sandboxes {
             counters: SandboxCounters::default(),
             templates,
             store,
+            draining: Default::default(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         for i in 0..limits.workers.max(1) {
@@ -444,7 +454,7 @@ impl Sandboxes {
         timeout: Duration,
     ) -> Result<Arc<Entry>, SandboxError> {
         let start = Instant::now();
-        let entry = new_entry(template, spec, timeout);
+        let entry = new_entry(&self.limits.node_key, template, spec, timeout);
         self.admit(&entry)?;
         let (reply, rx) = oneshot::channel();
         // Limits of its own only below the template's (otherwise a spare
@@ -475,6 +485,11 @@ impl Sandboxes {
 
     /// Put `entry` in the table if the limits on live sandboxes allow.
     fn admit(&self, entry: &Arc<Entry>) -> Result<(), SandboxError> {
+        if self.draining() {
+            return Err(SandboxError::Draining(
+                "this node is draining (shutting down): it takes no new sandboxes, its live ones go on; create the sandbox on another node or through the gateway".into(),
+            ));
+        }
         let mut t = lock(&self.table);
         if t.len() >= self.limits.max_total {
             return Err(SandboxError::TooMany(format!(
@@ -496,6 +511,29 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// Stop taking new sandboxes (SIGTERM on a node); the live ones go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Live sandboxes (running or paused).
+    pub fn live(&self) -> usize {
+        lock(&self.table).len()
+    }
+
+    /// Sandboxes in memory (not paused to disk): what a draining node waits
+    /// for (one paused to disk is back after a restart).
+    pub fn in_memory(&self) -> usize {
+        lock(&self.table)
+            .values()
+            .filter(|e| !e.life().on_disk)
+            .count()
+    }
+
     /// `count` copies of sandbox `id` as it is now (DESIGN.md §7), each
     /// living `timeout`: one answer per copy, a new sandbox or why that one
     /// could not be made (over a limit: the others are still made). The
@@ -511,7 +549,12 @@ impl Sandboxes {
         let src = self.get(id, owner)?;
         let mut copies: Vec<Result<Arc<Entry>, SandboxError>> = (0..count)
             .map(|_| {
-                let e = new_entry(src.template.clone(), src.spec.clone(), timeout);
+                let e = new_entry(
+                    &self.limits.node_key,
+                    src.template.clone(),
+                    src.spec.clone(),
+                    timeout,
+                );
                 self.admit(&e).map(|()| e)
             })
             .collect();
@@ -828,7 +871,15 @@ impl Sandboxes {
         let sid = name
             .as_deref()
             .and_then(|n| store.find_snapshot(n, owner))
-            .map_or_else(new_id, |m| m.id);
+            .map_or_else(
+                || {
+                    crate::fleet::sandbox_id(
+                        &self.limits.node_key,
+                        &random_chars(crate::fleet::RANDOM_CHARS),
+                    )
+                },
+                |m| m.id,
+            );
         let ck = self.freeze_blocking(&e, false)?;
         let meta = self.saved_meta(&e, sid.clone(), name);
         let bytes = Self::write_checkpoint(&ck, &store.snapshot_dir(&sid), &meta)?;
@@ -860,7 +911,7 @@ impl Sandboxes {
             .await
             .map_err(|e| failed(e.to_string()))?
             .map_err(|e| failed(e.to_string()))?;
-        let entry = new_entry(template, spec, timeout);
+        let entry = new_entry(&self.limits.node_key, template, spec, timeout);
         self.admit(&entry)?;
         let (reply, rx) = oneshot::channel();
         self.post(
@@ -1387,10 +1438,10 @@ impl Timers {
 }
 
 /// A new table entry (not yet in the table).
-fn new_entry(template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entry> {
+fn new_entry(node_key: &str, template: Arc<Template>, spec: Spec, timeout: Duration) -> Arc<Entry> {
     let now = SystemTime::now();
     Arc::new(Entry {
-        id: new_id(),
+        id: crate::fleet::sandbox_id(node_key, &random_chars(crate::fleet::RANDOM_CHARS)),
         access_token: new_token(),
         started_at: now,
         life: Mutex::new(Life {
@@ -1574,11 +1625,6 @@ fn serve(
             sandbox
         }
     }
-}
-
-/// A sandbox id: 20 lowercase letters and digits, as E2B's look.
-fn new_id() -> String {
-    random_chars(20)
 }
 
 /// The envd access token of a secure sandbox.

@@ -133,6 +133,19 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What the gateway adds (docs/fleet.md): create, a run in a live
+    /// sandbox and kill, straight to a node and through `zeroboot gateway`.
+    Fleet {
+        /// Sandboxes created per path.
+        #[arg(long, default_value_t = 200)]
+        sandboxes: usize,
+        /// Runs in each sandbox.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Print JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// Round trip of a null syscall and of a ring-3 exception exit.
     Syscall {
         /// Iterations per measurement.
@@ -184,6 +197,11 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Net { small, big, json } => crate::bench_net::run(small, big, json),
         Bench::Mcp { runs, json } => crate::bench_mcp::run(runs, json),
         Bench::Code { runs, json } => crate::bench_code::run(runs, json),
+        Bench::Fleet {
+            sandboxes,
+            runs,
+            json,
+        } => crate::bench_fleet::run(sandboxes, runs, json),
     }
 }
 

@@ -120,7 +120,10 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
             bail!("snapshot answered {st}: {body}");
         }
         let v: serde_json::Value = serde_json::from_str(&body).context("snapshot answer")?;
-        let sid = v["snapshotID"].as_str().context("no snapshotID")?.to_string();
+        let sid = v["snapshotID"]
+            .as_str()
+            .context("no snapshotID")?
+            .to_string();
         let t = Instant::now();
         let (st, body) = c.post(
             "/sandboxes",

@@ -6,6 +6,7 @@ mod bench_api;
 mod bench_code;
 mod bench_commands;
 mod bench_compare;
+mod bench_fleet;
 mod bench_fork;
 mod bench_fork_live;
 mod bench_mcp;
@@ -13,6 +14,7 @@ mod bench_net;
 mod bench_sandboxes;
 mod bench_soak;
 mod exec;
+mod gateway;
 mod image;
 mod mcp;
 mod mcp_bridge;
@@ -39,6 +41,9 @@ struct Cli {
 enum Cmd {
     /// Serve the HTTP API (builds the Python image and template on first use).
     Serve(serve::ServeArgs),
+    /// Front a fleet of nodes (`serve --node-key`): place sandboxes, route
+    /// calls by sandbox id (docs/fleet.md).
+    Gateway(gateway::GatewayArgs),
     /// Serve MCP (Model Context Protocol) over stdio, for an agent that
     /// spawns it: to a running server (--url), or with its own engine.
     Mcp(mcp::McpArgs),
@@ -60,7 +65,10 @@ enum Cmd {
 }
 
 fn main() {
-    let default_level = if std::env::args().nth(1).as_deref() == Some("serve") {
+    let default_level = if matches!(
+        std::env::args().nth(1).as_deref(),
+        Some("serve" | "gateway")
+    ) {
         "info"
     } else {
         "warn"
@@ -76,6 +84,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::Gateway(a) => gateway::run(a),
         Cmd::Mcp(a) => mcp::run(a),
         Cmd::Image(a) => image::run(a),
         Cmd::Exec(a) => exec::run(a),

@@ -73,6 +73,16 @@ pub struct ServeArgs {
     /// Most host connections one sandbox holds at once.
     #[arg(long, default_value_t = zeroboot_engine::NetOperator::enabled().max_connections)]
     net_max_connections: usize,
+    /// This node's key in a fleet (docs/fleet.md): 1 to 9 of [a-z0-9],
+    /// put inside every sandbox id so a gateway routes by id; `auto` makes
+    /// one up at start. None: plain ids (a single server).
+    #[arg(long, value_name = "KEY")]
+    node_key: Option<String>,
+    /// After SIGTERM, seconds to drain before stopping: no new sandboxes
+    /// (readiness 503), the live ones served until they are gone. 0 stops
+    /// at once (live sandboxes end).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    drain_grace: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -236,6 +246,16 @@ pub fn run(a: ServeArgs) -> Result<i32> {
     config.sandboxes.max_total = a.max_sandboxes;
     config.sandboxes.max_per_key = a.max_sandboxes_per_key;
     config.sandboxes.max_timeout = a.max_sandbox_timeout;
+    if let Some(k) = &a.node_key {
+        let k = if k == "auto" {
+            zeroboot_server::fleet::random_key()
+        } else {
+            zeroboot_server::fleet::check_key(k)?;
+            k.clone()
+        };
+        config.sandboxes.node_key = k;
+    }
+    config.drain_grace = std::time::Duration::from_secs(a.drain_grace);
     if let Some(w) = a.sandbox_workers {
         config.sandboxes.workers = w.max(1);
     }

@@ -63,8 +63,8 @@ impl EnvdState {
 
 /// Which sandbox and port a request is for.
 #[derive(Debug, PartialEq, Eq)]
-struct Target {
-    id: String,
+pub(crate) struct Target {
+    pub id: String,
     port: u16,
 }
 
@@ -74,7 +74,7 @@ fn is_id(s: &str) -> bool {
 
 /// The target named by the headers, or by a `<port>-<id>.<domain>` host.
 /// `Err` for a named target that is malformed.
-fn target(headers: &HeaderMap) -> Option<Result<Target, String>> {
+pub(crate) fn target(headers: &HeaderMap) -> Option<Result<Target, String>> {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(id) = h("e2b-sandbox-id") {
         let port = match h("e2b-sandbox-port") {
@@ -142,7 +142,7 @@ fn unreachable(e: SandboxError, id: &str) -> Response {
             None => format!("The sandbox {id} was not found: {m}"),
         },
         SandboxError::Conflict(m) => format!("{m}: its port is not open while it is paused"),
-        SandboxError::TooMany(m) | SandboxError::Internal(m) => m,
+        SandboxError::TooMany(m) | SandboxError::Internal(m) | SandboxError::Draining(m) => m,
     };
     http_error(StatusCode::BAD_GATEWAY, m)
 }

@@ -345,7 +345,8 @@ fn sandbox_error(e: SandboxError) -> ToolError {
         SandboxError::Ended(m)
         | SandboxError::TooMany(m)
         | SandboxError::Conflict(m)
-        | SandboxError::Internal(m) => ToolError(m),
+        | SandboxError::Internal(m)
+        | SandboxError::Draining(m) => ToolError(m),
     }
 }
 

@@ -129,11 +129,9 @@ pub fn state(
     let pool = pool::Pool::new(config.workers, config.queue, config.vcpu_setup)
         .map_err(ServeError::Workers)?;
     let store = match &config.state_dir {
-        Some(dir) => {
-            Some(Arc::new(store::Store::open(dir).map_err(|e| {
-                ServeError::Workers(std::io::Error::other(e))
-            })?))
-        }
+        Some(dir) => Some(Arc::new(
+            store::Store::open(dir).map_err(ServeError::State)?,
+        )),
         None => None,
     };
     let live = sandboxes::Sandboxes::new(
@@ -272,6 +270,8 @@ pub enum ServeError {
     Io(#[source] std::io::Error),
     #[error("cannot start the vCPU threads")]
     Workers(#[source] std::io::Error),
+    #[error("cannot open the state directory")]
+    State(#[source] store::StoreError),
 }
 
 /// Serve until SIGTERM or SIGINT; in-flight requests finish first.

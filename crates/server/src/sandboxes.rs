@@ -866,7 +866,11 @@ impl Sandboxes {
             )));
         }
         if e.life().on_disk {
-            self.wake_blocking(&e)?;
+            // Loading it would take it off the disk (and out of what
+            // survives a restart) while it stays paused.
+            return Err(SandboxError::Conflict(format!(
+                "sandbox \"{id}\" is paused to disk; resume it (connect) to snapshot it"
+            )));
         }
         let sid = name
             .as_deref()

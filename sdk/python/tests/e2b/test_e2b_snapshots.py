@@ -84,6 +84,10 @@ def test_snapshots_and_pause_survive_a_restart(server_factory, workdir, monkeypa
     assert sb.pause()
     assert sb.get_info().state == SandboxState.PAUSED
     assert list((state / "paused" / sb.sandbox_id).iterdir())
+    # A snapshot of it would take it off the disk: refused.
+    with pytest.raises(SandboxException) as e:
+        Sandbox.create_snapshot(sb.sandbox_id)
+    assert "409" in str(e.value) and "paused to disk" in str(e.value)
     srv.process.send_signal(signal.SIGKILL)
     srv.process.wait()
 

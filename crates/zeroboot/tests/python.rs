@@ -4,21 +4,8 @@
 
 mod common;
 
+use common::run_python as py;
 use common::*;
-
-fn py(code: &str) -> std::process::Output {
-    run(&[
-        "run",
-        "--timeout",
-        "60",
-        "--image",
-        "python",
-        "--",
-        "python3",
-        "-c",
-        code,
-    ])
-}
 
 #[test]
 fn numpy_dot_prints_32() {

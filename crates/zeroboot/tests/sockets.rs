@@ -8,21 +8,8 @@
 
 mod common;
 
+use common::run_python as py;
 use common::*;
-
-fn py(code: &str) -> std::process::Output {
-    run(&[
-        "run",
-        "--timeout",
-        "60",
-        "--image",
-        "python",
-        "--",
-        "python3",
-        "-c",
-        code,
-    ])
-}
 
 fn lines(o: &std::process::Output) -> Vec<String> {
     stdout(o).lines().map(String::from).collect()

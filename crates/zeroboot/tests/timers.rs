@@ -9,21 +9,8 @@
 
 mod common;
 
+use common::run_python as py;
 use common::*;
-
-fn py(code: &str) -> std::process::Output {
-    run(&[
-        "run",
-        "--timeout",
-        "60",
-        "--image",
-        "python",
-        "--",
-        "python3",
-        "-c",
-        code,
-    ])
-}
 
 fn check(o: &std::process::Output, want: &[&str]) {
     let got = stdout(o);

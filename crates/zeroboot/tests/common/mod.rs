@@ -9,6 +9,22 @@ pub fn zeroboot() -> Command {
     Command::new(env!("CARGO_BIN_EXE_zeroboot"))
 }
 
+/// `python3 -c code` in a sandbox of the `python` image (`zeroboot run`,
+/// 60 s timeout).
+pub fn run_python(code: &str) -> Output {
+    run(&[
+        "run",
+        "--timeout",
+        "60",
+        "--image",
+        "python",
+        "--",
+        "python3",
+        "-c",
+        code,
+    ])
+}
+
 /// Run `zeroboot` with `args`.
 pub fn run(args: &[&str]) -> Output {
     zeroboot().args(args).output().unwrap()

@@ -525,3 +525,128 @@ fn files_and_kill_are_served_while_code_runs() {
     assert_eq!(st, 410, "{b}");
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }
+
+/// One Connect envelope of `msg`.
+fn envelope(msg: &str) -> Vec<u8> {
+    let mut b = vec![0];
+    b.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    b.extend_from_slice(msg.as_bytes());
+    b
+}
+
+/// `process.Process/StreamInput` with its body sent in `chunks` (HTTP/1.1
+/// chunked, a pause between them, as a client streams); the answer's body.
+fn stream_input(s: &Server, id: &str, chunks: &[Vec<u8>]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        c,
+        "POST /process.Process/StreamInput HTTP/1.1\r\nHost: x\r\nConnection: close\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for ch in chunks {
+        write!(c, "{:x}\r\n", ch.len()).unwrap();
+        c.write_all(ch).unwrap();
+        c.write_all(b"\r\n").unwrap();
+        c.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    c.write_all(b"0\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn stream_input_feeds_a_command_as_it_arrives() {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
+    let sb = create(&s, r#"{"templateID": "python", "timeout": 600}"#);
+    let id = sb["sandboxID"].as_str().unwrap().to_string();
+    // A command reading two lines; its Start stream is left once it has
+    // started (the command lives on, as with envd).
+    let msg = br#"{"process": {"cmd": "/bin/sh", "args": ["-c", "head -n 2 > /tmp/streamed"]}, "stdin": true, "tag": "sink"}"#;
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        c,
+        "POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
+        msg.len() + 5
+    )
+    .unwrap();
+    c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
+    c.write_all(msg).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"start\"") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the Start stream ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let first = envelope(&format!(
+        r#"{{"data": {{"input": {{"stdin": "{}"}}}}}}"#,
+        b64("line one\n")
+    ));
+    let (half_a, half_b) = first.split_at(3);
+    let (st, body) = stream_input(
+        &s,
+        &id,
+        &[
+            envelope(r#"{"start": {"process": {"tag": "sink"}}}"#),
+            // An envelope split across two chunks.
+            half_a.to_vec(),
+            half_b.to_vec(),
+            envelope(r#"{"keepalive": {}}"#),
+            envelope(&format!(
+                r#"{{"data": {{"input": {{"stdin": "{}"}}}}}}"#,
+                b64("line two\n")
+            )),
+        ],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(!body.contains("\"error\""), "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (st, _, b) = envd(&s, &id, "GET", "/files?path=/tmp/streamed", &[], b"");
+        if st == 200 && b == "line one\nline two\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st} {b:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Bad streams: data before start, an unknown process, a unary call.
+    let (st, body) = stream_input(
+        &s,
+        &id,
+        &[envelope(r#"{"data": {"input": {"stdin": "eA=="}}}"#)],
+    );
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("invalid_argument") && body.contains("before start"),
+        "{body}"
+    );
+    let (_, body) = stream_input(
+        &s,
+        &id,
+        &[envelope(r#"{"start": {"process": {"pid": 999999}}}"#)],
+    );
+    assert!(body.contains("not_found"), "{body}");
+    let (st, _, b) = envd(
+        &s,
+        &id,
+        "POST",
+        "/process.Process/StreamInput",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(st, 400, "{b}");
+    assert!(b.contains("client streaming"), "{b}");
+}

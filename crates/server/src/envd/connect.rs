@@ -217,29 +217,40 @@ fn parse<T: DeserializeOwned>(data: &[u8]) -> Result<T, FrameError> {
     serde_json::from_slice(data).map_err(|e| FrameError::Json(e.to_string()))
 }
 
+/// An envelope's flags, its payload, and the bytes it takes.
+pub type Envelope<'a> = (u8, &'a [u8], usize);
+
+/// The first complete envelope of `buf`; None while it is incomplete (a
+/// streamed body read as it arrives).
+pub fn next_envelope(buf: &[u8]) -> Result<Option<Envelope<'_>>, FrameError> {
+    let Some(head) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let flags = head[0];
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_REQUEST_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    if flags & FLAG_COMPRESSED != 0 {
+        return Err(FrameError::Compressed);
+    }
+    Ok(buf.get(5..5 + len).map(|m| (flags, m, 5 + len)))
+}
+
 /// Split a body into envelopes: (flags, payload).
 pub fn envelopes(mut body: &[u8]) -> Result<Vec<(u8, &[u8])>, FrameError> {
     let mut out = Vec::new();
     while !body.is_empty() {
-        if body.len() < 5 {
-            return Err(FrameError::Truncated);
-        }
-        let flags = body[0];
-        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-        if len > MAX_REQUEST_BYTES {
-            return Err(FrameError::TooLarge(len));
-        }
-        let rest = &body[5..];
-        if rest.len() < len {
-            return Err(FrameError::Truncated);
-        }
-        if flags & FLAG_COMPRESSED != 0 {
-            return Err(FrameError::Compressed);
-        }
-        out.push((flags, &rest[..len]));
-        body = &rest[len..];
+        let (flags, m, used) = next_envelope(body)?.ok_or(FrameError::Truncated)?;
+        out.push((flags, m));
+        body = &body[used..];
     }
     Ok(out)
+}
+
+/// One message of a client stream.
+pub fn message<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    parse(payload)
 }
 
 /// The request message of a call framed as `framing`.

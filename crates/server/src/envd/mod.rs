@@ -278,6 +278,9 @@ async fn rpc(sbx: &Sbx, parts: &axum::http::request::Parts, body: Body, path: &s
         Ok(f) => f,
         Err(e) => return connect::RpcError::from(e).into_response(),
     };
+    if path == "/process.Process/StreamInput" {
+        return process::stream_input(sbx, framing, body).await;
+    }
     let body = match axum::body::to_bytes(body, connect::MAX_REQUEST_BYTES + 5).await {
         Ok(b) => b,
         Err(_) => {

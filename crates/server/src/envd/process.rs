@@ -217,11 +217,13 @@ pub(crate) async fn call(
         "SendSignal" => connect::reply(framing, send_signal(sbx, framing, body).await),
         "CloseStdin" => connect::reply(framing, close_stdin(sbx, framing, body).await),
         "Update" => connect::reply(framing, update(sbx, framing, body).await),
-        // Client streaming (a request body of many envelopes, read as it
-        // arrives): the SDKs use SendInput for both pipes and terminals.
+        // Client streaming: served by `stream_input` before the body is
+        // read whole; reaching here means it was sent unary.
         "StreamInput" => connect::reply::<()>(
             framing,
-            Err(RpcError::unimplemented("process.Process/StreamInput")),
+            Err(RpcError::invalid(
+                "process.Process/StreamInput is client streaming: send application/connect+json envelopes",
+            )),
         ),
         _ => connect::reply::<()>(
             framing,
@@ -414,6 +416,79 @@ async fn send_input(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, R
         Ok(json!({}))
     })
     .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct StreamInputRequest {
+    start: Option<Selected>,
+    data: Option<StreamInputData>,
+    keepalive: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct StreamInputData {
+    input: Option<Input>,
+}
+
+/// `process.Process/StreamInput` (client streaming): a `start` naming the
+/// process, then `data` messages, each written to its stdin (or terminal)
+/// as it arrives, and `keepalive`s; the client ends it by closing its
+/// side. The answer is one empty message.
+pub(crate) async fn stream_input(sbx: &Sbx, framing: Framing, body: axum::body::Body) -> Response {
+    use futures_util::StreamExt as _;
+    if framing != Framing::Stream {
+        return connect::reply::<()>(
+            framing,
+            Err(RpcError::invalid(
+                "process.Process/StreamInput is client streaming: send application/connect+json envelopes",
+            )),
+        );
+    }
+    let r = async {
+        let mut body = body.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pid = None;
+        loop {
+            while let Some((_, m, used)) = connect::next_envelope(&buf)? {
+                let req: StreamInputRequest = connect::message(m)?;
+                buf.drain(..used);
+                if let Some(start) = req.start {
+                    if pid.is_some() {
+                        return Err(RpcError::invalid("start was sent twice"));
+                    }
+                    pid = Some(with_live(sbx, move |sb| select(sb, start.process.as_ref())).await?);
+                } else if let Some(d) = req.data {
+                    let Some(p) = pid else {
+                        return Err(RpcError::invalid("data came before start"));
+                    };
+                    let input = d.input.unwrap_or_default();
+                    let data = B64
+                        .decode(input.pty.or(input.stdin).unwrap_or_default())
+                        .map_err(|e| RpcError::invalid(format!("input is not base64: {e}")))?;
+                    with_live(sbx, move |sb| sb.send_stdin(p, &data).map_err(live_error)).await?;
+                } else if req.keepalive.is_none() {
+                    return Err(RpcError::invalid(
+                        "a message must be start, data or keepalive",
+                    ));
+                }
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(RpcError::new(
+                        Code::Canceled,
+                        format!("the request stream broke: {e}"),
+                    ))
+                }
+                None if buf.is_empty() => return Ok(json!({})),
+                None => return Err(RpcError::from(connect::FrameError::Truncated)),
+            }
+        }
+    }
+    .await;
+    connect::reply(framing, r)
 }
 
 async fn send_signal(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, RpcError> {

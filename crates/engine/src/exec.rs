@@ -29,6 +29,13 @@ pub struct ExecRequest {
     /// The egress policy it runs under (None: no network).
     #[serde(skip)]
     pub network: Option<Arc<NetSetup>>,
+    /// Run `code` as a notebook cell in this language ("python",
+    /// "javascript", "bash") instead of as a script: only the
+    /// code-interpreter template's agent serves it, and the cell's events
+    /// (rich results, its error, printed text) come back in
+    /// [`ExecResult::events`].
+    #[serde(default)]
+    pub cell: Option<String>,
 }
 
 /// Which output stream a chunk is from.
@@ -82,6 +89,7 @@ impl ExecRequest {
             output_cap: 1 << 20,
             on_output: None,
             network: None,
+            cell: None,
         }
     }
 }
@@ -116,6 +124,10 @@ pub struct ExecResult {
     /// the exit code (a live sandbox's `begin_request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<serde_json::Value>,
+    /// The event frames the agent wrote before its reply (a cell's
+    /// results, error and printed text; see [`ExecRequest::cell`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<serde_json::Value>,
 }
 
 /// VMM work of one execution.
@@ -153,7 +165,10 @@ impl Template {
     /// Fork and run `req`.
     pub fn exec(&self, req: &ExecRequest) -> ExecResult {
         let start = Instant::now();
-        let request = request_frame(&req.code);
+        let request = match &req.cell {
+            Some(language) => cell_request_frame(&req.code, language),
+            None => request_frame(&req.code),
+        };
         let (stdout, stderr) = sinks(req.output_cap, req.on_output.as_ref());
         let opts = ForkOptions {
             stdout,
@@ -203,6 +218,17 @@ impl Template {
         };
         (r.stdout, r.stdout_truncated) = collect(&mut sb.k.stdout);
         (r.stderr, r.stderr_truncated) = collect(&mut sb.k.stderr);
+        if req.cell.is_some() {
+            // A cell's events first, the reply last (also after a time-out:
+            // what the cell produced until then).
+            let mut frames = take_frames(&mut sb.k.control.outbox);
+            if matches!(outcome, Ok(Outcome::Parked)) {
+                if let Some(reply) = frames.pop_if(|f| f.get("exit_code").is_some()) {
+                    sb.k.control.outbox = frame(&reply);
+                }
+            }
+            r.events = frames;
+        }
         match outcome {
             Ok(Outcome::Parked) => {
                 // The agent replied and is waiting for the next request.
@@ -330,6 +356,51 @@ pub fn request_frame(code: &str) -> Vec<u8> {
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
+}
+
+/// The control-channel frame running `code` as a one-shot cell in
+/// `language` (see [`ExecRequest::cell`]). Python runs in the template's
+/// default context; the others get a context of their own in the fork.
+pub fn cell_request_frame(code: &str, language: &str) -> Vec<u8> {
+    let context = match language {
+        "python" => "default".to_string(),
+        other => format!("one-shot-{other}"),
+    };
+    frame(&serde_json::json!({
+        "cell": { "code": code, "context": context, "language": language, "cwd": "/tmp" },
+        "seed": seed(),
+    }))
+}
+
+/// A value as a control-channel frame: its length (u32 LE) and its JSON.
+pub(crate) fn frame(v: &serde_json::Value) -> Vec<u8> {
+    let body = v.to_string().into_bytes();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// The complete frames at the start of `outbox`, removed from it (a
+/// partial frame stays); frames that are not JSON objects are dropped.
+pub(crate) fn take_frames(outbox: &mut Vec<u8>) -> Vec<serde_json::Value> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while let Some(len) = outbox
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+    {
+        let Some(body) = outbox.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) if v.is_object() => out.push(v),
+            _ => tracing::warn!(bytes = len, "the agent wrote a malformed frame; dropped"),
+        }
+        at += 4 + len;
+    }
+    outbox.drain(..at);
+    out
 }
 
 /// The exit code in the agent's reply frame.

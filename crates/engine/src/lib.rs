@@ -10,7 +10,9 @@ mod live;
 mod template;
 
 pub use commands::{CommandEvent, CommandInfo, CommandSpec, Step, HOME};
-pub use exec::{request_frame, ExecRequest, ExecResult, ExecStats, OutputStream, OutputTee};
+pub use exec::{
+    cell_request_frame, request_frame, ExecRequest, ExecResult, ExecStats, OutputStream, OutputTee,
+};
 pub use live::{
     Checkpoint, LiveError, LiveOptions, LiveSandbox, Loaded, RunOutput, INTERRUPT_GRACE,
 };

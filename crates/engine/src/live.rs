@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use zeroboot_kernel::{Exit, ForkOptions, Frozen, Outcome, Sandbox, Sink, Source};
 
 use crate::commands::{Command, CommandEvent};
-use crate::exec::{collect, reply_exit_code, seed};
+use crate::exec::{collect, frame, reply_exit_code, seed, take_frames};
 use crate::template::{Language, Template};
 use crate::{ExecResult, ExecStats};
 
@@ -313,12 +313,11 @@ impl LiveSandbox {
     /// memory, processes (commands included, still running), descriptors,
     /// pipes with what they hold, and files. It is frozen once, for the
     /// time it takes to copy the pages it made its own, then goes on; each
-    /// copy is made from that one freeze, or fails alone. Not while code
-    /// runs in it (`Busy`): its result would have no one to go to.
+    /// copy is made from that one freeze, or fails alone. Code running in
+    /// it goes on in each copy too, under the same deadline, but only the
+    /// source's caller gets a result: a copy's run ends unheard, and the
+    /// copy takes new runs once it has (`Busy` until then).
     pub fn fork(&mut self, count: usize) -> Result<Vec<Result<LiveSandbox, LiveError>>, LiveError> {
-        if self.code_run.is_some() {
-            return Err(LiveError::Busy);
-        }
         let frozen = self
             .sandbox_or_dead()?
             .freeze()
@@ -344,10 +343,11 @@ impl LiveSandbox {
             origin: 0,
             commands,
             events: Vec::new(),
-            code_run: None,
+            // A run in progress goes on in the copy, unheard.
+            code_run: self.code_run,
             run_result: None,
-            frames: Vec::new(),
-            reply: None,
+            frames: self.frames.clone(),
+            reply: self.reply.clone(),
         })
     }
 
@@ -677,10 +677,7 @@ impl LiveSandbox {
                 }
             }
             if let Some(reply) = self.reply.take() {
-                let mut body = reply.to_string().into_bytes();
-                let mut f = (body.len() as u32).to_le_bytes().to_vec();
-                f.append(&mut body);
-                k.control.outbox = f;
+                k.control.outbox = frame(&reply);
                 r.reply = Some(reply);
             }
         }
@@ -837,37 +834,6 @@ fn read_memory_tight() -> bool {
         (Some(avail), Some(total)) => avail.saturating_mul(10) < total,
         _ => false,
     }
-}
-
-/// The complete frames at the start of `outbox`, removed from it (a
-/// partial frame stays); frames that are not JSON objects are dropped.
-fn take_frames(outbox: &mut Vec<u8>) -> Vec<serde_json::Value> {
-    let mut at = 0;
-    let mut out = Vec::new();
-    while let Some(len) = outbox
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
-    {
-        let Some(body) = outbox.get(at + 4..at + 4 + len) else {
-            break;
-        };
-        match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(v) if v.is_object() => out.push(v),
-            _ => tracing::warn!(bytes = len, "the agent wrote a malformed frame; dropped"),
-        }
-        at += 4 + len;
-    }
-    outbox.drain(..at);
-    out
-}
-
-/// A request as a control-channel frame.
-fn frame(req: &serde_json::Value) -> Vec<u8> {
-    let body = req.to_string().into_bytes();
-    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    frame
 }
 
 /// One live request.

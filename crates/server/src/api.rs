@@ -71,6 +71,10 @@ struct ExecBody {
     allow_internet_access: Option<bool>,
     #[serde(default)]
     network: Option<crate::network::NetworkBody>,
+    /// Run the code as a notebook cell on the code-interpreter template and
+    /// return its rich results (charts, tables, the last expression).
+    #[serde(default)]
+    results: Option<bool>,
 }
 
 /// `value` when in `lo..=hi`, else a 400 naming the field.
@@ -152,12 +156,28 @@ fn parse_exec(state: &AppState, v: Value) -> Result<(Language, ExecRequest), Api
         ));
     }
     let lang_name = b.language.unwrap_or_else(|| "python".into());
-    let Some(lang) = Language::parse(&lang_name) else {
+    let cell = match b.results {
+        Some(true) => Some(cell_language(&lang_name)?),
+        _ => None,
+    };
+    let lang = match (&cell, Language::parse(&lang_name)) {
+        (Some(_), _) => Language::CodeInterpreter,
+        (None, Some(l)) => l,
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown language {lang_name:?}: use \"python\", \"node\" or \"javascript\""
+                ),
+            ))
+        }
+    };
+    if cell.is_some() && !state.templates.contains_key(&lang) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown language {lang_name:?}: use \"python\", \"node\" or \"javascript\""),
+            "results: true runs the code on the code-interpreter template, which this server does not serve (start it with --languages python,node,code-interpreter)",
         ));
-    };
+    }
     if !state.templates.contains_key(&lang) {
         let mut have: Vec<&str> = state.templates.keys().map(|l| l.name()).collect();
         have.sort_unstable();
@@ -198,7 +218,26 @@ fn parse_exec(state: &AppState, v: Value) -> Result<(Language, ExecRequest), Api
         b.network,
         format!("exec-{}", new_id()),
     )?);
+    req.cell = cell;
     Ok((lang, req))
+}
+
+/// The code interpreter's language for a cell of `name` (`results: true`).
+fn cell_language(name: &str) -> Result<String, ApiError> {
+    let l = match name {
+        "python" | "python3" | "code-interpreter" | "code-interpreter-v1" => "python",
+        "node" | "javascript" | "js" | "nodejs" => "javascript",
+        "bash" | "sh" => "bash",
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                "unknown language {name:?} for results: use \"python\", \"javascript\" or \"bash\""
+            ),
+            ))
+        }
+    };
+    Ok(l.to_string())
 }
 
 fn new_id() -> String {
@@ -235,6 +274,75 @@ pub(crate) fn result_json(r: &ExecResult, duration: Duration, network_on: bool) 
     }
     v["network"] = crate::network::stats_json(network_on, &r.network);
     v
+}
+
+/// A cell's events folded into its result (`results: true`): the text it
+/// printed joins `stdout`/`stderr` (before what its descriptors got, since
+/// the two do not share a clock), within the request's output cap; plus
+/// `results` (E2B's result objects), `exception` (the cell's error, or
+/// null; the exit code is then 1) and `execution_count`.
+fn add_cell_results(v: &mut Value, r: &ExecResult, output_cap: usize) {
+    let mut printed = (String::new(), String::new());
+    let mut results = Vec::new();
+    let mut exception = Value::Null;
+    let mut count = Value::Null;
+    for e in &r.events {
+        let text = || e.get("text").and_then(Value::as_str).unwrap_or("");
+        match e.get("type").and_then(Value::as_str) {
+            Some("stdout") => printed.0.push_str(text()),
+            Some("stderr") => printed.1.push_str(text()),
+            Some("result") => {
+                let mut x = e.clone();
+                if let Some(o) = x.as_object_mut() {
+                    o.remove("type");
+                }
+                results.push(x);
+            }
+            Some("error") => {
+                exception = json!({
+                    "name": e.get("name").cloned().unwrap_or(Value::Null),
+                    "value": e.get("value").cloned().unwrap_or(Value::Null),
+                    "traceback": e.get("traceback").cloned().unwrap_or(Value::Null),
+                })
+            }
+            Some("number_of_executions") => {
+                count = e.get("execution_count").cloned().unwrap_or(Value::Null)
+            }
+            _ => {}
+        }
+    }
+    let mut truncated = r.stdout_truncated || r.stderr_truncated;
+    let stdout = capped(printed.0 + &r.stdout, output_cap, &mut truncated);
+    let stderr = capped(printed.1 + &r.stderr, output_cap, &mut truncated);
+    v["output"] = json!(stdout);
+    v["stdout"] = json!(stdout);
+    v["stderr"] = json!(stderr);
+    v["truncated"] = json!(truncated);
+    if !exception.is_null() && r.exit_code == 0 {
+        v["exit_code"] = json!(1);
+    }
+    v["results"] = Value::Array(results);
+    v["exception"] = exception;
+    v["execution_count"] = count;
+}
+
+/// `s` cut to `cap` bytes (at a character boundary) with the engine's
+/// truncation marker.
+fn capped(mut s: String, cap: usize, truncated: &mut bool) -> String {
+    if s.len() <= cap {
+        return s;
+    }
+    let mut cut = cap;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!(
+        "\n[zeroboot: output truncated, {dropped} more bytes dropped]\n"
+    ));
+    *truncated = true;
+    s
 }
 
 pub(crate) fn record(state: &AppState, lang: &'static str, r: &ExecResult) {
@@ -292,7 +400,14 @@ pub async fn exec(
             .get(&lang)
             .cloned()
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "language not available"))?;
+        let cell = req.cell.is_some().then_some(req.output_cap);
         if stream {
+            if cell.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "stream and results cannot be combined: stream a cell's results with a live sandbox's run_code (POST /execute)",
+                ));
+            }
             return Ok(exec_stream(state.clone(), lang, template, req, start));
         }
         let adm = state.pool.admit(1).map_err(|_| {
@@ -311,14 +426,11 @@ pub async fn exec(
             total_ms = ms(res.total_time),
             "exec"
         );
-        Ok::<_, ApiError>(
-            Json(result_json(
-                &res,
-                start.elapsed(),
-                state.config.network.enabled,
-            ))
-            .into_response(),
-        )
+        let mut v = result_json(&res, start.elapsed(), state.config.network.enabled);
+        if let Some(cap) = cell {
+            add_cell_results(&mut v, &res, cap);
+        }
+        Ok::<_, ApiError>(Json(v).into_response())
     }
     .await;
     finish(&state, "exec", r)
@@ -456,6 +568,10 @@ pub async fn exec_batch(
                 "too many executions queued; try again",
             )
         })?;
+        let cells: Vec<Option<usize>> = parsed
+            .iter()
+            .map(|(_, req)| req.cell.is_some().then_some(req.output_cap))
+            .collect();
         let runs = parsed.into_iter().map(|(lang, req)| {
             let template = state.templates.get(&lang).cloned();
             let adm = &adm;
@@ -480,7 +596,14 @@ pub async fn exec_batch(
         tracing::info!(%peer, executions = results.len(), "exec batch");
         let results: Vec<Value> = results
             .iter()
-            .map(|r| result_json(r, elapsed, state.config.network.enabled))
+            .zip(cells)
+            .map(|(r, cell)| {
+                let mut v = result_json(r, elapsed, state.config.network.enabled);
+                if let Some(cap) = cell {
+                    add_cell_results(&mut v, r, cap);
+                }
+                v
+            })
             .collect();
         Ok(Json(json!({ "results": results })).into_response())
     }

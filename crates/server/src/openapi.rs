@@ -112,7 +112,8 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                             "allowOut": {"type": "array", "items": {"type": "string"}, "description": "IP addresses, CIDR blocks and domain names allowed (wins over denyOut)"},
                             "denyOut": {"type": "array", "items": {"type": "string"}, "description": "IP addresses and CIDR blocks denied"}
                         }},
-                        "stream": {"type": "boolean", "default": false, "description": "Answer as the code writes, in newline-delimited JSON (application/x-ndjson): {\"type\": \"stdout\"|\"stderr\", \"data\"} events, then {\"type\": \"result\"} with the ExecResponse fields (or {\"type\": \"error\", \"error\"}). Ignored in batches."}
+                        "stream": {"type": "boolean", "default": false, "description": "Answer as the code writes, in newline-delimited JSON (application/x-ndjson): {\"type\": \"stdout\"|\"stderr\", \"data\"} events, then {\"type\": \"result\"} with the ExecResponse fields (or {\"type\": \"error\", \"error\"}). Ignored in batches."},
+                        "results": {"type": "boolean", "default": false, "description": "Run the code once as a notebook cell on the code-interpreter template (language python, javascript or bash) and answer with its rich results, exception and execution_count as well; not with stream"}
                     }
                 },
                 "ExecResponse": {
@@ -134,7 +135,10 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                         "exec_time_ms": {"type": "number"},
                         "total_time_ms": {"type": "number"},
                         "network": {"type": "object", "description": "Network use: enabled (the server's network is on), connections, bytes_in, bytes_out, denied, dns_queries; note when off"},
-                        "error": {"type": "string"}
+                        "error": {"type": "string"},
+                        "results": {"type": "array", "items": {"type": "object"}, "description": "With results: true: E2B's result objects (text, html, png, ..., is_main_result)"},
+                        "exception": {"type": "object", "nullable": true, "description": "With results: true: the cell's error {name, value, traceback}, or null"},
+                        "execution_count": {"type": "integer", "nullable": true}
                     }
                 },
                 "SandboxExecRequest": {

@@ -448,6 +448,20 @@ export class Sandbox {
   }
 
   /**
+   * Runs `code` once as a notebook cell and returns its rich
+   * {@link Execution}: the last expression's value and `display()` calls as
+   * {@link Result}s (`text`, `html`, `png`...), an exception as `error`.
+   * Stateless like {@link exec} (`/v1/exec` with `results: true`); the
+   * server must serve the `code-interpreter` template. `language`:
+   * `python`, `javascript` or `bash`.
+   */
+  async runCode(code: string, options: RunOptions = {}): Promise<Execution> {
+    const request = { ...Sandbox.request(code, options), results: true };
+    const data = await this.call("POST", "/v1/exec", request, this.httpTimeout([request]), options.signal);
+    return executionFromExec(data as Record<string, unknown>);
+  }
+
+  /**
    * Runs `code` and yields its events as they happen: `{type: "stdout" |
    * "stderr", data}` while it writes, then one `{type: "result", ...}` with
    * {@link exec}'s fields (or `{type: "error", error}`):
@@ -915,6 +929,29 @@ export interface RunCodeOptions {
   envs?: Record<string, string>;
   /** Seconds; the cell is interrupted in the sandbox then. */
   timeout?: number;
+}
+
+/** An {@link Execution} from a one-shot `/v1/exec` answer with `results: true`. */
+function executionFromExec(d: Record<string, unknown>): Execution {
+  if (d.error) throw new ZerobootError(0, String(d.error), { body: d });
+  const ex: Execution = { results: [], logs: { stdout: [], stderr: [] } };
+  for (const ev of (d.results as Record<string, unknown>[] | undefined) ?? []) {
+    const r: Result = { isMainResult: Boolean(ev.is_main_result) };
+    for (const f of RESULT_FIELDS) if (ev[f] !== undefined && ev[f] !== null) (r as unknown as Record<string, unknown>)[f] = ev[f];
+    ex.results.push(r);
+    if (r.isMainResult) ex.text = r.text;
+  }
+  if (typeof d.execution_count === "number") ex.executionCount = d.execution_count;
+  if (d.stdout) ex.logs.stdout.push(String(d.stdout));
+  if (d.stderr) ex.logs.stderr.push(String(d.stderr));
+  const e = d.exception as Record<string, unknown> | null | undefined;
+  if (e) {
+    ex.error = { name: String(e.name ?? ""), value: String(e.value ?? ""), traceback: String(e.traceback ?? "") };
+  } else if (d.timed_out) {
+    const msg = "the cell ran past its time limit and was stopped";
+    ex.error = { name: "TimeoutError", value: msg, traceback: msg };
+  }
+  return ex;
 }
 
 const RESULT_FIELDS = [

@@ -46,4 +46,17 @@ describe("code interpreter", () => {
     assert.deepEqual((await h.runCode("echo $((6 * 7))", { language: "bash" })).logs.stdout, ["42\n"]);
     assert.equal((await h.runCode("[1, 2].map((v) => v * 3)", { language: "js" })).text, "[ 3, 6 ]");
   });
+
+  test("one-shot runCode: results of a stateless cell (/v1/exec results: true)", async () => {
+    const sb = new Sandbox(server.key, { baseUrl: server.url });
+    const ex = await sb.runCode("print('hi')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()\n6 * 7");
+    assert.equal(ex.text, "42");
+    assert.deepEqual(ex.logs.stdout, ["hi\n"]);
+    assert.deepEqual([...Buffer.from(ex.results[0].png, "base64").subarray(1, 4)], [0x50, 0x4e, 0x47]);
+    assert.equal((await sb.runCode("1 / 0")).error.name, "ZeroDivisionError");
+    await sb.runCode("y = 5");
+    assert.equal((await sb.runCode("y")).error.name, "NameError");
+    assert.equal((await sb.runCode("[1, 2].map((v) => v * 3)", { language: "javascript" })).text, "[ 3, 6 ]");
+    await assert.rejects(sb.runCode("1", { language: "cobol" }), (e) => e instanceof ZerobootError && e.status === 400);
+  });
 });

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
+import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, List
 
 import pytest
@@ -71,3 +74,73 @@ def test_run_code_errors_timeout_and_contexts(handle: Any) -> None:
     assert handle.run_code("echo $((6 * 7))", language="bash").logs.stdout == ["42\n"]
     with pytest.raises(ZerobootError):
         handle.run_code("1", language="cobol")
+
+
+def test_one_shot_run_code_returns_rich_results(server: Any) -> None:
+    """``Sandbox.run_code``: ``/v1/exec`` with ``results: true``, a
+    stateless cell on the code-interpreter template."""
+    if not _served(server):
+        pytest.skip("the server does not serve code-interpreter (ZEROBOOT_TEST_LANGUAGES)")
+    sb = Sandbox(server.key, base_url=server.url)
+    ex = sb.run_code("import matplotlib.pyplot as plt\nprint('hi')\nplt.plot([1, 2]); plt.show()\n6 * 7")
+    assert isinstance(ex, Execution)
+    assert ex.text == "42" and ex.error is None
+    assert ex.logs.stdout == ["hi\n"]
+    pngs = [r for r in ex.results if r.png]
+    assert len(pngs) == 1 and not pngs[0].is_main_result
+    assert base64.b64decode(pngs[0].png)[:8] == b"\x89PNG\r\n\x1a\n"
+    # A DataFrame as the last value: html and text.
+    ex = sb.run_code("import pandas as pd\npd.DataFrame({'a': [1, 2]})")
+    assert ex.results and "<table" in (ex.results[0].html or "") and ex.results[0].text
+    # An exception is the execution's error, not an HTTP error.
+    ex = sb.run_code("1 / 0")
+    assert ex.error is not None and ex.error.name == "ZeroDivisionError"
+    assert "ZeroDivisionError" in ex.error.traceback
+    # Stateless: the next call does not see this one's names.
+    assert sb.run_code("y = 5").error is None
+    assert sb.run_code("y").error.name == "NameError"
+    assert sb.run_code("echo $((6 * 7))", language="bash").logs.stdout == ["42\n"]
+    ex = sb.run_code("console.log(6 * 7); 6 * 7", language="javascript")
+    assert ex.logs.stdout == ["42\n"] and ex.text == "42"
+    # A cell past its time limit.
+    ex = sb.run_code("while True: pass", timeout=1)
+    assert ex.error is not None and ex.error.name == "TimeoutError"
+    assert sb.run_code("2 + 2").text == "4"
+
+
+def test_one_shot_results_bad_input(server: Any, server_factory: Any) -> None:
+    if not _served(server):
+        pytest.skip("the server does not serve code-interpreter (ZEROBOOT_TEST_LANGUAGES)")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def post(srv: Any, body: Any) -> Any:
+        req = urllib.request.Request(
+            srv.url + "/v1/exec",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": "Bearer " + srv.key, "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with opener.open(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, body = post(server, {"code": "raise ValueError('x')", "results": True})
+    assert status == 200 and body["exit_code"] == 1
+    assert body["exception"]["name"] == "ValueError" and body["results"] == []
+    status, body = post(server, {"code": "1", "results": True, "language": "cobol"})
+    assert status == 400 and "cobol" in body["error"]
+    status, body = post(server, {"code": "1", "results": True, "stream": True})
+    assert status == 400 and "stream" in body["error"]
+    status, body = post(server, {"code": "1", "results": "yes"})
+    assert status == 422
+    # A flood is capped like a plain run's output, with the marker.
+    status, body = post(server, {"code": "print('x' * 100000)", "results": True, "max_output_bytes": 1000})
+    assert status == 200 and body["truncated"] is True and "output truncated" in body["stdout"]
+    assert len(body["stdout"]) < 2000
+    # A server without the template says how to get it.
+    work = Path(tempfile.mkdtemp(prefix="zeroboot-sdk-py-"))
+    plain = server_factory(work, work / "state", "python")
+    status, body = post(plain, {"code": "1", "results": True})
+    assert status == 400 and "code-interpreter" in body["error"]

@@ -268,6 +268,24 @@ class Sandbox:
         data = self._call("POST", "/v1/exec", request, self._http_timeout([request]))
         return ExecResult.from_dict(data)
 
+    def run_code(self, code: str, language: str = "python", timeout: Optional[float] = None) -> "Execution":
+        """Run ``code`` once as a notebook cell and return its rich
+        :class:`Execution`: the last expression's value and ``display()``
+        calls as :class:`Result` objects (``text``, ``html``, ``png``...),
+        an exception as ``Execution.error``. Stateless, like :meth:`exec`
+        (``/v1/exec`` with ``results: true``); the server must serve the
+        ``code-interpreter`` template. ``language``: ``python``,
+        ``javascript`` or ``bash``.
+
+        >>> Sandbox(key).run_code("import math; math.pi").text
+        '3.141592653589793'
+        """
+        from ._interpreter import execution_from_exec
+
+        request = self._request_body(code, language, timeout)
+        request["results"] = True
+        return execution_from_exec(self._call("POST", "/v1/exec", request, self._http_timeout([request])))
+
     def stream(
         self, code: str, language: str = "python", timeout: Optional[float] = None
     ) -> Iterator[Dict[str, Any]]:
@@ -822,6 +840,10 @@ class AsyncSandbox:
     async def exec(self, code: str, language: str = "python", timeout: Optional[float] = None) -> ExecResult:
         """See :meth:`Sandbox.exec`."""
         return await _to_thread(self.sync.exec, code, language, timeout)
+
+    async def run_code(self, code: str, language: str = "python", timeout: Optional[float] = None) -> "Execution":
+        """See :meth:`Sandbox.run_code`."""
+        return await _to_thread(self.sync.run_code, code, language, timeout)
 
     async def stream(
         self, code: str, language: str = "python", timeout: Optional[float] = None

@@ -97,6 +97,29 @@ class Execution:
         return None
 
 
+def execution_from_exec(d: Mapping[str, Any]) -> Execution:
+    """An :class:`Execution` from a one-shot ``/v1/exec`` answer with
+    ``results: true`` (``Sandbox.run_code``): its printed text is one log
+    entry per stream, and a run past its time limit is a ``TimeoutError``."""
+    if d.get("error"):
+        raise _error(0, str(d["error"]), d)
+    ex = Execution(
+        results=[Result.from_dict(r) for r in d.get("results") or []],
+        execution_count=d.get("execution_count"),
+    )
+    if d.get("stdout"):
+        ex.logs.stdout.append(d["stdout"])
+    if d.get("stderr"):
+        ex.logs.stderr.append(d["stderr"])
+    e = d.get("exception")
+    if e:
+        ex.error = ExecutionError(str(e.get("name") or ""), str(e.get("value") or ""), str(e.get("traceback") or ""))
+    elif d.get("timed_out"):
+        msg = "the cell ran past its time limit and was stopped"
+        ex.error = ExecutionError("TimeoutError", msg, msg)
+    return ex
+
+
 @dataclass
 class CodeContext:
     """An interpreter state of its own (namespace, working directory)."""

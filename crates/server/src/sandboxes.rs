@@ -576,9 +576,6 @@ impl Sandboxes {
                 }
                 return Err(match other {
                     Err(e) => e,
-                    Ok(Err(LiveError::Busy)) => SandboxError::Conflict(format!(
-                        "sandbox \"{id}\" is running code; fork it when the run has finished"
-                    )),
                     Ok(Err(LiveError::Dead(why))) => {
                         SandboxError::Ended(format!("sandbox \"{id}\" ended: {why}"))
                     }
@@ -592,6 +589,7 @@ impl Sandboxes {
             let Ok(e) = c else { continue };
             match made.next() {
                 Some(Ok(live)) => {
+                    *lock(&e.contexts) = lock(&src.contexts).copy();
                     self.post(e, Job::Adopt(Box::new(live)));
                     *lock(&self.counters.created)
                         .entry(e.spec.template.clone())

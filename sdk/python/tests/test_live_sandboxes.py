@@ -352,6 +352,44 @@ def test_snapshot_and_pause_through_our_sdk(server):
             h.kill()
 
 
+def test_fork_while_code_runs(server):
+    """A fork in the middle of a run: the run goes on in the copy too
+    (unheard there), and only the source's caller gets its result."""
+    import threading
+
+    c = client(server)
+    src = c.create(timeout=120)
+    copies = []
+    try:
+        src.run("import time")
+        out = []
+        runner = threading.Thread(
+            target=lambda: out.append(src.run("time.sleep(1.5)\nopen('/tmp/done', 'w').write('ran on')\nprint('ran')"))
+        )
+        runner.start()
+        time.sleep(0.5)
+        copies = src.fork(count=1, timeout=60)
+        assert isinstance(copies[0], LiveSandbox), copies
+        runner.join(30)
+        assert out == ["ran\n"]
+        # The copy's run wrote the file after the fork; until it has ended
+        # the copy is busy (409), then it takes runs again.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                got = copies[0].run("print(open('/tmp/done').read())")
+                break
+            except ZerobootError as e:
+                assert e.status == 409 and time.monotonic() < deadline, e
+                time.sleep(0.2)
+        assert got == "ran on\n"
+        assert src.run("print(open('/tmp/done').read())") == "ran on\n"
+    finally:
+        for h in copies + [src]:
+            if isinstance(h, LiveSandbox):
+                h.kill()
+
+
 def test_fork_bad_input_and_limits(server):
     assert_e2b_error(http(server, "POST", "/sandboxes/neverexisted0000/fork", {"count": 1}), 404)
     h = client(server, server.other_key).create(timeout=60)

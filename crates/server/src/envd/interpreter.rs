@@ -82,6 +82,16 @@ impl Default for Contexts {
 }
 
 impl Contexts {
+    /// A fork's contexts: the same ones (its agent holds them all), with a
+    /// turn of its own.
+    pub fn copy(&self) -> Contexts {
+        Contexts {
+            list: self.list.clone(),
+            defaults: self.defaults.clone(),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
     fn get(&self, id: &str) -> Option<Context> {
         self.list.iter().find(|c| c.id == id).cloned()
     }

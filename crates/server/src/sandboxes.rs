@@ -863,13 +863,6 @@ impl Sandboxes {
                 "the template of sandbox \"{id}\" was never saved, so a snapshot of it could not be loaded again"
             )));
         }
-        if e.life().on_disk {
-            // Loading it would take it off the disk (and out of what
-            // survives a restart) while it stays paused.
-            return Err(SandboxError::Conflict(format!(
-                "sandbox \"{id}\" is paused to disk; resume it (connect) to snapshot it"
-            )));
-        }
         let sid = name
             .as_deref()
             .and_then(|n| store.find_snapshot(n, owner))
@@ -882,10 +875,22 @@ impl Sandboxes {
                 },
                 |m| m.id,
             );
-        let ck = self.freeze_blocking(&e, false)?;
         let meta = self.saved_meta(&e, sid.clone(), name);
-        let bytes = Self::write_checkpoint(&ck, &store.snapshot_dir(&sid), &meta)?;
-        let meta = SavedMeta { bytes, ..meta };
+        let meta = if e.life().on_disk {
+            // Paused to disk: its checkpoint there is the snapshot (the
+            // sandbox stays on disk; loading it would take it off).
+            let bytes = Store::read_meta(&store.paused_dir(&e.id)).map_or(0, |m| m.bytes);
+            let meta = SavedMeta { bytes, ..meta };
+            Store::copy_checkpoint(&store.paused_dir(&e.id), &store.snapshot_dir(&sid), &meta)
+                .map_err(|err| {
+                    SandboxError::Internal(format!("writing the snapshot failed: {err}"))
+                })?;
+            meta
+        } else {
+            let ck = self.freeze_blocking(&e, false)?;
+            let bytes = Self::write_checkpoint(&ck, &store.snapshot_dir(&sid), &meta)?;
+            SavedMeta { bytes, ..meta }
+        };
         store.add_snapshot(meta.clone());
         self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
         Ok(meta)
@@ -1490,8 +1495,13 @@ fn serve(
                 let _ = reply.send(Err(table.not_found(&e.id)));
                 return None;
             };
+            // The server's own state of it goes along (docs/snapshot-format.md).
+            let meta = serde_json::json!({
+                "contexts": lock_contexts(e).saved(),
+            })
+            .to_string();
             let r = sb
-                .freeze_for_disk(&e.template, &[])
+                .freeze_for_disk(&e.template, meta.as_bytes())
                 .map_err(|err| match err {
                     LiveError::Busy => SandboxError::Conflict(format!(
                         "sandbox \"{}\" is running code; try when the run has finished",
@@ -1526,6 +1536,13 @@ fn serve(
             }
             match LiveSandbox::from_loaded(&e.template, &loaded, Some(e.with_network_id())) {
                 Ok(sb) => {
+                    // Checkpoints older than the server's state in them have none.
+                    let saved = serde_json::from_slice::<serde_json::Value>(loaded.meta()).ok();
+                    if let Some(c) = saved.and_then(|v| {
+                        crate::envd::interpreter::Contexts::restore(v.get("contexts")?)
+                    }) {
+                        *lock(&e.contexts) = c;
+                    }
                     let _ = reply.send(Ok(()));
                     Some(sb)
                 }

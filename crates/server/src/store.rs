@@ -95,10 +95,7 @@ impl Store {
                 }
                 continue;
             }
-            let meta = std::fs::read(path.join(META))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<SavedMeta>(&b).ok());
-            match meta {
+            match Self::read_meta(&path) {
                 Some(m) if m.id == name => out.push(m),
                 _ => {
                     tracing::warn!(dir = %path.display(), "removing an unfinished or unreadable saved sandbox");
@@ -107,6 +104,12 @@ impl Store {
             }
         }
         out
+    }
+
+    /// The description of the checkpoint in `dir`, if it has a readable one.
+    pub fn read_meta(dir: &Path) -> Option<SavedMeta> {
+        let b = std::fs::read(dir.join(META)).ok()?;
+        serde_json::from_slice(&b).ok()
     }
 
     pub fn snapshot_dir(&self, id: &str) -> PathBuf {
@@ -127,6 +130,35 @@ impl Store {
         f.sync_all().map_err(io(&tmp))?;
         let p = dir.join(META);
         std::fs::rename(&tmp, &p).map_err(io(&p))
+    }
+
+    /// Make `to` a checkpoint with the files of the one in `from` and
+    /// `meta` (a snapshot of a sandbox paused to disk), replacing what `to`
+    /// held. The files are hard-linked where the file system allows (a
+    /// checkpoint's files are never written again once made), else
+    /// copied; nothing is left on failure.
+    pub fn copy_checkpoint(from: &Path, to: &Path, meta: &SavedMeta) -> Result<(), StoreError> {
+        let tmp = zeroboot_kernel::statefile::temp_dir_beside(to).map_err(io(to))?;
+        let r = (|| {
+            for ent in std::fs::read_dir(from).map_err(io(from))? {
+                let ent = ent.map_err(io(from))?;
+                let name = ent.file_name();
+                if name == META || name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let (src, dst) = (ent.path(), tmp.join(&name));
+                if std::fs::hard_link(&src, &dst).is_err() {
+                    std::fs::copy(&src, &dst).map_err(io(&dst))?;
+                }
+            }
+            Self::write_meta(&tmp, meta)?;
+            let _ = std::fs::remove_dir_all(to);
+            std::fs::rename(&tmp, to).map_err(io(to))
+        })();
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        r
     }
 
     /// The sandboxes paused to disk (at start).

@@ -144,3 +144,27 @@ def test_one_shot_results_bad_input(server: Any, server_factory: Any) -> None:
     plain = server_factory(work, work / "state", "python")
     status, body = post(plain, {"code": "1", "results": True})
     assert status == 400 and "code-interpreter" in body["error"]
+
+
+def test_contexts_survive_pause_snapshot_and_fork(server: Any, handle: Any) -> None:
+    """The server's table of contexts goes with the sandbox: into its
+    checkpoint (pause to disk, snapshots) and into its copies (fork)."""
+    ctx = handle.create_code_context()
+    assert handle.run_code("v = 7", context=ctx).error is None
+    (copy,) = handle.fork(count=1, timeout=60)
+    try:
+        assert copy.run_code("v", context=ctx.id).text == "7"
+    finally:
+        copy.kill()
+    snap = handle.snapshot()
+    assert handle.pause() is True
+    c = Sandbox(server.key, base_url=server.url)
+    back = c.connect(handle.sandbox_id, timeout=60)
+    assert back.run_code("v", context=ctx.id).text == "7"
+    assert ctx.id in [x.id for x in back.list_code_contexts()]
+    made = c.create(snapshot=snap, timeout=60)
+    try:
+        assert made.run_code("v + 1", context=ctx.id).text == "8"
+    finally:
+        made.kill()
+        c.delete_snapshot(snap)

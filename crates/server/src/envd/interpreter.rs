@@ -40,7 +40,7 @@ const MAX_CELL_TIME: Duration = Duration::from_secs(24 * 3600);
 const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// One context: E2B's `Context` and the agent's name for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Context {
     pub id: String,
     pub language: String,
@@ -90,6 +90,20 @@ impl Contexts {
             defaults: self.defaults.clone(),
             turn: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// What a checkpoint keeps of them (the agent's side is in its memory).
+    pub fn saved(&self) -> Value {
+        json!({ "list": self.list, "defaults": self.defaults })
+    }
+
+    /// The contexts `saved` kept; None if `v` is not such a record.
+    pub fn restore(v: &Value) -> Option<Contexts> {
+        Some(Contexts {
+            list: serde_json::from_value(v.get("list")?.clone()).ok()?,
+            defaults: serde_json::from_value(v.get("defaults")?.clone()).ok()?,
+            turn: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     fn get(&self, id: &str) -> Option<Context> {

@@ -84,10 +84,11 @@ def test_snapshots_and_pause_survive_a_restart(server_factory, workdir, monkeypa
     assert sb.pause()
     assert sb.get_info().state == SandboxState.PAUSED
     assert list((state / "paused" / sb.sandbox_id).iterdir())
-    # A snapshot of it would take it off the disk: refused.
-    with pytest.raises(SandboxException) as e:
-        Sandbox.create_snapshot(sb.sandbox_id)
-    assert "409" in str(e.value) and "paused to disk" in str(e.value)
+    # A snapshot of it is made from its checkpoint on disk; it stays
+    # paused there.
+    paused_snap = Sandbox.create_snapshot(sb.sandbox_id)
+    assert sb.get_info().state == SandboxState.PAUSED
+    assert list((state / "paused" / sb.sandbox_id).iterdir())
     srv.process.send_signal(signal.SIGKILL)
     srv.process.wait()
 
@@ -100,6 +101,11 @@ def test_snapshots_and_pause_survive_a_restart(server_factory, workdir, monkeypa
     assert loop.pid in [p.pid for p in back.commands.list()]
     assert ticking(back)
     assert not (state / "paused" / sb.sandbox_id).exists()
+    # The snapshot taken while it was on disk has its state of then.
+    p = Sandbox.create(paused_snap.snapshot_id, timeout=60)
+    assert p.files.read("/home/user/notes.txt") == "after\n"
+    assert ticking(p)
+    p.kill()
     # The snapshot outlived the server too, by id and by name.
     for key in (snap.snapshot_id, "warm"):
         d = Sandbox.create(key, timeout=60)
@@ -116,7 +122,8 @@ def test_snapshots_and_pause_survive_a_restart(server_factory, workdir, monkeypa
 def test_auto_pause_at_the_timeout_then_resume(server_factory, workdir, monkeypatch):
     srv = server_factory(workdir, workdir / "state")
     point_at(monkeypatch, srv)
-    sb = Sandbox.create("base", timeout=3, lifecycle={"on_timeout": "pause"})
+    # Long enough for the write below on a loaded machine.
+    sb = Sandbox.create("base", timeout=8, lifecycle={"on_timeout": "pause"})
     try:
         sb.files.write("/home/user/kept.txt", "kept\n")
         wait_for(

@@ -706,6 +706,26 @@ print(round(time.monotonic() - t, 3))
         "{r}"
     );
     assert!(metric(&s, "zeroboot_network_throttled_total") > 0);
+    // A live sandbox (served in slices by its actor, which must wake the
+    // throttled thread when the bucket refills) is capped alike.
+    let (id, _) = create_sandbox(&s, json!({"templateID": "python"}));
+    let code = format!(
+        "import time, urllib.request\nt = time.monotonic()\nd = urllib.request.urlopen('http://127.0.0.1:{}/big').read()\nprint(len(d), time.monotonic() - t)",
+        web.port
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code, "timeout_seconds": 60}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    let out = r["stdout"].as_str().unwrap_or_default().trim().to_string();
+    let (n, live) = out.split_once(' ').unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(n, SIZE.to_string(), "{r}");
+    let live = secs(live);
+    eprintln!("live sandbox: 10 MiB GET {live:.3} s");
+    assert!(live >= least(SIZE), "live: {live} s < {}", least(SIZE));
 }
 
 #[test]

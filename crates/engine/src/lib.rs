@@ -19,6 +19,7 @@ pub use live::{
 pub use template::{Language, Template, TemplateError, TemplateOptions, DEFAULT_MAX_IDLE};
 /// Host calls the vCPU threads' seccomp filter refused (see docs/security.md).
 pub use zeroboot_kernel::hardening::denied_total as seccomp_denied_total;
+pub use zeroboot_kernel::net::limit::{parse_rate as parse_net_rate, Rates as NetRates};
 /// The egress policy's types (docs/network.md).
 pub use zeroboot_kernel::net::policy::{
     Counters as NetCounters, NetStats, Operator as NetOperator, PolicyError, Rule as NetRule,

@@ -68,6 +68,8 @@ pub fn stats_json(enabled: bool, s: &NetStats) -> Value {
         "bytes_out": s.bytes_out,
         "denied": s.denied,
         "dns_queries": s.dns_queries,
+        "throttled": s.throttled,
+        "udp_dropped": s.udp_dropped,
     });
     if !enabled {
         v["note"] =
@@ -104,6 +106,21 @@ pub fn render_metrics(op: &NetOperator, out: &mut String) {
             "dns_queries",
             "Queries to the VMM's resolver.",
             &c.dns_queries,
+        ),
+        (
+            "throttled",
+            "Sandbox sends and receives slowed by the bandwidth cap.",
+            &c.throttled,
+        ),
+        (
+            "udp_dropped",
+            "Sandbox UDP datagrams dropped by the UDP cap.",
+            &c.udp_dropped,
+        ),
+        (
+            "limited",
+            "Sandbox connections and sockets refused by the connection or socket cap.",
+            &c.limited,
         ),
     ] {
         let _ = writeln!(

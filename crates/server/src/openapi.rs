@@ -134,7 +134,7 @@ pub fn document(c: &crate::ServerConfig) -> Value {
                         "fork_time_ms": {"type": "number"},
                         "exec_time_ms": {"type": "number"},
                         "total_time_ms": {"type": "number"},
-                        "network": {"type": "object", "description": "Network use: enabled (the server's network is on), connections, bytes_in, bytes_out, denied, dns_queries; note when off"},
+                        "network": {"type": "object", "description": "Network use: enabled (the server's network is on), connections, bytes_in, bytes_out, denied, dns_queries, throttled (sends/receives slowed by the bandwidth cap), udp_dropped (datagrams dropped by the UDP cap); note when off"},
                         "error": {"type": "string"},
                         "results": {"type": "array", "items": {"type": "object"}, "description": "With results: true: E2B's result objects (text, html, png, ..., is_main_result)"},
                         "exception": {"type": "object", "nullable": true, "description": "With results: true: the cell's error {name, value, traceback}, or null"},

@@ -4,57 +4,21 @@
 //! allowed) and by the host's python3: p50 of each and their ratio. No
 //! traffic leaves the loopback.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::bench::percentiles;
 use crate::bench_api::{start_server_with, Conn};
+use crate::test_http::TestHttp;
 
 /// Serve GET /1k and /10m (else 404), one request per connection.
 fn start_http() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let port = l.local_addr()?.port();
-    let small: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(vec![b'k'; 1 << 10]);
-    let big: std::sync::Arc<Vec<u8>> =
-        std::sync::Arc::new((0..10 << 20).map(|i| (i % 251) as u8).collect());
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let (small, big) = (small.clone(), big.clone());
-            std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 2048];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body: &[u8] = if req.starts_with(b"GET /10m ") {
-                    &big
-                } else if req.starts_with(b"GET /1k ") {
-                    &small
-                } else {
-                    b""
-                };
-                let status = if body.is_empty() {
-                    "404 Not Found"
-                } else {
-                    "200 OK"
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = c.write_all(head.as_bytes());
-                let _ = c.write_all(body);
-            });
-        }
-    });
-    Ok(port)
+    let small = Arc::new(vec![b'k'; 1 << 10]);
+    let big = Arc::new((0..10 << 20).map(|i| (i % 251) as u8).collect());
+    let s = TestHttp::start(vec![("/1k", small), ("/10m", big)])?;
+    Ok(s.port)
 }
 
 /// Python timing `n` GETs of each path (after two warm-ups), printing
@@ -103,6 +67,9 @@ pub fn run(small: usize, big: usize, json_out: bool) -> Result<()> {
         &allow,
         "--net-resolver",
         "static",
+        // The VMM's path, not the cap (docs/network.md).
+        "--net-bandwidth",
+        "off",
     ])?;
     let code = script(port, small, big);
     let mut c = Conn::new(&addr).context("connecting")?;

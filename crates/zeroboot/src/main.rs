@@ -21,6 +21,7 @@ mod mcp_bridge;
 mod run;
 mod serve;
 mod template;
+mod test_http;
 
 use std::path::PathBuf;
 

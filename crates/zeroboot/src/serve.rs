@@ -73,6 +73,15 @@ pub struct ServeArgs {
     /// Most host connections one sandbox holds at once.
     #[arg(long, default_value_t = zeroboot_engine::NetOperator::enabled().max_connections)]
     net_max_connections: usize,
+    /// Bandwidth cap per sandbox, each way, in bytes per second (K, M, G
+    /// suffixes: KiB, MiB, GiB; `off`: none). Past it the sandbox's sends
+    /// and receives are slowed, not failed.
+    #[arg(long, value_name = "BYTES_PER_S", default_value = "100M", value_parser = net_rate)]
+    net_bandwidth: u64,
+    /// UDP datagrams per second one sandbox may send (`off`: no cap); past
+    /// it datagrams are dropped (EAGAIN for a non-blocking sender).
+    #[arg(long, value_name = "DATAGRAMS_PER_S", default_value = "2000", value_parser = net_rate)]
+    net_udp_rate: u64,
     /// This node's key in a fleet (docs/fleet.md): 1 to 9 of [a-z0-9],
     /// put inside every sandbox id so a gateway routes by id; `auto` makes
     /// one up at start. None: plain ids (a single server).
@@ -97,6 +106,13 @@ enum NetResolver {
     Static,
 }
 
+/// A rate flag's value (a number with an optional K/M/G suffix, or `off`).
+fn net_rate(s: &str) -> Result<u64, String> {
+    zeroboot_engine::parse_net_rate(s).ok_or_else(|| {
+        format!("`{s}` is not a rate: a number with an optional K, M or G suffix, or `off`")
+    })
+}
+
 /// The operator's egress policy from the flags.
 fn network_operator(a: &ServeArgs) -> Result<zeroboot_engine::NetOperator> {
     use zeroboot_engine::NetOperator;
@@ -114,6 +130,10 @@ fn network_operator(a: &ServeArgs) -> Result<zeroboot_engine::NetOperator> {
     }
     op.system_resolver = a.net_resolver == NetResolver::System;
     op.max_connections = a.net_max_connections;
+    op.rates = zeroboot_engine::NetRates {
+        bandwidth: a.net_bandwidth,
+        udp: a.net_udp_rate,
+    };
     op.own_addrs = zeroboot_server::network::own_addrs();
     if !a.bind.is_unspecified() {
         op.own_addrs.push(a.bind);
@@ -268,6 +288,9 @@ pub fn run(a: ServeArgs) -> Result<i32> {
             allowed_hosts = ?network.allow_special,
             names = network.hosts.len(),
             system_resolver = network.system_resolver,
+            max_connections = network.max_connections,
+            bandwidth_bytes_per_s = network.rates.bandwidth,
+            udp_datagrams_per_s = network.rates.udp,
             "network: egress policy on"
         );
     }

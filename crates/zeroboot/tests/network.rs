@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,49 +17,14 @@ use std::sync::Arc;
 use common::*;
 use serde_json::{json, Value};
 
-/// An HTTP server on 127.0.0.1 answering every GET with `body`; counts
-/// the connections it accepted.
-struct TestHttp {
-    port: u16,
-    accepted: Arc<AtomicUsize>,
-}
+/// The loopback HTTP server `zeroboot bench net` uses too.
+#[path = "../src/test_http.rs"]
+mod test_http;
+use test_http::TestHttp;
 
-impl TestHttp {
-    fn start(body: Vec<u8>) -> TestHttp {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let body = Arc::new(body);
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(mut c) = c else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
-                let body = body.clone();
-                std::thread::spawn(move || {
-                    let mut req = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match c.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => req.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = c.write_all(head.as_bytes());
-                    let _ = c.write_all(&body);
-                });
-            }
-        });
-        TestHttp { port, accepted }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
+/// An HTTP server on 127.0.0.1 answering every GET with `body`.
+fn http_serving(body: &[u8]) -> TestHttp {
+    TestHttp::serving(body.to_vec()).unwrap()
 }
 
 const CSV: &str = "name,value\nalpha,1\nbeta,2\n";
@@ -167,8 +132,8 @@ fn serve_policy(allowed: u16, extra: &[&str]) -> Server {
 #[test]
 fn an_allowed_loopback_port_serves_urlopen_and_every_other_destination_is_refused_before_a_host_socket(
 ) {
-    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
-    let other = TestHttp::start(b"must not be reached".to_vec());
+    let allowed = http_serving(CSV.as_bytes());
+    let other = http_serving(b"must not be reached");
     let s = serve_policy(allowed.port, &[]);
     let pid = s.child.id();
     let api_port: u16 = s.addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -246,7 +211,7 @@ fn an_allowed_loopback_port_serves_urlopen_and_every_other_destination_is_refuse
 
 #[test]
 fn a_domain_allow_list_resolves_through_the_vmm_and_rebinding_gets_no_forbidden_address() {
-    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allowed = http_serving(CSV.as_bytes());
     let s = serve_policy(allowed.port, &[]);
     let only_data = json!({"allow_internet_access": false, "network": {"allowOut": ["data.test"]}});
     let url = format!("http://data.test:{}/data.csv", allowed.port);
@@ -297,7 +262,7 @@ except OSError as e:
 
 #[test]
 fn connections_per_sandbox_are_capped() {
-    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allowed = http_serving(CSV.as_bytes());
     let s = serve_policy(allowed.port, &["--net-max-connections", "8"]);
     let code = format!(
         r#"
@@ -322,7 +287,7 @@ for i in range(10000):
 
 #[test]
 fn with_the_network_off_connections_fail_clearly_and_the_result_says_so() {
-    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allowed = http_serving(CSV.as_bytes());
     // E2B's default `allow_internet_access: true` is accepted.
     let s = Server::start(None, &["--languages", "python"]);
     let r = py(
@@ -355,7 +320,7 @@ fn create_sandbox(s: &Server, body: Value) -> (String, Value) {
 
 #[test]
 fn live_sandboxes_take_e2bs_network_fields_and_fetch_under_them() {
-    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allowed = http_serving(CSV.as_bytes());
     let s = serve_policy(allowed.port, &[]);
     // E2B's default: internet allowed.
     let (id, detail) = create_sandbox(
@@ -442,7 +407,7 @@ fn e2bs_default_fields_still_create_a_sandbox_on_a_server_without_network() {
 
 #[test]
 fn node_fetch_gets_the_data_through_an_allowed_name() {
-    let allowed = TestHttp::start(CSV.as_bytes().to_vec());
+    let allowed = http_serving(CSV.as_bytes());
     let allow = format!("127.0.0.1:{}", allowed.port);
     let s = Server::start(
         None,
@@ -483,18 +448,7 @@ fn udp_to_an_allowed_loopback_port_round_trips_and_other_destinations_are_refuse
             let _ = u.send_to(&buf[..n], from);
         }
     });
-    let allow = format!("127.0.0.1:{port}");
-    let s = Server::start(
-        None,
-        &[
-            "--languages",
-            "python",
-            "--network",
-            "policy",
-            "--net-allow-host",
-            &allow,
-        ],
-    );
+    let s = serve_policy(port, &[]);
     let code = format!(
         r#"
 import errno, socket
@@ -576,4 +530,269 @@ fn settled_sockets(pid: u32, want: usize) -> usize {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     host_sockets(pid)
+}
+
+/// A metric's value in the server's /v1/metrics.
+fn metric(s: &Server, name: &str) -> u64 {
+    let (st, _, body) = s.get("/v1/metrics");
+    assert_eq!(st, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn a_udp_flood_to_an_allowed_loopback_port_is_capped_and_counted() {
+    // The test's receiver counts what arrives.
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = u.local_addr().unwrap().port();
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while u.recv_from(&mut buf).is_ok() {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let s = serve_policy(port, &["--net-udp-rate", "100"]);
+    // A blocking sender: every sendto returns its length (the excess is
+    // dropped, as on a full buffer); then a non-blocking one gets EAGAIN.
+    let code = format!(
+        r#"
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print(sum(s.sendto(b"x" * 100, ("127.0.0.1", {port})) for _ in range(3000)))
+s.setblocking(False)
+for i in range(1000):
+    try:
+        s.sendto(b"y" * 100, ("127.0.0.1", {port}))
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+        break
+"#
+    );
+    let t = std::time::Instant::now();
+    let r = py(&s, &code, json!({}));
+    let elapsed = t.elapsed().as_secs_f64();
+    assert_eq!(r["stdout"], "300000\nEAGAIN\n", "{r}");
+    // What left the sandbox arrives (loopback); give it a moment.
+    let forwarded = r["network"]["bytes_out"].as_u64().unwrap() as usize / 100;
+    for _ in 0..100 {
+        if got.load(Ordering::SeqCst) >= forwarded {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let received = got.load(Ordering::SeqCst);
+    assert_eq!(received, forwarded, "{r}");
+    // 100/s with a burst of 16: nowhere near the 3000 sent.
+    let most = 16 + (100.0 * elapsed).ceil() as usize + 1;
+    assert!(
+        received >= 16 && received <= most,
+        "{received} received in {elapsed:.2} s (at most {most}): {r}"
+    );
+    let dropped = r["network"]["udp_dropped"].as_u64().unwrap() as usize;
+    eprintln!("UDP cap 100/s: 3000 sent, {received} received in {elapsed:.2} s, {dropped} dropped");
+    assert!(dropped >= 3001 - received, "{dropped} dropped: {r}");
+    assert_eq!(
+        metric(&s, "zeroboot_network_udp_dropped_total") as usize,
+        dropped
+    );
+}
+
+/// A TCP server on 127.0.0.1 that reads each connection to its end and
+/// adds up the bytes.
+fn start_sink() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let total = Arc::new(AtomicUsize::new(0));
+    let t = total.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let t = t.clone();
+            std::thread::spawn(move || {
+                let mut b = vec![0u8; 1 << 16];
+                while let Ok(n) = c.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    t.fetch_add(n, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, total)
+}
+
+#[test]
+fn a_bandwidth_capped_sandbox_moves_data_no_faster_than_its_cap() {
+    const SIZE: usize = 10 << 20;
+    const UP: usize = 4 << 20;
+    const CAP: f64 = (8 << 20) as f64;
+    // The bucket starts full: 100 ms of the cap.
+    let least = |n: usize| (n as f64 - CAP * 0.1) / CAP;
+    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let want_sum: u64 = body.iter().map(|&b| b as u64).sum();
+    let web = http_serving(&body);
+    let (sink, sunk) = start_sink();
+    let sink_allowed = format!("127.0.0.1:{sink}");
+    let s = serve_policy(
+        web.port,
+        &["--net-allow-host", &sink_allowed, "--net-bandwidth", "8M"],
+    );
+    // A blocking reader (urllib), a non-blocking one under epoll
+    // (asyncio), and a blocking writer; each timed by the guest.
+    let code = format!(
+        r#"
+import asyncio, socket, time, urllib.request
+t = time.monotonic()
+d = urllib.request.urlopen("http://127.0.0.1:{web}/big").read()
+print(len(d), sum(d), round(time.monotonic() - t, 3))
+async def get():
+    r, w = await asyncio.open_connection("127.0.0.1", {web})
+    w.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = await r.read()
+    w.close()
+    return data
+t = time.monotonic()
+d = asyncio.run(get())
+print(len(d.split(b"\r\n\r\n", 1)[1]), round(time.monotonic() - t, 3))
+t = time.monotonic()
+c = socket.create_connection(("127.0.0.1", {sink}))
+c.sendall(b"u" * {UP})
+c.close()
+print(round(time.monotonic() - t, 3))
+"#,
+        web = web.port
+    );
+    let t = std::time::Instant::now();
+    let r = py(&s, &code, json!({"timeout_seconds": 120}));
+    let wall = t.elapsed().as_secs_f64();
+    let out = r["stdout"].as_str().unwrap_or_default().to_string();
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 3, "{r}");
+    assert_eq!(
+        lines[0][..2],
+        [SIZE.to_string(), want_sum.to_string()],
+        "{r}"
+    );
+    assert_eq!(lines[1][0], SIZE.to_string(), "{r}");
+    let secs = |s: &str| s.parse::<f64>().unwrap();
+    let (get, async_get, up) = (secs(lines[0][2]), secs(lines[1][1]), secs(lines[2][0]));
+    eprintln!(
+        "8 MiB/s cap: 10 MiB GET {get} s (urllib), {async_get} s (asyncio), 4 MiB upload {up} s; bounds {:.3} s, {:.3} s",
+        least(SIZE),
+        least(UP)
+    );
+    assert!(get >= least(SIZE), "urllib: {get} s < {}", least(SIZE));
+    assert!(
+        async_get >= least(SIZE),
+        "asyncio: {async_get} s < {}",
+        least(SIZE)
+    );
+    assert!(up >= least(UP), "upload: {up} s < {}", least(UP));
+    assert!(wall >= get + async_get + up, "{wall} {r}");
+    for _ in 0..100 {
+        if sunk.load(Ordering::SeqCst) == UP {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(sunk.load(Ordering::SeqCst), UP);
+    assert!(r["network"]["throttled"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        r["network"]["bytes_in"].as_u64().unwrap() >= 2 * SIZE as u64,
+        "{r}"
+    );
+    assert!(metric(&s, "zeroboot_network_throttled_total") > 0);
+    // A live sandbox (served in slices by its actor, which must wake the
+    // throttled thread when the bucket refills) is capped alike.
+    let (id, _) = create_sandbox(&s, json!({"templateID": "python"}));
+    let code = format!(
+        "import time, urllib.request\nt = time.monotonic()\nd = urllib.request.urlopen('http://127.0.0.1:{}/big').read()\nprint(len(d), time.monotonic() - t)",
+        web.port
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code, "timeout_seconds": 60}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    let out = r["stdout"].as_str().unwrap_or_default().trim().to_string();
+    let (n, live) = out.split_once(' ').unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(n, SIZE.to_string(), "{r}");
+    let live = secs(live);
+    eprintln!("live sandbox: 10 MiB GET {live:.3} s");
+    assert!(live >= least(SIZE), "live: {live} s < {}", least(SIZE));
+}
+
+#[test]
+fn ten_thousand_sockets_are_capped_in_the_sandbox_and_on_the_host() {
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = u.local_addr().unwrap().port();
+    let s = serve_policy(port, &["--net-max-connections", "8"]);
+    let pid = s.child.id();
+    let before = host_sockets(pid);
+    // Guest sockets: one process stops at its descriptor limit (EMFILE);
+    // a chain of processes, each holding its sockets while its child
+    // makes more, at the sandbox's socket cap (ENFILE). Host sockets: UDP
+    // sockets each sending to the allowed port stop at the connection cap
+    // (ENOBUFS).
+    let code = format!(
+        r#"
+import errno, os, socket
+def fill(limit):
+    held = []
+    for i in range(limit):
+        try:
+            held.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        except OSError as e:
+            return held, errno.errorcode[e.errno]
+    return held, "none"
+r, w = os.pipe()
+def chain(level):
+    # Fill this process's descriptors; a child (its copies of ours
+    # closed: the sockets stay, ours) goes on from there.
+    held, e = fill(10000)
+    os.write(w, f"{{len(held)}} {{e}}\n".encode())
+    if e == "EMFILE" and level < 8:
+        pid = os.fork()
+        if pid == 0:
+            os.closerange(3, w)
+            os.closerange(w + 1, 4096)
+            chain(level + 1)
+            os._exit(0)
+        os.waitpid(pid, 0)
+chain(0)
+os.close(w)
+levels = [l.split() for l in os.read(r, 4096).decode().split("\n") if l]
+total = sum(int(n) for n, _ in levels)
+print("one process", int(levels[0][0]) > 1000, levels[0][1])
+print("processes", len(levels) > 2, total <= 4096, total > 4000, levels[-1][1])
+sent = []
+for i in range(10000):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x", ("127.0.0.1", {port}))
+    except OSError as e:
+        print("host sockets", len(sent), errno.errorcode[e.errno])
+        break
+    sent.append(s)
+"#
+    );
+    let r = py(&s, &code, json!({}));
+    assert_eq!(
+        r["stdout"],
+        "one process True EMFILE\nprocesses True True True ENFILE\nhost sockets 8 ENOBUFS\n",
+        "{r}"
+    );
+    assert_eq!(r["network"]["connections"], 8, "{r}");
+    // Both caps are counted (ENFILE in the last process, ENOBUFS).
+    assert_eq!(metric(&s, "zeroboot_network_limited_total"), 2);
+    assert!(
+        settled_sockets(pid, before) <= before,
+        "host sockets left open"
+    );
 }

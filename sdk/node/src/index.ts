@@ -19,6 +19,34 @@ const SERVER_DEFAULT_CODE_TIMEOUT_S = 30;
 /** Extra HTTP time on top of the code's own limit (fork, queueing, transfer). */
 const HTTP_TIMEOUT_MARGIN_MS = 10_000;
 
+type HttpMethod = "GET" | "POST" | "PUT" | "DELETE";
+
+/**
+ * The request fields of the network options, checked here (a mistake is a
+ * TypeError at the call, not a 400 later).
+ */
+function networkFields(o: NetworkOptions): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (o.allowInternetAccess !== undefined) {
+    if (typeof o.allowInternetAccess !== "boolean") throw new TypeError("allowInternetAccess must be a boolean");
+    out.allow_internet_access = o.allowInternetAccess;
+  }
+  if (o.network !== undefined) {
+    if (!o.network || typeof o.network !== "object" || Array.isArray(o.network)) {
+      throw new TypeError("network must be an object like { allowOut: [...], denyOut: [...] }");
+    }
+    const rules: Record<string, unknown> = { ...o.network };
+    for (const k of ["allowOut", "denyOut"] as const) {
+      const v = o.network[k];
+      if (v !== undefined && (!Array.isArray(v) || !v.every((x) => typeof x === "string"))) {
+        throw new TypeError(`network.${k} must be an array of strings`);
+      }
+    }
+    out.network = rules;
+  }
+  return out;
+}
+
 /** A runtime the server may have a template for. */
 export type Language = "python" | "node" | "javascript" | (string & {});
 
@@ -40,13 +68,51 @@ export interface ExecRequest {
   [key: string]: unknown;
 }
 
-export interface RunOptions {
+/**
+ * E2B's `network` option: egress rules. `allowOut` takes IP addresses, CIDR
+ * blocks and domain names (`pypi.org`, `*.npmjs.org`), `denyOut` addresses
+ * and CIDR blocks; an `allowOut` entry wins over `denyOut`.
+ */
+export interface NetworkRules {
+  allowOut?: string[];
+  denyOut?: string[];
+}
+
+/** The network options of a run or a new sandbox (docs/network.md). */
+export interface NetworkOptions {
+  /**
+   * Egress allowed unless `network.denyOut` covers it (server default true).
+   * Takes effect on a server run with `--network policy`.
+   */
+  allowInternetAccess?: boolean;
+  network?: NetworkRules;
+}
+
+export interface RunOptions extends NetworkOptions {
   /** Default "python". */
   language?: Language;
   /** The code's time limit in seconds (`timeout_seconds`; server default 30, at most 300). */
   timeout?: number;
   /** Cancels the HTTP request. */
   signal?: AbortSignal;
+}
+
+/** A result's network use (`ExecResult.network`). */
+export interface NetworkStats {
+  /** The server's network is on. */
+  enabled: boolean;
+  connections: number;
+  bytes_in: number;
+  bytes_out: number;
+  /** Attempts refused by the policy or a cap. */
+  denied: number;
+  dns_queries: number;
+  /** Sends and receives slowed by the bandwidth cap. */
+  throttled?: number;
+  /** Datagrams dropped by the UDP cap. */
+  udp_dropped?: number;
+  /** Why there was none (the server's network is off). */
+  note?: string;
 }
 
 /**
@@ -74,6 +140,8 @@ export interface ExecResult {
   fds_exhausted?: boolean;
   /** Set when the server could not run this execution (e.g. one item of a batch). */
   error?: string;
+  /** Network use. */
+  network?: NetworkStats;
   [key: string]: unknown;
 }
 
@@ -213,7 +281,7 @@ function describeFetchError(err: unknown): string {
 }
 
 /** Options of {@link Sandbox.create}. */
-export interface CreateOptions {
+export interface CreateOptions extends NetworkOptions {
   /** `"python"` (default), `"node"` or `"base"` (for now the Python template). */
   template?: string;
   /** Time to live in seconds (default 300): the sandbox ends then. */
@@ -394,6 +462,22 @@ export class LiveSandbox {
     return r.body as Record<string, unknown>;
   }
 
+  /**
+   * Replaces the sandbox's egress rules (`PUT /sandboxes/{id}/network`):
+   * connections already open stay, new ones are decided under the new
+   * rules. What is left out takes its default (no entries, internet access
+   * allowed). Resolves to the sandbox's detail (its `network` and
+   * `allowInternetAccess`).
+   */
+  async updateNetwork(options: NetworkRules & { allowInternetAccess?: boolean }): Promise<Record<string, unknown>> {
+    const body = networkFields({
+      allowInternetAccess: options.allowInternetAccess,
+      network: { allowOut: options.allowOut ?? [], denyOut: options.denyOut ?? [] },
+    });
+    const r = await this.client.request("PUT", `/sandboxes/${encodeURIComponent(this.id)}/network`, body);
+    return r.body as Record<string, unknown>;
+  }
+
   /** Whether the sandbox is still there. */
   async isRunning(): Promise<boolean> {
     try {
@@ -489,7 +573,7 @@ export class Sandbox {
 
   /** @internal A request whose answer the caller reads (status checked). */
   async fetchRaw(
-    method: "GET" | "POST" | "DELETE",
+    method: HttpMethod,
     path: string,
     body: string | Uint8Array | undefined,
     headers: Record<string, string>,
@@ -568,6 +652,7 @@ export class Sandbox {
     if (options.autoPause) body.autoPause = true;
     if (options.metadata) body.metadata = options.metadata;
     if (options.envs) body.envVars = options.envs;
+    Object.assign(body, networkFields(options));
     const r = await this.request("POST", "/sandboxes", body, this.timeoutMs, options.signal);
     const id = (r.body as { sandboxID?: unknown } | null)?.sandboxID;
     if (typeof id !== "string") throw new ZerobootError(0, `unexpected create answer: ${JSON.stringify(r.body)}`, { body: r.body });
@@ -649,7 +734,7 @@ export class Sandbox {
     if (typeof code !== "string") throw new TypeError("code must be a string");
     const r: ExecRequest = { code, language: options.language ?? "python" };
     if (options.timeout !== undefined) r.timeout_seconds = options.timeout;
-    return r;
+    return Object.assign(r, networkFields(options));
   }
 
   /** @internal The HTTP time limit for code allowed to run `timeout` seconds. */
@@ -659,7 +744,7 @@ export class Sandbox {
 
   /** @internal One request; resolves to the parsed body and the answer's headers. */
   async request(
-    method: "GET" | "POST" | "DELETE",
+    method: HttpMethod,
     path: string,
     body?: unknown,
     timeoutMs: number = this.timeoutMs,
@@ -689,7 +774,7 @@ export class Sandbox {
   }
 
   private async callWithHeaders(
-    method: "GET" | "POST" | "DELETE",
+    method: HttpMethod,
     path: string,
     body: unknown,
     timeoutMs: number,
@@ -964,7 +1049,7 @@ class CodeInterpreter extends Envd {
     return { ...super.headers(extra), "e2b-sandbox-port": INTERPRETER_PORT };
   }
 
-  private async json(method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<unknown> {
+  private async json(method: HttpMethod, path: string, body?: unknown): Promise<unknown> {
     const res = await this.sandbox.client.fetchRaw(
       method,
       path,

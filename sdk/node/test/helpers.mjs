@@ -36,10 +36,10 @@ function tail(path, n = 60) {
 
 /**
  * Starts `zeroboot serve` (ZEROBOOT_BIN, default <repo>/target/release/zeroboot)
- * with auth on and waits until the python template is ready.
- * Returns { url, key, otherKey, stop() }.
+ * with auth on (and `extra` flags) and waits until the python template is
+ * ready. Returns { url, key, otherKey, stop() }.
  */
-export async function startServer({ languages } = {}) {
+export async function startServer({ languages, extra = [] } = {}) {
   const bin = process.env.ZEROBOOT_BIN || join(REPO_ROOT, "target", "release", "zeroboot");
   const dir = mkdtempSync(join(tmpdir(), "zeroboot-sdk-node-"));
   const keysFile = join(dir, "keys.json");
@@ -55,6 +55,7 @@ export async function startServer({ languages } = {}) {
   // interpreter's image: minutes).
   const startupMs = languages?.includes("code-interpreter") ? Math.max(STARTUP_TIMEOUT_MS, 900_000) : STARTUP_TIMEOUT_MS;
   if (languages) args.push("--languages", languages);
+  args.push(...extra);
   const child = spawn(bin, args, {
     cwd: dir,
     env: { ...process.env, ZEROBOOT_API_KEYS_FILE: keysFile },

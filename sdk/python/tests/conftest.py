@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -99,11 +99,12 @@ def _health(url: str, key: str) -> Tuple[int, Any]:
 
 
 def start_server(
-    workdir: Path, state_dir: Path, languages: str = LANGUAGES
+    workdir: Path, state_dir: Path, languages: str = LANGUAGES, extra: Sequence[str] = ()
 ) -> Tuple[ZerobootServer, Any]:
     """Start `zeroboot serve` in `workdir` (keys file, log) keeping its
-    snapshots and paused sandboxes in `state_dir`; wait until the python
-    template is ready. Returns the server and its log file (to close)."""
+    snapshots and paused sandboxes in `state_dir`, with `extra` flags; wait
+    until the python template is ready. Returns the server and its log
+    file (to close)."""
     binary = _server_binary()
     if not binary.is_file():
         pytest.fail(
@@ -134,6 +135,7 @@ def start_server(
             languages,
             "--state-dir",
             str(state_dir),
+            *extra,
         ],
         cwd=str(workdir),
         env=env,
@@ -206,12 +208,14 @@ def server() -> ZerobootServer:
 @pytest.fixture()
 def server_factory():
     """Start servers of one's own (e.g. to kill and start again over the
-    same state directory): `start(workdir, state_dir)`; all are stopped
-    at the end of the test."""
+    same state directory, or with other flags): `start(workdir, state_dir,
+    languages, extra)`; all are stopped at the end of the test."""
     started: List[Tuple[ZerobootServer, Any]] = []
 
-    def start(workdir: Path, state_dir: Path, languages: str = "python") -> ZerobootServer:
-        srv, log = start_server(workdir, state_dir, languages)
+    def start(
+        workdir: Path, state_dir: Path, languages: str = "python", extra: Sequence[str] = ()
+    ) -> ZerobootServer:
+        srv, log = start_server(workdir, state_dir, languages, extra)
         started.append((srv, log))
         return srv
 
@@ -285,6 +289,7 @@ def stub() -> StubServer:
 
         do_GET = _handle
         do_POST = _handle
+        do_PUT = _handle
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True

@@ -12,6 +12,7 @@
 pub mod dns;
 pub mod host;
 pub mod inet;
+pub mod limit;
 pub mod policy;
 pub mod unix;
 
@@ -41,6 +42,13 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most bytes (with overheads) all of a sandbox's sockets may hold: the
 /// VMM's memory, not the guest's, so it is bounded apart.
 pub const MAX_BUFFERED: usize = 64 << 20;
+/// Most sockets a sandbox holds at once, in all its processes (pending
+/// connections and sockets in flight included): past it socket(2) and
+/// socketpair(2) fail with ENFILE (the sandbox is the system here), a
+/// local connect with ENOBUFS. One process's descriptor limit (at most
+/// 4096) does not bound it: many processes, or a listener's queue, can
+/// hold more.
+pub const MAX_SOCKETS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Domain {
@@ -343,6 +351,16 @@ impl Sockets {
         self.table.get_mut(&id).ok_or(Errno::EBADF)
     }
 
+    /// Whether `n` more sockets fit under MAX_SOCKETS (counted and logged
+    /// when not).
+    pub fn room_for_sockets(&mut self, n: usize) -> Result<(), Errno> {
+        if self.table.len() + n <= MAX_SOCKETS {
+            return Ok(());
+        }
+        self.egress.socket_limit(MAX_SOCKETS);
+        Err(Errno::ENFILE)
+    }
+
     /// Count an unimplemented option or flag (logged the first time).
     pub fn refuse(&mut self, what: String) {
         // A guest probing thousands of names must not grow the map.
@@ -417,11 +435,14 @@ impl Sockets {
     /// Whether a host socket may wake a waiting thread (one is open and
     /// watched for data, room or a connect's end).
     pub fn host_watched(&self) -> bool {
-        self.table.values().any(|s| {
-            s.host.as_ref().is_some_and(|h| {
-                h.fd.0.is_some() && (!h.quiet || h.want_out || h.phase == host::Phase::Connecting)
+        // A thread slowed by a cap waits for the bucket to refill.
+        self.egress.caps.wake().is_some()
+            || self.table.values().any(|s| {
+                s.host.as_ref().is_some_and(|h| {
+                    h.fd.0.is_some()
+                        && (!h.quiet || h.want_out || h.phase == host::Phase::Connecting)
+                })
             })
-        })
     }
 
     /// Close every host socket (the sandbox's run ended, or it is being
@@ -437,10 +458,92 @@ impl Sockets {
     /// Wait up to `timeout` for a host socket a guest thread may wait on;
     /// true: one is ready (the caller wakes the waiting threads).
     pub fn wait_host(&mut self, timeout: std::time::Duration) -> bool {
-        host::wait(
+        // A thread slowed by a cap goes on when its bucket has refilled.
+        let timeout = match self.egress.caps.wake() {
+            Some(w) => timeout.min(w.saturating_duration_since(std::time::Instant::now())),
+            None => timeout,
+        };
+        let ready = host::wait(
             self.table.values_mut().filter_map(|s| s.host.as_mut()),
             timeout,
-        )
+        );
+        self.egress.caps.due(std::time::Instant::now()) || ready
+    }
+
+    /// Send on socket `id`'s host socket (to `to`, a datagram) under the
+    /// sandbox's caps, counting the bytes. A stream past the bandwidth cap
+    /// sends what the cap allows now, or WouldBlock until it refills; a
+    /// datagram past a cap is dropped (reported sent), or WouldBlock for
+    /// a non-blocking sender (EAGAIN), as on a full buffer.
+    pub fn send_host(
+        &mut self,
+        id: u64,
+        data: &[u8],
+        to: Option<std::net::SocketAddr>,
+        nonblock: bool,
+    ) -> Result<usize, Stop> {
+        let s = self.table.get_mut(&id).ok_or(Stop::Err(Errno::EBADF))?;
+        let Some(h) = s.host.as_mut() else {
+            return Err(Errno::ENOTCONN.into());
+        };
+        let data = if h.phase == host::Phase::Datagram {
+            let dest = to.or(h.remote);
+            let dest = dest.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            if h.fd.0.is_some() && !self.egress.datagram_out(data.len(), dest) {
+                return if nonblock {
+                    Err(Stop::WouldBlock)
+                } else {
+                    Ok(data.len())
+                };
+            }
+            data
+        } else {
+            match self.egress.stream_room(limit::Dir::Out, data.len()) {
+                limit::Verdict::Go(n) => &data[..n.min(data.len())],
+                limit::Verdict::Wait(_) => return Err(Stop::WouldBlock),
+            }
+        };
+        let n = h.send(data, to)?;
+        if h.phase != host::Phase::Datagram {
+            self.egress.used(limit::Dir::Out, n);
+        }
+        self.egress.count_out(n);
+        Ok(n)
+    }
+
+    /// Receive from socket `id`'s host socket under the sandbox's
+    /// bandwidth cap (WouldBlock until it refills), counting the bytes.
+    pub fn recv_host(
+        &mut self,
+        id: u64,
+        want: usize,
+        peek: bool,
+        waitall: bool,
+    ) -> Result<(Vec<u8>, usize, Option<std::net::SocketAddr>), Stop> {
+        let s = self.table.get_mut(&id).ok_or(Stop::Err(Errno::EBADF))?;
+        let Some(h) = s.host.as_mut() else {
+            return Err(Errno::ENOTCONN.into());
+        };
+        let datagram = h.phase == host::Phase::Datagram;
+        let verdict = if datagram {
+            self.egress.datagram_in_room()
+        } else {
+            self.egress.stream_room(limit::Dir::In, want)
+        };
+        let want = match verdict {
+            // A datagram, or MSG_WAITALL (which must not return less),
+            // comes whole and its excess is paid for after (the next
+            // transfer waits longer).
+            limit::Verdict::Go(_) if datagram || waitall => want,
+            limit::Verdict::Go(n) => n.min(want),
+            limit::Verdict::Wait(_) => return Err(Stop::WouldBlock),
+        };
+        let r = h.recv(want, peek, waitall)?;
+        if !peek {
+            self.egress.used(limit::Dir::In, r.0.len());
+            self.egress.count_in(r.0.len());
+        }
+        Ok(r)
     }
 
     /// Put a datagram in socket `id`'s queue as if `from` sent it (the
@@ -477,7 +580,17 @@ impl Sockets {
             if !s.rx.is_empty() {
                 r |= POLLIN;
             }
-            return r | h.readiness();
+            let mut h = h.readiness();
+            // A cap that makes the call wait makes it not ready (else an
+            // event loop spins on EAGAIN until the bucket refills).
+            let now = std::time::Instant::now();
+            if self.egress.caps.empty(limit::Dir::In, now) {
+                h &= !POLLIN;
+            }
+            if self.egress.caps.empty(limit::Dir::Out, now) {
+                h &= !POLLOUT;
+            }
+            return r | h;
         }
         if let State::Listening { pending, .. } = &s.state {
             if !pending.is_empty() {
@@ -516,6 +629,9 @@ impl Sockets {
     /// Connect `client` (stream or seqpacket) to `listener`: a server-side
     /// socket joins the listener's queue.
     pub fn connect_to(&mut self, client: u64, listener: u64) -> Result<(), Stop> {
+        if self.room_for_sockets(1).is_err() {
+            return Err(Errno::ENOBUFS.into());
+        }
         let l = self.get(listener)?;
         let c = self.get(client)?;
         let State::Listening { backlog, pending } = &l.state else {

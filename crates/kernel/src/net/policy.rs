@@ -15,9 +15,12 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use zeroboot_abi::Errno;
+
+use super::limit::{Caps, Dir, Rates, Verdict};
 
 /// Errors of parsing a policy or an operator's configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -277,6 +280,13 @@ pub struct Counters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub dns_queries: AtomicU64,
+    /// Sends and receives that waited for the bandwidth cap.
+    pub throttled: AtomicU64,
+    /// Datagrams dropped (or refused with EAGAIN) by the UDP cap.
+    pub udp_dropped: AtomicU64,
+    /// Attempts refused by the connection or socket cap (also in
+    /// `denied`).
+    pub limited: AtomicU64,
 }
 
 impl Counters {
@@ -300,6 +310,8 @@ pub struct Operator {
     pub system_resolver: bool,
     /// Most host sockets one sandbox holds at once.
     pub max_connections: usize,
+    /// Bandwidth and UDP caps per sandbox.
+    pub rates: Rates,
     /// The server's own addresses (always denied unless allowed).
     pub own_addrs: Vec<IpAddr>,
     pub counters: Counters,
@@ -387,6 +399,12 @@ pub struct NetStats {
     /// Attempts refused by the policy or a limit.
     pub denied: u64,
     pub dns_queries: u64,
+    /// Sends and receives slowed by the bandwidth cap.
+    #[serde(default)]
+    pub throttled: u64,
+    /// Datagrams dropped by the UDP cap.
+    #[serde(default)]
+    pub udp_dropped: u64,
 }
 
 /// The per-sandbox side, kept in the kernel's socket table: the setup, the
@@ -398,6 +416,8 @@ pub struct Egress {
     /// Addresses the resolver gave this sandbox for an allowed name.
     pub granted: BTreeMap<IpAddr, String>,
     pub stats: NetStats,
+    /// The bandwidth and UDP buckets.
+    pub caps: Caps,
 }
 
 /// Most addresses a sandbox's grants hold (oldest dropped first would
@@ -461,6 +481,7 @@ impl Egress {
         }
         if open_now >= setup.operator.max_connections {
             self.deny(&dest, "connection limit");
+            Counters::add(&setup.operator.counters.limited, 1);
             return Err(Errno::ENOBUFS);
         }
         self.stats.connections += 1;
@@ -522,6 +543,87 @@ impl Egress {
         self.stats.bytes_out += n as u64;
         if let Some(s) = &self.setup {
             Counters::add(&s.operator.counters.bytes_out, n as u64);
+        }
+    }
+
+    /// A socket refused for the sandbox's socket cap (`max` sockets).
+    pub fn socket_limit(&mut self, max: usize) {
+        self.stats.denied += 1;
+        let n = self.stats.denied;
+        match &self.setup {
+            Some(s) => {
+                Counters::add(&s.operator.counters.limited, 1);
+                if n.is_power_of_two() {
+                    tracing::warn!(sandbox = %s.sandbox, max, refused = n,
+                        "network: socket cap, socket refused (ENFILE)");
+                }
+            }
+            None => tracing::debug!(max, "socket cap, socket refused (ENFILE)"),
+        }
+    }
+
+    fn rates(&self) -> Rates {
+        self.setup
+            .as_ref()
+            .map_or(Rates::default(), |s| s.operator.rates)
+    }
+
+    /// How much of a stream transfer of `want` bytes the bandwidth cap
+    /// lets go now; a wait is counted (and logged now and then).
+    pub fn stream_room(&mut self, dir: Dir, want: usize) -> Verdict {
+        let rates = self.rates();
+        let v = self.caps.stream(dir, want, rates, Instant::now());
+        if let Verdict::Wait(_) = v {
+            self.throttled(dir, rates);
+        }
+        v
+    }
+
+    /// Whether a datagram may be received now.
+    pub fn datagram_in_room(&mut self) -> Verdict {
+        let rates = self.rates();
+        let v = self.caps.datagram_in(rates, Instant::now());
+        if let Verdict::Wait(_) = v {
+            self.throttled(Dir::In, rates);
+        }
+        v
+    }
+
+    /// Pay the bandwidth cap for `n` bytes moved.
+    pub fn used(&mut self, dir: Dir, n: usize) {
+        let rates = self.rates();
+        self.caps.used(dir, n, rates, Instant::now());
+    }
+
+    /// Whether a datagram of `len` bytes to `dest` may go out (paid for
+    /// if so); a refusal is counted and logged now and then.
+    pub fn datagram_out(&mut self, len: usize, dest: std::net::SocketAddr) -> bool {
+        let rates = self.rates();
+        if self.caps.datagram_out(len, rates, Instant::now()) {
+            return true;
+        }
+        self.stats.udp_dropped += 1;
+        let n = self.stats.udp_dropped;
+        if let Some(s) = &self.setup {
+            Counters::add(&s.operator.counters.udp_dropped, 1);
+            if n.is_power_of_two() {
+                tracing::warn!(sandbox = %s.sandbox, destination = %dest, dropped = n,
+                    udp_per_s = rates.udp, bandwidth = rates.bandwidth,
+                    "network: UDP cap, datagrams dropped");
+            }
+        }
+        false
+    }
+
+    fn throttled(&mut self, dir: Dir, rates: Rates) {
+        self.stats.throttled += 1;
+        let n = self.stats.throttled;
+        if let Some(s) = &self.setup {
+            Counters::add(&s.operator.counters.throttled, 1);
+            if n.is_power_of_two() {
+                tracing::info!(sandbox = %s.sandbox, direction = ?dir, bytes_per_s = rates.bandwidth,
+                    waits = n, "network: bandwidth cap, the sandbox is slowed");
+            }
         }
     }
 }

@@ -254,6 +254,7 @@ pub fn socket(ctx: &mut Ctx, a: Args) -> SysResult {
     let (base, flags) = split_type(a.u64(1))?;
     let (d, t) = kind(ctx, a.int(0), base, a.int(2))?;
     let c = cred(ctx);
+    ctx.k.sockets.room_for_sockets(1)?;
     let id = ctx.k.sockets.add(Socket::new(d, t, c));
     Ok(install(ctx, id, flags)? as u64)
 }
@@ -265,6 +266,7 @@ pub fn socketpair(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EOPNOTSUPP.into());
     }
     let c = cred(ctx);
+    ctx.k.sockets.room_for_sockets(2)?;
     let (x, y) = ctx.k.sockets.pair(d, t, c);
     let fx = install(ctx, x, flags)?;
     let fy = match install(ctx, y, flags) {
@@ -605,16 +607,10 @@ fn send_host(
     id: u64,
     data: &[u8],
     to: Option<SocketAddr>,
+    nonblock: bool,
 ) -> Result<usize, SysError> {
-    let s = ctx.k.sockets.get_mut(id)?;
-    let Some(h) = s.host.as_mut() else {
-        return Err(Errno::ENOTCONN.into());
-    };
-    match h.send(data, to) {
-        Ok(n) => {
-            ctx.k.sockets.egress.count_out(n);
-            Ok(n)
-        }
+    match ctx.k.sockets.send_host(id, data, to, nonblock) {
+        Ok(n) => Ok(n),
         Err(Stop::WouldBlock) => Err(Errno::EAGAIN.into()),
         Err(Stop::Pipe) => Err(Errno::EPIPE.into()),
         Err(Stop::Err(e)) => Err(e.into()),
@@ -633,21 +629,17 @@ fn recv_host(
     if s.rd_shut {
         return Ok(Received::default());
     }
-    let Some(h) = s.host.as_mut() else {
-        return Err(Errno::ENOTCONN.into());
-    };
-    match h.recv(want, flags & MSG_PEEK != 0, waitall) {
-        Ok((data, full_len, from)) => {
-            if flags & MSG_PEEK == 0 {
-                ctx.k.sockets.egress.count_in(data.len());
-            }
-            Ok(Received {
-                data,
-                full_len,
-                from: from.map(host::guest_addr),
-                ..Received::default()
-            })
-        }
+    match ctx
+        .k
+        .sockets
+        .recv_host(id, want, flags & MSG_PEEK != 0, waitall)
+    {
+        Ok((data, full_len, from)) => Ok(Received {
+            data,
+            full_len,
+            from: from.map(host::guest_addr),
+            ..Received::default()
+        }),
         Err(Stop::WouldBlock) => Err(would_block(
             ctx,
             id,
@@ -683,7 +675,7 @@ fn udp_host(
         let conn = host::open(sa, false)?;
         ctx.k.sockets.get_mut(id)?.host = Some(conn);
     }
-    match send_host(ctx, id, data, Some(sa)) {
+    match send_host(ctx, id, data, Some(sa), nonblock) {
         Err(SysError::Errno(Errno::EAGAIN)) => Err(would_block(
             ctx,
             id,
@@ -753,7 +745,7 @@ fn send_data(
         if s.wr_shut {
             return Err(pipe(ctx));
         }
-        return match send_host(ctx, id, data, None) {
+        return match send_host(ctx, id, data, None, nonblock) {
             Err(SysError::Errno(Errno::EPIPE)) => Err(pipe(ctx)),
             Err(SysError::Errno(Errno::EAGAIN)) => Err(would_block(
                 ctx,

@@ -29,6 +29,9 @@ SERVER_DEFAULT_CODE_TIMEOUT = 30.0
 HTTP_TIMEOUT_MARGIN = 10.0
 
 ExecRequest = Union[str, Mapping[str, Any]]
+# E2B's `network` option: {"allowOut": [...], "denyOut": [...]} (the
+# snake_case keys allow_out / deny_out are taken too).
+NetworkRules = Mapping[str, Any]
 
 
 class ZerobootError(Exception):
@@ -89,6 +92,10 @@ class ExecResult:
     out_of_memory: bool = False
     # Set when the server could not run this execution (e.g. one item of a batch).
     error: Optional[str] = None
+    # Network use: enabled, connections, bytes_in, bytes_out, denied,
+    # dns_queries, throttled, udp_dropped (and a note when the server's
+    # network is off).
+    network: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -247,24 +254,52 @@ class Sandbox:
 
     # -- the API ---------------------------------------------------------
 
-    def run(self, code: str, language: str = "python", timeout: Optional[float] = None) -> str:
+    def run(
+        self,
+        code: str,
+        language: str = "python",
+        timeout: Optional[float] = None,
+        *,
+        allow_internet_access: Optional[bool] = None,
+        network: Optional[NetworkRules] = None,
+    ) -> str:
         """Run ``code`` and return its stdout (the ``output`` field).
 
         Like the original zeroboot SDK, ``run`` returns the output even when
         the code exits with a non-zero status or hits its time limit; use
         :meth:`exec` to see ``exit_code``, ``stderr`` and ``timed_out``.
         Raises :class:`ZerobootError` when the server answers with an error
-        or cannot be reached.
+        or cannot be reached. ``allow_internet_access`` and ``network`` as
+        for :meth:`exec`.
         """
-        return self.exec(code, language=language, timeout=timeout).output
+        return self.exec(
+            code,
+            language=language,
+            timeout=timeout,
+            allow_internet_access=allow_internet_access,
+            network=network,
+        ).output
 
-    def exec(self, code: str, language: str = "python", timeout: Optional[float] = None) -> ExecResult:
+    def exec(
+        self,
+        code: str,
+        language: str = "python",
+        timeout: Optional[float] = None,
+        *,
+        allow_internet_access: Optional[bool] = None,
+        network: Optional[NetworkRules] = None,
+    ) -> ExecResult:
         """Run ``code`` and return the full :class:`ExecResult`.
 
         ``timeout`` is the code's time limit in seconds (``timeout_seconds``,
-        server default 30, at most 300).
+        server default 30, at most 300). ``allow_internet_access`` (server
+        default true) and ``network`` (E2B's shape:
+        ``{"allowOut": [...], "denyOut": [...]}``, addresses, CIDR blocks and,
+        in ``allowOut``, domain names) set its egress rules; they take effect
+        on a server run with ``--network policy`` (``result.network`` says
+        whether it had network).
         """
-        request = self._request_body(code, language, timeout)
+        request = self._request_body(code, language, timeout, allow_internet_access, network)
         data = self._call("POST", "/v1/exec", request, self._http_timeout([request]))
         return ExecResult.from_dict(data)
 
@@ -287,13 +322,20 @@ class Sandbox:
         return execution_from_exec(self._call("POST", "/v1/exec", request, self._http_timeout([request])))
 
     def stream(
-        self, code: str, language: str = "python", timeout: Optional[float] = None
+        self,
+        code: str,
+        language: str = "python",
+        timeout: Optional[float] = None,
+        *,
+        allow_internet_access: Optional[bool] = None,
+        network: Optional[NetworkRules] = None,
     ) -> Iterator[Dict[str, Any]]:
         """Run ``code`` and yield its events as they happen:
         ``{"type": "stdout" | "stderr", "data": str}`` while it writes, then
         one ``{"type": "result", ...}`` with :meth:`exec`'s fields (or
-        ``{"type": "error", "error": str}``)."""
-        request = self._request_body(code, language, timeout)
+        ``{"type": "error", "error": str}``). The network arguments as for
+        :meth:`exec`."""
+        request = self._request_body(code, language, timeout, allow_internet_access, network)
         request["stream"] = True
         url = self.base_url + "/v1/exec"
         headers = {
@@ -332,6 +374,8 @@ class Sandbox:
         envs: Optional[Mapping[str, str]] = None,
         snapshot: Optional[str] = None,
         auto_pause: bool = False,
+        allow_internet_access: Optional[bool] = None,
+        network: Optional[NetworkRules] = None,
     ) -> "LiveSandbox":
         """Create a sandbox you hold: its state (variables, imports, files)
         persists from one :meth:`LiveSandbox.run` to the next until it is
@@ -343,6 +387,9 @@ class Sandbox:
         ``snapshot`` (an id or name from :meth:`LiveSandbox.snapshot`) starts
         it from that snapshot instead of a template. With ``auto_pause`` it
         is paused, not killed, when its time to live ends.
+        ``allow_internet_access`` and ``network`` set its egress rules as for
+        :meth:`exec` (change them later with
+        :meth:`LiveSandbox.update_network`).
         Uses E2B's ``POST /sandboxes``.
         """
         if snapshot is not None:
@@ -354,6 +401,7 @@ class Sandbox:
             body["metadata"] = dict(metadata)
         if envs:
             body["envVars"] = dict(envs)
+        body.update(_network_fields(allow_internet_access, network))
         data = self._call("POST", "/sandboxes", body, self.timeout)
         if not isinstance(data, Mapping) or not isinstance(data.get("sandboxID"), str):
             raise ZerobootError(0, "unexpected create answer: %r" % (data,), body=data)
@@ -475,12 +523,19 @@ class Sandbox:
     # -- plumbing --------------------------------------------------------
 
     @staticmethod
-    def _request_body(code: str, language: str, timeout: Optional[float]) -> Dict[str, Any]:
+    def _request_body(
+        code: str,
+        language: str,
+        timeout: Optional[float],
+        allow_internet_access: Optional[bool] = None,
+        network: Optional[NetworkRules] = None,
+    ) -> Dict[str, Any]:
         if not isinstance(code, str):
             raise TypeError("code must be a str, not %s" % type(code).__name__)
         body: Dict[str, Any] = {"code": code, "language": language}
         if timeout is not None:
             body["timeout_seconds"] = timeout
+        body.update(_network_fields(allow_internet_access, network))
         return body
 
     def _http_timeout(self, requests: Sequence[Mapping[str, Any]]) -> float:
@@ -543,6 +598,31 @@ class Sandbox:
                 "invalid JSON in the answer: %r" % raw[:200],
                 body=raw.decode("utf-8", errors="replace"),
             ) from None
+
+
+def _network_fields(
+    allow_internet_access: Optional[bool], network: Optional[NetworkRules]
+) -> Dict[str, Any]:
+    """The request fields for E2B's network options (checked here, so that a
+    mistake is a TypeError at the call, not a 400 later)."""
+    out: Dict[str, Any] = {}
+    if allow_internet_access is not None:
+        if not isinstance(allow_internet_access, bool):
+            raise TypeError("allow_internet_access must be a bool")
+        out["allow_internet_access"] = allow_internet_access
+    if network is not None:
+        if not isinstance(network, Mapping):
+            raise TypeError("network must be a dict like {'allowOut': [...], 'denyOut': [...]}")
+        rules: Dict[str, Any] = {}
+        for key, value in network.items():
+            name = {"allow_out": "allowOut", "deny_out": "denyOut"}.get(key, key)
+            if name in ("allowOut", "denyOut"):
+                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                    raise TypeError("network.%s must be a list of strings" % name)
+                value = list(value)
+            rules[name] = value
+        out["network"] = rules
+    return out
 
 
 def _quote(sandbox_id: str) -> str:
@@ -764,6 +844,28 @@ class LiveSandbox:
             self.client.timeout,
         )
 
+    def update_network(
+        self,
+        allow_out: Optional[Sequence[str]] = None,
+        deny_out: Optional[Sequence[str]] = None,
+        allow_internet_access: Optional[bool] = None,
+    ) -> Dict[str, Any]:
+        """Replace the sandbox's egress rules (``PUT /sandboxes/{id}/network``):
+        connections already open stay, new ones are decided under the new
+        rules. What is not given takes its default (no ``allowOut`` or
+        ``denyOut`` entries, internet access allowed). Returns the sandbox's
+        detail (its ``network`` and ``allowInternetAccess``)."""
+        rules = _network_fields(
+            allow_internet_access,
+            {"allowOut": list(allow_out or []), "denyOut": list(deny_out or [])},
+        )
+        data = self.client._call(
+            "PUT", "/sandboxes/%s/network" % _quote(self.sandbox_id), rules, self.client.timeout
+        )
+        if not isinstance(data, dict):
+            raise ZerobootError(0, "unexpected network answer: %r" % (data,), body=data)
+        return data
+
     def info(self) -> Dict[str, Any]:
         """E2B's sandbox detail: ``templateID``, ``startedAt``, ``endAt``,
         ``metadata``, ``state``, ..."""
@@ -833,23 +935,27 @@ class AsyncSandbox:
     async def close(self) -> None:
         self.sync.close()
 
-    async def run(self, code: str, language: str = "python", timeout: Optional[float] = None) -> str:
-        """See :meth:`Sandbox.run`."""
-        return await _to_thread(self.sync.run, code, language, timeout)
+    async def run(
+        self, code: str, language: str = "python", timeout: Optional[float] = None, **network: Any
+    ) -> str:
+        """See :meth:`Sandbox.run` (``allow_internet_access``, ``network``)."""
+        return await _to_thread(functools.partial(self.sync.run, **network), code, language, timeout)
 
-    async def exec(self, code: str, language: str = "python", timeout: Optional[float] = None) -> ExecResult:
-        """See :meth:`Sandbox.exec`."""
-        return await _to_thread(self.sync.exec, code, language, timeout)
+    async def exec(
+        self, code: str, language: str = "python", timeout: Optional[float] = None, **network: Any
+    ) -> ExecResult:
+        """See :meth:`Sandbox.exec` (``allow_internet_access``, ``network``)."""
+        return await _to_thread(functools.partial(self.sync.exec, **network), code, language, timeout)
 
     async def run_code(self, code: str, language: str = "python", timeout: Optional[float] = None) -> "Execution":
         """See :meth:`Sandbox.run_code`."""
         return await _to_thread(self.sync.run_code, code, language, timeout)
 
     async def stream(
-        self, code: str, language: str = "python", timeout: Optional[float] = None
+        self, code: str, language: str = "python", timeout: Optional[float] = None, **network: Any
     ) -> AsyncIterator[Dict[str, Any]]:
         """See :meth:`Sandbox.stream`: ``async for event in sb.stream(code)``."""
-        events = await _to_thread(self.sync.stream, code, language, timeout)
+        events = await _to_thread(functools.partial(self.sync.stream, **network), code, language, timeout)
         while True:
             event = await _to_thread(next, events, None)
             if event is None:

@@ -339,13 +339,6 @@ fn listed_json(e: &Entry) -> Value {
     })
 }
 
-fn rule_text(r: &zeroboot_engine::NetRule) -> String {
-    match r {
-        zeroboot_engine::NetRule::Net(c) => format!("{}/{}", c.addr, c.prefix),
-        zeroboot_engine::NetRule::Domain(d) => d.clone(),
-    }
-}
-
 /// The spec's `SandboxDetail`.
 fn detail_json(e: &Entry) -> Value {
     let mut v = listed_json(e);
@@ -355,8 +348,8 @@ fn detail_json(e: &Entry) -> Value {
     v["allowInternetAccess"] = json!(n.operator.enabled && !n.rules.denies_all());
     v["network"] = json!({
         "enabled": n.operator.enabled,
-        "allowOut": n.rules.allow_out.iter().map(rule_text).collect::<Vec<_>>(),
-        "denyOut": n.rules.deny_out.iter().map(rule_text).collect::<Vec<_>>(),
+        "allowOut": n.rules.allow_out.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "denyOut": n.rules.deny_out.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
     v["domain"] = Value::Null;
     v["lifecycle"] = json!({

@@ -176,6 +176,9 @@ enum Job {
     /// one: a second resume).
     Restore {
         loaded: Box<Loaded>,
+        /// Take its egress rules from the checkpoint (a resume; a new
+        /// sandbox from a snapshot has its request's).
+        own_rules: bool,
         reply: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -721,6 +724,7 @@ impl Sandboxes {
             e,
             Job::Restore {
                 loaded: Box::new(loaded),
+                own_rules: true,
                 reply,
             },
         );
@@ -925,6 +929,7 @@ impl Sandboxes {
             &entry,
             Job::Restore {
                 loaded: Box::new(loaded),
+                own_rules: false,
                 reply,
             },
         );
@@ -1373,6 +1378,19 @@ fn finish_run(
     }
 }
 
+/// The egress rules a checkpoint kept (see `Job::Freeze`); None if `v`
+/// is not such a record or a rule no longer parses.
+fn saved_rules(v: &serde_json::Value) -> Option<zeroboot_kernel::net::policy::SandboxRules> {
+    let list =
+        |name: &str| -> Option<Vec<String>> { serde_json::from_value(v.get(name)?.clone()).ok() };
+    zeroboot_kernel::net::policy::SandboxRules::parse(
+        v.get("allow_internet_access")?.as_bool()?,
+        &list("allowOut")?,
+        &list("denyOut")?,
+    )
+    .ok()
+}
+
 /// What a sandbox needs after a worker's turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -1496,8 +1514,17 @@ fn serve(
                 return None;
             };
             // The server's own state of it goes along (docs/snapshot-format.md).
+            let rules = e.network().rules.clone();
+            let names = |v: &[zeroboot_engine::NetRule]| -> Vec<String> {
+                v.iter().map(ToString::to_string).collect()
+            };
             let meta = serde_json::json!({
                 "contexts": lock_contexts(e).saved(),
+                "network": {
+                    "allow_internet_access": rules.allow_internet,
+                    "allowOut": names(&rules.allow_out),
+                    "denyOut": names(&rules.deny_out),
+                },
             })
             .to_string();
             let r = sb
@@ -1529,16 +1556,31 @@ fn serve(
             let _ = reply.send(());
             None
         }
-        Job::Restore { loaded, reply } => {
+        Job::Restore {
+            loaded,
+            own_rules,
+            reply,
+        } => {
             if sandbox.is_some() {
                 let _ = reply.send(Ok(()));
                 return sandbox;
             }
+            // The server's state of it (checkpoints older than that have
+            // none): its egress rules, under today's operator policy, and
+            // its code-interpreter contexts.
+            let saved = serde_json::from_slice::<serde_json::Value>(loaded.meta()).ok();
+            let rules = saved.as_ref().filter(|_| own_rules);
+            if let Some(rules) = rules.and_then(|v| saved_rules(v.get("network")?)) {
+                let mut n = lock(&e.spec.network);
+                *n = Arc::new(zeroboot_engine::NetSetup {
+                    operator: n.operator.clone(),
+                    rules,
+                    sandbox: e.id.clone(),
+                });
+            }
             match LiveSandbox::from_loaded(&e.template, &loaded, Some(e.with_network_id())) {
                 Ok(sb) => {
-                    // Checkpoints older than the server's state in them have none.
-                    let saved = serde_json::from_slice::<serde_json::Value>(loaded.meta()).ok();
-                    if let Some(c) = saved.and_then(|v| {
+                    if let Some(c) = saved.as_ref().and_then(|v| {
                         crate::envd::interpreter::Contexts::restore(v.get("contexts")?)
                     }) {
                         *lock(&e.contexts) = c;

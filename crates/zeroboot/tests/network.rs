@@ -796,3 +796,59 @@ for i in range(10000):
         "host sockets left open"
     );
 }
+
+#[test]
+fn a_sandboxs_rules_survive_a_pause_to_disk_and_a_server_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let allowed = http_serving(CSV.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let s = serve_policy(allowed.port, &["--state-dir", state]);
+    let (id, _) = create_sandbox(
+        &s,
+        json!({"templateID": "python", "allow_internet_access": false, "network": {"allowOut": ["data.test"], "denyOut": ["10.0.0.0/8"]}}),
+    );
+    let (st, _, b) = s.post(&format!("/sandboxes/{id}/pause"), None, "{}");
+    assert_eq!(st, 204, "{b}");
+    drop(s); // SIGKILL: what was paused is on disk.
+    let s = serve_policy(allowed.port, &["--state-dir", state]);
+    let (st, _, b) = s.post(
+        &format!("/sandboxes/{id}/connect"),
+        None,
+        &json!({"timeout": 60}).to_string(),
+    );
+    assert_eq!(st, 201, "{b}");
+    let (_, _, d) = s.get(&format!("/sandboxes/{id}"));
+    let detail: Value = serde_json::from_str(&d).unwrap();
+    assert_eq!(detail["allowInternetAccess"], false, "{detail}");
+    assert_eq!(
+        detail["network"]["allowOut"],
+        json!(["data.test"]),
+        "{detail}"
+    );
+    assert_eq!(
+        detail["network"]["denyOut"],
+        json!(["10.0.0.0/8"]),
+        "{detail}"
+    );
+    // And they are what the sandbox runs under: an address its rules
+    // leave out is refused (before the allowed name has granted it), the
+    // allowed name works.
+    let by_name = format!("http://data.test:{}/data.csv", allowed.port);
+    let by_addr = format!("http://127.0.0.1:{}/data.csv", allowed.port);
+    let code = format!(
+        "import urllib.request\ntry:\n    urllib.request.urlopen({by_addr:?})\nexcept OSError as e:\n    print('refused', e)\nprint(urllib.request.urlopen({by_name:?}).read().decode(), end='')"
+    );
+    let (st, _, b) = s.post(
+        &format!("/v1/sandboxes/{id}/exec"),
+        None,
+        &json!({"code": code}).to_string(),
+    );
+    assert_eq!(st, 200, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    let out = r["stdout"].as_str().unwrap();
+    assert!(out.starts_with("refused") && out.ends_with(CSV), "{r}");
+    assert_eq!(allowed.accepted(), 1);
+}

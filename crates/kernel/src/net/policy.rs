@@ -159,6 +159,16 @@ pub enum Rule {
     Domain(String),
 }
 
+/// A rule as `Rule::parse` reads it back (a checkpoint keeps rules so).
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Net(c) => write!(f, "{}/{}", c.addr, c.prefix),
+            Rule::Domain(d) => f.write_str(d),
+        }
+    }
+}
+
 impl Rule {
     pub fn parse(s: &str) -> Result<Rule, PolicyError> {
         let t = s.trim();
@@ -758,5 +768,20 @@ mod tests {
         assert_eq!(Operator::parse_endpoint("[::1]:80"), Ok((ip("::1"), 80)));
         assert!(Operator::parse_host("a.test=1.2.3.4,::1").is_ok());
         assert!(Operator::parse_host("a.test").is_err());
+    }
+
+    #[test]
+    fn rules_read_back_what_they_print() {
+        for r in [
+            "10.0.0.0/8",
+            "::1/128",
+            "1.2.3.4/32",
+            "*.npmjs.org",
+            "pypi.org",
+        ] {
+            let rule = Rule::parse(r).unwrap();
+            assert_eq!(Rule::parse(&rule.to_string()), Ok(rule), "{r}");
+        }
+        assert_eq!(Rule::parse("1.2.3.4").unwrap().to_string(), "1.2.3.4/32");
     }
 }

@@ -20,8 +20,8 @@
 //!   commands all wait for a timeout sleeps on the timer list; one whose
 //!   commands wait for input or a slow reader waits for a job.
 //!
-//! Not yet: a code run (`Job::Run`) holds its sandbox until the code is
-//! done; jobs posted meanwhile wait for it.
+//! A code run (`Job::Run`) goes on in the same turns, so files, stdin and
+//! kill are served while code runs too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,25 +139,29 @@ pub type RequestStreams = (
 /// processes): it gets the sandbox, or None when it has ended.
 type WithJob = Box<dyn FnOnce(Option<&mut LiveSandbox>) + Send>;
 
+/// What a run hands a sandbox's agent.
+enum Ask {
+    /// Code, run as a script in its namespace (`Sandboxes::run`).
+    Code(String),
+    /// An agent request of its own whose output streams as it runs
+    /// (`Sandboxes::request`).
+    Request {
+        req: serde_json::Value,
+        stream: mpsc::UnboundedSender<RunOutput>,
+    },
+}
+
 enum Job {
     Create {
         opts: LiveOptions,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Hand the agent `ask`; the run goes on in the worker's turns.
     Run {
-        code: String,
+        ask: Ask,
         timeout: Duration,
         output_cap: usize,
         reply: RunReply,
-    },
-    /// An agent request of its own whose output streams as it runs
-    /// (`Sandboxes::request`).
-    Request {
-        req: serde_json::Value,
-        timeout: Duration,
-        output_cap: usize,
-        reply: RunReply,
-        stream: mpsc::UnboundedSender<RunOutput>,
     },
     With(WithJob),
     /// Take a copy made by a fork of another sandbox as this one's.
@@ -1005,7 +1009,7 @@ impl Sandboxes {
         self.post(
             &e,
             Job::Run {
-                code,
+                ask: Ask::Code(code),
                 timeout,
                 output_cap,
                 reply,
@@ -1043,12 +1047,11 @@ impl Sandboxes {
         let (stream, out) = mpsc::unbounded_channel();
         self.post(
             e,
-            Job::Request {
-                req,
+            Job::Run {
+                ask: Ask::Request { req, stream },
                 timeout,
                 output_cap,
                 reply,
-                stream,
             },
         );
         self.counters.runs.fetch_add(1, Ordering::Relaxed);
@@ -1612,7 +1615,7 @@ fn serve(
             }
         },
         Job::Run {
-            code,
+            ask,
             timeout,
             output_cap,
             reply,
@@ -1631,48 +1634,21 @@ fn serve(
                 .end_at
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
+            let timeout = timeout.min(left.max(Duration::from_millis(1)));
             // The run goes on in the worker's turns (`step`), between which
             // other jobs (files, stdin, kill) are served.
-            match sb.begin_run(
-                &code,
-                timeout.min(left.max(Duration::from_millis(1))),
-                output_cap,
-            ) {
-                Ok(()) => *lock(&e.run_reply) = Some(reply),
-                Err(err) => {
-                    let _ = reply.send(Err(err));
+            let (begun, stream) = match ask {
+                Ask::Code(code) => (sb.begin_run(&code, timeout, output_cap), None),
+                Ask::Request { req, stream } => {
+                    (sb.begin_request(req, timeout, output_cap), Some(stream))
                 }
-            }
-            Some(sb)
-        }
-        Job::Request {
-            req,
-            timeout,
-            output_cap,
-            reply,
-            stream,
-        } => {
-            let Some(mut sb) = sandbox else {
-                let why = lock(&e.slot)
-                    .killed
-                    .clone()
-                    .unwrap_or_else(|| "it is not running".into());
-                let _ = reply.send(Err(LiveError::Dead(why)));
-                return None;
             };
-            let left = e
-                .life()
-                .end_at
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            match sb.begin_request(
-                req,
-                timeout.min(left.max(Duration::from_millis(1))),
-                output_cap,
-            ) {
+            match begun {
                 Ok(()) => {
                     *lock(&e.run_reply) = Some(reply);
-                    *lock(&e.run_stream) = Some(stream);
+                    if stream.is_some() {
+                        *lock(&e.run_stream) = stream;
+                    }
                 }
                 Err(err) => {
                     let _ = reply.send(Err(err));

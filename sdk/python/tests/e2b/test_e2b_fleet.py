@@ -170,6 +170,12 @@ def gateway_counts(fleet, i: int) -> int:
 
 def test_thirty_sandboxes_drain_node_death_and_gateway_death(front):
     fleet = front
+    # Placement weighs live sandboxes: start from empty nodes (the
+    # gateways' view: what they place by).
+    fleet.wait_view(
+        lambda v: all(v.get(k, {}).get("sandboxes") == 0 for k in fleet_mod.NODE_IPS),
+        "three empty nodes",
+    )
     before = fleet.gateway_view(fleet.gateways[0])
     sbxs = [Sandbox.create("python", timeout=300) for _ in range(30)]
     per = {}

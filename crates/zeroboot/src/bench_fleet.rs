@@ -93,6 +93,17 @@ struct Samples {
     kill: Vec<u64>,
 }
 
+impl Samples {
+    /// The samples of call `i` (create, run, kill), moved out.
+    fn take(&mut self, i: usize) -> Vec<u64> {
+        std::mem::take(match i {
+            0 => &mut self.create,
+            1 => &mut self.run,
+            _ => &mut self.kill,
+        })
+    }
+}
+
 /// One create, `runs_each` runs, one kill on `c`.
 fn round(c: &mut Conn, runs_each: usize, s: &mut Samples) -> Result<()> {
     let t = Instant::now();
@@ -157,19 +168,17 @@ pub fn run(sandboxes: usize, runs_each: usize, haproxy: bool, json_out: bool) ->
     }
     println!(" {:>14}", "added p50");
     let mut out = Vec::new();
-    let calls: [(&str, fn(&mut Samples) -> Vec<u64>); 3] = [
-        ("create (POST /sandboxes)", |s| {
-            std::mem::take(&mut s.create)
-        }),
-        ("run in it (print(1+1))", |s| std::mem::take(&mut s.run)),
-        ("kill (DELETE)", |s| std::mem::take(&mut s.kill)),
+    let calls = [
+        "create (POST /sandboxes)",
+        "run in it (print(1+1))",
+        "kill (DELETE)",
     ];
-    for (call, take) in calls {
+    for (i, call) in calls.into_iter().enumerate() {
         print!("{call:<26}");
         let mut row = serde_json::Map::new();
         let mut p50s = Vec::new();
         for (name, _, s) in paths.iter_mut() {
-            let v = take(s);
+            let v = s.take(i);
             let n = v.len();
             let (p50, _, p99) = percentiles(v);
             print!(" {:>11.3} / {:>9.3}", p50 / 1000.0, p99 / 1000.0);

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in busybox-static gcc libc6-dev curl python3-numpy bubblewrap; do
+# haproxy, dnsmasq-base: the fleet tests' front balancer and DNS server
+# (dnsmasq-base is the binary alone, without a system service on port 53).
+for pkg in busybox-static gcc libc6-dev curl python3-numpy bubblewrap haproxy dnsmasq-base; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -142,6 +142,9 @@ pub enum Bench {
         /// Runs in each sandbox.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// A third path: HAProxy (from PATH) in front of the gateway.
+        #[arg(long)]
+        haproxy: bool,
         /// Print JSON too.
         #[arg(long)]
         json: bool,
@@ -200,8 +203,9 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Fleet {
             sandboxes,
             runs,
+            haproxy,
             json,
-        } => crate::bench_fleet::run(sandboxes, runs, json),
+        } => crate::bench_fleet::run(sandboxes, runs, haproxy, json),
     }
 }
 

@@ -1,9 +1,11 @@
 //! `zeroboot bench fleet`: what the gateway costs (docs/fleet.md). One
 //! node (`serve --node-key n1`) and one `zeroboot gateway` in front of it,
-//! both started here on loopback; the same calls, alternately straight to
-//! the node and through the gateway, each on its own keep-alive
-//! connection: create (`POST /sandboxes`), a run in the live sandbox
-//! (`POST /v1/sandboxes/{id}/exec`, `print(1+1)`), kill.
+//! both started here on loopback; the same calls, in turn straight to the
+//! node and through the gateway, each on its own keep-alive connection:
+//! create (`POST /sandboxes`), a run in the live sandbox
+//! (`POST /v1/sandboxes/{id}/exec`, `print(1+1)`), kill. With
+//! `--haproxy`, a third path: Debian's HAProxy in front of the gateway,
+//! as a fleet's front balancer (tests/fleet.py's settings).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,11 +41,67 @@ fn start_gateway(node: &str) -> Result<(ServerProc, String)> {
     bail!("the gateway did not become ready")
 }
 
+/// HAProxy (from PATH) on a free loopback port in front of `gateway`,
+/// with a fleet's settings (health checks, redispatch).
+fn start_haproxy(gateway: &str) -> Result<(ServerProc, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    // HAProxy reads its file at start; it is removed once it is running.
+    let cfg =
+        std::env::temp_dir().join(format!("zeroboot-bench-haproxy-{}.cfg", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 2000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  retries 2\n  option redispatch 1\n  retry-on conn-failure empty-response\nfrontend zeroboot\n  bind 127.0.0.1:{port}\n  default_backend gateways\nbackend gateways\n  option httpchk GET /v1/health/ready\n  default-server inter 1s\n  server g1 {gateway} check\n"
+        ),
+    )?;
+    let child = Command::new("haproxy")
+        .args(["-db", "-q", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting haproxy (Debian: apt-get install haproxy)")?;
+    let proc = ServerProc(child);
+    let addr = format!("127.0.0.1:{port}");
+    let _remove = RemoveOnDrop(cfg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut c) = Conn::new(&addr) {
+            if let Ok((200, _)) = c.request("GET", "/v1/health/ready", "") {
+                return Ok((proc, addr));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("haproxy did not pass the gateway's health check")
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[derive(Default)]
 struct Samples {
     create: Vec<u64>,
     run: Vec<u64>,
     kill: Vec<u64>,
+}
+
+impl Samples {
+    /// The samples of call `i` (create, run, kill), moved out.
+    fn take(&mut self, i: usize) -> Vec<u64> {
+        std::mem::take(match i {
+            0 => &mut self.create,
+            1 => &mut self.run,
+            _ => &mut self.kill,
+        })
+    }
 }
 
 /// One create, `runs_each` runs, one kill on `c`.
@@ -74,53 +132,70 @@ fn round(c: &mut Conn, runs_each: usize, s: &mut Samples) -> Result<()> {
     Ok(())
 }
 
-pub fn run(sandboxes: usize, runs_each: usize, json_out: bool) -> Result<()> {
+pub fn run(sandboxes: usize, runs_each: usize, haproxy: bool, json_out: bool) -> Result<()> {
     let (_node, node) = start_server_with(&["--languages", "python", "--node-key", "n1"])?;
     let (_gw, gw) = start_gateway(&node)?;
-    let mut direct = Conn::new(&node)?;
-    let mut via = Conn::new(&gw)?;
-    // Warm both paths (spare forks, pooled connections).
+    let mut paths: Vec<(&str, Conn, Samples)> = vec![
+        ("direct", Conn::new(&node)?, Samples::default()),
+        ("gateway", Conn::new(&gw)?, Samples::default()),
+    ];
+    let _front = if haproxy {
+        let (p, addr) = start_haproxy(&gw)?;
+        paths.push(("haproxy+gateway", Conn::new(&addr)?, Samples::default()));
+        Some(p)
+    } else {
+        None
+    };
+    // Warm every path (spare forks, pooled connections).
     let mut warm = Samples::default();
     for _ in 0..5 {
-        round(&mut direct, 3, &mut warm)?;
-        round(&mut via, 3, &mut warm)?;
+        for (_, c, _) in paths.iter_mut() {
+            round(c, 3, &mut warm)?;
+        }
     }
-    let (mut d, mut g) = (Samples::default(), Samples::default());
     for _ in 0..sandboxes {
-        round(&mut direct, runs_each, &mut d)?;
-        round(&mut via, runs_each, &mut g)?;
+        for (_, c, s) in paths.iter_mut() {
+            round(c, runs_each, s)?;
+        }
     }
-    let rows = [
-        ("create (POST /sandboxes)", d.create, g.create),
-        ("run in it (print(1+1))", d.run, g.run),
-        ("kill (DELETE)", d.kill, g.kill),
-    ];
+    println!(
+        "fleet: one node, one gateway{}, loopback; {sandboxes} sandboxes, {runs_each} runs each",
+        if haproxy { ", HAProxy in front" } else { "" }
+    );
+    print!("{:<26}", "");
+    for (name, _, _) in &paths {
+        print!(" {:>24}", format!("{name} p50 / p99 ms"));
+    }
+    println!(" {:>14}", "added p50");
     let mut out = Vec::new();
-    println!(
-        "fleet: one node, one gateway, loopback; {sandboxes} sandboxes, {runs_each} runs each"
-    );
-    println!(
-        "{:<26} {:>21} {:>21} {:>12}",
-        "", "direct p50 / p99 ms", "gateway p50 / p99 ms", "added p50"
-    );
-    for (name, direct, via) in rows {
-        let (dn, vn) = (direct.len(), via.len());
-        let (d50, _, d99) = percentiles(direct);
-        let (g50, _, g99) = percentiles(via);
-        println!(
-            "{name:<26} {:>9.3} / {:>9.3} {:>9.3} / {:>9.3} {:>9.3} ms",
-            d50 / 1000.0,
-            d99 / 1000.0,
-            g50 / 1000.0,
-            g99 / 1000.0,
-            (g50 - d50) / 1000.0
-        );
-        out.push(serde_json::json!({
-            "name": name, "n": [dn, vn],
-            "direct_ms": {"p50": d50 / 1000.0, "p99": d99 / 1000.0},
-            "gateway_ms": {"p50": g50 / 1000.0, "p99": g99 / 1000.0},
-            "added_p50_ms": (g50 - d50) / 1000.0,
-        }));
+    let calls = [
+        "create (POST /sandboxes)",
+        "run in it (print(1+1))",
+        "kill (DELETE)",
+    ];
+    for (i, call) in calls.into_iter().enumerate() {
+        print!("{call:<26}");
+        let mut row = serde_json::Map::new();
+        let mut p50s = Vec::new();
+        for (name, _, s) in paths.iter_mut() {
+            let v = s.take(i);
+            let n = v.len();
+            let (p50, _, p99) = percentiles(v);
+            print!(" {:>11.3} / {:>9.3}", p50 / 1000.0, p99 / 1000.0);
+            p50s.push(p50);
+            row.insert(
+                (*name).to_string(),
+                serde_json::json!({"n": n, "p50_ms": p50 / 1000.0, "p99_ms": p99 / 1000.0}),
+            );
+        }
+        // Each path over the one before it (the gateway over direct,
+        // HAProxy over the gateway).
+        let added: Vec<String> = p50s
+            .windows(2)
+            .map(|w| format!("{:+.3}", (w[1] - w[0]) / 1000.0))
+            .collect();
+        println!(" {:>14}", format!("{} ms", added.join(" ")));
+        out.push(serde_json::json!({ "name": call, "paths": row }));
     }
     if json_out {
         println!("{}", serde_json::to_string_pretty(&out)?);

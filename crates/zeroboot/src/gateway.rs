@@ -25,6 +25,11 @@ pub struct GatewayArgs {
     /// zeroboot-nodes.default.svc.cluster.local:8080).
     #[arg(long, value_name = "NAME:PORT", conflicts_with = "nodes")]
     nodes_dns: Option<String>,
+    /// Ask this DNS server (IP:PORT, UDP then TCP) for --nodes-dns instead
+    /// of the system resolver (/etc/resolv.conf); the name is asked as
+    /// given, with no search domains, so give it fully qualified.
+    #[arg(long, value_name = "IP:PORT", requires = "nodes_dns")]
+    dns_server: Option<SocketAddr>,
     /// How often the nodes' health is polled (and the name re-resolved),
     /// in milliseconds.
     #[arg(long, default_value_t = 1000)]
@@ -67,7 +72,10 @@ pub fn run(a: GatewayArgs) -> Result<i32> {
             if !name.contains(':') {
                 bail!("--nodes-dns {name:?}: give NAME:PORT (the nodes' port)");
             }
-            Discovery::Dns(name.clone())
+            Discovery::Dns {
+                name: name.clone(),
+                server: a.dns_server,
+            }
         }
         (None, false) => Discovery::Static(
             a.nodes

@@ -411,8 +411,20 @@ fn fleet_places_routes_drains_and_survives_deaths() {
     assert_eq!(st, 404, "{r}");
     let (st, _, r) = http(&b, "GET", "/files", &[("E2b-Sandbox-Id", "bad id!")], b"").unwrap();
     assert_eq!(st, 400, "{r}");
-    let (st, _, r) = post(&b, "/mcp", "{}");
-    assert_eq!(st, 501, "{r}");
+    // An MCP session of the dead node: over (404), said at once.
+    let (st, _, r) = http(
+        &b,
+        "POST",
+        "/mcp",
+        &[
+            ("Mcp-Session-Id", "n3.0a1b2c"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 404, "{r}");
+    assert!(r.contains("Session not found"), "{r}");
     let (st, _, r) = http(&b, "GET", "/v1/metrics", &[], b"").unwrap();
     assert_eq!(st, 200);
     assert!(r.contains("zeroboot_gateway_nodes{state=\"up\"} 1"), "{r}");

@@ -8,13 +8,15 @@
 //! last one may show on both pages, never on neither.
 //!
 //! A node that cannot be reached is left out (its sandboxes died with
-//! it); a node's refusal (a bad key, a bad filter) is the answer.
+//! it); a node's refusal (a bad key, a bad filter) is the answer. `gather`
+//! is the fan-out itself, shared with the snapshots' list and look-ups.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
@@ -27,6 +29,63 @@ fn started_ns(v: &Value) -> u128 {
         .and_then(crate::e2b::parse_rfc3339)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos())
+}
+
+/// One node's answer to a fanned-out list.
+pub(super) struct NodeList {
+    pub addr: String,
+    pub headers: HeaderMap,
+    pub items: Vec<Value>,
+}
+
+/// The same GET (`parts`: its path, query and the caller's headers; no
+/// body) to every up node, each answer a JSON array. A node that cannot
+/// be reached, or whose answer is cut or not an array, is left out (with
+/// a warning); a node's refusal (a bad key, a bad filter) is the answer.
+pub(super) async fn gather(g: &Arc<Gateway>, parts: &Parts) -> Result<Vec<NodeList>, Response> {
+    let calls = g.nodes.up().into_iter().map(|addr| {
+        let req = Request::from_parts(parts.clone(), Body::empty());
+        let g = g.clone();
+        async move {
+            let r = g.proxy.forward(&addr, req).await;
+            (addr, r)
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut out = Vec::new();
+    for (addr, r) in answers {
+        let resp = match r {
+            Ok(resp) => resp,
+            Err(e @ ProxyError::Connect { .. }) => {
+                g.nodes.mark_down(&addr, &e.to_string());
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "list: node failed; its items are left out");
+                continue;
+            }
+        };
+        if resp.status() != StatusCode::OK {
+            return Err(resp);
+        }
+        let (rp, body) = resp.into_parts();
+        let body = match axum::body::to_bytes(body, 64 << 20).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "list: node's answer cut; its items are left out");
+                continue;
+            }
+        };
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => out.push(NodeList {
+                addr,
+                headers: rp.headers,
+                items,
+            }),
+            _ => tracing::warn!(%addr, "list: node's answer is not a JSON array"),
+        }
+    }
+    Ok(out)
 }
 
 pub(super) async fn fan_out(g: &Arc<Gateway>, req: Request) -> Response {
@@ -45,51 +104,22 @@ pub(super) async fn fan_out(g: &Arc<Gateway>, req: Request) -> Response {
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(100);
     let (parts, _) = req.into_parts();
-    let calls = g.nodes.up().into_iter().map(|addr| {
-        let req = Request::from_parts(parts.clone(), Body::empty());
-        let g = g.clone();
-        async move {
-            let r = g.proxy.forward(&addr, req).await;
-            (addr, r)
-        }
-    });
-    let answers = futures_util::future::join_all(calls).await;
+    let lists = match gather(g, &parts).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let mut items: Vec<Value> = Vec::new();
     let mut running: u64 = 0;
     let mut more = false;
-    for (addr, r) in answers {
-        let resp = match r {
-            Ok(resp) => resp,
-            Err(e @ ProxyError::Connect { .. }) => {
-                g.nodes.mark_down(&addr, &e.to_string());
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "list: node failed; its sandboxes are left out");
-                continue;
-            }
-        };
-        if resp.status() != StatusCode::OK {
-            return resp;
-        }
-        let h = resp.headers();
-        more |= h.contains_key("x-next-token");
-        running += h
+    for l in lists {
+        more |= l.headers.contains_key("x-next-token");
+        running += l
+            .headers
             .get("x-total-running")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let body = match axum::body::to_bytes(resp.into_body(), 64 << 20).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "list: node's answer cut; its sandboxes are left out");
-                continue;
-            }
-        };
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(a)) => items.extend(a),
-            _ => tracing::warn!(%addr, "list: node's answer is not a JSON array"),
-        }
+        items.extend(l.items);
     }
     let key = |v: &Value| {
         (

@@ -10,20 +10,28 @@
 //! (the gateway passes the caller's key through).
 //!
 //! - `nodes`: discovery, health polls, placement.
+//! - `dns`: the nodes' name asked of a given DNS server (`--dns-server`).
 //! - `proxy`: forwarding one request to one node.
 //! - `list`: the fan-out of `GET /sandboxes` and `GET /v2/sandboxes`.
+//! - `snapshots`: creates from snapshots, their list and deletes, to the
+//!   node holding them.
+//! - `mcp`: MCP sessions, each pinned to the node it began on.
 
+mod dns;
 mod list;
+mod mcp;
 mod nodes;
 mod proxy;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -90,6 +98,21 @@ enum Named {
     Ours,
     /// `/sandboxes/{id}...`: E2B's control plane (404 `{code, message}`).
     Control,
+    /// A snapshot id (a create's `templateID`, `DELETE /templates/{id}`):
+    /// E2B's 404 `{code, message}`.
+    Snapshot,
+}
+
+/// A request's body read whole (so the request can be sent again).
+async fn buffered(req: Request) -> Result<(Parts, Bytes), Response> {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, MAX_RETRY_BODY).await {
+        Ok(b) => Ok((parts, b)),
+        Err(_) => Err(e2b_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body over 16 MiB",
+        )),
+    }
 }
 
 /// The sandbox id a request names, if any.
@@ -130,6 +153,10 @@ fn not_found(id: &str, named: Named, why: &str) -> Response {
             StatusCode::NOT_FOUND,
             format!("sandbox \"{id}\" not found: {why}"),
         ),
+        Named::Snapshot => e2b_error(
+            StatusCode::NOT_FOUND,
+            format!("snapshot '{id}' not found: {why}"),
+        ),
     }
 }
 
@@ -162,13 +189,17 @@ impl Gateway {
     /// placed, and tried on another node when the chosen one is gone or
     /// drains.
     async fn placed(&self, req: Request) -> Response {
-        let (parts, body) = req.into_parts();
-        let body = match axum::body::to_bytes(body, MAX_RETRY_BODY).await {
-            Ok(b) => b,
-            Err(_) => return e2b_error(StatusCode::PAYLOAD_TOO_LARGE, "request body over 16 MiB"),
-        };
+        match buffered(req).await {
+            Ok((parts, body)) => self.placed_buffered(&parts, &body).await.0,
+            Err(r) => r,
+        }
+    }
+
+    /// `placed`, for a request already read: the answer, and the address
+    /// of the node that gave it (None when no node did).
+    async fn placed_buffered(&self, parts: &Parts, body: &Bytes) -> (Response, Option<String>) {
         let mut tried = Vec::new();
-        let mut last: Option<Response> = None;
+        let mut last: Option<(Response, String)> = None;
         while tried.len() < CREATE_ATTEMPTS {
             let Some(addr) = self.nodes.place(&tried) else {
                 break;
@@ -178,22 +209,26 @@ impl Gateway {
                 Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     // Draining (or its queue is full): another node.
                     self.nodes.mark_draining(&addr);
-                    last = Some(r);
+                    last = Some((r, addr.clone()));
                 }
-                Ok(r) => return r,
+                Ok(r) => return (r, Some(addr)),
                 Err(e @ ProxyError::Connect { .. }) => {
                     self.nodes.mark_down(&addr, &e.to_string());
                 }
-                Err(e) => return e2b_error(StatusCode::BAD_GATEWAY, e.to_string()),
+                Err(e) => return (e2b_error(StatusCode::BAD_GATEWAY, e.to_string()), None),
             }
             tried.push(addr);
         }
-        last.unwrap_or_else(|| {
-            e2b_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no node is taking new sandboxes now (all are draining, full or unreachable); retry shortly",
-            )
-        })
+        match last {
+            Some((r, addr)) => (r, Some(addr)),
+            None => (
+                e2b_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no node is taking new sandboxes now (all are draining, full or unreachable); retry shortly",
+                ),
+                None,
+            ),
+        }
     }
 
     /// To any up node (documents the nodes all serve alike).
@@ -268,8 +303,20 @@ async fn handle(State(g): State<Arc<Gateway>>, req: Request) -> Response {
         None => {
             let method = req.method().clone();
             match (method, req.uri().path()) {
-                (Method::POST, "/sandboxes" | "/v2/sandboxes") => ("create", g.placed(req).await),
-                (Method::GET, "/sandboxes" | "/v2/sandboxes") => ("list", list::fan_out(&g, req).await),
+                (Method::POST, "/sandboxes" | "/v2/sandboxes") => {
+                    ("create", snapshots::create(&g, req).await)
+                }
+                (Method::GET, "/snapshots") => ("list", snapshots::list(&g, req).await),
+                (Method::DELETE, p) if p.starts_with("/templates/") => {
+                    // Ids and names are `[A-Za-z0-9._-]` with a `:tag`.
+                    let id = p["/templates/".len()..]
+                        .replace("%3A", ":")
+                        .replace("%3a", ":");
+                    ("snapshot", snapshots::delete(&g, req, &id).await)
+                }
+                (Method::GET, "/sandboxes" | "/v2/sandboxes") => {
+                    ("list", list::fan_out(&g, req).await)
+                }
                 (Method::POST, "/v1/exec" | "/v1/exec/batch") => ("exec", g.placed(req).await),
                 (Method::GET, "/health") => ("health", StatusCode::NO_CONTENT.into_response()),
                 (Method::GET, "/v1/health") => ("health", g.health()),
@@ -283,20 +330,20 @@ async fn handle(State(g): State<Arc<Gateway>>, req: Request) -> Response {
                     } else {
                         StatusCode::SERVICE_UNAVAILABLE
                     };
-                    ("health", (code, Json(json!({ "ready": ready }))).into_response())
+                    (
+                        "health",
+                        (code, Json(json!({ "ready": ready }))).into_response(),
+                    )
                 }
                 (Method::GET, "/v1/metrics") => ("metrics", g.metrics()),
                 (Method::GET, "/v1/openapi.json") => ("other", g.any(req).await),
-                (_, p) if p == "/mcp" || p.starts_with("/mcp/") => (
-                    "other",
-                    e2b_error(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "MCP sessions live on one node: point the MCP client at a node's /mcp, not at the gateway",
-                    ),
-                ),
+                (_, "/mcp") => ("mcp", mcp::route(&g, req).await),
                 _ => (
                     "other",
-                    e2b_error(StatusCode::NOT_FOUND, "no such endpoint (see /v1/openapi.json)"),
+                    e2b_error(
+                        StatusCode::NOT_FOUND,
+                        "no such endpoint (see /v1/openapi.json)",
+                    ),
                 ),
             }
         }

@@ -24,8 +24,12 @@ use serde_json::Value;
 pub enum Discovery {
     /// `(key, host:port)`: the key each node must report ("" to learn it).
     Static(Vec<(String, String)>),
-    /// `name:port`: every address the name resolves to, on that port.
-    Dns(String),
+    /// `name:port`: every address the name resolves to, on that port;
+    /// asked of `server` (`--dns-server`), else of the system resolver.
+    Dns {
+        name: String,
+        server: Option<std::net::SocketAddr>,
+    },
 }
 
 /// One node as last seen.
@@ -117,7 +121,7 @@ impl Nodes {
                 .iter()
                 .map(|(key, addr)| Node::unseen(addr, key, Some("not polled yet".into())))
                 .collect(),
-            Discovery::Dns(_) => Vec::new(),
+            Discovery::Dns { .. } => Vec::new(),
         };
         Arc::new(Nodes {
             discovery,
@@ -140,6 +144,15 @@ impl Nodes {
             .iter()
             .find(|n| n.up && n.key == key)
             .map(|n| n.addr.clone())
+    }
+
+    /// The key of the node at `addr` ("" when unknown).
+    pub fn key_of(&self, addr: &str) -> String {
+        read(&self.table)
+            .iter()
+            .find(|n| n.addr == addr)
+            .map(|n| n.key.clone())
+            .unwrap_or_default()
     }
 
     /// Addresses of the up nodes.
@@ -213,10 +226,12 @@ impl Nodes {
     pub async fn poll(&self) {
         let addrs: Vec<(String, String)> = match &self.discovery {
             Discovery::Static(list) => list.clone(),
-            Discovery::Dns(name) => match tokio::net::lookup_host(name.as_str()).await {
-                Ok(it) => {
+            Discovery::Dns { name, server } => match self.resolve(name, *server).await {
+                Ok(addrs) => {
                     let mut seen = HashSet::new();
-                    it.filter(|a| seen.insert(*a))
+                    addrs
+                        .into_iter()
+                        .filter(|a| seen.insert(*a))
                         .map(|a| (String::new(), a.to_string()))
                         .collect()
                 }
@@ -233,7 +248,13 @@ impl Nodes {
         let old = self.snapshot();
         for ((want, addr), answer) in addrs.into_iter().zip(answers) {
             let prev = old.iter().find(|n| n.addr == addr);
-            let mut n = Node::unseen(&addr, &want, None);
+            // A discovered node that stops answering keeps its last key,
+            // so /v1/health says which node is down.
+            let known = match (want.is_empty(), prev) {
+                (true, Some(p)) => p.key.as_str(),
+                _ => want.as_str(),
+            };
+            let mut n = Node::unseen(&addr, known, None);
             match answer {
                 Ok(h) => {
                     let node = &h["node"];
@@ -263,6 +284,32 @@ impl Nodes {
             table.push(n);
         }
         *write(&self.table) = table;
+    }
+
+    /// The addresses of `name` (`host:port`), from `server` or the system
+    /// resolver.
+    async fn resolve(
+        &self,
+        name: &str,
+        server: Option<std::net::SocketAddr>,
+    ) -> Result<Vec<std::net::SocketAddr>, String> {
+        let Some(server) = server else {
+            return tokio::net::lookup_host(name)
+                .await
+                .map(|it| it.collect())
+                .map_err(|e| e.to_string());
+        };
+        let (host, port) = name
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("{name:?} is not NAME:PORT"))?;
+        let ips = super::dns::lookup(server, host, self.poll_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ips
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, port))
+            .collect())
     }
 
     /// `GET /v1/health` of the node at `addr`.

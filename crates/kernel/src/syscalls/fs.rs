@@ -10,11 +10,11 @@ use zerocopy::FromZeros;
 use std::time::Duration;
 
 use super::{now, Args, Ctx, SysError, SysResult};
-use crate::fd::{FileKind, OpenFile, Stream};
-use crate::kernel::{Pipe, Source};
+use crate::fd::{FileKind, OpenFile};
+use crate::file::{verify_area, Io};
+use crate::kernel::Pipe;
 use crate::proc;
-use crate::task::Wait;
-use crate::vfs::{self, Device, Lookup, Node, Synth, PATH_MAX};
+use crate::vfs::{self, Lookup, Node, Synth, PATH_MAX};
 
 /// Most bytes one read or write transfers (callers loop on short counts).
 const MAX_IO: usize = 4 << 20;
@@ -35,17 +35,7 @@ fn dir_of(ctx: &Ctx, dirfd: i32) -> Result<String, Errno> {
         return Ok(ctx.k.proc.cwd.clone());
     }
     let f = ctx.k.fds.get(dirfd)?;
-    match f.kind {
-        FileKind::Dir => Ok(f.path.clone()),
-        FileKind::Path => {
-            let pv = ctx.k.proc_view();
-            match ctx.k.vfs.lookup(&f.path, &pv) {
-                Some(n) if n.is_dir() => Ok(f.path.clone()),
-                _ => Err(Errno::ENOTDIR),
-            }
-        }
-        _ => Err(Errno::ENOTDIR),
-    }
+    f.kind.with_ops(|o| o.dir_base(ctx, f))
 }
 
 pub(crate) fn resolve_at(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<Lookup, Errno> {
@@ -74,74 +64,12 @@ pub(crate) fn resolve_parent_at(
 
 /// The node an open file refers to, for fstat.
 fn node_of(ctx: &Ctx, f: &OpenFile) -> Option<Node> {
-    match &f.kind {
-        FileKind::Tmp(ino) => Some(Node::TmpFile(*ino)),
-        _ => {
-            let pv = ctx.k.proc_view();
-            ctx.k.vfs.lookup(&f.path, &pv)
-        }
-    }
+    f.kind.with_ops(|o| o.node(ctx, f))
 }
 
 fn stat_of_file(ctx: &Ctx, fd: i32) -> Result<Stat, Errno> {
     let f = ctx.k.fds.get(fd)?;
-    let mut st = Stat::new_zeroed();
-    st.st_blksize = 4096;
-    match &f.kind {
-        FileKind::Console(_) => {
-            st.st_mode = S_IFCHR | 0o620;
-            st.st_rdev = 136 << 8;
-            st.st_dev = 0x18;
-            st.st_ino = 3;
-            st.st_nlink = 1;
-        }
-        FileKind::Pty(id) => {
-            // The same as stat("/dev/pts/N"): ttyname compares the two.
-            st = ctx
-                .k
-                .vfs
-                .stat(&Node::Synth(Synth::Device(Device::Pts(*id))));
-        }
-        FileKind::Pipe { id, .. } => {
-            st.st_mode = S_IFIFO | 0o600;
-            st.st_dev = 0xc;
-            st.st_ino = *id;
-            st.st_nlink = 1;
-        }
-        FileKind::EventFd(id) | FileKind::TimerFd(id) | FileKind::Epoll(id) => {
-            // Anonymous inodes, as Linux shows them.
-            st.st_mode = 0o600;
-            st.st_dev = 0xd;
-            st.st_ino = *id;
-            st.st_nlink = 1;
-        }
-        FileKind::Socket(id) => {
-            // sockfs, as Linux shows it.
-            st.st_mode = S_IFSOCK | 0o777;
-            st.st_dev = 0x8;
-            st.st_ino = *id;
-            st.st_nlink = 1;
-        }
-        FileKind::Control => {
-            st.st_mode = S_IFSOCK | 0o600;
-            st.st_dev = 0x8;
-            st.st_ino = 1;
-            st.st_nlink = 1;
-        }
-        FileKind::Generated(data) => {
-            st = ctx
-                .k
-                .vfs
-                .stat(&Node::Synth(Synth::File(crate::vfs::ProcFile::Text(""))));
-            st.st_size = 0;
-            let _ = data;
-        }
-        _ => match node_of(ctx, f) {
-            Some(n) => st = ctx.k.vfs.stat(&n),
-            None => return Err(Errno::ENOENT),
-        },
-    }
-    Ok(st)
+    f.kind.with_ops(|o| o.stat(ctx, f))
 }
 
 fn statx_from(st: &Stat, mask: u32) -> Statx {
@@ -172,27 +100,7 @@ fn statx_from(st: &Stat, mask: u32) -> Statx {
     x
 }
 
-fn random_bytes(buf: &mut [u8]) -> Result<(), Errno> {
-    let mut done = 0;
-    while done < buf.len() {
-        let n = rustix::rand::getrandom(&mut buf[done..], rustix::rand::GetRandomFlags::empty())
-            .map_err(|e| Errno(e.raw_os_error() as u16))?;
-        done += n;
-    }
-    Ok(())
-}
-
 // ---- the read/write engine -----------------------------------------------
-
-/// Linux's `rw_verify_area` for files with offsets: a transfer may not
-/// start at a negative offset or end past the largest one (i64::MAX).
-fn verify_area(pos: u64, count: usize) -> Result<(), Errno> {
-    let end = (pos as i64).checked_add(count as i64);
-    if (pos as i64) < 0 || end.is_none() {
-        return Err(Errno::EINVAL);
-    }
-    Ok(())
-}
 
 /// Read up to `count` bytes from `fd` (at `pos`, or the file offset).
 pub(crate) fn do_read(
@@ -206,108 +114,17 @@ pub(crate) fn do_read(
     if !f.readable() {
         return Err(Errno::EBADF.into());
     }
-    let kind = f.kind.clone();
-    let off = pos.unwrap_or(f.offset);
-    let nonblock = f.flags & O_NONBLOCK != 0;
-    if kind_seekable(&kind) {
-        verify_area(off, count)?;
-    }
-    let data = match kind {
-        FileKind::Image(hf) => {
-            let n = (hf.size().saturating_sub(off) as usize).min(count);
-            let mut buf = vec![0u8; n];
-            let mut done = 0;
-            while done < n {
-                let r = hf
-                    .read_at(&mut buf[done..], off + done as u64)
-                    .map_err(Errno::from)?;
-                if r == 0 {
-                    break;
-                }
-                done += r;
-            }
-            buf.truncate(done);
-            buf
+    let io = io_of(fd, f, pos);
+    f.kind.clone().with_ops(|ops| {
+        if ops.has_offset() {
+            verify_area(io.at(), count)?;
         }
-        FileKind::Tmp(ino) => {
-            let node = ctx.k.vfs.tmp.inode(ino).ok_or(Errno::EBADF)?;
-            let len = node.data.len() as u64;
-            let s = off.min(len) as usize;
-            let e = (off.saturating_add(count as u64)).min(len) as usize;
-            node.data[s..e].to_vec()
+        let data = ops.read(ctx, io, count)?;
+        if pos.is_none() && ops.has_offset() {
+            ctx.k.fds.get_mut(fd)?.offset = io.offset + data.len() as u64;
         }
-        FileKind::Generated(d) => {
-            let s = (off as usize).min(d.len());
-            let e = s.saturating_add(count).min(d.len());
-            d[s..e].to_vec()
-        }
-        FileKind::Dir => return Err(Errno::EISDIR.into()),
-        FileKind::Device(Device::Null) => Vec::new(),
-        FileKind::Device(Device::Zero | Device::Full) => vec![0u8; count],
-        FileKind::Device(Device::Random) => {
-            let mut b = vec![0u8; count.min(1 << 20)];
-            random_bytes(&mut b)?;
-            b
-        }
-        FileKind::Device(Device::Tty) => return Err(Errno::EIO.into()),
-        // Opened as FileKind::Pty; a Device never holds it.
-        FileKind::Device(Device::Pts(id)) => {
-            return crate::tty::slave_read(ctx, id, count, nonblock)
-        }
-        FileKind::Console(Stream::Stdin) => match &mut ctx.k.stdin {
-            Source::Empty => Vec::new(),
-            Source::Data(d, at) => {
-                let s = (*at).min(d.len());
-                let e = s.saturating_add(count).min(d.len());
-                *at = e;
-                d[s..e].to_vec()
-            }
-            Source::Host => {
-                use std::io::Read;
-                let mut b = vec![0u8; count.min(64 << 10)];
-                let n = std::io::stdin().read(&mut b).map_err(Errno::from)?;
-                b.truncate(n);
-                b
-            }
-        },
-        FileKind::Console(_) => return Err(Errno::EBADF.into()),
-        FileKind::Pipe { id, write: false } => {
-            let writers = ctx.k.pipe_ends(id, true);
-            let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
-            if p.buf.is_empty() {
-                if writers == 0 {
-                    return Ok(Vec::new());
-                }
-                if nonblock {
-                    return Err(Errno::EAGAIN.into());
-                }
-                return Err(ctx.k.wait(Wait::Retry {
-                    reason: "read from an empty pipe",
-                    deadline: None,
-                }));
-            }
-            let n = count.min(p.buf.len());
-            p.buf.drain(..n).collect()
-        }
-        FileKind::Pty(id) => return crate::tty::slave_read(ctx, id, count, nonblock),
-        FileKind::Pipe { write: true, .. } | FileKind::Path => return Err(Errno::EBADF.into()),
-        FileKind::Control => return crate::control::read(ctx, count),
-        FileKind::EventFd(id) => return super::events::eventfd_read(ctx, id, count, nonblock),
-        FileKind::TimerFd(id) => return super::events::timerfd_read(ctx, fd, id, count, nonblock),
-        FileKind::Epoll(_) => return Err(Errno::EINVAL.into()),
-        FileKind::Socket(id) => return super::net::read(ctx, id, count, nonblock),
-    };
-    if pos.is_none() && kind_seekable(&ctx.k.fds.get(fd)?.kind) {
-        ctx.k.fds.get_mut(fd)?.offset = off + data.len() as u64;
-    }
-    Ok(data)
-}
-
-fn kind_seekable(k: &FileKind) -> bool {
-    matches!(
-        k,
-        FileKind::Image(_) | FileKind::Tmp(_) | FileKind::Generated(_)
-    )
+        Ok(data)
+    })
 }
 
 /// Write `data` to `fd` (at `pos`, or the file offset / end for O_APPEND).
@@ -321,62 +138,17 @@ pub(crate) fn do_write(
     if !f.writable() {
         return Err(Errno::EBADF.into());
     }
-    let kind = f.kind.clone();
-    let append = f.flags & O_APPEND != 0;
-    let nonblock = f.flags & O_NONBLOCK != 0;
-    let off = f.offset;
-    match kind {
-        FileKind::Tmp(ino) => {
-            let len = ctx.k.vfs.tmp.inode(ino).ok_or(Errno::EBADF)?.data.len() as u64;
-            let at = match pos {
-                Some(p) => p,
-                None if append => len,
-                None => off,
-            };
-            verify_area(at, data.len())?;
-            let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
-            if at.saturating_add(data.len() as u64) > fsize {
-                return Err(Errno::EFBIG.into());
-            }
-            let n = ctx.k.vfs.tmp.write(ino, at, data, now())?;
-            if pos.is_none() {
-                ctx.k.fds.get_mut(fd)?.offset = at + n as u64;
-            }
-            if ctx.k.vfs.watched() {
-                let path = ctx.k.fds.get(fd)?.path.clone();
-                ctx.k.vfs.notify(&path, vfs::FsEventKind::Write);
-            }
-            Ok(n)
-        }
-        FileKind::Device(Device::Full) => Err(Errno::ENOSPC.into()),
-        FileKind::Device(Device::Tty) => Err(Errno::EIO.into()),
-        FileKind::Device(_) => Ok(data.len()),
-        FileKind::Pty(id) => crate::tty::slave_write(ctx, id, data, nonblock),
-        FileKind::Console(Stream::Stdout) => Ok(ctx.k.stdout.write(data)?),
-        FileKind::Console(Stream::Stderr) => Ok(ctx.k.stderr.write(data)?),
-        FileKind::Pipe { id, write: true } => {
-            if ctx.k.pipe_ends(id, false) == 0 {
-                return Err(super::signal::sigpipe(ctx).into());
-            }
-            let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
-            let room = p.capacity.saturating_sub(p.buf.len());
-            if room == 0 {
-                if nonblock {
-                    return Err(Errno::EAGAIN.into());
-                }
-                return Err(ctx.k.wait(Wait::Retry {
-                    reason: "write to a full pipe",
-                    deadline: None,
-                }));
-            }
-            let n = room.min(data.len());
-            p.buf.extend(&data[..n]);
-            Ok(n)
-        }
-        FileKind::Control => Ok(crate::control::write(ctx, data)?),
-        FileKind::EventFd(id) => super::events::eventfd_write(ctx, id, data, nonblock),
-        FileKind::Socket(id) => super::net::write(ctx, id, data, nonblock),
-        _ => Err(Errno::EBADF.into()),
+    let io = io_of(fd, f, pos);
+    f.kind.clone().with_ops(|ops| ops.write(ctx, io, data))
+}
+
+fn io_of(fd: i32, f: &OpenFile, pos: Option<u64>) -> Io {
+    Io {
+        fd,
+        pos,
+        offset: f.offset,
+        nonblock: f.flags & O_NONBLOCK != 0,
+        append: f.flags & O_APPEND != 0,
     }
 }
 
@@ -399,15 +171,7 @@ pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 
 fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
-    match ctx.k.fds.get(fd)?.kind {
-        FileKind::Pipe { .. }
-        | FileKind::Console(_)
-        | FileKind::Control
-        | FileKind::Pty(_)
-        | FileKind::Socket(_) => Err(Errno::ESPIPE),
-        FileKind::Dir => Err(Errno::EISDIR),
-        _ => Ok(()),
-    }
+    ctx.k.fds.get(fd)?.kind.with_ops(|o| o.positional())
 }
 
 pub fn write(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -710,12 +474,16 @@ pub fn creat(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 
 pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
-    if let Some(f) = ctx.k.fds.close(fd)? {
-        if let FileKind::Pipe { .. } | FileKind::Socket(_) = f.kind {
-            ctx.k.gc_pipes();
-        }
-    }
+    let last = ctx.k.fds.close(fd)?;
+    release(ctx, last);
     Ok(())
+}
+
+/// A description whose last descriptor went away (close, dup2 over it).
+fn release(ctx: &mut Ctx, last: Option<OpenFile>) {
+    if let Some(f) = last {
+        f.kind.with_ops(|o| o.released(ctx));
+    }
 }
 
 pub fn close(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -833,88 +601,46 @@ pub fn lseek(ctx: &mut Ctx, a: Args) -> SysResult {
     let fd = a.fd(0);
     let off = a.i64(1);
     let whence = a.u64(2);
-    let size = {
-        let f = ctx.k.fds.get(fd)?;
-        match &f.kind {
-            FileKind::Image(h) => h.size(),
-            FileKind::Tmp(ino) => ctx
-                .k
-                .vfs
-                .tmp
-                .inode(*ino)
-                .map(|i| i.data.len() as u64)
-                .unwrap_or(0),
-            FileKind::Generated(d) => d.len() as u64,
-            FileKind::Dir | FileKind::Device(_) => 0,
-            _ => return Err(Errno::ESPIPE.into()),
-        }
-    };
-    let f = ctx.k.fds.get_mut(fd)?;
-    let base: i64 = match whence {
-        SEEK_SET => 0,
-        SEEK_CUR => f.offset as i64,
-        SEEK_END => size as i64,
-        SEEK_DATA => {
-            if off < 0 || off as u64 >= size {
-                return Err(Errno::ENXIO.into());
+    let kind = ctx.k.fds.get(fd)?.kind.clone();
+    kind.with_ops(|ops| {
+        let size = ops.seek_size(ctx)?;
+        let f = ctx.k.fds.get_mut(fd)?;
+        let base: i64 = match whence {
+            SEEK_SET => 0,
+            SEEK_CUR => f.offset as i64,
+            SEEK_END => size as i64,
+            SEEK_DATA => {
+                if off < 0 || off as u64 >= size {
+                    return Err(Errno::ENXIO.into());
+                }
+                f.offset = off as u64;
+                return Ok(off as u64);
             }
-            f.offset = off as u64;
-            return Ok(off as u64);
-        }
-        SEEK_HOLE => {
-            if off < 0 || off as u64 > size {
-                return Err(Errno::ENXIO.into());
+            SEEK_HOLE => {
+                if off < 0 || off as u64 > size {
+                    return Err(Errno::ENXIO.into());
+                }
+                f.offset = size;
+                return Ok(size);
             }
-            f.offset = size;
-            return Ok(size);
+            _ => return Err(Errno::EINVAL.into()),
+        };
+        // Linux's sum wraps negative: EINVAL, as for any negative offset.
+        let new = base.checked_add(off).ok_or(Errno::EINVAL)?;
+        if new < 0 {
+            return Err(Errno::EINVAL.into());
         }
-        _ => return Err(Errno::EINVAL.into()),
-    };
-    // Linux's sum wraps negative: EINVAL, as for any negative offset.
-    let new = base.checked_add(off).ok_or(Errno::EINVAL)?;
-    if new < 0 {
-        return Err(Errno::EINVAL.into());
-    }
-    if matches!(f.kind, FileKind::Dir) {
-        f.dir_entries = if new == 0 { None } else { f.dir_entries.take() };
-    }
-    f.offset = new as u64;
-    Ok(new as u64)
+        ops.seeked(f, new as u64);
+        f.offset = new as u64;
+        Ok(new as u64)
+    })
 }
 
 fn getdents_common(ctx: &mut Ctx, a: Args, legacy: bool) -> SysResult {
     let fd = a.fd(0);
     let (buf, size) = (a.u64(1), a.usize(2));
-    let entries = {
-        let f = ctx.k.fds.get(fd)?;
-        if !matches!(f.kind, FileKind::Dir) {
-            return Err(Errno::ENOTDIR.into());
-        }
-        match &f.dir_entries {
-            Some(e) => e.clone(),
-            None => {
-                let path = f.path.clone();
-                let pv = ctx.k.proc_view();
-                let node = ctx.k.vfs.lookup(&path, &pv).ok_or(Errno::ENOENT)?;
-                let mut list = vec![
-                    vfs::DirEntry {
-                        name: ".".into(),
-                        ino: 1,
-                        d_type: DT_DIR,
-                    },
-                    vfs::DirEntry {
-                        name: "..".into(),
-                        ino: 1,
-                        d_type: DT_DIR,
-                    },
-                ];
-                list.extend(ctx.k.vfs.list(&path, &node, &pv)?);
-                let list = Arc::new(list);
-                ctx.k.fds.get_mut(fd)?.dir_entries = Some(list.clone());
-                list
-            }
-        }
-    };
+    let kind = ctx.k.fds.get(fd)?.kind.clone();
+    let entries = kind.with_ops(|o| o.dir_entries(ctx, fd))?;
     let start = ctx.k.fds.get(fd)?.offset as usize;
     let mut out = Vec::new();
     let mut idx = start;
@@ -967,10 +693,7 @@ fn do_readlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, buf: u64, size: u64) -> 
     let path = read_path(ctx, path_va)?;
     let l = if path.is_empty() {
         let f = ctx.k.fds.get(dirfd)?;
-        if !matches!(f.kind, FileKind::Path) {
-            return Err(Errno::ENOENT.into());
-        }
-        let p = f.path.clone();
+        let p = f.kind.with_ops(|o| o.link_itself(f))?;
         let pv = ctx.k.proc_view();
         let node = ctx.k.vfs.lookup(&p, &pv).ok_or(Errno::ENOENT)?;
         Lookup { path: p, node }
@@ -1066,11 +789,8 @@ pub fn dup2(ctx: &mut Ctx, a: Args) -> SysResult {
         ctx.k.fds.get(old)?;
         return Ok(new as u64);
     }
-    if let Some(FileKind::Pipe { .. } | FileKind::Socket(_)) =
-        ctx.k.fds.dup_to(old, new, false)?.map(|f| f.kind)
-    {
-        ctx.k.gc_pipes();
-    }
+    let replaced = ctx.k.fds.dup_to(old, new, false)?;
+    release(ctx, replaced);
     Ok(new as u64)
 }
 
@@ -1079,14 +799,8 @@ pub fn dup3(ctx: &mut Ctx, a: Args) -> SysResult {
     if old == new || a.u64(2) & !O_CLOEXEC != 0 {
         return Err(Errno::EINVAL.into());
     }
-    if let Some(FileKind::Pipe { .. } | FileKind::Socket(_)) = ctx
-        .k
-        .fds
-        .dup_to(old, new, a.u64(2) & O_CLOEXEC != 0)?
-        .map(|f| f.kind)
-    {
-        ctx.k.gc_pipes();
-    }
+    let replaced = ctx.k.fds.dup_to(old, new, a.u64(2) & O_CLOEXEC != 0)?;
+    release(ctx, replaced);
     Ok(new as u64)
 }
 
@@ -1121,20 +835,11 @@ pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
             ctx.k.fds.get(fd)?;
             Ok(0)
         }
-        F_GETPIPE_SZ | F_SETPIPE_SZ => match ctx.k.fds.get(fd)?.kind {
-            FileKind::Pipe { id, .. } => {
-                let p = ctx.k.pipes.get_mut(&id).ok_or(Errno::EBADF)?;
-                if a.u64(1) == F_SETPIPE_SZ {
-                    let want = (a.usize(2)).clamp(4096, 1 << 20);
-                    if want < p.buf.len() {
-                        return Err(Errno::EBUSY.into());
-                    }
-                    p.capacity = want.next_power_of_two();
-                }
-                Ok(p.capacity as u64)
-            }
-            _ => Err(Errno::EBADF.into()),
-        },
+        cmd @ (F_GETPIPE_SZ | F_SETPIPE_SZ) => {
+            let set = (cmd == F_SETPIPE_SZ).then(|| a.usize(2));
+            let kind = ctx.k.fds.get(fd)?.kind.clone();
+            kind.with_ops(|o| o.pipe_size(ctx, set))
+        }
         F_GETOWN => Ok(0),
         F_SETOWN => Ok(0),
         F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL.into()),
@@ -1145,10 +850,8 @@ pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
 pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
     let fd = a.fd(0);
     let f = ctx.k.fds.get(fd)?.clone();
-    if let FileKind::Pty(id) = f.kind {
-        if let Some(r) = crate::tty::ioctl(ctx, id, a) {
-            return r;
-        }
+    if let Some(r) = f.kind.with_ops(|o| o.ioctl(ctx, a)) {
+        return r;
     }
     match a.u64(1) {
         FIOCLEX => {
@@ -1170,23 +873,8 @@ pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
             Ok(0)
         }
         FIONREAD => {
-            let n: i32 = match &f.kind {
-                FileKind::Pipe { id, .. } => {
-                    ctx.k.pipes.get(id).map(|p| p.buf.len()).unwrap_or(0) as i32
-                }
-                FileKind::Socket(id) => {
-                    ctx.k.sockets.get(*id).map(|s| s.unread()).unwrap_or(0) as i32
-                }
-                FileKind::Image(h) => h.size().saturating_sub(f.offset) as i32,
-                FileKind::Tmp(ino) => ctx
-                    .k
-                    .vfs
-                    .tmp
-                    .inode(*ino)
-                    .map(|i| (i.data.len() as u64).saturating_sub(f.offset))
-                    .unwrap_or(0) as i32,
-                _ => 0,
-            };
+            // An int, as Linux's: a count past i32::MAX wraps as there.
+            let n = f.kind.with_ops(|o| o.unread(ctx, f.offset)) as i32;
             ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &n)?;
             Ok(0)
         }
@@ -1440,13 +1128,9 @@ pub fn ftruncate(ctx: &mut Ctx, a: Args) -> SysResult {
     if !f.writable() {
         return Err(Errno::EINVAL.into());
     }
-    match f.kind {
-        FileKind::Tmp(ino) => {
-            ctx.k.vfs.tmp.truncate(ino, a.u64(1), now())?;
-            Ok(0)
-        }
-        _ => Err(Errno::EINVAL.into()),
-    }
+    let kind = f.kind.clone();
+    kind.with_ops(|o| o.truncate(ctx, a.u64(1)))?;
+    Ok(0)
 }
 
 pub fn truncate(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -1479,10 +1163,8 @@ pub fn flock(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 
 pub fn fadvise64(ctx: &mut Ctx, a: Args) -> SysResult {
-    match ctx.k.fds.get(a.fd(0))?.kind {
-        FileKind::Pipe { .. } => Err(Errno::ESPIPE.into()),
-        _ => Ok(0),
-    }
+    ctx.k.fds.get(a.fd(0))?.kind.with_ops(|o| o.fadvise())?;
+    Ok(0)
 }
 
 /// fallocate(2), mode 0 only. The checks and their order are Linux's
@@ -1500,28 +1182,8 @@ pub fn fallocate(ctx: &mut Ctx, a: Args) -> SysResult {
     if !f.writable() {
         return Err(Errno::EBADF.into());
     }
-    let ino = match f.kind {
-        FileKind::Tmp(ino) => ino,
-        FileKind::Pipe { .. } => return Err(Errno::ESPIPE.into()),
-        FileKind::Dir => return Err(Errno::EISDIR.into()),
-        _ => return Err(Errno::ENODEV.into()),
-    };
-    // Past the largest file size (MAX_LFS_FILESIZE, i64::MAX): EFBIG.
-    let end = off.checked_add(len).ok_or(Errno::EFBIG)? as u64;
-    let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
-    if end > fsize {
-        return Err(Errno::EFBIG.into());
-    }
-    let size = ctx
-        .k
-        .vfs
-        .tmp
-        .inode(ino)
-        .map(|i| i.data.len() as u64)
-        .ok_or(Errno::EBADF)?;
-    if end > size {
-        ctx.k.vfs.tmp.truncate(ino, end, now())?;
-    }
+    let kind = f.kind.clone();
+    kind.with_ops(|o| o.allocate(ctx, off, len))?;
     Ok(0)
 }
 

@@ -6,9 +6,9 @@
 pub mod events;
 pub(crate) mod fs;
 mod mm;
-mod net;
+pub(crate) mod net;
 pub(crate) mod process;
-mod signal;
+pub(crate) mod signal;
 mod time;
 mod timers;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zeroboot_abi::flags::*;
-use zeroboot_abi::structs::Timespec;
+use zeroboot_abi::structs::{Pollfd, Timespec};
 use zeroboot_abi::Errno;
 
 use super::time::read_ts;
@@ -450,4 +450,147 @@ pub fn pkey_mprotect(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EINVAL.into());
     }
     super::mm::mprotect(ctx, Args([a.u64(0), a.u64(1), a.u64(2), 0, 0, 0]))
+}
+// ---- poll and select -------------------------------------------------------
+
+fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> SysResult {
+    if nfds
+        > ctx.k.proc.rlimits[RLIMIT_NOFILE as usize]
+            .rlim_cur
+            .max(1024)
+    {
+        return Err(Errno::EINVAL.into());
+    }
+    let mut ready = 0;
+    let mut out = Vec::with_capacity(nfds as usize);
+    for i in 0..nfds {
+        let mut p: Pollfd = ctx.k.mm.read_obj(ctx.mem, fds_va + 8 * i)?;
+        p.revents = if p.fd < 0 {
+            0
+        } else {
+            let r = readiness(ctx, p.fd);
+            r & (p.events | POLLERR | POLLHUP | POLLNVAL)
+        };
+        if p.revents != 0 {
+            ready += 1;
+        }
+        out.push(p);
+    }
+    for (i, p) in out.iter().enumerate() {
+        ctx.k.mm.write_obj(ctx.mem, fds_va + 8 * i as u64, p)?;
+    }
+    if ready == 0 {
+        let fds: Vec<i32> = out.iter().map(|p| p.fd).filter(|&f| f >= 0).collect();
+        return block_until_ready(ctx, "poll", timeout_ms.map(Duration::from_millis), &fds);
+    }
+    Ok(ready)
+}
+
+pub fn poll(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = a.int(2);
+    do_poll(
+        ctx,
+        a.u64(0),
+        a.u64(1),
+        if t < 0 { None } else { Some(t as u64) },
+    )
+}
+
+pub fn ppoll(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(2) == 0 {
+        None
+    } else {
+        // In milliseconds, from saturating nanoseconds (a timeout of
+        // 1 << 62 s once wrapped to 0 here).
+        Some(super::time::read_ts(ctx, a.u64(2))? / 1_000_000)
+    };
+    do_poll(ctx, a.u64(0), a.u64(1), t)
+}
+
+fn do_select(
+    ctx: &mut Ctx,
+    nfds: u64,
+    rd: u64,
+    wr: u64,
+    ex: u64,
+    timeout_ms: Option<u64>,
+) -> SysResult {
+    if nfds > 1024 {
+        return Err(Errno::EINVAL.into());
+    }
+    let words = nfds.div_ceil(64) as usize;
+    let read_set = |ctx: &mut Ctx, va: u64| -> Result<Vec<u64>, Errno> {
+        if va == 0 {
+            return Ok(vec![0; words]);
+        }
+        let mut v = vec![0u64; words];
+        for (i, w) in v.iter_mut().enumerate() {
+            *w = ctx.k.mm.read_obj(ctx.mem, va + 8 * i as u64)?;
+        }
+        Ok(v)
+    };
+    let (r, w, e) = (read_set(ctx, rd)?, read_set(ctx, wr)?, read_set(ctx, ex)?);
+    let (mut ro, mut wo) = (vec![0u64; words], vec![0u64; words]);
+    let mut count = 0;
+    for fd in 0..nfds as usize {
+        let bit = 1u64 << (fd % 64);
+        let (wi, want_r, want_w) = (fd / 64, r[fd / 64] & bit != 0, w[fd / 64] & bit != 0);
+        if !want_r && !want_w && e[wi] & bit == 0 {
+            continue;
+        }
+        let rv = readiness(ctx, fd as i32);
+        if rv & POLLNVAL != 0 {
+            return Err(Errno::EBADF.into());
+        }
+        if want_r && rv & (POLLIN | POLLHUP | POLLERR) != 0 {
+            ro[wi] |= bit;
+            count += 1;
+        }
+        if want_w && rv & (POLLOUT | POLLERR) != 0 {
+            wo[wi] |= bit;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        // The sets are the question until the call returns: a blocked
+        // select is retried with them as the caller wrote them.
+        let fds: Vec<i32> = (0..nfds as i32).collect();
+        count = block_until_ready(ctx, "select", timeout_ms.map(Duration::from_millis), &fds)?;
+    }
+    for (va, set) in [(rd, &ro), (wr, &wo), (ex, &vec![0u64; words])] {
+        if va != 0 {
+            for (i, word) in set.iter().enumerate() {
+                ctx.k.mm.write_obj(ctx.mem, va + 8 * i as u64, word)?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+pub fn select(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(4) == 0 {
+        None
+    } else {
+        let tv: zeroboot_abi::structs::Timeval = ctx.k.mm.read_obj(ctx.mem, a.ptr(4))?;
+        if tv.tv_sec < 0 || tv.tv_usec < 0 {
+            return Err(Errno::EINVAL.into());
+        }
+        Some(
+            (tv.tv_sec as u64)
+                .saturating_mul(1000)
+                .saturating_add(tv.tv_usec as u64 / 1000),
+        )
+    };
+    do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
+}
+
+pub fn pselect6(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(4) == 0 {
+        None
+    } else {
+        // In milliseconds, from saturating nanoseconds (a timeout of
+        // 1 << 62 s once wrapped to 0 here).
+        Some(super::time::read_ts(ctx, a.u64(4))? / 1_000_000)
+    };
+    do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
 }

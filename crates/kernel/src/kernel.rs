@@ -513,14 +513,7 @@ impl ProcView for KernelProcView<'_> {
     }
     fn fd_path(&self, fd: i32) -> Option<String> {
         let f = self.0.fds.get(fd).ok()?;
-        Some(match &f.kind {
-            FileKind::Pipe { id, .. } => format!("pipe:[{id}]"),
-            FileKind::Console(_) => "/dev/pts/0".to_string(),
-            FileKind::Pty(id) => format!("/dev/pts/{}", id + 1),
-            FileKind::Control => "anon_inode:[zeroboot-control]".to_string(),
-            FileKind::Socket(id) => format!("socket:[{id}]"),
-            _ => f.path.clone(),
-        })
+        Some(f.kind.with_ops(|o| o.proc_link(f)))
     }
     fn fds(&self) -> Vec<i32> {
         self.0.fds.fds()

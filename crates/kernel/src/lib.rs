@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod control;
 pub mod fd;
+pub(crate) mod file;
 pub mod fork;
 pub mod hardening;
 pub mod kernel;

@@ -1,6 +1,6 @@
 //! Process lifecycle inside one sandbox: exit into a zombie, reaping,
 //! handing a borrowed (vfork) address space back, and wait statuses.
-//! Creation (clone/fork/vfork) is in `syscalls::process`, execve in
+//! Creation (clone/fork/vfork) is in `syscalls::process::fork`, execve in
 //! `sandbox`, because it needs the vCPU.
 
 use zeroboot_abi::signal::SIGCHLD;

@@ -88,6 +88,37 @@ fn finish(state: &AppState, endpoint: &'static str, r: Result<Response, E2bError
     resp
 }
 
+/// The frame of every control-plane handler: authorize the caller, run
+/// `handler` with the caller's key, answer its error in E2B's shape, and
+/// count the request under `endpoint`.
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: &'static str,
+    handler: impl AsyncFnOnce(Option<usize>) -> Result<Response, E2bError>,
+) -> Response {
+    let r = match authorize(state, headers) {
+        Ok(owner) => handler(owner).await,
+        Err(e) => Err(e),
+    };
+    finish(state, endpoint, r)
+}
+
+/// `respond` for a handler of a JSON object body (read once the caller is
+/// authorized, so an unauthorized caller is told so whatever it sent).
+async fn respond_json(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: &'static str,
+    body: Body,
+    handler: impl AsyncFnOnce(Option<usize>, Map<String, Value>) -> Result<Response, E2bError>,
+) -> Response {
+    respond(state, headers, endpoint, async |owner| {
+        handler(owner, body_object(body).await?).await
+    })
+    .await
+}
+
 /// The caller's key: `X-API-Key` (E2B's header) or `Authorization: Bearer`.
 pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Option<usize>, Denied> {
     let x = headers
@@ -368,8 +399,14 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let r = create_inner(&state, &headers, body, false).await;
-    finish(&state, "sandboxes_create", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_create",
+        body,
+        async |owner, b| create_sandbox(&state, owner, b, false).await,
+    )
+    .await
 }
 
 /// `POST /v2/sandboxes` (every sandbox secured).
@@ -378,18 +415,22 @@ pub async fn create_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let r = create_inner(&state, &headers, body, true).await;
-    finish(&state, "sandboxes_create", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_create",
+        body,
+        async |owner, b| create_sandbox(&state, owner, b, true).await,
+    )
+    .await
 }
 
-async fn create_inner(
+async fn create_sandbox(
     state: &Arc<AppState>,
-    headers: &HeaderMap,
-    body: Body,
+    owner: Option<usize>,
+    b: Map<String, Value>,
     always_secure: bool,
 ) -> Result<Response, E2bError> {
-    let owner = authorize(state, headers)?;
-    let b = body_object(body).await?;
     let template = match b.get("templateID") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(E2bError::bad("templateID is required (a template name)")),
@@ -550,8 +591,7 @@ fn matches_metadata(e: &Entry, filter: &[(String, String)]) -> bool {
 
 /// `GET /sandboxes` (v1, deprecated in the spec): running sandboxes.
 pub async fn list_v1(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
-    let r = (|| {
-        let owner = authorize(&state, &headers)?;
+    respond(&state, &headers, "sandboxes_list", async |owner| {
         let q = query_pairs(uri.query().unwrap_or(""));
         let filter = metadata_filter(&q);
         let mut list = state.sandboxes.list(owner);
@@ -559,15 +599,14 @@ pub async fn list_v1(State(state): State<Arc<AppState>>, headers: HeaderMap, uri
         list.sort_by(|a, b| (b.started_at, &b.id).cmp(&(a.started_at, &a.id)));
         let items: Vec<Value> = list.iter().map(|e| listed_json(e)).collect();
         Ok(Json(items).into_response())
-    })();
-    finish(&state, "sandboxes_list", r)
+    })
+    .await
 }
 
 /// `GET /v2/sandboxes`: filters by metadata, state and template, ordered
 /// by start time, paged with `limit` and `nextToken` (`X-Next-Token`).
 pub async fn list_v2(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
-    let r = (|| {
-        let owner = authorize(&state, &headers)?;
+    respond(&state, &headers, "sandboxes_list", async |owner| {
         let q = query_pairs(uri.query().unwrap_or(""));
         let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let filter = metadata_filter(&q);
@@ -656,8 +695,8 @@ pub async fn list_v2(State(state): State<Arc<AppState>>, headers: HeaderMap, uri
             h.insert("x-total-running", HeaderValue::from(total_running));
         }
         Ok(resp)
-    })();
-    finish(&state, "sandboxes_list", r)
+    })
+    .await
 }
 
 /// `GET /sandboxes/{id}`.
@@ -666,12 +705,11 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let r = (|| {
-        let owner = authorize(&state, &headers)?;
+    respond(&state, &headers, "sandboxes_get", async |owner| {
         let e = state.sandboxes.get(&id, owner)?;
         Ok(Json(detail_json(&e)).into_response())
-    })();
-    finish(&state, "sandboxes_get", r)
+    })
+    .await
 }
 
 /// `DELETE /sandboxes/{id}`: 204.
@@ -680,13 +718,12 @@ pub async fn kill(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let r = (|| {
-        let owner = authorize(&state, &headers)?;
+    respond(&state, &headers, "sandboxes_kill", async |owner| {
         state.sandboxes.kill(&id, owner)?;
         tracing::info!(sandbox = %id, "sandbox killed");
         Ok(StatusCode::NO_CONTENT.into_response())
-    })();
-    finish(&state, "sandboxes_kill", r)
+    })
+    .await
 }
 
 /// `POST /sandboxes/{id}/timeout` `{"timeout": seconds}`: 204.
@@ -696,15 +733,18 @@ pub async fn set_timeout(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
-        let t = timeout_field(&state, &b, None)?;
-        state.sandboxes.set_timeout(&id, owner, t)?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_timeout", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_timeout",
+        body,
+        async |owner, b| {
+            let t = timeout_field(&state, &b, None)?;
+            state.sandboxes.set_timeout(&id, owner, t)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        },
+    )
+    .await
 }
 
 /// `PUT /sandboxes/{id}/network` `{"allow_internet_access": bool,
@@ -716,31 +756,34 @@ pub async fn set_network(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
-        let allow_internet = bool_field(&b, "allow_internet_access")?;
-        let rules = match b.get("network") {
-            Some(v) if !v.is_null() => v.clone(),
-            _ => Value::Object(b.clone()),
-        };
-        let body: crate::network::NetworkBody =
-            serde_json::from_value(rules).map_err(|e| E2bError::bad(format!("network: {e}")))?;
-        let setup = crate::network::setup(
-            &state.config.network,
-            allow_internet,
-            Some(body),
-            id.clone(),
-        )
-        .map_err(|e| E2bError::bad(e.message))?;
-        let e = state
-            .sandboxes
-            .set_network(&id, owner, setup.rules.clone())
-            .await?;
-        Ok(Json(detail_json(&e)).into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_network", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_network",
+        body,
+        async |owner, b| {
+            let allow_internet = bool_field(&b, "allow_internet_access")?;
+            let rules = match b.get("network") {
+                Some(v) if !v.is_null() => v.clone(),
+                _ => Value::Object(b.clone()),
+            };
+            let body: crate::network::NetworkBody = serde_json::from_value(rules)
+                .map_err(|e| E2bError::bad(format!("network: {e}")))?;
+            let setup = crate::network::setup(
+                &state.config.network,
+                allow_internet,
+                Some(body),
+                id.clone(),
+            )
+            .map_err(|e| E2bError::bad(e.message))?;
+            let e = state
+                .sandboxes
+                .set_network(&id, owner, setup.rules.clone())
+                .await?;
+            Ok(Json(detail_json(&e)).into_response())
+        },
+    )
+    .await
 }
 
 /// `POST /sandboxes/{id}/connect` `{"timeout": seconds}`: 200 (running;
@@ -751,20 +794,23 @@ pub async fn connect(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
-        let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-        let (e, resumed) = blocking(&state, move |s| s.connect_blocking(&id, owner, t)).await?;
-        let status = if resumed {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok((status, Json(sandbox_json(&e))).into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_connect", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_connect",
+        body,
+        async |owner, b| {
+            let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
+            let (e, resumed) = blocking(&state, move |s| s.connect_blocking(&id, owner, t)).await?;
+            let status = if resumed {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(sandbox_json(&e))).into_response())
+        },
+    )
+    .await
 }
 
 /// Most copies one fork call may ask for (E2B's spec).
@@ -779,36 +825,39 @@ pub async fn fork(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
-        let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-        let count = match b.get("count") {
-            None | Some(Value::Null) => 1,
-            Some(v) => match v.as_i64() {
-                Some(n) if (1..=MAX_FORK_COUNT).contains(&n) => n as usize,
-                _ => {
-                    return Err(E2bError::bad(format!(
-                        "count must be an integer from 1 to {MAX_FORK_COUNT}"
-                    )))
-                }
-            },
-        };
-        let copies = state.sandboxes.fork(&id, owner, count, t).await?;
-        let out: Vec<Value> = copies
-            .into_iter()
-            .map(|c| match c {
-                Ok(e) => json!({ "sandbox": sandbox_json(&e) }),
-                Err(err) => {
-                    let e = E2bError::from(err);
-                    json!({ "error": { "code": e.status.as_u16(), "message": e.message } })
-                }
-            })
-            .collect();
-        Ok((StatusCode::CREATED, Json(Value::Array(out))).into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_fork", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_fork",
+        body,
+        async |owner, b| {
+            let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
+            let count = match b.get("count") {
+                None | Some(Value::Null) => 1,
+                Some(v) => match v.as_i64() {
+                    Some(n) if (1..=MAX_FORK_COUNT).contains(&n) => n as usize,
+                    _ => {
+                        return Err(E2bError::bad(format!(
+                            "count must be an integer from 1 to {MAX_FORK_COUNT}"
+                        )))
+                    }
+                },
+            };
+            let copies = state.sandboxes.fork(&id, owner, count, t).await?;
+            let out: Vec<Value> = copies
+                .into_iter()
+                .map(|c| match c {
+                    Ok(e) => json!({ "sandbox": sandbox_json(&e) }),
+                    Err(err) => {
+                        let e = E2bError::from(err);
+                        json!({ "error": { "code": e.status.as_u16(), "message": e.message } })
+                    }
+                })
+                .collect();
+            Ok((StatusCode::CREATED, Json(Value::Array(out))).into_response())
+        },
+    )
+    .await
 }
 
 /// `POST /sandboxes/{id}/pause`: 204, 409 when already paused.
@@ -818,9 +867,7 @@ pub async fn pause(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
+    respond_json(&state, &headers, "sandboxes_pause", body, async |owner, b| {
         if bool_field(&b, "memory")? == Some(false) {
             return Err(E2bError::bad(
                 "memory: false (a file-system-only pause) is not supported: zeroboot pauses keep the memory",
@@ -828,9 +875,8 @@ pub async fn pause(
         }
         blocking(&state, move |s| s.pause_blocking(&id, owner)).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_pause", r)
+    })
+    .await
 }
 
 /// `POST /sandboxes/{id}/resume` `{"timeout": seconds}`: 201, 409 when
@@ -841,15 +887,18 @@ pub async fn resume(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
-        let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-        let e = blocking(&state, move |s| s.resume_blocking(&id, owner, t)).await?;
-        Ok((StatusCode::CREATED, Json(sandbox_json(&e))).into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_resume", r)
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_resume",
+        body,
+        async |owner, b| {
+            let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
+            let e = blocking(&state, move |s| s.resume_blocking(&id, owner, t)).await?;
+            Ok((StatusCode::CREATED, Json(sandbox_json(&e))).into_response())
+        },
+    )
+    .await
 }
 
 /// Run `f` on the sandboxes off the async threads (it reads or writes a
@@ -884,9 +933,7 @@ pub async fn snapshot(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let r = async {
-        let owner = authorize(&state, &headers)?;
-        let b = body_object(body).await?;
+    respond_json(&state, &headers, "sandboxes_snapshot", body, async |owner, b| {
         let name = match b.get("name") {
             None | Some(Value::Null) => None,
             Some(Value::String(n))
@@ -913,9 +960,8 @@ pub async fn snapshot(
         let m = blocking(&state, move |s| s.snapshot_blocking(&source, owner, name)).await?;
         tracing::info!(sandbox = %id, snapshot = %m.id, bytes = m.bytes, "snapshot taken");
         Ok((StatusCode::CREATED, Json(snapshot_json(&m))).into_response())
-    }
-    .await;
-    finish(&state, "sandboxes_snapshot", r)
+    })
+    .await
 }
 
 /// `GET /snapshots?sandboxID=&name=`: the caller's snapshots.
@@ -924,8 +970,7 @@ pub async fn list_snapshots(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let r = (|| {
-        let owner = authorize(&state, &headers)?;
+    respond(&state, &headers, "snapshots_list", async |owner| {
         let q = query_pairs(uri.query().unwrap_or(""));
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let (source, name) = (get("sandboxID"), get("name"));
@@ -946,8 +991,8 @@ pub async fn list_snapshots(
             .map(snapshot_json)
             .collect();
         Ok(Json(Value::Array(list)).into_response())
-    })();
-    finish(&state, "snapshots_list", r)
+    })
+    .await
 }
 
 /// `DELETE /templates/{id}`: delete a snapshot (E2B's SDK deletes
@@ -957,8 +1002,7 @@ pub async fn delete_template(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let r = (|| {
-        let owner = authorize(&state, &headers)?;
+    respond(&state, &headers, "templates_delete", async |owner| {
         let deleted = state
             .sandboxes
             .store
@@ -972,8 +1016,8 @@ pub async fn delete_template(
                 format!("snapshot '{id}' not found (built-in templates cannot be deleted)"),
             ))
         }
-    })();
-    finish(&state, "templates_delete", r)
+    })
+    .await
 }
 
 /// `GET /health`: 204.

@@ -1,5 +1,7 @@
-//! Event-loop primitives: epoll, eventfd and timerfd, and the readiness
-//! of every kind of descriptor that poll, select and epoll share.
+//! Event-loop primitives: epoll, eventfd and timerfd (their objects and the
+//! calls that make and set them; reading and polling them is
+//! `file::event`), and the readiness that poll, select and epoll share
+//! (each kind's own is its `FileOps::readiness`).
 //!
 //! epoll is level-triggered; EPOLLET is honoured as level-triggered (a
 //! spurious readiness report, which edge-triggered users must tolerate
@@ -10,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use zeroboot_abi::flags::*;
-use zeroboot_abi::structs::Timespec;
+use zeroboot_abi::structs::{Pollfd, Timespec};
 use zeroboot_abi::Errno;
 
 use super::time::read_ts;
-use super::{Args, Ctx, SysError, SysResult};
-use crate::fd::{FileKind, OpenFile, Stream};
+use super::{Args, Ctx, SysResult};
+use crate::fd::{FileKind, OpenFile};
 use crate::task::Wait;
 
 pub const POLLIN: i16 = 0x1;
@@ -80,7 +82,7 @@ impl Objects {
 }
 
 /// Bring a timer's expiration count up to `now_ns`.
-fn tick(t: &mut TimerFd, now_ns: u64) {
+pub(crate) fn tick(t: &mut TimerFd, now_ns: u64) {
     if let Some(next) = t.next {
         if now_ns >= next {
             if let Some(periods) = (now_ns - next).checked_div(t.interval) {
@@ -95,36 +97,8 @@ fn tick(t: &mut TimerFd, now_ns: u64) {
     }
 }
 
-fn clock_now(ctx: &Ctx, clock: u64) -> u64 {
+pub(crate) fn clock_now(ctx: &Ctx, clock: u64) -> u64 {
     super::time::clock_ns(ctx, clock).unwrap_or(0)
-}
-
-/// When the timer behind `fd` (if any) next fires, as an instant.
-fn timer_wake(ctx: &Ctx, fd: i32) -> Option<Instant> {
-    let f = ctx.k.fds.get(fd).ok()?;
-    match f.kind {
-        FileKind::TimerFd(id) => {
-            let t = ctx.k.events.timerfds.get(&id)?;
-            let next = t.next?;
-            let now = clock_now(ctx, t.clock);
-            Some(Instant::now() + Duration::from_nanos(next.saturating_sub(now)))
-        }
-        FileKind::Epoll(id) => {
-            let ep = ctx.k.events.epolls.get(&id)?;
-            ep.interest
-                .keys()
-                .filter_map(|&fd| timer_wake_flat(ctx, fd))
-                .min()
-        }
-        _ => None,
-    }
-}
-
-fn timer_wake_flat(ctx: &Ctx, fd: i32) -> Option<Instant> {
-    match ctx.k.fds.get(fd).ok()?.kind {
-        FileKind::TimerFd(_) => timer_wake(ctx, fd),
-        _ => None,
-    }
 }
 
 /// Readiness of `fd` as poll(2) bits.
@@ -132,94 +106,13 @@ pub fn readiness(ctx: &mut Ctx, fd: i32) -> i16 {
     readiness_depth(ctx, fd, 0)
 }
 
-fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
+/// Readiness of `fd`, asked through `depth` epolls (their own readiness
+/// is that of what they watch).
+pub(crate) fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
     let Ok(f) = ctx.k.fds.get(fd) else {
         return POLLNVAL;
     };
-    match f.kind.clone() {
-        FileKind::Pipe { id, write: false } => {
-            let has = ctx.k.pipes.get(&id).is_some_and(|p| !p.buf.is_empty());
-            let mut r = if has { POLLIN } else { 0 };
-            if ctx.k.pipe_ends(id, true) == 0 {
-                r |= POLLHUP;
-            }
-            r
-        }
-        FileKind::Pipe { id, write: true } => {
-            if ctx.k.pipe_ends(id, false) == 0 {
-                return POLLERR | POLLOUT;
-            }
-            if ctx
-                .k
-                .pipes
-                .get(&id)
-                .is_some_and(|p| p.buf.len() < p.capacity)
-            {
-                POLLOUT
-            } else {
-                0
-            }
-        }
-        FileKind::Pty(id) => crate::tty::readiness(ctx, id),
-        FileKind::Console(Stream::Stdin) => POLLIN,
-        FileKind::Console(_) => POLLOUT,
-        FileKind::Control => crate::control::readiness(ctx),
-        FileKind::Socket(id) => ctx.k.sockets.readiness(id),
-        FileKind::EventFd(id) => match ctx.k.events.eventfds.get(&id) {
-            Some(e) => {
-                let mut r = 0;
-                if e.count > 0 {
-                    r |= POLLIN;
-                }
-                if e.count < u64::MAX - 1 {
-                    r |= POLLOUT;
-                }
-                r
-            }
-            None => POLLNVAL,
-        },
-        FileKind::TimerFd(id) => {
-            let clock = timer_clock(ctx, id);
-            let now = clock_now(ctx, clock);
-            match ctx.k.events.timerfds.get_mut(&id) {
-                Some(t) => {
-                    tick(t, now);
-                    if t.expirations > 0 {
-                        POLLIN
-                    } else {
-                        0
-                    }
-                }
-                None => POLLNVAL,
-            }
-        }
-        FileKind::Epoll(id) => {
-            if depth > 2 {
-                return 0;
-            }
-            let fds: Vec<(i32, u32)> = ctx
-                .k
-                .events
-                .epolls
-                .get(&id)
-                .map(|e| {
-                    e.interest
-                        .iter()
-                        .filter(|(_, i)| !i.disabled)
-                        .map(|(f, i)| (*f, i.events))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (fd, ev) in fds {
-                let r = readiness_depth(ctx, fd, depth + 1) as u32;
-                if r & (ev | POLLERR as u32 | POLLHUP as u32) != 0 {
-                    return POLLIN;
-                }
-            }
-            0
-        }
-        _ => POLLIN | POLLOUT,
-    }
+    f.kind.clone().with_ops(|o| o.readiness(ctx, depth))
 }
 
 /// Nothing is ready: block, waking at `timeout` (None: never) or when a
@@ -239,7 +132,13 @@ pub fn block_until_ready(
     if deadline.is_some_and(|d| now >= d) {
         return Ok(0);
     }
-    let timer = fds.iter().filter_map(|&fd| timer_wake(ctx, fd)).min();
+    let timer = fds
+        .iter()
+        .filter_map(|&fd| {
+            let f = ctx.k.fds.get(fd).ok()?;
+            f.kind.with_ops(|o| o.wakes_at(ctx, false))
+        })
+        .min();
     let wake = match (deadline, timer) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -278,65 +177,10 @@ pub fn eventfd2(ctx: &mut Ctx, a: Args) -> SysResult {
     new_file(ctx, FileKind::EventFd(id), "anon_inode:[eventfd]", flags)
 }
 
-pub(crate) fn eventfd_read(
-    ctx: &mut Ctx,
-    id: u64,
-    count: usize,
-    nonblock: bool,
-) -> Result<Vec<u8>, SysError> {
-    if count < 8 {
-        return Err(Errno::EINVAL.into());
-    }
-    let e = ctx.k.events.eventfds.get_mut(&id).ok_or(Errno::EBADF)?;
-    if e.count == 0 {
-        if nonblock {
-            return Err(Errno::EAGAIN.into());
-        }
-        return Err(ctx.k.wait(Wait::Retry {
-            reason: "read from an eventfd at zero",
-            deadline: None,
-        }));
-    }
-    let v = if e.semaphore {
-        e.count -= 1;
-        1
-    } else {
-        std::mem::take(&mut e.count)
-    };
-    Ok(v.to_le_bytes().to_vec())
-}
-
-pub(crate) fn eventfd_write(
-    ctx: &mut Ctx,
-    id: u64,
-    data: &[u8],
-    nonblock: bool,
-) -> Result<usize, SysError> {
-    if data.len() < 8 {
-        return Err(Errno::EINVAL.into());
-    }
-    let v = u64::from_le_bytes(data[..8].try_into().map_err(|_| Errno::EINVAL)?);
-    if v == u64::MAX {
-        return Err(Errno::EINVAL.into());
-    }
-    let e = ctx.k.events.eventfds.get_mut(&id).ok_or(Errno::EBADF)?;
-    if e.count.checked_add(v).is_none_or(|s| s > u64::MAX - 1) {
-        if nonblock {
-            return Err(Errno::EAGAIN.into());
-        }
-        return Err(ctx.k.wait(Wait::Retry {
-            reason: "write to a full eventfd",
-            deadline: None,
-        }));
-    }
-    e.count += v;
-    Ok(8)
-}
-
 // ---- timerfd ---------------------------------------------------------------
 
 /// The clock timerfd `id` counts on.
-fn timer_clock(ctx: &Ctx, id: u64) -> u64 {
+pub(crate) fn timer_clock(ctx: &Ctx, id: u64) -> u64 {
     ctx.k
         .events
         .timerfds
@@ -430,39 +274,6 @@ pub fn timerfd_gettime(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(0)
 }
 
-pub(crate) fn timerfd_read(
-    ctx: &mut Ctx,
-    fd: i32,
-    id: u64,
-    count: usize,
-    nonblock: bool,
-) -> Result<Vec<u8>, SysError> {
-    if count < 8 {
-        return Err(Errno::EINVAL.into());
-    }
-    let clock = ctx
-        .k
-        .events
-        .timerfds
-        .get(&id)
-        .map(|t| t.clock)
-        .ok_or(Errno::EBADF)?;
-    let now = clock_now(ctx, clock);
-    let t = ctx.k.events.timerfds.get_mut(&id).ok_or(Errno::EBADF)?;
-    tick(t, now);
-    if t.expirations == 0 {
-        if nonblock {
-            return Err(Errno::EAGAIN.into());
-        }
-        let wake = timer_wake(ctx, fd);
-        return Err(ctx.k.wait(Wait::Retry {
-            reason: "read from a timerfd",
-            deadline: wake,
-        }));
-    }
-    Ok(std::mem::take(&mut t.expirations).to_le_bytes().to_vec())
-}
-
 // ---- epoll -----------------------------------------------------------------
 
 pub fn epoll_create(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -498,10 +309,7 @@ pub fn epoll_ctl(ctx: &mut Ctx, a: Args) -> SysResult {
     if fd == epfd {
         return Err(Errno::EINVAL.into());
     }
-    if matches!(
-        target,
-        FileKind::Image(_) | FileKind::Tmp(_) | FileKind::Dir | FileKind::Path
-    ) {
+    if !target.with_ops(|o| o.pollable()) {
         // Regular files and directories are always ready: Linux refuses them.
         return Err(Errno::EPERM.into());
     }
@@ -642,4 +450,147 @@ pub fn pkey_mprotect(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EINVAL.into());
     }
     super::mm::mprotect(ctx, Args([a.u64(0), a.u64(1), a.u64(2), 0, 0, 0]))
+}
+// ---- poll and select -------------------------------------------------------
+
+fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> SysResult {
+    if nfds
+        > ctx.k.proc.rlimits[RLIMIT_NOFILE as usize]
+            .rlim_cur
+            .max(1024)
+    {
+        return Err(Errno::EINVAL.into());
+    }
+    let mut ready = 0;
+    let mut out = Vec::with_capacity(nfds as usize);
+    for i in 0..nfds {
+        let mut p: Pollfd = ctx.k.mm.read_obj(ctx.mem, fds_va + 8 * i)?;
+        p.revents = if p.fd < 0 {
+            0
+        } else {
+            let r = readiness(ctx, p.fd);
+            r & (p.events | POLLERR | POLLHUP | POLLNVAL)
+        };
+        if p.revents != 0 {
+            ready += 1;
+        }
+        out.push(p);
+    }
+    for (i, p) in out.iter().enumerate() {
+        ctx.k.mm.write_obj(ctx.mem, fds_va + 8 * i as u64, p)?;
+    }
+    if ready == 0 {
+        let fds: Vec<i32> = out.iter().map(|p| p.fd).filter(|&f| f >= 0).collect();
+        return block_until_ready(ctx, "poll", timeout_ms.map(Duration::from_millis), &fds);
+    }
+    Ok(ready)
+}
+
+pub fn poll(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = a.int(2);
+    do_poll(
+        ctx,
+        a.u64(0),
+        a.u64(1),
+        if t < 0 { None } else { Some(t as u64) },
+    )
+}
+
+pub fn ppoll(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(2) == 0 {
+        None
+    } else {
+        // In milliseconds, from saturating nanoseconds (a timeout of
+        // 1 << 62 s once wrapped to 0 here).
+        Some(super::time::read_ts(ctx, a.u64(2))? / 1_000_000)
+    };
+    do_poll(ctx, a.u64(0), a.u64(1), t)
+}
+
+fn do_select(
+    ctx: &mut Ctx,
+    nfds: u64,
+    rd: u64,
+    wr: u64,
+    ex: u64,
+    timeout_ms: Option<u64>,
+) -> SysResult {
+    if nfds > 1024 {
+        return Err(Errno::EINVAL.into());
+    }
+    let words = nfds.div_ceil(64) as usize;
+    let read_set = |ctx: &mut Ctx, va: u64| -> Result<Vec<u64>, Errno> {
+        if va == 0 {
+            return Ok(vec![0; words]);
+        }
+        let mut v = vec![0u64; words];
+        for (i, w) in v.iter_mut().enumerate() {
+            *w = ctx.k.mm.read_obj(ctx.mem, va + 8 * i as u64)?;
+        }
+        Ok(v)
+    };
+    let (r, w, e) = (read_set(ctx, rd)?, read_set(ctx, wr)?, read_set(ctx, ex)?);
+    let (mut ro, mut wo) = (vec![0u64; words], vec![0u64; words]);
+    let mut count = 0;
+    for fd in 0..nfds as usize {
+        let bit = 1u64 << (fd % 64);
+        let (wi, want_r, want_w) = (fd / 64, r[fd / 64] & bit != 0, w[fd / 64] & bit != 0);
+        if !want_r && !want_w && e[wi] & bit == 0 {
+            continue;
+        }
+        let rv = readiness(ctx, fd as i32);
+        if rv & POLLNVAL != 0 {
+            return Err(Errno::EBADF.into());
+        }
+        if want_r && rv & (POLLIN | POLLHUP | POLLERR) != 0 {
+            ro[wi] |= bit;
+            count += 1;
+        }
+        if want_w && rv & (POLLOUT | POLLERR) != 0 {
+            wo[wi] |= bit;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        // The sets are the question until the call returns: a blocked
+        // select is retried with them as the caller wrote them.
+        let fds: Vec<i32> = (0..nfds as i32).collect();
+        count = block_until_ready(ctx, "select", timeout_ms.map(Duration::from_millis), &fds)?;
+    }
+    for (va, set) in [(rd, &ro), (wr, &wo), (ex, &vec![0u64; words])] {
+        if va != 0 {
+            for (i, word) in set.iter().enumerate() {
+                ctx.k.mm.write_obj(ctx.mem, va + 8 * i as u64, word)?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+pub fn select(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(4) == 0 {
+        None
+    } else {
+        let tv: zeroboot_abi::structs::Timeval = ctx.k.mm.read_obj(ctx.mem, a.ptr(4))?;
+        if tv.tv_sec < 0 || tv.tv_usec < 0 {
+            return Err(Errno::EINVAL.into());
+        }
+        Some(
+            (tv.tv_sec as u64)
+                .saturating_mul(1000)
+                .saturating_add(tv.tv_usec as u64 / 1000),
+        )
+    };
+    do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
+}
+
+pub fn pselect6(ctx: &mut Ctx, a: Args) -> SysResult {
+    let t = if a.u64(4) == 0 {
+        None
+    } else {
+        // In milliseconds, from saturating nanoseconds (a timeout of
+        // 1 << 62 s once wrapped to 0 here).
+        Some(super::time::read_ts(ctx, a.u64(4))? / 1_000_000)
+    };
+    do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
 }

@@ -8,9 +8,7 @@ use zeroboot_vmm::layout::{PAGE_SIZE, USER_END};
 use zeroboot_vmm::paging::pte;
 
 use super::{Args, Ctx, SysResult};
-use crate::fd::FileKind;
 use crate::mm::{page_up, Backing};
-use crate::vfs::{Device, TmpContents};
 
 pub fn brk(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(ctx.k.mm.set_brk(ctx.mem, a.ptr(0)))
@@ -49,28 +47,8 @@ pub fn mmap(ctx: &mut Ctx, a: Args) -> SysResult {
             tracing::debug!(path = %f.path, "shared writable file mapping refused");
             return Err(Errno::ENODEV.into());
         }
-        let name: Arc<str> = Arc::from(f.path.as_str());
-        match &f.kind {
-            FileKind::Image(hf) => (
-                Backing::File {
-                    data: hf.clone(),
-                    offset: off,
-                },
-                name,
-            ),
-            FileKind::Tmp(ino) => {
-                let data = ctx.k.vfs.tmp.inode(*ino).ok_or(Errno::EBADF)?.data.clone();
-                (
-                    Backing::File {
-                        data: Arc::new(TmpContents(data)),
-                        offset: off,
-                    },
-                    name,
-                )
-            }
-            FileKind::Device(Device::Zero) => (Backing::Anon, Arc::from("/dev/zero (deleted)")),
-            _ => return Err(Errno::ENODEV.into()),
-        }
+        let (backing, name) = f.kind.with_ops(|o| o.mmap(ctx, off))?;
+        (backing, name.unwrap_or_else(|| Arc::from(f.path.as_str())))
     };
     let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
         if addr % PAGE_SIZE != 0 || addr < crate::mm::MMAP_MIN.min(PAGE_SIZE) {

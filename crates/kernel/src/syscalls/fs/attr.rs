@@ -1,0 +1,219 @@
+//! A file's size and metadata: truncate, fallocate, fsync, fadvise,
+//! chmod, chown, utimensat, umask, and the xattr family.
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::structs::Timespec;
+use zeroboot_abi::Errno;
+
+use super::namei::{read_path, resolve_at};
+use super::stat::node_of;
+use crate::syscalls::{now, Args, Ctx, SysResult};
+use crate::vfs::{self, Lookup, Node};
+
+pub fn ftruncate(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    if (a.i64(1)) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let f = ctx.k.fds.get(fd)?;
+    if !f.writable() {
+        return Err(Errno::EINVAL.into());
+    }
+    let kind = f.kind.clone();
+    kind.with_ops(|o| o.truncate(ctx, a.u64(1)))?;
+    Ok(0)
+}
+
+pub fn truncate(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.i64(1)) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let p = read_path(ctx, a.ptr(0))?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    if l.node.is_dir() {
+        return Err(Errno::EISDIR.into());
+    }
+    let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
+    ctx.k.vfs.tmp.truncate(ino, a.u64(1), now())?;
+    Ok(0)
+}
+
+pub fn fsync(ctx: &mut Ctx, a: Args) -> SysResult {
+    // Everything lives in memory: there is nothing to flush.
+    ctx.k.fds.get(a.fd(0))?;
+    Ok(0)
+}
+
+pub fn sync(_ctx: &mut Ctx, _a: Args) -> SysResult {
+    Ok(0)
+}
+
+pub fn fadvise64(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?.kind.with_ops(|o| o.fadvise())?;
+    Ok(0)
+}
+
+/// fallocate(2), mode 0 only. The checks and their order are Linux's
+/// (`vfs_fallocate`); the length is guest-controlled, so the end is
+/// computed checked.
+pub fn fallocate(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (fd, mode, off, len) = (a.fd(0), a.int(1), a.i64(2), a.i64(3));
+    let f = ctx.k.fds.get(fd)?;
+    if off < 0 || len <= 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    if mode != 0 {
+        return Err(Errno::EOPNOTSUPP.into());
+    }
+    if !f.writable() {
+        return Err(Errno::EBADF.into());
+    }
+    let kind = f.kind.clone();
+    kind.with_ops(|o| o.allocate(ctx, off, len))?;
+    Ok(0)
+}
+
+fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
+    let mode = mode & 0o7777;
+    match &l.node {
+        Node::TmpFile(ino) => {
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
+                // Keep the file type (a socket node stays one).
+                i.mode = (i.mode & S_IFMT) | mode;
+            }
+        }
+        Node::TmpDir { ino, .. } => {
+            let ino = *ino;
+            ctx.k
+                .vfs
+                .tmp
+                .set(l.path.clone(), vfs::Entry::Dir { mode, ino })?;
+        }
+        Node::Image(m) if m.file_type() == S_IFDIR => {
+            let ino = ctx.k.vfs.tmp.alloc_ino();
+            ctx.k
+                .vfs
+                .tmp
+                .set(l.path.clone(), vfs::Entry::Dir { mode, ino })?;
+        }
+        Node::Image(m) if m.file_type() == S_IFREG => {
+            let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {
+                i.mode = mode;
+            }
+        }
+        Node::TmpSymlink { .. } => {}
+        _ => return Err(Errno::EPERM.into()),
+    }
+    ctx.k.vfs.notify(&l.path, vfs::FsEventKind::Chmod);
+    Ok(0)
+}
+
+pub fn chmod(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    set_mode(ctx, &l, a.uint(1))
+}
+
+pub fn fchmodat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(1))?;
+    let l = resolve_at(ctx, a.fd(0), &p, true)?;
+    set_mode(ctx, &l, a.uint(2))
+}
+
+pub fn fchmod(ctx: &mut Ctx, a: Args) -> SysResult {
+    let f = ctx.k.fds.get(a.fd(0))?.clone();
+    let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
+    set_mode(ctx, &Lookup { path: f.path, node }, a.uint(1))
+}
+
+pub fn chown(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
+    resolve_at(ctx, AT_FDCWD, &p, true)?;
+    Ok(0)
+}
+
+pub fn fchown(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?;
+    Ok(0)
+}
+
+pub fn fchownat(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(1))?;
+    if !(p.is_empty() && a.u64(4) & AT_EMPTY_PATH != 0) {
+        resolve_at(ctx, a.fd(0), &p, a.u64(4) & AT_SYMLINK_NOFOLLOW == 0)?;
+    }
+    Ok(0)
+}
+
+pub fn utimensat(ctx: &mut Ctx, a: Args) -> SysResult {
+    const UTIME_NOW: i64 = (1 << 30) - 1;
+    const UTIME_OMIT: i64 = (1 << 30) - 2;
+    let dirfd = a.fd(0);
+    let mtime = if a.u64(2) == 0 {
+        Some(now())
+    } else {
+        let t: [Timespec; 2] = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
+        match t[1].tv_nsec {
+            UTIME_OMIT => None,
+            UTIME_NOW => Some(now()),
+            ns if !(0..1_000_000_000).contains(&ns) => return Err(Errno::EINVAL.into()),
+            ns => Some((t[1].tv_sec, ns)),
+        }
+    };
+    let l = if a.u64(1) == 0 {
+        let f = ctx.k.fds.get(dirfd)?.clone();
+        let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
+        Lookup { path: f.path, node }
+    } else {
+        let p = read_path(ctx, a.ptr(1))?;
+        resolve_at(ctx, dirfd, &p, a.u64(3) & AT_SYMLINK_NOFOLLOW == 0)?
+    };
+    let Some(mt) = mtime else { return Ok(0) };
+    match &l.node {
+        Node::TmpFile(ino) => {
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
+                i.mtime = mt;
+            }
+        }
+        Node::Image(m) if m.file_type() == S_IFREG => {
+            let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
+            if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {
+                i.mtime = mt;
+            }
+        }
+        // Directory and symlink times are not recorded.
+        _ => {}
+    }
+    Ok(0)
+}
+
+pub fn umask(ctx: &mut Ctx, a: Args) -> SysResult {
+    let old = ctx.k.proc.umask;
+    ctx.k.proc.umask = a.uint(0) & 0o777;
+    Ok(old as u64)
+}
+
+/// The xattr family ({set,get,list,remove}xattr, with the l- and f-
+/// variants): no file system of a sandbox stores extended attributes, so
+/// they answer as Linux does for one without them (EOPNOTSUPP, which
+/// shutil.copystat and cp -a treat as "nothing to copy"), after the
+/// checks that come first on Linux (the path or fd must exist).
+pub fn xattr(ctx: &mut Ctx, a: Args) -> SysResult {
+    use zeroboot_abi::sysno::*;
+    let nr = ctx.regs.rax;
+    match nr {
+        FSETXATTR | FGETXATTR | FLISTXATTR | FREMOVEXATTR => {
+            ctx.k.fds.get(a.fd(0))?;
+        }
+        _ => {
+            let path = read_path(ctx, a.ptr(0))?;
+            if path.is_empty() {
+                return Err(Errno::ENOENT.into());
+            }
+            let follow = !matches!(nr, LSETXATTR | LGETXATTR | LLISTXATTR | LREMOVEXATTR);
+            resolve_at(ctx, AT_FDCWD, &path, follow)?;
+        }
+    }
+    Err(Errno::EOPNOTSUPP.into())
+}

@@ -1,0 +1,155 @@
+//! Descriptors: close, close_range, dup, dup2, dup3, fcntl, ioctl, flock.
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::Errno;
+
+use crate::fd::OpenFile;
+use crate::syscalls::{Args, Ctx, SysResult};
+
+pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
+    let last = ctx.k.fds.close(fd)?;
+    release(ctx, last);
+    Ok(())
+}
+
+/// A description whose last descriptor went away (close, dup2 over it).
+fn release(ctx: &mut Ctx, last: Option<OpenFile>) {
+    if let Some(f) = last {
+        f.kind.with_ops(|o| o.released(ctx));
+    }
+}
+
+pub fn close(ctx: &mut Ctx, a: Args) -> SysResult {
+    close_fd(ctx, a.fd(0))?;
+    Ok(0)
+}
+
+pub fn close_range(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (first, last, flags) = (a.uint(0), a.uint(1), a.u64(2));
+    if first > last || flags & !4 /* CLOSE_RANGE_CLOEXEC */ & !2 != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    for fd in ctx.k.fds.fds() {
+        if (fd as u32) >= first && (fd as u32) <= last {
+            if flags & 4 != 0 {
+                ctx.k.fds.set_cloexec(fd, true)?;
+            } else {
+                close_fd(ctx, fd)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn dup(ctx: &mut Ctx, a: Args) -> SysResult {
+    Ok(ctx.k.fds.dup(a.fd(0), 0, false)? as u64)
+}
+
+pub fn dup2(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (old, new) = (a.fd(0), a.fd(1));
+    if old == new {
+        ctx.k.fds.get(old)?;
+        return Ok(new as u64);
+    }
+    let replaced = ctx.k.fds.dup_to(old, new, false)?;
+    release(ctx, replaced);
+    Ok(new as u64)
+}
+
+pub fn dup3(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (old, new) = (a.fd(0), a.fd(1));
+    if old == new || a.u64(2) & !O_CLOEXEC != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let replaced = ctx.k.fds.dup_to(old, new, a.u64(2) & O_CLOEXEC != 0)?;
+    release(ctx, replaced);
+    Ok(new as u64)
+}
+
+pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    match a.u64(1) {
+        F_DUPFD => Ok(ctx.k.fds.dup(fd, a.int(2), false)? as u64),
+        F_DUPFD_CLOEXEC => Ok(ctx.k.fds.dup(fd, a.int(2), true)? as u64),
+        F_GETFD => Ok(if ctx.k.fds.cloexec(fd)? {
+            FD_CLOEXEC
+        } else {
+            0
+        }),
+        F_SETFD => {
+            ctx.k.fds.set_cloexec(fd, a.u64(2) & FD_CLOEXEC != 0)?;
+            Ok(0)
+        }
+        F_GETFL => Ok(ctx.k.fds.get(fd)?.flags),
+        F_SETFL => {
+            let f = ctx.k.fds.get_mut(fd)?;
+            let changeable = O_APPEND | O_NONBLOCK | O_NOATIME | O_DIRECT;
+            f.flags = (f.flags & !changeable) | (a.u64(2) & changeable);
+            Ok(0)
+        }
+        F_GETLK | F_OFD_GETLK => {
+            ctx.k.fds.get(fd)?;
+            // struct flock: l_type (short) first; F_UNLCK = 2.
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &2u16)?;
+            Ok(0)
+        }
+        F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW => {
+            ctx.k.fds.get(fd)?;
+            Ok(0)
+        }
+        cmd @ (F_GETPIPE_SZ | F_SETPIPE_SZ) => {
+            let set = (cmd == F_SETPIPE_SZ).then(|| a.usize(2));
+            let kind = ctx.k.fds.get(fd)?.kind.clone();
+            kind.with_ops(|o| o.pipe_size(ctx, set))
+        }
+        F_GETOWN => Ok(0),
+        F_SETOWN => Ok(0),
+        F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL.into()),
+        _ => Err(Errno::EINVAL.into()),
+    }
+}
+
+pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    let f = ctx.k.fds.get(fd)?.clone();
+    if let Some(r) = f.kind.with_ops(|o| o.ioctl(ctx, a)) {
+        return r;
+    }
+    match a.u64(1) {
+        FIOCLEX => {
+            ctx.k.fds.set_cloexec(fd, true)?;
+            Ok(0)
+        }
+        FIONCLEX => {
+            ctx.k.fds.set_cloexec(fd, false)?;
+            Ok(0)
+        }
+        FIONBIO => {
+            let on: i32 = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
+            let f = ctx.k.fds.get_mut(fd)?;
+            if on != 0 {
+                f.flags |= O_NONBLOCK;
+            } else {
+                f.flags &= !O_NONBLOCK;
+            }
+            Ok(0)
+        }
+        FIONREAD => {
+            // An int, as Linux's: a count past i32::MAX wraps as there.
+            let n = f.kind.with_ops(|o| o.unread(ctx, f.offset)) as i32;
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &n)?;
+            Ok(0)
+        }
+        // No terminal exists: the console answers like a pipe would.
+        TCGETS | TCSETS | TIOCGWINSZ | TIOCGPGRP => Err(Errno::ENOTTY.into()),
+        other => {
+            tracing::debug!(request = format!("{other:#x}"), "unsupported ioctl: ENOTTY");
+            Err(Errno::ENOTTY.into())
+        }
+    }
+}
+
+pub fn flock(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.fds.get(a.fd(0))?;
+    Ok(0)
+}

@@ -1,0 +1,267 @@
+//! read, write and their positioned and vectored forms, sendfile,
+//! copy_file_range and lseek: the parts every file shares (access mode,
+//! offsets, guest buffers); what a read or write does is the file's
+//! `FileOps`.
+
+use zeroboot_abi::flags::*;
+use zeroboot_abi::structs::Iovec;
+use zeroboot_abi::Errno;
+
+use crate::fd::OpenFile;
+use crate::file::{verify_area, Io};
+use crate::syscalls::{Args, Ctx, SysError, SysResult};
+
+/// Most bytes one read or write transfers (callers loop on short counts).
+const MAX_IO: usize = 4 << 20;
+
+const IOV_MAX: u64 = 1024;
+
+/// Read up to `count` bytes from `fd` (at `pos`, or the file offset).
+pub(crate) fn do_read(
+    ctx: &mut Ctx,
+    fd: i32,
+    count: usize,
+    pos: Option<u64>,
+) -> Result<Vec<u8>, SysError> {
+    let count = count.min(MAX_IO);
+    let f = ctx.k.fds.get(fd)?;
+    if !f.readable() {
+        return Err(Errno::EBADF.into());
+    }
+    let io = io_of(fd, f, pos);
+    f.kind.clone().with_ops(|ops| {
+        if ops.has_offset() {
+            verify_area(io.at(), count)?;
+        }
+        let data = ops.read(ctx, io, count)?;
+        if pos.is_none() && ops.has_offset() {
+            ctx.k.fds.get_mut(fd)?.offset = io.offset + data.len() as u64;
+        }
+        Ok(data)
+    })
+}
+
+/// Write `data` to `fd` (at `pos`, or the file offset / end for O_APPEND).
+pub(crate) fn do_write(
+    ctx: &mut Ctx,
+    fd: i32,
+    data: &[u8],
+    pos: Option<u64>,
+) -> Result<usize, SysError> {
+    let f = ctx.k.fds.get(fd)?;
+    if !f.writable() {
+        return Err(Errno::EBADF.into());
+    }
+    let io = io_of(fd, f, pos);
+    f.kind.clone().with_ops(|ops| ops.write(ctx, io, data))
+}
+
+fn io_of(fd: i32, f: &OpenFile, pos: Option<u64>) -> Io {
+    Io {
+        fd,
+        pos,
+        offset: f.offset,
+        nonblock: f.flags & O_NONBLOCK != 0,
+        append: f.flags & O_APPEND != 0,
+    }
+}
+
+pub fn read(ctx: &mut Ctx, a: Args) -> SysResult {
+    let data = do_read(ctx, a.fd(0), a.usize(2), None)?;
+    ctx.k.mm.write(ctx.mem, a.ptr(1), &data)?;
+    Ok(data.len() as u64)
+}
+
+pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.i64(3)) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    check_seekable(ctx, a.fd(0))?;
+    let data = do_read(ctx, a.fd(0), a.usize(2), Some(a.u64(3)))?;
+    ctx.k.mm.write(ctx.mem, a.ptr(1), &data)?;
+    Ok(data.len() as u64)
+}
+
+fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
+    ctx.k.fds.get(fd)?.kind.with_ops(|o| o.positional())
+}
+
+pub fn write(ctx: &mut Ctx, a: Args) -> SysResult {
+    let len = (a.usize(2)).min(MAX_IO);
+    let data = ctx.k.mm.read_vec(ctx.mem, a.ptr(1), len)?;
+    Ok(do_write(ctx, a.fd(0), &data, None)? as u64)
+}
+
+pub fn pwrite64(ctx: &mut Ctx, a: Args) -> SysResult {
+    if (a.i64(3)) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    check_seekable(ctx, a.fd(0))?;
+    let len = (a.usize(2)).min(MAX_IO);
+    let data = ctx.k.mm.read_vec(ctx.mem, a.ptr(1), len)?;
+    Ok(do_write(ctx, a.fd(0), &data, Some(a.u64(3)))? as u64)
+}
+
+fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {
+    if n > IOV_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let iov: Iovec = ctx.k.mm.read_obj(ctx.mem, va + i * 16)?;
+        if (iov.len as i64) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        v.push(iov);
+    }
+    Ok(v)
+}
+
+fn readv_at(ctx: &mut Ctx, fd: i32, va: u64, n: u64, pos: Option<u64>) -> SysResult {
+    let iovs = read_iovecs(ctx, va, n)?;
+    // Each length is below 2^63 (read_iovecs), but their sum may not be;
+    // Linux caps a transfer (MAX_RW_COUNT) rather than failing, and
+    // do_read caps it at MAX_IO.
+    let total = iovs.iter().fold(0u64, |t, i| t.saturating_add(i.len));
+    let data = do_read(ctx, fd, usize::try_from(total).unwrap_or(usize::MAX), pos)?;
+    let mut done = 0usize;
+    for iov in iovs {
+        if done >= data.len() {
+            break;
+        }
+        let n = (iov.len as usize).min(data.len() - done);
+        ctx.k.mm.write(ctx.mem, iov.base, &data[done..done + n])?;
+        done += n;
+    }
+    Ok(done as u64)
+}
+
+fn writev_at(ctx: &mut Ctx, fd: i32, va: u64, n: u64, pos: Option<u64>) -> SysResult {
+    let iovs = read_iovecs(ctx, va, n)?;
+    let mut data = Vec::new();
+    for iov in iovs {
+        let room = MAX_IO - data.len();
+        let len = (iov.len as usize).min(room);
+        if len == 0 {
+            continue;
+        }
+        data.extend_from_slice(&ctx.k.mm.read_vec(ctx.mem, iov.base, len)?);
+        if data.len() >= MAX_IO {
+            break;
+        }
+    }
+    Ok(do_write(ctx, fd, &data, pos)? as u64)
+}
+
+pub fn readv(ctx: &mut Ctx, a: Args) -> SysResult {
+    readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), None)
+}
+
+pub fn writev(ctx: &mut Ctx, a: Args) -> SysResult {
+    writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), None)
+}
+
+pub fn preadv(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.i64(3) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    check_seekable(ctx, a.fd(0))?;
+    readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
+}
+
+pub fn pwritev(ctx: &mut Ctx, a: Args) -> SysResult {
+    if a.i64(3) < 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    check_seekable(ctx, a.fd(0))?;
+    writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
+}
+
+pub fn sendfile(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (out, inp) = (a.fd(0), a.fd(1));
+    let count = (a.usize(3)).min(MAX_IO);
+    let data = if a.u64(2) != 0 {
+        let off: i64 = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
+        if off < 0 {
+            return Err(Errno::EINVAL.into());
+        }
+        let d = do_read(ctx, inp, count, Some(off as u64))?;
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a.ptr(2), &(off + d.len() as i64))?;
+        d
+    } else {
+        do_read(ctx, inp, count, None)?
+    };
+    Ok(do_write(ctx, out, &data, None)? as u64)
+}
+
+pub fn copy_file_range(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (inp, out) = (a.fd(0), a.fd(2));
+    if a.u64(5) != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let count = (a.usize(4)).min(MAX_IO);
+    let in_off = if a.u64(1) != 0 {
+        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a.ptr(1))? as u64)
+    } else {
+        None
+    };
+    let data = do_read(ctx, inp, count, in_off)?;
+    let out_off = if a.u64(3) != 0 {
+        Some(ctx.k.mm.read_obj::<i64>(ctx.mem, a.ptr(3))? as u64)
+    } else {
+        None
+    };
+    let n = do_write(ctx, out, &data, out_off)?;
+    if let Some(o) = in_off {
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a.ptr(1), &((o + data.len() as u64) as i64))?;
+    }
+    if let Some(o) = out_off {
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a.ptr(3), &((o + n as u64) as i64))?;
+    }
+    Ok(n as u64)
+}
+
+pub fn lseek(ctx: &mut Ctx, a: Args) -> SysResult {
+    let fd = a.fd(0);
+    let off = a.i64(1);
+    let whence = a.u64(2);
+    let kind = ctx.k.fds.get(fd)?.kind.clone();
+    kind.with_ops(|ops| {
+        let size = ops.seek_size(ctx)?;
+        let f = ctx.k.fds.get_mut(fd)?;
+        let base: i64 = match whence {
+            SEEK_SET => 0,
+            SEEK_CUR => f.offset as i64,
+            SEEK_END => size as i64,
+            SEEK_DATA => {
+                if off < 0 || off as u64 >= size {
+                    return Err(Errno::ENXIO.into());
+                }
+                f.offset = off as u64;
+                return Ok(off as u64);
+            }
+            SEEK_HOLE => {
+                if off < 0 || off as u64 > size {
+                    return Err(Errno::ENXIO.into());
+                }
+                f.offset = size;
+                return Ok(size);
+            }
+            _ => return Err(Errno::EINVAL.into()),
+        };
+        // Linux's sum wraps negative: EINVAL, as for any negative offset.
+        let new = base.checked_add(off).ok_or(Errno::EINVAL)?;
+        if new < 0 {
+            return Err(Errno::EINVAL.into());
+        }
+        ops.seeked(f, new as u64);
+        f.offset = new as u64;
+        Ok(new as u64)
+    })
+}

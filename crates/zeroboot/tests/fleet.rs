@@ -21,6 +21,8 @@ use serde_json::Value;
 struct Proc {
     child: Child,
     addr: String,
+    /// A node's own state directory (one server per directory).
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Drop for Proc {
@@ -80,7 +82,11 @@ fn spawn(args: &[&str], addr: String) -> Proc {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    Proc { child, addr }
+    Proc {
+        child,
+        addr,
+        _state: None,
+    }
 }
 
 fn node(key: &str, ip: &str) -> Proc {
@@ -105,8 +111,20 @@ fn node_at(ip: &str, port: &str, key: &str, extra: &[&str]) -> Proc {
         "--workers",
         "2",
     ];
+    // Its own state directory (nodes started at once must not share the
+    // default one); a server serving as nobody must reach it.
+    let state = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let dir = state.path().join("state");
+    let dir = dir.to_str().unwrap().to_string();
+    args.extend_from_slice(&["--state-dir", &dir]);
     args.extend_from_slice(extra);
-    spawn(&args, format!("{ip}:{port}"))
+    let mut p = spawn(&args, format!("{ip}:{port}"));
+    p._state = Some(state);
+    p
 }
 
 fn gateway(nodes: &[&Proc]) -> Proc {
@@ -546,6 +564,7 @@ fn gateway_discovers_nodes_by_dns_name() {
     let mut gw = Proc {
         child,
         addr: format!("127.0.0.1:{gport}"),
+        _state: None,
     };
     wait_up(&mut gw, "gateway");
     let g = gw.addr.clone();

@@ -384,24 +384,40 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Start command `msg` (a StartRequest) over a raw connection, read its
+/// stream until `want` appears, then drop the connection (the client goes
+/// away). Returns whether `want` came before the stream ended.
+fn start_and_leave(s: &Server, id: &str, msg: &[u8], want: &str) -> bool {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        c,
+        "POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
+        msg.len() + 5
+    )
+    .unwrap();
+    c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
+    c.write_all(msg).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(want) {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            return false;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    true
+}
+
 #[test]
 fn commands_whose_clients_go_away_leak_nothing() {
-    use std::io::{Read, Write};
     let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
     let pid = s.child.id();
     let sb = create(&s, r#"{"templateID": "python", "timeout": 600}"#);
     let id = sb["sandboxID"].as_str().unwrap();
     let msg = br#"{"process": {"cmd": "/bin/echo", "args": ["hi"]}, "stdin": true}"#;
     let round = |i: usize| {
-        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
-        write!(
-            c,
-            "POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
-            msg.len() + 5
-        )
-        .unwrap();
-        c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
-        c.write_all(msg).unwrap();
         // Every other client leaves as soon as the command has started,
         // the others after a few bytes more.
         let want = if i.is_multiple_of(2) {
@@ -409,16 +425,7 @@ fn commands_whose_clients_go_away_leak_nothing() {
         } else {
             "\"data\""
         };
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&got).contains(want) {
-            let n = c.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        drop(c);
+        start_and_leave(&s, id, msg, want);
     };
     for i in 0..50 {
         round(i);
@@ -566,30 +573,16 @@ fn stream_input(s: &Server, id: &str, chunks: &[Vec<u8>]) -> (u16, String) {
 #[test]
 fn stream_input_feeds_a_command_as_it_arrives() {
     use base64::Engine as _;
-    use std::io::{Read, Write};
     let s = Server::start(Some(&[KEY]), &["--languages", "python"]);
     let sb = create(&s, r#"{"templateID": "python", "timeout": 600}"#);
     let id = sb["sandboxID"].as_str().unwrap().to_string();
     // A command reading two lines; its Start stream is left once it has
     // started (the command lives on, as with envd).
     let msg = br#"{"process": {"cmd": "/bin/sh", "args": ["-c", "head -n 2 > /tmp/streamed"]}, "stdin": true, "tag": "sink"}"#;
-    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
-    write!(
-        c,
-        "POST /process.Process/Start HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nContent-Length: {}\r\n\r\n",
-        msg.len() + 5
-    )
-    .unwrap();
-    c.write_all(&[0, 0, 0, 0, msg.len() as u8]).unwrap();
-    c.write_all(msg).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&got).contains("\"start\"") {
-        let n = c.read(&mut buf).unwrap();
-        assert!(n > 0, "the Start stream ended early");
-        got.extend_from_slice(&buf[..n]);
-    }
-    drop(c);
+    assert!(
+        start_and_leave(&s, &id, msg, "\"start\""),
+        "the Start stream ended early"
+    );
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let first = envelope(&format!(
         r#"{{"data": {{"input": {{"stdin": "{}"}}}}}}"#,

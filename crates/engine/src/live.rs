@@ -54,6 +54,12 @@ pub enum LiveError {
     /// A checkpoint could not be written or loaded (the message says why).
     #[error("{0}")]
     Checkpoint(String),
+    /// The sandbox was paused while this run was in progress: the run goes
+    /// on, unheard, once the sandbox is resumed.
+    #[error(
+        "the sandbox was paused while the code ran; the run goes on, unheard, when it is resumed"
+    )]
+    Paused,
 }
 
 pub struct LiveSandbox {
@@ -122,6 +128,21 @@ struct LiveState {
     commands: BTreeMap<u32, Command>,
     /// The caller's (the server's) state.
     meta: Vec<u8>,
+    /// The code run in progress when it was frozen: it goes on, unheard,
+    /// in what is made from the checkpoint.
+    run: Option<SavedRun>,
+}
+
+/// A code run in a checkpoint: times as what was left of them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedRun {
+    left_ns: u64,
+    timeout_ns: u64,
+    interruptible: bool,
+    interrupted: bool,
+    /// The agent's reply, when it was seen before the freeze (JSON text:
+    /// bincode cannot hold a `serde_json::Value`).
+    reply: Option<String>,
 }
 
 /// Start `sb`'s egress accounting under `network`.
@@ -195,6 +216,27 @@ impl LiveSandbox {
             .map_err(|e| LiveError::Fork(e.to_string()))?;
         set_network(&mut sb, opts.network);
         Ok(LiveSandbox::new(sb, template, opts.env))
+    }
+
+    /// A new sandbox of `template` (made as `create` makes one, with
+    /// `opts`) holding a copy of this one's files and nothing else of it:
+    /// what E2B's file-system-only pause and snapshot keep ("memory":
+    /// false), whose resume is a cold boot. This one is unchanged.
+    pub fn rebooted(
+        &self,
+        template: &Template,
+        opts: LiveOptions,
+    ) -> Result<LiveSandbox, LiveError> {
+        let Some(sb) = self.sb.as_ref() else {
+            return Err(LiveError::Dead(
+                self.ended.clone().unwrap_or_else(|| "killed".into()),
+            ));
+        };
+        let mut fresh = LiveSandbox::create(template, opts)?;
+        if let Some(f) = fresh.sb.as_mut() {
+            f.k.vfs.tmp = sb.k.vfs.tmp.clone();
+        }
+        Ok(fresh)
     }
 
     /// Change its egress policy (the addresses its resolver granted stay,
@@ -353,17 +395,27 @@ impl LiveSandbox {
 
     /// Freeze this sandbox as it is now for a checkpoint (a snapshot, or
     /// a pause to disk: DESIGN.md §7): the pages it made its own and all
-    /// its state, with the caller's `meta`. It goes on running. Not while
-    /// code runs in it (`Busy`). Writing it (`Checkpoint::save`) is for
-    /// another thread: the vCPU threads may not touch files.
+    /// its state, with the caller's `meta`. It goes on running. A code run
+    /// in progress is frozen too, with the time it has left, and goes on
+    /// unheard in what is made from the checkpoint (as in a fork's copies).
+    /// Writing it (`Checkpoint::save`) is for another thread: the vCPU
+    /// threads may not touch files.
     pub fn freeze_for_disk(
         &mut self,
         template: &Template,
         meta: &[u8],
     ) -> Result<Checkpoint, LiveError> {
-        if self.code_run.is_some() {
-            return Err(LiveError::Busy);
-        }
+        let now = Instant::now();
+        let run = self.code_run.map(|r| SavedRun {
+            left_ns: duration_ns(
+                r.deadline
+                    .saturating_duration_since(r.held_at.unwrap_or(now)),
+            ),
+            timeout_ns: duration_ns(r.timeout),
+            interruptible: r.interruptible,
+            interrupted: r.interrupted,
+            reply: self.reply.as_ref().map(|v| v.to_string()),
+        });
         let frozen = self
             .sandbox_or_dead()?
             .freeze()
@@ -379,6 +431,7 @@ impl LiveSandbox {
             runs: self.runs,
             commands,
             meta: meta.to_vec(),
+            run,
         };
         let extra = bincode::serialize(&state).map_err(|e| LiveError::Checkpoint(e.to_string()))?;
         Ok(Checkpoint {
@@ -425,6 +478,16 @@ impl LiveSandbox {
             Sandbox::fork_frozen(&loaded.frozen).map_err(|e| LiveError::Fork(e.to_string()))?;
         set_network(&mut sb, network);
         let st = &loaded.state;
+        let now = Instant::now();
+        let code_run = st.run.as_ref().map(|r| CodeRun {
+            start: now,
+            began: now,
+            deadline: now + Duration::from_nanos(r.left_ns),
+            timeout: Duration::from_nanos(r.timeout_ns),
+            interruptible: r.interruptible,
+            interrupted: r.interrupted,
+            held_at: None,
+        });
         Ok(LiveSandbox {
             sb: Some(sb),
             language: template.language,
@@ -435,10 +498,14 @@ impl LiveSandbox {
             origin: 0,
             commands: st.commands.clone(),
             events: Vec::new(),
-            code_run: None,
+            // A run frozen in progress goes on, unheard.
+            code_run,
             run_result: None,
             frames: Vec::new(),
-            reply: None,
+            reply: st
+                .run
+                .as_ref()
+                .and_then(|r| serde_json::from_str(r.reply.as_deref()?).ok()),
         })
     }
 
@@ -546,8 +613,27 @@ impl LiveSandbox {
             timeout,
             interruptible,
             interrupted: false,
+            held_at: None,
         });
         Ok(())
+    }
+
+    /// The sandbox is paused (in memory): the code run in progress, if
+    /// any, stops counting its time until `resume_run`.
+    pub fn hold_run(&mut self) {
+        if let Some(r) = self.code_run.as_mut() {
+            r.held_at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The sandbox is resumed: its code run's deadline moves on by the
+    /// time it was held.
+    pub fn resume_run(&mut self) {
+        if let Some(r) = self.code_run.as_mut() {
+            if let Some(at) = r.held_at.take() {
+                r.deadline += at.elapsed();
+            }
+        }
     }
 
     /// Interrupt the request in progress (SIGINT to the agent), if it is
@@ -745,6 +831,12 @@ pub(crate) struct CodeRun {
     /// Interrupted (SIGINT) rather than ended at its deadline.
     interruptible: bool,
     interrupted: bool,
+    /// Since when its sandbox is paused (its time does not run meanwhile).
+    held_at: Option<Instant>,
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Guest time a synchronous `run` gives per step.

@@ -466,11 +466,8 @@ async fn create_sandbox(
     )
     .map_err(|e| E2bError::bad(e.message))?;
     let auto_pause = bool_field(&b, "autoPause")?.unwrap_or(false);
-    if auto_pause && bool_field(&b, "autoPauseMemory")? == Some(false) {
-        return Err(E2bError::bad(
-            "autoPauseMemory: false (a file-system-only pause) is not supported: zeroboot pauses keep the memory",
-        ));
-    }
+    // false: the automatic pause keeps the files only (a cold boot on resume).
+    let auto_pause_memory = bool_field(&b, "autoPauseMemory")?.unwrap_or(true);
     if matches!(b.get("volumeMounts"), Some(Value::Array(a)) if !a.is_empty()) {
         return Err(E2bError::bad(
             "volumeMounts are not supported by this server",
@@ -510,6 +507,7 @@ async fn create_sandbox(
         disk_mb: state.config.max_disk_mb,
         network: Arc::new(std::sync::Mutex::new(network)),
         auto_pause,
+        auto_pause_memory,
     };
     let e = match snapshot {
         Some(snap) => {
@@ -786,8 +784,9 @@ pub async fn set_network(
     .await
 }
 
-/// `POST /sandboxes/{id}/connect` `{"timeout": seconds}`: 200 (running;
-/// the time to live only grows) or 201 (resumed).
+/// `POST /sandboxes/{id}/connect` `{"timeout": seconds, "memory"?}`: 200
+/// (running; the time to live only grows) or 201 (resumed; with `memory`
+/// false, cold-booted with its files: the SDK's `on_resume="reboot"`).
 pub async fn connect(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -801,7 +800,9 @@ pub async fn connect(
         body,
         async |owner, b| {
             let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-            let (e, resumed) = blocking(&state, move |s| s.connect_blocking(&id, owner, t)).await?;
+            let memory = bool_field(&b, "memory")?.unwrap_or(true);
+            let (e, resumed) =
+                blocking(&state, move |s| s.connect_blocking(&id, owner, t, memory)).await?;
             let status = if resumed {
                 StatusCode::CREATED
             } else {
@@ -867,15 +868,18 @@ pub async fn pause(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    respond_json(&state, &headers, "sandboxes_pause", body, async |owner, b| {
-        if bool_field(&b, "memory")? == Some(false) {
-            return Err(E2bError::bad(
-                "memory: false (a file-system-only pause) is not supported: zeroboot pauses keep the memory",
-            ));
-        }
-        blocking(&state, move |s| s.pause_blocking(&id, owner)).await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_pause",
+        body,
+        async |owner, b| {
+            // false: only the files are kept; resuming cold-boots the sandbox.
+            let memory = bool_field(&b, "memory")?.unwrap_or(true);
+            blocking(&state, move |s| s.pause_blocking(&id, owner, memory)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        },
+    )
     .await
 }
 
@@ -894,7 +898,8 @@ pub async fn resume(
         body,
         async |owner, b| {
             let t = timeout_field(&state, &b, Some(DEFAULT_TIMEOUT))?;
-            let e = blocking(&state, move |s| s.resume_blocking(&id, owner, t)).await?;
+            let memory = bool_field(&b, "memory")?.unwrap_or(true);
+            let e = blocking(&state, move |s| s.resume_blocking(&id, owner, t, memory)).await?;
             Ok((StatusCode::CREATED, Json(sandbox_json(&e))).into_response())
         },
     )
@@ -933,34 +938,40 @@ pub async fn snapshot(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    respond_json(&state, &headers, "sandboxes_snapshot", body, async |owner, b| {
-        let name = match b.get("name") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(n))
-                if !n.is_empty()
-                    && n.len() <= 128
-                    && n
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) =>
-            {
-                Some(n.clone())
-            }
-            Some(_) => {
-                return Err(E2bError::bad(
-                    "name must be 1 to 128 letters, digits, '-', '_' or '.'",
-                ))
-            }
-        };
-        if bool_field(&b, "memory")? == Some(false) {
-            return Err(E2bError::bad(
-                "memory: false (a file-system-only snapshot) is not supported: zeroboot snapshots keep the memory",
-            ));
-        }
-        let source = id.clone();
-        let m = blocking(&state, move |s| s.snapshot_blocking(&source, owner, name)).await?;
-        tracing::info!(sandbox = %id, snapshot = %m.id, bytes = m.bytes, "snapshot taken");
-        Ok((StatusCode::CREATED, Json(snapshot_json(&m))).into_response())
-    })
+    respond_json(
+        &state,
+        &headers,
+        "sandboxes_snapshot",
+        body,
+        async |owner, b| {
+            let name = match b.get("name") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(n))
+                    if !n.is_empty()
+                        && n.len() <= 128
+                        && n.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) =>
+                {
+                    Some(n.clone())
+                }
+                Some(_) => {
+                    return Err(E2bError::bad(
+                        "name must be 1 to 128 letters, digits, '-', '_' or '.'",
+                    ))
+                }
+            };
+            // false: a snapshot of the files only; sandboxes made from it start
+            // as fresh ones of its template with those files.
+            let memory = bool_field(&b, "memory")?.unwrap_or(true);
+            let source = id.clone();
+            let m = blocking(&state, move |s| {
+                s.snapshot_blocking(&source, owner, name, memory)
+            })
+            .await?;
+            tracing::info!(sandbox = %id, snapshot = %m.id, bytes = m.bytes, "snapshot taken");
+            Ok((StatusCode::CREATED, Json(snapshot_json(&m))).into_response())
+        },
+    )
     .await
 }
 
@@ -1119,6 +1130,10 @@ pub async fn exec(
             Err(LiveError::Busy) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("sandbox \"{id}\" is already running code; wait for that run"),
+            )),
+            Err(e @ LiveError::Paused) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("sandbox \"{id}\": {e}"),
             )),
             Err(e @ (LiveError::Command(_) | LiveError::NoCommand(_))) => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

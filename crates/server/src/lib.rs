@@ -157,6 +157,7 @@ pub fn state(
                 disk_mb: m.disk_mb,
                 network: Arc::new(std::sync::Mutex::new(network)),
                 auto_pause: m.auto_pause,
+                auto_pause_memory: m.auto_pause_memory,
             },
         ))
     });

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::envd::interpreter::Contexts;
 use crate::store::{SavedMeta, Store};
 use std::path::Path;
 use zeroboot_engine::{
@@ -116,6 +117,8 @@ pub struct Spec {
     pub network: Arc<Mutex<Arc<zeroboot_engine::NetSetup>>>,
     /// Paused (to disk) instead of killed when its time to live ends.
     pub auto_pause: bool,
+    /// Whether that pause keeps its memory (false: its files only).
+    pub auto_pause_memory: bool,
 }
 
 /// Time to live and pause state.
@@ -167,11 +170,21 @@ enum Job {
     /// Take a copy made by a fork of another sandbox as this one's.
     Adopt(Box<LiveSandbox>),
     /// Freeze the sandbox for a checkpoint (a snapshot; a pause to disk
-    /// when `pause`: then it stops running at once).
+    /// when `pause`: then it stops running at once). Without `memory`, the
+    /// checkpoint is of a cold copy holding its files only.
     Freeze {
         pause: bool,
+        memory: bool,
         reply: oneshot::Sender<Result<Checkpoint, SandboxError>>,
     },
+    /// Pause it in memory (no state directory); without `memory`, it is
+    /// replaced by a cold copy holding its files only.
+    Hold {
+        memory: bool,
+        reply: oneshot::Sender<Result<(), SandboxError>>,
+    },
+    /// Resume it after a pause in memory (or a pause that failed).
+    Release,
     /// Its checkpoint is on disk: free its VM (a pause to disk).
     Unload {
         reply: oneshot::Sender<()>,
@@ -214,7 +227,7 @@ pub struct Entry {
     /// Who follows the output of the request in progress (`request`).
     run_stream: Mutex<Option<mpsc::UnboundedSender<RunOutput>>>,
     /// The code interpreter's contexts (`envd::interpreter`).
-    pub contexts: Mutex<crate::envd::interpreter::Contexts>,
+    pub contexts: Mutex<Contexts>,
 }
 
 impl Entry {
@@ -298,9 +311,7 @@ impl Entry {
 }
 
 /// A sandbox's code-interpreter contexts.
-pub(crate) fn lock_contexts(
-    e: &Entry,
-) -> std::sync::MutexGuard<'_, crate::envd::interpreter::Contexts> {
+pub(crate) fn lock_contexts(e: &Entry) -> std::sync::MutexGuard<'_, Contexts> {
     lock(&e.contexts)
 }
 
@@ -464,17 +475,7 @@ impl Sandboxes {
         let entry = new_entry(&self.limits.node_key, template, spec, timeout);
         self.admit(&entry)?;
         let (reply, rx) = oneshot::channel();
-        // Limits of its own only below the template's (otherwise a spare
-        // fork, made with the template's, serves it).
-        let limits = &entry.template.snapshot.kernel.limits;
-        let opts = LiveOptions {
-            memory: Some(entry.spec.memory_mb << 20).filter(|&m| m < limits.memory),
-            disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
-            fds: None,
-            env,
-            // The same rules, with the sandbox's id for the logs.
-            network: Some(entry.with_network_id()),
-        };
+        let opts = live_options(&entry, env);
         self.post(&entry, Job::Create { opts, reply });
         let r = rx
             .await
@@ -683,23 +684,32 @@ impl Sandboxes {
     }
 
     /// Connect: resume a paused sandbox (true) or extend a running one's
-    /// time to live to at least `timeout` from now (false). Blocking (a
+    /// time to live to at least `timeout` from now (false). Without
+    /// `memory`, a paused sandbox resumes cold: a fresh sandbox of its
+    /// template with its files (E2B's `on_resume="reboot"`). Blocking (a
     /// sandbox paused to disk is read back): not on an async thread.
     pub fn connect_blocking(
         &self,
         id: &str,
         owner: Option<usize>,
         timeout: Duration,
+        memory: bool,
     ) -> Result<(Arc<Entry>, bool), SandboxError> {
         let e = self.get(id, owner)?;
         if e.life().paused {
             self.wake_blocking(&e)?;
+            if !memory {
+                let (reply, rx) = oneshot::channel();
+                self.post(&e, Job::Hold { memory, reply });
+                rx.blocking_recv()
+                    .unwrap_or_else(|_| Err(self.not_found(id)))?;
+            }
             let mut l = lock(&e.life);
             let resumed = std::mem::take(&mut l.paused);
             l.end_at = SystemTime::now() + timeout;
             drop(l);
-            // Its commands run on.
-            self.post(&e, Job::With(Box::new(|_| {})));
+            // Its commands and its code run go on.
+            self.post(&e, Job::Release);
             return Ok((e, resumed));
         }
         let mut l = lock(&e.life);
@@ -752,9 +762,21 @@ impl Sandboxes {
     }
 
     /// Freeze `e` on its actor for a checkpoint.
-    fn freeze_blocking(&self, e: &Arc<Entry>, pause: bool) -> Result<Checkpoint, SandboxError> {
+    fn freeze_blocking(
+        &self,
+        e: &Arc<Entry>,
+        pause: bool,
+        memory: bool,
+    ) -> Result<Checkpoint, SandboxError> {
         let (reply, rx) = oneshot::channel();
-        self.post(e, Job::Freeze { pause, reply });
+        self.post(
+            e,
+            Job::Freeze {
+                pause,
+                memory,
+                reply,
+            },
+        );
         rx.blocking_recv()
             .unwrap_or_else(|_| Err(self.not_found(&e.id)))
     }
@@ -782,9 +804,17 @@ impl Sandboxes {
     /// Pause: the sandbox runs nothing and does not expire until resumed.
     /// With a state directory it goes to disk (its VM is freed; it
     /// survives a restart); otherwise, or if its template was never
-    /// saved, it stays in memory. Not while code runs in it (409). If
-    /// writing fails it goes on running. Blocking.
-    pub fn pause_blocking(&self, id: &str, owner: Option<usize>) -> Result<(), SandboxError> {
+    /// saved, it stays in memory. Without `memory` (E2B's file-system-only
+    /// pause) only its files are kept: it resumes as a fresh sandbox of
+    /// its template with them (a cold boot). A code run in progress is
+    /// paused with it (its caller is told; the run goes on, unheard, after
+    /// the resume). If writing fails it goes on running. Blocking.
+    pub fn pause_blocking(
+        &self,
+        id: &str,
+        owner: Option<usize>,
+        memory: bool,
+    ) -> Result<(), SandboxError> {
         let e = self.get(id, owner)?;
         if e.life().paused {
             return Err(SandboxError::Conflict(format!(
@@ -796,20 +826,41 @@ impl Sandboxes {
             .clone()
             .filter(|_| e.template.snapshot.identity != 0)
         else {
-            lock(&e.life).paused = true;
-            return Ok(());
+            let (reply, rx) = oneshot::channel();
+            self.post(&e, Job::Hold { memory, reply });
+            return rx
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(self.not_found(id)));
         };
-        let ck = self.freeze_blocking(&e, true)?;
+        self.pause_to_disk(&e, &store, memory)
+    }
+
+    /// Freeze `e`, write it to the store's paused directory, free its VM.
+    /// If writing fails it stays as it was (running, or paused in memory).
+    fn pause_to_disk(
+        &self,
+        e: &Arc<Entry>,
+        store: &Store,
+        memory: bool,
+    ) -> Result<(), SandboxError> {
+        let id = e.id.as_str();
+        let was_paused = e.life().paused;
+        let ck = self.freeze_blocking(e, true, memory)?;
         let dir = store.paused_dir(id);
-        let meta = self.saved_meta(&e, id.to_string(), None);
+        let meta = SavedMeta {
+            memory,
+            ..self.saved_meta(e, id.to_string(), None)
+        };
         if let Err(err) = Self::write_checkpoint(&ck, &dir, &meta) {
-            lock(&e.life).paused = false;
-            self.post(&e, Job::With(Box::new(|_| {})));
-            tracing::warn!(sandbox = id, %err, "pause to disk failed; the sandbox runs on");
+            if !was_paused {
+                lock(&e.life).paused = false;
+                self.post(e, Job::Release);
+            }
+            tracing::warn!(sandbox = id, %err, "pause to disk failed; the sandbox stays in memory");
             return Err(err);
         }
         let (reply, rx) = oneshot::channel();
-        self.post(&e, Job::Unload { reply });
+        self.post(e, Job::Unload { reply });
         let _ = rx.blocking_recv();
         tracing::info!(sandbox = id, "sandbox paused to disk");
         Ok(())
@@ -821,6 +872,7 @@ impl Sandboxes {
         id: &str,
         owner: Option<usize>,
         timeout: Duration,
+        memory: bool,
     ) -> Result<Arc<Entry>, SandboxError> {
         let e = self.get(id, owner)?;
         if !e.life().paused {
@@ -828,7 +880,8 @@ impl Sandboxes {
                 "sandbox \"{id}\" is already running"
             )));
         }
-        self.connect_blocking(id, owner, timeout).map(|(e, _)| e)
+        self.connect_blocking(id, owner, timeout, memory)
+            .map(|(e, _)| e)
     }
 
     /// What the store keeps about `e` (a snapshot of it is `id`).
@@ -850,6 +903,8 @@ impl Sandboxes {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             auto_pause: e.spec.auto_pause,
+            auto_pause_memory: e.spec.auto_pause_memory,
+            memory: true,
             bytes: 0,
         }
     }
@@ -857,12 +912,15 @@ impl Sandboxes {
     /// Snapshot sandbox `id` as it is now (it goes on running): a template
     /// for new sandboxes that outlives it and the server. A `name` taken
     /// by another of the owner's snapshots moves to this one (that one is
-    /// replaced, as E2B gives the existing template a new build). Blocking.
+    /// replaced, as E2B gives the existing template a new build). Without
+    /// `memory`, of its files only: sandboxes made from it start as fresh
+    /// ones of its template with those files. Blocking.
     pub fn snapshot_blocking(
         &self,
         id: &str,
         owner: Option<usize>,
         name: Option<String>,
+        memory: bool,
     ) -> Result<SavedMeta, SandboxError> {
         let e = self.get(id, owner)?;
         let store = self.store()?.clone();
@@ -883,8 +941,12 @@ impl Sandboxes {
                 },
                 |m| m.id,
             );
-        let meta = self.saved_meta(&e, sid.clone(), name);
-        let meta = if e.life().on_disk {
+        let meta = SavedMeta {
+            memory,
+            ..self.saved_meta(&e, sid.clone(), name)
+        };
+        let on_disk = e.life().on_disk;
+        let meta = if on_disk && memory {
             // Paused to disk: its checkpoint there is the snapshot (the
             // sandbox stays on disk; loading it would take it off).
             let bytes = Store::read_meta(&store.paused_dir(&e.id)).map_or(0, |m| m.bytes);
@@ -895,8 +957,19 @@ impl Sandboxes {
                 })?;
             meta
         } else {
-            let ck = self.freeze_blocking(&e, false)?;
-            let bytes = Self::write_checkpoint(&ck, &store.snapshot_dir(&sid), &meta)?;
+            if on_disk {
+                // The cold copy is made from it in memory; then it goes
+                // back to disk.
+                self.wake_blocking(&e)?;
+            }
+            let ck = self.freeze_blocking(&e, false, memory);
+            let back = if on_disk {
+                self.pause_to_disk(&e, &store, true)
+            } else {
+                Ok(())
+            };
+            let bytes = Self::write_checkpoint(&ck?, &store.snapshot_dir(&sid), &meta)?;
+            back?;
             SavedMeta { bytes, ..meta }
         };
         store.add_snapshot(meta.clone());
@@ -1155,7 +1228,8 @@ impl Sandboxes {
                 let spawned = std::thread::Builder::new()
                     .name("zeroboot-autopause".into())
                     .spawn(move || {
-                        if let Err(err) = table.pause_blocking(&e.id, e.spec.owner) {
+                        let memory = e.spec.auto_pause_memory;
+                        if let Err(err) = table.pause_blocking(&e.id, e.spec.owner, memory) {
                             tracing::warn!(sandbox = %e.id, %err, "automatic pause failed; ending the sandbox");
                             table.end(
                                 &e.id,
@@ -1502,6 +1576,65 @@ fn entry_parts(template: Arc<Template>, spec: Spec) -> Entry {
     }
 }
 
+/// How a sandbox of `entry` is made (`Job::Create`, and the cold copy of
+/// a file-system-only pause). Limits of its own only below the template's
+/// (otherwise a spare fork, made with the template's, serves it).
+fn live_options(entry: &Entry, env: Vec<(String, String)>) -> LiveOptions {
+    let limits = &entry.template.snapshot.kernel.limits;
+    LiveOptions {
+        memory: Some(entry.spec.memory_mb << 20).filter(|&m| m < limits.memory),
+        disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
+        fds: None,
+        env,
+        // The same rules, with the sandbox's id for the logs.
+        network: Some(entry.with_network_id()),
+    }
+}
+
+/// The sandbox is being paused: the caller of a code run in progress is
+/// told so (its stream ends), and the run's time stops until the resume,
+/// after which it goes on unheard.
+fn detach_run(e: &Entry, sb: &mut LiveSandbox) {
+    if !sb.is_running_code() {
+        return;
+    }
+    sb.hold_run();
+    e.stream_output(sb);
+    lock(&e.run_stream).take();
+    if let Some(reply) = lock(&e.run_reply).take() {
+        let _ = reply.send(Err(LiveError::Paused));
+    }
+}
+
+/// Freeze `sb` for a checkpoint; the server's own state of it goes along
+/// (docs/snapshot-format.md): `contexts` and its egress rules.
+fn freeze(
+    e: &Entry,
+    sb: &mut LiveSandbox,
+    contexts: serde_json::Value,
+) -> Result<Checkpoint, SandboxError> {
+    let rules = e.network().rules.clone();
+    let names = |v: &[zeroboot_engine::NetRule]| -> Vec<String> {
+        v.iter().map(ToString::to_string).collect()
+    };
+    let meta = serde_json::json!({
+        "contexts": contexts,
+        "network": {
+            "allow_internet_access": rules.allow_internet,
+            "allowOut": names(&rules.allow_out),
+            "denyOut": names(&rules.deny_out),
+        },
+    })
+    .to_string();
+    sb.freeze_for_disk(&e.template, meta.as_bytes())
+        .map_err(|err| match err {
+            LiveError::Dead(why) => {
+                SandboxError::Ended(format!("sandbox \"{}\" ended: {why}", e.id))
+            }
+            other => SandboxError::Internal(other.to_string()),
+        })
+}
+
 /// Serve one job; returns the sandbox to put back.
 fn serve(
     table: &Sandboxes,
@@ -1511,43 +1644,74 @@ fn serve(
 ) -> Option<LiveSandbox> {
     match job {
         Job::Adopt(live) => Some(*live),
-        Job::Freeze { pause, reply } => {
+        Job::Freeze {
+            pause,
+            memory,
+            reply,
+        } => {
             let Some(mut sb) = sandbox else {
                 let _ = reply.send(Err(table.not_found(&e.id)));
                 return None;
             };
-            // The server's own state of it goes along (docs/snapshot-format.md).
-            let rules = e.network().rules.clone();
-            let names = |v: &[zeroboot_engine::NetRule]| -> Vec<String> {
-                v.iter().map(ToString::to_string).collect()
-            };
-            let meta = serde_json::json!({
-                "contexts": lock_contexts(e).saved(),
-                "network": {
-                    "allow_internet_access": rules.allow_internet,
-                    "allowOut": names(&rules.allow_out),
-                    "denyOut": names(&rules.deny_out),
-                },
-            })
-            .to_string();
-            let r = sb
-                .freeze_for_disk(&e.template, meta.as_bytes())
-                .map_err(|err| match err {
-                    LiveError::Busy => SandboxError::Conflict(format!(
-                        "sandbox \"{}\" is running code; try when the run has finished",
-                        e.id
-                    )),
-                    LiveError::Dead(why) => {
-                        SandboxError::Ended(format!("sandbox \"{}\" ended: {why}", e.id))
+            if pause {
+                detach_run(e, &mut sb);
+            }
+            let r = if memory {
+                freeze(e, &mut sb, lock_contexts(e).saved())
+            } else {
+                // Its files in a fresh sandbox of its template: what a cold
+                // boot from its disk would find.
+                match sb.rebooted(&e.template, live_options(e, sb.env_vars().to_vec())) {
+                    Ok(mut cold) => {
+                        let r = freeze(e, &mut cold, Contexts::default().saved());
+                        cold.recycle(&e.template, "a cold copy for a checkpoint");
+                        r
                     }
-                    other => SandboxError::Internal(other.to_string()),
-                });
+                    Err(err) => Err(SandboxError::Internal(err.to_string())),
+                }
+            };
             if r.is_ok() && pause {
                 // It runs nothing more: the checkpoint is what it is.
                 lock(&e.life).paused = true;
+            } else if pause {
+                sb.resume_run();
             }
             let _ = reply.send(r);
             Some(sb)
+        }
+        Job::Hold { memory, reply } => {
+            let Some(mut sb) = sandbox else {
+                let _ = reply.send(Err(table.not_found(&e.id)));
+                return None;
+            };
+            detach_run(e, &mut sb);
+            let sb = if memory {
+                sb
+            } else {
+                match sb.rebooted(&e.template, live_options(e, sb.env_vars().to_vec())) {
+                    Ok(cold) => {
+                        lock(&e.subscribers).clear();
+                        *lock(&e.contexts) = Contexts::default();
+                        sb.recycle(&e.template, "paused without its memory");
+                        cold
+                    }
+                    Err(err) => {
+                        sb.resume_run();
+                        let _ = reply.send(Err(SandboxError::Internal(err.to_string())));
+                        return Some(sb);
+                    }
+                }
+            };
+            lock(&e.life).paused = true;
+            let _ = reply.send(Ok(()));
+            Some(sb)
+        }
+        Job::Release => {
+            let mut sandbox = sandbox;
+            if let Some(sb) = sandbox.as_mut() {
+                sb.resume_run();
+            }
+            sandbox
         }
         Job::Unload { reply } => {
             lock(&e.life).on_disk = true;
@@ -1583,9 +1747,10 @@ fn serve(
             }
             match LiveSandbox::from_loaded(&e.template, &loaded, Some(e.with_network_id())) {
                 Ok(sb) => {
-                    if let Some(c) = saved.as_ref().and_then(|v| {
-                        crate::envd::interpreter::Contexts::restore(v.get("contexts")?)
-                    }) {
+                    if let Some(c) = saved
+                        .as_ref()
+                        .and_then(|v| Contexts::restore(v.get("contexts")?))
+                    {
                         *lock(&e.contexts) = c;
                     }
                     let _ = reply.send(Ok(()));

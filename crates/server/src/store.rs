@@ -39,9 +39,21 @@ pub struct SavedMeta {
     /// When its sandbox started (a paused one keeps it), Unix seconds.
     pub started_at: u64,
     pub auto_pause: bool,
+    /// Whether that pause keeps the memory (false: files only, E2B's
+    /// `autoPauseMemory`).
+    #[serde(default = "yes")]
+    pub auto_pause_memory: bool,
+    /// Whether the checkpoint holds the memory and processes (false: the
+    /// files only; it is made from a cold copy: `LiveSandbox::rebooted`).
+    #[serde(default = "yes")]
+    pub memory: bool,
     /// Bytes of memory the checkpoint holds (its pages that differ from
     /// the template).
     pub bytes: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Errors of the store.
@@ -230,6 +242,8 @@ mod tests {
             disk_mb: 1,
             started_at: 0,
             auto_pause: false,
+            auto_pause_memory: true,
+            memory: true,
             bytes: 0,
         }
     }

@@ -422,14 +422,14 @@ export class LiveSandbox {
    * Snapshots this sandbox as it is now (it goes on running); resolves to
    * the snapshot's id, from which `create({ snapshot })` starts new
    * sandboxes, also after the server restarts. A `name` already given to
-   * one of your snapshots moves to this one (that one is replaced).
+   * one of your snapshots moves to this one (that one is replaced). With
+   * `memory: false` only its files are kept: sandboxes from it start fresh
+   * with them.
    */
-  async snapshot(name?: string): Promise<string> {
-    const r = await this.client.request(
-      "POST",
-      `/sandboxes/${encodeURIComponent(this.id)}/snapshots`,
-      name ? { name } : {},
-    );
+  async snapshot(name?: string, options: { memory?: boolean } = {}): Promise<string> {
+    const body: Record<string, unknown> = name ? { name } : {};
+    if (options.memory === false) body.memory = false;
+    const r = await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/snapshots`, body);
     const id = (r.body as { snapshotID?: unknown } | null)?.snapshotID;
     if (typeof id !== "string") throw new ZerobootError(0, "unexpected snapshot answer", { body: r.body });
     return id;
@@ -438,10 +438,13 @@ export class LiveSandbox {
   /**
    * Pauses it (written to disk: it runs nothing and does not expire) until
    * {@link Sandbox.connect} resumes it; resolves to false if it was paused already.
+   * With `memory: false` only its files are kept: the resume is a cold boot.
+   * A code run in progress is paused too and goes on after the resume.
    */
-  async pause(): Promise<boolean> {
+  async pause(options: { memory?: boolean } = {}): Promise<boolean> {
+    const body = options.memory === false ? { memory: false } : {};
     try {
-      await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/pause`, {});
+      await this.client.request("POST", `/sandboxes/${encodeURIComponent(this.id)}/pause`, body);
     } catch (e) {
       if (e instanceof ZerobootError && e.status === 409 && /already paused/.test(e.message)) return false;
       throw e;

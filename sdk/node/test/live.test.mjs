@@ -53,6 +53,11 @@ describe("live sandboxes", () => {
       await assert.rejects(h.run("print(x)"), (e) => e instanceof ZerobootError && e.status === 409);
       const back = await sb.connect(h.id, { timeout: 60 });
       assert.equal(await back.run("print(x + 1)"), "1\n");
+      // Paused with its files only: the resume is a cold boot.
+      await back.run("open('/tmp/kept', 'w').write('k')");
+      assert.equal(await back.pause({ memory: false }), true);
+      const cold = await sb.connect(h.id, { timeout: 60 });
+      assert.equal(await cold.run("print(open('/tmp/kept').read(), 'x' in globals())"), "k False\n");
       assert.equal(await sb.deleteSnapshot(sid), true);
       assert.equal(await sb.deleteSnapshot(sid), false);
       await assert.rejects(sb.create({ snapshot: sid }), (e) => e instanceof ZerobootError && e.status === 404);

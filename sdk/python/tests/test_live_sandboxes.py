@@ -171,6 +171,8 @@ def test_e2b_bad_input(server):
         # Another key does not see it.
         assert_e2b_error(http(server, "GET", "/sandboxes/%s" % sid, key=server.other_key), 404)
         assert_e2b_error(http(server, "DELETE", "/sandboxes/%s" % sid, key=server.other_key), 404)
+        # What to keep must be a boolean.
+        assert_e2b_error(http(server, "POST", "/sandboxes/%s/pause" % sid, {"memory": "no"}), 400)
         # Pause (in memory) and resume.
         assert http(server, "POST", "/sandboxes/%s/pause" % sid)[0] == 204
         assert_e2b_error(http(server, "POST", "/sandboxes/%s/pause" % sid), 409)
@@ -334,6 +336,12 @@ def test_snapshot_and_pause_through_our_sdk(server):
         for h in made:
             assert h.run("print(t)") == "499999500000\n"
         assert made[0].run("print(np.random.rand())") != made[1].run("print(np.random.rand())")
+        # Of the files only: a fresh interpreter, the files there.
+        src.run("open('/tmp/kept', 'w').write('k')")
+        files_only = src.snapshot(memory=False)
+        cold = c.create(snapshot=files_only, timeout=60)
+        made.append(cold)
+        assert cold.run("print(open('/tmp/kept').read(), 't' in globals())") == "k False\n"
         assert src.pause() is True
         assert src.pause() is False
         assert src.info()["state"] == "paused"

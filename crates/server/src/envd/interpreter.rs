@@ -693,6 +693,7 @@ impl CellStream {
             )),
             Some(Ok(_)) => None,
             Some(Err(e @ LiveError::Busy)) => Some(("SandboxBusy", e.to_string())),
+            Some(Err(e @ LiveError::Paused)) => Some(("SandboxPaused", e.to_string())),
             Some(Err(e)) => Some(("ContextDied", e.to_string())),
             None => Some((
                 "ContextDied",

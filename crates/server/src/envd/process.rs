@@ -94,6 +94,7 @@ fn live_error(e: LiveError) -> RpcError {
         LiveError::Command(m) => RpcError::new(Code::InvalidArgument, m),
         LiveError::Fork(m) | LiveError::Checkpoint(m) => RpcError::new(Code::Internal, m),
         LiveError::Busy => RpcError::new(Code::FailedPrecondition, "the sandbox is running code"),
+        e @ LiveError::Paused => RpcError::new(Code::Unavailable, e.to_string()),
     }
 }
 

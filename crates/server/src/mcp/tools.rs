@@ -548,6 +548,7 @@ async fn create_sandbox(ctx: &Ctx<'_>, a: CreateSandboxArgs) -> ToolResult {
                 .map_err(|e| e.message)?,
         )),
         auto_pause: false,
+        auto_pause_memory: true,
     };
     let e = state
         .sandboxes

@@ -808,13 +808,17 @@ class LiveSandbox:
                 out.append(ZerobootError(int(err.get("code", 0)), str(err.get("message", item)), body=item))
         return out
 
-    def snapshot(self, name: Optional[str] = None) -> str:
+    def snapshot(self, name: Optional[str] = None, memory: bool = True) -> str:
         """Snapshot this sandbox as it is now (it goes on running) and return
         the snapshot's id: ``Sandbox(key).create(snapshot=id)`` starts new
         sandboxes from it, also after the server restarts. A ``name`` already
         given to one of your snapshots moves to this one (that one is
-        replaced). Uses E2B's ``POST /sandboxes/{id}/snapshots``."""
+        replaced). With ``memory=False`` only its files are kept: sandboxes
+        from it start fresh with them. Uses E2B's
+        ``POST /sandboxes/{id}/snapshots``."""
         body: Dict[str, Any] = {"name": name} if name else {}
+        if not memory:
+            body["memory"] = False
         data = self.client._call(
             "POST", "/sandboxes/%s/snapshots" % _quote(self.sandbox_id), body, self.client.timeout
         )
@@ -822,12 +826,15 @@ class LiveSandbox:
             raise ZerobootError(0, "unexpected snapshot answer: %r" % (data,), body=data)
         return data["snapshotID"]
 
-    def pause(self) -> bool:
+    def pause(self, memory: bool = True) -> bool:
         """Pause it (written to disk; it runs nothing and does not expire)
         until :meth:`Sandbox.connect` resumes it; False if it was paused
-        already."""
+        already. With ``memory=False`` only its files are kept: the resume
+        is a cold boot (no processes, no variables). A code run in progress
+        is paused too and goes on after the resume; its caller gets a 409."""
+        body: Dict[str, Any] = {} if memory else {"memory": False}
         try:
-            self.client._call("POST", "/sandboxes/%s/pause" % _quote(self.sandbox_id), {}, self.client.timeout)
+            self.client._call("POST", "/sandboxes/%s/pause" % _quote(self.sandbox_id), body, self.client.timeout)
         except ZerobootError as e:
             if e.status == 409 and "already paused" in str(e):
                 return False

@@ -46,10 +46,10 @@ fuzz_target!(|data: &[u8]| {
     let mem = GuestMemory::new(w.mem_size).expect("guest memory");
     boot::write_boot_structures(&mem).expect("boot structures");
     for path in ["/prog", "/i"] {
-        let Ok(ino) = k.vfs.tmp.new_file(0o755, data.to_vec(), (0, 0)) else {
+        let Ok(ino) = k.vfs_mut().tmp.new_file(0o755, data.to_vec(), (0, 0)) else {
             return;
         };
-        if k.vfs.tmp.set(path.into(), Entry::File(ino)).is_err() {
+        if k.vfs_mut().tmp.set(path.into(), Entry::File(ino)).is_err() {
             return;
         }
     }

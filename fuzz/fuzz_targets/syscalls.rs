@@ -116,11 +116,11 @@ fn world() -> &'static World {
         for p in PATHS {
             let mut b = p.as_bytes().to_vec();
             b.push(0);
-            sb.k.mm.write(&sb.mem, off, &b).expect("a path");
+            sb.k.mm_mut().write(&sb.mem, off, &b).expect("a path");
             path_at.push(off);
             off += b.len() as u64;
         }
-        let _ = sb.k.mm.take_pending();
+        let _ = sb.k.mm_mut().take_pending();
         World {
             kernel: sb.k.clone(),
             mem: sb.mem.file().clone(),
@@ -176,13 +176,7 @@ fuzz_target!(|data: &[u8]| {
             dispatch(&mut ctx, nr, Args(args))
         };
         // What the run loop does between calls (without a vCPU).
-        let _ = k.mm.take_pending();
-        k.new_threads.clear();
-        if matches!(r, Err(SysError::Block(_)))
-            || k.exit.is_some()
-            || k.proc.dead.is_some()
-            || !k.threads.contains_key(&k.current)
-        {
+        if !k.settle_without_vcpu() || matches!(r, Err(SysError::Block(_))) {
             break;
         }
     }

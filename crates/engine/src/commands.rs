@@ -169,30 +169,17 @@ fn ensure_home(sb: &mut Sandbox) -> bool {
         at.push_str(part);
         let k = &mut sb.k;
         let pv = k.proc_view();
-        if k.vfs.resolve("/", &at, true, &pv).is_ok() {
+        if k.vfs().resolve("/", &at, true, &pv).is_ok() {
             continue;
         }
-        let Ok((parent, name)) = k.vfs.resolve_parent("/", &at, &pv) else {
+        let Ok((parent, name)) = k.vfs().resolve_parent("/", &at, &pv) else {
             return false;
         };
-        if k.vfs.mkdir(&parent, &name, 0o755).is_err() {
+        if k.vfs_mut().mkdir(&parent, &name, 0o755).is_err() {
             return false;
         }
     }
     true
-}
-
-/// The environment the sandbox's first process started with.
-fn init_env(sb: &Sandbox) -> Vec<Vec<u8>> {
-    let k = &sb.k;
-    if k.proc.pid == k.init_pid {
-        k.proc.envp.clone()
-    } else {
-        k.others
-            .get(&k.init_pid)
-            .map(|s| s.proc.envp.clone())
-            .unwrap_or_default()
-    }
 }
 
 impl LiveSandbox {
@@ -210,7 +197,7 @@ impl LiveSandbox {
         });
         let home = [("HOME".to_string(), HOME.to_string())];
         let envp = env_entries(
-            &init_env(sb),
+            &sb.k.init_env(),
             &[if home_exists { &home[..] } else { &[] }, &extra, &spec.env],
         );
         let mut argv = vec![spec.cmd.clone().into_bytes()];
@@ -370,15 +357,12 @@ impl LiveSandbox {
         let due = sb.next_wake().is_some_and(|w| w <= now)
             || run_deadline.is_some_and(|d| d <= now)
             // A run just handed over: the agent is parked until it runs.
-            || !sb.k.control.inbox.is_empty();
+            || !sb.k.control_mut().inbox.is_empty();
         if sb.has_runnable() || due {
             let until = run_deadline.map_or(now + slice, |d| d.min(now + slice));
-            sb.k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+            sb.k.cpu_slice_begins();
             let outcome = sb.run_slice(until);
-            let k = &mut sb.k;
-            k.cpu_carried_ns +=
-                zeroboot_kernel::syscalls::thread_cpu_ns().saturating_sub(k.cpu_base_ns);
-            k.cpu_base_ns = zeroboot_kernel::syscalls::thread_cpu_ns();
+            sb.k.cpu_slice_ends();
             if self.code_run.is_some() {
                 self.advance_run(outcome);
             } else {
@@ -411,7 +395,7 @@ impl LiveSandbox {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                if sb.k.sockets.host_watched() {
+                if sb.k.sockets().host_watched() {
                     // A thread may wait on a host socket: look again soon
                     // (the sandbox's host sockets are polled, not
                     // registered with the caller's reactor).

@@ -191,7 +191,7 @@ impl Template {
             }
         };
         let forked = Instant::now();
-        sb.k.sockets.egress = Egress {
+        sb.k.sockets_mut().egress = Egress {
             setup: req.network.clone(),
             ..Egress::default()
         };
@@ -199,12 +199,12 @@ impl Template {
         let ran = Instant::now();
         // The run is over: its host connections close now, not when the
         // fork is reused.
-        sb.k.sockets.close_host();
+        sb.k.sockets_mut().close_host();
         let mut r = ExecResult {
             reused,
             fork_time: forked - start,
             exec_time: ran - forked,
-            network: std::mem::take(&mut sb.k.sockets.egress).stats,
+            network: std::mem::take(&mut sb.k.sockets_mut().egress).stats,
             ..Default::default()
         };
         let hits = sb.k.limit_hits();
@@ -212,19 +212,19 @@ impl Template {
         r.disk_full = hits.disk;
         r.fds_exhausted = hits.fds;
         r.stats = ExecStats {
-            syscalls: sb.k.stats.by_name(),
-            exceptions: sb.k.stats.exceptions,
-            kicks: sb.k.stats.kicks,
+            syscalls: sb.k.stats().by_name(),
+            exceptions: sb.k.stats().exceptions,
+            kicks: sb.k.stats().kicks,
         };
-        (r.stdout, r.stdout_truncated) = collect(&mut sb.k.stdout);
-        (r.stderr, r.stderr_truncated) = collect(&mut sb.k.stderr);
+        (r.stdout, r.stdout_truncated) = collect(sb.k.stdout_mut());
+        (r.stderr, r.stderr_truncated) = collect(sb.k.stderr_mut());
         if req.cell.is_some() {
             // A cell's events first, the reply last (also after a time-out:
             // what the cell produced until then).
-            let mut frames = take_frames(&mut sb.k.control.outbox);
+            let mut frames = take_frames(&mut sb.k.control_mut().outbox);
             if matches!(outcome, Ok(Outcome::Parked)) {
                 if let Some(reply) = frames.pop_if(|f| f.get("exit_code").is_some()) {
-                    sb.k.control.outbox = frame(&reply);
+                    sb.k.control_mut().outbox = frame(&reply);
                 }
             }
             r.events = frames;
@@ -232,7 +232,7 @@ impl Template {
         match outcome {
             Ok(Outcome::Parked) => {
                 // The agent replied and is waiting for the next request.
-                r.exit_code = reply_exit_code(&sb.k.control.outbox).unwrap_or_else(|| {
+                r.exit_code = reply_exit_code(&sb.k.control_mut().outbox).unwrap_or_else(|| {
                     r.error = Some("the agent's reply was malformed".into());
                     -1
                 });

@@ -147,7 +147,7 @@ struct SavedRun {
 
 /// Start `sb`'s egress accounting under `network`.
 fn set_network(sb: &mut Sandbox, network: Option<std::sync::Arc<crate::NetSetup>>) {
-    sb.k.sockets.egress = zeroboot_kernel::net::policy::Egress {
+    sb.k.sockets_mut().egress = zeroboot_kernel::net::policy::Egress {
         setup: network,
         ..Default::default()
     };
@@ -234,7 +234,7 @@ impl LiveSandbox {
         };
         let mut fresh = LiveSandbox::create(template, opts)?;
         if let Some(f) = fresh.sb.as_mut() {
-            f.k.vfs.tmp = sb.k.vfs.tmp.clone();
+            f.k.vfs_mut().tmp = sb.k.vfs().tmp.clone();
         }
         Ok(fresh)
     }
@@ -243,7 +243,7 @@ impl LiveSandbox {
     /// and are checked against the new rules).
     pub fn set_network(&mut self, network: Option<std::sync::Arc<crate::NetSetup>>) {
         if let Some(sb) = self.sb.as_mut() {
-            sb.k.sockets.egress.setup = network;
+            sb.k.sockets_mut().egress.setup = network;
         }
     }
 
@@ -251,7 +251,7 @@ impl LiveSandbox {
     pub fn network_stats(&self) -> crate::NetStats {
         self.sb
             .as_ref()
-            .map(|sb| sb.k.sockets.egress.stats.clone())
+            .map(|sb| sb.k.sockets().egress.stats.clone())
             .unwrap_or_default()
     }
 
@@ -315,7 +315,7 @@ impl LiveSandbox {
 
     /// Guest memory it holds (bytes), template pages included.
     pub fn memory_bytes(&self) -> u64 {
-        self.sb.as_ref().map_or(0, |sb| sb.k.mm.resident())
+        self.sb.as_ref().map_or(0, |sb| sb.k.mm().resident())
     }
 
     /// End it now: the VM and everything in it are freed.
@@ -339,8 +339,8 @@ impl LiveSandbox {
         self.ended = Some(reason.to_string());
         if let Some(sb) = sb.as_mut() {
             // Its connections end with it, not when the fork is reused.
-            sb.k.sockets.close_host();
-            sb.k.sockets.egress = Default::default();
+            sb.k.sockets_mut().close_host();
+            sb.k.sockets_mut().egress = Default::default();
         }
         match sb {
             Some(sb) if self.origin == origin_of(template) => {
@@ -594,14 +594,13 @@ impl LiveSandbox {
         let start = Instant::now();
         let sb = self.sandbox_or_dead()?;
         let k = &mut sb.k;
-        k.stdout = Sink::capture(output_cap);
-        k.stderr = Sink::capture(output_cap);
-        k.stats = Default::default();
+        k.set_output(Sink::capture(output_cap), Sink::capture(output_cap));
+        k.reset_stats();
         // Limit hits are reported per run, as for one-shot executions.
         k.clear_limit_hits();
-        k.control.outbox.clear();
-        k.control.inbox.clear();
-        k.control.inbox.extend(frame(&req));
+        k.control_mut().outbox.clear();
+        k.control_mut().inbox.clear();
+        k.control_mut().inbox.extend(frame(&req));
         self.runs += 1;
         self.run_result = None;
         self.frames.clear();
@@ -649,7 +648,7 @@ impl LiveSandbox {
         run.interrupted = true;
         run.deadline = Instant::now() + INTERRUPT_GRACE;
         if let Some(sb) = self.sb.as_mut() {
-            let init = sb.k.init_pid;
+            let init = sb.k.init_pid();
             if let Err(e) = sb.k.signal_process(init, zeroboot_abi::signal::SIGINT) {
                 tracing::debug!(error = ?e, "cannot interrupt the agent");
             }
@@ -670,12 +669,12 @@ impl LiveSandbox {
             return out;
         };
         let k = &mut sb.k;
-        let (o, d1) = k.stdout.take();
-        let (e, d2) = k.stderr.take();
+        let (o, d1) = k.stdout_mut().take();
+        let (e, d2) = k.stderr_mut().take();
         out.stdout = o;
         out.stderr = e;
         out.dropped = d1 + d2;
-        for v in take_frames(&mut k.control.outbox) {
+        for v in take_frames(&mut k.control_mut().outbox) {
             if v.get("exit_code").is_some() {
                 self.reply = Some(v);
             } else {
@@ -706,7 +705,7 @@ impl LiveSandbox {
         let Some(sb) = self.sb.as_mut() else {
             return;
         };
-        let replied = sb.k.control.inbox.is_empty() && zeroboot_kernel::sched::parked(&sb.k);
+        let replied = sb.k.control_mut().inbox.is_empty() && zeroboot_kernel::sched::parked(&sb.k);
         let outcome = match outcome {
             Ok(Outcome::Parked | Outcome::TimedOut) if replied => Ok(Outcome::Parked),
             Ok(Outcome::Parked | Outcome::TimedOut) if Instant::now() >= deadline && interrupt => {
@@ -744,18 +743,18 @@ impl LiveSandbox {
         r.out_of_memory = hits.memory;
         r.disk_full = hits.disk;
         r.fds_exhausted = hits.fds;
-        r.network = k.sockets.egress.stats.clone();
+        r.network = k.sockets_mut().egress.stats.clone();
         r.stats = ExecStats {
-            syscalls: k.stats.by_name(),
-            exceptions: k.stats.exceptions,
-            kicks: k.stats.kicks,
+            syscalls: k.stats().by_name(),
+            exceptions: k.stats().exceptions,
+            kicks: k.stats().kicks,
         };
-        (r.stdout, r.stdout_truncated) = collect(&mut k.stdout);
-        (r.stderr, r.stderr_truncated) = collect(&mut k.stderr);
+        (r.stdout, r.stdout_truncated) = collect(k.stdout_mut());
+        (r.stderr, r.stderr_truncated) = collect(k.stderr_mut());
         let mut ended = None;
         if run.interruptible {
             // Frames left in the channel: events first, the reply last.
-            for v in take_frames(&mut k.control.outbox) {
+            for v in take_frames(&mut k.control_mut().outbox) {
                 if v.get("exit_code").is_some() {
                     self.reply = Some(v);
                 } else {
@@ -763,12 +762,12 @@ impl LiveSandbox {
                 }
             }
             if let Some(reply) = self.reply.take() {
-                k.control.outbox = frame(&reply);
+                k.control_mut().outbox = frame(&reply);
                 r.reply = Some(reply);
             }
         }
         match outcome {
-            Ok(Outcome::Parked) => match reply_exit_code(&k.control.outbox) {
+            Ok(Outcome::Parked) => match reply_exit_code(&k.control_mut().outbox) {
                 Some(c) => r.exit_code = c,
                 None => {
                     r.exit_code = -1;
@@ -806,7 +805,7 @@ impl LiveSandbox {
                 ended = Some(format!("it failed: {e}"));
             }
         }
-        k.control.outbox.clear();
+        k.control_mut().outbox.clear();
         if let Some(why) = ended {
             self.kill(&why);
         } else {

@@ -65,6 +65,17 @@ impl Language {
         }
     }
 
+    /// Every file the agent needs in the image: its script, and for the
+    /// code interpreter the Python agent too, whose framing, reseeding and
+    /// plain runs it imports rather than copies.
+    fn agent_files(self) -> Vec<(&'static str, &'static str)> {
+        let mut files = vec![self.agent()];
+        if self == Language::CodeInterpreter {
+            files.push(Language::Python.agent());
+        }
+        files
+    }
+
     fn argv(self) -> Vec<String> {
         match self {
             Language::Python | Language::CodeInterpreter => {
@@ -176,20 +187,21 @@ impl Template {
         cfg.stdout = Sink::capture(64 << 10);
         cfg.stderr = Sink::capture(64 << 10);
         let mut sb = Sandbox::new(cfg)?;
-        let (path, source) = language.agent();
-        sb.add_file(path, source.as_bytes().to_vec(), 0o644)
-            .map_err(|e| {
-                TemplateError::AgentFailed(
-                    language.name(),
-                    format!("cannot install the agent: {e}"),
-                )
-            })?;
+        for (path, source) in language.agent_files() {
+            sb.add_file(path, source.as_bytes().to_vec(), 0o644)
+                .map_err(|e| {
+                    TemplateError::AgentFailed(
+                        language.name(),
+                        format!("cannot install the agent ({path}): {e}"),
+                    )
+                })?;
+        }
         // Names resolve through the VMM's resolver (docs/network.md).
         sb.add_file("/etc/resolv.conf", RESOLV_CONF.as_bytes().to_vec(), 0o644)
             .map_err(|e| {
                 TemplateError::AgentFailed(language.name(), format!("resolv.conf: {e}"))
             })?;
-        sb.k.fds
+        sb.k.fds_mut()
             .open_at(
                 CONTROL_FD,
                 OpenFile::new(
@@ -215,8 +227,8 @@ impl Template {
         sb.exec(&language.argv()[0], &argv, &env)?;
         let outcome = sb.run(Some(Instant::now() + opts.boot_timeout))?;
         if outcome != Outcome::Parked {
-            let (out, _) = sb.k.stdout.take();
-            let (err, _) = sb.k.stderr.take();
+            let (out, _) = sb.k.stdout_mut().take();
+            let (err, _) = sb.k.stderr_mut().take();
             return Err(TemplateError::AgentFailed(
                 language.name(),
                 format!(
@@ -246,7 +258,14 @@ impl Template {
             "{}-{}-{:016x}",
             language.name(),
             image_id(root),
-            fnv1a(language.agent().1.as_bytes())
+            fnv1a(
+                language
+                    .agent_files()
+                    .iter()
+                    .flat_map(|(_, source)| source.bytes())
+                    .collect::<Vec<u8>>()
+                    .as_slice()
+            )
         ))
     }
 
@@ -326,6 +345,6 @@ impl Template {
 
     /// Guest memory the template holds (bytes), as reported by health.
     pub fn memory_bytes(&self) -> u64 {
-        self.snapshot.kernel.mm.resident()
+        self.snapshot.kernel.mm().resident()
     }
 }

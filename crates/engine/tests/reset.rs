@@ -221,7 +221,7 @@ fn a_spare_fork_serves_one_request_then_resets_like_any_other() {
         .run(Some(Instant::now() + Duration::from_secs(10)))
         .unwrap();
     assert_eq!(o, Outcome::Parked);
-    assert_eq!(sb.k.stdout.take().0, b"2\n");
+    assert_eq!(sb.k.stdout_mut().take().0, b"2\n");
     // It has run: only a reset may bring it back.
     assert!(!sb.begin_unrun(snap, opts("print(3)")).unwrap());
     assert!(sb.reset(snap, opts("print(3)")).unwrap());

@@ -225,66 +225,183 @@ pub struct Zombie {
 /// The sandbox's kernel state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kernel {
-    pub mm: AddressSpace,
-    pub fds: FdTable,
-    pub vfs: Vfs,
-    pub proc: Process,
+    pub(crate) mm: AddressSpace,
+    pub(crate) fds: FdTable,
+    pub(crate) vfs: Vfs,
+    pub(crate) proc: Process,
     /// Threads by tid; `current` is the one on the vCPU.
-    pub threads: BTreeMap<u32, Thread>,
-    pub current: u32,
+    pub(crate) threads: BTreeMap<u32, Thread>,
+    pub(crate) current: u32,
     /// Counter for `Thread::blocked_seq`.
-    pub wait_seq: u64,
+    pub(crate) wait_seq: u64,
     /// Threads created by the last syscall, whose FPU state the sandbox
     /// copies from their creator.
-    pub new_threads: Vec<u32>,
+    pub(crate) new_threads: Vec<u32>,
     /// sched_yield asked to let another thread run.
-    pub yield_now: bool,
-    pub pipes: BTreeMap<u64, Pipe>,
+    pub(crate) yield_now: bool,
+    pub(crate) pipes: BTreeMap<u64, Pipe>,
     /// epoll instances, eventfds and timerfds.
     #[serde(default)]
-    pub events: crate::syscalls::events::Objects,
+    pub(crate) events: crate::syscalls::events::Objects,
     /// AF_UNIX and loopback sockets.
     #[serde(default)]
-    pub sockets: crate::net::Sockets,
-    pub next_pipe: u64,
+    pub(crate) sockets: crate::net::Sockets,
+    pub(crate) next_pipe: u64,
     /// Pseudo-terminals (their masters are the host's).
     #[serde(default)]
-    pub ptys: BTreeMap<u64, crate::tty::Pty>,
+    pub(crate) ptys: BTreeMap<u64, crate::tty::Pty>,
     #[serde(default)]
-    pub next_pty: u64,
+    pub(crate) next_pty: u64,
     #[serde(skip)]
-    pub stdout: Sink,
+    pub(crate) stdout: Sink,
     #[serde(skip)]
-    pub stderr: Sink,
+    pub(crate) stderr: Sink,
     #[serde(skip)]
-    pub stdin: Source,
+    pub(crate) stdin: Source,
     /// The other processes, by pid.
-    pub others: BTreeMap<u32, ProcessSlot>,
-    pub zombies: BTreeMap<u32, Zombie>,
+    pub(crate) others: BTreeMap<u32, ProcessSlot>,
+    pub(crate) zombies: BTreeMap<u32, Zombie>,
     /// Next pid or tid to hand out.
-    pub next_id: u32,
+    pub(crate) next_id: u32,
     /// The first process: when it exits, the sandbox is done.
-    pub init_pid: u32,
+    pub(crate) init_pid: u32,
     #[serde(skip)]
-    pub stats: SyscallStats,
-    pub limits: Limits,
-    pub exit: Option<Exit>,
+    pub(crate) stats: SyscallStats,
+    pub(crate) limits: Limits,
+    pub(crate) exit: Option<Exit>,
     /// Host thread CPU time when this sandbox started running (ns).
-    pub cpu_base_ns: u64,
+    pub(crate) cpu_base_ns: u64,
     /// CPU time accumulated before (by the template), ns.
-    pub cpu_carried_ns: u64,
+    pub(crate) cpu_carried_ns: u64,
     /// Start, on the guest's CLOCK_MONOTONIC (ns), for uptime.
-    pub start_mono_ns: u64,
+    pub(crate) start_mono_ns: u64,
     /// The clocks the vDSO and the VMM serve.
     #[serde(default)]
-    pub clock: crate::vdso::Clock,
+    pub(crate) clock: crate::vdso::Clock,
     /// Hostname (uname nodename).
-    pub hostname: String,
+    pub(crate) hostname: String,
     /// When the current run must stop (sleeps end early at it).
     #[serde(skip)]
-    pub deadline: Option<std::time::Instant>,
+    pub(crate) deadline: Option<std::time::Instant>,
     /// The agent's control channel.
-    pub control: crate::control::Channel,
+    pub(crate) control: crate::control::Channel,
+}
+
+/// What the engine and the server may see and change of a sandbox's
+/// kernel: the fields themselves are the kernel's own.
+impl Kernel {
+    /// The file system (image and writable layer): the envd file services
+    /// act on it directly.
+    pub fn vfs(&self) -> &Vfs {
+        &self.vfs
+    }
+
+    pub fn vfs_mut(&mut self) -> &mut Vfs {
+        &mut self.vfs
+    }
+
+    /// Sockets, and the egress policy and accounting they run under.
+    pub fn sockets(&self) -> &crate::net::Sockets {
+        &self.sockets
+    }
+
+    pub fn sockets_mut(&mut self) -> &mut crate::net::Sockets {
+        &mut self.sockets
+    }
+
+    /// The agent's control channel.
+    pub fn control(&self) -> &crate::control::Channel {
+        &self.control
+    }
+
+    pub fn control_mut(&mut self) -> &mut crate::control::Channel {
+        &mut self.control
+    }
+
+    /// System calls and faults counted since `reset_stats`.
+    pub fn stats(&self) -> &SyscallStats {
+        &self.stats
+    }
+
+    pub fn reset_stats(&mut self) {
+        self.stats = SyscallStats::default();
+    }
+
+    /// Where the first process's fd 1 and fd 2 writes go.
+    pub fn set_output(&mut self, stdout: Sink, stderr: Sink) {
+        self.stdout = stdout;
+        self.stderr = stderr;
+    }
+
+    pub fn stdout_mut(&mut self) -> &mut Sink {
+        &mut self.stdout
+    }
+
+    pub fn stderr_mut(&mut self) -> &mut Sink {
+        &mut self.stderr
+    }
+
+    /// The first process (the agent): when it exits, the sandbox is done.
+    pub fn init_pid(&self) -> u32 {
+        self.init_pid
+    }
+
+    /// What the run loop does between two system calls, for a driver
+    /// without a vCPU (the syscall fuzzer): the queued page-table writes
+    /// and new threads' FPU set-up are dropped. False when the current
+    /// thread can make no further call (it exited, or the process did).
+    #[doc(hidden)]
+    pub fn settle_without_vcpu(&mut self) -> bool {
+        let _ = self.mm.take_pending();
+        self.new_threads.clear();
+        self.exit.is_none() && self.proc.dead.is_none() && self.threads.contains_key(&self.current)
+    }
+
+    /// The sandbox's limits (memory, disk, descriptors...).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The environment the sandbox's first process started with.
+    pub fn init_env(&self) -> Vec<Vec<u8>> {
+        if self.proc.pid == self.init_pid {
+            self.proc.envp.clone()
+        } else {
+            self.others
+                .get(&self.init_pid)
+                .map(|s| s.proc.envp.clone())
+                .unwrap_or_default()
+        }
+    }
+
+    /// The current process's descriptors (the template's agent gets its
+    /// control channel through them).
+    pub fn fds_mut(&mut self) -> &mut FdTable {
+        &mut self.fds
+    }
+
+    /// The current process's address space.
+    pub fn mm(&self) -> &AddressSpace {
+        &self.mm
+    }
+
+    pub fn mm_mut(&mut self) -> &mut AddressSpace {
+        &mut self.mm
+    }
+
+    /// A guest time slice begins on this thread: its CPU time counts
+    /// from here (a live sandbox runs on whichever worker thread has it).
+    pub fn cpu_slice_begins(&mut self) {
+        self.cpu_base_ns = crate::syscalls::thread_cpu_ns();
+    }
+
+    /// The slice `cpu_slice_begins` began has ended: its CPU time is
+    /// carried into the sandbox's.
+    pub fn cpu_slice_ends(&mut self) {
+        let now = crate::syscalls::thread_cpu_ns();
+        self.cpu_carried_ns += now.saturating_sub(self.cpu_base_ns);
+        self.cpu_base_ns = now;
+    }
 }
 
 impl Kernel {

@@ -1580,7 +1580,7 @@ fn entry_parts(template: Arc<Template>, spec: Spec) -> Entry {
 /// a file-system-only pause). Limits of its own only below the template's
 /// (otherwise a spare fork, made with the template's, serves it).
 fn live_options(entry: &Entry, env: Vec<(String, String)>) -> LiveOptions {
-    let limits = &entry.template.snapshot.kernel.limits;
+    let limits = entry.template.snapshot.kernel.limits();
     LiveOptions {
         memory: Some(entry.spec.memory_mb << 20).filter(|&m| m < limits.memory),
         disk: Some(entry.spec.disk_mb << 20).filter(|&d| d < limits.disk),
@@ -1767,7 +1767,7 @@ fn serve(
                 // E2B's default user's home: the SDKs' relative paths and
                 // default directory.
                 if let Some(s) = sb.sandbox_mut() {
-                    if let Err(err) = s.k.vfs.host_mkdir_p(zeroboot_kernel::vfs::host::HOME) {
+                    if let Err(err) = s.k.vfs_mut().host_mkdir_p(zeroboot_kernel::vfs::host::HOME) {
                         tracing::warn!(sandbox = %e.id, %err, "cannot create the home directory");
                     }
                 }

@@ -56,7 +56,7 @@ fn reset_parts(t: &Template, code: &str, expect: &str, n: usize) -> Result<Vec<R
             costs.push(sb.last_reset);
         }
         let outcome = sb.run(Some(Instant::now() + Duration::from_secs(30)))?;
-        let (out, _) = sb.k.stdout.take();
+        let (out, _) = sb.k.stdout_mut().take();
         if outcome != Outcome::Parked || out != expect.as_bytes() {
             bail!(
                 "{code} gave {outcome:?}, {:?}",

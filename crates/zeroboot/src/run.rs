@@ -141,14 +141,14 @@ pub fn run(a: RunArgs) -> Result<i32> {
     zeroboot_kernel::hardening::report_denials();
     if a.stats {
         let mut line = String::from("zeroboot: syscalls:");
-        for (name, n) in sb.k.stats.by_name() {
+        for (name, n) in sb.k.stats().by_name() {
             line.push_str(&format!(" {name}={n}"));
         }
         eprintln!("{line}");
-        for (name, n) in sb.k.stats.unimplemented_by_name() {
+        for (name, n) in sb.k.stats().unimplemented_by_name() {
             eprintln!("zeroboot: unimplemented syscall {name} called {n} times");
         }
-        for (what, n) in &sb.k.sockets.refused {
+        for (what, n) in &sb.k.sockets_mut().refused {
             eprintln!("zeroboot: unsupported socket option or kind refused: {what} ({n} times)");
         }
     }

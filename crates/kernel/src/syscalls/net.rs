@@ -923,7 +923,7 @@ fn recv_data(
     }
 }
 
-/// read(2) on a socket (the file-kind dispatch of `fs::do_read`).
+/// read(2) on a socket: `SocketFile`'s `FileOps::read` (file/channel.rs).
 pub(crate) fn read(
     ctx: &mut Ctx,
     id: u64,
@@ -939,7 +939,7 @@ pub(crate) fn read(
     Ok(r.data)
 }
 
-/// write(2) on a socket (the file-kind dispatch of `fs::do_write`).
+/// write(2) on a socket: `SocketFile`'s `FileOps::write` (file/channel.rs).
 pub(crate) fn write(
     ctx: &mut Ctx,
     id: u64,

@@ -161,7 +161,7 @@ pub(super) async fn download(sbx: &Sbx, parts: &Parts) -> Response {
     };
     let path = q.path.unwrap_or_default();
     let name = path.rsplit('/').next().unwrap_or("").to_string();
-    let data = match sbx.with(move |k| k.vfs.host_read(&path)).await {
+    let data = match sbx.with(move |k| k.vfs_mut().host_read(&path)).await {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return FilesError::Fs(e).into_response(),
         Err(resp) => return resp,
@@ -422,7 +422,7 @@ async fn upload_inner(sbx: &Sbx, parts: &Parts, body: Body) -> Result<Response, 
         .with(move |k| {
             let mut out = Vec::with_capacity(files.len());
             for (path, data) in files {
-                out.push(k.vfs.host_write(&path, data)?);
+                out.push(k.vfs_mut().host_write(&path, data)?);
             }
             Ok::<_, HostFsError>(out)
         })

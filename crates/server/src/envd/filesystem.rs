@@ -75,7 +75,7 @@ async fn on_vfs<R: Send + 'static>(
     sbx: &Sbx,
     f: impl FnOnce(&mut Vfs) -> Result<R, HostFsError> + Send + 'static,
 ) -> Result<R, Fail> {
-    match sbx.with(move |k| f(&mut k.vfs)).await {
+    match sbx.with(move |k| f(k.vfs_mut())).await {
         Ok(r) => r.map_err(|e| Fail::Rpc(rpc_error(e))),
         Err(resp) => Err(Fail::Http(resp)),
     }
@@ -350,7 +350,7 @@ async fn watch_dir(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]
         let again = Sbx { state, entry };
         let _ = again
             .with(move |k| {
-                k.vfs.watches.remove(id);
+                k.vfs_mut().watches.remove(id);
             })
             .await;
     });
@@ -446,7 +446,7 @@ async fn remove_watcher(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Valu
     };
     let vfs_id = p.vfs_id;
     drop(p);
-    sbx.with(move |k| k.vfs.watches.remove(vfs_id))
+    sbx.with(move |k| k.vfs_mut().watches.remove(vfs_id))
         .await
         .map_err(Fail::Http)?;
     Ok(json!({}))

@@ -592,7 +592,7 @@ async fn run_command(ctx: &Ctx<'_>, a: RunCommandArgs) -> ToolResult {
                 };
                 let bash = sb
                     .sandbox_mut()
-                    .is_some_and(|s| s.k.vfs.host_stat("/bin/bash").is_ok());
+                    .is_some_and(|s| s.k.vfs_mut().host_stat("/bin/bash").is_ok());
                 let (cmd, mut args) = if bash {
                     ("/bin/bash", vec!["-l".to_string()])
                 } else {
@@ -727,7 +727,7 @@ async fn on_vfs<R: Send + 'static>(
         .state
         .sandboxes
         .with(id, ctx.owner, move |sb| {
-            sb.and_then(|sb| sb.sandbox_mut()).map(|s| f(&mut s.k.vfs))
+            sb.and_then(|sb| sb.sandbox_mut()).map(|s| f(s.k.vfs_mut()))
         })
         .await
         .map_err(sandbox_error)?;

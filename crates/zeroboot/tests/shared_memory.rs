@@ -74,14 +74,11 @@ fn multiprocessing_queue_lock_value_array_and_shared_memory() {
     );
 }
 
-/// Opt-in until the scheduler lets a thread that waits run while another
-/// thread of its process spins on syscalls that never block: Pool's
-/// worker-handler thread polls the result pipe (ready, but read by the
-/// result-handler thread) in a loop, and the result-handler thread does
-/// not get the vCPU, so the pool hangs (docs/shared-memory.md). Run with
-/// `cargo test --release -p zeroboot --test shared_memory -- --ignored`.
+/// Pool's worker-handler thread polls the result pipe in a loop that never
+/// blocks while the result-handler thread of the same process must get
+/// the vCPU to read it: the timeslice has to end even for a thread that
+/// spends its turn in syscalls.
 #[test]
-#[ignore = "hangs: a thread spinning on non-blocking syscalls starves its siblings (see docs/shared-memory.md)"]
 fn multiprocessing_pool_and_process_pool_executor() {
     let o = py(include_str!("shared_memory_py/pool.py"));
     check(&o, &["pool map 328350", "executor [1, 4, 9, 16]"]);

@@ -18,6 +18,7 @@ pub mod proc;
 pub mod procs;
 pub mod sandbox;
 pub mod sched;
+pub mod shm;
 pub mod snapshot;
 pub mod spawn;
 pub mod statefile;

@@ -18,50 +18,74 @@ pub fn block_current(k: &mut Kernel, w: Wait) {
     t.blocked_seq = seq;
 }
 
-/// Wake up to `n` threads waiting on futex `addr` whose bitset matches.
-pub fn futex_wake(k: &mut Kernel, addr: u64, n: u32, bitset: u32) -> u32 {
-    let mut waiters: Vec<(u64, u32)> = k
-        .threads
-        .values()
-        .filter_map(|t| match &t.state {
-            ThreadState::Blocked(Wait::Futex {
-                addr: a, bitset: b, ..
-            }) if *a == addr && b & bitset != 0 => Some((t.blocked_seq, t.tid)),
-            _ => None,
-        })
-        .collect();
-    waiters.sort_unstable();
-    let mut woken = 0;
-    for (_, tid) in waiters.into_iter().take(n as usize) {
-        if let Some(t) = k.threads.get_mut(&tid) {
-            t.state = ThreadState::Runnable(Resume::Complete(0));
-            woken += 1;
+/// What identifies a futex: its user address in the current process, or
+/// the guest-physical address of a word in shared memory (as Linux keys a
+/// non-private futex by its page), whoever waits on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FutexKey {
+    Private(u64),
+    Shared(u64),
+}
+
+impl FutexKey {
+    fn matches(self, w: &Wait) -> bool {
+        match (self, w) {
+            (FutexKey::Private(a), Wait::Futex { addr, shared, .. }) => !shared && *addr == a,
+            (FutexKey::Shared(a), Wait::Futex { addr, shared, .. }) => *shared && *addr == a,
+            _ => false,
         }
+    }
+
+    /// The waiter's `(addr, shared)`.
+    pub fn wait_fields(self) -> (u64, bool) {
+        match self {
+            FutexKey::Private(a) => (a, false),
+            FutexKey::Shared(a) => (a, true),
+        }
+    }
+}
+
+/// The threads a futex key may have waiting: the current process's for a
+/// private one, every process's for a shared one.
+fn futex_waiters(k: &mut Kernel, key: FutexKey) -> Vec<&mut Thread> {
+    let others: Box<dyn Iterator<Item = &mut Thread>> = match key {
+        FutexKey::Private(_) => Box::new(std::iter::empty()),
+        FutexKey::Shared(_) => Box::new(k.others.values_mut().flat_map(|s| s.threads.values_mut())),
+    };
+    k.threads
+        .values_mut()
+        .chain(others)
+        .filter(|t| matches!(&t.state, ThreadState::Blocked(w) if key.matches(w)))
+        .collect()
+}
+
+/// Wake up to `n` threads waiting on futex `key` whose bitset matches.
+pub fn futex_wake(k: &mut Kernel, key: FutexKey, n: u32, bitset: u32) -> u32 {
+    let mut waiters: Vec<&mut Thread> = futex_waiters(k, key)
+        .into_iter()
+        .filter(|t| matches!(&t.state, ThreadState::Blocked(Wait::Futex { bitset: b, .. }) if b & bitset != 0))
+        .collect();
+    waiters.sort_unstable_by_key(|t| t.blocked_seq);
+    let mut woken = 0;
+    for t in waiters.into_iter().take(n as usize) {
+        t.state = ThreadState::Runnable(Resume::Complete(0));
+        woken += 1;
     }
     woken
 }
 
-/// Wake `n` waiters of `addr` and move up to `m` more to `addr2`.
-pub fn futex_requeue(k: &mut Kernel, addr: u64, n: u32, addr2: u64, m: u32) -> u32 {
-    let woken = futex_wake(k, addr, n, u32::MAX);
-    let mut waiters: Vec<(u64, u32)> = k
-        .threads
-        .values()
-        .filter_map(|t| match &t.state {
-            ThreadState::Blocked(Wait::Futex { addr: a, .. }) if *a == addr => {
-                Some((t.blocked_seq, t.tid))
-            }
-            _ => None,
-        })
-        .collect();
-    waiters.sort_unstable();
+/// Wake `n` waiters of `key` and move up to `m` more to `key2`.
+pub fn futex_requeue(k: &mut Kernel, key: FutexKey, n: u32, key2: FutexKey, m: u32) -> u32 {
+    let woken = futex_wake(k, key, n, u32::MAX);
+    let mut waiters = futex_waiters(k, key);
+    waiters.sort_unstable_by_key(|t| t.blocked_seq);
+    let (addr2, shared2) = key2.wait_fields();
     let mut moved = 0;
-    for (_, tid) in waiters.into_iter().take(m as usize) {
-        if let Some(t) = k.threads.get_mut(&tid) {
-            if let ThreadState::Blocked(Wait::Futex { addr: a, .. }) = &mut t.state {
-                *a = addr2;
-                moved += 1;
-            }
+    for t in waiters.into_iter().take(m as usize) {
+        if let ThreadState::Blocked(Wait::Futex { addr, shared, .. }) = &mut t.state {
+            *addr = addr2;
+            *shared = shared2;
+            moved += 1;
         }
     }
     woken + moved

@@ -122,7 +122,12 @@ pub enum Wait {
     /// FUTEX_WAIT on `addr`: woken by FUTEX_WAKE with a matching bitset
     /// (the syscall returns 0) or at `deadline` (ETIMEDOUT).
     Futex {
+        /// The futex word's user address, or its guest-physical address
+        /// when `shared` (a futex in shared memory, waited on by the
+        /// threads of any process).
         addr: u64,
+        #[serde(default)]
+        shared: bool,
         bitset: u32,
         #[serde(with = "crate::persist::opt_instant")]
         deadline: Option<Instant>,

@@ -89,6 +89,9 @@ impl FileOps for TmpFile {
     }
 
     fn read(&self, ctx: &mut Ctx, io: Io, count: usize) -> Result<Vec<u8>, SysError> {
+        if let Some(bytes) = crate::shm::read(ctx.k, ctx.mem, self.0, io.at(), count) {
+            return Ok(bytes);
+        }
         let node = ctx.k.vfs.tmp.inode(self.0).ok_or(Errno::EBADF)?;
         Ok(slice_at(&node.data, io.at(), count))
     }
@@ -106,6 +109,7 @@ impl FileOps for TmpFile {
             return Err(Errno::EFBIG.into());
         }
         let n = ctx.k.vfs.tmp.write(self.0, at, data, now())?;
+        crate::shm::written(ctx.k, ctx.mem, self.0, at, &data[..n])?;
         if io.pos.is_none() {
             ctx.k.fds.get_mut(io.fd)?.offset = at + n as u64;
         }
@@ -129,7 +133,9 @@ impl FileOps for TmpFile {
     }
 
     fn truncate(&self, ctx: &mut Ctx, len: u64) -> Result<(), Errno> {
-        ctx.k.vfs.tmp.truncate(self.0, len, now())
+        ctx.k.vfs.tmp.truncate(self.0, len, now())?;
+        crate::shm::truncated(ctx.k, ctx.mem, self.0, len);
+        Ok(())
     }
 
     fn allocate(&self, ctx: &mut Ctx, off: i64, len: i64) -> Result<(), Errno> {
@@ -155,6 +161,11 @@ impl FileOps for TmpFile {
             .ok_or(Errno::EBADF)?
             .data
             .clone();
+        // A private copy of a shared-mapped file is of its pages.
+        let data = match crate::shm::read(ctx.k, ctx.mem, self.0, 0, data.len()) {
+            Some(current) => Arc::new(current),
+            None => data,
+        };
         let data = Arc::new(TmpContents(data));
         Ok((Backing::File { data, offset }, None))
     }

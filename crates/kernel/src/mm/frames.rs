@@ -28,6 +28,10 @@ pub struct Frames {
     retired: Vec<u64>,
     #[serde(default)]
     retired_clears: Vec<(u64, u64, u64)>,
+    /// Shared memory objects (their frames are counted here once,
+    /// however many processes map them).
+    #[serde(default)]
+    pub(super) shm: super::shared::SharedObjects,
 }
 
 impl Frames {
@@ -42,6 +46,7 @@ impl Frames {
             refused: 0,
             retired: Vec::new(),
             retired_clears: Vec::new(),
+            shm: Default::default(),
         }
     }
 

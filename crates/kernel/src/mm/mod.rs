@@ -8,9 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 mod frames;
+mod shared;
 mod uaccess;
 pub mod vma;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use zeroboot_abi::flags::*;
@@ -20,6 +22,7 @@ use zeroboot_vmm::paging::{index, pte};
 use zeroboot_vmm::{GuestMemory, PageTables, PagingError};
 
 pub use frames::Frames;
+pub use shared::{SharedObject, SharedObjects};
 pub use vma::{Backing, FileContents, Vma, Vmas};
 
 /// Lowest address a mapping may get (as vm.mmap_min_addr).
@@ -88,6 +91,10 @@ pub struct AddressSpace {
     /// Times a mapping was refused for the memory limit.
     #[serde(default)]
     pub refused: u64,
+    /// The shared objects this layout's VMAs map (each counted once in
+    /// the object's mappers).
+    #[serde(default)]
+    shared: BTreeSet<u64>,
 }
 
 fn paging_err(e: PagingError) -> Errno {
@@ -110,6 +117,7 @@ impl AddressSpace {
             pending: Vec::new(),
             vvar: 0,
             refused: 0,
+            shared: BTreeSet::new(),
         }
     }
 
@@ -213,7 +221,13 @@ impl AddressSpace {
     }
 
     fn release_user_frames(&mut self, mem: &GuestMemory) {
-        let ranges: Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
+        // A shared object's frames are the object's, not this layout's.
+        let ranges: Vec<(u64, u64)> = self
+            .vmas
+            .iter()
+            .filter(|v| v.backing.shared_id().is_none())
+            .map(|v| (v.start, v.end))
+            .collect();
         let mut frames = Vec::new();
         for (s, e) in ranges {
             let _ = self.pt.for_each_leaf(mem, s, e, |_, leaf| {
@@ -228,23 +242,65 @@ impl AddressSpace {
         }
         self.vmas = Vmas::default();
         self.pending.clear();
+        self.sync_shared();
+    }
+
+    /// Bring the shared objects' mapper counts in line with this layout's
+    /// VMAs after mappings of shared objects came or went.
+    fn sync_shared(&mut self) {
+        let now: BTreeSet<u64> = self
+            .vmas
+            .iter()
+            .filter_map(|v| v.backing.shared_id())
+            .collect();
+        for &id in now.difference(&self.shared) {
+            self.frames.shm_map(id);
+        }
+        for &id in self.shared.difference(&now) {
+            self.frames.shm_unmap(id);
+        }
+        self.shared = now;
+    }
+
+    /// The shared object mapped at `va` and the guest-physical address of
+    /// that byte (populated if need be): how futexes in shared memory are
+    /// keyed. `None` for memory private to this process.
+    pub fn shared_gpa(&mut self, mem: &GuestMemory, va: u64) -> Result<Option<u64>, Errno> {
+        let shared = self
+            .vmas
+            .find(va)
+            .is_some_and(|v| v.backing.shared_id().is_some());
+        if !shared {
+            return Ok(None);
+        }
+        self.user_gpa(mem, va, false).map(Some)
+    }
+
+    /// The shared objects this layout maps.
+    pub fn shared_objects(&self) -> &BTreeSet<u64> {
+        &self.shared
     }
 
     /// A copy of this layout for fork(2): the same mappings, every populated
-    /// page copied into a new frame (eagerly: no copy-on-write to track).
+    /// page of a private one copied into a new frame (eagerly: no
+    /// copy-on-write to track), a shared one's frames mapped as they are.
     pub fn copy_layout(&mut self, mem: &GuestMemory) -> Result<AddressSpace, Errno> {
         let mut child = self.fresh_layout(mem)?;
         child.vmas = self.vmas.clone();
         child.brk_start = self.brk_start;
         child.brk = self.brk;
         child.vvar = self.vvar;
-        let ranges: Vec<(u64, u64)> = self.vmas.iter().map(|v| (v.start, v.end)).collect();
+        let ranges: Vec<(u64, u64, bool)> = self
+            .vmas
+            .iter()
+            .map(|v| (v.start, v.end, v.backing.shared_id().is_some()))
+            .collect();
         let mut leaves = Vec::new();
-        for (s, e) in ranges {
+        for (s, e, shared) in ranges {
             self.pt
                 .for_each_leaf(mem, s, e, |va, leaf| {
                     if leaf.value & pte::ADDR_MASK != 0 {
-                        leaves.push((va, leaf.value));
+                        leaves.push((va, leaf.value, shared));
                     }
                     Ok(())
                 })
@@ -252,18 +308,23 @@ impl AddressSpace {
         }
         let mut buf = vec![0u8; PAGE_SIZE as usize];
         let mut copied = Vec::new();
-        for (va, value) in leaves {
-            let Some(frame) = self.frames.alloc_uninit(mem) else {
-                // Undo: the child never ran.
-                for f in copied {
-                    self.frames.free(f);
-                }
-                return Err(Errno::ENOMEM);
-            };
-            copied.push(frame);
+        for (va, value, shared) in leaves {
             let old = value & pte::ADDR_MASK;
-            mem.read(old, &mut buf).map_err(|_| Errno::EFAULT)?;
-            mem.write(frame, &buf).map_err(|_| Errno::EFAULT)?;
+            let frame = if shared {
+                old
+            } else {
+                let Some(frame) = self.frames.alloc_uninit(mem) else {
+                    // Undo: the child never ran.
+                    for f in copied {
+                        self.frames.free(f);
+                    }
+                    return Err(Errno::ENOMEM);
+                };
+                copied.push(frame);
+                mem.read(old, &mut buf).map_err(|_| Errno::EFAULT)?;
+                mem.write(frame, &buf).map_err(|_| Errno::EFAULT)?;
+                frame
+            };
             let t = child
                 .pt
                 .table_for_or_create(mem, &mut self.frames, va)
@@ -272,6 +333,11 @@ impl AddressSpace {
             mem.write_u64(t + index(va, 1) * 8, new)
                 .map_err(|_| Errno::EFAULT)?;
         }
+        // The child maps every object the parent does.
+        for &id in &self.shared {
+            self.frames.shm_map(id);
+        }
+        child.shared = self.shared.clone();
         Ok(child)
     }
 
@@ -387,7 +453,11 @@ impl AddressSpace {
     ) -> Result<(), Errno> {
         let len = page_up(len).ok_or(Errno::ENOMEM)?;
         let end = Self::check_range(start, len)?;
-        let committed = prot & PROT_WRITE != 0;
+        let shared = backing.shared_id().is_some();
+        // A shared object's frames are counted once by the allocator, not
+        // per mapping (a fork would count them twice): a shared mapping is
+        // not committed, but one larger than the room left is refused.
+        let committed = prot & PROT_WRITE != 0 && !shared;
         // The replaced mappings no longer count.
         let replaced: u64 = self
             .vmas
@@ -396,12 +466,15 @@ impl AddressSpace {
             .filter(|v| v.committed)
             .map(|v| v.end.min(end) - v.start.max(start))
             .sum();
-        if committed && self.over_limit(self.vmas.committed() - replaced + len) {
+        let writes = prot & PROT_WRITE != 0;
+        if writes && self.over_limit(self.vmas.committed() - replaced + len) {
             return Err(Errno::ENOMEM);
         }
-        self.unmap(mem, start, len)?;
+        // Unmap without settling the shared counts yet: a mapping that
+        // replaces one of the same object must not free it in between.
+        self.unmap_range(mem, start, end)?;
         let lazy = match backing {
-            Backing::Anon => len > EAGER_ANON,
+            Backing::Anon | Backing::Shared { .. } => len > EAGER_ANON,
             Backing::File { .. } => len > EAGER_FILE,
         };
         let v = Vma {
@@ -415,6 +488,7 @@ impl AddressSpace {
             lazy,
         };
         self.vmas.insert(v.clone());
+        self.sync_shared();
         if !lazy && prot != PROT_NONE {
             if let Err(e) = self.populate(mem, &v, start, end) {
                 let _ = self.unmap(mem, start, len);
@@ -441,6 +515,10 @@ impl AddressSpace {
                 if old & pte::ADDR_MASK == 0 {
                     let frame = match &v.backing {
                         Backing::Anon => self.frames.alloc(mem).ok_or(Errno::ENOMEM)?,
+                        Backing::Shared { id, offset } => {
+                            let page = (offset + (va - v.start)) / PAGE_SIZE;
+                            self.frames.shm_page(mem, *id, page).ok_or(Errno::ENOMEM)?
+                        }
                         Backing::File { data, offset } => {
                             let off = offset + (va - v.start);
 
@@ -468,15 +546,34 @@ impl AddressSpace {
     pub fn unmap(&mut self, mem: &GuestMemory, start: u64, len: u64) -> Result<(), Errno> {
         let len = page_up(len).ok_or(Errno::EINVAL)?;
         let end = Self::check_range(start, len)?;
-        let removed = self.vmas.remove_range(start, end);
-        if removed.is_empty() {
-            return Ok(());
+        if self.unmap_range(mem, start, end)? {
+            self.sync_shared();
         }
-        self.clear_ptes(mem, start, end)
+        Ok(())
     }
 
-    /// Clear every entry in [start, end) and free its frame.
-    fn clear_ptes(&mut self, mem: &GuestMemory, start: u64, end: u64) -> Result<(), Errno> {
+    /// Remove the mappings in [start, end) and their entries; whether one
+    /// of them mapped a shared object (the caller settles the counts).
+    fn unmap_range(&mut self, mem: &GuestMemory, start: u64, end: u64) -> Result<bool, Errno> {
+        let removed = self.vmas.remove_range(start, end);
+        let mut shared = false;
+        for v in &removed {
+            let own = v.backing.shared_id().is_none();
+            shared |= !own;
+            self.clear_ptes(mem, v.start, v.end, own)?;
+        }
+        Ok(shared)
+    }
+
+    /// Clear every entry in [start, end), freeing its frame when `free`
+    /// (not for a shared object's frames).
+    fn clear_ptes(
+        &mut self,
+        mem: &GuestMemory,
+        start: u64,
+        end: u64,
+        free: bool,
+    ) -> Result<(), Errno> {
         let mut cleared = Vec::new();
         self.pt
             .for_each_leaf(mem, start, end, |va, leaf| {
@@ -488,7 +585,9 @@ impl AddressSpace {
             .map_err(paging_err)?;
         for (va, leaf) in cleared {
             self.set_entry(mem, leaf.entry_gpa, va, leaf.value, 0)?;
-            self.frames.free(leaf.value & pte::ADDR_MASK);
+            if free {
+                self.frames.free(leaf.value & pte::ADDR_MASK);
+            }
         }
         Ok(())
     }
@@ -517,7 +616,7 @@ impl AddressSpace {
         }
         let newly_committed: u64 = hit
             .iter()
-            .filter(|v| !v.committed && prot & PROT_WRITE != 0)
+            .filter(|v| !v.committed && v.backing.shared_id().is_none() && prot & PROT_WRITE != 0)
             .map(|v| v.end.min(end) - v.start.max(start))
             .sum();
         if newly_committed > 0 && self.over_limit(self.vmas.committed() + newly_committed) {
@@ -527,7 +626,8 @@ impl AddressSpace {
             let mut p = piece;
             p.prot = prot;
             // Once written, a private mapping stays committed.
-            p.committed = p.committed || prot & PROT_WRITE != 0;
+            p.committed =
+                p.committed || (prot & PROT_WRITE != 0 && p.backing.shared_id().is_none());
             self.vmas.insert(p);
         }
         let flags = Self::pte_flags(prot);
@@ -626,7 +726,9 @@ impl AddressSpace {
                     return Err(Errno::ENOMEM);
                 }
                 let mut ext = v.slice(v.start, v.end);
-                if let Backing::File { offset, .. } = &mut ext.backing {
+                if let Backing::File { offset, .. } | Backing::Shared { offset, .. } =
+                    &mut ext.backing
+                {
                     *offset += v.end - v.start;
                 }
                 ext.start = v.end;
@@ -684,7 +786,8 @@ impl AddressSpace {
         self.vmas.remove_range(old, old + old_len);
         // Whatever of the old range was not moved is gone.
         if old_len > keep {
-            self.clear_ptes(mem, old + keep, old + old_len)?;
+            let own = v.backing.shared_id().is_none();
+            self.clear_ptes(mem, old + keep, old + old_len, own)?;
         }
         nv.start = dest;
         nv.end = dest + new_len;
@@ -696,13 +799,17 @@ impl AddressSpace {
     }
 
     /// madvise(MADV_DONTNEED): private pages read back as zero (or the
-    /// file's bytes) afterwards.
+    /// file's bytes) afterwards; shared ones keep their data (as Linux,
+    /// which maps the same page again on the next access).
     pub fn dontneed(&mut self, mem: &GuestMemory, start: u64, len: u64) -> Result<(), Errno> {
         let len = page_up(len).ok_or(Errno::EINVAL)?;
         let end = Self::check_range(start, len)?;
         let pages = len / PAGE_SIZE;
         for v in self.vmas.overlapping(start, end) {
             let (s, e) = (v.start.max(start), v.end.min(end));
+            if v.backing.shared_id().is_some() {
+                continue;
+            }
             if pages <= DONTNEED_ZERO_PAGES && matches!(v.backing, Backing::Anon) {
                 // Zero in place: no page-table change, so no flush needed.
                 let mut frames = Vec::new();
@@ -719,7 +826,7 @@ impl AddressSpace {
                 }
             } else {
                 // Drop the pages; they are populated again on access.
-                self.clear_ptes(mem, s, e)?;
+                self.clear_ptes(mem, s, e, true)?;
             }
         }
         Ok(())
@@ -769,7 +876,7 @@ impl AddressSpace {
             return Fault::Resolved;
         }
         let chunk = match v.backing {
-            Backing::Anon => FAULT_AROUND_ANON,
+            Backing::Anon | Backing::Shared { .. } => FAULT_AROUND_ANON,
             Backing::File { .. } => FAULT_AROUND_FILE,
         };
         let s = (addr & !(chunk - 1)).max(v.start);
@@ -792,7 +899,7 @@ impl AddressSpace {
         let mut s = String::new();
         for v in self.vmas.iter() {
             let off = match &v.backing {
-                Backing::File { offset, .. } => *offset,
+                Backing::File { offset, .. } | Backing::Shared { offset, .. } => *offset,
                 Backing::Anon => 0,
             };
             let line = format!(

@@ -13,7 +13,12 @@ use super::{AddressSpace, Fault};
 impl AddressSpace {
     /// The guest-physical address of user byte `va`, populating a page
     /// that is mapped but not yet present.
-    fn user_gpa(&mut self, mem: &GuestMemory, va: u64, write: bool) -> Result<u64, Errno> {
+    pub(crate) fn user_gpa(
+        &mut self,
+        mem: &GuestMemory,
+        va: u64,
+        write: bool,
+    ) -> Result<u64, Errno> {
         if va >= USER_END {
             return Err(Errno::EFAULT);
         }

@@ -18,6 +18,19 @@ pub enum Backing {
         data: Arc<dyn FileContents>,
         offset: u64,
     },
+    /// Shared memory object `id` of the frame allocator, from byte
+    /// `offset` (MAP_SHARED anonymous memory, a shared tmpfs file).
+    Shared { id: u64, offset: u64 },
+}
+
+impl Backing {
+    /// The shared object this maps, if any.
+    pub fn shared_id(&self) -> Option<u64> {
+        match self {
+            Backing::Shared { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
 }
 
 /// Read access to a mapped file's bytes (an image file or a tmpfs file).
@@ -63,7 +76,7 @@ impl Vma {
         let mut v = self.clone();
         let s = start.max(self.start);
         let e = end.min(self.end);
-        if let Backing::File { offset, .. } = &mut v.backing {
+        if let Backing::File { offset, .. } | Backing::Shared { offset, .. } = &mut v.backing {
             *offset += s - self.start;
         }
         v.start = s;
@@ -74,7 +87,7 @@ impl Vma {
     /// Protection string for /proc/self/maps.
     pub fn perms(&self) -> String {
         format!(
-            "{}{}{}p",
+            "{}{}{}{}",
             if self.prot & PROT_READ != 0 { 'r' } else { '-' },
             if self.prot & PROT_WRITE != 0 {
                 'w'
@@ -82,6 +95,11 @@ impl Vma {
                 '-'
             },
             if self.prot & PROT_EXEC != 0 { 'x' } else { '-' },
+            if self.backing.shared_id().is_some() {
+                's'
+            } else {
+                'p'
+            },
         )
     }
 }

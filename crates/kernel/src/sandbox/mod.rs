@@ -351,6 +351,17 @@ impl Sandbox {
                     continue;
                 }
             }
+            // A turn that ended while this thread was in the VMM (serving
+            // its syscalls) lost its kick, which only interrupts KVM_RUN: a
+            // thread looping on calls that never block (Pool's handler
+            // polling a ready pipe) would keep the vCPU from its siblings.
+            if slice_end.is_some_and(|e| now >= e) && self.vcpu.regs().rip < USER_END {
+                slice_end = None;
+                guard.set_slice(None);
+                if self.next_turn()? {
+                    continue;
+                }
+            }
             // Several threads share the vCPU: bound this one's turn, and
             // come back when a waiting thread's timeout is due.
             let want = if sched::runnable(&self.k) > 1 {
@@ -386,11 +397,7 @@ impl Sandbox {
                     if expired && self.vcpu.regs().rip < USER_END {
                         slice_end = None;
                         guard.set_slice(None);
-                        if let Some(next) = sched::pick_next(&self.k)
-                            .filter(|&(p, t)| (p, t) != (self.k.proc.pid, self.k.current))
-                        {
-                            self.switch_to(next)?;
-                        }
+                        self.next_turn()?;
                     }
                 }
                 VmExit::KernelException(f) => {
@@ -575,6 +582,20 @@ impl Sandbox {
             }
         }
         Ok(())
+    }
+
+    /// The current thread's turn is over: give the vCPU to the next
+    /// runnable thread, if another; whether it switched.
+    fn next_turn(&mut self) -> Result<bool, SandboxError> {
+        let next =
+            sched::pick_next(&self.k).filter(|&(p, t)| (p, t) != (self.k.proc.pid, self.k.current));
+        match next {
+            Some(n) => {
+                self.switch_to(n)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Put thread `tid` of process `pid` on the vCPU, saving the current

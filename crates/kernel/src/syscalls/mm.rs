@@ -8,6 +8,7 @@ use zeroboot_vmm::layout::{PAGE_SIZE, USER_END};
 use zeroboot_vmm::paging::pte;
 
 use super::{Args, Ctx, SysResult};
+use crate::fd::FileKind;
 use crate::mm::{page_up, Backing};
 
 pub fn brk(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -33,22 +34,49 @@ pub fn mmap(ctx: &mut Ctx, a: Args) -> SysResult {
     let prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
     let shared = kind != MAP_PRIVATE;
     let (backing, name): (Backing, Arc<str>) = if flags & MAP_ANONYMOUS != 0 {
-        // A shared anonymous mapping is private to the one process there is.
-        (Backing::Anon, Arc::from(""))
+        if shared {
+            let id = ctx.k.mm.frames.shm_create(None);
+            (
+                Backing::Shared { id, offset: 0 },
+                Arc::from("/dev/zero (deleted)"),
+            )
+        } else {
+            (Backing::Anon, Arc::from(""))
+        }
     } else {
         let f = ctx.k.fds.get(fd)?;
         if !f.readable() {
             return Err(Errno::EACCES.into());
         }
-        if shared && prot & PROT_WRITE != 0 {
-            if !f.writable() {
-                return Err(Errno::EACCES.into());
-            }
-            tracing::debug!(path = %f.path, "shared writable file mapping refused");
-            return Err(Errno::ENODEV.into());
+        if shared && prot & PROT_WRITE != 0 && !f.writable() {
+            return Err(Errno::EACCES.into());
         }
-        let (backing, name) = f.kind.with_ops(|o| o.mmap(ctx, off))?;
-        (backing, name.unwrap_or_else(|| Arc::from(f.path.as_str())))
+        let path: Arc<str> = Arc::from(f.path.as_str());
+        match f.kind.clone() {
+            // An overlay file: its pages become a shared object.
+            FileKind::Tmp(ino) if shared => {
+                let id = crate::shm::file_object(ctx.k, ctx.mem, ino)?;
+                (Backing::Shared { id, offset: off }, path)
+            }
+            kind => {
+                let (backing, name) = kind.with_ops(|o| o.mmap(ctx, off))?;
+                let backing = match backing {
+                    // MAP_SHARED of /dev/zero: shared anonymous memory.
+                    Backing::Anon if shared => Backing::Shared {
+                        id: ctx.k.mm.frames.shm_create(None),
+                        offset: 0,
+                    },
+                    // The image never changes: a copy is as good as shared
+                    // for reading (writing was refused above).
+                    Backing::File { .. } if shared && prot & PROT_WRITE != 0 => {
+                        tracing::debug!(path = %path, "shared writable file mapping refused");
+                        return Err(Errno::ENODEV.into());
+                    }
+                    b => b,
+                };
+                (backing, name.unwrap_or(path))
+            }
+        }
     };
     let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
         if addr % PAGE_SIZE != 0 || addr < crate::mm::MMAP_MIN.min(PAGE_SIZE) {
@@ -65,9 +93,16 @@ pub fn mmap(ctx: &mut Ctx, a: Args) -> SysResult {
         ctx.k.mm.find_free(addr, len)?
     };
     let grows_down = flags & MAP_GROWSDOWN != 0;
-    ctx.k
+    let id = backing.shared_id();
+    let r = ctx
+        .k
         .mm
-        .map(ctx.mem, start, len, prot, backing, name, grows_down)?;
+        .map(ctx.mem, start, len, prot, backing, name, grows_down);
+    if let (Err(_), Some(id)) = (&r, id) {
+        // An object made for this call and never mapped.
+        ctx.k.mm.frames.shm_release_unused(id);
+    }
+    r?;
     Ok(start)
 }
 
@@ -163,6 +198,21 @@ pub fn msync(ctx: &mut Ctx, a: Args) -> SysResult {
     let end = a.u64(0).saturating_add(a.u64(1));
     if a.u64(1) > 0 && !ctx.k.mm.vmas.any_in(a.u64(0), end) {
         return Err(Errno::ENOMEM.into());
+    }
+    // Reads already see the mapping's pages; writing them back into the
+    // file's bytes makes them whole for the host's file API too.
+    let ids: Vec<u64> = ctx
+        .k
+        .mm
+        .vmas
+        .overlapping(a.u64(0), end)
+        .iter()
+        .filter_map(|v| v.backing.shared_id())
+        .collect();
+    for id in ids {
+        if let Some(ino) = ctx.k.mm.frames.shm().get(id).and_then(|o| o.file) {
+            crate::shm::sync(ctx.k, ctx.mem, ino);
+        }
     }
     Ok(0)
 }

@@ -339,7 +339,7 @@ fn handlers() -> Vec<(u64, Row)> {
             MMAP,
             partial(
                 mm::mmap,
-                "shared writable file mappings are refused (ENODEV)",
+                "MAP_SHARED of anonymous memory, /dev/zero and overlay files (/tmp, /dev/shm) is shared across processes; image files map shared as a read-only copy; other devices ENODEV; no SIGBUS past a file's end",
             ),
         ),
         (MUNMAP, full(mm::munmap)),
@@ -349,7 +349,7 @@ fn handlers() -> Vec<(u64, Row)> {
             MADVISE,
             partial(
                 mm::madvise,
-                "DONTNEED/FREE honoured; other advice accepted as hints",
+                "DONTNEED/FREE honoured (shared memory keeps its data, as Linux); other advice accepted as hints",
             ),
         ),
         (MSYNC, full(mm::msync)),
@@ -489,7 +489,7 @@ fn handlers() -> Vec<(u64, Row)> {
             FUTEX,
             partial(
                 process::futex::futex,
-                "WAIT/WAKE/REQUEUE/WAKE_OP and bitsets; no PI futexes",
+                "WAIT/WAKE/REQUEUE/WAKE_OP and bitsets, across processes in shared memory; no PI futexes",
             ),
         ),
         // signals
@@ -762,6 +762,11 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: Args) -> SysResult {
     match entry.and_then(|e| e.handler) {
         Some(h) => {
             let r = h(ctx, args);
+            if ctx.k.mm.frames.shm().has_orphans() {
+                // A shared-mapped file lost its last mapping (munmap,
+                // exit, exec): its pages go back into the file.
+                crate::shm::collect(ctx.k, ctx.mem);
+            }
             tracing::trace!(
                 pid = ctx.k.proc.pid,
                 tid = ctx.k.current,

@@ -31,6 +31,8 @@ pub const PATH_MAX: usize = 4096;
 const DEV_ROOT: u64 = 0x803;
 const DEV_PROC: u64 = 0x16;
 const DEV_DEV: u64 = 0x5;
+/// Inode number of /dev/shm until the sandbox changes it.
+const SHM_DIR_INO: u64 = 0x5_0000_0001;
 
 /// What a path names.
 #[derive(Debug, Clone)]
@@ -147,6 +149,14 @@ impl Vfs {
             return synthetic::lookup(path, p).map(Node::Synth);
         }
         match self.tmp.get(path) {
+            None if path == synthetic::SHM_DIR => {
+                // There from the start (a template's overlay need not
+                // hold it), world-writable and sticky as on Linux.
+                return Some(Node::TmpDir {
+                    mode: 0o1777,
+                    ino: SHM_DIR_INO,
+                });
+            }
             Some(Entry::Whiteout) => return None,
             Some(Entry::File(ino)) => return Some(Node::TmpFile(*ino)),
             Some(Entry::Dir { mode, ino }) => {
@@ -375,6 +385,15 @@ impl Vfs {
                     ino,
                     d_type: t,
                 });
+            }
+            if path == "/dev" {
+                if let Some(Node::TmpDir { ino, .. }) = self.lookup(synthetic::SHM_DIR, p) {
+                    out.push(DirEntry {
+                        name: "shm".into(),
+                        ino,
+                        d_type: DT_DIR,
+                    });
+                }
             }
             return Ok(out);
         }

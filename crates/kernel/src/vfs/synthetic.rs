@@ -112,11 +112,14 @@ const SYS_DEVICES: &[&str] = &["system"];
 const SYS_SYSTEM: &[&str] = &["cpu"];
 const SYS_CPU: &[&str] = &["online", "possible", "present"];
 
+/// /dev/shm: a directory of the overlay (POSIX shared memory and named
+/// semaphores are files there), not of the synthetic /dev.
+pub const SHM_DIR: &str = "/dev/shm";
+
 /// Whether `path` lies in a synthetic tree.
 pub fn covers(path: &str) -> bool {
-    ["/dev", "/proc", "/sys"]
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    let under = |p: &str| path == p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
+    !under(SHM_DIR) && ["/dev", "/proc", "/sys"].iter().any(|p| under(p))
 }
 
 /// Look up a synthetic path (canonical, inside a tree `covers` accepted).

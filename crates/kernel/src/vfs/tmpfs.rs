@@ -34,6 +34,11 @@ pub struct Inode {
     pub mode: u32,
     pub nlink: u64,
     pub mtime: (i64, i64),
+    /// The shared memory object holding the file's pages while a
+    /// MAP_SHARED mapping of it exists (`crate::shm`): those pages, not
+    /// `data`, have the current bytes; `data` keeps the size.
+    #[serde(default)]
+    pub shm: Option<u64>,
 }
 
 /// What a name in the overlay costs against the disk limit: the path and
@@ -113,6 +118,7 @@ impl Tmpfs {
                 mode,
                 nlink: 1,
                 mtime: now,
+                shm: None,
             },
         );
         Ok(ino)

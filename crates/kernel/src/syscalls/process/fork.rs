@@ -18,7 +18,7 @@ pub fn exit(ctx: &mut Ctx, a: Args) -> SysResult {
     let tid = ctx.k.current;
     let ctid = ctx.k.thread().clear_child_tid;
     if ctid != 0 && ctx.k.mm.write_obj(ctx.mem, ctid, &0u32).is_ok() {
-        sched::futex_wake(ctx.k, ctid, 1, u32::MAX);
+        sched::futex_wake(ctx.k, sched::FutexKey::Private(ctid), 1, u32::MAX);
     }
     ctx.k.threads.remove(&tid);
     Ok(0)

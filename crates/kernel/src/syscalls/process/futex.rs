@@ -16,6 +16,7 @@ pub fn futex(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EINVAL.into());
     }
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+    let key = |ctx: &mut Ctx, addr: u64| futex_key(ctx, addr, op);
     match cmd {
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
             let bitset = if cmd == FUTEX_WAIT_BITSET {
@@ -50,18 +51,24 @@ pub fn futex(ctx: &mut Ctx, a: Args) -> SysResult {
             if deadline.is_some_and(|d| d <= Instant::now()) {
                 return Err(Errno::ETIMEDOUT.into());
             }
+            let (addr, shared) = key(ctx, uaddr)?.wait_fields();
             Err(ctx.k.wait(Wait::Futex {
-                addr: uaddr,
+                addr,
+                shared,
                 bitset,
                 deadline,
             }))
         }
-        FUTEX_WAKE => Ok(sched::futex_wake(ctx.k, uaddr, val, u32::MAX) as u64),
+        FUTEX_WAKE => {
+            let k1 = key(ctx, uaddr)?;
+            Ok(sched::futex_wake(ctx.k, k1, val, u32::MAX) as u64)
+        }
         FUTEX_WAKE_BITSET => {
             if val3 == 0 {
                 return Err(Errno::EINVAL.into());
             }
-            Ok(sched::futex_wake(ctx.k, uaddr, val, val3) as u64)
+            let k1 = key(ctx, uaddr)?;
+            Ok(sched::futex_wake(ctx.k, k1, val, val3) as u64)
         }
         FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
             if cmd == FUTEX_CMP_REQUEUE {
@@ -72,7 +79,8 @@ pub fn futex(ctx: &mut Ctx, a: Args) -> SysResult {
             }
             // The fourth argument is the requeue count here.
             let n2 = timeout as u32;
-            Ok(sched::futex_requeue(ctx.k, uaddr, val, uaddr2, n2) as u64)
+            let (k1, k2) = (key(ctx, uaddr)?, key(ctx, uaddr2)?);
+            Ok(sched::futex_requeue(ctx.k, k1, val, k2, n2) as u64)
         }
         FUTEX_WAKE_OP => {
             let encoded = val3;
@@ -104,12 +112,25 @@ pub fn futex(ctx: &mut Ctx, a: Args) -> SysResult {
                 5 => o >= cmparg,
                 _ => return Err(Errno::ENOSYS.into()),
             };
-            let mut woken = sched::futex_wake(ctx.k, uaddr, val, u32::MAX);
+            let (k1, k2) = (key(ctx, uaddr)?, key(ctx, uaddr2)?);
+            let mut woken = sched::futex_wake(ctx.k, k1, val, u32::MAX);
             if hit {
-                woken += sched::futex_wake(ctx.k, uaddr2, timeout as u32, u32::MAX);
+                woken += sched::futex_wake(ctx.k, k2, timeout as u32, u32::MAX);
             }
             Ok(woken as u64)
         }
         _ => Err(Errno::ENOSYS.into()),
     }
+}
+
+/// The key of the futex at `uaddr`: a non-private futex in shared memory
+/// is keyed by its guest-physical address, so that a waiter in one
+/// process is woken from another; any other by its address here.
+fn futex_key(ctx: &mut Ctx, uaddr: u64, op: u64) -> Result<sched::FutexKey, Errno> {
+    if op & FUTEX_PRIVATE_FLAG == 0 {
+        if let Some(gpa) = ctx.k.mm.shared_gpa(ctx.mem, uaddr)? {
+            return Ok(sched::FutexKey::Shared(gpa));
+        }
+    }
+    Ok(sched::FutexKey::Private(uaddr))
 }

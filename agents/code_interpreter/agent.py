@@ -7,8 +7,8 @@ process parked after it imported IPython, numpy, pandas and matplotlib and
 drew one figure, so a fork pays nothing for them.
 
 Requests:
-- {"code", "seed", "persist", "env"}: as the Python agent (one-shot or
-  live-sandbox runs); the reply is {"exit_code": N}.
+- {"code", "seed", "persist", "env"}: run by the Python agent's own code
+  (one-shot or live-sandbox runs); the reply is {"exit_code": N}.
 - {"cell": {"code", "context", "language", "env"}, "seed"}: run a cell in
   a context. While it runs the agent writes event frames on the channel,
   E2B's code-interpreter events: {"type": "number_of_executions",
@@ -26,6 +26,10 @@ Contexts: a Python context is an IPython InteractiveShell with its own
 namespace, execution count and working directory, all in this process (the
 default one is made in the template). A bash context is a bash process
 this agent drives; its cells are sourced files, so `cd` and `export` stay.
+
+The framing, the reseeding and the plain runs are the Python agent's
+(`agent.py`, installed next to this file in the template and imported:
+the script's directory is first on sys.path).
 """
 
 import base64  # noqa: F401
@@ -37,7 +41,6 @@ import json
 import os
 import random
 import shlex
-import struct
 import subprocess
 import sys
 import time  # noqa: F401
@@ -58,7 +61,7 @@ import statistics  # noqa: F401
 import string  # noqa: F401
 import tempfile  # noqa: F401
 
-import numpy
+import numpy  # noqa: F401  (loaded once in the template)
 import pandas  # noqa: F401
 import matplotlib
 
@@ -70,6 +73,8 @@ from IPython.core.displaypub import DisplayPublisher  # noqa: E402
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
+import agent as plain  # noqa: E402  (the Python agent, next to this file)
+
 # Optional heavy modules: imported when the image has them.
 for _name in ("scipy", "scipy.stats", "sklearn", "seaborn", "sympy", "PIL.Image",
               "requests", "bs4", "openpyxl"):
@@ -78,7 +83,6 @@ for _name in ("scipy", "scipy.stats", "sklearn", "seaborn", "sympy", "PIL.Image"
     except ImportError:
         pass
 
-CONTROL_FD = int(os.environ.get("ZEROBOOT_CONTROL_FD", "3"))
 # Text a cell may stream, and bytes one result may hold; past them the rest
 # is dropped with a marker (the server caps what it passes on as well).
 MAX_STREAM_CHARS = 4 << 20
@@ -86,21 +90,7 @@ MAX_RESULT_BYTES = 16 << 20
 DEFAULT_CWD = "/home/user"
 
 
-def read_exact(n):
-    buf = b""
-    while len(buf) < n:
-        chunk = os.read(CONTROL_FD, n - len(buf))
-        if not chunk:
-            raise EOFError("control channel closed")
-        buf += chunk
-    return buf
-
-
-def send(obj):
-    data = json.dumps(obj).encode()
-    frame = struct.pack("<I", len(data)) + data
-    while frame:
-        frame = frame[os.write(CONTROL_FD, frame):]
+send = plain.reply
 
 
 def now_iso():
@@ -705,48 +695,6 @@ def manage(req):
     return f"unknown op {op!r}"
 
 
-# Plain runs (`/v1/exec`, live sandboxes' `run`): the Python agent's way.
-session_main = None
-
-
-def exit_code_of(e):
-    code = e.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
-
-
-def run_plain(code, persist):
-    global session_main
-    if persist:
-        if session_main is None:
-            session_main = types.ModuleType("__main__")
-            session_main.__dict__["__builtins__"] = builtins
-        main = session_main
-    else:
-        main = types.ModuleType("__main__")
-        main.__dict__["__builtins__"] = builtins
-    sys.modules["__main__"] = main
-    try:
-        exec(compile(code, "<string>", "exec"), main.__dict__)
-        return 0
-    except SystemExit as e:
-        return exit_code_of(e)
-    except BaseException:
-        etype, value, tb = sys.exc_info()
-        traceback.print_exception(etype, value, tb.tb_next if tb else None)
-        return 1
-    finally:
-        for s in (sys.stdout, sys.stderr):
-            try:
-                s.flush()
-            except Exception:
-                pass
-
-
 def warm_up():
     """Draw and encode one figure and one table, so the fonts, the PNG
     writer and pandas' HTML formatter are loaded in the template."""
@@ -763,8 +711,7 @@ home_set = False
 
 
 def serve(req):
-    random.seed(int(req.get("seed", 0)))
-    numpy.random.seed(int(req.get("seed", 0)) % (2**32))
+    plain.reseed(int(req.get("seed", 0)))
     env = req.get("env")
     global home_set
     if ("cell" in req or "op" in req) and not home_set and os.path.isdir(DEFAULT_CWD):
@@ -784,7 +731,7 @@ def serve(req):
     env = req.get("env")
     if isinstance(env, dict):
         os.environ.update({str(k): str(v) for k, v in env.items()})
-    return {"exit_code": run_plain(req.get("code", ""), bool(req.get("persist", False)))}
+    return {"exit_code": plain.run(req.get("code", ""), bool(req.get("persist", False)))}
 
 
 def main():
@@ -792,8 +739,7 @@ def main():
     gc.collect()
     gc.freeze()
     while True:
-        (n,) = struct.unpack("<I", read_exact(4))
-        req = json.loads(read_exact(n))
+        req = plain.read_request()
         try:
             reply = serve(req)
         except KeyboardInterrupt:

@@ -62,6 +62,12 @@ def read_exact(n):
     return buf
 
 
+def read_request():
+    """The next request: parks here (the template's state) until one comes."""
+    (n,) = struct.unpack("<I", read_exact(4))
+    return json.loads(read_exact(n))
+
+
 def reply(obj):
     data = json.dumps(obj).encode()
     frame = struct.pack("<I", len(data)) + data
@@ -134,8 +140,7 @@ def main():
     gc.collect()
     gc.freeze()
     while True:
-        (n,) = struct.unpack("<I", read_exact(4))
-        req = json.loads(read_exact(n))
+        req = read_request()
         reseed(int(req.get("seed", 0)))
         env = req.get("env")
         if isinstance(env, dict):

@@ -641,6 +641,7 @@ impl SuiteSpec for NodeSuite {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

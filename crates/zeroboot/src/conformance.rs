@@ -230,7 +230,7 @@ fn run_file(
     ]);
     cmd.arg(&stats);
     let recipe = spec.recipe().ok();
-    for p in recipe.iter().flat_map(|r| extra_apt(r)) {
+    for p in recipe.iter().flat_map(extra_apt) {
         cmd.args(["--apt", &p]);
     }
     cmd.args(spec.sandbox_args(file));

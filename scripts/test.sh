@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 need=()
 # haproxy, dnsmasq-base: the fleet tests' front balancer and DNS server
 # (dnsmasq-base is the binary alone, without a system service on port 53).
-for pkg in busybox-static gcc libc6-dev curl python3-numpy bubblewrap haproxy dnsmasq-base; do
+# libpython3.11-testsuite: CPython's test files, which `zeroboot conformance python`
+# (tests/conformance.rs) runs natively next to the sandbox.
+for pkg in busybox-static gcc libc6-dev curl python3-numpy bubblewrap haproxy dnsmasq-base libpython3.11-testsuite; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

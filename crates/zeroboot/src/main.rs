@@ -13,6 +13,8 @@ mod bench_mcp;
 mod bench_net;
 mod bench_sandboxes;
 mod bench_soak;
+mod conformance;
+mod conformance_report;
 mod exec;
 mod gateway;
 mod image;
@@ -58,6 +60,12 @@ enum Cmd {
     Image(image::ImageArgs),
     /// Print the syscall compatibility table.
     Syscalls,
+    /// A platform's own tests per file, natively and in the sandbox, side
+    /// by side; writes docs/conformance.md.
+    Conformance {
+        #[command(subcommand)]
+        which: conformance::Suite,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -94,6 +102,7 @@ fn main() {
             print!("{}", zeroboot_kernel::syscalls::compatibility_table());
             Ok(0)
         }
+        Cmd::Conformance { which } => conformance::run(which),
         Cmd::Bench { which } => bench::run(which).map(|_| 0),
     };
     match code {

@@ -41,6 +41,14 @@ pub struct RunArgs {
     /// Print syscall counts to stderr at exit.
     #[arg(long)]
     stats: bool,
+    /// Write the syscall counts (all, unimplemented, refused socket kinds)
+    /// and the outcome as JSON to FILE at exit (for `zeroboot conformance`).
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+    /// Copy a host file into the sandbox's writable layer before the
+    /// program starts: HOST=GUEST (GUEST absolute); repeatable.
+    #[arg(long = "copy", value_name = "HOST=GUEST")]
+    copy: Vec<String>,
     /// The program and its arguments. A name without `/` is looked up in
     /// the sandbox's PATH.
     #[arg(last = true, required = true)]
@@ -97,6 +105,17 @@ pub fn run(a: RunArgs) -> Result<i32> {
     };
     cfg.stdin = Source::Host;
     let mut sb = Sandbox::new(cfg).context("cannot create the sandbox VM")?;
+    for c in &a.copy {
+        let Some((host, guest)) = c.split_once('=') else {
+            bail!("--copy wants HOST=GUEST, got {c:?}");
+        };
+        if !guest.starts_with('/') {
+            bail!("--copy: the guest path must be absolute, got {guest:?}");
+        }
+        let data = std::fs::read(host).with_context(|| format!("cannot read {host}"))?;
+        sb.add_file(guest, data, 0o644)
+            .map_err(|e| anyhow::anyhow!("cannot place {host} at {guest} in the sandbox: {e}"))?;
+    }
     if let Some((p, data)) = host_copy {
         sb.add_file(&p, data, 0o755)
             .map_err(|e| anyhow::anyhow!("cannot place {program} in the sandbox: {e}"))?;
@@ -152,6 +171,9 @@ pub fn run(a: RunArgs) -> Result<i32> {
             eprintln!("zeroboot: unsupported socket option or kind refused: {what} ({n} times)");
         }
     }
+    if let Some(path) = &a.stats_json {
+        write_stats_json(path, &sb, &outcome)?;
+    }
     Ok(match outcome {
         Outcome::Exited(Exit::Code(c)) => c & 0xff,
         Outcome::Exited(e @ Exit::Signal(..)) => e.status(),
@@ -168,4 +190,35 @@ pub fn run(a: RunArgs) -> Result<i32> {
 
 fn host_copy_used(a: &RunArgs) -> bool {
     a.rootfs.is_none() && a.image.is_none()
+}
+
+/// The counts `--stats` prints, as one JSON object.
+fn write_stats_json(path: &std::path::Path, sb: &Sandbox, outcome: &Outcome) -> Result<()> {
+    let pairs = |v: Vec<(String, u64)>| {
+        serde_json::Value::Object(
+            v.into_iter()
+                .map(|(k, n)| (k, serde_json::Value::from(n)))
+                .collect(),
+        )
+    };
+    let outcome = match outcome {
+        Outcome::Exited(Exit::Code(c)) => format!("exit {c}"),
+        Outcome::Exited(e @ Exit::Signal(..)) => format!("signal (status {})", e.status()),
+        Outcome::TimedOut => "timed out".to_string(),
+        Outcome::Parked => "parked".to_string(),
+    };
+    let refused: Vec<(String, u64)> =
+        sb.k.sockets
+            .refused
+            .iter()
+            .map(|(what, n)| (what.to_string(), *n))
+            .collect();
+    let v = serde_json::json!({
+        "outcome": outcome,
+        "syscalls": pairs(sb.k.stats.by_name()),
+        "unimplemented": pairs(sb.k.stats.unimplemented_by_name()),
+        "sockets_refused": pairs(refused),
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&v)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

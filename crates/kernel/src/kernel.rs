@@ -243,6 +243,9 @@ pub struct Kernel {
     /// epoll instances, eventfds and timerfds.
     #[serde(default)]
     pub events: crate::syscalls::events::Objects,
+    /// FIFOs, file locks and inotify instances.
+    #[serde(default)]
+    pub fs: crate::file::FsObjects,
     /// AF_UNIX and loopback sockets.
     #[serde(default)]
     pub sockets: crate::net::Sockets,
@@ -375,9 +378,11 @@ impl Kernel {
         usize::from(host)
             + self
                 .live_descriptions()
-                .filter(
-                    |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
-                )
+                // By access mode: a FIFO opened O_RDWR is both ends.
+                .filter(|f| {
+                    matches!(f.kind, FileKind::Pipe { id: i, .. } if i == id)
+                        && if write { f.writable() } else { f.readable() }
+                })
                 .count()
     }
 
@@ -410,6 +415,14 @@ impl Kernel {
             })
             .collect();
         self.events.retain(&objects);
+        let inotify: std::collections::BTreeSet<u64> = self
+            .live_descriptions()
+            .filter_map(|f| match f.kind {
+                FileKind::Inotify(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.fs.inotify.retain(&inotify);
         self.gc_ptys();
     }
 

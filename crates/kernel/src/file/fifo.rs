@@ -1,0 +1,129 @@
+//! Named pipes: a FIFO node of the overlay (mknod S_IFIFO) opens as an end
+//! of one pipe shared by everyone who has it open, with Linux's rules for
+//! the open itself: a reader waits for a writer to open and a writer for a
+//! reader (O_NONBLOCK: a reader goes on at once, a writer without a reader
+//! gets ENXIO); O_RDWR never waits. As in Linux, a waiting opener counts
+//! "opens of the other side since I started waiting", so that a writer
+//! that opens and closes again still releases it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use zeroboot_abi::flags::*;
+use zeroboot_abi::Errno;
+
+use crate::fd::{FileKind, OpenFile};
+use crate::kernel::{Kernel, Pipe};
+use crate::syscalls::fs::open::PIPE_CAPACITY;
+use crate::syscalls::{Ctx, SysResult};
+use crate::task::{ThreadState, Wait};
+
+/// Why a FIFO opener waits (also how a stale waiter is told apart).
+const WAIT: &str = "open of a FIFO";
+
+/// One FIFO inode's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Fifo {
+    /// The pipe its open ends share (made again once all were closed).
+    pipe: u64,
+    reader_opens: u64,
+    writer_opens: u64,
+    /// Threads waiting in open: tid -> (waits as reader, the other side's
+    /// open count when it started).
+    waiting: BTreeMap<u32, (bool, u64)>,
+}
+
+/// Whether thread `tid` is still blocked in a retried call for `reason`.
+pub(crate) fn blocked_for(k: &Kernel, tid: u32, reason: &str) -> bool {
+    k.threads
+        .get(&tid)
+        .or_else(|| k.others.values().find_map(|s| s.threads.get(&tid)))
+        .is_some_and(|t| {
+            matches!(&t.state, ThreadState::Blocked(Wait::Retry { reason: r, .. }) if *r == reason)
+        })
+}
+
+/// Open FIFO inode `ino` at `path` with open flags `flags`.
+pub(crate) fn open(ctx: &mut Ctx, ino: u64, path: String, flags: u64, cloexec: bool) -> SysResult {
+    let acc = flags & O_ACCMODE;
+    let nonblock = flags & O_NONBLOCK != 0;
+    let me = ctx.k.current;
+    let mut st = ctx.k.fs.fifos.remove(&ino).unwrap_or_default();
+    if !ctx.k.pipes.contains_key(&st.pipe) || st.pipe == 0 {
+        let id = ctx.k.next_pipe;
+        ctx.k.next_pipe += 1;
+        ctx.k.pipes.insert(
+            id,
+            Pipe {
+                capacity: PIPE_CAPACITY,
+                ..Default::default()
+            },
+        );
+        st.pipe = id;
+    }
+    let k = &*ctx.k;
+    st.waiting
+        .retain(|&tid, _| tid == me || blocked_for(k, tid, WAIT));
+    let waiting_side = |reader: bool| {
+        st.waiting
+            .iter()
+            .filter(|(&t, &(r, _))| t != me && r == reader)
+            .count()
+    };
+    let readers = ctx.k.pipe_ends(st.pipe, false) + waiting_side(true);
+    let writers = ctx.k.pipe_ends(st.pipe, true) + waiting_side(false);
+    let outcome = match acc {
+        O_RDONLY if writers == 0 && !nonblock => wait_for(&mut st, me, true),
+        O_WRONLY if readers == 0 && nonblock => Err(Errno::ENXIO),
+        O_WRONLY if readers == 0 => wait_for(&mut st, me, false),
+        _ => Ok(()),
+    };
+    let pipe = st.pipe;
+    if outcome.is_ok() {
+        st.waiting.remove(&me);
+        if acc != O_WRONLY {
+            st.reader_opens += 1;
+        }
+        if acc != O_RDONLY {
+            st.writer_opens += 1;
+        }
+    }
+    let waits = outcome == Err(Errno::EAGAIN);
+    ctx.k.fs.fifos.insert(ino, st);
+    if waits {
+        return Err(ctx.k.wait(Wait::Retry {
+            reason: WAIT,
+            deadline: None,
+        }));
+    }
+    outcome?;
+    // An O_RDWR description is both ends: reads and writes are checked
+    // against its access mode, and it counts as a reader and a writer.
+    let f = OpenFile::new(
+        FileKind::Pipe {
+            id: pipe,
+            write: acc == O_WRONLY,
+        },
+        path,
+        flags,
+    );
+    Ok(ctx.k.fds.open(f, cloexec, 0)? as u64)
+}
+
+/// Whether the opener may go on (the other side opened since it started
+/// waiting), or must wait (EAGAIN here).
+fn wait_for(st: &mut Fifo, me: u32, reader: bool) -> Result<(), Errno> {
+    let now = if reader {
+        st.writer_opens
+    } else {
+        st.reader_opens
+    };
+    match st.waiting.get(&me) {
+        Some(&(r, seen)) if r == reader && seen != now => Ok(()),
+        Some(&(r, _)) if r == reader => Err(Errno::EAGAIN),
+        _ => {
+            st.waiting.insert(me, (reader, now));
+            Err(Errno::EAGAIN)
+        }
+    }
+}

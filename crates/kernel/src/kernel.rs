@@ -376,6 +376,7 @@ impl Kernel {
                 .get(&id)
                 .is_some_and(|p| if write { p.host_writer } else { p.host_reader });
         usize::from(host)
+            + crate::file::fifo::waiting_ends(self, id, write)
             + self
                 .live_descriptions()
                 // By access mode: a FIFO opened O_RDWR is both ends.

@@ -64,14 +64,9 @@ pub(crate) fn open(ctx: &mut Ctx, ino: u64, path: String, flags: u64, cloexec: b
     let k = &*ctx.k;
     st.waiting
         .retain(|&tid, _| tid == me || blocked_for(k, tid, WAIT));
-    let waiting_side = |reader: bool| {
-        st.waiting
-            .iter()
-            .filter(|(&t, &(r, _))| t != me && r == reader)
-            .count()
-    };
-    let readers = ctx.k.pipe_ends(st.pipe, false) + waiting_side(true);
-    let writers = ctx.k.pipe_ends(st.pipe, true) + waiting_side(false);
+    // Other openers waiting count (`waiters`); this one, running, not.
+    let readers = ctx.k.pipe_ends(st.pipe, false) + waiters(ctx.k, &st, false);
+    let writers = ctx.k.pipe_ends(st.pipe, true) + waiters(ctx.k, &st, true);
     let outcome = match acc {
         O_RDONLY if writers == 0 && !nonblock => wait_for(&mut st, me, true),
         O_WRONLY if readers == 0 && nonblock => Err(Errno::ENXIO),
@@ -108,6 +103,27 @@ pub(crate) fn open(ctx: &mut Ctx, ino: u64, path: String, flags: u64, cloexec: b
         flags,
     );
     Ok(ctx.k.fds.open(f, cloexec, 0)? as u64)
+}
+
+/// Openers of `st` blocked in open as writers (`write`) or readers. As in
+/// Linux, where a waiting opener already counts as a reader or writer of
+/// the pipe, they count as ends: a writer that a waiting reader let
+/// through writes into the pipe rather than getting EPIPE.
+fn waiters(k: &Kernel, st: &Fifo, write: bool) -> usize {
+    st.waiting
+        .iter()
+        .filter(|(&t, &(reader, _))| reader != write && blocked_for(k, t, WAIT))
+        .count()
+}
+
+/// Ends of pipe `pipe` held by openers of its FIFO still waiting in open.
+pub(crate) fn waiting_ends(k: &Kernel, pipe: u64, write: bool) -> usize {
+    k.fs
+        .fifos
+        .values()
+        .filter(|f| f.pipe == pipe)
+        .map(|f| waiters(k, f, write))
+        .sum()
 }
 
 /// Whether the opener may go on (the other side opened since it started

@@ -16,7 +16,7 @@ use crate::fd::{FileKind, OpenFile};
 use crate::kernel::{Kernel, Pipe};
 use crate::syscalls::fs::open::PIPE_CAPACITY;
 use crate::syscalls::{Ctx, SysResult};
-use crate::task::{ThreadState, Wait};
+use crate::task::{Resume, ThreadState, Wait};
 
 /// Why a FIFO opener waits (also how a stale waiter is told apart).
 const WAIT: &str = "open of a FIFO";
@@ -33,13 +33,17 @@ pub struct Fifo {
     waiting: BTreeMap<u32, (bool, u64)>,
 }
 
-/// Whether thread `tid` is still blocked in a retried call for `reason`.
+/// Whether thread `tid` is still in a call that waits for `reason`:
+/// blocked in it, or woken and about to run it again (a wake-up only
+/// means "look again"). A thread a signal interrupted is neither.
 pub(crate) fn blocked_for(k: &Kernel, tid: u32, reason: &str) -> bool {
     k.threads
         .get(&tid)
         .or_else(|| k.others.values().find_map(|s| s.threads.get(&tid)))
-        .is_some_and(|t| {
-            matches!(&t.state, ThreadState::Blocked(Wait::Retry { reason: r, .. }) if *r == reason)
+        .is_some_and(|t| match &t.state {
+            ThreadState::Blocked(Wait::Retry { reason: r, .. }) => *r == reason,
+            ThreadState::Runnable(Resume::Retry) => true,
+            _ => false,
         })
 }
 
@@ -118,8 +122,7 @@ fn waiters(k: &Kernel, st: &Fifo, write: bool) -> usize {
 
 /// Ends of pipe `pipe` held by openers of its FIFO still waiting in open.
 pub(crate) fn waiting_ends(k: &Kernel, pipe: u64, write: bool) -> usize {
-    k.fs
-        .fifos
+    k.fs.fifos
         .values()
         .filter(|f| f.pipe == pipe)
         .map(|f| waiters(k, f, write))

@@ -343,7 +343,14 @@ mod tests {
             .collect();
         assert_eq!(
             masks,
-            [IN_CREATE, IN_MODIFY, IN_MOVED_FROM, IN_MOVED_TO, IN_DELETE_SELF, IN_IGNORED]
+            [
+                IN_CREATE,
+                IN_MODIFY,
+                IN_MOVED_FROM,
+                IN_MOVED_TO,
+                IN_DELETE_SELF,
+                IN_IGNORED
+            ]
         );
         let cookie = |i: usize| u32::from_le_bytes(q.events[i][8..12].try_into().unwrap());
         assert_eq!(cookie(2), cookie(3));
@@ -352,5 +359,19 @@ mod tests {
         assert_eq!(&q.events[0][16..18], b"a\0");
         drop(q);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_copy_of_an_instance_never_sees_the_originals_events() {
+        // A fork of the sandbox clones the kernel state: its instance must
+        // not share the queue the original's hooks feed.
+        let inst = Instance::default();
+        let mut w = crate::vfs::Watches::default();
+        w.add_with("/d".into(), false, false, inst.sink(1, IN_ALL_EVENTS));
+        w.notify(&ev(FsEventKind::Create, "/d/before"));
+        let copy = inst.clone();
+        w.notify(&ev(FsEventKind::Create, "/d/after"));
+        assert_eq!(lock(&copy.queue).events.len(), 1);
+        assert_eq!(lock(&inst.queue).events.len(), 2);
     }
 }

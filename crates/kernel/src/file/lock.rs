@@ -92,14 +92,13 @@ impl Locks {
     pub(crate) fn prune(k: &mut Kernel) {
         let (ofds, pids) = live(k);
         let me = k.current;
-        let stale: Vec<u32> = k
-            .fs
-            .locks
-            .waits
-            .keys()
-            .copied()
-            .filter(|&t| t != me && !super::fifo::blocked_for(k, t, WAIT))
-            .collect();
+        let stale: Vec<u32> =
+            k.fs.locks
+                .waits
+                .keys()
+                .copied()
+                .filter(|&t| t != me && !super::fifo::blocked_for(k, t, WAIT))
+                .collect();
         let l = &mut k.fs.locks;
         l.flocks.retain(|f| ofds.contains(&f.ofd));
         l.records.retain(|r| match r.owner {
@@ -148,10 +147,7 @@ impl Locks {
         self.records
             .iter()
             .find(|r| {
-                r.key == key
-                    && r.owner != owner
-                    && (write || r.write)
-                    && r.overlaps(start, end)
+                r.key == key && r.owner != owner && (write || r.write) && r.overlaps(start, end)
             })
             .copied()
     }
@@ -159,14 +155,7 @@ impl Locks {
     /// Set (`lock`: Some(write)) or clear `owner`'s record lock over
     /// `start..end`, splitting what it already holds there; the caller
     /// checked conflicts.
-    pub fn set_record(
-        &mut self,
-        key: Key,
-        owner: Owner,
-        lock: Option<bool>,
-        start: u64,
-        end: u64,
-    ) {
+    pub fn set_record(&mut self, key: Key, owner: Owner, lock: Option<bool>, start: u64, end: u64) {
         let mut kept = Vec::with_capacity(self.records.len() + 2);
         for r in self.records.drain(..) {
             if r.key != key || r.owner != owner || !r.overlaps(start, end) {
@@ -251,6 +240,7 @@ impl Locks {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -157,7 +157,9 @@ impl Vfs {
             _ => HostKind::Other,
         };
         let symlink_target = if kind == HostKind::Symlink {
-            self.readlink(&l.path, &l.node).ok().map(|t| super::name::display(&t))
+            self.readlink(&l.path, &l.node)
+                .ok()
+                .map(|t| super::name::display(&t))
         } else {
             None
         };

@@ -18,7 +18,9 @@ pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
 fn release(ctx: &mut Ctx, last: Option<OpenFile>) {
     if let Some(f) = last {
         if f.writable() && matches!(f.kind, FileKind::Tmp(_)) {
-            ctx.k.vfs.notify(&f.path, crate::vfs::FsEventKind::CloseWrite);
+            ctx.k
+                .vfs
+                .notify(&f.path, crate::vfs::FsEventKind::CloseWrite);
         }
         f.kind.with_ops(|o| o.released(ctx));
     }

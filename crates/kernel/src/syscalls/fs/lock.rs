@@ -184,7 +184,10 @@ pub(crate) fn fcntl_lock(ctx: &mut Ctx, fd: i32, cmd: u64, va: u64) -> SysResult
         return Err(block(ctx));
     }
     ctx.k.fs.locks.done_waiting(tid);
-    ctx.k.fs.locks.set_record(key, owner, Some(write), start, end);
+    ctx.k
+        .fs
+        .locks
+        .set_record(key, owner, Some(write), start, end);
     Ok(0)
 }
 

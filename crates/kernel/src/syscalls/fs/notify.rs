@@ -72,7 +72,11 @@ pub fn inotify_add_watch(ctx: &mut Ctx, a: Args) -> SysResult {
     }
     let inst = ctx.k.fs.inotify.map.get_mut(&id).ok_or(Errno::EBADF)?;
     let sink = inst.sink(wd, mask);
-    let hook = ctx.k.vfs.watches.add_with(l.path.clone(), false, true, sink);
+    let hook = ctx
+        .k
+        .vfs
+        .watches
+        .add_with(l.path.clone(), false, true, sink);
     let inst = ctx.k.fs.inotify.map.get_mut(&id).ok_or(Errno::EBADF)?;
     inst.watches.insert(
         wd,

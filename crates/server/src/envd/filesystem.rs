@@ -492,9 +492,14 @@ mod tests {
             path: "/x/y".into(),
         };
         assert_eq!(
-            event_json(&ev, "y").unwrap(),
-            json!({"name": "y", "type": "EVENT_TYPE_RENAME"})
+            event_json(&ev, "y"),
+            Some(json!({"name": "y", "type": "EVENT_TYPE_RENAME"}))
         );
+        let closed = FsEvent {
+            kind: FsEventKind::CloseWrite,
+            path: "/x/y".into(),
+        };
+        assert_eq!(event_json(&closed, "y"), None);
     }
 
     #[test]

@@ -566,7 +566,8 @@ mod tests {
             (Write, "a.txt"),
             (Write, "a.txt"),
             (Rename, "a.txt"),
-            (Create, "b.txt"),
+            // envd reports the new name as a Create.
+            (MovedTo, "b.txt"),
             (Create, "d"),
             (Remove, "b.txt"),
         ]

@@ -406,8 +406,10 @@ impl Kernel {
                 _ => None,
             })
             .collect();
-        self.pipes
-            .retain(|id, p| live.contains(id) || p.host_reader || p.host_writer);
+        let awaited = crate::file::fifo::awaited_pipes(self);
+        self.pipes.retain(|id, p| {
+            live.contains(id) || p.host_reader || p.host_writer || awaited.contains(id)
+        });
         let objects: std::collections::BTreeSet<u64> = self
             .live_descriptions()
             .filter_map(|f| match f.kind {

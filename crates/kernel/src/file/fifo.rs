@@ -129,6 +129,17 @@ pub(crate) fn waiting_ends(k: &Kernel, pipe: u64, write: bool) -> usize {
         .sum()
 }
 
+/// The pipes of FIFOs someone is waiting in open for: kept while no
+/// description refers to them, so that what a writer wrote before its
+/// close reaches the reader it let through.
+pub(crate) fn awaited_pipes(k: &Kernel) -> std::collections::BTreeSet<u64> {
+    k.fs.fifos
+        .values()
+        .filter(|f| waiters(k, f, false) + waiters(k, f, true) > 0)
+        .map(|f| f.pipe)
+        .collect()
+}
+
 /// Whether the opener may go on (the other side opened since it started
 /// waiting), or must wait (EAGAIN here).
 fn wait_for(st: &mut Fifo, me: u32, reader: bool) -> Result<(), Errno> {

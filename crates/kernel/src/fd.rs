@@ -50,6 +50,8 @@ pub enum FileKind {
     /// A socket of `Kernel::sockets` (its operations are in `crate::net`
     /// and `syscalls::net`).
     Socket(u64),
+    /// An inotify instance of `Kernel::fs.inotify`.
+    Inotify(u64),
 }
 
 /// An open file description.
@@ -64,6 +66,26 @@ pub struct OpenFile {
     /// Directory listing snapshot taken by the first getdents.
     #[serde(skip)]
     pub dir_entries: Option<Arc<Vec<DirEntry>>>,
+    /// Which open file description this is, across the processes that
+    /// share it after fork or SCM_RIGHTS (their tables hold copies): what
+    /// flock and OFD locks are owned by.
+    #[serde(default = "description_id")]
+    pub ofd: u64,
+}
+
+/// A new description's id: unique within the host process, and started at
+/// a random point so that descriptions restored from a snapshot made by
+/// another host process do not collide with new ones.
+pub fn description_id() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x6f6664u64);
+        AtomicU64::new(seed >> 1)
+    })
+    .fetch_add(1, Ordering::Relaxed)
 }
 
 impl OpenFile {
@@ -74,6 +96,7 @@ impl OpenFile {
             flags,
             offset: 0,
             dir_entries: None,
+            ofd: description_id(),
         }
     }
 

@@ -243,6 +243,9 @@ pub struct Kernel {
     /// epoll instances, eventfds and timerfds.
     #[serde(default)]
     pub(crate) events: crate::syscalls::events::Objects,
+    /// FIFOs, file locks and inotify instances.
+    #[serde(default)]
+    pub(crate) fs: crate::file::FsObjects,
     /// AF_UNIX and loopback sockets.
     #[serde(default)]
     pub(crate) sockets: crate::net::Sockets,
@@ -490,11 +493,14 @@ impl Kernel {
                 .get(&id)
                 .is_some_and(|p| if write { p.host_writer } else { p.host_reader });
         usize::from(host)
+            + crate::file::fifo::waiting_ends(self, id, write)
             + self
                 .live_descriptions()
-                .filter(
-                    |f| matches!(f.kind, FileKind::Pipe { id: i, write: w } if i == id && w == write),
-                )
+                // By access mode: a FIFO opened O_RDWR is both ends.
+                .filter(|f| {
+                    matches!(f.kind, FileKind::Pipe { id: i, .. } if i == id)
+                        && if write { f.writable() } else { f.readable() }
+                })
                 .count()
     }
 
@@ -517,8 +523,10 @@ impl Kernel {
                 _ => None,
             })
             .collect();
-        self.pipes
-            .retain(|id, p| live.contains(id) || p.host_reader || p.host_writer);
+        let awaited = crate::file::fifo::awaited_pipes(self);
+        self.pipes.retain(|id, p| {
+            live.contains(id) || p.host_reader || p.host_writer || awaited.contains(id)
+        });
         let objects: std::collections::BTreeSet<u64> = self
             .live_descriptions()
             .filter_map(|f| match f.kind {
@@ -527,6 +535,14 @@ impl Kernel {
             })
             .collect();
         self.events.retain(&objects);
+        let inotify: std::collections::BTreeSet<u64> = self
+            .live_descriptions()
+            .filter_map(|f| match f.kind {
+                FileKind::Inotify(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        self.fs.inotify.retain(&inotify);
         self.gc_ptys();
     }
 

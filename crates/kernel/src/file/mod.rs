@@ -15,6 +15,11 @@
 //! | pipe | [`pipe`] |
 //! | eventfd, timerfd, epoll | [`event`] |
 //! | pseudo-terminal slave, control channel, socket | [`channel`] |
+//! | inotify instance | [`inotify`] |
+//!
+//! State that the sandbox's processes share about files lives in
+//! [`FsObjects`]: FIFOs ([`fifo`]), advisory locks ([`lock`]) and inotify
+//! instances.
 //!
 //! `FileKind` itself stays plain data: it is what snapshots and
 //! checkpoints persist (`persist.rs`), and the handles here are built from
@@ -24,8 +29,20 @@ pub(crate) mod channel;
 pub(crate) mod device;
 pub(crate) mod dir;
 pub(crate) mod event;
+pub(crate) mod fifo;
+pub(crate) mod inotify;
+pub(crate) mod lock;
 pub(crate) mod pipe;
 pub(crate) mod regular;
+
+/// File state shared by the sandbox's processes (kept in snapshots).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FsObjects {
+    /// FIFO nodes that were opened, by overlay inode.
+    pub fifos: std::collections::BTreeMap<u64, fifo::Fifo>,
+    pub locks: lock::Locks,
+    pub inotify: inotify::Instances,
+}
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -217,6 +234,7 @@ impl FileKind {
             FileKind::Pty(id) => op(&channel::PtyFile(*id)),
             FileKind::Control => op(&channel::ControlFile),
             FileKind::Socket(id) => op(&channel::SocketFile(*id)),
+            FileKind::Inotify(id) => op(&inotify::InotifyFile(*id)),
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn decode(raw: &[u8]) -> Result<Name, Errno> {
         return Ok(Name::Abstract(path[1..].to_vec()));
     }
     let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-    let p = String::from_utf8(path[..end].to_vec()).map_err(|_| Errno::EILSEQ)?;
+    let p = crate::vfs::name::from_bytes(&path[..end]);
     Ok(Name::Path(p))
 }
 
@@ -47,7 +47,7 @@ pub fn encode(a: &Addr) -> Vec<u8> {
     let mut v = AF_UNIX.to_le_bytes().to_vec();
     match a {
         Addr::Path(p) => {
-            v.extend_from_slice(p.as_bytes());
+            v.extend_from_slice(&crate::vfs::name::to_bytes(p));
             v.push(0);
         }
         Addr::Abstract(n) => {

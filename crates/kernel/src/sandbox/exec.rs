@@ -56,7 +56,7 @@ impl Sandbox {
         type Args = (String, Vec<Vec<u8>>, Vec<Vec<u8>>);
         let args = (|| -> Result<Args, Errno> {
             let p = self.k.mm.read_cstr(mem, path_va, PATH_MAX)?;
-            let p = String::from_utf8(p).map_err(|_| Errno::EILSEQ)?;
+            let p = crate::vfs::name::from_bytes(&p);
             let argv = self
                 .k
                 .mm

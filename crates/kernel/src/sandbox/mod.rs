@@ -169,6 +169,7 @@ impl Sandbox {
             next_pipe: 1,
             ptys: Default::default(),
             next_pty: 0,
+            fs: Default::default(),
             stdout: cfg.stdout,
             stderr: cfg.stderr,
             stdin: cfg.stdin,

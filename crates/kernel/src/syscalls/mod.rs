@@ -171,6 +171,12 @@ const ITIMER_NOTE: &str =
 const ONE_NODE: &str =
     "one NUMA node (0), as a one-node machine: policies naming other nodes are EINVAL";
 
+const SPLICE_NOTE: &str =
+    "Linux's rules (a pipe at one end, EINVAL otherwise); the VMM copies the bytes, no page moving";
+
+const INOTIFY_NOTE: &str = "create, delete, modify, attrib, close_write, moves and self events; \
+     no IN_ACCESS/IN_OPEN/IN_CLOSE_NOWRITE, no IN_ISDIR flag";
+
 const NO_XATTRS: &str = "no extended attributes: EOPNOTSUPP, as a file system without them";
 
 /// The handlers, by number.
@@ -219,7 +225,8 @@ fn handlers() -> Vec<(u64, Row)> {
             FCNTL,
             partial(
                 fs::fcntl::fcntl,
-                "record locks always succeed: one process owns every file",
+                "record locks (F_SETLK/F_SETLKW/F_GETLK, F_OFD_*) between the sandbox's processes; \
+                 no leases, no F_NOTIFY, no seals (EINVAL)",
             ),
         ),
         (
@@ -260,9 +267,37 @@ fn handlers() -> Vec<(u64, Row)> {
         (FSYNC, full(fs::attr::fsync)),
         (FDATASYNC, full(fs::attr::fsync)),
         (SYNC, full(fs::attr::sync)),
+        (FLOCK, full(fs::lock::flock)),
         (
-            FLOCK,
-            partial(fs::fcntl::flock, "always succeeds: one process owns every file"),
+            MKNOD,
+            partial(
+                fs::namei::mknod,
+                "regular files, FIFOs and socket nodes; device nodes EPERM (no CAP_MKNOD)",
+            ),
+        ),
+        (
+            MKNODAT,
+            partial(
+                fs::namei::mknodat,
+                "regular files, FIFOs and socket nodes; device nodes EPERM (no CAP_MKNOD)",
+            ),
+        ),
+        (SPLICE, partial(fs::splice::splice, SPLICE_NOTE)),
+        (TEE, partial(fs::splice::tee, SPLICE_NOTE)),
+        (VMSPLICE, partial(fs::splice::vmsplice, SPLICE_NOTE)),
+        (INOTIFY_INIT, partial(fs::notify::inotify_init, INOTIFY_NOTE)),
+        (INOTIFY_INIT1, partial(fs::notify::inotify_init1, INOTIFY_NOTE)),
+        (
+            INOTIFY_ADD_WATCH,
+            partial(fs::notify::inotify_add_watch, INOTIFY_NOTE),
+        ),
+        (INOTIFY_RM_WATCH, full(fs::notify::inotify_rm_watch)),
+        (
+            CHROOT,
+            denied(
+                fs::dir::chroot,
+                "one root per sandbox: chroot(\"/\") succeeds, any other EPERM (no CAP_SYS_CHROOT)",
+            ),
         ),
         (
             CHMOD,

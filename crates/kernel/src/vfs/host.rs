@@ -157,7 +157,9 @@ impl Vfs {
             _ => HostKind::Other,
         };
         let symlink_target = if kind == HostKind::Symlink {
-            self.readlink(&l.path, &l.node).ok()
+            self.readlink(&l.path, &l.node)
+                .ok()
+                .map(|t| super::name::display(&t))
         } else {
             None
         };
@@ -165,9 +167,10 @@ impl Vfs {
             Some(i) if l.path.len() > 1 => l.path[i + 1..].to_string(),
             _ => "/".to_string(),
         };
+        // Names that are not UTF-8 are shown lossily to clients.
         HostEntry {
-            name,
-            path: l.path.clone(),
+            name: super::name::display(&name),
+            path: super::name::display(&l.path),
             kind,
             size: st.st_size.max(0) as u64,
             mode: st.st_mode,
@@ -563,7 +566,8 @@ mod tests {
             (Write, "a.txt"),
             (Write, "a.txt"),
             (Rename, "a.txt"),
-            (Create, "b.txt"),
+            // envd reports the new name as a Create.
+            (MovedTo, "b.txt"),
             (Create, "d"),
             (Remove, "b.txt"),
         ]

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 pub mod host;
 pub mod image;
+pub mod name;
 pub mod synthetic;
 pub mod tmpfs;
 pub mod watch;
@@ -200,7 +201,7 @@ impl Vfs {
         if path.is_empty() {
             return Err(Errno::ENOENT);
         }
-        if path.len() > PATH_MAX {
+        if name::byte_len(path) > PATH_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
         let must_be_dir = path.ends_with('/');
@@ -229,7 +230,7 @@ impl Vfs {
                 node = self.lookup(&canon(&stack), p).ok_or(Errno::ENOENT)?;
                 continue;
             }
-            if c.len() > 255 {
+            if name::byte_len(&c) > 255 {
                 return Err(Errno::ENAMETOOLONG);
             }
             if !node.is_dir() {
@@ -286,7 +287,7 @@ impl Vfs {
             Some(i) => (if i == 0 { "/" } else { &trimmed[..i] }, &trimmed[i + 1..]),
             None => (".", trimmed),
         };
-        if name.len() > 255 {
+        if name::byte_len(name) > 255 {
             return Err(Errno::ENAMETOOLONG);
         }
         let parent = self.resolve(base, dir, true, p)?;
@@ -315,14 +316,7 @@ impl Vfs {
             }
             Node::TmpFile(ino) => {
                 if let Some(i) = self.tmp.inode(*ino) {
-                    // A bound AF_UNIX socket is an overlay inode whose
-                    // mode carries S_IFSOCK; every other one is regular.
-                    let ft = if i.mode & S_IFMT == S_IFSOCK {
-                        S_IFSOCK
-                    } else {
-                        S_IFREG
-                    };
-                    st.st_mode = ft | (i.mode & 0o7777);
+                    st.st_mode = tmp_file_type(i.mode) | (i.mode & 0o7777);
                     st.st_size = i.data.len() as i64;
                     st.st_blocks = (i.data.len() as i64 + 511) / 512;
                     st.st_nlink = i.nlink.max(1);
@@ -412,7 +406,8 @@ impl Vfs {
                     names.remove(&name);
                 }
                 Entry::File(ino) => {
-                    names.insert(name, (*ino, DT_REG));
+                    let mode = self.tmp.inode(*ino).map_or(S_IFREG, |i| i.mode);
+                    names.insert(name, (*ino, d_type(tmp_file_type(mode))));
                 }
                 Entry::Dir { ino, .. } => {
                     names.insert(name, (*ino, DT_DIR));
@@ -492,10 +487,52 @@ impl Vfs {
         Ok(())
     }
 
-    /// Whether `node` is a socket node (an AF_UNIX bind made it).
+    /// Whether `node` is a socket node (an AF_UNIX bind or mknod made it).
     pub fn is_socket(&self, node: &Node) -> bool {
-        matches!(node, Node::TmpFile(ino)
-            if self.tmp.inode(*ino).is_some_and(|i| i.mode & S_IFMT == S_IFSOCK))
+        self.special_type(node) == Some(S_IFSOCK)
+    }
+
+    /// Whether `node` is a FIFO (mknod S_IFIFO made it).
+    pub fn is_fifo(&self, node: &Node) -> bool {
+        self.special_type(node) == Some(S_IFIFO)
+    }
+
+    /// The file type of an overlay file that is not regular (a socket or
+    /// a FIFO node).
+    fn special_type(&self, node: &Node) -> Option<u32> {
+        match node {
+            Node::TmpFile(ino) => self
+                .tmp
+                .inode(*ino)
+                .map(|i| tmp_file_type(i.mode))
+                .filter(|&t| t != S_IFREG),
+            _ => None,
+        }
+    }
+
+    /// mknod(2) of a regular file, a FIFO or a socket node `name` in
+    /// `parent` (`mode` carries the type; the caller refused the others).
+    pub fn mknod(
+        &mut self,
+        parent: &Lookup,
+        name: &str,
+        mode: u32,
+        now: (i64, i64),
+    ) -> Result<(), Errno> {
+        self.check_creatable(parent)?;
+        let ty = match mode & S_IFMT {
+            0 => S_IFREG,
+            t => t,
+        };
+        let keep = if ty == S_IFREG { 0 } else { ty };
+        let path = join(&parent.path, name);
+        let ino = self.tmp.new_file(keep | (mode & 0o7777), Vec::new(), now)?;
+        if let Err(e) = self.tmp.set(path.clone(), Entry::File(ino)) {
+            self.tmp.unlink_inode(ino);
+            return Err(e);
+        }
+        self.notify(&path, FsEventKind::Create);
+        Ok(())
     }
 
     /// Create an empty regular file `name` in `parent`.
@@ -621,7 +658,7 @@ impl Vfs {
                 self.tmp.move_tree(&old.path, new_path)?;
                 let _ = (mode, ino);
                 self.notify(&old.path, FsEventKind::Rename);
-                self.notify(new_path, FsEventKind::Create);
+                self.notify(new_path, FsEventKind::MovedTo);
                 return Ok(());
             }
             Node::Image(m) => match m.file_type() {
@@ -645,7 +682,7 @@ impl Vfs {
             let _ = self.tmp.set(old.path.clone(), Entry::Whiteout);
         }
         self.notify(&old.path, FsEventKind::Rename);
-        self.notify(new_path, FsEventKind::Create);
+        self.notify(new_path, FsEventKind::MovedTo);
         Ok(())
     }
 }
@@ -680,6 +717,15 @@ fn canon(stack: &[String]) -> String {
             s.push_str(c);
         }
         s
+    }
+}
+
+/// The type of an overlay file inode: a bound AF_UNIX socket's or a FIFO's
+/// mode carries S_IFSOCK or S_IFIFO; every other one is regular.
+fn tmp_file_type(mode: u32) -> u32 {
+    match mode & S_IFMT {
+        t @ (S_IFSOCK | S_IFIFO) => t,
+        _ => S_IFREG,
     }
 }
 

@@ -19,9 +19,14 @@ pub enum FsEventKind {
     Create,
     Write,
     Remove,
-    /// The name went away by a rename (its new name gets a Create).
+    /// The name went away by a rename (its new name gets a MovedTo).
     Rename,
     Chmod,
+    /// The new name of a rename (envd reports it as a Create).
+    MovedTo,
+    /// A description open for writing was closed (inotify's
+    /// IN_CLOSE_WRITE; envd does not report it).
+    CloseWrite,
 }
 
 /// One change, with the canonical path of the name it concerns.
@@ -43,6 +48,9 @@ struct Watcher {
     /// Canonical directory.
     dir: String,
     recursive: bool,
+    /// Also told of events on `dir` itself (inotify watches on a file or
+    /// a directory), with an empty name.
+    itself: bool,
     sink: Arc<dyn WatchSink>,
 }
 
@@ -79,12 +87,25 @@ fn below<'a>(dir: &str, path: &'a str) -> Option<&'a str> {
 impl Watches {
     /// Watch canonical directory `dir`; returns the watcher's id.
     pub fn add(&mut self, dir: String, recursive: bool, sink: Arc<dyn WatchSink>) -> u64 {
+        self.add_with(dir, recursive, false, sink)
+    }
+
+    /// Watch canonical path `dir`, and with `itself` the path's own
+    /// events too (delivered with an empty name).
+    pub fn add_with(
+        &mut self,
+        dir: String,
+        recursive: bool,
+        itself: bool,
+        sink: Arc<dyn WatchSink>,
+    ) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.list.push(Watcher {
             id,
             dir,
             recursive,
+            itself,
             sink,
         });
         id
@@ -108,6 +129,9 @@ impl Watches {
     /// Tell the watchers concerned; drop those whose consumer is gone.
     pub fn notify(&mut self, event: &FsEvent) {
         self.list.retain(|w| {
+            if w.itself && w.dir == event.path {
+                return w.sink.deliver(event, "");
+            }
             let Some(rel) = below(&w.dir, &event.path) else {
                 return true;
             };

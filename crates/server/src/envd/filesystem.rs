@@ -142,19 +142,23 @@ pub(crate) fn entry_json(e: &HostEntry) -> Value {
     v
 }
 
-fn event_type(k: FsEventKind) -> &'static str {
-    match k {
-        FsEventKind::Create => "EVENT_TYPE_CREATE",
+/// envd's name for a kind; None: envd does not report it.
+fn event_type(k: FsEventKind) -> Option<&'static str> {
+    Some(match k {
+        FsEventKind::Create | FsEventKind::MovedTo => "EVENT_TYPE_CREATE",
         FsEventKind::Write => "EVENT_TYPE_WRITE",
         FsEventKind::Remove => "EVENT_TYPE_REMOVE",
         FsEventKind::Rename => "EVENT_TYPE_RENAME",
         FsEventKind::Chmod => "EVENT_TYPE_CHMOD",
-    }
+        FsEventKind::CloseWrite => return None,
+    })
 }
 
-/// A `FilesystemEvent`.
-fn event_json(e: &FsEvent, name: &str) -> Value {
-    json!({ "name": name, "type": event_type(e.kind) })
+/// A `FilesystemEvent` (None for a kind envd does not report). Names that
+/// are not UTF-8 are shown lossily.
+fn event_json(e: &FsEvent, name: &str) -> Option<Value> {
+    let t = event_type(e.kind)?;
+    Some(json!({ "name": zeroboot_kernel::vfs::name::display(name), "type": t }))
 }
 
 #[derive(Deserialize)]
@@ -280,7 +284,10 @@ struct StreamSink(mpsc::Sender<Result<Value, RpcError>>);
 
 impl WatchSink for StreamSink {
     fn deliver(&self, e: &FsEvent, name: &str) -> bool {
-        let msg = json!({ "filesystem": event_json(e, name) });
+        let Some(ev) = event_json(e, name) else {
+            return true;
+        };
+        let msg = json!({ "filesystem": ev });
         match self.0.try_send(Ok(msg)) {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -364,10 +371,13 @@ struct PollSink(Arc<Mutex<VecDeque<Value>>>);
 impl WatchSink for PollSink {
     fn deliver(&self, e: &FsEvent, name: &str) -> bool {
         let mut q = lock(&self.0);
+        let Some(ev) = event_json(e, name) else {
+            return Arc::strong_count(&self.0) > 1;
+        };
         if q.len() >= POLL_BUFFER {
             q.pop_front();
         }
-        q.push_back(event_json(e, name));
+        q.push_back(ev);
         // Held by the server's table: RemoveWatcher unregisters it.
         Arc::strong_count(&self.0) > 1
     }
@@ -483,8 +493,13 @@ mod tests {
         };
         assert_eq!(
             event_json(&ev, "y"),
-            json!({"name": "y", "type": "EVENT_TYPE_RENAME"})
+            Some(json!({"name": "y", "type": "EVENT_TYPE_RENAME"}))
         );
+        let closed = FsEvent {
+            kind: FsEventKind::CloseWrite,
+            path: "/x/y".into(),
+        };
+        assert_eq!(event_json(&closed, "y"), None);
     }
 
     #[test]

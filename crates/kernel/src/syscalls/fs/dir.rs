@@ -16,7 +16,8 @@ fn getdents_common(ctx: &mut Ctx, a: Args, legacy: bool) -> SysResult {
     let mut idx = start;
     while idx < entries.len() {
         let e = &entries[idx];
-        let name = e.name.as_bytes();
+        let name = crate::vfs::name::to_bytes(&e.name);
+        let name = &name[..];
         let rec = if legacy {
             // ino, off, reclen, name, NUL, pad, d_type (last byte)
             (8 + 8 + 2 + name.len() + 2).div_ceil(8) * 8
@@ -57,7 +58,7 @@ pub fn getdents(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 
 pub fn getcwd(ctx: &mut Ctx, a: Args) -> SysResult {
-    let mut cwd = ctx.k.proc.cwd.clone().into_bytes();
+    let mut cwd = crate::vfs::name::to_bytes(&ctx.k.proc.cwd);
     cwd.push(0);
     if (a.usize(1)) < cwd.len() {
         return Err(Errno::ERANGE.into());
@@ -102,4 +103,20 @@ pub fn mkdir(ctx: &mut Ctx, a: Args) -> SysResult {
 
 pub fn mkdirat(ctx: &mut Ctx, a: Args) -> SysResult {
     do_mkdir(ctx, a.fd(0), a.u64(1), a.u64(2))
+}
+
+/// chroot(2): the sandbox has one root for all its processes (path
+/// resolution is confined to it by the VFS). A chroot to the root it
+/// already is changes nothing and succeeds; any other is EPERM, Linux's
+/// answer without CAP_SYS_CHROOT, after the path's own errors.
+pub fn chroot(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    if !l.node.is_dir() {
+        return Err(Errno::ENOTDIR.into());
+    }
+    if l.path == "/" {
+        return Ok(0);
+    }
+    Err(Errno::EPERM.into())
 }

@@ -1,12 +1,14 @@
-//! Descriptors: close, close_range, dup, dup2, dup3, fcntl, ioctl, flock.
+//! Descriptors: close, close_range, dup, dup2, dup3, fcntl, ioctl (record
+//! locks are `lock.rs`).
 
 use zeroboot_abi::flags::*;
 use zeroboot_abi::Errno;
 
-use crate::fd::OpenFile;
+use crate::fd::{FileKind, OpenFile};
 use crate::syscalls::{Args, Ctx, SysResult};
 
 pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
+    super::lock::closing(ctx, fd);
     let last = ctx.k.fds.close(fd)?;
     release(ctx, last);
     Ok(())
@@ -15,6 +17,11 @@ pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
 /// A description whose last descriptor went away (close, dup2 over it).
 fn release(ctx: &mut Ctx, last: Option<OpenFile>) {
     if let Some(f) = last {
+        if f.writable() && matches!(f.kind, FileKind::Tmp(_)) {
+            ctx.k
+                .vfs
+                .notify(&f.path, crate::vfs::FsEventKind::CloseWrite);
+        }
         f.kind.with_ops(|o| o.released(ctx));
     }
 }
@@ -51,6 +58,9 @@ pub fn dup2(ctx: &mut Ctx, a: Args) -> SysResult {
         ctx.k.fds.get(old)?;
         return Ok(new as u64);
     }
+    if ctx.k.fds.get(old).is_ok() {
+        super::lock::closing(ctx, new);
+    }
     let replaced = ctx.k.fds.dup_to(old, new, false)?;
     release(ctx, replaced);
     Ok(new as u64)
@@ -60,6 +70,9 @@ pub fn dup3(ctx: &mut Ctx, a: Args) -> SysResult {
     let (old, new) = (a.fd(0), a.fd(1));
     if old == new || a.u64(2) & !O_CLOEXEC != 0 {
         return Err(Errno::EINVAL.into());
+    }
+    if ctx.k.fds.get(old).is_ok() {
+        super::lock::closing(ctx, new);
     }
     let replaced = ctx.k.fds.dup_to(old, new, a.u64(2) & O_CLOEXEC != 0)?;
     release(ctx, replaced);
@@ -87,15 +100,8 @@ pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
             f.flags = (f.flags & !changeable) | (a.u64(2) & changeable);
             Ok(0)
         }
-        F_GETLK | F_OFD_GETLK => {
-            ctx.k.fds.get(fd)?;
-            // struct flock: l_type (short) first; F_UNLCK = 2.
-            ctx.k.mm.write_obj(ctx.mem, a.ptr(2), &2u16)?;
-            Ok(0)
-        }
-        F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW => {
-            ctx.k.fds.get(fd)?;
-            Ok(0)
+        cmd @ (F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW) => {
+            super::lock::fcntl_lock(ctx, fd, cmd, a.ptr(2))
         }
         cmd @ (F_GETPIPE_SZ | F_SETPIPE_SZ) => {
             let set = (cmd == F_SETPIPE_SZ).then(|| a.usize(2));
@@ -147,9 +153,4 @@ pub fn ioctl(ctx: &mut Ctx, a: Args) -> SysResult {
             Err(Errno::ENOTTY.into())
         }
     }
-}
-
-pub fn flock(ctx: &mut Ctx, a: Args) -> SysResult {
-    ctx.k.fds.get(a.fd(0))?;
-    Ok(0)
 }

@@ -4,10 +4,13 @@
 //! |---|---|
 //! | `rw.rs` | read, write, pread64, pwrite64, readv, writev, preadv, pwritev, sendfile, copy_file_range, lseek |
 //! | `open.rs` | open, openat, creat, pipe, pipe2, memfd_create |
-//! | `fcntl.rs` | close, close_range, dup, dup2, dup3, fcntl, ioctl, flock |
+//! | `fcntl.rs` | close, close_range, dup, dup2, dup3, fcntl, ioctl |
+//! | `lock.rs` | flock, fcntl's record locks (F_GETLK, F_SETLK(W), F_OFD_*) |
+//! | `splice.rs` | splice, tee, vmsplice |
+//! | `notify.rs` | inotify_init, inotify_init1, inotify_add_watch, inotify_rm_watch |
 //! | `stat.rs` | stat, fstat, lstat, newfstatat, statx, statfs, fstatfs, access, faccessat, faccessat2 |
-//! | `dir.rs` | getdents, getdents64, getcwd, chdir, fchdir, mkdir, mkdirat |
-//! | `namei.rs` | path resolution (`resolve_at`); unlink, rmdir, rename, symlink, link, readlink and their `*at` forms |
+//! | `dir.rs` | getdents, getdents64, getcwd, chdir, fchdir, mkdir, mkdirat, chroot |
+//! | `namei.rs` | path resolution (`resolve_at`); unlink, rmdir, rename, symlink, link, readlink, mknod and their `*at` forms |
 //! | `attr.rs` | truncate, ftruncate, fallocate, fsync, fadvise64, chmod, chown, utimensat, umask, the xattr family |
 //!
 //! poll and select are in `syscalls::events`, next to epoll. What a read,
@@ -17,9 +20,12 @@
 pub(crate) mod attr;
 pub(crate) mod dir;
 pub(crate) mod fcntl;
+pub(crate) mod lock;
 pub(crate) mod namei;
+pub(crate) mod notify;
 pub(crate) mod open;
 pub(crate) mod rw;
+pub(crate) mod splice;
 pub(crate) mod stat;
 
 pub(crate) use fcntl::close_fd;

@@ -10,7 +10,8 @@ use crate::vfs::{self, Lookup, PATH_MAX};
 
 pub(crate) fn read_path(ctx: &mut Ctx, va: u64) -> Result<String, Errno> {
     let b = ctx.k.mm.read_cstr(ctx.mem, va, PATH_MAX)?;
-    String::from_utf8(b).map_err(|_| Errno::EILSEQ)
+    // Names are bytes: carried losslessly (vfs::name).
+    Ok(vfs::name::from_bytes(&b))
 }
 
 /// The canonical directory `dirfd` names (AT_FDCWD: the cwd).
@@ -223,8 +224,9 @@ fn do_readlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, buf: u64, size: u64) -> 
         return Err(Errno::EINVAL.into());
     }
     let target = ctx.k.vfs.readlink(&l.path, &l.node)?;
+    let target = vfs::name::to_bytes(&target);
     let n = target.len().min(size as usize);
-    ctx.k.mm.write(ctx.mem, buf, &target.as_bytes()[..n])?;
+    ctx.k.mm.write(ctx.mem, buf, &target[..n])?;
     Ok(n as u64)
 }
 
@@ -234,4 +236,34 @@ pub fn readlink(ctx: &mut Ctx, a: Args) -> SysResult {
 
 pub fn readlinkat(ctx: &mut Ctx, a: Args) -> SysResult {
     do_readlink(ctx, a.fd(0), a.u64(1), a.u64(2), a.u64(3))
+}
+
+/// mknod(2): regular files, FIFOs and socket nodes in the overlay; device
+/// nodes are EPERM (the sandbox has no CAP_MKNOD: devices are its own
+/// /dev), as in a container without that capability.
+fn do_mknod(ctx: &mut Ctx, dirfd: i32, path_va: u64, mode: u32) -> SysResult {
+    let path = read_path(ctx, path_va)?;
+    match mode & S_IFMT {
+        0 | S_IFREG | S_IFIFO | S_IFSOCK => {}
+        S_IFCHR | S_IFBLK | S_IFDIR => return Err(Errno::EPERM.into()),
+        _ => return Err(Errno::EINVAL.into()),
+    }
+    if resolve_at(ctx, dirfd, &path, false).is_ok() {
+        return Err(Errno::EEXIST.into());
+    }
+    let (parent, name) = resolve_parent_at(ctx, dirfd, &path)?;
+    if name == "." || name == ".." || path.ends_with('/') {
+        return Err(Errno::EEXIST.into());
+    }
+    let mode = (mode & S_IFMT) | (mode & 0o7777 & !ctx.k.proc.umask);
+    ctx.k.vfs.mknod(&parent, &name, mode, now())?;
+    Ok(0)
+}
+
+pub fn mknod(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_mknod(ctx, AT_FDCWD, a.ptr(0), a.uint(1))
+}
+
+pub fn mknodat(ctx: &mut Ctx, a: Args) -> SysResult {
+    do_mknod(ctx, a.fd(0), a.ptr(1), a.uint(2))
 }

@@ -40,6 +40,8 @@ fn resolve_for_open(ctx: &Ctx, dirfd: i32, path: &str, follow: bool) -> Result<O
                 let mut nf = f.clone();
                 nf.offset = 0;
                 nf.dir_entries = None;
+                // Reopening makes a new description.
+                nf.ofd = crate::fd::description_id();
                 return Ok(OpenTarget::Reopen(nf));
             }
         }
@@ -127,6 +129,9 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
                 return Err(Errno::EACCES.into());
             }
             FileKind::Generated(Arc::from(proc::generate(ctx, pf)))
+        }
+        Node::TmpFile(ino) if ctx.k.vfs.is_fifo(&l.node) => {
+            return crate::file::fifo::open(ctx, *ino, l.path, keep, cloexec);
         }
         Node::TmpFile(ino) if ctx.k.vfs.is_socket(&l.node) => {
             // A socket node cannot be opened (Linux: ENXIO).

@@ -12,7 +12,7 @@ use crate::file::{verify_area, Io};
 use crate::syscalls::{Args, Ctx, SysError, SysResult};
 
 /// Most bytes one read or write transfers (callers loop on short counts).
-const MAX_IO: usize = 4 << 20;
+pub(crate) const MAX_IO: usize = 4 << 20;
 
 const IOV_MAX: u64 = 1024;
 
@@ -102,7 +102,7 @@ pub fn pwrite64(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(do_write(ctx, a.fd(0), &data, Some(a.u64(3)))? as u64)
 }
 
-fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {
+pub(crate) fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {
     if n > IOV_MAX {
         return Err(Errno::EINVAL);
     }

@@ -69,7 +69,12 @@ fn read_elf(k: &Kernel, path: &str) -> Result<Elf, LoadError> {
             e => LoadError::Path(path.to_string(), e),
         })?;
     let st = k.vfs.stat(&l.node);
-    if st.st_mode & S_IFMT != S_IFREG || st.st_mode & 0o111 == 0 {
+    if st.st_mode & S_IFMT != S_IFREG
+        || k.proc
+            .cred
+            .may(st.st_mode, st.st_uid, st.st_gid, crate::cred::Want::EXEC)
+            .is_err()
+    {
         return Err(LoadError::NotExecutable(path.to_string()));
     }
     let contents: Arc<dyn FileContents> = match &l.node {

@@ -1120,10 +1120,9 @@ pub async fn exec(
                 StatusCode::CONFLICT,
                 format!("sandbox \"{id}\" is already running code; wait for that run"),
             )),
-            Err(e @ (LiveError::Command(_) | LiveError::NoCommand(_))) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-            )),
+            Err(e @ (LiveError::Command(_) | LiveError::User(_) | LiveError::NoCommand(_))) => Err(
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            ),
         }
     }
     .await;

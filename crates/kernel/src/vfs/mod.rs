@@ -839,6 +839,63 @@ mod tests {
     }
 
     #[test]
+    fn what_the_actor_creates_is_its_own_and_roots_files_are_checked() {
+        let (_d, mut v) = vfs_with(|r| {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::fs::create_dir_all(r.join("tmp")).unwrap();
+            std::fs::write(r.join("etc/passwd"), "x").unwrap();
+        });
+        let user = Cred::of(1000, 1000, vec![1000]);
+        let tmp = v.resolve("/", "/tmp", true, &NoProc).unwrap();
+        // Root makes /tmp sticky and world-writable, then a user writes.
+        v.tmp
+            .set(
+                "/tmp".into(),
+                Entry::Dir {
+                    mode: 0o1777,
+                    ino: 7,
+                },
+            )
+            .unwrap();
+        let tmp = Lookup {
+            node: v.lookup("/tmp", &NoProc).unwrap(),
+            ..tmp
+        };
+        let (p, ino) = v
+            .with_actor(&user, |v| v.create_file(&tmp, "mine", 0o644, (0, 0)))
+            .unwrap();
+        let mine = v.lookup(&p, &NoProc).unwrap();
+        assert_eq!(v.owner(&mine), (1000, 1000));
+        assert_eq!(v.stat(&Node::TmpFile(ino)).st_uid, 1000);
+        let etc = v.resolve("/", "/etc", true, &NoProc).unwrap();
+        assert_eq!(
+            v.with_actor(&user, |v| v.mkdir(&etc, "d", 0o755)),
+            Err(Errno::EACCES)
+        );
+        let passwd = v.lookup("/etc/passwd", &NoProc).unwrap();
+        assert_eq!(
+            v.with_actor(&user, |v| v.permit(&passwd, Want::WRITE)),
+            Err(Errno::EACCES)
+        );
+        assert!(v.permit(&passwd, Want::WRITE).is_ok());
+        // Sticky: another user cannot remove it, its owner and root can.
+        let other = Cred::of(1001, 1001, vec![]);
+        let tmp_node = tmp.node.clone();
+        assert_eq!(
+            v.with_actor(&other, |v| v.may_remove(&tmp_node, &mine)),
+            Err(Errno::EPERM)
+        );
+        assert!(v
+            .with_actor(&user, |v| v.may_remove(&tmp_node, &mine))
+            .is_ok());
+        assert!(v.may_remove(&tmp_node, &mine).is_ok());
+        // A chowned image file keeps its owner when copied up.
+        v.set_owner(&passwd, (1000, 1000)).unwrap();
+        let up = v.writable_file("/etc/passwd", &passwd, (0, 0)).unwrap();
+        assert_eq!(v.owner(&Node::TmpFile(up)), (1000, 1000));
+    }
+
+    #[test]
     fn symlink_loops_end_with_eloop() {
         let (_d, v) = vfs_with(|r| {
             std::os::unix::fs::symlink("b", r.join("a")).unwrap();

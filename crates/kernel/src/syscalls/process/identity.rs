@@ -97,8 +97,8 @@ pub fn setgroups(ctx: &mut Ctx, a: Args) -> SysResult {
                 .read_obj::<u32>(ctx.mem, a.u64(1).wrapping_add(4 * i))?,
         );
     }
+    // Kept sorted, as Linux's groups_sort.
     groups.sort_unstable();
-    groups.dedup();
     ctx.k.proc.cred.setgroups(groups)?;
     Ok(0)
 }

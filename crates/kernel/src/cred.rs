@@ -296,6 +296,7 @@ impl Cred {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     const NONE: u32 = u32::MAX;
@@ -303,6 +304,7 @@ mod tests {
     #[test]
     fn root_sets_anything_and_a_user_only_its_own_ids() {
         let mut c = Cred::default();
+        c.setresgid(1000, 1000, 1000).unwrap();
         c.setresuid(1000, 1000, 0).unwrap();
         assert!(!c.privileged());
         // The saved root id lets it back.
@@ -327,9 +329,10 @@ mod tests {
         c.setreuid(NONE, 1000).unwrap();
         // The effective id differs from the real one (0): saved follows.
         assert_eq!((c.uid, c.euid, c.suid), (0, 1000, 1000));
-        // Real id 0 is still ours to take back.
+        // Real id 0 is still ours to take back; the saved id stays, as
+        // the new effective id is the real one.
         c.setreuid(NONE, 0).unwrap();
-        assert_eq!((c.uid, c.euid, c.suid), (0, 0, 0));
+        assert_eq!((c.uid, c.euid, c.suid), (0, 0, 1000));
         let mut c = Cred::default();
         c.setresuid(0, 1000, 0).unwrap();
         // Swapping real and effective: allowed without privilege.

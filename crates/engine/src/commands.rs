@@ -30,6 +30,12 @@ pub struct CommandSpec {
     pub tag: Option<String>,
     /// Run it on a pseudo-terminal of (rows, columns) instead of pipes.
     pub pty: Option<(u16, u16)>,
+    /// The account it runs as (a name in the sandbox's /etc/passwd):
+    /// its ids, with HOME, USER, LOGNAME and the default cwd its home.
+    /// None: root, with E2B's user's home as HOME and cwd (the one-shot
+    /// and MCP paths).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// What happened to a command, in order.
@@ -188,18 +194,48 @@ impl LiveSandbox {
         let extra = self.env_vars().to_vec();
         let sb = self.sandbox_or_dead()?;
         let home_exists = ensure_home(sb);
-        let cwd = spec.cwd.clone().unwrap_or_else(|| {
-            if home_exists {
-                HOME.to_string()
-            } else {
-                "/".to_string()
+        let account = match &spec.user {
+            Some(u) => Some(
+                zeroboot_kernel::accounts::lookup(sb.k.vfs(), u)
+                    .map_err(|e| LiveError::User(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let (home, cwd, login) = match &account {
+            Some(a) => {
+                let pv = sb.k.proc_view();
+                let has_home = sb.k.vfs().resolve("/", &a.home, true, &pv).is_ok();
+                let cwd = spec.cwd.clone().unwrap_or_else(|| {
+                    if has_home {
+                        a.home.clone()
+                    } else {
+                        "/".to_string()
+                    }
+                });
+                let login = vec![
+                    ("HOME".to_string(), a.home.clone()),
+                    ("USER".to_string(), a.name.clone()),
+                    ("LOGNAME".to_string(), a.name.clone()),
+                ];
+                (Vec::new(), cwd, login)
             }
-        });
-        let home = [("HOME".to_string(), HOME.to_string())];
-        let envp = env_entries(
-            &sb.k.init_env(),
-            &[if home_exists { &home[..] } else { &[] }, &extra, &spec.env],
-        );
+            None => {
+                let cwd = spec.cwd.clone().unwrap_or_else(|| {
+                    if home_exists {
+                        HOME.to_string()
+                    } else {
+                        "/".to_string()
+                    }
+                });
+                let home = if home_exists {
+                    vec![("HOME".to_string(), HOME.to_string())]
+                } else {
+                    Vec::new()
+                };
+                (home, cwd, Vec::new())
+            }
+        };
+        let envp = env_entries(&sb.k.init_env(), &[&home, &login, &extra, &spec.env]);
         let mut argv = vec![spec.cmd.clone().into_bytes()];
         argv.extend(spec.args.iter().map(|a| a.clone().into_bytes()));
         let pipes = sb
@@ -210,6 +246,7 @@ impl LiveSandbox {
                 cwd,
                 stdin: spec.stdin,
                 pty: spec.pty,
+                cred: account.map(|a| a.cred()).unwrap_or_default(),
             })
             .map_err(|e| LiveError::Command(e.to_string()))?;
         let pid = pipes.pid;

@@ -45,6 +45,9 @@ pub enum LiveError {
     /// A command could not be started or used (the message says why).
     #[error("{0}")]
     Command(String),
+    /// The account a command was to run as does not exist.
+    #[error("{0}")]
+    User(String),
     /// No running command has this pid.
     #[error("process {0} not found")]
     NoCommand(u32),

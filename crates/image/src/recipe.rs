@@ -6,7 +6,7 @@ use crate::ImageError;
 
 /// Bump when the build procedure changes in a way that changes images:
 /// every recipe then hashes differently and is built afresh.
-pub const BUILDER_VERSION: u32 = 1;
+pub const BUILDER_VERSION: u32 = 2;
 
 /// The names [`Recipe::builtin`] knows.
 pub const BUILTINS: &[&str] = &["python", "node", "code-interpreter"];

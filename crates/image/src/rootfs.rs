@@ -287,9 +287,13 @@ fn push_front_components(pending: &mut VecDeque<OsString>, path: &Path) {
 const ETC_FILES: &[(&str, &str)] = &[
     (
         "etc/passwd",
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "root:x:0:0:root:/root:/bin/bash\n\
+         user:x:1000:1000::/home/user:/bin/bash\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     ),
-    ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+    // `user` is E2B's unprivileged account (its envd's default user): the
+    // sandbox's kernel gives it /home/user when a sandbox starts.
+    ("etc/group", "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n"),
     ("etc/hostname", "zeroboot\n"),
     (
         "etc/hosts",
@@ -312,6 +316,7 @@ const DIRS: &[(&str, u32)] = &[
     ("var/tmp", 0o1777),
     ("root", 0o700),
     ("home", 0o755),
+    ("home/user", 0o755),
     ("dev", 0o755),
     ("proc", 0o555),
     ("sys", 0o555),
@@ -537,6 +542,10 @@ mod tests {
         assert!(std::fs::read_to_string(root.join("etc/passwd"))
             .unwrap()
             .starts_with("root:x:0:0:"));
+        assert!(std::fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .contains("\nuser:x:1000:1000::/home/user:/bin/bash\n"));
+        assert!(root.join("home/user").is_dir());
         assert!(disk_usage(root) > 0);
     }
 }

@@ -3,8 +3,10 @@
 //! by safe Rust in the VMM (DESIGN.md §2: the kernel lives in the VMM).
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod checkpoint;
 pub mod control;
+pub mod cred;
 pub mod fd;
 pub(crate) mod file;
 pub mod fork;

@@ -69,7 +69,12 @@ fn read_elf(k: &Kernel, path: &str) -> Result<Elf, LoadError> {
             e => LoadError::Path(path.to_string(), e),
         })?;
     let st = k.vfs.stat(&l.node);
-    if st.st_mode & S_IFMT != S_IFREG || st.st_mode & 0o111 == 0 {
+    if st.st_mode & S_IFMT != S_IFREG
+        || k.proc
+            .cred
+            .may(st.st_mode, st.st_uid, st.st_gid, crate::cred::Want::EXEC)
+            .is_err()
+    {
         return Err(LoadError::NotExecutable(path.to_string()));
     }
     let contents: Arc<dyn FileContents> = match &l.node {
@@ -282,6 +287,17 @@ pub fn interpret_script(
                 Errno::ENOENT => LoadError::NotFound(path.clone()),
                 e => LoadError::Path(path.clone(), e),
             })?;
+        // A script needs the execute permission too (its interpreter is
+        // checked when loaded).
+        let st = k.vfs.stat(&l.node);
+        if st.st_mode & S_IFMT == S_IFREG
+            && k.proc
+                .cred
+                .may(st.st_mode, st.st_uid, st.st_gid, crate::cred::Want::EXEC)
+                .is_err()
+        {
+            return Err(LoadError::NotExecutable(path.clone()));
+        }
         let mut head = [0u8; 256];
         let n = match &l.node {
             Node::Image(m) if m.file_type() == S_IFREG => {

@@ -38,6 +38,8 @@ pub struct SpawnSpec {
     /// instead of pipes: descriptors 0, 1, 2 are its slave, and it leads
     /// the terminal's session and foreground group.
     pub pty: Option<(u16, u16)>,
+    /// Who it runs as (root unless the host says otherwise).
+    pub cred: crate::cred::Cred,
 }
 
 /// A started process and the host's ends of its standard descriptors.

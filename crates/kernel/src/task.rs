@@ -60,6 +60,9 @@ pub struct Process {
     /// Interval and POSIX timers.
     #[serde(default)]
     pub timers: crate::timers::Timers,
+    /// User and group ids (root in state saved before they were kept).
+    #[serde(default)]
+    pub cred: crate::cred::Cred,
 }
 
 impl Process {
@@ -95,6 +98,7 @@ impl Process {
             sid: pid,
             execed: false,
             timers: Default::default(),
+            cred: Default::default(),
         }
     }
 

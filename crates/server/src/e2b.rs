@@ -1135,10 +1135,9 @@ pub async fn exec(
                 StatusCode::CONFLICT,
                 format!("sandbox \"{id}\": {e}"),
             )),
-            Err(e @ (LiveError::Command(_) | LiveError::NoCommand(_))) => Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-            )),
+            Err(e @ (LiveError::Command(_) | LiveError::User(_) | LiveError::NoCommand(_))) => Err(
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            ),
         }
     }
     .await;

@@ -1767,7 +1767,7 @@ fn serve(
                 // E2B's default user's home: the SDKs' relative paths and
                 // default directory.
                 if let Some(s) = sb.sandbox_mut() {
-                    if let Err(err) = s.k.vfs_mut().host_mkdir_p(zeroboot_kernel::vfs::host::HOME) {
+                    if let Err(err) = make_home(s.k.vfs_mut()) {
                         tracing::warn!(sandbox = %e.id, %err, "cannot create the home directory");
                     }
                 }
@@ -1851,4 +1851,18 @@ pub(crate) fn random_chars(n: usize) -> String {
             ALPHABET[(v % 36) as usize] as char
         })
         .collect()
+}
+
+/// E2B's default user's home, owned by that user where the image has the
+/// account (else made, root's, for the relative paths of the SDKs).
+fn make_home(
+    vfs: &mut zeroboot_kernel::vfs::Vfs,
+) -> Result<(), zeroboot_kernel::vfs::host::HostFsError> {
+    use zeroboot_kernel::accounts;
+    match accounts::lookup(vfs, accounts::DEFAULT_USER) {
+        Ok(a) if a.home == zeroboot_kernel::vfs::host::HOME => accounts::ensure_home(vfs, &a),
+        _ => vfs
+            .host_mkdir_p(zeroboot_kernel::vfs::host::HOME)
+            .map(|_| ()),
+    }
 }

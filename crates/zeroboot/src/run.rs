@@ -208,15 +208,15 @@ fn write_stats_json(path: &std::path::Path, sb: &Sandbox, outcome: &Outcome) -> 
         Outcome::Parked => "parked".to_string(),
     };
     let refused: Vec<(String, u64)> =
-        sb.k.sockets
+        sb.k.sockets()
             .refused
             .iter()
             .map(|(what, n)| (what.to_string(), *n))
             .collect();
     let v = serde_json::json!({
         "outcome": outcome,
-        "syscalls": pairs(sb.k.stats.by_name()),
-        "unimplemented": pairs(sb.k.stats.unimplemented_by_name()),
+        "syscalls": pairs(sb.k.stats().by_name()),
+        "unimplemented": pairs(sb.k.stats().unimplemented_by_name()),
         "sockets_refused": pairs(refused),
     });
     std::fs::write(path, serde_json::to_vec_pretty(&v)?)

@@ -162,12 +162,23 @@ fn files_and_filesystem_rpcs() {
     assert_eq!(st, 404, "{b}");
     let (st, _, b) = envd(&s, id, "GET", "/files?path=/home", &[], b"");
     assert_eq!(st, 400, "{b}");
-    // `..` stays inside the sandbox.
+    // `..` stays inside the sandbox (written as root: `/` is root's, and
+    // the default user may not create there).
     let (st, _, b) = envd(
         &s,
         id,
         "POST",
         "/files?path=../../../../../../zz",
+        &oct,
+        b"in",
+    );
+    assert_eq!(st, 403, "{b}");
+    assert!(b.contains("permission denied"), "{b}");
+    let (st, _, b) = envd(
+        &s,
+        id,
+        "POST",
+        "/files?path=../../../../../../zz&username=root",
         &oct,
         b"in",
     );

@@ -136,6 +136,8 @@ impl Sandbox {
         // POSIX timers do not survive execve (interval timers do).
         self.k.proc.timers.posix.clear();
         self.k.proc.execed = true;
+        // Set-id bits are not honoured (a nosuid mount): the ids stay.
+        self.k.proc.cred.on_exec();
         // Only the calling thread survives, as the process's leader.
         let pid = self.k.proc.pid;
         let mut t = self

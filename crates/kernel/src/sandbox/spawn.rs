@@ -52,6 +52,7 @@ impl Sandbox {
         proc.ppid = 0;
         proc.cwd = cwd.path.clone();
         proc.rlimits = self.k.proc.rlimits.clone();
+        proc.cred = spec.cred.clone();
         let mut layout = self.k.mm.fresh_layout(&self.mem)?;
         // Load into the new layout, as the new process: the loader works on
         // the kernel's current process; the one on the vCPU waits aside.

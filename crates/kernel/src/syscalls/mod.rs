@@ -177,6 +177,9 @@ const SPLICE_NOTE: &str =
 const INOTIFY_NOTE: &str = "create, delete, modify, attrib, close_write, moves and self events; \
      no IN_ACCESS/IN_OPEN/IN_CLOSE_NOWRITE, no IN_ISDIR flag";
 
+const NO_DEV_CHOWN: &str =
+    "files and directories of the root file system; /dev, /proc and /sys stay root's (EPERM)";
+
 const NO_XATTRS: &str = "no extended attributes: EOPNOTSUPP, as a file system without them";
 
 /// The handlers, by number.
@@ -320,16 +323,10 @@ fn handlers() -> Vec<(u64, Row)> {
             FCHMODAT,
             partial(fs::attr::fchmodat, "overlay files; image files are copied up"),
         ),
-        (
-            CHOWN,
-            partial(
-                fs::attr::chown,
-                "ownership is not recorded (everything belongs to root)",
-            ),
-        ),
-        (FCHOWN, partial(fs::attr::fchown, "ownership is not recorded")),
-        (LCHOWN, partial(fs::attr::chown, "ownership is not recorded")),
-        (FCHOWNAT, partial(fs::attr::fchownat, "ownership is not recorded")),
+        (CHOWN, partial(fs::attr::chown, NO_DEV_CHOWN)),
+        (FCHOWN, partial(fs::attr::fchown, NO_DEV_CHOWN)),
+        (LCHOWN, partial(fs::attr::lchown, NO_DEV_CHOWN)),
+        (FCHOWNAT, partial(fs::attr::fchownat, NO_DEV_CHOWN)),
         (
             UTIMENSAT,
             partial(fs::attr::utimensat, "sets mtime of overlay files"),
@@ -414,21 +411,22 @@ fn handlers() -> Vec<(u64, Row)> {
         (GETPID, full(process::identity::getpid)),
         (GETTID, full(process::identity::gettid)),
         (GETPPID, full(process::identity::getppid)),
-        (GETUID, full(process::identity::getid)),
-        (GETEUID, full(process::identity::getid)),
-        (GETGID, full(process::identity::getid)),
-        (GETEGID, full(process::identity::getid)),
-        (GETRESUID, full(process::identity::getresid)),
-        (GETRESGID, full(process::identity::getresid)),
+        (GETUID, full(process::identity::getuid)),
+        (GETEUID, full(process::identity::geteuid)),
+        (GETGID, full(process::identity::getgid)),
+        (GETEGID, full(process::identity::getegid)),
+        (GETRESUID, full(process::identity::getresuid)),
+        (GETRESGID, full(process::identity::getresgid)),
         (GETGROUPS, full(process::identity::getgroups)),
-        (
-            SETUID,
-            partial(process::identity::setid, "only to the current id (0)"),
-        ),
-        (
-            SETGID,
-            partial(process::identity::setid, "only to the current id (0)"),
-        ),
+        (SETGROUPS, full(process::identity::setgroups)),
+        (SETUID, full(process::identity::setuid)),
+        (SETGID, full(process::identity::setgid)),
+        (SETREUID, full(process::identity::setreuid)),
+        (SETREGID, full(process::identity::setregid)),
+        (SETRESUID, full(process::identity::setresuid)),
+        (SETRESGID, full(process::identity::setresgid)),
+        (SETFSUID, full(process::identity::setfsuid)),
+        (SETFSGID, full(process::identity::setfsgid)),
         (GETPGRP, full(process::identity::getpgrp)),
         (GETPGID, full(process::identity::getpgid)),
         (
@@ -796,11 +794,20 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: Args) -> SysResult {
     let entry = table().get(nr as usize);
     match entry.and_then(|e| e.handler) {
         Some(h) => {
+            // File operations check and own with the caller's ids; outside
+            // a system call the actor is root again (see `Vfs::actor`).
+            let as_user = ctx.k.proc.cred != ctx.k.vfs.actor;
+            if as_user {
+                ctx.k.vfs.actor = ctx.k.proc.cred.clone();
+            }
             let r = h(ctx, args);
             if ctx.k.mm.frames.shm().has_orphans() {
                 // A shared-mapped file lost its last mapping (munmap,
                 // exit, exec): its pages go back into the file.
                 crate::shm::collect(ctx.k, ctx.mem);
+            }
+            if as_user {
+                ctx.k.vfs.actor = Default::default();
             }
             tracing::trace!(
                 pid = ctx.k.proc.pid,

@@ -55,7 +55,8 @@ impl HostFsError {
             Errno::ENOSPC => HostFsError::NoSpace,
             Errno::ENAMETOOLONG => HostFsError::Invalid(p, "name too long"),
             Errno::ELOOP => HostFsError::Invalid(p, "too many levels of symbolic links"),
-            Errno::EACCES | Errno::EPERM | Errno::EXDEV | Errno::EBUSY => {
+            Errno::EACCES | Errno::EPERM => HostFsError::Denied(p, "permission denied"),
+            Errno::EXDEV | Errno::EBUSY => {
                 HostFsError::Denied(p, "not a writable part of the sandbox's file system")
             }
             e => HostFsError::Other(p, e),
@@ -325,6 +326,8 @@ impl Vfs {
                 if synthetic::covers(&dir.path) {
                     return Err(HostFsError::Denied(full, "not a writable directory"));
                 }
+                self.permit(&dir.node, crate::cred::Want::DIR_CHANGE)
+                    .map_err(|e| HostFsError::from_errno(&full, e))?;
                 let p = join(&dir.path, &name);
                 // Charged before anything is created: a refused upload
                 // leaves nothing behind.
@@ -336,12 +339,17 @@ impl Vfs {
                     self.tmp.unlink_inode(ino);
                     return Err(HostFsError::from_errno(&p, e));
                 }
+                self.own_new(ino);
                 self.notify(&p, FsEventKind::Create);
                 self.notify(&p, FsEventKind::Write);
                 return self.host_stat(&p);
             }
             Err(e) => return Err(HostFsError::from_errno(&full, e)),
         };
+        if !target.node.is_dir() {
+            self.permit(&target.node, crate::cred::Want::WRITE)
+                .map_err(|e| HostFsError::from_errno(&target.path, e))?;
+        }
         match &target.node {
             n if n.is_dir() => return Err(HostFsError::IsADirectory(target.path)),
             Node::TmpFile(ino) => self
@@ -358,6 +366,7 @@ impl Vfs {
                     self.tmp.unlink_inode(ino);
                     return Err(HostFsError::from_errno(&target.path, e));
                 }
+                self.tmp.set_owner(ino, self.tmp.owner(m.ino));
             }
             Node::Synth(Synth::Device(_)) | Node::Synth(_) | Node::Image(_) => {
                 return Err(HostFsError::Denied(target.path, "not a regular file"))
@@ -407,6 +416,10 @@ impl Vfs {
     }
 
     fn remove_tree(&mut self, l: &Lookup) -> Result<(), HostFsError> {
+        if let Some(dir) = self.lookup(parent(&l.path), &HostView) {
+            self.may_remove(&dir, &l.node)
+                .map_err(|e| HostFsError::from_errno(&l.path, e))?;
+        }
         if l.node.is_dir() {
             let children = self
                 .list(&l.path, &l.node, &HostView)

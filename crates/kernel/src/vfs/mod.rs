@@ -18,6 +18,8 @@ use zeroboot_abi::structs::Stat;
 use zeroboot_abi::Errno;
 use zerocopy::FromZeros;
 
+use crate::cred::{Cred, Want};
+
 pub use image::{HostFile, Image, ImageMeta};
 pub use synthetic::{Device, ProcFile, ProcView, Synth, SynthDir};
 pub use tmpfs::{Entry, TmpContents, Tmpfs};
@@ -118,6 +120,12 @@ pub struct Vfs {
     /// Who is told of changes (envd's watchers; not kept in snapshots).
     #[serde(skip)]
     pub watches: Watches,
+    /// Whose permissions the operation under way is checked with, and who
+    /// owns what it creates: the calling process's credentials during a
+    /// system call (see `syscalls::dispatch`), root otherwise, or the user
+    /// a host file operation runs as (`with_actor`).
+    #[serde(skip)]
+    pub actor: Cred,
 }
 
 impl Vfs {
@@ -126,7 +134,80 @@ impl Vfs {
             image,
             tmp: Tmpfs::new(disk_limit),
             watches: Watches::default(),
+            actor: Cred::default(),
         }
+    }
+
+    /// Run `f` with `cred` as the actor (a host file operation done as a
+    /// sandbox user), then back to root.
+    pub fn with_actor<T>(&mut self, cred: &Cred, f: impl FnOnce(&mut Vfs) -> T) -> T {
+        self.actor = cred.clone();
+        let r = f(self);
+        self.actor = Cred::default();
+        r
+    }
+
+    /// The inode number that owns a node's metadata (none for /proc,
+    /// /dev and /sys, which are root's).
+    fn ino_of(node: &Node) -> Option<u64> {
+        match node {
+            Node::Image(m) => Some(m.ino),
+            Node::TmpFile(ino) | Node::TmpDir { ino, .. } | Node::TmpSymlink { ino, .. } => {
+                Some(*ino)
+            }
+            Node::Synth(_) => None,
+        }
+    }
+
+    /// A node's owner (uid, gid).
+    pub fn owner(&self, node: &Node) -> (u32, u32) {
+        Self::ino_of(node).map_or((0, 0), |i| self.tmp.owner(i))
+    }
+
+    /// chown's effect: record a node's owner (EPERM for /proc and /dev).
+    pub fn set_owner(&mut self, node: &Node, owner: (u32, u32)) -> Result<(), Errno> {
+        let ino = Self::ino_of(node).ok_or(Errno::EPERM)?;
+        self.tmp.set_owner(ino, owner);
+        Ok(())
+    }
+
+    /// The one discretionary access check: may the actor do `want` to
+    /// `node`? (EACCES if not.)
+    pub fn permit(&self, node: &Node, want: Want) -> Result<(), Errno> {
+        self.permit_as(node, &self.actor, want)
+    }
+
+    /// [`Vfs::permit`] for given credentials (access(2) checks with the
+    /// real ids).
+    pub fn permit_as(&self, node: &Node, cred: &Cred, want: Want) -> Result<(), Errno> {
+        if cred.fs_privileged() && want.0 & 1 == 0 {
+            return Ok(());
+        }
+        let mode = self.stat(node).st_mode;
+        let (uid, gid) = self.owner(node);
+        cred.may(mode, uid, gid, want)
+    }
+
+    /// May the actor remove (or rename away) `victim` from directory
+    /// `dir`? Write and search on the directory, and in a sticky one
+    /// (/tmp) only the file's or the directory's owner (EPERM otherwise).
+    pub fn may_remove(&self, dir: &Node, victim: &Node) -> Result<(), Errno> {
+        self.permit(dir, Want::DIR_CHANGE)?;
+        let c = &self.actor;
+        if c.fs_privileged() || self.stat(dir).st_mode & 0o1000 == 0 {
+            return Ok(());
+        }
+        if self.owner(victim).0 == c.fsuid || self.owner(dir).0 == c.fsuid {
+            Ok(())
+        } else {
+            Err(Errno::EPERM)
+        }
+    }
+
+    /// What the actor creates is the actor's (fsuid, fsgid).
+    pub(crate) fn own_new(&mut self, ino: u64) {
+        let o = (self.actor.fsuid, self.actor.fsgid);
+        self.tmp.set_owner(ino, o);
     }
 
     /// Whether anyone watches (checked before building an event).
@@ -361,6 +442,7 @@ impl Vfs {
                 st.st_ino = synth_ino(s);
             }
         }
+        (st.st_uid, st.st_gid) = self.owner(node);
         st
     }
 
@@ -469,6 +551,7 @@ impl Vfs {
                 data.truncate(done);
                 let ino = self.tmp.new_file(m.mode & 0o7777, data, now)?;
                 self.tmp.set(path.to_string(), Entry::File(ino))?;
+                self.tmp.set_owner(ino, self.tmp.owner(m.ino));
                 Ok(ino)
             }
             Node::Image(m) if m.file_type() == S_IFDIR => Err(Errno::EISDIR),
@@ -484,7 +567,7 @@ impl Vfs {
         if !parent.node.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        Ok(())
+        self.permit(&parent.node, Want::DIR_CHANGE)
     }
 
     /// Whether `node` is a socket node (an AF_UNIX bind or mknod made it).
@@ -547,6 +630,7 @@ impl Vfs {
         let path = join(&parent.path, name);
         let ino = self.tmp.new_file(mode & 0o7777, Vec::new(), now)?;
         self.tmp.set(path.clone(), Entry::File(ino))?;
+        self.own_new(ino);
         self.notify(&path, FsEventKind::Create);
         Ok((path, ino))
     }
@@ -562,6 +646,7 @@ impl Vfs {
                 ino,
             },
         )?;
+        self.own_new(ino);
         self.notify(&path, FsEventKind::Create);
         Ok(())
     }
@@ -577,6 +662,7 @@ impl Vfs {
                 ino,
             },
         )?;
+        self.own_new(ino);
         self.notify(&path, FsEventKind::Create);
         Ok(())
     }
@@ -626,6 +712,12 @@ impl Vfs {
         }
         if old.path == new_path {
             return Ok(());
+        }
+        let dir_of = |p: &str| self.lookup(parent(p), &NoProc).ok_or(Errno::ENOENT);
+        self.may_remove(&dir_of(&old.path)?, &old.node)?;
+        match replaced {
+            Some(r) => self.may_remove(&dir_of(new_path)?, r)?,
+            None => self.permit(&dir_of(new_path)?, Want::DIR_CHANGE)?,
         }
         if new_path.starts_with(&format!("{}/", old.path)) {
             return Err(Errno::EINVAL);
@@ -809,6 +901,63 @@ mod tests {
             .unwrap()
             .iter()
             .all(|e| e.name != "f"));
+    }
+
+    #[test]
+    fn what_the_actor_creates_is_its_own_and_roots_files_are_checked() {
+        let (_d, mut v) = vfs_with(|r| {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::fs::create_dir_all(r.join("tmp")).unwrap();
+            std::fs::write(r.join("etc/passwd"), "x").unwrap();
+        });
+        let user = Cred::of(1000, 1000, vec![1000]);
+        let tmp = v.resolve("/", "/tmp", true, &NoProc).unwrap();
+        // Root makes /tmp sticky and world-writable, then a user writes.
+        v.tmp
+            .set(
+                "/tmp".into(),
+                Entry::Dir {
+                    mode: 0o1777,
+                    ino: 7,
+                },
+            )
+            .unwrap();
+        let tmp = Lookup {
+            node: v.lookup("/tmp", &NoProc).unwrap(),
+            ..tmp
+        };
+        let (p, ino) = v
+            .with_actor(&user, |v| v.create_file(&tmp, "mine", 0o644, (0, 0)))
+            .unwrap();
+        let mine = v.lookup(&p, &NoProc).unwrap();
+        assert_eq!(v.owner(&mine), (1000, 1000));
+        assert_eq!(v.stat(&Node::TmpFile(ino)).st_uid, 1000);
+        let etc = v.resolve("/", "/etc", true, &NoProc).unwrap();
+        assert_eq!(
+            v.with_actor(&user, |v| v.mkdir(&etc, "d", 0o755)),
+            Err(Errno::EACCES)
+        );
+        let passwd = v.lookup("/etc/passwd", &NoProc).unwrap();
+        assert_eq!(
+            v.with_actor(&user, |v| v.permit(&passwd, Want::WRITE)),
+            Err(Errno::EACCES)
+        );
+        assert!(v.permit(&passwd, Want::WRITE).is_ok());
+        // Sticky: another user cannot remove it, its owner and root can.
+        let other = Cred::of(1001, 1001, vec![]);
+        let tmp_node = tmp.node.clone();
+        assert_eq!(
+            v.with_actor(&other, |v| v.may_remove(&tmp_node, &mine)),
+            Err(Errno::EPERM)
+        );
+        assert!(v
+            .with_actor(&user, |v| v.may_remove(&tmp_node, &mine))
+            .is_ok());
+        assert!(v.may_remove(&tmp_node, &mine).is_ok());
+        // A chowned image file keeps its owner when copied up.
+        v.set_owner(&passwd, (1000, 1000)).unwrap();
+        let up = v.writable_file("/etc/passwd", &passwd, (0, 0)).unwrap();
+        assert_eq!(v.owner(&Node::TmpFile(up)), (1000, 1000));
     }
 
     #[test]

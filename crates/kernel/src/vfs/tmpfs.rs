@@ -58,6 +58,10 @@ pub struct Tmpfs {
     /// Times a write was refused for the limit (ENOSPC).
     #[serde(default)]
     pub full: u64,
+    /// Owners (uid, gid) of inodes not owned by root, overlay and image
+    /// inodes alike (image inodes are root's until chowned).
+    #[serde(default)]
+    owners: BTreeMap<u64, (u32, u32)>,
 }
 
 impl Tmpfs {
@@ -180,6 +184,20 @@ impl Tmpfs {
         node.data = Arc::new(data);
         node.mtime = now;
         Ok(())
+    }
+
+    /// The owner (uid, gid) of inode `ino`.
+    pub fn owner(&self, ino: u64) -> (u32, u32) {
+        self.owners.get(&ino).copied().unwrap_or((0, 0))
+    }
+
+    /// Record `ino`'s owner (root's is the default, not stored).
+    pub fn set_owner(&mut self, ino: u64, owner: (u32, u32)) {
+        if owner == (0, 0) {
+            self.owners.remove(&ino);
+        } else {
+            self.owners.insert(ino, owner);
+        }
     }
 
     pub fn inode_mut(&mut self, ino: u64) -> Option<&mut Inode> {

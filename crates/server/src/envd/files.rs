@@ -35,7 +35,7 @@ enum FilesError {
     Fs(#[from] HostFsError),
     #[error("{0}")]
     Bad(String),
-    #[error("error looking up user '{0}': only 'user' and 'root' exist in this sandbox")]
+    #[error("error looking up user '{0}': no such account in the sandbox's /etc/passwd")]
     User(String),
     #[error("not enough disk space available: the upload ({0} bytes or more) is over the sandbox's disk limit of {1} bytes")]
     TooLarge(u64, u64),
@@ -64,22 +64,25 @@ impl IntoResponse for FilesError {
 
 struct Query {
     path: Option<String>,
+    /// The account the transfer acts as (E2B's default user when none).
+    user: String,
 }
 
 fn query(parts: &Parts) -> Result<Query, FilesError> {
-    let mut path = None;
+    let (mut path, mut user) = (None, None);
     for (k, v) in crate::e2b::query_pairs(parts.uri.query().unwrap_or("")) {
         match k.as_str() {
             "path" => path = Some(v),
-            // The sandbox runs everything as one user; E2B's two names are
-            // accepted, others are E2B's 401.
-            "username" if !(v.is_empty() || v == "user" || v == "root") => {
-                return Err(FilesError::User(v))
-            }
+            // Checked against the sandbox's accounts where used (an
+            // unknown one is E2B's 401).
+            "username" => user = Some(v),
             _ => {}
         }
     }
-    Ok(Query { path })
+    Ok(Query {
+        path,
+        user: super::user::or_default(user),
+    })
 }
 
 /// Whether a `/files` query carries a valid signature of a secure
@@ -161,9 +164,16 @@ pub(super) async fn download(sbx: &Sbx, parts: &Parts) -> Response {
     };
     let path = q.path.unwrap_or_default();
     let name = path.rsplit('/').next().unwrap_or("").to_string();
-    let data = match sbx.with(move |k| k.vfs_mut().host_read(&path)).await {
+    let user = q.user;
+    let read = sbx.with(move |k| {
+        if super::user::cred(k.vfs(), &user).is_err() {
+            return Err(FilesError::User(user));
+        }
+        k.vfs_mut().host_read(&path).map_err(FilesError::Fs)
+    });
+    let data = match read.await {
         Ok(Ok(d)) => d,
-        Ok(Err(e)) => return FilesError::Fs(e).into_response(),
+        Ok(Err(e)) => return e.into_response(),
         Err(resp) => return resp,
     };
     let mut r = if wants_gzip(&parts.headers) {
@@ -418,13 +428,17 @@ async fn upload_inner(sbx: &Sbx, parts: &Parts, body: Body) -> Result<Response, 
     if files.is_empty() {
         return Err(FilesError::Bad("the upload holds no file".into()));
     }
+    let name = q.user.clone();
     let written = sbx
         .with(move |k| {
-            let mut out = Vec::with_capacity(files.len());
-            for (path, data) in files {
-                out.push(k.vfs_mut().host_write(&path, data)?);
-            }
-            Ok::<_, HostFsError>(out)
+            let cred = super::user::cred(k.vfs(), &name).map_err(|_| FilesError::User(name))?;
+            k.vfs_mut().with_actor(&cred, |v| {
+                let mut out = Vec::with_capacity(files.len());
+                for (path, data) in files {
+                    out.push(v.host_write(&path, data)?);
+                }
+                Ok::<_, FilesError>(out)
+            })
         })
         .await;
     let written = match written {

@@ -81,6 +81,27 @@ async fn on_vfs<R: Send + 'static>(
     }
 }
 
+/// `on_vfs` as the user the request names: its changes are checked with
+/// that user's permissions, and what it creates is that user's.
+async fn on_vfs_as<R: Send + 'static>(
+    sbx: &Sbx,
+    headers: &HeaderMap,
+    f: impl FnOnce(&mut Vfs) -> Result<R, HostFsError> + Send + 'static,
+) -> Result<R, Fail> {
+    let name = super::user::from_headers(headers);
+    let r = sbx
+        .with(move |k| {
+            let cred = super::user::cred(k.vfs(), &name).map_err(|e| e.to_string())?;
+            Ok::<_, String>(k.vfs_mut().with_actor(&cred, f))
+        })
+        .await;
+    match r {
+        Ok(Ok(r)) => r.map_err(|e| Fail::Rpc(rpc_error(e))),
+        Ok(Err(unknown)) => Err(Fail::Rpc(RpcError::new(Code::Unauthenticated, unknown))),
+        Err(resp) => Err(Fail::Http(resp)),
+    }
+}
+
 fn owner_name(id: u32) -> String {
     match id {
         0 => "root".into(),
@@ -218,10 +239,10 @@ pub(crate) async fn call(
 ) -> Response {
     let r: Result<Value, Fail> = match method {
         "Stat" => stat(sbx, framing, body).await,
-        "MakeDir" => make_dir(sbx, framing, body).await,
-        "Move" => move_(sbx, framing, body).await,
+        "MakeDir" => make_dir(sbx, framing, headers, body).await,
+        "Move" => move_(sbx, framing, headers, body).await,
         "ListDir" => list_dir(sbx, framing, body).await,
-        "Remove" => remove(sbx, framing, body).await,
+        "Remove" => remove(sbx, framing, headers, body).await,
         "WatchDir" => return watch_dir(sbx, framing, headers, body).await,
         "CreateWatcher" => create_watcher(sbx, framing, body).await,
         "GetWatcherEvents" => get_watcher_events(sbx, framing, body).await,
@@ -244,10 +265,15 @@ async fn stat(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, Fail> {
     Ok(json!({ "entry": entry_json(&e) }))
 }
 
-async fn make_dir(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, Fail> {
+async fn make_dir(
+    sbx: &Sbx,
+    framing: Framing,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Fail> {
     let r: PathReq = parse(framing, body)?;
     required("path", &r.path)?;
-    let e = on_vfs(sbx, move |v| {
+    let e = on_vfs_as(sbx, headers, move |v| {
         if !v.host_mkdir_p(&r.path)? {
             return Err(HostFsError::AlreadyExists(r.path));
         }
@@ -257,11 +283,19 @@ async fn make_dir(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, Fai
     Ok(json!({ "entry": entry_json(&e) }))
 }
 
-async fn move_(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, Fail> {
+async fn move_(
+    sbx: &Sbx,
+    framing: Framing,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Fail> {
     let r: MoveReq = parse(framing, body)?;
     required("source", &r.source)?;
     required("destination", &r.destination)?;
-    let e = on_vfs(sbx, move |v| v.host_rename(&r.source, &r.destination)).await?;
+    let e = on_vfs_as(sbx, headers, move |v| {
+        v.host_rename(&r.source, &r.destination)
+    })
+    .await?;
     Ok(json!({ "entry": entry_json(&e) }))
 }
 
@@ -272,10 +306,15 @@ async fn list_dir(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, Fai
     Ok(json!({ "entries": entries }))
 }
 
-async fn remove(sbx: &Sbx, framing: Framing, body: &[u8]) -> Result<Value, Fail> {
+async fn remove(
+    sbx: &Sbx,
+    framing: Framing,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, Fail> {
     let r: PathReq = parse(framing, body)?;
     required("path", &r.path)?;
-    on_vfs(sbx, move |v| v.host_remove(&r.path)).await?;
+    on_vfs_as(sbx, headers, move |v| v.host_remove(&r.path)).await?;
     Ok(json!({}))
 }
 

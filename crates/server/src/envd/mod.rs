@@ -10,12 +10,14 @@
 //!
 //! - `process`: `process.Process/*`, commands the kernel starts itself
 //!   (`LiveSandbox::start`), streamed as the actor steps the sandbox.
+//! - `user`: which of the sandbox's accounts a request acts as.
 
 pub mod connect;
 mod files;
 mod filesystem;
 pub(crate) mod interpreter;
 mod process;
+mod user;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -92,6 +92,8 @@ fn live_error(e: LiveError) -> RpcError {
         }
         LiveError::Dead(m) => RpcError::new(Code::Unavailable, format!("the sandbox ended: {m}")),
         LiveError::Command(m) => RpcError::new(Code::InvalidArgument, m),
+        // As envd, which cannot look the user up.
+        LiveError::User(m) => RpcError::new(Code::Unauthenticated, m),
         LiveError::Fork(m) | LiveError::Checkpoint(m) => RpcError::new(Code::Internal, m),
         LiveError::Busy => RpcError::new(Code::FailedPrecondition, "the sandbox is running code"),
         e @ LiveError::Paused => RpcError::new(Code::Unavailable, e.to_string()),
@@ -262,6 +264,7 @@ async fn start(sbx: &Sbx, framing: Framing, headers: &HeaderMap, body: &[u8]) ->
             stdin: req.stdin.unwrap_or(true),
             tag: req.tag,
             pty,
+            user: Some(super::user::from_headers(headers)),
         };
         let entry = sbx.entry.clone();
         with_live(sbx, move |sb| {

@@ -197,7 +197,8 @@ def test_errors(sbx):
 
 
 def test_paths_stay_inside_the_sandbox(e2b_env, sbx):
-    info = sbx.files.write("../../../../../../../../escape.txt", "inside")
+    # As root: `/` is root's (the default user may not create there).
+    info = sbx.files.write("../../../../../../../../escape.txt", "inside", user="root")
     assert info.path == "/escape.txt"
     assert not os.path.exists("/escape.txt")
     assert sbx.files.read("/../../../escape.txt") == "inside"

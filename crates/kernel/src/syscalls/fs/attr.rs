@@ -33,6 +33,7 @@ pub fn truncate(ctx: &mut Ctx, a: Args) -> SysResult {
     if l.node.is_dir() {
         return Err(Errno::EISDIR.into());
     }
+    ctx.k.vfs.permit(&l.node, crate::cred::Want::WRITE)?;
     let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
     ctx.k.vfs.tmp.truncate(ino, a.u64(1), now())?;
     Ok(0)
@@ -75,6 +76,10 @@ pub fn fallocate(ctx: &mut Ctx, a: Args) -> SysResult {
 
 fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
     let mode = mode & 0o7777;
+    // Only the owner (or CAP_FOWNER) changes the mode.
+    if !ctx.k.proc.cred.owns(ctx.k.vfs.owner(&l.node).0) {
+        return Err(Errno::EPERM.into());
+    }
     match &l.node {
         Node::TmpFile(ino) => {
             if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
@@ -90,7 +95,8 @@ fn set_mode(ctx: &mut Ctx, l: &Lookup, mode: u32) -> SysResult {
                 .set(l.path.clone(), vfs::Entry::Dir { mode, ino })?;
         }
         Node::Image(m) if m.file_type() == S_IFDIR => {
-            let ino = ctx.k.vfs.tmp.alloc_ino();
+            // The image's inode number stays (and with it the owner).
+            let ino = m.ino;
             ctx.k
                 .vfs
                 .tmp
@@ -127,23 +133,59 @@ pub fn fchmod(ctx: &mut Ctx, a: Args) -> SysResult {
     set_mode(ctx, &Lookup { path: f.path, node }, a.uint(1))
 }
 
+/// chown's rules (Linux's `chown_ok`/`chgrp_ok`): CAP_CHOWN (fsuid 0)
+/// changes anything; the owner may keep its uid and give the file one of
+/// its own groups; everyone else gets EPERM. -1 leaves an id as it is.
+fn set_owner(ctx: &mut Ctx, l: &Lookup, uid: u32, gid: u32) -> SysResult {
+    let (cur_uid, cur_gid) = ctx.k.vfs.owner(&l.node);
+    let c = &ctx.k.proc.cred;
+    if !c.fs_privileged() {
+        let owner = c.fsuid == cur_uid;
+        let uid_ok = uid == u32::MAX || (owner && uid == cur_uid);
+        let gid_ok = gid == u32::MAX || (owner && (gid == cur_gid || c.in_group(gid)));
+        if !(uid_ok && gid_ok) {
+            return Err(Errno::EPERM.into());
+        }
+    }
+    let new_uid = if uid == u32::MAX { cur_uid } else { uid };
+    let new_gid = if gid == u32::MAX { cur_gid } else { gid };
+    ctx.k.vfs.set_owner(&l.node, (new_uid, new_gid))?;
+    ctx.k.vfs.notify(&l.path, vfs::FsEventKind::Chmod);
+    Ok(0)
+}
+
 pub fn chown(ctx: &mut Ctx, a: Args) -> SysResult {
     let p = read_path(ctx, a.ptr(0))?;
-    resolve_at(ctx, AT_FDCWD, &p, true)?;
-    Ok(0)
+    let l = resolve_at(ctx, AT_FDCWD, &p, true)?;
+    set_owner(ctx, &l, a.uint(1), a.uint(2))
+}
+
+pub fn lchown(ctx: &mut Ctx, a: Args) -> SysResult {
+    let p = read_path(ctx, a.ptr(0))?;
+    let l = resolve_at(ctx, AT_FDCWD, &p, false)?;
+    set_owner(ctx, &l, a.uint(1), a.uint(2))
 }
 
 pub fn fchown(ctx: &mut Ctx, a: Args) -> SysResult {
-    ctx.k.fds.get(a.fd(0))?;
-    Ok(0)
+    let f = ctx.k.fds.get(a.fd(0))?.clone();
+    let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
+    set_owner(ctx, &Lookup { path: f.path, node }, a.uint(1), a.uint(2))
 }
 
 pub fn fchownat(ctx: &mut Ctx, a: Args) -> SysResult {
-    let p = read_path(ctx, a.ptr(1))?;
-    if !(p.is_empty() && a.u64(4) & AT_EMPTY_PATH != 0) {
-        resolve_at(ctx, a.fd(0), &p, a.u64(4) & AT_SYMLINK_NOFOLLOW == 0)?;
+    let flags = a.u64(4);
+    if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL.into());
     }
-    Ok(0)
+    let p = read_path(ctx, a.ptr(1))?;
+    let l = if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
+        let f = ctx.k.fds.get(a.fd(0))?.clone();
+        let node = node_of(ctx, &f).ok_or(Errno::EBADF)?;
+        Lookup { path: f.path, node }
+    } else {
+        resolve_at(ctx, a.fd(0), &p, flags & AT_SYMLINK_NOFOLLOW == 0)?
+    };
+    set_owner(ctx, &l, a.uint(2), a.uint(3))
 }
 
 pub fn utimensat(ctx: &mut Ctx, a: Args) -> SysResult {

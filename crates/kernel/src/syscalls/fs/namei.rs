@@ -62,6 +62,7 @@ fn do_unlink(ctx: &mut Ctx, dirfd: i32, path_va: u64, rmdir: bool) -> SysResult 
     if vfs::synthetic::covers(&full) {
         return Err(Errno::EACCES.into());
     }
+    ctx.k.vfs.may_remove(&parent.node, &node)?;
     if rmdir {
         if !node.is_dir() {
             return Err(Errno::ENOTDIR.into());

@@ -9,6 +9,7 @@ use zeroboot_abi::Errno;
 
 use super::fcntl::close_fd;
 use super::namei::{read_path, resolve_at, resolve_parent_at};
+use crate::cred::Want;
 use crate::fd::{FileKind, OpenFile};
 use crate::kernel::Pipe;
 use crate::proc;
@@ -114,6 +115,7 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
         let f = OpenFile::new(FileKind::Path, l.path, keep);
         return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
     }
+    ctx.k.vfs.permit(&l.node, open_want(acc, flags))?;
     if l.node.is_dir() {
         if writing || flags & O_CREAT != 0 {
             return Err(Errno::EISDIR.into());
@@ -150,6 +152,8 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
                     // No need to copy what is about to be truncated.
                     let ino = ctx.k.vfs.tmp.new_file(m.mode & 0o7777, Vec::new(), now())?;
                     ctx.k.vfs.tmp.set(l.path.clone(), vfs::Entry::File(ino))?;
+                    let owner = ctx.k.vfs.tmp.owner(m.ino);
+                    ctx.k.vfs.tmp.set_owner(ino, owner);
                     FileKind::Tmp(ino)
                 } else {
                     FileKind::Tmp(ctx.k.vfs.writable_file(&l.path, &l.node, now())?)
@@ -243,4 +247,16 @@ pub fn memfd_create(ctx: &mut Ctx, a: Args) -> SysResult {
         O_RDWR,
     );
     Ok(ctx.k.fds.open(f, a.u64(1) & MFD_CLOEXEC != 0, 0)? as u64)
+}
+
+/// What opening with these flags asks of the file's permission bits.
+fn open_want(acc: u64, flags: u64) -> Want {
+    let mut w = 0;
+    if acc != O_WRONLY {
+        w |= Want::READ.0;
+    }
+    if acc != O_RDONLY || flags & O_TRUNC != 0 {
+        w |= Want::WRITE.0;
+    }
+    Want(w)
 }

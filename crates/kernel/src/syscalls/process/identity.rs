@@ -24,31 +24,121 @@ pub fn getppid(ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(ctx.k.proc.ppid as u64)
 }
 
-/// getuid and friends: the sandbox runs as root.
-pub fn getid(_ctx: &mut Ctx, _a: Args) -> SysResult {
-    Ok(0)
+pub fn getuid(ctx: &mut Ctx, _a: Args) -> SysResult {
+    Ok(ctx.k.proc.cred.uid as u64)
 }
 
-pub fn getresid(ctx: &mut Ctx, a: Args) -> SysResult {
-    for i in 0..3 {
-        ctx.k.mm.write_obj(ctx.mem, a.ptr(i), &0u32)?;
+pub fn geteuid(ctx: &mut Ctx, _a: Args) -> SysResult {
+    Ok(ctx.k.proc.cred.euid as u64)
+}
+
+pub fn getgid(ctx: &mut Ctx, _a: Args) -> SysResult {
+    Ok(ctx.k.proc.cred.gid as u64)
+}
+
+pub fn getegid(ctx: &mut Ctx, _a: Args) -> SysResult {
+    Ok(ctx.k.proc.cred.egid as u64)
+}
+
+fn write_ids(ctx: &mut Ctx, a: Args, ids: [u32; 3]) -> SysResult {
+    for (i, id) in ids.iter().enumerate() {
+        ctx.k.mm.write_obj(ctx.mem, a.ptr(i), id)?;
     }
     Ok(0)
 }
 
-pub fn getgroups(_ctx: &mut Ctx, a: Args) -> SysResult {
-    if (a.int(0)) < 0 {
+pub fn getresuid(ctx: &mut Ctx, a: Args) -> SysResult {
+    let c = &ctx.k.proc.cred;
+    let ids = [c.uid, c.euid, c.suid];
+    write_ids(ctx, a, ids)
+}
+
+pub fn getresgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    let c = &ctx.k.proc.cred;
+    let ids = [c.gid, c.egid, c.sgid];
+    write_ids(ctx, a, ids)
+}
+
+/// getgroups(2): the count for size 0, EINVAL when the list does not fit.
+pub fn getgroups(ctx: &mut Ctx, a: Args) -> SysResult {
+    let size = a.int(0);
+    if size < 0 {
         return Err(Errno::EINVAL.into());
     }
+    let groups = ctx.k.proc.cred.groups.clone();
+    if size == 0 {
+        return Ok(groups.len() as u64);
+    }
+    if (size as usize) < groups.len() {
+        return Err(Errno::EINVAL.into());
+    }
+    for (i, g) in groups.iter().enumerate() {
+        ctx.k
+            .mm
+            .write_obj(ctx.mem, a.u64(1).wrapping_add(4 * i as u64), g)?;
+    }
+    Ok(groups.len() as u64)
+}
+
+/// setgroups(2): EPERM without privilege, EINVAL past NGROUPS_MAX.
+pub fn setgroups(ctx: &mut Ctx, a: Args) -> SysResult {
+    let n = a.int(0);
+    if n < 0 || n as usize > crate::cred::NGROUPS_MAX {
+        return Err(Errno::EINVAL.into());
+    }
+    if !ctx.k.proc.cred.privileged() {
+        return Err(Errno::EPERM.into());
+    }
+    let mut groups = Vec::with_capacity(n as usize);
+    for i in 0..n as u64 {
+        groups.push(
+            ctx.k
+                .mm
+                .read_obj::<u32>(ctx.mem, a.u64(1).wrapping_add(4 * i))?,
+        );
+    }
+    // Kept sorted, as Linux's groups_sort.
+    groups.sort_unstable();
+    ctx.k.proc.cred.setgroups(groups)?;
     Ok(0)
 }
 
-pub fn setid(_ctx: &mut Ctx, a: Args) -> SysResult {
-    if a.uint(0) == 0 {
-        Ok(0)
-    } else {
-        Err(Errno::EPERM.into())
-    }
+pub fn setuid(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.proc.cred.setuid(a.uint(0))?;
+    Ok(0)
+}
+
+pub fn setgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.proc.cred.setgid(a.uint(0))?;
+    Ok(0)
+}
+
+pub fn setreuid(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.proc.cred.setreuid(a.uint(0), a.uint(1))?;
+    Ok(0)
+}
+
+pub fn setregid(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.proc.cred.setregid(a.uint(0), a.uint(1))?;
+    Ok(0)
+}
+
+pub fn setresuid(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.proc.cred.setresuid(a.uint(0), a.uint(1), a.uint(2))?;
+    Ok(0)
+}
+
+pub fn setresgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    ctx.k.proc.cred.setresgid(a.uint(0), a.uint(1), a.uint(2))?;
+    Ok(0)
+}
+
+pub fn setfsuid(ctx: &mut Ctx, a: Args) -> SysResult {
+    Ok(ctx.k.proc.cred.setfsuid(a.uint(0)) as u64)
+}
+
+pub fn setfsgid(ctx: &mut Ctx, a: Args) -> SysResult {
+    Ok(ctx.k.proc.cred.setfsgid(a.uint(0)) as u64)
 }
 
 /// The process `pid` of the sandbox (0: the caller), live.
@@ -169,6 +259,9 @@ pub fn sethostname(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(0)
 }
 
+/// Capabilities 32..=40 (CAP_LAST_CAP of Linux 6.1 is 40).
+const CAP_HIGH: u32 = 0x1ff;
+
 pub fn capget(ctx: &mut Ctx, a: Args) -> SysResult {
     const V3: u32 = 0x2008_0522;
     let hdr: [u32; 2] = ctx.k.mm.read_obj(ctx.mem, a.ptr(0))?;
@@ -180,9 +273,24 @@ pub fn capget(ctx: &mut Ctx, a: Args) -> SysResult {
             Err(Errno::EINVAL.into())
         };
     }
+    let c = process(ctx, hdr[1]).ok_or(Errno::ESRCH)?.cred.clone();
     if a.u64(1) != 0 {
-        // No capabilities: nothing privileged exists in a sandbox.
-        ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &[0u32; 6])?;
+        // As Linux without securebits: euid 0 holds every capability in
+        // its effective set; any root id among the three keeps them
+        // permitted (seteuid(0) gets them back).
+        let all = |on: bool| if on { [u32::MAX, CAP_HIGH] } else { [0, 0] };
+        let eff = all(c.euid == 0);
+        let perm = all(c.uid == 0 || c.euid == 0 || c.suid == 0);
+        // struct __user_cap_data_struct[2]: {effective, permitted, inheritable}.
+        // Version 1 has one struct (32 capabilities), later ones two.
+        if hdr[0] == 0x1998_0330 {
+            ctx.k
+                .mm
+                .write_obj(ctx.mem, a.ptr(1), &[eff[0], perm[0], 0])?;
+        } else {
+            let data: [u32; 6] = [eff[0], perm[0], 0, eff[1], perm[1], 0];
+            ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &data)?;
+        }
     }
     Ok(0)
 }

@@ -107,6 +107,35 @@ for p in ["/tmp/bad", "/nope"]:
     );
 }
 
+/// Many short-lived children of one process, one after another: each
+/// dead child's page tables and frames are recycled for the next, which
+/// must never see a stale translation (a fault that repeats kills it).
+#[test]
+fn process_loops_all_exit_zero() {
+    let code = r#"
+import os, subprocess
+bad = []
+for i in range(200):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    _, st = os.waitpid(pid, 0)
+    if st:
+        bad.append(("fork", i, st))
+for i in range(50):
+    r = subprocess.run(["/bin/true"])
+    if r.returncode:
+        bad.append(("subprocess", i, r.returncode))
+r = subprocess.run(["bash", "-c", 'n=0; for i in $(seq 100); do /bin/true && n=$((n+1)); done; echo $n'],
+                   capture_output=True, text=True)
+print(r.returncode, r.stdout.strip(), r.stderr.strip())
+print("bad", bad[:5], len(bad))
+"#;
+    let o = py(code);
+    assert_eq!(stdout(&o), "0 100 \nbad [] 0\n", "stderr: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+}
+
 /// CPython's own regression tests for the core modules, run inside the
 /// sandbox by `python3 -m test` from Debian's libpython3.11-testsuite.
 #[test]

@@ -108,20 +108,29 @@ for p in ["/tmp/bad", "/nope"]:
 }
 
 /// Many short-lived children of one process, one after another: each
-/// dead child's page tables and frames are recycled for the next, which
-/// must never see a stale translation (a fault that repeats kills it).
+/// dead child's page tables and frames are recycled for the next. Each
+/// child also touches a page its parent never did (a private and a shared
+/// lazy mapping), so every child faults once at the same instruction and
+/// address: the guard against a fault that repeats for ever counts per
+/// thread, and used to kill every child after the 16th.
 #[test]
 fn process_loops_all_exit_zero() {
     let code = r#"
-import os, subprocess
+import os, subprocess, mmap
+private = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE)
+shared = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_SHARED)
 bad = []
 for i in range(200):
     pid = os.fork()
     if pid == 0:
+        private[12345] = 1
+        shared[4096] += 1
         os._exit(0)
     _, st = os.waitpid(pid, 0)
     if st:
         bad.append(("fork", i, st))
+if shared[4096] != 200 or private[12345] != 0:
+    bad.append(("memory", shared[4096], private[12345]))
 for i in range(50):
     r = subprocess.run(["/bin/true"])
     if r.returncode:

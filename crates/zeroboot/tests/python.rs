@@ -107,6 +107,54 @@ for p in ["/tmp/bad", "/nope"]:
     );
 }
 
+/// Many short-lived children of one process, one after another: each
+/// dead child's page tables and frames are recycled for the next. Each
+/// child also touches a page its parent never did (a private and a shared
+/// lazy mapping), so every child faults once at the same instruction and
+/// address: the guard against a fault that repeats for ever counts per
+/// thread, and used to kill every child after the 16th.
+#[test]
+fn process_loops_all_exit_zero() {
+    let code = r#"
+import os, subprocess, mmap
+private = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE)
+shared = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_SHARED)
+bad = []
+def children(n, what, child):
+    for i in range(n):
+        pid = os.fork()
+        if pid == 0:
+            child()
+            os._exit(0)
+        _, st = os.waitpid(pid, 0)
+        if st:
+            bad.append((what, i, st))
+def touch_private():
+    private[12345] = 1
+def touch_shared():
+    shared[4096] += 1
+children(200, "fork", lambda: None)
+children(40, "private", touch_private)
+children(40, "shared", touch_shared)
+if shared[4096] != 40 or private[12345] != 0:
+    bad.append(("memory", shared[4096], private[12345]))
+for i in range(50):
+    r = subprocess.run(["/bin/true"])
+    if r.returncode:
+        bad.append(("subprocess", i, r.returncode))
+r = subprocess.run(["bash", "-c", 'n=0; for i in $(seq 100); do /bin/true && n=$((n+1)); done; echo $n'],
+                   capture_output=True, text=True)
+print(r.returncode, r.stdout.strip(), r.stderr.strip())
+print("bad", bad[:5], len(bad))
+"#;
+    // A fork of the template (where the parent faults nowhere between
+    // its children) and a boot of the image.
+    for o in [run(&["exec", "--timeout", "60", code]), py(code)] {
+        assert_eq!(stdout(&o), "0 100 \nbad [] 0\n", "stderr: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    }
+}
+
 /// CPython's own regression tests for the core modules, run inside the
 /// sandbox by `python3 -m test` from Debian's libpython3.11-testsuite.
 #[test]

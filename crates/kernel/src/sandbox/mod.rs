@@ -89,8 +89,9 @@ pub fn guest_memory_size(limit: u64) -> u64 {
 /// How long a thread runs before another runnable one gets the vCPU.
 const TIMESLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// How often one fault may repeat at the same place before the program is
-/// considered stuck (a VMM bug, never legitimate).
+/// How often one thread's fault may repeat at the same place in a row
+/// before the program is considered stuck (a VMM bug, or a SIGSEGV
+/// handler that returns).
 const MAX_REPEATED_FAULTS: u32 = 16;
 
 pub struct Sandbox {
@@ -98,7 +99,11 @@ pub struct Sandbox {
     pub vm: Vm,
     pub vcpu: Vcpu,
     pub k: Kernel,
-    last_fault: (u64, u64, u32),
+    /// The last fault (pid, tid, rip, address) and how often it came in
+    /// a row. Keyed by thread: forked children run the same code at the
+    /// same addresses, and each may fault there once legitimately (a lazy
+    /// page of the layout they inherited), which must not add up.
+    last_fault: ((u32, u32, u64, u64), u32),
     xsave_size: u64,
     /// The FPU state of a fresh process (for execve).
     initial_xsave: Vec<u8>,
@@ -192,7 +197,7 @@ impl Sandbox {
             vm,
             vcpu,
             k,
-            last_fault: (0, 0, 0),
+            last_fault: Default::default(),
             xsave_size: Host::get()?.xsave_size(),
             initial_xsave,
             resettable: false,
@@ -217,7 +222,7 @@ impl Sandbox {
             vm,
             vcpu,
             k,
-            last_fault: (0, 0, 0),
+            last_fault: Default::default(),
             xsave_size,
             initial_xsave,
             resettable: false,
@@ -706,13 +711,13 @@ impl Sandbox {
     }
 
     fn exception(&mut self, f: ExceptionFrame) -> Result<(), SandboxError> {
-        let key = (f.rip, f.cr2);
-        if (self.last_fault.0, self.last_fault.1) == key {
-            self.last_fault.2 += 1;
+        let key = (self.k.proc.pid, self.k.current, f.rip, f.cr2);
+        if self.last_fault.0 == key {
+            self.last_fault.1 += 1;
         } else {
-            self.last_fault = (key.0, key.1, 1);
+            self.last_fault = (key, 1);
         }
-        if self.last_fault.2 > MAX_REPEATED_FAULTS {
+        if self.last_fault.1 > MAX_REPEATED_FAULTS {
             self.kill(
                 SIGSEGV,
                 format!("fault at {:#x} repeats (rip {:#x})", f.cr2, f.rip),

@@ -164,7 +164,7 @@ impl Sandbox {
         let t0 = std::time::Instant::now();
         self.k = snap.fork_kernel(&self.mem, opts);
         crate::vdso::rebase(&mut self.k, &self.mem, self.vcpu.tsc());
-        self.last_fault = (0, 0, 0);
+        self.last_fault = Default::default();
         self.last_reset.kernel_ns = t0.elapsed().as_nanos() as u64;
         true
     }

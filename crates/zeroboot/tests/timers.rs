@@ -9,15 +9,9 @@
 
 mod common;
 
+use common::check_lines as check;
 use common::run_python as py;
 use common::*;
-
-fn check(o: &std::process::Output, want: &[&str]) {
-    let got = stdout(o);
-    let got: Vec<&str> = got.lines().collect();
-    assert_eq!(got, want, "stderr: {}", stderr(o));
-    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
-}
 
 #[test]
 fn interval_timers_alarm_eintr_and_sa_restart() {

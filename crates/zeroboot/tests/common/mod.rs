@@ -38,6 +38,14 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The run printed exactly `want`, line by line, and exited 0.
+pub fn check_lines(o: &Output, want: &[&str]) {
+    let got = stdout(o);
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(got, want, "stderr: {}", stderr(o));
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+}
+
 /// Build tests/guest/NAME.c statically (once per test binary run).
 pub fn guest_program(name: &str) -> PathBuf {
     // Tests run on threads of one process: build one program at a time.

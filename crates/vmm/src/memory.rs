@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vm_memory::bitmap::BitmapSlice;
@@ -56,6 +57,65 @@ impl Drop for Reservation {
     }
 }
 
+/// One bit per page, and above it one bit per word of those bits that
+/// may be non-zero: a reset takes the record several times, and scanning
+/// the whole page map (8192 words for 2 GiB) each time cost more than the
+/// few pages the VMM writes.
+struct DirtyMap {
+    pages: Vec<AtomicU64>,
+    words: Vec<AtomicU64>,
+}
+
+impl DirtyMap {
+    fn new(pages: u64) -> DirtyMap {
+        let n = pages.div_ceil(64) as usize;
+        DirtyMap {
+            pages: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn mark(&self, page: u64) {
+        let w = (page / 64) as usize;
+        let Some(word) = self.pages.get(w) else {
+            return;
+        };
+        // The page's bit first, then its word's: `take` clears a word's
+        // summary bit before the word, so a bit set meanwhile is either
+        // taken now or found through its summary bit next time.
+        word.fetch_or(1 << (page % 64), Ordering::SeqCst);
+        if let Some(s) = self.words.get(w / 64) {
+            let bit = 1 << (w % 64);
+            if s.load(Ordering::SeqCst) & bit == 0 {
+                s.fetch_or(bit, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (si, s) in self.words.iter().enumerate() {
+            if s.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            let mut words = s.swap(0, Ordering::SeqCst);
+            while words != 0 {
+                let w = si * 64 + words.trailing_zeros() as usize;
+                words &= words - 1;
+                let Some(word) = self.pages.get(w) else {
+                    continue;
+                };
+                let mut bits = word.swap(0, Ordering::SeqCst);
+                while bits != 0 {
+                    out.push(w as u64 * 64 + bits.trailing_zeros() as u64);
+                    bits &= bits - 1;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The memory of one VM.
 pub struct GuestMemory {
     region: GuestRegionMmap<()>,
@@ -65,9 +125,9 @@ pub struct GuestMemory {
     /// Bytes at the start that come from `file` (the rest is fresh memory).
     file_len: u64,
     private: bool,
-    /// Pages the VMM wrote (one bit per page), when tracking is on: KVM's
-    /// dirty log sees only the guest's own writes.
-    dirty: Option<Vec<std::sync::atomic::AtomicU64>>,
+    /// Pages the VMM wrote, when tracking is on: KVM's dirty log sees only
+    /// the guest's own writes.
+    dirty: Option<DirtyMap>,
     /// The pages of a live sandbox this memory was forked from, mapped
     /// over `file` (see [`Layer`]).
     layer: Option<Arc<Layer>>,
@@ -415,12 +475,7 @@ impl GuestMemory {
 
     /// Start recording which pages the VMM writes.
     pub fn track_dirty(&mut self) {
-        let words = (self.size / PAGE_SIZE).div_ceil(64) as usize;
-        self.dirty = Some(
-            (0..words)
-                .map(|_| std::sync::atomic::AtomicU64::new(0))
-                .collect(),
-        );
+        self.dirty = Some(DirtyMap::new(self.size / PAGE_SIZE));
     }
 
     fn mark(&self, gpa: u64, len: usize) {
@@ -431,32 +486,14 @@ impl GuestMemory {
             let first = gpa / PAGE_SIZE;
             let last = (gpa + len as u64 - 1) / PAGE_SIZE;
             for p in first..=last {
-                if let Some(w) = d.get((p / 64) as usize) {
-                    w.fetch_or(1 << (p % 64), std::sync::atomic::Ordering::Relaxed);
-                }
+                d.mark(p);
             }
         }
     }
 
     /// Page numbers the VMM wrote since the last call (clears the record).
     pub fn take_dirty(&self) -> Vec<u64> {
-        let mut out = Vec::new();
-        if let Some(d) = &self.dirty {
-            for (i, w) in d.iter().enumerate() {
-                // A plain load first: most words are zero, and a swap on
-                // each of the map's thousands of words costs tens of µs.
-                if w.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-                    continue;
-                }
-                let mut bits = w.swap(0, std::sync::atomic::Ordering::Relaxed);
-                while bits != 0 {
-                    let b = bits.trailing_zeros() as u64;
-                    out.push(i as u64 * 64 + b);
-                    bits &= bits - 1;
-                }
-            }
-        }
-        out
+        self.dirty.as_ref().map(DirtyMap::take).unwrap_or_default()
     }
 
     /// Bytes at the start that come from the backing file.
@@ -586,6 +623,57 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Make the page at `gpa` equal to `src`'s (a reset's restore), writing
+    /// only the 64-byte lines that differ: a reset restores every page the
+    /// guest ever wrote, most of them only partly changed, and a line left
+    /// alone is not written back to memory. Returns whether any differed.
+    /// Only while no vCPU runs on this memory (the reset's caller owns it).
+    pub fn restore_page_from(&self, src: &GuestMemory, gpa: u64) -> Result<bool, MemoryError> {
+        const WORDS: usize = PAGE_SIZE as usize / 8;
+        const LINE: usize = 8;
+        if !gpa.is_multiple_of(PAGE_SIZE) {
+            return Err(MemoryError::OutOfRange {
+                gpa,
+                len: PAGE_SIZE as usize,
+            });
+        }
+        src.check(gpa, PAGE_SIZE as usize)?;
+        self.check(gpa, PAGE_SIZE as usize)?;
+        // SAFETY: both pages lie inside their live mappings (checked just
+        // above; the page offset keeps them 8-byte aligned); `src` is
+        // another mapping that nothing writes (the template's view), and
+        // no vCPU runs on `self` while a reset restores it, so the plain
+        // loads and stores below race with nothing.
+        let (from, to) = unsafe {
+            (
+                std::slice::from_raw_parts(
+                    (src.region.as_ptr() as usize + gpa as usize) as *const u64,
+                    WORDS,
+                ),
+                (self.region.as_ptr() as usize + gpa as usize) as *mut u64,
+            )
+        };
+        let mut changed = false;
+        for (line, want) in from.chunks_exact(LINE).enumerate() {
+            // SAFETY: as above; `line * LINE + i` < WORDS.
+            let differs = unsafe {
+                let at = to.add(line * LINE);
+                (0..LINE).fold(0, |acc, i| acc | (*at.add(i) ^ want[i])) != 0
+            };
+            if differs {
+                // SAFETY: as above.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(want.as_ptr(), to.add(line * LINE), LINE);
+                }
+                changed = true;
+            }
+        }
+        if changed {
+            self.mark(gpa, PAGE_SIZE as usize);
+        }
+        Ok(changed)
+    }
+
     /// A bounds-checked volatile view of guest memory, for reading (writes
     /// through it would escape dirty tracking).
     fn slice(
@@ -644,6 +732,57 @@ fn memfd(name: &str) -> Result<File, MemoryError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn dirty_map_returns_each_written_page_once() {
+        // 64 MiB: 16384 pages, 256 words, 4 summary words.
+        let mut m = GuestMemory::new(64 << 20).unwrap();
+        m.track_dirty();
+        assert!(m.take_dirty().is_empty());
+        let last = (64 << 20) - PAGE_SIZE;
+        for gpa in [
+            0,
+            0x1000,
+            0x1008,
+            63 * PAGE_SIZE,
+            64 * PAGE_SIZE,
+            4096 * PAGE_SIZE,
+            last,
+        ] {
+            m.write_u64(gpa, 1).unwrap();
+        }
+        // A write across a page boundary marks both pages.
+        m.write(0x5ffc, &[1; 8]).unwrap();
+        assert_eq!(
+            m.take_dirty(),
+            vec![0, 1, 5, 6, 63, 64, 4096, last / PAGE_SIZE]
+        );
+        assert!(m.take_dirty().is_empty());
+        m.write_u64(0x1000, 2).unwrap();
+        assert_eq!(m.take_dirty(), vec![1]);
+    }
+
+    #[test]
+    fn restore_page_writes_back_what_differs() {
+        let src = GuestMemory::new(2 << 20).unwrap();
+        let mut m = GuestMemory::new(2 << 20).unwrap();
+        m.track_dirty();
+        src.write(0x3000, &[7; 4096]).unwrap();
+        m.write(0x3000, &[7; 4096]).unwrap();
+        m.write_u64(0x3ff8, 1).unwrap();
+        m.write_u64(0x3040, 2).unwrap();
+        m.take_dirty();
+        assert!(m.restore_page_from(&src, 0x3000).unwrap());
+        let mut page = [0u8; 4096];
+        m.read(0x3000, &mut page).unwrap();
+        assert!(page.iter().all(|&b| b == 7));
+        assert_eq!(m.take_dirty(), vec![3]);
+        // Equal pages are left alone.
+        assert!(!m.restore_page_from(&src, 0x3000).unwrap());
+        assert!(!m.restore_page_from(&src, 0x4000).unwrap());
+        assert!(m.take_dirty().is_empty());
+        assert!(m.restore_page_from(&src, 2 << 20).is_err());
+    }
 
     #[test]
     fn bounds_are_checked() {

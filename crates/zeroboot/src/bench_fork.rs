@@ -68,8 +68,9 @@ fn reset_parts(t: &Template, code: &str, expect: &str, n: usize) -> Result<Vec<R
 }
 
 /// Medians of each part of `costs`: (pages, pte writes, new tables, dirty
-/// log, copy, shadow MMU, vCPU, kernel state, total), times in µs.
-fn reset_medians(costs: &[ResetCost]) -> [f64; 9] {
+/// log, copy, shadow MMU, vCPU, kernel state, total, pages that differed),
+/// times in µs.
+fn reset_medians(costs: &[ResetCost]) -> [f64; 10] {
     let med = |f: &dyn Fn(&ResetCost) -> u64| percentiles(costs.iter().map(f).collect()).0;
     [
         med(&|c| c.pages as u64 * 1000),
@@ -81,6 +82,7 @@ fn reset_medians(costs: &[ResetCost]) -> [f64; 9] {
         med(&|c| c.vcpu_ns),
         med(&|c| c.kernel_ns),
         med(&|c| c.total_ns()),
+        med(&|c| c.pages_changed as u64 * 1000),
     ]
 }
 
@@ -197,6 +199,7 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         "vcpu_us",
         "kernel_state_us",
         "total_us",
+        "pages_changed",
     ];
     let mut numpy_ns = Vec::new();
     let (heavy_label, heavy_code, heavy_out) = sn.heavy;
@@ -277,8 +280,8 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
             r99 / 1e3
         );
         println!(
-            "reset parts (p50 each)   {:.0} pages restored, {:.0} PTE writes, {:.0} new tables: dirty log {:.1} us, page copy {:.1} us, shadow MMU (PTE writer) {:.1} us, vCPU state {:.1} us, kernel state clone {:.1} us; total p50 {:.1} us",
-            parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7], parts[8]
+            "reset parts (p50 each)   {:.0} pages restored ({:.0} differed), {:.0} PTE writes, {:.0} new tables: dirty log {:.1} us, page copy {:.1} us, shadow MMU (PTE writer) {:.1} us, vCPU state {:.1} us, kernel state clone {:.1} us; total p50 {:.1} us",
+            parts[0], parts[9], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7], parts[8]
         );
         println!("reset+exec {heavy_label:<15} p50 {:>9.3} ms", n50 / 1e3);
         println!(

@@ -41,6 +41,9 @@ const REPROTECT_PAGES: usize = 1024;
 pub struct ResetCost {
     /// Pages given the template's bytes again.
     pub pages: usize,
+    /// Of those, the data pages that differed from the template (the rest
+    /// were written by an earlier execution only, see `restore`).
+    pub pages_changed: usize,
     /// Page-table entries rewritten by the ring-0 writer (shadow MMU).
     pub pte_writes: usize,
     /// Page-table frames the execution had allocated, cleared.
@@ -223,6 +226,7 @@ impl Sandbox {
         let mut writes: Vec<(u8, u64, u64, u64)> = Vec::new();
         let mut tmpl = [0u8; PAGE_SIZE as usize];
         let mut cur = [0u8; PAGE_SIZE as usize];
+        let mut pages_changed = 0;
         for (&gpa, &(level, base)) in &new_tables {
             self.mem.read(gpa, &mut cur)?;
             for i in 0..512usize {
@@ -241,8 +245,8 @@ impl Sandbox {
                 continue;
             }
             let Some(&(level, base)) = tables.get(&gpa) else {
-                // A data page: one copy from the template's mapping.
-                self.mem.copy_page_from(view, gpa)?;
+                // A data page: what differs from the template's mapping.
+                pages_changed += usize::from(self.mem.restore_page_from(view, gpa)?);
                 continue;
             };
             view.read(gpa, &mut tmpl)?;
@@ -292,6 +296,7 @@ impl Sandbox {
         self.restored = true;
         self.last_reset = ResetCost {
             pages,
+            pages_changed,
             pte_writes: n_writes,
             new_tables: new_tables.len(),
             dirty_log_ns: t1.as_nanos() as u64,

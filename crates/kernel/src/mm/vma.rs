@@ -104,10 +104,13 @@ impl Vma {
     }
 }
 
-/// The set of mappings, non-overlapping, keyed by start address.
+/// The set of mappings, non-overlapping, keyed by start address. Shared
+/// copy-on-write: every fork and reset clones its template's kernel state,
+/// and most executions map nothing new, so the (hundreds of) mappings are
+/// copied only by the first change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Vmas {
-    map: BTreeMap<u64, Vma>,
+    map: Arc<BTreeMap<u64, Vma>>,
 }
 
 impl Vmas {
@@ -154,15 +157,19 @@ impl Vmas {
     pub fn remove_range(&mut self, start: u64, end: u64) -> Vec<Vma> {
         let hit = self.overlapping(start, end);
         let mut removed = Vec::new();
+        if hit.is_empty() {
+            return removed;
+        }
+        let map = Arc::make_mut(&mut self.map);
         for v in hit {
-            self.map.remove(&v.start);
+            map.remove(&v.start);
             if v.start < start {
                 let left = v.slice(v.start, start);
-                self.map.insert(left.start, left);
+                map.insert(left.start, left);
             }
             if v.end > end {
                 let right = v.slice(end, v.end);
-                self.map.insert(right.start, right);
+                map.insert(right.start, right);
             }
             removed.push(v.slice(start, end));
         }
@@ -172,7 +179,7 @@ impl Vmas {
     /// Insert a mapping; the range must be free.
     pub fn insert(&mut self, v: Vma) {
         debug_assert!(!self.any_in(v.start, v.end));
-        self.map.insert(v.start, v);
+        Arc::make_mut(&mut self.map).insert(v.start, v);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Vma> {

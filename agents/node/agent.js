@@ -52,15 +52,21 @@ for (const name of Module.builtinModules) {
   });
 }
 
+// A request is read with one large read (every system call is a VM exit)
+// into this buffer, made once in the template; bytes not used yet wait in
+// `pending`.
+const readBuffer = Buffer.alloc(1 << 16);
+let pending = Buffer.alloc(0);
+
 function readExact(n) {
-  const buf = Buffer.alloc(n);
-  let got = 0;
-  while (got < n) {
-    const k = fs.readSync(CONTROL_FD, buf, got, n - got, null);
+  while (pending.length < n) {
+    const k = fs.readSync(CONTROL_FD, readBuffer, 0, readBuffer.length, null);
     if (k === 0) throw new Error("control channel closed");
-    got += k;
+    pending = Buffer.concat([pending, readBuffer.subarray(0, k)]);
   }
-  return buf;
+  const out = pending.subarray(0, n);
+  pending = pending.subarray(n);
+  return out;
 }
 
 function reply(obj) {

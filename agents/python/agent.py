@@ -52,14 +52,22 @@ except ImportError:  # an image without numpy
 CONTROL_FD = int(os.environ.get("ZEROBOOT_CONTROL_FD", "3"))
 
 
+# A request is read with one large read (every system call is a VM exit)
+# into this buffer, made once in the template, and split from `pending`.
+read_buffer = bytearray(1 << 16)
+read_view = memoryview(read_buffer)
+pending = bytearray()
+
+
 def read_exact(n):
-    buf = b""
-    while len(buf) < n:
-        chunk = os.read(CONTROL_FD, n - len(buf))
-        if not chunk:
+    while len(pending) < n:
+        got = os.readv(CONTROL_FD, [read_buffer])
+        if not got:
             raise EOFError("control channel closed")
-        buf += chunk
-    return buf
+        pending.extend(read_view[:got])
+    data = bytes(pending[:n])
+    del pending[:n]
+    return data
 
 
 def read_request():

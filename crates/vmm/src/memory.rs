@@ -656,8 +656,8 @@ impl GuestMemory {
             )
         };
         let first = (0..WORDS).step_by(LINE).find(|&at| {
-            // SAFETY: as above; `at + i` < WORDS.
             (0..LINE).fold(0, |acc, i| {
+                // SAFETY: as above; `at + i` < WORDS.
                 acc | (unsafe { *to.add(at + i) } ^ from[at + i])
             }) != 0
         });

@@ -64,10 +64,10 @@ pub struct VmPool {
 
 impl VmPool {
     /// A pool keeping `target` VMs ready while `pressure` says memory is
-    /// not short, and its filler thread, which runs `setup` first (an
-    /// error ends the filler: the pool stays empty). The thread ends when
-    /// the pool is dropped. Start it from a thread that may start threads
-    /// (not one under the vCPU seccomp filter).
+    /// not short, and its filler thread, which runs `setup` first; its
+    /// error is returned (no pool then). The thread ends when the pool is
+    /// dropped. Start it from a thread that may start threads (not one
+    /// under the vCPU seccomp filter).
     pub fn start(
         target: usize,
         pressure: fn() -> bool,
@@ -86,18 +86,23 @@ impl VmPool {
             dropped: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&pool);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
-            .name("zeroboot-vm-pool".into())
+            // 15 characters: what /proc/.../comm shows.
+            .name("zeroboot-vmpool".into())
             .spawn(move || {
-                if let Some(setup) = setup {
-                    if let Err(e) = setup() {
-                        tracing::error!(error = %e, "the VM pool's thread cannot start; no VMs are made ahead");
-                        return;
-                    }
+                let r = setup.map_or(Ok(()), |f| f());
+                let ok = r.is_ok();
+                let _ = ready_tx.send(r);
+                if ok {
+                    fill(weak);
                 }
-                fill(weak);
             })?;
-        Ok(pool)
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(pool),
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => Err(std::io::Error::other("the VM pool's thread ended at start")),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

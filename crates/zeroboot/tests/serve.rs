@@ -313,7 +313,7 @@ fn vcpu_threads_run_under_seccomp_and_need_nothing_it_refuses() {
             .map(str::trim)
             .unwrap_or("?")
             .to_string();
-        if comm.starts_with("zeroboot-vcpu") || comm.starts_with("zeroboot-vm-pool") {
+        if comm.starts_with("zeroboot-vcpu") || comm.starts_with("zeroboot-vmpool") {
             assert_eq!(mode, "2", "{comm} is not filtered");
             confined += 1;
         }
@@ -500,6 +500,6 @@ fn vm_pool_0_makes_no_vms_ahead() {
     assert_eq!(metric(&s, "zeroboot_vm_pool_ready"), None);
     for t in std::fs::read_dir(format!("/proc/{}/task", s.child.id())).unwrap() {
         let comm = std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap_or_default();
-        assert!(!comm.starts_with("zeroboot-vm-pool"), "a pool thread runs");
+        assert!(!comm.starts_with("zeroboot-vmpool"), "a pool thread runs");
     }
 }

@@ -25,3 +25,6 @@ pub use zeroboot_kernel::net::policy::{
     Counters as NetCounters, NetStats, Operator as NetOperator, PolicyError, Rule as NetRule,
     SandboxRules, Setup as NetSetup,
 };
+/// The process's pool of VMs made ahead of need, once installed
+/// (`zeroboot_vmm::pool`), and its counters.
+pub use zeroboot_vmm::pool::{global as vm_pool, PoolStats as VmPoolStats};

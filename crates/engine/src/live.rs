@@ -847,11 +847,11 @@ const RUN_SLICE: Duration = Duration::from_millis(50);
 impl Template {
     /// Fork until `n` spare forks wait for live sandboxes (callers run it
     /// when they have nothing else to do). Returns how many it made.
-    /// Under memory pressure (see `memory_tight`) it makes none and drops
+    /// Under memory pressure (see `zeroboot_vmm::pressure`) it makes none and drops
     /// those it holds.
     pub fn refill_spares(&self, n: usize) -> usize {
         let mut made = 0;
-        if memory_tight() {
+        if zeroboot_vmm::pressure::memory_tight() {
             let dropped =
                 std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
             if !dropped.is_empty() {
@@ -892,41 +892,6 @@ impl Template {
     /// Spare forks waiting for live sandboxes.
     pub fn spares(&self) -> usize {
         self.spare.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-/// The host has less than a tenth of its memory available (MemAvailable):
-/// no memory goes to forks made ahead of need. Read at most once a second
-/// (callers ask after every execution).
-pub fn memory_tight() -> bool {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    static CHECKED: AtomicU64 = AtomicU64::new(0);
-    static TIGHT: AtomicBool = AtomicBool::new(false);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if CHECKED.swap(now, Ordering::Relaxed) != now {
-        TIGHT.store(read_memory_tight(), Ordering::Relaxed);
-    }
-    TIGHT.load(Ordering::Relaxed)
-}
-
-fn read_memory_tight() -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/meminfo") else {
-        return false;
-    };
-    let field = |name: &str| -> Option<u64> {
-        info.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    match (field("MemAvailable:"), field("MemTotal:")) {
-        (Some(avail), Some(total)) => avail.saturating_mul(10) < total,
-        _ => false,
     }
 }
 

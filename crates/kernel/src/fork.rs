@@ -86,8 +86,7 @@ impl Sandbox {
             frozen.mem_size,
             frozen.layer.clone(),
         )?;
-        let vm = Vm::with_logging(&mem, frozen.registered, false)?;
-        let mut vcpu = vm.create_vcpu()?;
+        let (vm, mut vcpu) = Vm::with_vcpu(&mem, frozen.registered, false)?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&frozen.vcpu)?;
         let mut k = frozen.kernel.clone();

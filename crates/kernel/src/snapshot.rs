@@ -116,8 +116,7 @@ impl Sandbox {
     pub fn fork(snap: &Snapshot, opts: ForkOptions) -> Result<Sandbox, SandboxError> {
         let mut mem = GuestMemory::new_cow(snap.mem.clone(), snap.mem_len, snap.mem_size)?;
         mem.track_dirty();
-        let vm = Vm::with_logging(&mem, snap.mem_len, true)?;
-        let mut vcpu = vm.create_vcpu()?;
+        let (vm, mut vcpu) = Vm::with_vcpu(&mem, snap.mem_len, true)?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&snap.vcpu)?;
         let mut k = snap.fork_kernel(&mem, opts);

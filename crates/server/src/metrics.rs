@@ -154,6 +154,19 @@ impl Metrics {
             out,
             "# TYPE zeroboot_queued_executions gauge\nzeroboot_queued_executions {waiting}"
         );
+        if let Some(pool) = zeroboot_engine::vm_pool() {
+            let p = pool.stats();
+            let _ = writeln!(
+                out,
+                "# HELP zeroboot_vm_pool_ready VMs made ahead of need, ready for forks.\n# TYPE zeroboot_vm_pool_ready gauge\nzeroboot_vm_pool_ready {}",
+                p.ready
+            );
+            let _ = writeln!(
+                out,
+                "# HELP zeroboot_vm_pool_takes_total Forks that found a VM in the pool (hit) or made their own (miss).\n# TYPE zeroboot_vm_pool_takes_total counter\nzeroboot_vm_pool_takes_total{{result=\"hit\"}} {}\nzeroboot_vm_pool_takes_total{{result=\"miss\"}} {}",
+                p.hits, p.misses
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP zeroboot_template_memory_bytes Guest memory each template holds."

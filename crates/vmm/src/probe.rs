@@ -3,7 +3,7 @@
 
 use crate::layout::{FIRST_FREE_GPA, PAGE_SIZE, PML4_GPA};
 use crate::paging::{index, pte};
-use crate::{boot, FrameAllocator, GuestMemory, PageTables, Vcpu, Vm};
+use crate::{boot, FrameAllocator, GuestMemory, PageTables, Vcpu, Vm, VmPool};
 
 /// Where the code page is mapped.
 pub const CODE: u64 = 0x40_0000;
@@ -29,12 +29,16 @@ pub struct RawGuest {
 
 impl RawGuest {
     pub fn new(code: &[u8]) -> Result<RawGuest, crate::VmError> {
+        RawGuest::new_in(None, code)
+    }
+
+    /// As `new`, in a VM from `pool` when it holds one.
+    pub fn new_in(pool: Option<&VmPool>, code: &[u8]) -> Result<RawGuest, crate::VmError> {
         let mem =
             GuestMemory::new(32 << 20).map_err(|e| crate::VmError::Unavailable(e.to_string()))?;
         boot::write_boot_structures(&mem)
             .map_err(|e| crate::VmError::Unavailable(e.to_string()))?;
-        let vm = Vm::new(&mem, mem.size())?;
-        let vcpu = vm.create_vcpu()?;
+        let (vm, vcpu) = Vm::with_vcpu_from(pool, &mem, mem.size(), false)?;
         let mut g = RawGuest {
             mem,
             vcpu,

@@ -166,6 +166,56 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Ask KVM not to write-protect pages as it hands the dirty log over
+/// (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2); false where it cannot. It only
+/// changes slots registered with the dirty log.
+fn enable_manual_log(host: &Host, fd: &VmFd) -> bool {
+    if host
+        .kvm
+        .check_extension_raw(kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.into())
+        <= 0
+    {
+        return false;
+    }
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+        args: [
+            kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as u64,
+            0,
+            0,
+            0,
+        ],
+        ..Default::default()
+    };
+    fd.enable_cap(&cap).is_ok()
+}
+
+/// A VM and its vCPU with everything done that does not depend on guest
+/// memory: `KVM_CREATE_VM`, the manual dirty-log protection, the vCPU
+/// with its CPUID, control registers, MSRs, XCR0, FPU and TSC. No memory
+/// slot: the VM's user adds its own memory. Every VM zeroboot forks into
+/// starts as one, made on the spot or ahead of need by `crate::pool`, so
+/// a pooled VM is the same as a fresh one; one is never reused.
+pub struct Blank {
+    fd: VmFd,
+    /// The manual dirty-log protection is on.
+    manual_log: bool,
+    vcpu: Vcpu,
+}
+
+impl Blank {
+    pub fn create(host: &Host) -> Result<Blank, VmError> {
+        let fd = host.kvm.create_vm().map_err(VmError::CreateVm)?;
+        let manual_log = enable_manual_log(host, &fd);
+        let vcpu = Vcpu::new(&fd, host)?;
+        Ok(Blank {
+            fd,
+            manual_log,
+            vcpu,
+        })
+    }
+}
+
 /// Guest memory is registered with KVM in slots of this size as it comes
 /// into use: KVM's per-slot metadata (rmaps) costs time and kernel memory
 /// in proportion to slot size, at creation and at teardown.
@@ -190,33 +240,53 @@ impl Vm {
     /// Create a VM over `mem` with at least the first `initial` bytes
     /// registered. The caller keeps `mem` alive for as long as the VM.
     pub fn new(mem: &GuestMemory, initial: u64) -> Result<Vm, VmError> {
-        Vm::with_logging(mem, initial, false)
-    }
-
-    /// As `new`; with `log_dirty` KVM records every page the guest writes
-    /// (see `take_dirty_log`).
-    pub fn with_logging(mem: &GuestMemory, initial: u64, log_dirty: bool) -> Result<Vm, VmError> {
         let host = Host::get()?;
         let fd = host.kvm.create_vm().map_err(VmError::CreateVm)?;
-        let mut sticky = false;
-        if log_dirty
-            && host
-                .kvm
-                .check_extension_raw(kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2.into())
-                > 0
-        {
-            let cap = kvm_bindings::kvm_enable_cap {
-                cap: kvm_bindings::KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
-                args: [
-                    kvm_bindings::KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE as u64,
-                    0,
-                    0,
-                    0,
-                ],
-                ..Default::default()
-            };
-            sticky = fd.enable_cap(&cap).is_ok();
-        }
+        Vm::over(fd, false, mem, initial, false)
+    }
+
+    /// As `new`, with the VM's vCPU (no `create_vcpu`): both taken from the
+    /// process's pool of VMs made ahead (`crate::pool`) when it holds one,
+    /// else made now the same way. With `log_dirty` KVM records every page
+    /// the guest writes (see `take_dirty_log`).
+    pub fn with_vcpu(
+        mem: &GuestMemory,
+        initial: u64,
+        log_dirty: bool,
+    ) -> Result<(Vm, Vcpu), VmError> {
+        Vm::with_vcpu_from(crate::pool::global(), mem, initial, log_dirty)
+    }
+
+    /// As `with_vcpu`, from `pool` (none: made now).
+    pub fn with_vcpu_from(
+        pool: Option<&crate::pool::VmPool>,
+        mem: &GuestMemory,
+        initial: u64,
+        log_dirty: bool,
+    ) -> Result<(Vm, Vcpu), VmError> {
+        let blank = match pool.and_then(|p| p.take()) {
+            Some(b) => b,
+            None => Blank::create(Host::get()?)?,
+        };
+        let vm = Vm::over(
+            blank.fd,
+            log_dirty && blank.manual_log,
+            mem,
+            initial,
+            log_dirty,
+        )?;
+        Ok((vm, blank.vcpu))
+    }
+
+    /// A VM on `fd` (no slot yet) with at least the first `initial` bytes
+    /// of `mem` registered.
+    fn over(
+        fd: VmFd,
+        sticky: bool,
+        mem: &GuestMemory,
+        initial: u64,
+        log_dirty: bool,
+    ) -> Result<Vm, VmError> {
         let mut vm = Vm {
             fd,
             registered: 0,

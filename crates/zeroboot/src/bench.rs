@@ -45,6 +45,10 @@ pub enum Bench {
         /// Forks held alive at once.
         #[arg(long, default_value_t = 1000)]
         live: usize,
+        /// VMs made ahead of need by a background thread (`serve
+        /// --vm-pool`; 0: every fork makes its VM itself).
+        #[arg(long, default_value_t = zeroboot_vmm::pool::DEFAULT_SIZE)]
+        vm_pool: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -94,6 +98,10 @@ pub enum Bench {
         /// MiB of numpy data in the source.
         #[arg(long, default_value_t = 80)]
         state_mb: usize,
+        /// VMs made ahead of need by a background thread (`serve
+        /// --vm-pool`; 0: every fork makes its VM itself).
+        #[arg(long, default_value_t = zeroboot_vmm::pool::DEFAULT_SIZE)]
+        vm_pool: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -180,8 +188,9 @@ pub fn run(b: Bench) -> Result<()> {
             forks,
             execs,
             live,
+            vm_pool,
             json,
-        } => crate::bench_fork::run(&template, forks, execs, live, json),
+        } => crate::bench_fork::run(&template, forks, execs, live, vm_pool, json),
         Bench::Compare(a) => crate::bench_compare::run(a),
         Bench::Sandboxes {
             template,
@@ -195,8 +204,9 @@ pub fn run(b: Bench) -> Result<()> {
             count,
             runs,
             state_mb,
+            vm_pool,
             json,
-        } => crate::bench_fork_live::run(count, runs, state_mb, json),
+        } => crate::bench_fork_live::run(count, runs, state_mb, vm_pool, json),
         Bench::Net { small, big, json } => crate::bench_net::run(small, big, json),
         Bench::Mcp { runs, json } => crate::bench_mcp::run(runs, json),
         Bench::Code { runs, json } => crate::bench_code::run(runs, json),

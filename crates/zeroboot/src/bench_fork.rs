@@ -126,7 +126,27 @@ fn snippets(lang: Language) -> Snippets {
     }
 }
 
-pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) -> Result<()> {
+/// The VM pool's hits so far (0 without a pool).
+fn pool_hits() -> u64 {
+    zeroboot_vmm::pool::global().map_or(0, |p| p.stats().hits)
+}
+
+/// Let the VM pool fill up before a measurement, as it does between
+/// requests on a server.
+fn let_pool_fill() {
+    if let Some(p) = zeroboot_vmm::pool::global() {
+        p.wait_full(Duration::from_secs(30));
+    }
+}
+
+pub fn run(
+    template: &str,
+    forks: usize,
+    execs: usize,
+    live: usize,
+    vm_pool: usize,
+    json: bool,
+) -> Result<()> {
     let Some(lang) = Language::parse(template) else {
         bail!("unknown template {template:?} (known: python, node)");
     };
@@ -138,6 +158,11 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
     let t = Template::create(lang, &root, &TemplateOptions::default())
         .context("creating the template")?;
     let create = t0.elapsed();
+    if vm_pool > 0 {
+        zeroboot_vmm::pool::install(vm_pool, None).context("starting the VM pool")?;
+    }
+
+    let_pool_fill();
 
     let mut fork_ns = Vec::with_capacity(forks);
     for _ in 0..forks {
@@ -213,13 +238,16 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
     }
 
     // Many live forks at once.
+    let_pool_fill();
     let before = rss_kib();
+    let hits = pool_hits();
     let s = Instant::now();
     let mut held = Vec::with_capacity(live);
     for _ in 0..live {
         held.push(Sandbox::fork(&t.snapshot, fork_opts())?);
     }
     let live_time = s.elapsed();
+    let live_pooled = pool_hits() - hits;
     let after = rss_kib();
     let rss_per_fork = (after.saturating_sub(before) * 1024) / live.max(1) as u64;
     drop(held);
@@ -241,7 +269,7 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
     let (n50, _, _) = percentiles(numpy_ns);
     if json {
         println!(
-            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"reset_parts_p50\":{{{}}},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"live_forks\":{live},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
+            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"reset_parts_p50\":{{{}}},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"vm_pool\":{vm_pool},\"live_forks\":{live},\"live_from_pool\":{live_pooled},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
             lang.name(),
             create.as_secs_f64() * 1e3,
             e50 / 1e3,
@@ -285,7 +313,7 @@ pub fn run(template: &str, forks: usize, execs: usize, live: usize, json: bool) 
         );
         println!("reset+exec {heavy_label:<15} p50 {:>9.3} ms", n50 / 1e3);
         println!(
-            "{live} live forks          created in {:.1} ms, host RSS {} KiB per fork",
+            "{live} live forks          created in {:.1} ms ({live_pooled} in a VM from the pool of {vm_pool}), host RSS {} KiB per fork",
             live_time.as_secs_f64() * 1e3,
             rss_per_fork / 1024
         );

@@ -33,7 +33,7 @@ fn fork_ids(body: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()> {
+pub fn run(count: usize, runs: usize, state_mb: usize, vm_pool: usize, json: bool) -> Result<()> {
     if !(1..=100).contains(&count) {
         bail!("--count must be from 1 to 100");
     }
@@ -41,6 +41,7 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
     // Its own state directory (checkpoints are written there).
     let state = std::env::temp_dir().join(format!("zeroboot-bench-state-{}", std::process::id()));
     let state_arg = state.display().to_string();
+    let pool_arg = vm_pool.to_string();
     let (server, addr) = start_server_with(&[
         "--max-sandboxes",
         &max,
@@ -50,6 +51,8 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
         "python",
         "--state-dir",
         &state_arg,
+        "--vm-pool",
+        &pool_arg,
     ])?;
     let pid = server.0.id();
     let mut c = Conn::new(&addr).context("connecting")?;
@@ -175,6 +178,7 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
             "{}",
             serde_json::json!({
                 "state_mb": state_mb,
+                "vm_pool": vm_pool,
                 "fork_one_copy_us": {"p50": o50, "p99": o99},
                 "first_run_in_copy_us": {"p50": r50, "p99": r99},
                 "fork_count": count,
@@ -189,7 +193,7 @@ pub fn run(count: usize, runs: usize, state_mb: usize, json: bool) -> Result<()>
         );
         return Ok(());
     }
-    println!("fork of a live sandbox holding {state_mb} MiB of numpy data (HTTP, one client)");
+    println!("fork of a live sandbox holding {state_mb} MiB of numpy data (HTTP, one client, --vm-pool {vm_pool})");
     println!("  fork, 1 copy (freeze + copy)      p50 {o50:>9.1} us   p99 {o99:>9.1} us");
     println!("  first run in the copy (len(a))    p50 {r50:>9.1} us   p99 {r99:>9.1} us");
     println!(

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use zeroboot_engine::{ExecRequest, Language};
 
@@ -46,7 +46,13 @@ pub fn run(a: ExecArgs) -> Result<i32> {
     if !(a.timeout > 0.0 && a.timeout.is_finite()) {
         bail!("--timeout must be a positive number of seconds");
     }
+    // The fork's VM is made by the pool's thread while the template
+    // loads (as a server's are, ahead of need), so the fork only maps
+    // memory into it.
+    let pool = zeroboot_vmm::pool::install(1, Some(crate::serve::harden_vcpu))
+        .context("starting the VM pool's thread")?;
     let template = crate::template::load_or_create(lang)?;
+    pool.wait_full(Duration::from_secs(1));
     let mut req = ExecRequest::new(a.code);
     req.timeout = Duration::from_secs_f64(a.timeout);
     req.memory = a.memory.map(|m| m << 20);

@@ -313,12 +313,12 @@ fn vcpu_threads_run_under_seccomp_and_need_nothing_it_refuses() {
             .map(str::trim)
             .unwrap_or("?")
             .to_string();
-        if comm.starts_with("zeroboot-vcpu") {
+        if comm.starts_with("zeroboot-vcpu") || comm.starts_with("zeroboot-vmpool") {
             assert_eq!(mode, "2", "{comm} is not filtered");
             confined += 1;
         }
     }
-    assert_eq!(confined, 2, "two vCPU threads expected");
+    assert_eq!(confined, 3, "two vCPU threads and the VM pool's expected");
     // What executions do, through the filtered threads.
     for body in [
         r#"{"code": "import numpy as np; print(np.ones(1000).sum())"}"#,
@@ -426,4 +426,80 @@ fn streamed_exec_sends_output_events_then_the_result() {
         r#"{"code": "1", "stream": true, "language": "cobol"}"#,
     );
     assert_eq!(st, 400, "{b}");
+}
+
+/// A gauge or counter line of /v1/metrics (`name` with its labels).
+fn metric(s: &Server, name: &str) -> Option<u64> {
+    let (_, _, b) = s.get("/v1/metrics");
+    b.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn wait_metric(s: &Server, name: &str, want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(s, name) != Some(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {:?}, not {want}",
+            metric(s, name)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The output of `code` run in live sandbox `id`.
+fn run_in(s: &Server, id: &str, code: &str) -> String {
+    let body = serde_json::json!({ "code": code }).to_string();
+    let (st, _, b) = s.post(&format!("/v1/sandboxes/{id}/exec"), None, &body);
+    assert_eq!(st, 200, "{b}");
+    json(&b)["output"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn sandboxes_and_their_forks_take_vms_from_the_pool() {
+    let s = Server::start(None, &["--languages", "python", "--vm-pool", "4"]);
+    wait_metric(&s, "zeroboot_vm_pool_ready", 4);
+    let (st, _, b) = s.post("/sandboxes", None, r#"{"templateID": "python"}"#);
+    assert_eq!(st, 201, "{b}");
+    let src = json(&b)["sandboxID"].as_str().unwrap().to_string();
+    assert_eq!(run_in(&s, &src, "x = 41; print(x)"), "41\n");
+    let (st, _, b) = s.post(&format!("/sandboxes/{src}/fork"), None, r#"{"count": 3}"#);
+    assert_eq!(st, 201, "{b}");
+    let copies: Vec<String> = json(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sandbox"]["sandboxID"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(copies.len(), 3, "{b}");
+    // Each copy has the source's state, and its own from then on.
+    for (i, c) in copies.iter().enumerate() {
+        assert_eq!(
+            run_in(&s, c, &format!("x += {i}; print(x)")),
+            format!("{}\n", 41 + i)
+        );
+    }
+    assert_eq!(run_in(&s, &copies[0], "print(x)"), "41\n");
+    assert_eq!(run_in(&s, &src, "print(x)"), "41\n");
+    let hits = metric(&s, "zeroboot_vm_pool_takes_total{result=\"hit\"}").unwrap();
+    assert!(hits >= 3, "{hits} forks from the pool");
+    // Refilled off the request path.
+    wait_metric(&s, "zeroboot_vm_pool_ready", 4);
+}
+
+#[test]
+fn vm_pool_0_makes_no_vms_ahead() {
+    let s = Server::start(None, &["--languages", "python", "--vm-pool", "0"]);
+    let (st, _, b) = s.post("/v1/exec", None, r#"{"code": "print(6 * 7)"}"#);
+    assert_eq!(
+        (st, json(&b)["stdout"].as_str()),
+        (200, Some("42\n")),
+        "{b}"
+    );
+    assert_eq!(metric(&s, "zeroboot_vm_pool_ready"), None);
+    for t in std::fs::read_dir(format!("/proc/{}/task", s.child.id())).unwrap() {
+        let comm = std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap_or_default();
+        assert!(!comm.starts_with("zeroboot-vmpool"), "a pool thread runs");
+    }
 }

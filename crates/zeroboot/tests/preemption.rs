@@ -50,3 +50,19 @@ fn the_expected_lines_are_what_linux_prints() {
         .unwrap();
     check(&o, WANT);
 }
+
+/// A signal that reaches a thread between two waits (a system call of
+/// another process had woken it to retry its wait) interrupts the next
+/// wait, as on Linux; a SIGKILL used to wait for the wait to end
+/// (test_subprocess's test_run_with_shell_timeout_and_capture_output).
+#[test]
+fn a_signal_pending_before_a_wait_interrupts_it() {
+    let script = include_str!("preemption_py/kill_after_poll.py");
+    let want = ["plain 9 True", "polled first 9 True"];
+    check(&run_python(script), &want);
+    let native = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    check(&native, &want);
+}

@@ -10,12 +10,31 @@ use crate::kernel::Kernel;
 use crate::task::{Resume, Thread, ThreadState, Wait};
 
 /// Block the current thread on `w` (the syscall returned `SysError::Block`).
+/// A signal it would act on that is already pending interrupts the wait at
+/// once, as Linux checks for one before it sleeps: such a signal came while
+/// the thread was runnable (a retry had woken it), so nothing else would
+/// interrupt it, and a SIGKILL did nothing until the wait ended.
 pub fn block_current(k: &mut Kernel, w: Wait) {
     k.wait_seq += 1;
     let seq = k.wait_seq;
+    let interrupt = w.interruptible() && acts_on_pending(k);
     let t = k.thread_mut();
-    t.state = ThreadState::Blocked(w);
+    t.state = if interrupt {
+        ThreadState::Runnable(Resume::Interrupted)
+    } else {
+        ThreadState::Blocked(w)
+    };
     t.blocked_seq = seq;
+}
+
+/// Whether the current thread has a pending signal that it does not block
+/// and its process does not ignore.
+fn acts_on_pending(k: &Kernel) -> bool {
+    let Some(t) = k.threads.get(&k.current) else {
+        return false;
+    };
+    let ready = (k.proc.pending | t.pending) & !t.sigmask;
+    (1..=64u32).any(|sig| ready & (1u64 << (sig - 1)) != 0 && !k.proc.ignores_signal(sig))
 }
 
 /// What identifies a futex: its user address in the current process, or

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use zeroboot_vmm::Kicker;
+use zeroboot_vmm::{ExitFlag, Kicker};
 
 const REKICK: Duration = Duration::from_millis(5);
 
@@ -15,6 +15,9 @@ struct Armed {
     hard: Option<Instant>,
     slice: Option<Instant>,
     kicker: Kicker,
+    /// Raised before each kick, so that a kick landing while the thread is
+    /// outside `KVM_RUN` still stops its next one (`zeroboot_vmm::kick`).
+    exit: ExitFlag,
 }
 
 impl Armed {
@@ -73,6 +76,7 @@ impl Watchdog {
                 if a.next().is_some_and(|t| t <= now) {
                     // The thread is alive: it unregisters under this lock
                     // before it can exit.
+                    a.exit.raise();
                     a.kicker.kick();
                     if a.slice.is_some_and(|s| s <= now) {
                         a.slice = None;
@@ -108,8 +112,9 @@ pub struct Guard {
     id: u64,
 }
 
-/// Register the calling thread, with an optional hard deadline.
-pub fn arm(deadline: Option<Instant>) -> Guard {
+/// Register the calling thread, which runs the vCPU of `exit`, with an
+/// optional hard deadline.
+pub fn arm(deadline: Option<Instant>, exit: ExitFlag) -> Guard {
     let w = watchdog();
     let kicker = Kicker::current();
     let id = match w.state.lock() {
@@ -122,6 +127,7 @@ pub fn arm(deadline: Option<Instant>) -> Guard {
                     hard: deadline,
                     slice: None,
                     kicker,
+                    exit,
                 },
             );
             id

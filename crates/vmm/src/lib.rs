@@ -18,7 +18,7 @@ pub mod tsc;
 pub mod vcpu;
 pub mod vm;
 
-pub use kick::Kicker;
+pub use kick::{ExitFlag, Kicker};
 pub use memory::{GuestMemory, Layer, MemoryError};
 pub use paging::{FrameAllocator, PageTables, PagingError};
 pub use pool::VmPool;

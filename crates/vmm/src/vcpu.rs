@@ -10,7 +10,10 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd, VmFd};
 
+use std::ptr::NonNull;
+
 use crate::boot::{self, has_error_code};
+use crate::kick::ExitFlag;
 use crate::layout::*;
 use crate::memory::GuestMemory;
 use crate::tsc::{self, TscInfo};
@@ -103,6 +106,15 @@ pub struct Vcpu {
     dropped_exceptions: u64,
     kernel_sregs: kvm_sregs,
     user_sregs: kvm_sregs,
+    /// `kvm_run.immediate_exit`, raised by kickers (`kick.rs`).
+    exit_flag: ExitFlag,
+}
+
+impl Drop for Vcpu {
+    fn drop(&mut self) {
+        // Before `fd` (and its `kvm_run` mapping) goes.
+        self.exit_flag.detach();
+    }
 }
 
 impl Vcpu {
@@ -149,6 +161,7 @@ impl Vcpu {
         fd.set_sync_valid_reg(SyncReg::Register);
         let user_sregs = boot::user_sregs(&kernel_sregs);
         let tsc = tsc::attach(&fd, host);
+        let exit_flag = ExitFlag::new(NonNull::from(&mut fd.get_kvm_run().immediate_exit));
         Ok(Vcpu {
             fd,
             tsc,
@@ -156,6 +169,7 @@ impl Vcpu {
             dropped_exceptions: 0,
             kernel_sregs,
             user_sregs,
+            exit_flag,
         })
     }
 
@@ -168,7 +182,12 @@ impl Vcpu {
                 return Ok(Exit::Exception(fault));
             }
         }
-        let port = match self.fd.run() {
+        let res = self.fd.run();
+        // A kick that came before this point is the caller's to see (it
+        // looks at the time before it runs again); a later one must stop
+        // the next `KVM_RUN`.
+        self.exit_flag.clear();
+        let port = match res {
             Ok(VcpuExit::IoOut(port, _)) => port,
             Ok(other) => return Ok(Exit::Unexpected(format!("{other:?}"))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -386,6 +405,8 @@ impl Vcpu {
         let saved = *self.regs();
         // The writer runs in ring 0; a pending return to ring 3 waits.
         let to_user = std::mem::take(&mut self.to_user);
+        // A kick during the writer is handed on to the caller's next run.
+        let mut kicked = false;
         for chunk in entries.chunks(PTE_LIST_CAPACITY) {
             let mut buf = Vec::with_capacity(chunk.len() * PTE_LIST_ENTRY as usize);
             for &(entry, value, va) in chunk {
@@ -408,7 +429,7 @@ impl Vcpu {
                 match self.run(mem)? {
                     Exit::PteWriterDone => break,
                     // A kick during the writer: finish the list first.
-                    Exit::Kicked => continue,
+                    Exit::Kicked => kicked = true,
                     other => return Err(VcpuError::PteWriter(format!("{other:?}"))),
                 }
             }
@@ -416,6 +437,9 @@ impl Vcpu {
         *self.regs_mut() = saved;
         if to_user {
             self.resume_user();
+        }
+        if kicked {
+            self.exit_flag.raise();
         }
         Ok(())
     }
@@ -486,9 +510,20 @@ impl Vcpu {
         self.tsc
     }
 
-    /// Whether `immediate_exit` is set; a kicker may set it so that a
-    /// `KVM_RUN` entered just after the kick returns at once.
+    /// Set `immediate_exit`: the next `run` returns `Exit::Kicked` at once
+    /// (each `run` clears it again).
     pub fn set_immediate_exit(&mut self, on: bool) {
-        self.fd.set_kvm_immediate_exit(on as u8);
+        if on {
+            self.exit_flag.raise();
+        } else {
+            self.exit_flag.clear();
+        }
+    }
+
+    /// The `immediate_exit` flag, for a kicker on another thread to raise
+    /// before it signals this vCPU's thread, so that the kick is not lost
+    /// when it lands outside `KVM_RUN`.
+    pub fn exit_flag(&self) -> ExitFlag {
+        self.exit_flag.clone()
     }
 }

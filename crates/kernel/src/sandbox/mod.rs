@@ -307,7 +307,7 @@ impl Sandbox {
             return Ok(Outcome::Exited(e.clone()));
         }
         self.k.deadline = deadline;
-        let guard = watchdog::arm(deadline);
+        let guard = watchdog::arm(deadline, self.vcpu.exit_flag());
         // A run that hands the agent a request (or a slice of one whose
         // agent is still busy with it) ends when the agent parks again with
         // its reply, even while other processes could run (spawned
@@ -364,6 +364,8 @@ impl Sandbox {
             if slice_end.is_some_and(|e| now >= e) && self.vcpu.regs().rip < USER_END {
                 slice_end = None;
                 guard.set_slice(None);
+                // The slice may have been a sleeper's deadline.
+                sched::expire(&mut self.k, now);
                 if self.next_turn()? {
                     continue;
                 }

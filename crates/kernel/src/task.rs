@@ -54,6 +54,10 @@ pub struct Process {
     /// Session id (setsid).
     #[serde(default)]
     pub sid: u32,
+    /// The nice value (setpriority), -20..=19. It is kept and reported;
+    /// the sandbox's one vCPU does not weigh its processes by it.
+    #[serde(default)]
+    pub nice: i32,
     /// It has called execve since it was created (setpgid: EACCES).
     #[serde(default)]
     pub execed: bool,
@@ -96,6 +100,7 @@ impl Process {
             vfork_child: None,
             dead: None,
             sid: pid,
+            nice: 0,
             execed: false,
             timers: Default::default(),
             cred: Default::default(),

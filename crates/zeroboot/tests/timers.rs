@@ -163,3 +163,60 @@ fn alarm_timeouts_over_v1_exec_and_no_timer_survives_a_reset() {
         assert_eq!(v["exit_code"], 0, "{b}");
     }
 }
+
+#[test]
+fn pidfds_poll_signal_and_reap_exactly_their_process() {
+    let o = py(include_str!("timers_py/pidfd.py"));
+    check(
+        &o,
+        &[
+            "cloexec True",
+            "running []",
+            "exited True",
+            "waitid True 7 True",
+            "signal reaped ESRCH",
+            "killed True",
+            "pid 0 EINVAL",
+            "pid -1 EINVAL",
+            "no such pid ESRCH",
+            "bad flags EINVAL",
+            "not a pidfd EBADF",
+            "waitid not a pidfd EBADF",
+            "nonblocking waitid EAGAIN",
+            "WNOHANG None",
+            "waitid self ECHILD",
+        ],
+    );
+}
+
+#[test]
+fn nice_values_priority_ranges_and_preadv2() {
+    let o = py(include_str!("timers_py/priorities.py"));
+    check(
+        &o,
+        &[
+            "nice 0",
+            "after set 5 5",
+            "nice(2) 7",
+            "child inherits 7",
+            "other process 10",
+            "group 3",
+            "clamped 19",
+            "no such process ESRCH",
+            "bad which EINVAL",
+            "user lowers EACCES",
+            "user sets root's EPERM",
+            "fifo 1 99",
+            "rr 1 99",
+            "other 0 0",
+            "bad policy EINVAL",
+            "quantum True",
+            "quantum of nobody ESRCH",
+            "pwritev2 11",
+            "preadv2 11 b'hello world'",
+            "at position 5 b'world' 11",
+            "unknown flag ENOTSUP",
+            "negative offset EINVAL",
+        ],
+    );
+}

@@ -58,6 +58,10 @@ pub struct Process {
     /// the sandbox's one vCPU does not weigh its processes by it.
     #[serde(default)]
     pub nice: i32,
+    /// The scheduling policy (SCHED_OTHER, SCHED_BATCH or SCHED_IDLE),
+    /// kept and reported like `nice`.
+    #[serde(default)]
+    pub sched_policy: u32,
     /// It has called execve since it was created (setpgid: EACCES).
     #[serde(default)]
     pub execed: bool,
@@ -101,6 +105,7 @@ impl Process {
             dead: None,
             sid: pid,
             nice: 0,
+            sched_policy: 0,
             execed: false,
             timers: Default::default(),
             cred: Default::default(),

@@ -190,7 +190,7 @@ fn pidfds_poll_signal_and_reap_exactly_their_process() {
 }
 
 #[test]
-fn nice_values_priority_ranges_and_preadv2() {
+fn nice_values_scheduling_policies_preadv2_utime_and_seek_hole() {
     let o = py(include_str!("timers_py/priorities.py"));
     check(
         &o,
@@ -217,6 +217,18 @@ fn nice_values_priority_ranges_and_preadv2() {
             "at position 5 b'world' 11",
             "unknown flag ENOTSUP",
             "negative offset EINVAL",
+            "policy True 0",
+            "batch True",
+            "getscheduler -1 EINVAL",
+            "getparam -1 EINVAL",
+            "getscheduler nobody ESRCH",
+            "batch priority 5 EINVAL",
+            "setaffinity -1 ESRCH",
+            "times 1002003000 4005006000",
+            "atime only 7000000000",
+            "hole 10",
+            "hole at end ENXIO",
+            "dir times 5000000000 6000000000",
         ],
     );
 }

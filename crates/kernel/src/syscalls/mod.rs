@@ -486,6 +486,14 @@ fn handlers() -> Vec<(u64, Row)> {
                 "the nice value is kept and reported, not used to weigh processes",
             ),
         ),
+        (
+            SCHED_SETSCHEDULER,
+            partial(
+                process::resources::sched_setscheduler,
+                "SCHED_OTHER, SCHED_BATCH and SCHED_IDLE are kept and reported; SCHED_FIFO and SCHED_RR are EPERM",
+            ),
+        ),
+        (SCHED_SETPARAM, full(process::resources::sched_setparam)),
         (SCHED_GET_PRIORITY_MAX, full(process::resources::sched_get_priority_max)),
         (SCHED_GET_PRIORITY_MIN, full(process::resources::sched_get_priority_min)),
         (SCHED_RR_GET_INTERVAL, full(process::resources::sched_rr_get_interval)),

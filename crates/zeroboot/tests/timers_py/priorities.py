@@ -83,3 +83,41 @@ try:
 except OSError as e:
     print("negative offset", en(e))
 os.close(fd)
+
+# Scheduling policies: the non-real-time ones are kept per process.
+print("policy", os.sched_getscheduler(0) == os.SCHED_OTHER, os.sched_getparam(0).sched_priority)
+os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+print("batch", os.sched_getscheduler(0) == os.SCHED_BATCH)
+os.sched_setparam(0, os.sched_param(0))
+for f, args, what in ((os.sched_getscheduler, (-1,), "getscheduler -1"), (os.sched_getparam, (-1,), "getparam -1"),
+                      (os.sched_getscheduler, (99999,), "getscheduler nobody"),
+                      (os.sched_setscheduler, (0, os.SCHED_BATCH, os.sched_param(5)), "batch priority 5"),
+                      (os.sched_setaffinity, (-1, {0}), "setaffinity -1")):
+    try:
+        f(*args)
+        print(what, "ok")
+    except OSError as e:
+        print(what, en(e))
+os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+# utime sets the access and the modification time apart; SEEK_HOLE past
+# the data is ENXIO.
+with open("/tmp/times", "wb") as f:
+    f.write(b"x" * 10)
+os.utime("/tmp/times", ns=(1_002_003_000, 4_005_006_000))
+st = os.stat("/tmp/times")
+print("times", st.st_atime_ns, st.st_mtime_ns)
+os.utime("/tmp/times", ns=(7_000_000_000, 4_005_006_000))
+print("atime only", os.stat("/tmp/times").st_atime_ns)
+fd = os.open("/tmp/times", os.O_RDONLY)
+print("hole", os.lseek(fd, 0, os.SEEK_HOLE))
+try:
+    os.lseek(fd, 10, os.SEEK_HOLE)
+except OSError as e:
+    print("hole at end", en(e))
+os.close(fd)
+os.mkdir("/tmp/timesdir")
+os.utime("/tmp/timesdir", ns=(5_000_000_000, 6_000_000_000))
+st = os.stat("/tmp/timesdir")
+print("dir times", st.st_atime_ns, st.st_mtime_ns)
+os.rmdir("/tmp/timesdir")

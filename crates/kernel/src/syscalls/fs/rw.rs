@@ -293,7 +293,7 @@ pub fn lseek(ctx: &mut Ctx, a: Args) -> SysResult {
                 return Ok(off as u64);
             }
             SEEK_HOLE => {
-                if off < 0 || off as u64 > size {
+                if off < 0 || off as u64 >= size {
                     return Err(Errno::ENXIO.into());
                 }
                 f.offset = size;

@@ -73,6 +73,8 @@ pub fn sched_getaffinity(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 
 pub fn sched_setaffinity(ctx: &mut Ctx, a: Args) -> SysResult {
+    // Any pid that names no process (negative ones too) is ESRCH here.
+    sched_target(ctx, a.int(0)).map_err(|_| Errno::ESRCH)?;
     if a.u64(1) < 8 {
         return Err(Errno::EINVAL.into());
     }
@@ -88,13 +90,80 @@ pub fn sched_yield(ctx: &mut Ctx, _a: Args) -> SysResult {
     Ok(0)
 }
 
-pub fn sched_getscheduler(_ctx: &mut Ctx, _a: Args) -> SysResult {
-    Ok(0)
+/// The process a sched_* call names: 0 is the caller; a negative pid is
+/// EINVAL, one that names no live process ESRCH.
+fn sched_target(ctx: &Ctx, pid: i32) -> Result<u32, Errno> {
+    match pid {
+        p if p < 0 => Err(Errno::EINVAL),
+        0 => Ok(ctx.k.proc.pid),
+        p if p as u32 == ctx.k.proc.pid || ctx.k.others.contains_key(&(p as u32)) => Ok(p as u32),
+        _ => Err(Errno::ESRCH),
+    }
+}
+
+fn policy_of(ctx: &Ctx, pid: u32) -> u32 {
+    if pid == ctx.k.proc.pid {
+        ctx.k.proc.sched_policy
+    } else {
+        ctx.k.others.get(&pid).map_or(0, |s| s.proc.sched_policy)
+    }
+}
+
+pub fn sched_getscheduler(ctx: &mut Ctx, a: Args) -> SysResult {
+    let pid = sched_target(ctx, a.int(0))?;
+    Ok(policy_of(ctx, pid) as u64)
 }
 
 pub fn sched_getparam(ctx: &mut Ctx, a: Args) -> SysResult {
+    sched_target(ctx, a.int(0))?;
+    if a.u64(1) == 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    // Every policy allowed here has static priority 0.
     ctx.k.mm.write_obj(ctx.mem, a.ptr(1), &0i32)?;
     Ok(0)
+}
+
+/// Set `pid`'s policy to `policy` with `priority`: the non-real-time
+/// policies (priority 0) are kept; SCHED_FIFO and SCHED_RR are EPERM, as
+/// for a process without CAP_SYS_NICE (a sandbox cannot promise real
+/// time).
+fn set_scheduler(ctx: &mut Ctx, pid: u32, policy: u64, priority: i32) -> SysResult {
+    const SCHED_RESET_ON_FORK: u64 = 0x4000_0000;
+    let policy = policy & !SCHED_RESET_ON_FORK;
+    let (min, max) = priority_range(policy)?;
+    if priority < min || priority > max || policy == SCHED_DEADLINE {
+        return Err(Errno::EINVAL.into());
+    }
+    if matches!(policy, SCHED_FIFO | SCHED_RR) {
+        tracing::debug!(policy, "real-time scheduling refused: EPERM");
+        return Err(Errno::EPERM.into());
+    }
+    if pid == ctx.k.proc.pid {
+        ctx.k.proc.sched_policy = policy as u32;
+    } else if let Some(s) = ctx.k.others.get_mut(&pid) {
+        s.proc.sched_policy = policy as u32;
+    }
+    Ok(0)
+}
+
+pub fn sched_setscheduler(ctx: &mut Ctx, a: Args) -> SysResult {
+    let pid = sched_target(ctx, a.int(0))?;
+    if a.u64(2) == 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let priority: i32 = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
+    set_scheduler(ctx, pid, a.u64(1), priority)
+}
+
+pub fn sched_setparam(ctx: &mut Ctx, a: Args) -> SysResult {
+    let pid = sched_target(ctx, a.int(0))?;
+    if a.u64(1) == 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let priority: i32 = ctx.k.mm.read_obj(ctx.mem, a.ptr(1))?;
+    let policy = policy_of(ctx, pid) as u64;
+    set_scheduler(ctx, pid, policy, priority)
 }
 
 const PRIO_PROCESS: u64 = 0;

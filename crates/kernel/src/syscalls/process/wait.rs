@@ -97,10 +97,12 @@ pub fn waitid(ctx: &mut Ctx, a: Args) -> SysResult {
             let (pid, nonblock) = super::pidfd::target(ctx, fd)?;
             // A pidfd opened non-blocking makes the wait EAGAIN instead
             // of blocking (Linux 5.10+).
-            if nonblock && options & WNOHANG == 0 && super::pidfd::running(ctx.k, pid) {
-                if find_zombie(ctx, pid as i64)?.is_none() {
-                    return Err(Errno::EAGAIN.into());
-                }
+            if nonblock
+                && options & WNOHANG == 0
+                && super::pidfd::running(ctx.k, pid)
+                && find_zombie(ctx, pid as i64)?.is_none()
+            {
+                return Err(Errno::EAGAIN.into());
             }
             if nonblock {
                 options |= WNOHANG;

@@ -47,11 +47,15 @@ pub enum FileKind {
     Epoll(u64),
     /// The slave side of a pseudo-terminal (`Kernel::ptys`).
     Pty(u64),
+    /// The master side of a pseudo-terminal a guest opened (/dev/ptmx).
+    PtyMaster(u64),
     /// A socket of `Kernel::sockets` (its operations are in `crate::net`
     /// and `syscalls::net`).
     Socket(u64),
     /// An inotify instance of `Kernel::fs.inotify`.
     Inotify(u64),
+    /// A process file descriptor naming process `pid` (pidfd_open).
+    PidFd(u32),
 }
 
 /// An open file description.

@@ -54,6 +54,14 @@ pub struct Process {
     /// Session id (setsid).
     #[serde(default)]
     pub sid: u32,
+    /// The nice value (setpriority), -20..=19. It is kept and reported;
+    /// the sandbox's one vCPU does not weigh its processes by it.
+    #[serde(default)]
+    pub nice: i32,
+    /// The scheduling policy (SCHED_OTHER, SCHED_BATCH or SCHED_IDLE),
+    /// kept and reported like `nice`.
+    #[serde(default)]
+    pub sched_policy: u32,
     /// It has called execve since it was created (setpgid: EACCES).
     #[serde(default)]
     pub execed: bool,
@@ -96,6 +104,8 @@ impl Process {
             vfork_child: None,
             dead: None,
             sid: pid,
+            nice: 0,
+            sched_policy: 0,
             execed: false,
             timers: Default::default(),
             cred: Default::default(),

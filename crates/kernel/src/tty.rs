@@ -1,5 +1,6 @@
-//! Pseudo-terminals whose master side the host holds (envd's `pty` in
-//! StartRequest: `sandbox.pty.create()`). The slave is a file kind of the
+//! Pseudo-terminals. The master side is held by the host (envd's `pty` in
+//! StartRequest: `sandbox.pty.create()`) or by a guest process that opened
+//! `/dev/ptmx` (`openpty`, `pty.spawn`, `script`). The slave is a file kind of the
 //! sandbox's kernel with a small line discipline, enough for an
 //! interactive bash: termios (canonical or raw input, echo, CR/NL
 //! translation, output NL -> CR NL), the window size, the foreground
@@ -144,6 +145,17 @@ pub struct Pty {
     pub session: u32,
     /// The host closed the master: the slave hangs up.
     pub hung_up: bool,
+    /// A guest holds the master (`/dev/ptmx`): the slave opens only after
+    /// unlockpt, and becomes a controlling terminal by TIOCSCTTY.
+    #[serde(default)]
+    pub guest_master: bool,
+    /// TIOCSPTLCK: opening the slave fails with EIO.
+    #[serde(default)]
+    pub locked: bool,
+    /// The slave was opened once: when no slave descriptor is left, the
+    /// master reads EIO (Linux's TTY_OTHER_CLOSED).
+    #[serde(default)]
+    pub slave_opened: bool,
 }
 
 /// What the slave's readers and writers see.
@@ -381,6 +393,9 @@ const FIONREAD: u64 = 0x541B;
 const TIOCNOTTY: u64 = 0x5422;
 const TIOCGSID: u64 = 0x5429;
 const TIOCGPTN: u64 = 0x80045430;
+const TIOCSPTLCK: u64 = 0x40045431;
+const TIOCGPTLCK: u64 = 0x80045439;
+const TIOCGPTPEER: u64 = 0x5441;
 
 /// read(2) on a slave.
 pub(crate) fn slave_read(
@@ -511,17 +526,145 @@ pub(crate) fn ioctl(ctx: &mut Ctx, id: u64, a: Args) -> Option<SysResult> {
                     _ => return Err(Errno::EINVAL.into()),
                 }
             }
-            // This pty is already the caller's controlling terminal (the
-            // host made it so); draining and flow control have nothing to
-            // wait for here.
+            // A host pty is already its session's controlling terminal
+            // (the host made it so); a guest's becomes the caller's.
+            TIOCSCTTY if p.guest_master => {
+                let (sid, pgid) = (ctx.k.proc.sid, ctx.k.proc.pgid);
+                let p = ctx.k.ptys.get_mut(&id).ok_or(Errno::EIO)?;
+                p.session = sid;
+                p.fg_pgrp = pgid;
+            }
+            // Draining and flow control have nothing to wait for here.
             TIOCSCTTY | TIOCNOTTY | TCSBRK | TCXONC => {}
-            TIOCGPTN => return Err(Errno::ENOTTY.into()),
+            TIOCGPTN | TIOCSPTLCK | TIOCGPTLCK | TIOCGPTPEER => return Err(Errno::ENOTTY.into()),
             _ => return Err(SysError::Errno(Errno::ENOSYS)),
         }
         Ok(0)
     })();
     match r {
         Err(SysError::Errno(Errno::ENOSYS)) => None,
+        r => Some(r),
+    }
+}
+
+/// Whether any descriptor (in any process, or in flight) holds the slave
+/// of pty `id`.
+fn slave_open(k: &Kernel, id: u64) -> bool {
+    k.live_descriptions()
+        .any(|f| matches!(f.kind, crate::fd::FileKind::Pty(i) if i == id))
+}
+
+/// open("/dev/ptmx"): a new pty whose master the caller holds, locked
+/// until unlockpt, with no session yet.
+pub(crate) fn open_master(k: &mut Kernel) -> u64 {
+    let id = k.new_pty(0, 0, 0);
+    if let Some(p) = k.ptys.get_mut(&id) {
+        p.guest_master = true;
+        p.locked = true;
+    }
+    id
+}
+
+/// open("/dev/pts/N"): EIO while the master keeps it locked.
+pub(crate) fn open_slave(k: &mut Kernel, id: u64) -> Result<(), Errno> {
+    let p = k.ptys.get_mut(&id).ok_or(Errno::EIO)?;
+    if p.locked || p.hung_up {
+        return Err(Errno::EIO);
+    }
+    p.slave_opened = true;
+    Ok(())
+}
+
+/// read(2) on a guest-held master: what the slave wrote.
+pub(crate) fn master_read(
+    ctx: &mut Ctx,
+    id: u64,
+    count: usize,
+    nonblock: bool,
+) -> Result<Vec<u8>, SysError> {
+    let data = ctx.k.pty_output(id, count);
+    if !data.is_empty() || count == 0 {
+        return Ok(data);
+    }
+    let p = ctx.k.ptys.get(&id).ok_or(Errno::EIO)?;
+    if p.slave_opened && !slave_open(ctx.k, id) {
+        return Err(Errno::EIO.into());
+    }
+    if nonblock {
+        return Err(Errno::EAGAIN.into());
+    }
+    Err(ctx.k.wait(Wait::Retry {
+        reason: "read from a terminal master",
+        deadline: None,
+    }))
+}
+
+/// write(2) on a guest-held master: typed input, through the line
+/// discipline. Input past the queue cap is dropped, as `pty_input` does.
+pub(crate) fn master_write(ctx: &mut Ctx, id: u64, data: &[u8]) -> Result<usize, SysError> {
+    ctx.k.pty_input(id, data)?;
+    Ok(data.len())
+}
+
+/// poll(2) bits of a guest-held master.
+pub(crate) fn master_readiness(ctx: &mut Ctx, id: u64) -> i16 {
+    use crate::syscalls::events::{POLLHUP, POLLIN, POLLOUT};
+    let Some(p) = ctx.k.ptys.get(&id) else {
+        return POLLHUP;
+    };
+    let mut r = POLLOUT;
+    if !p.output.is_empty() {
+        r |= POLLIN;
+    }
+    if p.slave_opened && !slave_open(ctx.k, id) {
+        r |= POLLHUP;
+    }
+    r
+}
+
+/// The ioctls of a guest-held master: the pty's own (TIOCGPTN, the lock,
+/// TIOCGPTPEER) and the terminal ones, which act on the pair.
+pub(crate) fn master_ioctl(ctx: &mut Ctx, id: u64, a: Args) -> Option<SysResult> {
+    let arg = a.ptr(2);
+    let r = (|| -> SysResult {
+        let mem = ctx.mem;
+        match a.u64(1) {
+            TIOCGPTN => {
+                let n = (id + 1) as u32;
+                ctx.k.mm.write_obj(mem, arg, &n)?;
+            }
+            TIOCSPTLCK => {
+                let lock: i32 = ctx.k.mm.read_obj(mem, arg)?;
+                ctx.k.ptys.get_mut(&id).ok_or(Errno::EIO)?.locked = lock != 0;
+            }
+            TIOCGPTLCK => {
+                let lock = ctx.k.ptys.get(&id).ok_or(Errno::EIO)?.locked as i32;
+                ctx.k.mm.write_obj(mem, arg, &lock)?;
+            }
+            TIOCGPTPEER => {
+                use zeroboot_abi::flags::*;
+                let flags = a.u64(2);
+                if flags & !(O_ACCMODE | O_NOCTTY | O_NONBLOCK | O_CLOEXEC) != 0 {
+                    return Err(Errno::EINVAL.into());
+                }
+                open_slave(ctx.k, id)?;
+                let f = crate::fd::OpenFile::new(
+                    crate::fd::FileKind::Pty(id),
+                    format!("/dev/pts/{}", id + 1),
+                    flags & (O_ACCMODE | O_NONBLOCK),
+                );
+                return Ok(ctx.k.fds.open(f, flags & O_CLOEXEC != 0, 0)? as u64);
+            }
+            FIONREAD => {
+                let n = ctx.k.ptys.get(&id).ok_or(Errno::EIO)?.output.len() as i32;
+                ctx.k.mm.write_obj(mem, arg, &n)?;
+            }
+            _ => return Err(SysError::Errno(Errno::ENOSYS)),
+        }
+        Ok(0)
+    })();
+    match r {
+        Err(SysError::Errno(Errno::ENOSYS)) => ioctl(ctx, id, a),
         r => Some(r),
     }
 }
@@ -588,11 +731,31 @@ impl Kernel {
         let live: std::collections::BTreeSet<u64> = self
             .live_descriptions()
             .filter_map(|f| match f.kind {
-                crate::fd::FileKind::Pty(id) => Some(id),
+                crate::fd::FileKind::Pty(id) | crate::fd::FileKind::PtyMaster(id) => Some(id),
                 _ => None,
             })
             .collect();
+        // A guest's master hangs up when its last descriptor is gone
+        // (closed, or its process exited); its slave readers, and a
+        // master reader waiting for slaves that all closed, wake.
+        let masters: std::collections::BTreeSet<u64> = self
+            .live_descriptions()
+            .filter_map(|f| match f.kind {
+                crate::fd::FileKind::PtyMaster(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let mut guest = false;
+        for (id, p) in self.ptys.iter_mut().filter(|(_, p)| p.guest_master) {
+            guest = true;
+            if !masters.contains(id) {
+                p.hung_up = true;
+            }
+        }
         self.ptys.retain(|id, p| live.contains(id) || !p.hung_up);
+        if guest {
+            crate::sched::wake_retriers(self);
+        }
     }
 
     /// Signal every live process of group `pgid` (as the tty driver does).

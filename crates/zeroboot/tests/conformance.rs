@@ -36,10 +36,6 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
         "test_fcntl",
         "test_fcntl_64_bit: fcntl(F_NOTIFY, DN_MULTISHOT) (dnotify) is EINVAL",
     ),
-    (
-        "test_fileio",
-        "testAbles: /dev/tty is seekable (lseek does not fail with ESPIPE)",
-    ),
 ];
 
 /// Runs the command; returns its JSON results and the Markdown report.

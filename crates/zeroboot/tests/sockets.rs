@@ -222,3 +222,24 @@ fn node_http_and_net_over_loopback_and_a_unix_path() {
         stderr(&o)
     );
 }
+
+#[test]
+fn udp_connect_picks_a_source_address_and_disconnect_forgets_it() {
+    // glibc's getaddrinfo connects one AF_INET6 UDP socket to each
+    // candidate in turn and aborts unless an IPv4 one shows v4-mapped.
+    let o = py(include_str!("sockets_py/udp_source.py"));
+    common::check_lines(
+        &o,
+        &[
+            "v6 ::1",
+            "still v6 after reconnect ::1",
+            "disconnect 0",
+            "after disconnect :: True",
+            "v4-mapped ::ffff:127.0.0.1",
+            "wildcard bound then connected True",
+            "after disconnect ('0.0.0.0', 0)",
+            "bound port kept True",
+            "getaddrinfo True",
+        ],
+    );
+}

@@ -163,3 +163,72 @@ fn alarm_timeouts_over_v1_exec_and_no_timer_survives_a_reset() {
         assert_eq!(v["exit_code"], 0, "{b}");
     }
 }
+
+#[test]
+fn pidfds_poll_signal_and_reap_exactly_their_process() {
+    let o = py(include_str!("timers_py/pidfd.py"));
+    check(
+        &o,
+        &[
+            "cloexec True",
+            "running []",
+            "exited True",
+            "waitid True 7 True",
+            "signal reaped ESRCH",
+            "killed True",
+            "pid 0 EINVAL",
+            "pid -1 EINVAL",
+            "no such pid ESRCH",
+            "bad flags EINVAL",
+            "not a pidfd EBADF",
+            "waitid not a pidfd EBADF",
+            "nonblocking waitid EAGAIN",
+            "WNOHANG None",
+            "waitid self ECHILD",
+        ],
+    );
+}
+
+#[test]
+fn nice_values_scheduling_policies_preadv2_utime_and_seek_hole() {
+    let o = py(include_str!("timers_py/priorities.py"));
+    check(
+        &o,
+        &[
+            "nice 0",
+            "after set 5 5",
+            "nice(2) 7",
+            "child inherits 7",
+            "other process 10",
+            "group 3",
+            "clamped 19",
+            "no such process ESRCH",
+            "bad which EINVAL",
+            "user lowers EACCES",
+            "user sets root's EPERM",
+            "fifo 1 99",
+            "rr 1 99",
+            "other 0 0",
+            "bad policy EINVAL",
+            "quantum True",
+            "quantum of nobody ESRCH",
+            "pwritev2 11",
+            "preadv2 11 b'hello world'",
+            "at position 5 b'world' 11",
+            "unknown flag ENOTSUP",
+            "negative offset EINVAL",
+            "policy True 0",
+            "batch True",
+            "getscheduler -1 EINVAL",
+            "getparam -1 EINVAL",
+            "getscheduler nobody ESRCH",
+            "batch priority 5 EINVAL",
+            "setaffinity -1 ESRCH",
+            "times 1002003000 4005006000",
+            "atime only 7000000000",
+            "hole 10",
+            "hole at end ENXIO",
+            "dir times 5000000000 6000000000",
+        ],
+    );
+}

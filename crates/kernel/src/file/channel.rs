@@ -15,6 +15,9 @@ use crate::vfs::{Device, Node, Synth};
 /// The slave side of pseudo-terminal `id` (`Kernel::ptys`).
 pub(crate) struct PtyFile(pub u64);
 
+/// The master side of pseudo-terminal `id`, held by a guest process.
+pub(crate) struct PtyMasterFile(pub u64);
+
 /// The agent's control channel (templates and forks).
 pub(crate) struct ControlFile;
 
@@ -52,6 +55,47 @@ impl FileOps for PtyFile {
 
     fn proc_link(&self, _f: &OpenFile) -> String {
         format!("/dev/pts/{}", self.0 + 1)
+    }
+
+    /// A master's reader learns that the slaves are gone (EIO).
+    fn released(&self, ctx: &mut Ctx) {
+        ctx.k.gc_pipes();
+    }
+}
+
+impl FileOps for PtyMasterFile {
+    fn positional(&self) -> Result<(), Errno> {
+        Err(Errno::ESPIPE)
+    }
+
+    fn read(&self, ctx: &mut Ctx, io: Io, count: usize) -> Result<Vec<u8>, SysError> {
+        crate::tty::master_read(ctx, self.0, count, io.nonblock)
+    }
+
+    fn write(&self, ctx: &mut Ctx, _io: Io, data: &[u8]) -> Result<usize, SysError> {
+        crate::tty::master_write(ctx, self.0, data)
+    }
+
+    fn stat(&self, ctx: &Ctx, _f: &OpenFile) -> Result<Stat, Errno> {
+        Ok(ctx.k.vfs.stat(&Node::Synth(Synth::Device(Device::Ptmx))))
+    }
+
+    fn readiness(&self, ctx: &mut Ctx, _depth: u32) -> i16 {
+        crate::tty::master_readiness(ctx, self.0)
+    }
+
+    fn ioctl(&self, ctx: &mut Ctx, a: Args) -> Option<SysResult> {
+        crate::tty::master_ioctl(ctx, self.0, a)
+    }
+
+    fn proc_link(&self, _f: &OpenFile) -> String {
+        "/dev/ptmx".to_string()
+    }
+
+    /// Its last descriptor here closed: the slave hangs up if no other
+    /// process holds the master (`Kernel::gc_ptys`).
+    fn released(&self, ctx: &mut Ctx) {
+        ctx.k.gc_pipes();
     }
 }
 

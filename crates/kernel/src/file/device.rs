@@ -33,7 +33,11 @@ fn random_bytes(buf: &mut [u8]) -> Result<(), Errno> {
 
 impl FileOps for DeviceFile {
     fn seek_size(&self, _ctx: &Ctx) -> Result<u64, Errno> {
-        Ok(0)
+        match self.0 {
+            // Terminals are streams (Linux's no_llseek).
+            Device::Tty | Device::Pts(_) | Device::Ptmx => Err(Errno::ESPIPE),
+            _ => Ok(0),
+        }
     }
 
     fn read(&self, ctx: &mut Ctx, io: Io, count: usize) -> Result<Vec<u8>, SysError> {
@@ -48,6 +52,8 @@ impl FileOps for DeviceFile {
             Device::Tty => return Err(Errno::EIO.into()),
             // Opened as FileKind::Pty; a Device never holds it.
             Device::Pts(id) => return crate::tty::slave_read(ctx, id, count, io.nonblock),
+            // Opened as FileKind::PtyMaster.
+            Device::Ptmx => return Err(Errno::EIO.into()),
         })
     }
 

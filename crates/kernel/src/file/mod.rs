@@ -14,8 +14,9 @@
 //! | device (/dev/null, zero, full, random, tty), console stream | [`device`] |
 //! | pipe | [`pipe`] |
 //! | eventfd, timerfd, epoll | [`event`] |
-//! | pseudo-terminal slave, control channel, socket | [`channel`] |
+//! | pseudo-terminal slave and master, control channel, socket | [`channel`] |
 //! | inotify instance | [`inotify`] |
+//! | process file descriptor (pidfd) | [`pidfd`] |
 //!
 //! State that the sandbox's processes share about files lives in
 //! [`FsObjects`]: FIFOs ([`fifo`]), advisory locks ([`lock`]) and inotify
@@ -32,6 +33,7 @@ pub(crate) mod event;
 pub(crate) mod fifo;
 pub(crate) mod inotify;
 pub(crate) mod lock;
+pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod regular;
 
@@ -232,9 +234,11 @@ impl FileKind {
             FileKind::TimerFd(id) => op(&event::TimerFdFile(*id)),
             FileKind::Epoll(id) => op(&event::EpollFile(*id)),
             FileKind::Pty(id) => op(&channel::PtyFile(*id)),
+            FileKind::PtyMaster(id) => op(&channel::PtyMasterFile(*id)),
             FileKind::Control => op(&channel::ControlFile),
             FileKind::Socket(id) => op(&channel::SocketFile(*id)),
             FileKind::Inotify(id) => op(&inotify::InotifyFile(*id)),
+            FileKind::PidFd(pid) => op(&pidfd::PidFdFile(*pid)),
         }
     }
 }

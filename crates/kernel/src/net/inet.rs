@@ -43,6 +43,15 @@ pub fn is_local(addr: &Addr) -> bool {
     }
 }
 
+/// 0.0.0.0 or :: (any port).
+pub fn is_wildcard(addr: &Addr) -> bool {
+    match addr {
+        Addr::V4(ip, _) => *ip == [0; 4],
+        Addr::V6(ip, _) => *ip == [0; 16],
+        _ => false,
+    }
+}
+
 /// Whether a socket bound to `local` takes traffic sent to `dest` (both
 /// loopback): a wildcard takes its family's addresses (an AF_INET6 one
 /// also v4-mapped ones), a specific address only itself. A destination of

@@ -198,6 +198,13 @@ pub struct Socket {
     /// The host socket of a connection outside the sandbox.
     #[serde(default)]
     pub host: Option<host::HostConn>,
+    /// bind(2) chose the address / the port (Linux's SOCK_BINDADDR_LOCK
+    /// and SOCK_BINDPORT_LOCK): a UDP disconnect keeps what bind chose and
+    /// forgets what connect chose.
+    #[serde(default)]
+    pub addr_locked: bool,
+    #[serde(default)]
+    pub port_locked: bool,
 }
 
 impl Socket {
@@ -220,6 +227,8 @@ impl Socket {
             peer_cred: None,
             path_ino: None,
             host: None,
+            addr_locked: false,
+            port_locked: false,
         }
     }
 

@@ -87,7 +87,7 @@ pub fn guest_memory_size(limit: u64) -> u64 {
 }
 
 /// How long a thread runs before another runnable one gets the vCPU.
-const TIMESLICE: std::time::Duration = std::time::Duration::from_millis(10);
+pub(crate) const TIMESLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How often one thread's fault may repeat at the same place in a row
 /// before the program is considered stuck (a VMM bug, or a SIGSEGV

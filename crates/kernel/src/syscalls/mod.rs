@@ -195,6 +195,14 @@ fn handlers() -> Vec<(u64, Row)> {
         (PWRITE64, full(fs::rw::pwrite64)),
         (PREADV, full(fs::rw::preadv)),
         (PWRITEV, full(fs::rw::pwritev)),
+        (
+            PREADV2,
+            partial(fs::rw::preadv2, "RWF_HIPRI/DSYNC/SYNC; RWF_NOWAIT is EOPNOTSUPP"),
+        ),
+        (
+            PWRITEV2,
+            partial(fs::rw::pwritev2, "RWF_HIPRI/DSYNC/SYNC; RWF_NOWAIT and RWF_APPEND are EOPNOTSUPP"),
+        ),
         (OPEN, full(fs::open::open)),
         (
             OPENAT,
@@ -471,7 +479,24 @@ fn handlers() -> Vec<(u64, Row)> {
         (SCHED_GETSCHEDULER, full(process::resources::sched_getscheduler)),
         (SCHED_GETPARAM, full(process::resources::sched_getparam)),
         (GETPRIORITY, full(process::resources::getpriority)),
-        (SETPRIORITY, full(process::resources::setpriority)),
+        (
+            SETPRIORITY,
+            partial(
+                process::resources::setpriority,
+                "the nice value is kept and reported, not used to weigh processes",
+            ),
+        ),
+        (
+            SCHED_SETSCHEDULER,
+            partial(
+                process::resources::sched_setscheduler,
+                "SCHED_OTHER, SCHED_BATCH and SCHED_IDLE are kept and reported; SCHED_FIFO and SCHED_RR are EPERM",
+            ),
+        ),
+        (SCHED_SETPARAM, full(process::resources::sched_setparam)),
+        (SCHED_GET_PRIORITY_MAX, full(process::resources::sched_get_priority_max)),
+        (SCHED_GET_PRIORITY_MIN, full(process::resources::sched_get_priority_min)),
+        (SCHED_RR_GET_INTERVAL, full(process::resources::sched_rr_get_interval)),
         (GETRUSAGE, full(process::resources::getrusage)),
         (TIMES, full(process::resources::times)),
         (GETCPU, full(process::resources::getcpu)),
@@ -481,7 +506,7 @@ fn handlers() -> Vec<(u64, Row)> {
             CLONE,
             partial(
                 process::fork::clone,
-                "threads, fork and vfork; no namespaces, no shared fd tables between processes",
+                "threads, fork and vfork, CLONE_PIDFD; no namespaces, no shared fd tables between processes",
             ),
         ),
         (
@@ -515,7 +540,15 @@ fn handlers() -> Vec<(u64, Row)> {
             WAITID,
             partial(
                 process::wait::waitid,
-                "exited children only (no stop/continue reports)",
+                "exited children only (no stop/continue reports); P_ALL, P_PID, P_PGID and P_PIDFD",
+            ),
+        ),
+        (PIDFD_OPEN, full(process::pidfd::pidfd_open)),
+        (
+            PIDFD_SEND_SIGNAL,
+            partial(
+                process::pidfd::pidfd_send_signal,
+                "no caller-supplied siginfo (EINVAL)",
             ),
         ),
         (

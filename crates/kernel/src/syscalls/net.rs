@@ -197,6 +197,48 @@ fn autobind_inet(ctx: &mut Ctx, id: u64, dest: Option<&Addr>) -> Result<(), Errn
     Ok(())
 }
 
+/// A connect through the loopback gives a socket bound to a wildcard the
+/// source address of the route (as Linux's `ip4_datagram_connect` and
+/// `tcp_v4_connect` do): getsockname shows it, and glibc's getaddrinfo
+/// relies on an AF_INET6 socket connected to an IPv4 address showing a
+/// v4-mapped one.
+fn source_address(ctx: &mut Ctx, id: u64, dest: &Addr) -> Result<(), Errno> {
+    let s = ctx.k.sockets.get_mut(id)?;
+    if let Some(local) = &s.local {
+        if inet::is_wildcard(local) {
+            let port = local.port().unwrap_or(0);
+            s.local = Some(inet::client_addr(s.domain, dest, port));
+        }
+    }
+    Ok(())
+}
+
+/// connect(AF_UNSPEC) on a UDP socket: no default destination, and the
+/// source address and port return to what bind(2) chose (Linux's
+/// `__udp_disconnect`), so the next connect picks them again.
+fn udp_disconnect(ctx: &mut Ctx, id: u64) -> Result<(), Errno> {
+    let s = ctx.k.sockets.get_mut(id)?;
+    s.remote = None;
+    let Some(local) = s.local.clone() else {
+        return Ok(());
+    };
+    if !s.port_locked {
+        s.local = None;
+        if let Some(port) = local.port() {
+            if ctx.k.sockets.ports.get(&(true, port)) == Some(&id) {
+                ctx.k.sockets.ports.remove(&(true, port));
+            }
+        }
+    } else if !s.addr_locked {
+        let port = local.port().unwrap_or(0);
+        s.local = Some(match s.domain {
+            Domain::Inet6 => Addr::V6([0; 16], port),
+            _ => Addr::V4([0; 4], port),
+        });
+    }
+    Ok(())
+}
+
 /// The loopback socket that takes traffic to `dest` (TCP or UDP).
 fn listener_for(ctx: &Ctx, udp: bool, dest: &Addr) -> Option<u64> {
     let port = dest.port().filter(|&p| p != 0)?;
@@ -329,6 +371,8 @@ pub fn bind(ctx: &mut Ctx, a: Args) -> SysResult {
     if !inet::is_local(&addr) {
         return Err(Errno::EADDRNOTAVAIL.into());
     }
+    let port_locked = !matches!(addr.port(), Some(0) | None);
+    let addr_locked = !inet::is_wildcard(&addr);
     let port = match addr.port() {
         Some(0) | None => ctx.k.sockets.ephemeral_port(udp)?,
         Some(p) if ctx.k.sockets.ports.contains_key(&(udp, p)) => {
@@ -342,7 +386,10 @@ pub fn bind(ctx: &mut Ctx, a: Args) -> SysResult {
         other => other,
     };
     ctx.k.sockets.ports.insert((udp, port), id);
-    ctx.k.sockets.get_mut(id)?.local = Some(addr);
+    let s = ctx.k.sockets.get_mut(id)?;
+    s.local = Some(addr);
+    s.addr_locked = addr_locked;
+    s.port_locked = port_locked;
     Ok(0)
 }
 
@@ -478,9 +525,8 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
     } else {
         let Some(dest) = inet::decode(domain, &raw)? else {
             // AF_UNSPEC: dissolve a datagram socket's association.
-            let s = ctx.k.sockets.get_mut(id)?;
-            if s.ty == Type::Dgram {
-                s.remote = None;
+            if ty == Type::Dgram {
+                udp_disconnect(ctx, id)?;
             }
             return Ok(0);
         };
@@ -496,6 +542,7 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
         }
         autobind_inet(ctx, id, Some(&dest))?;
         if ty == Type::Dgram {
+            source_address(ctx, id, &dest)?;
             ctx.k.sockets.get_mut(id)?.remote = Some(dest);
             return Ok(0);
         }
@@ -511,6 +558,7 @@ pub fn connect(ctx: &mut Ctx, a: Args) -> SysResult {
                 return Err(Errno::ECONNREFUSED.into());
             }
         };
+        source_address(ctx, id, &dest)?;
         ctx.k.sockets.get_mut(id)?.remote = Some(dest);
         t
     };

@@ -7,7 +7,7 @@ use zeroboot_abi::Errno;
 
 use super::{Args, Ctx, SysError, SysResult};
 
-fn valid(sig: u64) -> bool {
+pub(crate) fn valid(sig: u64) -> bool {
     (1..=NSIG as u64).contains(&sig)
 }
 

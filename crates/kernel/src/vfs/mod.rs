@@ -402,7 +402,7 @@ impl Vfs {
                     st.st_blocks = (i.data.len() as i64 + 511) / 512;
                     st.st_nlink = i.nlink.max(1);
                     (st.st_mtime, st.st_mtime_nsec) = i.mtime;
-                    (st.st_atime, st.st_atime_nsec) = i.mtime;
+                    (st.st_atime, st.st_atime_nsec) = i.atime.unwrap_or(i.mtime);
                     (st.st_ctime, st.st_ctime_nsec) = i.mtime;
                 }
                 st.st_ino = *ino;
@@ -440,6 +440,12 @@ impl Vfs {
                     }
                 }
                 st.st_ino = synth_ino(s);
+            }
+        }
+        if let Node::TmpDir { ino, .. } | Node::TmpSymlink { ino, .. } = node {
+            if let Some((a, m)) = self.tmp.node_times(*ino) {
+                (st.st_atime, st.st_atime_nsec) = a;
+                (st.st_mtime, st.st_mtime_nsec) = m;
             }
         }
         (st.st_uid, st.st_gid) = self.owner(node);

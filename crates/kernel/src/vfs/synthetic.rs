@@ -15,6 +15,8 @@ pub enum Device {
     Tty,
     /// /dev/pts/N: the slave of pty N - 1 (opened as `FileKind::Pty`).
     Pts(u64),
+    /// /dev/ptmx: each open makes a new pty (`FileKind::PtyMaster`).
+    Ptmx,
 }
 
 impl Device {
@@ -27,6 +29,7 @@ impl Device {
             Device::Random => (1, 9),
             Device::Tty => (5, 0),
             Device::Pts(id) => (136, id as u32 + 1),
+            Device::Ptmx => (5, 2),
         }
     }
 }
@@ -91,7 +94,8 @@ pub trait ProcView {
 }
 
 const DEV: &[&str] = &[
-    "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "pts",
+    "null", "zero", "full", "random", "urandom", "tty", "ptmx", "fd", "stdin", "stdout", "stderr",
+    "pts",
 ];
 const PROC: &[&str] = &[
     "self",
@@ -134,6 +138,7 @@ pub fn lookup(path: &str, p: &dyn ProcView) -> Option<Synth> {
         ["dev", "full"] => Device(self::Device::Full),
         ["dev", "random"] | ["dev", "urandom"] => Device(self::Device::Random),
         ["dev", "tty"] => Device(self::Device::Tty),
+        ["dev", "ptmx"] | ["dev", "pts", "ptmx"] => Device(self::Device::Ptmx),
         ["dev", "pts"] => Dir(SynthDir::Pts),
         ["dev", "pts", n] => {
             let id = n.parse::<u64>().ok()?.checked_sub(1)?;

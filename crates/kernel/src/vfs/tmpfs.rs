@@ -11,6 +11,9 @@ use zeroboot_abi::Errno;
 
 use crate::mm::FileContents;
 
+/// (atime, mtime), each (seconds, nanoseconds).
+pub type NodeTimes = ((i64, i64), (i64, i64));
+
 /// What the overlay holds at a path.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Entry {
@@ -34,6 +37,10 @@ pub struct Inode {
     pub mode: u32,
     pub nlink: u64,
     pub mtime: (i64, i64),
+    /// The access time utimensat set; None: the same as `mtime` (reads do
+    /// not update it here).
+    #[serde(default)]
+    pub atime: Option<(i64, i64)>,
     /// The shared memory object holding the file's pages while a
     /// MAP_SHARED mapping of it exists (`crate::shm`): those pages, not
     /// `data`, have the current bytes; `data` keeps the size.
@@ -58,6 +65,10 @@ pub struct Tmpfs {
     /// Times a write was refused for the limit (ENOSPC).
     #[serde(default)]
     pub full: u64,
+    /// (atime, mtime) that utimensat set on a directory or symlink of the
+    /// overlay, by inode (dropped with the entry). Others show no time.
+    #[serde(default)]
+    node_times: BTreeMap<u64, NodeTimes>,
     /// Owners (uid, gid) of inodes not owned by root, overlay and image
     /// inodes alike (image inodes are root's until chowned).
     #[serde(default)]
@@ -108,7 +119,27 @@ impl Tmpfs {
         if e.is_some() {
             self.bytes = self.bytes.saturating_sub(entry_cost(path));
         }
+        if let Some(Entry::Dir { ino, .. } | Entry::Symlink { ino, .. }) = &e {
+            self.node_times.remove(ino);
+        }
         e
+    }
+
+    /// The (atime, mtime) utimensat set on directory or symlink `ino`.
+    pub fn node_times(&self, ino: u64) -> Option<NodeTimes> {
+        self.node_times.get(&ino).copied()
+    }
+
+    /// Set a directory's or symlink's times; None keeps one as it is.
+    pub fn set_node_times(
+        &mut self,
+        ino: u64,
+        atime: Option<(i64, i64)>,
+        mtime: Option<(i64, i64)>,
+    ) {
+        let (a, m) = self.node_times.get(&ino).copied().unwrap_or_default();
+        self.node_times
+            .insert(ino, (atime.unwrap_or(a), mtime.unwrap_or(m)));
     }
 
     /// Create a regular file inode.
@@ -122,6 +153,7 @@ impl Tmpfs {
                 mode,
                 nlink: 1,
                 mtime: now,
+                atime: None,
                 shm: None,
             },
         );

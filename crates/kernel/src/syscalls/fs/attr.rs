@@ -192,16 +192,19 @@ pub fn utimensat(ctx: &mut Ctx, a: Args) -> SysResult {
     const UTIME_NOW: i64 = (1 << 30) - 1;
     const UTIME_OMIT: i64 = (1 << 30) - 2;
     let dirfd = a.fd(0);
-    let mtime = if a.u64(2) == 0 {
-        Some(now())
+    let (atime, mtime) = if a.u64(2) == 0 {
+        (Some(now()), Some(now()))
     } else {
         let t: [Timespec; 2] = ctx.k.mm.read_obj(ctx.mem, a.ptr(2))?;
-        match t[1].tv_nsec {
-            UTIME_OMIT => None,
-            UTIME_NOW => Some(now()),
-            ns if !(0..1_000_000_000).contains(&ns) => return Err(Errno::EINVAL.into()),
-            ns => Some((t[1].tv_sec, ns)),
-        }
+        let time = |t: &Timespec| -> Result<Option<(i64, i64)>, Errno> {
+            match t.tv_nsec {
+                UTIME_OMIT => Ok(None),
+                UTIME_NOW => Ok(Some(now())),
+                ns if !(0..1_000_000_000).contains(&ns) => Err(Errno::EINVAL),
+                ns => Ok(Some((t.tv_sec, ns))),
+            }
+        };
+        (time(&t[0])?, time(&t[1])?)
     };
     let l = if a.u64(1) == 0 {
         let f = ctx.k.fds.get(dirfd)?.clone();
@@ -211,21 +214,28 @@ pub fn utimensat(ctx: &mut Ctx, a: Args) -> SysResult {
         let p = read_path(ctx, a.ptr(1))?;
         resolve_at(ctx, dirfd, &p, a.u64(3) & AT_SYMLINK_NOFOLLOW == 0)?
     };
-    let Some(mt) = mtime else { return Ok(0) };
-    match &l.node {
-        Node::TmpFile(ino) => {
-            if let Some(i) = ctx.k.vfs.tmp.inode_mut(*ino) {
-                i.mtime = mt;
-            }
-        }
+    if atime.is_none() && mtime.is_none() {
+        return Ok(0);
+    }
+    let ino = match &l.node {
+        Node::TmpFile(ino) => *ino,
         Node::Image(m) if m.file_type() == S_IFREG => {
-            let ino = ctx.k.vfs.writable_file(&l.path, &l.node, now())?;
-            if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {
-                i.mtime = mt;
-            }
+            ctx.k.vfs.writable_file(&l.path, &l.node, now())?
         }
-        // Directory and symlink times are not recorded.
-        _ => {}
+        Node::TmpDir { ino, .. } | Node::TmpSymlink { ino, .. } => {
+            ctx.k.vfs.tmp.set_node_times(*ino, atime, mtime);
+            return Ok(0);
+        }
+        // Times of the image's directories and symlinks are not recorded.
+        _ => return Ok(0),
+    };
+    if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {
+        // An access time left alone keeps showing what it showed.
+        let shown = i.atime.unwrap_or(i.mtime);
+        if let Some(mt) = mtime {
+            i.mtime = mt;
+        }
+        i.atime = Some(atime.unwrap_or(shown));
     }
     Ok(0)
 }

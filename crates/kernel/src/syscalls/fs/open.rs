@@ -124,7 +124,35 @@ fn do_open(ctx: &mut Ctx, dirfd: i32, path: &str, flags: u64, mode: u32) -> SysR
         return Ok(ctx.k.fds.open(f, cloexec, 0)? as u64);
     }
     let kind = match &l.node {
-        Node::Synth(Synth::Device(crate::vfs::Device::Pts(id))) => FileKind::Pty(*id),
+        Node::Synth(Synth::Device(crate::vfs::Device::Pts(id))) => {
+            crate::tty::open_slave(ctx.k, *id)?;
+            FileKind::Pty(*id)
+        }
+        Node::Synth(Synth::Device(crate::vfs::Device::Tty)) => {
+            // The caller's controlling terminal; a process without one
+            // gets ENXIO, as on Linux (the console is not a terminal).
+            let sid = ctx.k.proc.sid;
+            match ctx
+                .k
+                .ptys
+                .iter()
+                .find(|(_, p)| p.session == sid && !p.hung_up)
+            {
+                Some((&id, _)) => FileKind::Pty(id),
+                None => return Err(Errno::ENXIO.into()),
+            }
+        }
+        Node::Synth(Synth::Device(crate::vfs::Device::Ptmx)) => {
+            let id = crate::tty::open_master(ctx.k);
+            let f = OpenFile::new(FileKind::PtyMaster(id), "/dev/ptmx", keep);
+            return match ctx.k.fds.open(f, cloexec, 0) {
+                Ok(fd) => Ok(fd as u64),
+                Err(e) => {
+                    ctx.k.pty_hangup(id);
+                    Err(e.into())
+                }
+            };
+        }
         Node::Synth(Synth::Device(d)) => FileKind::Device(*d),
         Node::Synth(Synth::File(pf)) => {
             if writing {

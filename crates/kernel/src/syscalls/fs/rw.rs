@@ -177,6 +177,52 @@ pub fn pwritev(ctx: &mut Ctx, a: Args) -> SysResult {
     writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
 }
 
+const RWF_HIPRI: u64 = 1;
+const RWF_DSYNC: u64 = 2;
+const RWF_SYNC: u64 = 4;
+const RWF_NOWAIT: u64 = 8;
+const RWF_APPEND: u64 = 0x10;
+
+/// preadv2/pwritev2's flags: the hints that change nothing here (polling,
+/// syncing: overlay writes are durable for the sandbox at once) are
+/// accepted; RWF_NOWAIT and RWF_APPEND are not supported (EOPNOTSUPP, as
+/// Linux answers for a file without them); others are EOPNOTSUPP too.
+fn rwf_flags(flags: u64) -> Result<(), Errno> {
+    if flags & !(RWF_HIPRI | RWF_DSYNC | RWF_SYNC) != 0 {
+        if flags & (RWF_NOWAIT | RWF_APPEND) != 0 {
+            tracing::debug!(flags, "preadv2/pwritev2 flag unsupported: EOPNOTSUPP");
+        }
+        return Err(Errno::EOPNOTSUPP);
+    }
+    Ok(())
+}
+
+/// preadv2(fd, iov, iovcnt, offset, _, flags): offset -1 is the file
+/// position, as readv.
+pub fn preadv2(ctx: &mut Ctx, a: Args) -> SysResult {
+    rwf_flags(a.u64(5))?;
+    match a.i64(3) {
+        -1 => readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), None),
+        off if off < 0 => Err(Errno::EINVAL.into()),
+        off => {
+            check_seekable(ctx, a.fd(0))?;
+            readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(off as u64))
+        }
+    }
+}
+
+pub fn pwritev2(ctx: &mut Ctx, a: Args) -> SysResult {
+    rwf_flags(a.u64(5))?;
+    match a.i64(3) {
+        -1 => writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), None),
+        off if off < 0 => Err(Errno::EINVAL.into()),
+        off => {
+            check_seekable(ctx, a.fd(0))?;
+            writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(off as u64))
+        }
+    }
+}
+
 pub fn sendfile(ctx: &mut Ctx, a: Args) -> SysResult {
     let (out, inp) = (a.fd(0), a.fd(1));
     let count = (a.usize(3)).min(MAX_IO);
@@ -247,7 +293,7 @@ pub fn lseek(ctx: &mut Ctx, a: Args) -> SysResult {
                 return Ok(off as u64);
             }
             SEEK_HOLE => {
-                if off < 0 || off as u64 > size {
+                if off < 0 || off as u64 >= size {
                     return Err(Errno::ENXIO.into());
                 }
                 f.offset = size;

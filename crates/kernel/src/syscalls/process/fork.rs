@@ -49,6 +49,10 @@ pub fn clone(ctx: &mut Ctx, a: Args) -> SysResult {
     if flags & CLONE_THREAD == 0 {
         return new_process(ctx, flags, newsp, ptid, ctid, tls);
     }
+    // CLONE_PIDFD names processes, not threads.
+    if flags & 0x1000 != 0 {
+        return Err(Errno::EINVAL.into());
+    }
     if flags & THREAD != THREAD {
         return Err(Errno::EINVAL.into());
     }
@@ -125,7 +129,13 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
     const CLONE_PARENT_SETTID: u64 = 0x100000;
     const CLONE_CHILD_CLEARTID: u64 = 0x200000;
     const CLONE_CHILD_SETTID: u64 = 0x1000000;
+    const CLONE_PIDFD: u64 = 0x1000;
     const UNSUPPORTED: u64 = 0x200 | 0x400 | 0x800 | 0x7e02_0000;
+    // clone(2) returns the pidfd through the parent-tid pointer, so the
+    // two cannot be asked together.
+    if flags & CLONE_PIDFD != 0 && flags & CLONE_PARENT_SETTID != 0 {
+        return Err(Errno::EINVAL.into());
+    }
     let vfork = flags & (CLONE_VM | CLONE_VFORK) == (CLONE_VM | CLONE_VFORK);
     if flags & UNSUPPORTED != 0 || (flags & CLONE_VM != 0 && !vfork) {
         tracing::debug!(
@@ -190,6 +200,14 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
     };
     if flags & CLONE_PARENT_SETTID != 0 {
         ctx.k.mm.write_obj(ctx.mem, ptid, &pid)?;
+    }
+    if flags & CLONE_PIDFD != 0 {
+        // In the parent's table only (the child's copy is taken).
+        let fd = super::pidfd::install(ctx.k, pid, false)?;
+        if let Err(e) = ctx.k.mm.write_obj(ctx.mem, ptid, &fd) {
+            let _ = ctx.k.fds.close(fd);
+            return Err(e.into());
+        }
     }
     if vfork {
         if flags & CLONE_CHILD_SETTID != 0 {

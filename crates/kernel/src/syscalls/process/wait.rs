@@ -1,4 +1,4 @@
-//! wait4 and waitid: reaping children.
+//! wait4 and waitid: reaping children (waitid also by pidfd).
 
 use zeroboot_abi::signal::SIGCHLD;
 use zeroboot_abi::structs::Rusage;
@@ -80,7 +80,8 @@ pub fn waitid(ctx: &mut Ctx, a: Args) -> SysResult {
     const P_ALL: u64 = 0;
     const P_PID: u64 = 1;
     const P_PGID: u64 = 2;
-    let (idtype, id, info, options) = (a.u64(0), a.i64(1), a.u64(2), a.u64(3));
+    const P_PIDFD: u64 = 3;
+    let (idtype, id, info, mut options) = (a.u64(0), a.i64(1), a.u64(2), a.u64(3));
     if options & !(WNOHANG | WEXITED | WNOWAIT | WUNTRACED | WCONTINUED | WALL | WCLONE) != 0
         || options & WEXITED == 0
     {
@@ -91,6 +92,23 @@ pub fn waitid(ctx: &mut Ctx, a: Args) -> SysResult {
         P_PID if id > 0 => id,
         P_PGID if id == 0 => 0,
         P_PGID => -id,
+        P_PIDFD => {
+            let fd = i32::try_from(id).map_err(|_| Errno::EBADF)?;
+            let (pid, nonblock) = super::pidfd::target(ctx, fd)?;
+            // A pidfd opened non-blocking makes the wait EAGAIN instead
+            // of blocking (Linux 5.10+).
+            if nonblock
+                && options & WNOHANG == 0
+                && super::pidfd::running(ctx.k, pid)
+                && find_zombie(ctx, pid as i64)?.is_none()
+            {
+                return Err(Errno::EAGAIN.into());
+            }
+            if nonblock {
+                options |= WNOHANG;
+            }
+            pid as i64
+        }
         _ => return Err(Errno::EINVAL.into()),
     };
     let mut si = [0u8; 128];

@@ -228,7 +228,10 @@ fn nice_values_scheduling_policies_preadv2_utime_and_seek_hole() {
             "atime only 7000000000",
             "hole 10",
             "hole at end ENXIO",
+            "new dir and link show now True True",
+            "zip timesarchive.zip",
             "dir times 5000000000 6000000000",
+            "renamed keeps them 6000000000",
         ],
     );
 }

@@ -652,6 +652,9 @@ impl Vfs {
                 ino,
             },
         )?;
+        // A new directory shows its creation time (zip refuses 1970).
+        let now = crate::syscalls::now();
+        self.tmp.set_node_times(ino, Some(now), Some(now));
         self.own_new(ino);
         self.notify(&path, FsEventKind::Create);
         Ok(())
@@ -668,6 +671,8 @@ impl Vfs {
                 ino,
             },
         )?;
+        let now = crate::syscalls::now();
+        self.tmp.set_node_times(ino, Some(now), Some(now));
         self.own_new(ino);
         self.notify(&path, FsEventKind::Create);
         Ok(())
@@ -695,8 +700,10 @@ impl Vfs {
     /// Remove the entry at `path` (already known to exist); whiteout the
     /// image's entry if there is one.
     pub fn remove(&mut self, path: &str) {
-        if let Some(Entry::File(ino)) = self.tmp.remove(path) {
-            self.tmp.unlink_inode(ino);
+        match self.tmp.remove(path) {
+            Some(Entry::File(ino)) => self.tmp.unlink_inode(ino),
+            Some(Entry::Dir { ino, .. } | Entry::Symlink { ino, .. }) => self.tmp.forget_times(ino),
+            _ => {}
         }
         if self.image.lstat(path).is_some() {
             // Whiteouts are always recorded.

@@ -65,8 +65,8 @@ pub struct Tmpfs {
     /// Times a write was refused for the limit (ENOSPC).
     #[serde(default)]
     pub full: u64,
-    /// (atime, mtime) that utimensat set on a directory or symlink of the
-    /// overlay, by inode (dropped with the entry). Others show no time.
+    /// (atime, mtime) of the overlay's directories and symlinks, by inode:
+    /// their creation time, or what utimensat set (dropped with the entry).
     #[serde(default)]
     node_times: BTreeMap<u64, NodeTimes>,
     /// Owners (uid, gid) of inodes not owned by root, overlay and image
@@ -119,10 +119,13 @@ impl Tmpfs {
         if e.is_some() {
             self.bytes = self.bytes.saturating_sub(entry_cost(path));
         }
-        if let Some(Entry::Dir { ino, .. } | Entry::Symlink { ino, .. }) = &e {
-            self.node_times.remove(ino);
-        }
         e
+    }
+
+    /// Forget the times of a directory or symlink that is gone (not on a
+    /// rename, which keeps the inode).
+    pub fn forget_times(&mut self, ino: u64) {
+        self.node_times.remove(&ino);
     }
 
     /// The (atime, mtime) utimensat set on directory or symlink `ino`.

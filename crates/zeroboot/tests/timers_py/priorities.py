@@ -116,8 +116,18 @@ try:
 except OSError as e:
     print("hole at end", en(e))
 os.close(fd)
+import shutil, time
 os.mkdir("/tmp/timesdir")
+os.symlink("x", "/tmp/timesdir/link")
+print("new dir and link show now", abs(os.stat("/tmp/timesdir").st_mtime - time.time()) < 60,
+      abs(os.lstat("/tmp/timesdir/link").st_mtime - time.time()) < 60)
+# zip refuses entries dated before 1980.
+print("zip", os.path.basename(shutil.make_archive("/tmp/timesarchive", "zip", "/tmp", "timesdir")))
+os.unlink("/tmp/timesarchive.zip")
+os.unlink("/tmp/timesdir/link")
 os.utime("/tmp/timesdir", ns=(5_000_000_000, 6_000_000_000))
 st = os.stat("/tmp/timesdir")
 print("dir times", st.st_atime_ns, st.st_mtime_ns)
-os.rmdir("/tmp/timesdir")
+os.rename("/tmp/timesdir", "/tmp/timesdir2")
+print("renamed keeps them", os.stat("/tmp/timesdir2").st_mtime_ns)
+os.rmdir("/tmp/timesdir2")

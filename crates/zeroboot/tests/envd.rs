@@ -562,16 +562,26 @@ fn stream_input(s: &Server, id: &str, chunks: &[Vec<u8>]) -> (u16, String) {
         "POST /process.Process/StreamInput HTTP/1.1\r\nHost: x\r\nConnection: close\r\nE2b-Sandbox-Id: {id}\r\nContent-Type: application/connect+json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .unwrap();
+    // A stream the server refuses is answered and closed at once: the
+    // rest of the body may then meet a closed socket (EPIPE, ECONNRESET),
+    // and the answer is still there to read.
+    let mut send = |b: &[u8]| c.write_all(b).and_then(|_| c.flush());
+    let mut sent = true;
     for ch in chunks {
-        write!(c, "{:x}\r\n", ch.len()).unwrap();
-        c.write_all(ch).unwrap();
-        c.write_all(b"\r\n").unwrap();
-        c.flush().unwrap();
+        sent = send(format!("{:x}\r\n", ch.len()).as_bytes()).is_ok()
+            && send(ch).is_ok()
+            && send(b"\r\n").is_ok();
+        if !sent {
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    c.write_all(b"0\r\n\r\n").unwrap();
+    if sent {
+        let _ = send(b"0\r\n\r\n");
+    }
     let mut raw = Vec::new();
-    c.read_to_end(&mut raw).unwrap();
+    // A reset after the answer (our unread body) keeps what was read.
+    let _ = c.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .split(' ')

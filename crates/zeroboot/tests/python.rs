@@ -107,6 +107,34 @@ for p in ["/tmp/bad", "/nope"]:
     );
 }
 
+/// The sandbox's first process runs on the VMM's boot page-table root.
+/// When it execs (`env python3`, `bash -c 'one command'`), that layout is
+/// released; the boot root must stay the VMM's. It used to go back to the
+/// frame allocator, was zeroed as the program's next page, and the next
+/// process made (here the subprocess) had no kernel half: the VM
+/// triple-faulted ("the PTE writer did not finish: Shutdown").
+#[test]
+fn the_first_process_execs_and_then_spawns() {
+    let code = "import subprocess, numpy; \
+                print(subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip(), \
+                int(numpy.ones(1 << 20).sum()))";
+    for argv in [
+        &["env", "python3", "-c", code][..],
+        &["bash", "-c", &format!("python3 -c \"{code}\"")][..],
+    ] {
+        let mut args = vec!["run", "--image", "python", "--"];
+        args.extend_from_slice(argv);
+        let o = run(&args);
+        assert_eq!(
+            stdout(&o),
+            "child 1048576\n",
+            "{argv:?}: stderr: {}",
+            stderr(&o)
+        );
+        assert_eq!(o.status.code(), Some(0), "{argv:?}: stderr: {}", stderr(&o));
+    }
+}
+
 /// Many short-lived children of one process, one after another: each
 /// dead child's page tables and frames are recycled for the next. Each
 /// child also touches a page its parent never did (a private and a shared

@@ -2,7 +2,7 @@
 //! plus a free list, with accounting against the sandbox's memory limit.
 
 use serde::{Deserialize, Serialize};
-use zeroboot_vmm::layout::PAGE_SIZE;
+use zeroboot_vmm::layout::{FIRST_FREE_GPA, PAGE_SIZE};
 use zeroboot_vmm::{FrameAllocator, GuestMemory};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +93,15 @@ impl Frames {
     }
 
     pub fn free(&mut self, frame: u64) {
+        // Frames below FIRST_FREE_GPA are the VMM's (the boot root table,
+        // the physmap, GDT, IDT, stubs, ring-0 stack) and were never handed
+        // out: the first process's root is the boot root, and its exec or
+        // exit releases that layout. Recycling it let the next allocation
+        // zero the boot root (the physmap slot every new layout copies) and
+        // hand it to the program as data.
+        if frame < FIRST_FREE_GPA {
+            return;
+        }
         self.in_use = self.in_use.saturating_sub(1);
         self.free.push(frame);
     }

@@ -704,7 +704,7 @@ impl AddressSpace {
         if new_len == 0 || old_len == 0 || new_len > USER_END {
             return Err(Errno::EINVAL);
         }
-        let v = self.vmas.find(old).cloned().ok_or(Errno::EFAULT)?;
+        let v = self.vmas.find_merged(old).ok_or(Errno::EFAULT)?;
         if old.checked_add(old_len).is_none_or(|e| e > v.end) {
             return Err(Errno::EFAULT);
         }
@@ -725,17 +725,14 @@ impl AddressSpace {
                 if v.committed && self.over_limit(self.vmas.committed() + grow) {
                     return Err(Errno::ENOMEM);
                 }
-                let mut ext = v.slice(v.start, v.end);
-                if let Backing::File { offset, .. } | Backing::Shared { offset, .. } =
-                    &mut ext.backing
-                {
-                    *offset += v.end - v.start;
-                }
-                ext.start = v.end;
-                ext.end = end;
-                self.vmas.insert(ext.clone());
-                if !ext.lazy && ext.prot != PROT_NONE {
-                    self.populate(mem, &ext, ext.start, ext.end)?;
+                // One mapping, grown (not a neighbour per growth: a
+                // realloc loop would leave thousands).
+                let mut grown = v.clone();
+                grown.end = end;
+                self.vmas.remove_range(v.start, v.end);
+                self.vmas.insert(grown.clone());
+                if !grown.lazy && grown.prot != PROT_NONE {
+                    self.populate(mem, &grown, v.end, end)?;
                 }
                 return Ok(old);
             }

@@ -70,6 +70,42 @@ impl Vma {
         self.end == self.start
     }
 
+    /// Whether `next` starts where this ends and is the same mapping
+    /// going on: protection, flags, name and backing (a file or shared
+    /// object at the following offset), as Linux would merge them.
+    pub fn continues_into(&self, next: &Vma) -> bool {
+        if next.start != self.end
+            || next.prot != self.prot
+            || next.committed != self.committed
+            || next.lazy != self.lazy
+            || next.grows_down != self.grows_down
+            || next.name != self.name
+        {
+            return false;
+        }
+        let len = self.end - self.start;
+        match (&self.backing, &next.backing) {
+            (Backing::Anon, Backing::Anon) => true,
+            (
+                Backing::File {
+                    data: a,
+                    offset: oa,
+                },
+                Backing::File {
+                    data: b,
+                    offset: ob,
+                },
+            ) => {
+                std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+                    && oa.checked_add(len) == Some(*ob)
+            }
+            (Backing::Shared { id: a, offset: oa }, Backing::Shared { id: b, offset: ob }) => {
+                a == b && oa.checked_add(len) == Some(*ob)
+            }
+            _ => false,
+        }
+    }
+
     /// The part of this VMA inside [start, end), with its backing offset
     /// adjusted.
     pub fn slice(&self, start: u64, end: u64) -> Vma {
@@ -121,6 +157,21 @@ impl Vmas {
             .next_back()
             .map(|(_, v)| v)
             .filter(|v| addr < v.end)
+    }
+
+    /// The mapping containing `addr`, extended over the mappings after it
+    /// that continue it: Linux merges such neighbours into one, and
+    /// mremap(2) takes a range within one (a realloc grown in place and
+    /// then shrunk was EFAULT here).
+    pub fn find_merged(&self, addr: u64) -> Option<Vma> {
+        let mut v = self.find(addr)?.clone();
+        for n in self.map.range(v.end..).map(|(_, n)| n) {
+            if !v.continues_into(n) {
+                break;
+            }
+            v.end = n.end;
+        }
+        Some(v)
     }
 
     /// The first mapping that starts at or above `addr`.

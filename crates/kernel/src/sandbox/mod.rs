@@ -89,9 +89,9 @@ pub fn guest_memory_size(limit: u64) -> u64 {
 /// How long a thread runs before another runnable one gets the vCPU.
 pub(crate) const TIMESLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// How often one thread's fault may repeat at the same place in a row
-/// before the program is considered stuck (a VMM bug, or a SIGSEGV
-/// handler that returns).
+/// How often one thread's fault may repeat at the same place in a row,
+/// with no system call between but rt_sigreturn, before the program is
+/// considered stuck (a VMM bug, or a SIGSEGV handler that returns).
 const MAX_REPEATED_FAULTS: u32 = 16;
 
 pub struct Sandbox {
@@ -451,6 +451,14 @@ impl Sandbox {
     fn syscall(&mut self) -> Result<(), SandboxError> {
         let regs = *self.vcpu.regs();
         let nr = regs.rax;
+        // A system call is progress: the same fault may come again after
+        // it (glibc mapping and freeing a large block at one address in a
+        // loop, first touched by one memset: test_lzma's 17th round was
+        // killed as stuck). Not the return from a handler, which is how a
+        // SIGSEGV handler that returns repeats its fault.
+        if nr != zeroboot_abi::sysno::RT_SIGRETURN {
+            self.last_fault.1 = 0;
+        }
         let res = {
             let mut ctx = Ctx {
                 k: &mut self.k,

@@ -84,6 +84,27 @@ int main(void) {
     munmap(big, 256 << 20);
     CHECK(read_faults(big + (64 << 20)), "munmap of a reservation faults after");
 
+    // realloc's pattern: grow in place, then shrink (one mapping to Linux).
+    char *g = mmap(NULL, 8 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(g + 4 * pg, 4 * pg);
+    g[0] = 1;
+    char *g2 = mremap(g, 4 * pg, 8 * pg, 0);
+    g2[7 * pg] = 2;
+    char *g3 = mremap(g, 8 * pg, 2 * pg, 0);
+    CHECK(g2 == g && g3 == g && g[0] == 1, "mremap grows in place, then shrinks the grown mapping");
+    munmap(g, 2 * pg);
+
+    // A large malloc freed and made again at the same address, one page
+    // touched each time: the page must be there every time.
+    int again = 1;
+    for (int i = 0; i < 40; i++) {
+        char *r = mmap(NULL, (64 << 20) + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        r[0] = (char)i;
+        again &= r != MAP_FAILED && r[0] == (char)i && r[pg] == 0;
+        munmap(r, (64 << 20) + pg);
+    }
+    CHECK(again, "a mapping made again where one was unmapped is usable");
+
     CHECK(faults > 0, "faults were delivered to the handler");
     return failures ? 1 : 0;
 }

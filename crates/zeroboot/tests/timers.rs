@@ -235,3 +235,27 @@ fn nice_values_scheduling_policies_preadv2_utime_and_seek_hole() {
         ],
     );
 }
+
+/// clock_settime as Linux answers a process without CAP_SYS_TIME, and
+/// the CPU-time clocks named by a thread or process id (time.
+/// pthread_getcpuclockid; test_time used both). Checked natively as an
+/// unprivileged user.
+#[test]
+fn clock_settime_is_refused_and_cpu_clocks_by_id_work() {
+    let o = py(include_str!("timers_py/clocks.py"));
+    check(
+        &o,
+        &[
+            "set realtime EPERM",
+            "set monotonic EINVAL",
+            "set unknown clock EINVAL",
+            "thread clock is its own id True",
+            "thread clock advances True",
+            "thread clock resolution True",
+            "own process clock ok True",
+            "child process clock ok True",
+            "reaped child's clock EINVAL",
+            "clock descriptor kind EINVAL",
+        ],
+    );
+}

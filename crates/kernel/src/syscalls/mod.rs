@@ -596,6 +596,13 @@ fn handlers() -> Vec<(u64, Row)> {
         ),
         // time
         (CLOCK_GETTIME, full(time::clock_gettime)),
+        (
+            CLOCK_SETTIME,
+            denied(
+                time::clock_settime,
+                "no CAP_SYS_TIME: EPERM for CLOCK_REALTIME, EINVAL for clocks that cannot be set",
+            ),
+        ),
         (CLOCK_GETRES, full(time::clock_getres)),
         (GETTIMEOFDAY, full(time::gettimeofday)),
         (TIME, full(time::time)),

@@ -163,3 +163,32 @@ fn chroot_answers_for_one_root() {
         ],
     );
 }
+
+/// A directory's modification time moves when a name in it comes or goes
+/// (Maildir, make and rsync rely on it; test_mailbox's reread did), in a
+/// new directory and in one of the image; utime of an image directory
+/// sticks.
+#[test]
+fn directory_times_follow_their_entries() {
+    let o = py(include_str!("filesystem_py/dir_times.py"));
+    let mut want = Vec::new();
+    for w in ["new dir", "/tmp"] {
+        for (what, m) in [
+            ("create", "moved"),
+            ("chmod of a file", "kept"),
+            ("write to a file", "kept"),
+            ("rename out", "moved"),
+            ("rename in", "moved"),
+            ("unlink", "moved"),
+            ("mkdir", "moved"),
+            ("rmdir", "moved"),
+            ("symlink", "moved"),
+            ("unlink of a symlink", "moved"),
+        ] {
+            want.push(format!("{w} {what} {m}"));
+        }
+        want.push(format!("{w} ctime follows True"));
+    }
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    check(&o, &want);
+}

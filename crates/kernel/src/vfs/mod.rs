@@ -217,12 +217,48 @@ impl Vfs {
 
     /// Tell the watchers that `path` (canonical) changed.
     pub fn notify(&mut self, path: &str, kind: FsEventKind) {
+        if matches!(
+            kind,
+            FsEventKind::Create | FsEventKind::Remove | FsEventKind::Rename | FsEventKind::MovedTo
+        ) {
+            self.dir_changed(path);
+        }
         if self.watched() {
             self.watches.notify(&FsEvent {
                 kind,
                 path: path.to_string(),
             });
         }
+    }
+
+    /// A name in the directory holding `path` came or went: the
+    /// directory's modification time is now, as on Linux (Maildir, make
+    /// and rsync compare it).
+    fn dir_changed(&mut self, path: &str) {
+        let parent = match path.rfind('/') {
+            Some(0) => "/",
+            Some(i) => &path[..i],
+            None => return,
+        };
+        if synthetic::covers(parent) {
+            return;
+        }
+        let ino = match self.tmp.get(parent) {
+            Some(Entry::Dir { ino, .. }) => *ino,
+            Some(_) => return,
+            None if parent == synthetic::SHM_DIR => SHM_DIR_INO,
+            None => match self.image.lstat(parent) {
+                Some(m) if m.file_type() == S_IFDIR => {
+                    if self.tmp.node_times(m.ino).is_none() {
+                        self.tmp.set_node_times(m.ino, Some((m.atime, 0)), None);
+                    }
+                    m.ino
+                }
+                _ => return,
+            },
+        };
+        self.tmp
+            .set_node_times(ino, None, Some(crate::syscalls::now()));
     }
 
     /// What a canonical path names, without following anything.
@@ -394,6 +430,14 @@ impl Vfs {
                 st.st_mtime_nsec = m.mtime_nsec;
                 st.st_atime = m.atime;
                 st.st_ctime = m.ctime;
+                // An image directory whose entries changed in the overlay.
+                if m.file_type() == S_IFDIR {
+                    if let Some((a, mt)) = self.tmp.node_times(m.ino) {
+                        (st.st_atime, st.st_atime_nsec) = a;
+                        (st.st_mtime, st.st_mtime_nsec) = mt;
+                        (st.st_ctime, st.st_ctime_nsec) = mt;
+                    }
+                }
             }
             Node::TmpFile(ino) => {
                 if let Some(i) = self.tmp.inode(*ino) {
@@ -446,6 +490,7 @@ impl Vfs {
             if let Some((a, m)) = self.tmp.node_times(*ino) {
                 (st.st_atime, st.st_atime_nsec) = a;
                 (st.st_mtime, st.st_mtime_nsec) = m;
+                (st.st_ctime, st.st_ctime_nsec) = m;
             }
         }
         (st.st_uid, st.st_gid) = self.owner(node);

@@ -226,7 +226,17 @@ pub fn utimensat(ctx: &mut Ctx, a: Args) -> SysResult {
             ctx.k.vfs.tmp.set_node_times(*ino, atime, mtime);
             return Ok(0);
         }
-        // Times of the image's directories and symlinks are not recorded.
+        // An image directory's times are kept in the overlay, from what
+        // the image says.
+        Node::Image(m) if m.file_type() == S_IFDIR => {
+            let tmp = &mut ctx.k.vfs.tmp;
+            if tmp.node_times(m.ino).is_none() {
+                tmp.set_node_times(m.ino, Some((m.atime, 0)), Some((m.mtime, m.mtime_nsec)));
+            }
+            tmp.set_node_times(m.ino, atime, mtime);
+            return Ok(0);
+        }
+        // Times of the image's symlinks are not recorded.
         _ => return Ok(0),
     };
     if let Some(i) = ctx.k.vfs.tmp.inode_mut(ino) {

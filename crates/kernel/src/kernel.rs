@@ -140,6 +140,32 @@ pub struct Pipe {
     /// block rather than see end of file while it does.
     #[serde(default)]
     pub host_writer: bool,
+    /// Writes, and reads of a full pipe, so far: what edge-triggered epoll
+    /// watches (a write is news to the read end, room to the write end).
+    #[serde(default)]
+    pub writes: u64,
+    #[serde(default)]
+    pub reads: u64,
+}
+
+impl Pipe {
+    /// Append `data` (the caller checked the room).
+    pub fn put(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            self.buf.extend(data);
+            self.writes += 1;
+        }
+    }
+
+    /// Take the first `n` bytes (at most what the pipe holds).
+    pub fn take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.buf.len());
+        // Linux wakes writers only when a read frees a full pipe.
+        if n > 0 && self.buf.len() >= self.capacity {
+            self.reads += 1;
+        }
+        self.buf.drain(..n).collect()
+    }
 }
 
 /// Limits of one sandbox.

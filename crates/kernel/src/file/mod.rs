@@ -137,6 +137,15 @@ pub(crate) trait FileOps {
         POLLIN | POLLOUT
     }
 
+    /// A count that changes whenever something happens that Linux wakes
+    /// the file's pollers for (data in, room out, a timer firing): what
+    /// edge-triggered epoll reports as a new event. Kinds without one are
+    /// seen only through their readiness rising (epoll compares it with
+    /// what it saw last).
+    fn activity(&self, _ctx: &Ctx) -> u64 {
+        0
+    }
+
     /// When the description becomes ready by itself (a timer), so that a
     /// blocked poll wakes then; `nested`: asked through an epoll.
     fn wakes_at(&self, _ctx: &Ctx, _nested: bool) -> Option<Instant> {

@@ -49,3 +49,37 @@ fn epoll_edge_triggered_and_oneshot() {
         ],
     );
 }
+
+#[test]
+fn signal_queues_siginfo_and_sigqueue() {
+    let o = py(include_str!("events_py/sigqueue.py"));
+    check(
+        &o,
+        &[
+            "pending True",
+            "rt True -1 True 11",
+            "rt True -1 True 22",
+            "rt True -1 True 33",
+            "drained EAGAIN",
+            "standard -1 7 EAGAIN",
+            "tgkill True True True",
+            "kill True 0 True",
+            "child SI_USER EPERM",
+            "child SI_TKILL EPERM",
+            "child queue 0",
+            "from child -1 True 99 EAGAIN",
+            "self SI_USER 0 0",
+            "bad pid ESRCH ESRCH",
+            "bad signal EINVAL",
+            "tgsigqueueinfo 0",
+            "thread 44",
+            "bad tid -1 EINVAL",
+            "pidfd 0 55",
+            "pidfd mismatch -1 EINVAL",
+            "pidfd plain 0",
+            "proc dir 0",
+            "handled True",
+            "default action True",
+        ],
+    );
+}

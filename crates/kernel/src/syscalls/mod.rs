@@ -548,7 +548,7 @@ fn handlers() -> Vec<(u64, Row)> {
             PIDFD_SEND_SIGNAL,
             partial(
                 process::pidfd::pidfd_send_signal,
-                "no caller-supplied siginfo (EINVAL)",
+                "processes of the sandbox; a caller-supplied siginfo is queued as rt_sigqueueinfo's",
             ),
         ),
         (
@@ -570,7 +570,7 @@ fn handlers() -> Vec<(u64, Row)> {
             RT_SIGTIMEDWAIT,
             partial(
                 signal::rt_sigtimedwait,
-                "siginfo has si_code SI_TKILL and the caller's pid (senders and timer values are not recorded)",
+                "siginfo of kill, tkill, sigqueue and pidfd_send_signal senders; signals the kernel raises itself (timers, SIGCHLD, SIGPIPE) report SI_TKILL and the process's pid",
             ),
         ),
         (
@@ -592,6 +592,20 @@ fn handlers() -> Vec<(u64, Row)> {
             partial(
                 signal::tgkill,
                 "threads of the calling process only (ESRCH otherwise); stop signals are ignored",
+            ),
+        ),
+        (
+            RT_SIGQUEUEINFO,
+            partial(
+                signal::rt_sigqueueinfo,
+                "processes of the sandbox; real-time signals queue (at most 4096), standard ones coalesce",
+            ),
+        ),
+        (
+            RT_TGSIGQUEUEINFO,
+            partial(
+                signal::rt_tgsigqueueinfo,
+                "threads of the sandbox's processes; queued as rt_sigqueueinfo's",
             ),
         ),
         // time

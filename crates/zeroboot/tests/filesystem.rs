@@ -163,3 +163,21 @@ fn chroot_answers_for_one_root() {
         ],
     );
 }
+
+#[test]
+fn statfs_counts_the_image_and_the_overlay() {
+    let o = py(include_str!("filesystem_py/statfs.py"));
+    check(
+        &o,
+        &[
+            "root True",
+            "image dir True",
+            "image file True",
+            "one fs True True",
+            "fstatvfs True",
+            "namemax 255",
+            "missing ENOENT",
+            "write uses space True True",
+        ],
+    );
+}

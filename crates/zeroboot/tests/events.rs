@@ -83,3 +83,25 @@ fn signal_queues_siginfo_and_sigqueue() {
         ],
     );
 }
+
+#[test]
+fn dnotify_signals_directory_changes() {
+    let o = py(include_str!("events_py/dnotify.py"));
+    check(
+        &o,
+        &[
+            "multishot 0",
+            "create ['SIGIO']",
+            "again ['SIGIO', 'SIGIO']",
+            "cleared 0",
+            "oneshot ['SIGIO']",
+            "setsig 0 34",
+            "not asked []",
+            "rename ['RT']",
+            "after close []",
+            "file ENOTDIR",
+            "bad signal EINVAL",
+            "file cleared 0",
+        ],
+    );
+}

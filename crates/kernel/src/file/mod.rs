@@ -19,8 +19,8 @@
 //! | process file descriptor (pidfd) | [`pidfd`] |
 //!
 //! State that the sandbox's processes share about files lives in
-//! [`FsObjects`]: FIFOs ([`fifo`]), advisory locks ([`lock`]) and inotify
-//! instances.
+//! [`FsObjects`]: FIFOs ([`fifo`]), advisory locks ([`lock`]), inotify
+//! instances and dnotify registrations ([`dnotify`]).
 //!
 //! `FileKind` itself stays plain data: it is what snapshots and
 //! checkpoints persist (`persist.rs`), and the handles here are built from
@@ -29,6 +29,7 @@
 pub(crate) mod channel;
 pub(crate) mod device;
 pub(crate) mod dir;
+pub(crate) mod dnotify;
 pub(crate) mod event;
 pub(crate) mod fifo;
 pub(crate) mod inotify;
@@ -44,6 +45,9 @@ pub struct FsObjects {
     pub fifos: std::collections::BTreeMap<u64, fifo::Fifo>,
     pub locks: lock::Locks,
     pub inotify: inotify::Instances,
+    /// dnotify registrations (fcntl F_NOTIFY) and F_SETSIG signals.
+    #[serde(default)]
+    pub dnotify: dnotify::Dnotify,
 }
 
 use std::sync::Arc;

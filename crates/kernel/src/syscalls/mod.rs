@@ -237,7 +237,8 @@ fn handlers() -> Vec<(u64, Row)> {
             partial(
                 fs::fcntl::fcntl,
                 "record locks (F_SETLK/F_SETLKW/F_GETLK, F_OFD_*) between the sandbox's processes; \
-                 no leases, no F_NOTIFY, no seals (EINVAL)",
+                 F_NOTIFY (dnotify, but DN_ACCESS is never reported) and F_SETSIG; \
+                 no leases, no seals (EINVAL)",
             ),
         ),
         (
@@ -848,6 +849,10 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: Args) -> SysResult {
                 ctx.k.vfs.actor = ctx.k.proc.cred.clone();
             }
             let r = h(ctx, args);
+            if !ctx.k.fs.dnotify.list.is_empty() {
+                // Directories it changed signal their dnotify owners.
+                crate::file::dnotify::deliver(ctx);
+            }
             if ctx.k.mm.frames.shm().has_orphans() {
                 // A shared-mapped file lost its last mapping (munmap,
                 // exit, exec): its pages go back into the file.

@@ -476,6 +476,24 @@ impl Kernel {
             .expect("the current thread exists")
     }
 
+    /// Process `pid` of the sandbox: the current one or another (exited
+    /// but not reaped included).
+    pub(crate) fn process(&self, pid: u32) -> Option<&Process> {
+        if pid == self.proc.pid {
+            Some(&self.proc)
+        } else {
+            self.others.get(&pid).map(|s| &s.proc)
+        }
+    }
+
+    pub(crate) fn process_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        if pid == self.proc.pid {
+            Some(&mut self.proc)
+        } else {
+            self.others.get_mut(&pid).map(|s| &mut s.proc)
+        }
+    }
+
     /// The deadline of the current syscall: the one set when it first
     /// blocked, or now + `timeout`. A guest's timeout can be centuries
     /// (tv_sec up to i64::MAX), past what an Instant holds: it is capped

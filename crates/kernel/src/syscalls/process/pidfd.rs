@@ -17,10 +17,7 @@ const PIDFD_NONBLOCK: u64 = O_NONBLOCK;
 /// Whether process `pid` of the sandbox still runs (not exited, whether
 /// or not it was reaped).
 pub(crate) fn running(k: &Kernel, pid: u32) -> bool {
-    if pid == k.proc.pid {
-        return k.proc.dead.is_none();
-    }
-    k.others.get(&pid).is_some_and(|s| s.proc.dead.is_none())
+    k.process(pid).is_some_and(|p| p.dead.is_none())
 }
 
 /// Whether `pid` names a process that exists, running or a zombie.

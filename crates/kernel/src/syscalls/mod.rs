@@ -718,14 +718,17 @@ fn handlers() -> Vec<(u64, Row)> {
         (ACCEPT4, full(net::accept4)),
         (
             SENDTO,
-            partial(net::sendto, "no MSG_OOB; a blocking stream send may be short"),
+            partial(
+                net::sendto,
+                "MSG_OOB only to a loopback TCP peer with SO_OOBINLINE; a blocking stream send may be short",
+            ),
         ),
         (RECVFROM, partial(net::recvfrom, "no MSG_OOB")),
         (
             SENDMSG,
             partial(
                 net::sendmsg,
-                "SCM_RIGHTS and SCM_CREDENTIALS; no IP ancillary data, no MSG_OOB",
+                "SCM_RIGHTS and SCM_CREDENTIALS; no IP ancillary data; MSG_OOB only to a loopback TCP peer with SO_OOBINLINE",
             ),
         ),
         (

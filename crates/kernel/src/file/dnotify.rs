@@ -19,7 +19,6 @@ use crate::fd::FileKind;
 use crate::syscalls::{Ctx, SysResult};
 use crate::vfs::{FsEvent, FsEventKind, WatchSink};
 
-pub const DN_ACCESS: u32 = 0x1;
 pub const DN_MODIFY: u32 = 0x2;
 pub const DN_CREATE: u32 = 0x4;
 pub const DN_DELETE: u32 = 0x8;

@@ -146,7 +146,10 @@ mod tests {
         for _ in 0..MAX_QUEUED {
             enqueue(0, &mut q, 33, vec![0; SIZE], true).unwrap();
         }
-        assert_eq!(enqueue(0, &mut q, 33, vec![0; SIZE], true), Err(Errno::EAGAIN));
+        assert_eq!(
+            enqueue(0, &mut q, 33, vec![0; SIZE], true),
+            Err(Errno::EAGAIN)
+        );
         assert_eq!(enqueue(0, &mut q, 33, vec![0; SIZE], false), Ok(()));
         assert_eq!(q.len(), MAX_QUEUED);
     }

@@ -88,13 +88,10 @@ impl FileOps for PipeEnd {
     }
 
     fn activity(&self, ctx: &Ctx) -> u64 {
-        ctx.k.pipes.get(&self.id).map_or(0, |p| {
-            if self.write {
-                p.reads
-            } else {
-                p.writes
-            }
-        })
+        ctx.k
+            .pipes
+            .get(&self.id)
+            .map_or(0, |p| if self.write { p.reads } else { p.writes })
     }
 
     fn unread(&self, ctx: &Ctx, _offset: u64) -> u64 {

@@ -142,7 +142,10 @@ fn queue_info(ctx: &mut Ctx, pid: u32, tid: Option<u32>, sig: u64, info: Vec<u8>
         if pid == ctx.k.proc.pid {
             ctx.k.threads.contains_key(&t)
         } else {
-            ctx.k.others.get(&pid).is_some_and(|s| s.threads.contains_key(&t))
+            ctx.k
+                .others
+                .get(&pid)
+                .is_some_and(|s| s.threads.contains_key(&t))
         }
     });
     if !exists || !thread_ok {

@@ -121,7 +121,10 @@ pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
             let ofd = ctx.k.fds.get(fd)?.ofd;
             crate::file::dnotify::set_signal(ctx, ofd, a.u64(2))
         }
-        F_GETSIG => Ok(crate::file::dnotify::get_signal(ctx, ctx.k.fds.get(fd)?.ofd)),
+        F_GETSIG => Ok(crate::file::dnotify::get_signal(
+            ctx,
+            ctx.k.fds.get(fd)?.ofd,
+        )),
         F_NOTIFY => crate::file::dnotify::fcntl_notify(ctx, fd, a.uint(2)),
         F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL.into()),
         _ => Err(Errno::EINVAL.into()),

@@ -116,6 +116,7 @@ pub fn discard(queue: &mut Vec<Queued>, mask: u64) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

@@ -140,6 +140,32 @@ pub struct Pipe {
     /// block rather than see end of file while it does.
     #[serde(default)]
     pub host_writer: bool,
+    /// Writes, and reads of a full pipe, so far: what edge-triggered epoll
+    /// watches (a write is news to the read end, room to the write end).
+    #[serde(default)]
+    pub writes: u64,
+    #[serde(default)]
+    pub reads: u64,
+}
+
+impl Pipe {
+    /// Append `data` (the caller checked the room).
+    pub fn put(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            self.buf.extend(data);
+            self.writes += 1;
+        }
+    }
+
+    /// Take the first `n` bytes (at most what the pipe holds).
+    pub fn take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.buf.len());
+        // Linux wakes writers only when a read frees a full pipe.
+        if n > 0 && self.buf.len() >= self.capacity {
+            self.reads += 1;
+        }
+        self.buf.drain(..n).collect()
+    }
 }
 
 /// Limits of one sandbox.
@@ -448,6 +474,24 @@ impl Kernel {
         self.threads
             .get_mut(&self.current)
             .expect("the current thread exists")
+    }
+
+    /// Process `pid` of the sandbox: the current one or another (exited
+    /// but not reaped included).
+    pub(crate) fn process(&self, pid: u32) -> Option<&Process> {
+        if pid == self.proc.pid {
+            Some(&self.proc)
+        } else {
+            self.others.get(&pid).map(|s| &s.proc)
+        }
+    }
+
+    pub(crate) fn process_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        if pid == self.proc.pid {
+            Some(&mut self.proc)
+        } else {
+            self.others.get_mut(&pid).map(|s| &mut s.proc)
+        }
     }
 
     /// The deadline of the current syscall: the one set when it first

@@ -21,6 +21,7 @@ pub mod procs;
 pub mod sandbox;
 pub mod sched;
 pub mod shm;
+pub mod siginfo;
 pub mod snapshot;
 pub mod spawn;
 pub mod statefile;

@@ -4,6 +4,7 @@
 //! `sandbox`, because it needs the vCPU.
 
 use zeroboot_abi::signal::SIGCHLD;
+use zeroboot_abi::Errno;
 use zeroboot_vmm::GuestMemory;
 
 use crate::kernel::{Exit, Kernel, Zombie};
@@ -120,6 +121,37 @@ pub fn post_signal_process(k: &mut Kernel, pid: u32, sig: u32) {
             t.state = ThreadState::Runnable(Resume::Interrupted);
         }
     }
+}
+
+/// Raise `sig` at process `pid` (or its thread `tid`) with its siginfo,
+/// queued as `crate::siginfo` says; `limited`: a sigqueue, which a full
+/// real-time queue refuses with EAGAIN. ESRCH without such a target.
+pub fn post_signal_info(
+    k: &mut Kernel,
+    pid: u32,
+    tid: Option<u32>,
+    sig: u32,
+    info: Vec<u8>,
+    limited: bool,
+) -> Result<(), Errno> {
+    let (proc, threads) = if pid == k.proc.pid && k.proc.dead.is_none() {
+        (&mut k.proc, &mut k.threads)
+    } else {
+        let s = k.others.get_mut(&pid).ok_or(Errno::ESRCH)?;
+        (&mut s.proc, &mut s.threads)
+    };
+    // An ignored signal is discarded as it is sent: nothing to keep.
+    if !proc.ignores_signal(sig) {
+        match tid {
+            Some(t) => {
+                let t = threads.get_mut(&t).ok_or(Errno::ESRCH)?;
+                crate::siginfo::enqueue(t.pending, &mut t.queued, sig, info, limited)?;
+            }
+            None => crate::siginfo::enqueue(proc.pending, &mut proc.queued, sig, info, limited)?,
+        }
+    }
+    post_signal_to(k, pid, tid, sig);
+    Ok(())
 }
 
 /// Raise `sig` at process `pid`, or at its thread `tid`.

@@ -177,7 +177,7 @@ impl Kernel {
             return Vec::new();
         };
         let n = max.min(p.buf.len());
-        let data: Vec<u8> = p.buf.drain(..n).collect();
+        let data: Vec<u8> = p.take(n);
         if !data.is_empty() {
             // Writers blocked on a full pipe may go on.
             crate::sched::wake_retriers(self);
@@ -204,7 +204,7 @@ impl Kernel {
             .filter(|p| p.host_writer)
             .ok_or(Errno::EBADF)?;
         let n = p.capacity.saturating_sub(p.buf.len()).min(data.len());
-        p.buf.extend(&data[..n]);
+        p.put(&data[..n]);
         if n > 0 {
             crate::sched::wake_retriers(self);
         }

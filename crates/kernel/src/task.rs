@@ -40,6 +40,9 @@ pub struct Process {
     pub sigactions: Vec<KernelSigaction>,
     /// Process-directed signals not yet acted on (bit = signal - 1).
     pub pending: u64,
+    /// Their siginfo (`crate::siginfo`).
+    #[serde(default)]
+    pub queued: Vec<crate::siginfo::Queued>,
     #[serde(with = "crate::persist::pod_vec")]
     pub rlimits: Vec<Rlimit>,
     pub pgid: u32,
@@ -98,6 +101,7 @@ impl Process {
             envp: Vec::new(),
             sigactions: vec![KernelSigaction::new_zeroed(); 64],
             pending: 0,
+            queued: Vec::new(),
             rlimits,
             pgid: pid,
             vfork_parent: None,
@@ -229,6 +233,9 @@ pub struct Thread {
     pub saved_sigmask: Option<u64>,
     /// Thread-directed signals not yet acted on.
     pub pending: u64,
+    /// Their siginfo (`crate::siginfo`).
+    #[serde(default)]
+    pub queued: Vec<crate::siginfo::Queued>,
     #[serde(with = "crate::persist::pod")]
     pub altstack: StackT,
     pub clear_child_tid: u64,
@@ -261,6 +268,7 @@ impl Thread {
             sigmask: 0,
             saved_sigmask: None,
             pending: 0,
+            queued: Vec::new(),
             altstack: StackT {
                 ss_sp: 0,
                 ss_flags: 2, // SS_DISABLE

@@ -156,6 +156,10 @@ pub struct Pty {
     /// master reads EIO (Linux's TTY_OTHER_CLOSED).
     #[serde(default)]
     pub slave_opened: bool,
+    /// Input, output and reads so far: news for edge-triggered epoll on
+    /// either side.
+    #[serde(default)]
+    pub changes: u64,
 }
 
 /// What the slave's readers and writers see.
@@ -184,6 +188,7 @@ impl Pty {
 
     /// Output processing of the slave's bytes (and of echoes).
     fn put_output(&mut self, data: &[u8]) {
+        self.changes += 1;
         let t = self.termios;
         for &c in data {
             if c == b'\n' && t.oflag & OPOST != 0 && t.oflag & ONLCR != 0 {
@@ -220,6 +225,7 @@ impl Pty {
     /// The whole input is taken; past the queue cap it is dropped, as a
     /// full tty drops input.
     pub fn input(&mut self, data: &[u8]) -> Vec<u32> {
+        self.changes += 1;
         let mut signals = Vec::new();
         for &b in data {
             let t = self.termios;
@@ -315,6 +321,7 @@ impl Pty {
 
     /// A read of up to `count` bytes by the slave.
     pub fn read(&mut self, count: usize) -> SlaveRead {
+        self.changes += 1;
         if self.canonical() {
             let Some(seg) = self.ready.front_mut() else {
                 return if self.hung_up {
@@ -696,6 +703,9 @@ impl Kernel {
             return Vec::new();
         };
         let n = max.min(p.output.len());
+        if n > 0 {
+            p.changes += 1;
+        }
         let data: Vec<u8> = p.output.drain(..n).collect();
         if !data.is_empty() {
             crate::sched::wake_retriers(self);

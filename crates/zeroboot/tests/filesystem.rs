@@ -192,3 +192,21 @@ fn directory_times_follow_their_entries() {
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     check(&o, &want);
 }
+
+#[test]
+fn statfs_counts_the_image_and_the_overlay() {
+    let o = py(include_str!("filesystem_py/statfs.py"));
+    check(
+        &o,
+        &[
+            "root True",
+            "image dir True",
+            "image file True",
+            "one fs True True",
+            "fstatvfs True",
+            "namemax 255",
+            "missing ENOENT",
+            "write uses space True True",
+        ],
+    );
+}

@@ -243,3 +243,9 @@ fn udp_connect_picks_a_source_address_and_disconnect_forgets_it() {
         ],
     );
 }
+
+#[test]
+fn urgent_data_to_an_oobinline_reader_arrives_inline() {
+    let o = py(include_str!("sockets_py/urgent.py"));
+    check_lines(&o, &["oobinline 1", "inline b'ABOR\\r\\nNOOP\\r\\n'"]);
+}

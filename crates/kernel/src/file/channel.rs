@@ -49,6 +49,10 @@ impl FileOps for PtyFile {
         crate::tty::readiness(ctx, self.0)
     }
 
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k.ptys.get(&self.0).map_or(0, |p| p.changes)
+    }
+
     fn ioctl(&self, ctx: &mut Ctx, a: Args) -> Option<SysResult> {
         crate::tty::ioctl(ctx, self.0, a)
     }
@@ -82,6 +86,10 @@ impl FileOps for PtyMasterFile {
 
     fn readiness(&self, ctx: &mut Ctx, _depth: u32) -> i16 {
         crate::tty::master_readiness(ctx, self.0)
+    }
+
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k.ptys.get(&self.0).map_or(0, |p| p.changes)
     }
 
     fn ioctl(&self, ctx: &mut Ctx, a: Args) -> Option<SysResult> {
@@ -145,6 +153,10 @@ impl FileOps for SocketFile {
 
     fn readiness(&self, ctx: &mut Ctx, _depth: u32) -> i16 {
         ctx.k.sockets.readiness(self.0)
+    }
+
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k.sockets.activity(self.0)
     }
 
     fn unread(&self, ctx: &Ctx, _offset: u64) -> u64 {

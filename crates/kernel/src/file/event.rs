@@ -10,7 +10,7 @@ use zeroboot_abi::Errno;
 use super::{FileOps, Io};
 use crate::fd::OpenFile;
 use crate::syscalls::events::{
-    clock_now, readiness_depth, tick, timer_clock, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT,
+    clock_now, entry_report, tick, timer_clock, Interest, POLLIN, POLLNVAL, POLLOUT,
 };
 use crate::syscalls::{Ctx, SysError};
 use crate::task::Wait;
@@ -44,6 +44,7 @@ impl FileOps for EventFdFile {
                 deadline: None,
             }));
         }
+        e.changes += 1;
         let v = if e.semaphore {
             e.count -= 1;
             1
@@ -72,6 +73,7 @@ impl FileOps for EventFdFile {
             }));
         }
         e.count += v;
+        e.changes += 1;
         Ok(8)
     }
 
@@ -91,6 +93,10 @@ impl FileOps for EventFdFile {
             r |= POLLOUT;
         }
         r
+    }
+
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k.events.eventfds.get(&self.0).map_or(0, |e| e.changes)
     }
 }
 
@@ -142,6 +148,10 @@ impl FileOps for TimerFdFile {
         }
     }
 
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k.events.timerfds.get(&self.0).map_or(0, |t| t.fired)
+    }
+
     fn wakes_at(&self, ctx: &Ctx, _nested: bool) -> Option<Instant> {
         let t = ctx.k.events.timerfds.get(&self.0)?;
         let next = t.next?;
@@ -161,7 +171,7 @@ impl FileOps for EpollFile {
         if depth > 2 {
             return 0;
         }
-        let fds: Vec<(i32, u32)> = ctx
+        let entries: Vec<(i32, Interest)> = ctx
             .k
             .events
             .epolls
@@ -170,13 +180,12 @@ impl FileOps for EpollFile {
                 e.interest
                     .iter()
                     .filter(|(_, i)| !i.disabled)
-                    .map(|(f, i)| (*f, i.events))
+                    .map(|(f, i)| (*f, i.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        for (fd, ev) in fds {
-            let r = readiness_depth(ctx, fd, depth + 1) as u32;
-            if r & (ev | POLLERR as u32 | POLLHUP as u32) != 0 {
+        for (fd, i) in entries {
+            if entry_report(ctx, fd, &i, depth + 1).0 != 0 {
                 return POLLIN;
             }
         }

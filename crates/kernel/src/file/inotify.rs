@@ -56,6 +56,8 @@ struct Queue {
     events: VecDeque<Vec<u8>>,
     bytes: usize,
     cookie: u32,
+    /// Events queued so far (news for edge-triggered epoll).
+    pushed: u64,
 }
 
 impl Queue {
@@ -65,6 +67,7 @@ impl Queue {
             if self.events.back() != Some(&overflow) {
                 self.bytes += overflow.len();
                 self.events.push_back(overflow);
+                self.pushed += 1;
             }
             return;
         }
@@ -75,6 +78,7 @@ impl Queue {
         }
         self.bytes += e.len();
         self.events.push_back(e);
+        self.pushed += 1;
     }
 }
 
@@ -131,6 +135,11 @@ impl Clone for Instance {
 }
 
 impl Instance {
+    /// Events queued so far.
+    pub fn activity(&self) -> u64 {
+        lock(&self.queue).pushed
+    }
+
     /// The watch descriptor for a new watch of `path`, or the existing
     /// one's.
     pub fn wd_for(&mut self, path: &str) -> (i32, bool) {
@@ -291,6 +300,15 @@ impl FileOps for InotifyFile {
         } else {
             0
         }
+    }
+
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k
+            .fs
+            .inotify
+            .map
+            .get(&self.0)
+            .map_or(0, |i| i.activity())
     }
 
     fn unread(&self, ctx: &Ctx, _offset: u64) -> u64 {

@@ -19,8 +19,8 @@
 //! | process file descriptor (pidfd) | [`pidfd`] |
 //!
 //! State that the sandbox's processes share about files lives in
-//! [`FsObjects`]: FIFOs ([`fifo`]), advisory locks ([`lock`]) and inotify
-//! instances.
+//! [`FsObjects`]: FIFOs ([`fifo`]), advisory locks ([`lock`]), inotify
+//! instances and dnotify registrations ([`dnotify`]).
 //!
 //! `FileKind` itself stays plain data: it is what snapshots and
 //! checkpoints persist (`persist.rs`), and the handles here are built from
@@ -29,6 +29,7 @@
 pub(crate) mod channel;
 pub(crate) mod device;
 pub(crate) mod dir;
+pub(crate) mod dnotify;
 pub(crate) mod event;
 pub(crate) mod fifo;
 pub(crate) mod inotify;
@@ -44,6 +45,9 @@ pub struct FsObjects {
     pub fifos: std::collections::BTreeMap<u64, fifo::Fifo>,
     pub locks: lock::Locks,
     pub inotify: inotify::Instances,
+    /// dnotify registrations (fcntl F_NOTIFY) and F_SETSIG signals.
+    #[serde(default)]
+    pub dnotify: dnotify::Dnotify,
 }
 
 use std::sync::Arc;
@@ -135,6 +139,15 @@ pub(crate) trait FileOps {
     /// Readiness as poll(2) bits; `depth` counts epolls nested around it.
     fn readiness(&self, _ctx: &mut Ctx, _depth: u32) -> i16 {
         POLLIN | POLLOUT
+    }
+
+    /// A count that changes whenever something happens that Linux wakes
+    /// the file's pollers for (data in, room out, a timer firing): what
+    /// edge-triggered epoll reports as a new event. Kinds without one are
+    /// seen only through their readiness rising (epoll compares it with
+    /// what it saw last).
+    fn activity(&self, _ctx: &Ctx) -> u64 {
+        0
     }
 
     /// When the description becomes ready by itself (a timer), so that a

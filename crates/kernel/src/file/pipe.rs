@@ -40,7 +40,7 @@ impl FileOps for PipeEnd {
             }));
         }
         let n = count.min(p.buf.len());
-        Ok(p.buf.drain(..n).collect())
+        Ok(p.take(n))
     }
 
     fn write(&self, ctx: &mut Ctx, io: Io, data: &[u8]) -> Result<usize, SysError> {
@@ -59,7 +59,7 @@ impl FileOps for PipeEnd {
             }));
         }
         let n = room.min(data.len());
-        p.buf.extend(&data[..n]);
+        p.put(&data[..n]);
         Ok(n)
     }
 
@@ -85,6 +85,13 @@ impl FileOps for PipeEnd {
             r |= POLLHUP;
         }
         r
+    }
+
+    fn activity(&self, ctx: &Ctx) -> u64 {
+        ctx.k
+            .pipes
+            .get(&self.id)
+            .map_or(0, |p| if self.write { p.reads } else { p.writes })
     }
 
     fn unread(&self, ctx: &Ctx, _offset: u64) -> u64 {

@@ -205,6 +205,13 @@ pub struct Socket {
     pub addr_locked: bool,
     #[serde(default)]
     pub port_locked: bool,
+    /// News for edge-triggered epoll: data or connections that arrived
+    /// (and, for a host socket whose arrivals are not seen here, each
+    /// receive), and reads of this queue (news to the peer's writer).
+    #[serde(default)]
+    pub arrivals: u64,
+    #[serde(default)]
+    pub taken: u64,
 }
 
 impl Socket {
@@ -229,6 +236,8 @@ impl Socket {
             host: None,
             addr_locked: false,
             port_locked: false,
+            arrivals: 0,
+            taken: 0,
         }
     }
 
@@ -257,6 +266,7 @@ impl Socket {
     }
 
     fn push(&mut self, p: Packet) {
+        self.arrivals += 1;
         self.rx_bytes += p.data.len();
         // A stream write joins the previous one when nothing tells them
         // apart (no descriptors, same sender).
@@ -492,6 +502,9 @@ impl Sockets {
         nonblock: bool,
     ) -> Result<usize, Stop> {
         let s = self.table.get_mut(&id).ok_or(Stop::Err(Errno::EBADF))?;
+        // What the host socket received is not seen here: each receive
+        // (the one that drains it too) is news to edge-triggered epoll.
+        s.arrivals += 1;
         let Some(h) = s.host.as_mut() else {
             return Err(Errno::ENOTCONN.into());
         };
@@ -668,6 +681,9 @@ impl Sockets {
         {
             pending.push_back(server);
         }
+        if let Some(l) = self.table.get_mut(&listener) {
+            l.arrivals += 1;
+        }
         let c = self.get_mut(client)?;
         c.state = State::Connected(server);
         c.peer_cred = Some(listener_cred);
@@ -746,11 +762,30 @@ impl Sockets {
         peek: bool,
         waitall: bool,
     ) -> Result<Received, Stop> {
-        let before = self.get(id)?.cost();
+        let s = self.get(id)?;
+        let (before, queued) = (s.cost(), s.rx.len());
+        // An AF_UNIX reader wakes the writer each time it finishes a
+        // write's data; TCP only once the queue had filled up.
+        let news = s.domain == Domain::Unix || s.room_for(1) == 0;
         let r = self.take(id, want, peek, waitall);
-        let after = self.get(id)?.cost();
+        let s = self.get_mut(id)?;
+        let after = s.cost();
+        if s.rx.len() < queued && news {
+            s.taken += 1;
+        }
         self.buffered = self.buffered.saturating_sub(before.saturating_sub(after));
         r
+    }
+
+    /// A count that changes when something happened that edge-triggered
+    /// epoll reports on socket `id`: data arrived, or its peer read
+    /// (room to write).
+    pub fn activity(&self, id: u64) -> u64 {
+        let Some(s) = self.table.get(&id) else {
+            return 0;
+        };
+        let peer = s.peer().and_then(|p| self.table.get(&p));
+        s.arrivals.wrapping_add(peer.map_or(0, |p| p.taken))
     }
 
     fn take(&mut self, id: u64, want: usize, peek: bool, waitall: bool) -> Result<Received, Stop> {

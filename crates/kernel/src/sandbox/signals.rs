@@ -140,14 +140,8 @@ impl Sandbox {
                 return Ok(());
             }
             let sig = ready.trailing_zeros() + 1;
-            let bit = 1 << (sig - 1);
-            if self.k.thread().pending & bit != 0 {
-                self.k.thread_mut().pending &= !bit;
-            } else {
-                self.k.proc.pending &= !bit;
-            }
-            // SI_TKILL: raised by the process itself.
-            self.signal(sig, -6, 0, format!("raised by the program ({})", name(sig)))?;
+            let info = crate::siginfo::take(&mut self.k, sig);
+            self.signal(sig, info, format!("raised by the program ({})", name(sig)))?;
         }
     }
 
@@ -174,7 +168,10 @@ impl Sandbox {
         if self.k.proc.ignores_signal(sig) {
             let bit = 1u64 << (sig - 1);
             self.k.proc.pending &= !bit;
-            self.k.thread_mut().pending &= !bit;
+            crate::siginfo::discard(&mut self.k.proc.queued, bit);
+            let t = self.k.thread_mut();
+            t.pending &= !bit;
+            crate::siginfo::discard(&mut t.queued, bit);
             self.k.thread_mut().state =
                 crate::task::ThreadState::Runnable(crate::task::Resume::Retry);
             return Ok(());
@@ -202,16 +199,11 @@ impl Sandbox {
             self.kill(sig, reason);
             return Ok(());
         }
-        self.signal(sig, code, addr, reason)
+        let info = siginfo(sig, code, addr, self.k.proc.pid);
+        self.signal(sig, info, reason)
     }
 
-    fn signal(
-        &mut self,
-        sig: u32,
-        code: i32,
-        addr: u64,
-        reason: String,
-    ) -> Result<(), SandboxError> {
+    fn signal(&mut self, sig: u32, info: [u8; 128], reason: String) -> Result<(), SandboxError> {
         let act = self.k.proc.sigactions[sig as usize - 1];
         match act.handler {
             SIG_IGN => Ok(()),
@@ -223,7 +215,7 @@ impl Sandbox {
                 Ok(())
             }
             handler => {
-                if !self.setup_frame(sig, code, addr, handler, act.flags, act.restorer, act.mask)? {
+                if !self.setup_frame(sig, info, handler, act.flags, act.restorer, act.mask)? {
                     self.kill(
                         SIGSEGV,
                         format!("cannot deliver {}: bad signal stack", name(sig)),
@@ -236,12 +228,10 @@ impl Sandbox {
 
     /// Build the frame and enter the handler. `false` if the frame cannot
     /// be written (the caller kills the program, as Linux does).
-    #[allow(clippy::too_many_arguments)]
     fn setup_frame(
         &mut self,
         sig: u32,
-        code: i32,
-        addr: u64,
+        info: [u8; 128],
         handler: u64,
         flags: u64,
         restorer: u64,
@@ -308,7 +298,12 @@ impl Sandbox {
             err: 0,
             trapno: 0,
             oldmask: old_mask,
-            cr2: if sig == SIGSEGV { addr } else { 0 },
+            // A fault's address is the siginfo's si_addr.
+            cr2: if sig == SIGSEGV {
+                u64::from_le_bytes(info[16..24].try_into().unwrap_or_default())
+            } else {
+                0
+            },
             fpstate,
             reserved1: [0; 8],
         };
@@ -323,7 +318,7 @@ impl Sandbox {
             uc_stack,
             mcontext: mc,
             sigmask: old_mask,
-            info: siginfo(sig, code, addr, self.k.proc.pid),
+            info,
         };
         if self.k.mm.write(&self.mem, fpstate, &xsave).is_err()
             || self.k.mm.write_obj(&self.mem, sp, &frame).is_err()

@@ -3,9 +3,13 @@
 //! `file::event`), and the readiness that poll, select and epoll share
 //! (each kind's own is its `FileOps::readiness`).
 //!
-//! epoll is level-triggered; EPOLLET is honoured as level-triggered (a
-//! spurious readiness report, which edge-triggered users must tolerate
-//! anyway), EPOLLONESHOT disables an entry once reported.
+//! epoll looks at its files' readiness when waited on (there are no wait
+//! queues to call it back). A level-triggered entry reports whenever its
+//! file is ready. An edge-triggered one (EPOLLET) reports only news since
+//! epoll last looked: it was just added or modified, the file's activity
+//! count moved (data arrived, room was made, a timer fired:
+//! `FileOps::activity`), or a readiness bit it asks for rose. EPOLLONESHOT
+//! disables an entry once reported, until EPOLL_CTL_MOD.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -34,6 +38,9 @@ const EPOLLET: u32 = 1 << 31;
 pub struct EventFd {
     pub count: u64,
     pub semaphore: bool,
+    /// Reads and writes so far (news for edge-triggered epoll).
+    #[serde(default)]
+    pub changes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +50,9 @@ pub struct TimerFd {
     pub next: Option<u64>,
     pub interval: u64,
     pub expirations: u64,
+    /// Expirations ever (news for edge-triggered epoll).
+    #[serde(default)]
+    pub fired: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +60,39 @@ pub struct Interest {
     pub events: u32,
     pub data: u64,
     pub disabled: bool,
+    /// Added or modified since epoll last looked (Linux looks at the file
+    /// then, and queues the entry if it is ready).
+    #[serde(default)]
+    pub fresh: bool,
+    /// The file's activity count and the events it had when epoll last
+    /// looked (edge-triggered entries report only what is new).
+    #[serde(default)]
+    pub seen: u64,
+    #[serde(default)]
+    pub last: u32,
+}
+
+impl Interest {
+    /// What the entry reports for readiness `r` and activity count
+    /// `activity` (0: nothing).
+    fn report(&self, r: i16, activity: u64) -> u32 {
+        let mut got = (r as u32) & (self.events | POLLERR as u32 | POLLHUP as u32);
+        if self.events & EPOLLRDHUP != 0 && r & POLLHUP != 0 {
+            got |= EPOLLRDHUP;
+        }
+        let edge = self.events & EPOLLET != 0;
+        if edge && !self.fresh && activity == self.seen && got & !self.last == 0 {
+            return 0;
+        }
+        got
+    }
+
+    /// Epoll looked at the file and saw `r` and `activity`.
+    fn looked(&mut self, r: i16, activity: u64) {
+        self.fresh = false;
+        self.seen = activity;
+        self.last = (r as u32) & (self.events | POLLERR as u32 | POLLHUP as u32);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -88,9 +131,11 @@ pub(crate) fn tick(t: &mut TimerFd, now_ns: u64) {
             if let Some(periods) = (now_ns - next).checked_div(t.interval) {
                 let n = 1 + periods;
                 t.expirations = t.expirations.saturating_add(n);
+                t.fired = t.fired.wrapping_add(n);
                 t.next = next.checked_add(n.saturating_mul(t.interval));
             } else {
                 t.expirations += 1;
+                t.fired = t.fired.wrapping_add(1);
                 t.next = None;
             }
         }
@@ -113,6 +158,17 @@ pub(crate) fn readiness_depth(ctx: &mut Ctx, fd: i32, depth: u32) -> i16 {
         return POLLNVAL;
     };
     f.kind.clone().with_ops(|o| o.readiness(ctx, depth))
+}
+
+/// What entry `i` of an epoll, watching `fd`, reports now (asked through
+/// `depth` epolls), with the readiness and activity it saw.
+pub(crate) fn entry_report(ctx: &mut Ctx, fd: i32, i: &Interest, depth: u32) -> (u32, i16, u64) {
+    let r = readiness_depth(ctx, fd, depth);
+    let activity = match ctx.k.fds.get(fd) {
+        Ok(f) => f.kind.with_ops(|o| o.activity(ctx)),
+        Err(_) => 0,
+    };
+    (i.report(r, activity), r, activity)
 }
 
 /// Nothing is ready: block, waking at `timeout` (None: never) or when a
@@ -172,6 +228,7 @@ pub fn eventfd2(ctx: &mut Ctx, a: Args) -> SysResult {
         EventFd {
             count: a.uint(0) as u64,
             semaphore: flags & EFD_SEMAPHORE != 0,
+            changes: 0,
         },
     );
     new_file(ctx, FileKind::EventFd(id), "anon_inode:[eventfd]", flags)
@@ -217,6 +274,7 @@ pub fn timerfd_create(ctx: &mut Ctx, a: Args) -> SysResult {
             next: None,
             interval: 0,
             expirations: 0,
+            fired: 0,
         },
     );
     new_file(ctx, FileKind::TimerFd(id), "anon_inode:[timerfd]", flags)
@@ -323,6 +381,9 @@ pub fn epoll_ctl(ctx: &mut Ctx, a: Args) -> SysResult {
             events,
             data,
             disabled: false,
+            fresh: true,
+            seen: 0,
+            last: 0,
         })
     };
     let ep = ctx.k.events.epolls.get_mut(&id).ok_or(Errno::EBADF)?;
@@ -372,29 +433,26 @@ fn do_epoll_wait(
         if i.disabled {
             continue;
         }
-        let r = readiness(ctx, *fd);
+        let (got, r, activity) = entry_report(ctx, *fd, i, 0);
         if r & POLLNVAL != 0 {
             // The descriptor was closed: its registration goes with it.
             stale.push(*fd);
             continue;
         }
-        let mut got = (r as u32) & (i.events | POLLERR as u32 | POLLHUP as u32);
-        if i.events & EPOLLRDHUP != 0 && r & POLLHUP != 0 {
-            got |= EPOLLRDHUP;
-        }
         if got != 0 {
             out.extend_from_slice(&got.to_le_bytes());
             out.extend_from_slice(&i.data.to_le_bytes());
-            if i.events & EPOLLONESHOT != 0 {
-                if let Some(e) = ctx
-                    .k
-                    .events
-                    .epolls
-                    .get_mut(&id)
-                    .and_then(|e| e.interest.get_mut(fd))
-                {
-                    e.disabled = true;
-                }
+        }
+        if let Some(e) = ctx
+            .k
+            .events
+            .epolls
+            .get_mut(&id)
+            .and_then(|e| e.interest.get_mut(fd))
+        {
+            e.looked(r, activity);
+            if got != 0 && i.events & EPOLLONESHOT != 0 {
+                e.disabled = true;
             }
         }
     }
@@ -403,7 +461,6 @@ fn do_epoll_wait(
             e.interest.remove(&fd);
         }
     }
-    let _ = EPOLLET;
     if out.is_empty() {
         let fds: Vec<i32> = list.iter().map(|(f, _)| *f).collect();
         return block_until_ready(ctx, "epoll_wait", timeout, &fds);

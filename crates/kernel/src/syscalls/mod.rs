@@ -237,7 +237,8 @@ fn handlers() -> Vec<(u64, Row)> {
             partial(
                 fs::fcntl::fcntl,
                 "record locks (F_SETLK/F_SETLKW/F_GETLK, F_OFD_*) between the sandbox's processes; \
-                 no leases, no F_NOTIFY, no seals (EINVAL)",
+                 F_NOTIFY (dnotify, but DN_ACCESS is never reported) and F_SETSIG; \
+                 no leases, no seals (EINVAL)",
             ),
         ),
         (
@@ -548,7 +549,7 @@ fn handlers() -> Vec<(u64, Row)> {
             PIDFD_SEND_SIGNAL,
             partial(
                 process::pidfd::pidfd_send_signal,
-                "no caller-supplied siginfo (EINVAL)",
+                "processes of the sandbox; a caller-supplied siginfo is queued as rt_sigqueueinfo's",
             ),
         ),
         (
@@ -570,7 +571,7 @@ fn handlers() -> Vec<(u64, Row)> {
             RT_SIGTIMEDWAIT,
             partial(
                 signal::rt_sigtimedwait,
-                "siginfo has si_code SI_TKILL and the caller's pid (senders and timer values are not recorded)",
+                "siginfo of kill, tkill, sigqueue and pidfd_send_signal senders; signals the kernel raises itself (timers, SIGCHLD, SIGPIPE) report SI_TKILL and the process's pid",
             ),
         ),
         (
@@ -592,6 +593,20 @@ fn handlers() -> Vec<(u64, Row)> {
             partial(
                 signal::tgkill,
                 "threads of the calling process only (ESRCH otherwise); stop signals are ignored",
+            ),
+        ),
+        (
+            RT_SIGQUEUEINFO,
+            partial(
+                signal::rt_sigqueueinfo,
+                "processes of the sandbox; real-time signals queue (at most 4096), standard ones coalesce",
+            ),
+        ),
+        (
+            RT_TGSIGQUEUEINFO,
+            partial(
+                signal::rt_tgsigqueueinfo,
+                "threads of the sandbox's processes; queued as rt_sigqueueinfo's",
             ),
         ),
         // time
@@ -710,14 +725,17 @@ fn handlers() -> Vec<(u64, Row)> {
         (ACCEPT4, full(net::accept4)),
         (
             SENDTO,
-            partial(net::sendto, "no MSG_OOB; a blocking stream send may be short"),
+            partial(
+                net::sendto,
+                "MSG_OOB only to a loopback TCP peer with SO_OOBINLINE; a blocking stream send may be short",
+            ),
         ),
         (RECVFROM, partial(net::recvfrom, "no MSG_OOB")),
         (
             SENDMSG,
             partial(
                 net::sendmsg,
-                "SCM_RIGHTS and SCM_CREDENTIALS; no IP ancillary data, no MSG_OOB",
+                "SCM_RIGHTS and SCM_CREDENTIALS; no IP ancillary data; MSG_OOB only to a loopback TCP peer with SO_OOBINLINE",
             ),
         ),
         (
@@ -841,6 +859,10 @@ pub fn dispatch(ctx: &mut Ctx, nr: u64, args: Args) -> SysResult {
                 ctx.k.vfs.actor = ctx.k.proc.cred.clone();
             }
             let r = h(ctx, args);
+            if !ctx.k.fs.dnotify.list.is_empty() {
+                // Directories it changed signal their dnotify owners.
+                crate::file::dnotify::deliver(ctx);
+            }
             if ctx.k.mm.frames.shm().has_orphans() {
                 // A shared-mapped file lost its last mapping (munmap,
                 // exit, exec): its pages go back into the file.

@@ -1078,13 +1078,27 @@ pub fn sendto(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 
 fn check_send_flags(ctx: &mut Ctx, id: u64, flags: u64) -> Result<(), Errno> {
-    ctx.k.sockets.get(id)?;
-    if flags & MSG_OOB != 0 {
-        // Out-of-band data is not implemented (AF_UNIX has none either).
+    let s = ctx.k.sockets.get(id)?;
+    if flags & MSG_OOB != 0 && !urgent_inline(&ctx.k.sockets, s) {
+        // Out-of-band data is not kept apart (AF_UNIX has none either):
+        // only a loopback TCP peer that reads it inline can take it.
         ctx.k.sockets.refuse("MSG_OOB".into());
         return Err(Errno::EOPNOTSUPP);
     }
     Ok(())
+}
+
+/// Whether urgent data (MSG_OOB) sent on `s` reaches its reader as
+/// ordinary bytes: a loopback TCP connection whose peer set
+/// SO_OOBINLINE, where Linux leaves the urgent byte in the stream too
+/// (ftplib's ABOR is sent so).
+fn urgent_inline(sockets: &crate::net::Sockets, s: &crate::net::Socket) -> bool {
+    if s.domain == Domain::Unix || s.ty != Type::Stream || s.host.is_some() {
+        return false;
+    }
+    let peer = s.peer().and_then(|p| sockets.get(p).ok());
+    peer.and_then(|p| p.opts.stored.get(&(SOL_SOCKET, SO_OOBINLINE)))
+        .is_some_and(|v| v.iter().any(|&b| b != 0))
 }
 
 pub fn recvfrom(ctx: &mut Ctx, a: Args) -> SysResult {

@@ -110,8 +110,95 @@ fn raise(ctx: &mut Ctx, sig: u64, tid: Option<u32>) -> SysResult {
     if sig == 0 {
         return Ok(0);
     }
-    crate::sched::post_signal(ctx.k, sig as u32, tid);
+    let info = sender_info(ctx, sig as u32, crate::siginfo::SI_TKILL);
+    let pid = ctx.k.proc.pid;
+    crate::procs::post_signal_info(ctx.k, pid, tid, sig as u32, info, false)?;
     Ok(0)
+}
+
+/// The siginfo of `sig` sent by the caller with `code`.
+pub(crate) fn sender_info(ctx: &Ctx, sig: u32, code: i32) -> Vec<u8> {
+    crate::siginfo::from_sender(sig, code, ctx.k.proc.pid, ctx.k.proc.cred.uid)
+}
+
+/// A caller-supplied siginfo for `sig` sent to process `pid` (si_signo
+/// set to `sig`): a process may not pretend to be the kernel, kill() or
+/// tgkill() (si_code >= 0 or SI_TKILL) towards another process (EPERM).
+fn user_info(ctx: &mut Ctx, va: u64, sig: u64, pid: u32) -> Result<Vec<u8>, Errno> {
+    let mut info = ctx.k.mm.read_vec(ctx.mem, va, crate::siginfo::SIZE)?;
+    let code = crate::siginfo::code(&info);
+    if (code >= 0 || code == crate::siginfo::SI_TKILL) && pid != ctx.k.proc.pid {
+        return Err(Errno::EPERM);
+    }
+    info[0..4].copy_from_slice(&(sig as i32).to_le_bytes());
+    Ok(info)
+}
+
+/// Queue `info` for `sig` at `pid` (or its thread `tid`): what
+/// rt_sigqueueinfo and rt_tgsigqueueinfo share.
+fn queue_info(ctx: &mut Ctx, pid: u32, tid: Option<u32>, sig: u64, info: Vec<u8>) -> SysResult {
+    let exists = pid == ctx.k.proc.pid || ctx.k.others.contains_key(&pid);
+    let thread_ok = tid.is_none_or(|t| {
+        if pid == ctx.k.proc.pid {
+            ctx.k.threads.contains_key(&t)
+        } else {
+            ctx.k
+                .others
+                .get(&pid)
+                .is_some_and(|s| s.threads.contains_key(&t))
+        }
+    });
+    if !exists || !thread_ok {
+        // A zombie takes (and drops) what is sent to it.
+        return if tid.is_none() && ctx.k.zombies.contains_key(&pid) {
+            Ok(0)
+        } else {
+            Err(Errno::ESRCH.into())
+        };
+    }
+    if !valid(sig) && sig != 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    if sig == 0 {
+        return Ok(0);
+    }
+    let limited = crate::siginfo::code(&info) != crate::siginfo::SI_USER;
+    crate::procs::post_signal_info(ctx.k, pid, tid, sig as u32, info, limited)?;
+    Ok(0)
+}
+
+/// rt_sigqueueinfo (sigqueue): `sig` with the caller's siginfo (its
+/// si_value) to process `pid`.
+pub fn rt_sigqueueinfo(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (pid, sig) = (a.int(0), a.u64(1));
+    let info = user_info(ctx, a.ptr(2), sig, pid.max(0) as u32)?;
+    if pid <= 0 {
+        return Err(Errno::ESRCH.into());
+    }
+    queue_info(ctx, pid as u32, None, sig, info)
+}
+
+/// rt_tgsigqueueinfo: the same to thread `tid` of process `tgid`.
+pub fn rt_tgsigqueueinfo(ctx: &mut Ctx, a: Args) -> SysResult {
+    let (tgid, tid, sig) = (a.int(0), a.int(1), a.u64(2));
+    if tgid <= 0 || tid <= 0 {
+        return Err(Errno::EINVAL.into());
+    }
+    let info = user_info(ctx, a.ptr(3), sig, tgid as u32)?;
+    queue_info(ctx, tgid as u32, Some(tid as u32), sig, info)
+}
+
+/// pidfd_send_signal's siginfo for `sig` to process `pid`: the caller's
+/// (whose si_signo must be `sig`), or kill()'s.
+pub(crate) fn pidfd_info(ctx: &mut Ctx, va: u64, sig: u64, pid: u32) -> Result<Vec<u8>, Errno> {
+    if va == 0 {
+        return Ok(sender_info(ctx, sig as u32, crate::siginfo::SI_USER));
+    }
+    let info = ctx.k.mm.read_vec(ctx.mem, va, crate::siginfo::SIZE)?;
+    if info[0..4] != (sig as i32).to_le_bytes() {
+        return Err(Errno::EINVAL);
+    }
+    user_info(ctx, va, sig, pid)
 }
 
 /// kill(2) within the sandbox: a process, a process group (0: the
@@ -161,12 +248,13 @@ pub fn kill(ctx: &mut Ctx, a: Args) -> SysResult {
     if sig == 0 {
         return Ok(0);
     }
+    let info = sender_info(ctx, sig as u32, crate::siginfo::SI_USER);
     // Others first: a signal that ends the caller must not stop the rest.
     for &p in targets.iter().filter(|&&p| p != me) {
-        crate::procs::post_signal_process(ctx.k, p, sig as u32);
+        let _ = crate::procs::post_signal_info(ctx.k, p, None, sig as u32, info.clone(), false);
     }
     if targets.contains(&me) {
-        crate::sched::post_signal(ctx.k, sig as u32, None);
+        let _ = crate::procs::post_signal_info(ctx.k, me, None, sig as u32, info, false);
     }
     Ok(0)
 }
@@ -248,19 +336,8 @@ pub fn rt_sigtimedwait(ctx: &mut Ctx, a: Args) -> SysResult {
     if thread | process != 0 {
         let ready = if thread != 0 { thread } else { process };
         let sig = ready.trailing_zeros() + 1;
-        let bit = 1u64 << (sig - 1);
-        if thread != 0 {
-            ctx.k.thread_mut().pending &= !bit;
-        } else {
-            ctx.k.proc.pending &= !bit;
-        }
+        let si = crate::siginfo::take(ctx.k, sig);
         if info != 0 {
-            // si_signo, si_errno, si_code (SI_TKILL: the sender is not
-            // recorded), the sender's pid.
-            let mut si = [0u8; 128];
-            si[0..4].copy_from_slice(&(sig as i32).to_le_bytes());
-            si[8..12].copy_from_slice(&(-6i32).to_le_bytes());
-            si[16..20].copy_from_slice(&ctx.k.proc.pid.to_le_bytes());
             ctx.k.mm.write(ctx.mem, info, &si)?;
         }
         return Ok(sig as u64);

@@ -69,6 +69,9 @@ pub struct Image {
     /// None only for the placeholder.
     root_fd: Option<OwnedFd>,
     index: HashMap<String, IndexEntry>,
+    /// Bytes the image's files take on disk (each inode once): what
+    /// statfs reports as used below the overlay's own use.
+    used: u64,
 }
 
 impl Image {
@@ -138,11 +141,23 @@ impl Image {
                 },
             );
         }
+        let mut inodes = std::collections::HashSet::new();
+        let used = index
+            .values()
+            .filter(|e| inodes.insert(e.meta.ino))
+            .map(|e| e.meta.blocks.saturating_mul(512))
+            .sum();
         Ok(Image {
             root,
             root_fd: Some(root_fd),
             index,
+            used,
         })
+    }
+
+    /// Bytes the image's files take on disk.
+    pub fn used_bytes(&self) -> u64 {
+        self.used
     }
 
     /// An image with nothing but an empty root directory.
@@ -169,6 +184,7 @@ impl Image {
             root,
             root_fd: Some(root_fd),
             index,
+            used: 0,
         })
     }
 
@@ -198,6 +214,7 @@ impl Image {
             root: PathBuf::from("/"),
             root_fd: None,
             index,
+            used: 0,
         }
     }
 

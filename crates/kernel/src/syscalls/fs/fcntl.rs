@@ -7,8 +7,15 @@ use zeroboot_abi::Errno;
 use crate::fd::{FileKind, OpenFile};
 use crate::syscalls::{Args, Ctx, SysResult};
 
+/// fcntl commands not in `zeroboot_abi::flags` (asm-generic/fcntl.h,
+/// linux/fcntl.h).
+const F_SETSIG: u64 = 10;
+const F_GETSIG: u64 = 11;
+const F_NOTIFY: u64 = 1026;
+
 pub(crate) fn close_fd(ctx: &mut Ctx, fd: i32) -> Result<(), Errno> {
     super::lock::closing(ctx, fd);
+    crate::file::dnotify::closing(ctx, fd);
     let last = ctx.k.fds.close(fd)?;
     release(ctx, last);
     Ok(())
@@ -110,6 +117,15 @@ pub fn fcntl(ctx: &mut Ctx, a: Args) -> SysResult {
         }
         F_GETOWN => Ok(0),
         F_SETOWN => Ok(0),
+        F_SETSIG => {
+            let ofd = ctx.k.fds.get(fd)?.ofd;
+            crate::file::dnotify::set_signal(ctx, ofd, a.u64(2))
+        }
+        F_GETSIG => Ok(crate::file::dnotify::get_signal(
+            ctx,
+            ctx.k.fds.get(fd)?.ofd,
+        )),
+        F_NOTIFY => crate::file::dnotify::fcntl_notify(ctx, fd, a.uint(2)),
         F_ADD_SEALS | F_GET_SEALS => Err(Errno::EINVAL.into()),
         _ => Err(Errno::EINVAL.into()),
     }

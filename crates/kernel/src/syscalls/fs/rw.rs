@@ -161,20 +161,35 @@ pub fn writev(ctx: &mut Ctx, a: Args) -> SysResult {
     writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), None)
 }
 
-pub fn preadv(ctx: &mut Ctx, a: Args) -> SysResult {
+/// Which way a vectored transfer goes.
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
+
+fn vectored_at(ctx: &mut Ctx, dir: Dir, a: Args, pos: Option<u64>) -> SysResult {
+    match dir {
+        Dir::Read => readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), pos),
+        Dir::Write => writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), pos),
+    }
+}
+
+/// preadv/pwritev(fd, iov, iovcnt, offset).
+fn positioned(ctx: &mut Ctx, a: Args, dir: Dir) -> SysResult {
     if a.i64(3) < 0 {
         return Err(Errno::EINVAL.into());
     }
     check_seekable(ctx, a.fd(0))?;
-    readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
+    vectored_at(ctx, dir, a, Some(a.u64(3)))
+}
+
+pub fn preadv(ctx: &mut Ctx, a: Args) -> SysResult {
+    positioned(ctx, a, Dir::Read)
 }
 
 pub fn pwritev(ctx: &mut Ctx, a: Args) -> SysResult {
-    if a.i64(3) < 0 {
-        return Err(Errno::EINVAL.into());
-    }
-    check_seekable(ctx, a.fd(0))?;
-    writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(a.u64(3)))
+    positioned(ctx, a, Dir::Write)
 }
 
 const RWF_HIPRI: u64 = 1;
@@ -197,30 +212,27 @@ fn rwf_flags(flags: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-/// preadv2(fd, iov, iovcnt, offset, _, flags): offset -1 is the file
-/// position, as readv.
-pub fn preadv2(ctx: &mut Ctx, a: Args) -> SysResult {
+/// preadv2/pwritev2(fd, iov, iovcnt, offset, _, flags): offset -1 is the
+/// file position, as readv/writev.
+fn positioned2(ctx: &mut Ctx, a: Args, dir: Dir) -> SysResult {
     rwf_flags(a.u64(5))?;
-    match a.i64(3) {
-        -1 => readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), None),
-        off if off < 0 => Err(Errno::EINVAL.into()),
+    let pos = match a.i64(3) {
+        -1 => None,
+        off if off < 0 => return Err(Errno::EINVAL.into()),
         off => {
             check_seekable(ctx, a.fd(0))?;
-            readv_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(off as u64))
+            Some(off as u64)
         }
-    }
+    };
+    vectored_at(ctx, dir, a, pos)
+}
+
+pub fn preadv2(ctx: &mut Ctx, a: Args) -> SysResult {
+    positioned2(ctx, a, Dir::Read)
 }
 
 pub fn pwritev2(ctx: &mut Ctx, a: Args) -> SysResult {
-    rwf_flags(a.u64(5))?;
-    match a.i64(3) {
-        -1 => writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), None),
-        off if off < 0 => Err(Errno::EINVAL.into()),
-        off => {
-            check_seekable(ctx, a.fd(0))?;
-            writev_at(ctx, a.fd(0), a.u64(1), a.u64(2), Some(off as u64))
-        }
-    }
+    positioned2(ctx, a, Dir::Write)
 }
 
 pub fn sendfile(ctx: &mut Ctx, a: Args) -> SysResult {

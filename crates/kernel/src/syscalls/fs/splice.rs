@@ -71,7 +71,7 @@ fn take(ctx: &mut Ctx, id: u64, n: usize, consume: bool) -> Vec<u8> {
     };
     let n = n.min(p.buf.len());
     if consume {
-        p.buf.drain(..n).collect()
+        p.take(n)
     } else {
         p.buf.iter().take(n).copied().collect()
     }
@@ -79,7 +79,7 @@ fn take(ctx: &mut Ctx, id: u64, n: usize, consume: bool) -> Vec<u8> {
 
 fn put(ctx: &mut Ctx, id: u64, data: &[u8]) {
     if let Some(p) = ctx.k.pipes.get_mut(&id) {
-        p.buf.extend(data);
+        p.put(data);
     }
 }
 

@@ -104,13 +104,17 @@ pub fn statx(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(0)
 }
 
+/// The sandbox's one file system, image and overlay together, whatever
+/// path or descriptor is asked about: the image's files are used space,
+/// the overlay's disk limit the room left beyond what it holds.
 fn statfs_buf(ctx: &Ctx) -> Statfs {
     let mut s = Statfs::new_zeroed();
     s.f_type = 0x0102_1994; // TMPFS_MAGIC
     s.f_bsize = 4096;
     s.f_frsize = 4096;
-    let total = ctx.k.vfs.tmp.limit / 4096;
-    let used = ctx.k.vfs.tmp.bytes() / 4096;
+    let image = ctx.k.vfs.image.used_bytes().div_ceil(4096);
+    let total = image + ctx.k.vfs.tmp.limit / 4096;
+    let used = image + ctx.k.vfs.tmp.bytes().div_ceil(4096);
     s.f_blocks = total;
     s.f_bfree = total.saturating_sub(used);
     s.f_bavail = s.f_bfree;

@@ -182,6 +182,7 @@ fn new_process(ctx: &mut Ctx, flags: u64, newsp: u64, ptid: u64, ctid: u64, tls:
     proc.pid = pid;
     proc.ppid = ctx.k.proc.pid;
     proc.pending = 0;
+    proc.queued.clear();
     // A child inherits no timer (itimers, alarm, POSIX timers).
     proc.timers = Default::default();
     proc.execed = false;

@@ -17,10 +17,7 @@ const PIDFD_NONBLOCK: u64 = O_NONBLOCK;
 /// Whether process `pid` of the sandbox still runs (not exited, whether
 /// or not it was reaped).
 pub(crate) fn running(k: &Kernel, pid: u32) -> bool {
-    if pid == k.proc.pid {
-        return k.proc.dead.is_none();
-    }
-    k.others.get(&pid).is_some_and(|s| s.proc.dead.is_none())
+    k.process(pid).is_some_and(|p| p.dead.is_none())
 }
 
 /// Whether `pid` names a process that exists, running or a zombie.
@@ -61,27 +58,35 @@ pub fn pidfd_open(ctx: &mut Ctx, a: Args) -> SysResult {
     Ok(install(ctx.k, pid, flags & PIDFD_NONBLOCK != 0)? as u64)
 }
 
+/// The process a /proc/PID directory names (pidfd_send_signal takes one
+/// as a pidfd, as Linux does).
+fn proc_dir(ctx: &Ctx, fd: i32) -> Option<u32> {
+    let f = ctx.k.fds.get(fd).ok()?;
+    if !matches!(f.kind, FileKind::Dir) {
+        return None;
+    }
+    f.path.strip_prefix("/proc/")?.parse().ok()
+}
+
 pub fn pidfd_send_signal(ctx: &mut Ctx, a: Args) -> SysResult {
     let (fd, sig, info, flags) = (a.fd(0), a.u64(1), a.u64(2), a.u64(3));
-    let (pid, _) = target(ctx, fd)?;
+    let pid = match target(ctx, fd) {
+        Ok((pid, _)) => pid,
+        Err(e) => proc_dir(ctx, fd).ok_or(e)?,
+    };
     if flags != 0 {
-        return Err(Errno::EINVAL.into());
-    }
-    if info != 0 {
-        // A caller-supplied siginfo needs queued siginfo, which signals
-        // here do not carry yet: refused visibly rather than delivered
-        // with a different si_code.
-        tracing::debug!("pidfd_send_signal with a siginfo: EINVAL (no siginfo queues)");
         return Err(Errno::EINVAL.into());
     }
     if !crate::syscalls::signal::valid(sig) && sig != 0 {
         return Err(Errno::EINVAL.into());
     }
+    let info = crate::syscalls::signal::pidfd_info(ctx, info, sig, pid)?;
     if !running(ctx.k, pid) {
         return Err(Errno::ESRCH.into());
     }
     if sig != 0 {
-        crate::procs::post_signal_process(ctx.k, pid, sig as u32);
+        let limited = crate::siginfo::code(&info) != crate::siginfo::SI_USER;
+        crate::procs::post_signal_info(ctx.k, pid, None, sig as u32, info, limited)?;
     }
     Ok(0)
 }

@@ -102,11 +102,7 @@ fn sched_target(ctx: &Ctx, pid: i32) -> Result<u32, Errno> {
 }
 
 fn policy_of(ctx: &Ctx, pid: u32) -> u32 {
-    if pid == ctx.k.proc.pid {
-        ctx.k.proc.sched_policy
-    } else {
-        ctx.k.others.get(&pid).map_or(0, |s| s.proc.sched_policy)
-    }
+    ctx.k.process(pid).map_or(0, |p| p.sched_policy)
 }
 
 pub fn sched_getscheduler(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -139,10 +135,8 @@ fn set_scheduler(ctx: &mut Ctx, pid: u32, policy: u64, priority: i32) -> SysResu
         tracing::debug!(policy, "real-time scheduling refused: EPERM");
         return Err(Errno::EPERM.into());
     }
-    if pid == ctx.k.proc.pid {
-        ctx.k.proc.sched_policy = policy as u32;
-    } else if let Some(s) = ctx.k.others.get_mut(&pid) {
-        s.proc.sched_policy = policy as u32;
+    if let Some(p) = ctx.k.process_mut(pid) {
+        p.sched_policy = policy as u32;
     }
     Ok(0)
 }
@@ -218,13 +212,8 @@ pub fn setpriority(ctx: &mut Ctx, a: Args) -> SysResult {
     let t = prio_targets(ctx, a.u64(0), a.uint(1))?;
     let cred = ctx.k.proc.cred.clone();
     for (pid, old) in t {
-        let owner = if pid == ctx.k.proc.pid {
-            ctx.k.proc.cred.clone()
-        } else {
-            match ctx.k.others.get(&pid) {
-                Some(s) => s.proc.cred.clone(),
-                None => continue,
-            }
+        let Some(owner) = ctx.k.process(pid).map(|p| p.cred.clone()) else {
+            continue;
         };
         if cred.euid != 0 && cred.euid != owner.euid && cred.euid != owner.uid {
             return Err(Errno::EPERM.into());
@@ -232,10 +221,8 @@ pub fn setpriority(ctx: &mut Ctx, a: Args) -> SysResult {
         if nice < old && cred.euid != 0 {
             return Err(Errno::EACCES.into());
         }
-        if pid == ctx.k.proc.pid {
-            ctx.k.proc.nice = nice;
-        } else if let Some(s) = ctx.k.others.get_mut(&pid) {
-            s.proc.nice = nice;
+        if let Some(p) = ctx.k.process_mut(pid) {
+            p.nice = nice;
         }
     }
     Ok(0)

@@ -22,8 +22,9 @@ pub struct Frames {
     #[serde(default)]
     pub refused: u64,
     /// Page-table frames of a dead layout, still counted as in use, and
-    /// the entries in them KVM may have shadowed: the ring-0 writer clears
-    /// those (`take_retired`) before the frames are free again.
+    /// the ring-0 writes that make KVM drop their shadows (one per table,
+    /// `AddressSpace::release`), made (`take_retired`) before the frames
+    /// are free again.
     #[serde(default)]
     retired: Vec<u64>,
     #[serde(default)]
@@ -107,8 +108,9 @@ impl Frames {
     }
 
     /// Retire the page-table frames `tables` of a layout that ran: they
-    /// are freed once the ring-0 writer made `clears` (entry in the
-    /// physmap, 0, user address), as `take_retired` hands them out.
+    /// are freed once the ring-0 writer made `clears` (address in the
+    /// physmap, value, user address to invlpg), as `take_retired` hands
+    /// them out.
     pub fn retire_tables(&mut self, tables: Vec<u64>, clears: Vec<(u64, u64, u64)>) {
         self.retired.extend(tables);
         self.retired_clears.extend(clears);

@@ -46,6 +46,15 @@ const EAGER_FILE: u64 = 256 << 10;
 const FAULT_AROUND_ANON: u64 = 2 << 20;
 /// Bytes populated around a fault in a file mapping.
 const FAULT_AROUND_FILE: u64 = 64 << 10;
+/// Bytes populated around a fault in an executable file mapping (program
+/// text): a fault costs ~90 us here (exit, copy, resume) against ~1 us per
+/// page copied, and a program touches most of its text's 64 KiB chunks
+/// (`bash -c` touched 28 of ~36 in bash's and libc's), so text comes in
+/// larger chunks.
+const FAULT_AROUND_EXEC: u64 = 512 << 10;
+/// Where the ring-0 writer writes into a dead page table to make KVM drop
+/// its shadows: misaligned, across entries 0 and 1 (see `user_tables`).
+const TABLE_ZAP_OFFSET: u64 = 1;
 /// MADV_DONTNEED zeroes in place up to this many pages, and unmaps beyond.
 const DONTNEED_ZERO_PAGES: u64 = 64;
 
@@ -158,17 +167,16 @@ impl AddressSpace {
     /// Free every frame of this layout (the process is gone, or its exec
     /// failed). User frames are free at once. Page-table frames of a
     /// layout that `ran` may be shadowed by KVM, which does not see host
-    /// writes: they are retired until the ring-0 writer cleared every
-    /// entry KVM may have shadowed (as a reset does with new tables), so
-    /// that no stale shadow resurfaces when the frame comes back as data
-    /// or as another table. Without that, every process that ever lived
-    /// kept its tables, and a sandbox spawning processes in a loop ran
-    /// out of memory.
+    /// writes: they are retired until the ring-0 writer made KVM drop
+    /// every shadow of them (`user_tables`), so that no stale shadow
+    /// resurfaces when the frame comes back as data or as another table.
+    /// Without that, every process that ever lived kept its tables, and a
+    /// sandbox spawning processes in a loop ran out of memory.
     pub fn release(&mut self, mem: &GuestMemory, ran: bool) {
-        let (tables, clears) = self.user_tables(mem);
+        let (tables, zaps) = self.user_tables(mem);
         self.release_user_frames(mem);
         if ran {
-            self.frames.retire_tables(tables, clears);
+            self.frames.retire_tables(tables, zaps);
         } else {
             for f in tables {
                 self.frames.free(f);
@@ -177,17 +185,30 @@ impl AddressSpace {
     }
 
     /// The page-table frames of this layout's user half (the root
-    /// included), and the writes clearing the entries in them that KVM
-    /// may have shadowed: every present non-leaf entry, and the leaves
-    /// with Accessed set (paging.rs), deepest level first, since KVM
-    /// finds an entry to drop through the shadow of the tables above it.
+    /// included), and for each one write for the ring-0 writer that makes
+    /// KVM drop its shadows, deepest level first.
+    ///
+    /// The write is misaligned: 8 bytes at offset 1, across the first two
+    /// (user) entries of the dead table. KVM's shadow MMU takes a
+    /// misaligned write into a shadowed table as a sign that it is no
+    /// longer a table and drops every shadow page of that frame at once
+    /// (`detect_write_misaligned`), so a table costs one write instead of
+    /// one per entry that was used (a `bash -c` left ~400, 4 ms here).
+    /// Each table needs its own write: a shadow page orphaned by the
+    /// clearing of its parent's entry stays cached by frame and would be
+    /// found again (vmm test `a_misaligned_write_drops_a_whole_table_shadow`).
+    /// Without shadow paging (EPT) only the TLB holds the dead tables'
+    /// translations, and the CR3 switch away from a dead process, which
+    /// every process switch relies on, drops them.
     fn user_tables(&self, mem: &GuestMemory) -> (Vec<u64>, Vec<PteWrite>) {
-        let mut tables = vec![self.pt.root()];
-        // (level, write) for sorting.
-        let mut clears: Vec<(u64, PteWrite)> = Vec::new();
+        // (level, table)
+        let mut found: Vec<(u64, u64)> = vec![(4, self.pt.root())];
         // (table, level, first user address it maps)
         let mut todo = vec![(self.pt.root(), 4u64, 0u64)];
         while let Some((table, level, base)) = todo.pop() {
+            if level == 1 {
+                continue;
+            }
             let span = 1u64 << (12 + 9 * (level - 1));
             // The root's upper half (the physmap) is shared: user half only.
             let n = if level == 4 {
@@ -196,28 +217,27 @@ impl AddressSpace {
                 512
             };
             for i in 0..n {
-                let at = table + i * 8;
-                let Ok(e) = mem.read_u64(at) else { continue };
+                let Ok(e) = mem.read_u64(table + i * 8) else {
+                    continue;
+                };
                 if e & pte::PRESENT == 0 {
                     continue;
                 }
-                let va = base + i * span;
-                if level > 1 {
-                    let child = e & pte::ADDR_MASK;
-                    // The VMM wrote these tables; a frame outside memory
-                    // or a huge page would be its own bug: skip it.
-                    if e & pte::HUGE == 0 && mem.contains(child, PAGE_SIZE) {
-                        tables.push(child);
-                        todo.push((child, level - 1, va));
-                    }
-                    clears.push((level, (physmap(at), 0, va)));
-                } else if e & pte::ACCESSED != 0 {
-                    clears.push((level, (physmap(at), 0, va)));
+                let child = e & pte::ADDR_MASK;
+                // The VMM wrote these tables; a frame outside memory or a
+                // huge page would be its own bug: skip it.
+                if e & pte::HUGE == 0 && mem.contains(child, PAGE_SIZE) {
+                    found.push((level - 1, child));
+                    todo.push((child, level - 1, base + i * span));
                 }
             }
         }
-        clears.sort_by_key(|c| c.0);
-        (tables, clears.into_iter().map(|c| c.1).collect())
+        found.sort_by_key(|t| t.0);
+        let zaps = found
+            .iter()
+            .map(|&(_, table)| (physmap(table) + TABLE_ZAP_OFFSET, 0, 0))
+            .collect();
+        (found.into_iter().map(|t| t.1).collect(), zaps)
     }
 
     fn release_user_frames(&mut self, mem: &GuestMemory) {
@@ -502,7 +522,7 @@ impl AddressSpace {
     fn populate(&mut self, mem: &GuestMemory, v: &Vma, start: u64, end: u64) -> Result<(), Errno> {
         let flags = Self::pte_flags(v.prot);
         let mut va = start;
-        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        let mut file = FileWindow::default();
         while va < end {
             let table = self
                 .pt
@@ -521,11 +541,11 @@ impl AddressSpace {
                         }
                         Backing::File { data, offset } => {
                             let off = offset + (va - v.start);
-
                             if off < data.size() {
                                 let f = self.frames.alloc_uninit(mem).ok_or(Errno::ENOMEM)?;
-                                data.read_at(off, &mut buf).map_err(|_| Errno::EIO)?;
-                                mem.write(f, &buf).map_err(|_| Errno::EFAULT)?;
+                                let page =
+                                    file.page(data.as_ref(), off, offset + (end - v.start))?;
+                                mem.write(f, page).map_err(|_| Errno::EFAULT)?;
                                 f
                             } else {
                                 self.frames.alloc(mem).ok_or(Errno::ENOMEM)?
@@ -874,6 +894,7 @@ impl AddressSpace {
         }
         let chunk = match v.backing {
             Backing::Anon | Backing::Shared { .. } => FAULT_AROUND_ANON,
+            Backing::File { .. } if v.prot & PROT_EXEC != 0 => FAULT_AROUND_EXEC,
             Backing::File { .. } => FAULT_AROUND_FILE,
         };
         let s = (addr & !(chunk - 1)).max(v.start);
@@ -914,5 +935,36 @@ impl AddressSpace {
             s.push('\n');
         }
         s
+    }
+}
+
+/// Most file bytes `populate` reads ahead in one call.
+const FILE_WINDOW: u64 = FAULT_AROUND_EXEC;
+
+/// The bytes of a mapped file that `populate` copies in, read in windows
+/// of up to `FILE_WINDOW` (one host read for a fault's whole chunk rather
+/// than one per page).
+#[derive(Default)]
+struct FileWindow {
+    /// File offset of `buf[0]`.
+    at: u64,
+    buf: Vec<u8>,
+}
+
+impl FileWindow {
+    /// The page at file offset `off` (page-aligned relative to the
+    /// mapping), reading ahead up to `until` (the range's end in the file).
+    fn page(&mut self, data: &dyn FileContents, off: u64, until: u64) -> Result<&[u8], Errno> {
+        let page = PAGE_SIZE as usize;
+        let held = off >= self.at && off + PAGE_SIZE <= self.at + self.buf.len() as u64;
+        if !held {
+            let len = until.saturating_sub(off).clamp(PAGE_SIZE, FILE_WINDOW);
+            self.buf
+                .resize(page_up(len).unwrap_or(PAGE_SIZE) as usize, 0);
+            data.read_at(off, &mut self.buf).map_err(|_| Errno::EIO)?;
+            self.at = off;
+        }
+        let i = (off - self.at) as usize;
+        Ok(&self.buf[i..i + page])
     }
 }

@@ -19,6 +19,7 @@ use vm_memory::{
 };
 
 use crate::layout::{MAX_GUEST_MEMORY, PAGE_SIZE};
+use crate::reaper::Deferred;
 
 /// Errors of guest memory set-up and access.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +117,21 @@ impl DirtyMap {
     }
 }
 
+/// The host side of guest memory: freeing it (unmapping a fork's private
+/// pages, the last reference to a layer's file) is left to the reaper
+/// (`crate::reaper`) once the memory is dropped; nothing reaches it then.
+struct Mapping {
+    region: GuestRegionMmap<()>,
+    /// The pages of a live sandbox this memory was forked from, mapped
+    /// over `file` (see [`Layer`]).
+    layer: Option<Arc<Layer>>,
+    // Declared last: unmapped after `region` is dropped.
+    _reservation: Option<Reservation>,
+}
+
 /// The memory of one VM.
 pub struct GuestMemory {
-    region: GuestRegionMmap<()>,
+    map: Deferred<Mapping>,
     /// The file behind the memory, kept so that forks can map it privately.
     file: Arc<File>,
     size: u64,
@@ -128,11 +141,6 @@ pub struct GuestMemory {
     /// Pages the VMM wrote, when tracking is on: KVM's dirty log sees only
     /// the guest's own writes.
     dirty: Option<DirtyMap>,
-    /// The pages of a live sandbox this memory was forked from, mapped
-    /// over `file` (see [`Layer`]).
-    layer: Option<Arc<Layer>>,
-    // Declared last: unmapped after `region` is dropped.
-    _reservation: Option<Reservation>,
 }
 
 /// The pages a live sandbox had made its own when it was forked, copied
@@ -259,14 +267,16 @@ impl GuestMemory {
             },
         )?;
         Ok(GuestMemory {
-            region,
+            map: Deferred::new(Mapping {
+                region,
+                layer: None,
+                _reservation: None,
+            }),
             file,
             size,
             file_len: size,
             private: flags & libc::MAP_PRIVATE != 0,
             dirty: None,
-            layer: None,
-            _reservation: None,
         })
     }
 
@@ -335,14 +345,16 @@ impl GuestMemory {
             },
         )?;
         Ok(GuestMemory {
-            region,
+            map: Deferred::new(Mapping {
+                region,
+                layer: None,
+                _reservation: Some(reservation),
+            }),
             file,
             size,
             file_len,
             private: true,
             dirty: None,
-            layer: None,
-            _reservation: Some(reservation),
         })
     }
 
@@ -382,13 +394,13 @@ impl GuestMemory {
                 return Err(MemoryError::Memfd(io::Error::last_os_error()));
             }
         }
-        m.layer = Some(layer);
+        m.map.layer = Some(layer);
         Ok(m)
     }
 
     /// The live sandbox's pages this memory was forked with, if any.
     pub fn layer(&self) -> Option<&Arc<Layer>> {
-        self.layer.as_ref()
+        self.map.layer.as_ref()
     }
 
     /// Pages whose contents are this memory's own, not its file's: written
@@ -518,7 +530,7 @@ impl GuestMemory {
 
     /// Host address of guest-physical 0, for the KVM memory slot.
     pub fn host_address(&self) -> u64 {
-        self.region.as_ptr() as u64
+        self.map.region.as_ptr() as u64
     }
 
     fn check(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
@@ -531,7 +543,8 @@ impl GuestMemory {
     /// Copy guest memory at `gpa` into `buf`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.check(gpa, buf.len())?;
-        self.region
+        self.map
+            .region
             .read_slice(buf, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -543,7 +556,8 @@ impl GuestMemory {
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), MemoryError> {
         self.check(gpa, buf.len())?;
         self.mark(gpa, buf.len());
-        self.region
+        self.map
+            .region
             .write_slice(buf, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -554,7 +568,8 @@ impl GuestMemory {
     /// Read a plain value.
     pub fn read_obj<T: ByteValued>(&self, gpa: u64) -> Result<T, MemoryError> {
         self.check(gpa, std::mem::size_of::<T>())?;
-        self.region
+        self.map
+            .region
             .read_obj(MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -566,7 +581,8 @@ impl GuestMemory {
     pub fn write_obj<T: ByteValued>(&self, gpa: u64, val: T) -> Result<(), MemoryError> {
         self.check(gpa, std::mem::size_of::<T>())?;
         self.mark(gpa, std::mem::size_of::<T>());
-        self.region
+        self.map
+            .region
             .write_obj(val, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -616,6 +632,7 @@ impl GuestMemory {
         self.check(gpa, len)?;
         self.mark(gpa, len);
         let to = self
+            .map
             .region
             .get_slice(MemoryRegionAddress(gpa), len)
             .map_err(|_| MemoryError::OutOfRange { gpa, len })?;
@@ -649,10 +666,10 @@ impl GuestMemory {
         let (from, to) = unsafe {
             (
                 std::slice::from_raw_parts(
-                    (src.region.as_ptr() as usize + gpa as usize) as *const u64,
+                    (src.map.region.as_ptr() as usize + gpa as usize) as *const u64,
                     WORDS,
                 ),
-                (self.region.as_ptr() as usize + gpa as usize) as *mut u64,
+                (self.map.region.as_ptr() as usize + gpa as usize) as *mut u64,
             )
         };
         let first = (0..WORDS).step_by(LINE).find(|&at| {
@@ -678,7 +695,8 @@ impl GuestMemory {
         len: usize,
     ) -> Result<VolatileSlice<'_, impl BitmapSlice>, MemoryError> {
         self.check(gpa, len)?;
-        self.region
+        self.map
+            .region
             .get_slice(MemoryRegionAddress(gpa), len)
             .map_err(|_| MemoryError::OutOfRange { gpa, len })
     }
@@ -690,7 +708,7 @@ impl GuestMemory {
 
     /// Length of the region (for `GuestMemoryRegion` users).
     pub fn len(&self) -> u64 {
-        self.region.len()
+        self.map.region.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -369,17 +369,30 @@ impl GuestMemory {
         layer: Arc<Layer>,
     ) -> Result<Self, MemoryError> {
         let mut m = Self::new_cow(file, file_len, size)?;
-        let base = m.host_address();
+        m.map_layer(&layer)?;
+        m.map.layer = Some(layer);
+        Ok(m)
+    }
+
+    /// Map `layer`'s runs over this memory, privately (copy-on-write).
+    fn map_layer(&self, layer: &Layer) -> Result<(), MemoryError> {
+        if !self.private {
+            // A template's shared memory is never replaced.
+            return Err(MemoryError::Memfd(io::Error::from_raw_os_error(
+                libc::EINVAL,
+            )));
+        }
+        let base = self.host_address();
         for &(page, n) in &layer.runs {
-            if (page + n) * PAGE_SIZE > size {
+            if (page + n) * PAGE_SIZE > self.size {
                 return Err(MemoryError::OutOfRange {
                     gpa: page * PAGE_SIZE,
                     len: (n * PAGE_SIZE) as usize,
                 });
             }
-            // SAFETY: MAP_FIXED over pages of our own reservation (checked
-            // to lie inside it just above), with a private view of the
-            // layer file, which is `size` bytes long.
+            // SAFETY: MAP_FIXED over pages of our own private mapping
+            // (checked to lie inside it just above), with a private view
+            // of the layer file, which is this memory's size long.
             let r = unsafe {
                 libc::mmap(
                     (base + page * PAGE_SIZE) as *mut libc::c_void,
@@ -394,8 +407,22 @@ impl GuestMemory {
                 return Err(MemoryError::Memfd(io::Error::last_os_error()));
             }
         }
-        m.map.layer = Some(layer);
-        Ok(m)
+        Ok(())
+    }
+
+    /// Share `layer`, which `capture_layer` just copied from this memory,
+    /// with the forks made from it: its pages are mapped over this memory
+    /// as over theirs, so this memory's private copies of them are freed,
+    /// and `private_pages` then tells only what was written since (a
+    /// freeze with nothing new reuses the layer instead of copying it
+    /// again). The contents do not change; KVM drops its translations of
+    /// the range (MMU notifier) and faults the pages in again. Only while
+    /// nothing writes this memory between the capture and this call, and
+    /// no vCPU runs on it.
+    pub fn adopt_layer(&mut self, layer: Arc<Layer>) -> Result<(), MemoryError> {
+        self.map_layer(&layer)?;
+        self.map.layer = Some(layer);
+        Ok(())
     }
 
     /// The live sandbox's pages this memory was forked with, if any.
@@ -851,6 +878,33 @@ mod tests {
         // A layer beyond the memory is refused.
         let big = Arc::new(live.capture_layer(&[0x3ff]).unwrap());
         assert!(GuestMemory::new_layered(t.file().clone(), 2 << 20, 2 << 20, big).is_err());
+    }
+
+    #[test]
+    fn a_source_that_adopts_its_layer_keeps_its_contents_and_diverges_alone() {
+        let size = 4 << 20;
+        let t = GuestMemory::new(size).unwrap();
+        t.write_u64(0x1000, 1).unwrap();
+        let mut live = GuestMemory::new_cow(t.file().clone(), 2 << 20, size).unwrap();
+        live.write_u64(0x1000, 10).unwrap();
+        live.write_u64(0x30_0000, 30).unwrap();
+        let layer = Arc::new(live.capture_layer(&live.private_pages().unwrap()).unwrap());
+        live.adopt_layer(layer.clone()).unwrap();
+        // Same contents, nothing private any more: the layer holds them.
+        assert_eq!(live.read_u64(0x1000).unwrap(), 10);
+        assert_eq!(live.read_u64(0x30_0000).unwrap(), 30);
+        assert!(live.private_pages().unwrap().is_empty());
+        let copy = GuestMemory::new_layered(t.file().clone(), 2 << 20, size, layer).unwrap();
+        // The source writes on: the copy and the layer do not see it.
+        live.write_u64(0x1000, 11).unwrap();
+        assert_eq!(live.private_pages().unwrap(), vec![1]);
+        assert_eq!(copy.read_u64(0x1000).unwrap(), 10);
+        copy.write_u64(0x30_0000, 31).unwrap();
+        assert_eq!(live.read_u64(0x30_0000).unwrap(), 30);
+        // A template's shared memory never takes a layer.
+        let mut shared = GuestMemory::new(size).unwrap();
+        let l = Arc::new(live.capture_layer(&[1]).unwrap());
+        assert!(shared.adopt_layer(l).is_err());
     }
 
     #[test]

@@ -289,44 +289,23 @@ impl GuestMemory {
         if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
             return Err(MemoryError::BadSize(file_len));
         }
+        Self::cow_over(file, file_len, size, None)
+    }
+
+    /// As `new_cow`, with `layer`'s runs mapped over it (`new_layered`).
+    fn cow_over(
+        file: Arc<File>,
+        file_len: u64,
+        size: u64,
+        layer: Option<Arc<Layer>>,
+    ) -> Result<Self, MemoryError> {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: a new anonymous private mapping at an address the kernel
-        // chooses; nothing else refers to it.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(MemoryError::Memfd(io::Error::last_os_error()));
-        }
+        let pieces = pieces(&file, file_len, size, layer.as_deref())?;
+        let addr = map_pieces(size, &pieces).map_err(MemoryError::Memfd)?;
         let reservation = Reservation {
             addr: addr as *mut u8,
             len: size as usize,
         };
-        if file_len > 0 {
-            // SAFETY: replaces the first `file_len` bytes of our own
-            // reservation (MAP_FIXED inside a range we own) with a private
-            // view of `file`, which is at least that long.
-            let r = unsafe {
-                libc::mmap(
-                    addr,
-                    file_len as usize,
-                    prot,
-                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                    std::os::fd::AsRawFd::as_raw_fd(&*file),
-                    0,
-                )
-            };
-            if r == libc::MAP_FAILED {
-                return Err(MemoryError::Memfd(io::Error::last_os_error()));
-            }
-        }
         // SAFETY: `addr` is a live mapping of `size` bytes owned by
         // `reservation`, which outlives the region (field order in
         // GuestMemory).
@@ -347,7 +326,7 @@ impl GuestMemory {
         Ok(GuestMemory {
             map: Deferred::new(Mapping {
                 region,
-                layer: None,
+                layer,
                 _reservation: Some(reservation),
             }),
             file,
@@ -368,10 +347,11 @@ impl GuestMemory {
         size: u64,
         layer: Arc<Layer>,
     ) -> Result<Self, MemoryError> {
-        let mut m = Self::new_cow(file, file_len, size)?;
-        m.map_layer(&layer)?;
-        m.map.layer = Some(layer);
-        Ok(m)
+        check_size(size)?;
+        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
+            return Err(MemoryError::BadSize(file_len));
+        }
+        Self::cow_over(file, file_len, size, Some(layer))
     }
 
     /// Map `layer`'s runs over this memory, privately (copy-on-write).
@@ -743,6 +723,151 @@ impl GuestMemory {
     }
 }
 
+/// Where a piece of a fork's memory comes from: fresh zeroed memory, or
+/// a file at the piece's own guest-physical offset (the template's
+/// memory, a layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    Fresh,
+    File(std::os::fd::RawFd),
+}
+
+/// The pieces (start, length, backing) of a fork's memory of `size`
+/// bytes: `file` up to `file_len`, fresh memory after, `layer`'s runs
+/// over both. Ascending and contiguous from 0 to `size`.
+fn pieces(
+    file: &File,
+    file_len: u64,
+    size: u64,
+    layer: Option<&Layer>,
+) -> Result<Vec<(u64, u64, Backing)>, MemoryError> {
+    use std::os::fd::AsRawFd;
+    let mut out: Vec<(u64, u64, Backing)> = Vec::new();
+    // The template and fresh memory from `from` to `to`.
+    let base = |out: &mut Vec<(u64, u64, Backing)>, from: u64, to: u64| {
+        let split = file_len.clamp(from, to);
+        if split > from {
+            out.push((from, split - from, Backing::File(file.as_raw_fd())));
+        }
+        if to > split {
+            out.push((split, to - split, Backing::Fresh));
+        }
+    };
+    let mut at = 0;
+    for &(page, n) in layer.map_or(&[][..], |l| &l.runs[..]) {
+        let (start, len) = (page * PAGE_SIZE, n * PAGE_SIZE);
+        if start < at || start + len > size {
+            return Err(MemoryError::OutOfRange {
+                gpa: start,
+                len: len as usize,
+            });
+        }
+        base(&mut out, at, start);
+        let fd = layer.map_or(-1, |l| l.file.as_raw_fd());
+        out.push((start, len, Backing::File(fd)));
+        at = start + len;
+    }
+    base(&mut out, at, size);
+    Ok(out)
+}
+
+/// Map `pieces` (see `pieces`) as one private, contiguous host range of
+/// `size` bytes; returns its address. Each piece is mapped into a hole
+/// with MAP_FIXED_NOREPLACE: mapping over a range already mapped would
+/// unmap it first, and every unmap in this process calls the MMU
+/// notifier of every VM it holds (KVM's), so a fork of a layered sandbox
+/// would cost a round over all live VMs per piece. The hole is found by
+/// mapping and unmapping a reservation (one round); another thread may
+/// map into it meanwhile, then it is tried again, and at last the range
+/// is built over a reservation as before.
+fn map_pieces(size: u64, pieces: &[(u64, u64, Backing)]) -> io::Result<*mut libc::c_void> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let map_at = |base: *mut libc::c_void, off: u64, len: u64, b: Backing, fixed: i32| {
+        let (fd, flags, foff) = match b {
+            Backing::Fresh => (-1, libc::MAP_ANONYMOUS, 0),
+            Backing::File(fd) => (fd, 0, off as libc::off_t),
+        };
+        let at = (base as u64 + off) as *mut libc::c_void;
+        // SAFETY: maps `len` bytes at `at` only where `fixed` allows: a
+        // hole (MAP_FIXED_NOREPLACE fails rather than replace anything),
+        // or a range of our own reservation (MAP_FIXED); the file offset
+        // is the piece's guest offset, inside the file (the template is
+        // at least `file_len` long, a layer the memory's size).
+        let r = unsafe {
+            libc::mmap(
+                at,
+                len as usize,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE | flags | fixed,
+                fd,
+                foff,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        if r != at {
+            // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+            // SAFETY: `r` is the mapping just made, of `len` bytes.
+            unsafe { libc::munmap(r, len as usize) };
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        Ok(())
+    };
+    let reserve = |prot| {
+        // SAFETY: a new anonymous private mapping at an address the
+        // kernel chooses; nothing else refers to it.
+        let r = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    if let [(0, _, Backing::Fresh)] = pieces {
+        return reserve(prot);
+    }
+    'attempt: for _ in 0..3 {
+        let hole = reserve(libc::PROT_NONE)?;
+        // SAFETY: the reservation just made; nothing refers to it.
+        unsafe { libc::munmap(hole, size as usize) };
+        let mut done = 0;
+        for &(off, len, b) in pieces {
+            if let Err(e) = map_at(hole, off, len, b, libc::MAP_FIXED_NOREPLACE) {
+                if done > 0 {
+                    // SAFETY: the pieces this attempt mapped, ours.
+                    unsafe { libc::munmap(hole, done as usize) };
+                }
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    continue 'attempt;
+                }
+                return Err(e);
+            }
+            done = off + len;
+        }
+        return Ok(hole);
+    }
+    // Over a reservation of our own, replacing it piece by piece.
+    let base = reserve(libc::PROT_NONE)?;
+    for &(off, len, b) in pieces {
+        if let Err(e) = map_at(base, off, len, b, libc::MAP_FIXED) {
+            // SAFETY: our reservation, with what was mapped over it.
+            unsafe { libc::munmap(base, size as usize) };
+            return Err(e);
+        }
+    }
+    Ok(base)
+}
+
 /// An anonymous memory file (unsealed: a sandbox's memory grows in slot
 /// steps with ftruncate).
 /// This process's page map, opened once: a process that gave up root
@@ -905,6 +1030,39 @@ mod tests {
         let mut shared = GuestMemory::new(size).unwrap();
         let l = Arc::new(live.capture_layer(&[1]).unwrap());
         assert!(shared.adopt_layer(l).is_err());
+    }
+
+    #[test]
+    fn a_forks_pieces_cover_its_memory_in_order() {
+        use std::os::fd::AsRawFd;
+        let t = memfd("test-template").unwrap();
+        let l = memfd("test-layer").unwrap();
+        let (tf, lf) = (Backing::File(t.as_raw_fd()), Backing::File(l.as_raw_fd()));
+        let p = PAGE_SIZE;
+        assert_eq!(
+            pieces(&t, 8 * p, 16 * p, None).unwrap(),
+            vec![(0, 8 * p, tf), (8 * p, 8 * p, Backing::Fresh)]
+        );
+        // Runs at the start, across the template's end, and at the end.
+        let layer = Layer {
+            file: Arc::new(l),
+            runs: vec![(0, 2), (7, 2), (15, 1)],
+        };
+        assert_eq!(
+            pieces(&t, 8 * p, 16 * p, Some(&layer)).unwrap(),
+            vec![
+                (0, 2 * p, lf),
+                (2 * p, 5 * p, tf),
+                (7 * p, 2 * p, lf),
+                (9 * p, 6 * p, Backing::Fresh),
+                (15 * p, p, lf),
+            ]
+        );
+        assert!(pieces(&t, 8 * p, 15 * p, Some(&layer)).is_err());
+        assert_eq!(
+            pieces(&t, 0, 4 * p, None).unwrap(),
+            vec![(0, 4 * p, Backing::Fresh)]
+        );
     }
 
     #[test]

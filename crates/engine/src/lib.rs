@@ -28,3 +28,4 @@ pub use zeroboot_kernel::net::policy::{
 /// The process's pool of VMs made ahead of need, once installed
 /// (`zeroboot_vmm::pool`), and its counters.
 pub use zeroboot_vmm::pool::{global as vm_pool, PoolStats as VmPoolStats};
+pub use zeroboot_vmm::reaper::{global as vm_reaper, ReaperStats as VmReaperStats};

@@ -346,7 +346,9 @@ impl LiveSandbox {
             sb.k.sockets_mut().egress = Default::default();
         }
         match sb {
-            Some(sb) if self.origin == origin_of(template) => {
+            // One that was forked shares its pages with its copies (a
+            // layer mapped over its memory): dropped, never reused.
+            Some(sb) if self.origin == origin_of(template) && sb.mem.layer().is_none() => {
                 template.release(sb);
                 true
             }

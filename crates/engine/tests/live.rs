@@ -219,3 +219,36 @@ fn node_state_persists() {
     let r = b.run("console.log(typeof y)", T, CAP).unwrap();
     assert_eq!(r.stdout, "undefined\n", "{r:?}");
 }
+
+#[test]
+fn forks_share_the_sources_pages_and_each_diverges_alone() {
+    let t = python();
+    let mut src = live(t);
+    src.run("x = [1] * 100000\nimport os\ntag = 'src'", T, CAP)
+        .unwrap();
+    let mut first = src.fork(2).unwrap().into_iter().map(|c| c.unwrap());
+    let (mut first0, mut first1) = (first.next().unwrap(), first.next().unwrap());
+    // Forked again with nothing run in between: the same state.
+    let mut again = src.fork(1).unwrap().pop().unwrap().unwrap();
+    for c in [&mut first0, &mut first1, &mut again] {
+        let r = c.run("print(len(x), tag)", T, CAP).unwrap();
+        assert_eq!(r.stdout, "100000 src\n", "{r:?}");
+    }
+    // The source changes after sharing its pages: earlier copies do not
+    // see it, a later one does; copies change alone.
+    src.run("x.append(2); tag = 'changed'", T, CAP).unwrap();
+    let mut later = src.fork(1).unwrap().pop().unwrap().unwrap();
+    first0.run("tag = 'copy0'", T, CAP).unwrap();
+    for (c, want) in [
+        (&mut first0, "100000 copy0\n"),
+        (&mut first1, "100000 src\n"),
+        (&mut again, "100000 src\n"),
+        (&mut later, "100001 changed\n"),
+        (&mut src, "100001 changed\n"),
+    ] {
+        let r = c.run("print(len(x), tag)", T, CAP).unwrap();
+        assert_eq!(r.stdout, want, "{r:?}");
+    }
+    // A forked source shares its pages with its copies: never recycled.
+    assert!(!src.recycle(t, "killed on request"));
+}

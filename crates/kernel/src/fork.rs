@@ -55,12 +55,24 @@ impl Sandbox {
         }
         let vcpu = self.vcpu.save_state()?;
         let mut pages = self.mem.private_pages()?;
-        if let Some(l) = self.mem.layer() {
-            pages.extend(l.pages());
-            pages.sort_unstable();
-            pages.dedup();
-        }
-        let layer = Arc::new(self.mem.capture_layer(&pages)?);
+        let layer = match self.mem.layer() {
+            // Nothing written since the last freeze: its layer is this
+            // memory as it is (the source maps it too, `adopt_layer`).
+            Some(l) if pages.is_empty() => l.clone(),
+            _ => {
+                if let Some(l) = self.mem.layer() {
+                    pages.extend(l.pages());
+                    pages.sort_unstable();
+                    pages.dedup();
+                }
+                let layer = Arc::new(self.mem.capture_layer(&pages)?);
+                // The source shares the pages it just copied with its
+                // copies from now on (the host holds them once), and its
+                // next freeze copies nothing if it wrote nothing.
+                self.mem.adopt_layer(layer.clone())?;
+                layer
+            }
+        };
         let mut kernel = self.k.clone();
         kernel.clock.freeze();
         kernel.stdout = Sink::capture(0);

@@ -167,6 +167,19 @@ impl Metrics {
                 p.hits, p.misses
             );
         }
+        if let Some(r) = zeroboot_engine::vm_reaper() {
+            let r = r.stats();
+            let _ = writeln!(
+                out,
+                "# HELP zeroboot_vm_teardowns_total Finished VMs' host resources freed by the reaper thread (reaped) or, its queue full, where they were dropped (inline).\n# TYPE zeroboot_vm_teardowns_total counter\nzeroboot_vm_teardowns_total{{by=\"reaper\"}} {}\nzeroboot_vm_teardowns_total{{by=\"inline\"}} {}",
+                r.reaped, r.inline
+            );
+            let _ = writeln!(
+                out,
+                "# HELP zeroboot_vm_teardowns_queued Finished VMs' host resources waiting for the reaper.\n# TYPE zeroboot_vm_teardowns_queued gauge\nzeroboot_vm_teardowns_queued {}",
+                r.queued.saturating_sub(r.reaped)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP zeroboot_template_memory_bytes Guest memory each template holds."

@@ -13,6 +13,7 @@ pub mod paging;
 pub mod pool;
 pub mod pressure;
 pub mod probe;
+pub mod reaper;
 pub mod seccomp;
 pub mod tsc;
 pub mod vcpu;

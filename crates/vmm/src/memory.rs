@@ -19,6 +19,7 @@ use vm_memory::{
 };
 
 use crate::layout::{MAX_GUEST_MEMORY, PAGE_SIZE};
+use crate::reaper::Deferred;
 
 /// Errors of guest memory set-up and access.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +117,21 @@ impl DirtyMap {
     }
 }
 
+/// The host side of guest memory: freeing it (unmapping a fork's private
+/// pages, the last reference to a layer's file) is left to the reaper
+/// (`crate::reaper`) once the memory is dropped; nothing reaches it then.
+struct Mapping {
+    region: GuestRegionMmap<()>,
+    /// The pages of a live sandbox this memory was forked from, mapped
+    /// over `file` (see [`Layer`]).
+    layer: Option<Arc<Layer>>,
+    // Declared last: unmapped after `region` is dropped.
+    _reservation: Option<Reservation>,
+}
+
 /// The memory of one VM.
 pub struct GuestMemory {
-    region: GuestRegionMmap<()>,
+    map: Deferred<Mapping>,
     /// The file behind the memory, kept so that forks can map it privately.
     file: Arc<File>,
     size: u64,
@@ -128,11 +141,6 @@ pub struct GuestMemory {
     /// Pages the VMM wrote, when tracking is on: KVM's dirty log sees only
     /// the guest's own writes.
     dirty: Option<DirtyMap>,
-    /// The pages of a live sandbox this memory was forked from, mapped
-    /// over `file` (see [`Layer`]).
-    layer: Option<Arc<Layer>>,
-    // Declared last: unmapped after `region` is dropped.
-    _reservation: Option<Reservation>,
 }
 
 /// The pages a live sandbox had made its own when it was forked, copied
@@ -259,14 +267,16 @@ impl GuestMemory {
             },
         )?;
         Ok(GuestMemory {
-            region,
+            map: Deferred::new(Mapping {
+                region,
+                layer: None,
+                _reservation: None,
+            }),
             file,
             size,
             file_len: size,
             private: flags & libc::MAP_PRIVATE != 0,
             dirty: None,
-            layer: None,
-            _reservation: None,
         })
     }
 
@@ -279,44 +289,23 @@ impl GuestMemory {
         if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
             return Err(MemoryError::BadSize(file_len));
         }
+        Self::cow_over(file, file_len, size, None)
+    }
+
+    /// As `new_cow`, with `layer`'s runs mapped over it (`new_layered`).
+    fn cow_over(
+        file: Arc<File>,
+        file_len: u64,
+        size: u64,
+        layer: Option<Arc<Layer>>,
+    ) -> Result<Self, MemoryError> {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: a new anonymous private mapping at an address the kernel
-        // chooses; nothing else refers to it.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(MemoryError::Memfd(io::Error::last_os_error()));
-        }
+        let pieces = pieces(&file, file_len, size, layer.as_deref())?;
+        let addr = map_pieces(size, &pieces).map_err(MemoryError::Memfd)?;
         let reservation = Reservation {
             addr: addr as *mut u8,
             len: size as usize,
         };
-        if file_len > 0 {
-            // SAFETY: replaces the first `file_len` bytes of our own
-            // reservation (MAP_FIXED inside a range we own) with a private
-            // view of `file`, which is at least that long.
-            let r = unsafe {
-                libc::mmap(
-                    addr,
-                    file_len as usize,
-                    prot,
-                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                    std::os::fd::AsRawFd::as_raw_fd(&*file),
-                    0,
-                )
-            };
-            if r == libc::MAP_FAILED {
-                return Err(MemoryError::Memfd(io::Error::last_os_error()));
-            }
-        }
         // SAFETY: `addr` is a live mapping of `size` bytes owned by
         // `reservation`, which outlives the region (field order in
         // GuestMemory).
@@ -335,14 +324,16 @@ impl GuestMemory {
             },
         )?;
         Ok(GuestMemory {
-            region,
+            map: Deferred::new(Mapping {
+                region,
+                layer,
+                _reservation: Some(reservation),
+            }),
             file,
             size,
             file_len,
             private: true,
             dirty: None,
-            layer: None,
-            _reservation: Some(reservation),
         })
     }
 
@@ -356,18 +347,32 @@ impl GuestMemory {
         size: u64,
         layer: Arc<Layer>,
     ) -> Result<Self, MemoryError> {
-        let mut m = Self::new_cow(file, file_len, size)?;
-        let base = m.host_address();
+        check_size(size)?;
+        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
+            return Err(MemoryError::BadSize(file_len));
+        }
+        Self::cow_over(file, file_len, size, Some(layer))
+    }
+
+    /// Map `layer`'s runs over this memory, privately (copy-on-write).
+    fn map_layer(&self, layer: &Layer) -> Result<(), MemoryError> {
+        if !self.private {
+            // A template's shared memory is never replaced.
+            return Err(MemoryError::Memfd(io::Error::from_raw_os_error(
+                libc::EINVAL,
+            )));
+        }
+        let base = self.host_address();
         for &(page, n) in &layer.runs {
-            if (page + n) * PAGE_SIZE > size {
+            if (page + n) * PAGE_SIZE > self.size {
                 return Err(MemoryError::OutOfRange {
                     gpa: page * PAGE_SIZE,
                     len: (n * PAGE_SIZE) as usize,
                 });
             }
-            // SAFETY: MAP_FIXED over pages of our own reservation (checked
-            // to lie inside it just above), with a private view of the
-            // layer file, which is `size` bytes long.
+            // SAFETY: MAP_FIXED over pages of our own private mapping
+            // (checked to lie inside it just above), with a private view
+            // of the layer file, which is this memory's size long.
             let r = unsafe {
                 libc::mmap(
                     (base + page * PAGE_SIZE) as *mut libc::c_void,
@@ -382,13 +387,27 @@ impl GuestMemory {
                 return Err(MemoryError::Memfd(io::Error::last_os_error()));
             }
         }
-        m.layer = Some(layer);
-        Ok(m)
+        Ok(())
+    }
+
+    /// Share `layer`, which `capture_layer` just copied from this memory,
+    /// with the forks made from it: its pages are mapped over this memory
+    /// as over theirs, so this memory's private copies of them are freed,
+    /// and `private_pages` then tells only what was written since (a
+    /// freeze with nothing new reuses the layer instead of copying it
+    /// again). The contents do not change; KVM drops its translations of
+    /// the range (MMU notifier) and faults the pages in again. Only while
+    /// nothing writes this memory between the capture and this call, and
+    /// no vCPU runs on it.
+    pub fn adopt_layer(&mut self, layer: Arc<Layer>) -> Result<(), MemoryError> {
+        self.map_layer(&layer)?;
+        self.map.layer = Some(layer);
+        Ok(())
     }
 
     /// The live sandbox's pages this memory was forked with, if any.
     pub fn layer(&self) -> Option<&Arc<Layer>> {
-        self.layer.as_ref()
+        self.map.layer.as_ref()
     }
 
     /// Pages whose contents are this memory's own, not its file's: written
@@ -518,7 +537,7 @@ impl GuestMemory {
 
     /// Host address of guest-physical 0, for the KVM memory slot.
     pub fn host_address(&self) -> u64 {
-        self.region.as_ptr() as u64
+        self.map.region.as_ptr() as u64
     }
 
     fn check(&self, gpa: u64, len: usize) -> Result<(), MemoryError> {
@@ -531,7 +550,8 @@ impl GuestMemory {
     /// Copy guest memory at `gpa` into `buf`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         self.check(gpa, buf.len())?;
-        self.region
+        self.map
+            .region
             .read_slice(buf, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -543,7 +563,8 @@ impl GuestMemory {
     pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), MemoryError> {
         self.check(gpa, buf.len())?;
         self.mark(gpa, buf.len());
-        self.region
+        self.map
+            .region
             .write_slice(buf, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -554,7 +575,8 @@ impl GuestMemory {
     /// Read a plain value.
     pub fn read_obj<T: ByteValued>(&self, gpa: u64) -> Result<T, MemoryError> {
         self.check(gpa, std::mem::size_of::<T>())?;
-        self.region
+        self.map
+            .region
             .read_obj(MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -566,7 +588,8 @@ impl GuestMemory {
     pub fn write_obj<T: ByteValued>(&self, gpa: u64, val: T) -> Result<(), MemoryError> {
         self.check(gpa, std::mem::size_of::<T>())?;
         self.mark(gpa, std::mem::size_of::<T>());
-        self.region
+        self.map
+            .region
             .write_obj(val, MemoryRegionAddress(gpa))
             .map_err(|_| MemoryError::OutOfRange {
                 gpa,
@@ -616,6 +639,7 @@ impl GuestMemory {
         self.check(gpa, len)?;
         self.mark(gpa, len);
         let to = self
+            .map
             .region
             .get_slice(MemoryRegionAddress(gpa), len)
             .map_err(|_| MemoryError::OutOfRange { gpa, len })?;
@@ -649,10 +673,10 @@ impl GuestMemory {
         let (from, to) = unsafe {
             (
                 std::slice::from_raw_parts(
-                    (src.region.as_ptr() as usize + gpa as usize) as *const u64,
+                    (src.map.region.as_ptr() as usize + gpa as usize) as *const u64,
                     WORDS,
                 ),
-                (self.region.as_ptr() as usize + gpa as usize) as *mut u64,
+                (self.map.region.as_ptr() as usize + gpa as usize) as *mut u64,
             )
         };
         let first = (0..WORDS).step_by(LINE).find(|&at| {
@@ -678,7 +702,8 @@ impl GuestMemory {
         len: usize,
     ) -> Result<VolatileSlice<'_, impl BitmapSlice>, MemoryError> {
         self.check(gpa, len)?;
-        self.region
+        self.map
+            .region
             .get_slice(MemoryRegionAddress(gpa), len)
             .map_err(|_| MemoryError::OutOfRange { gpa, len })
     }
@@ -690,12 +715,157 @@ impl GuestMemory {
 
     /// Length of the region (for `GuestMemoryRegion` users).
     pub fn len(&self) -> u64 {
-        self.region.len()
+        self.map.region.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
+}
+
+/// Where a piece of a fork's memory comes from: fresh zeroed memory, or
+/// a file at the piece's own guest-physical offset (the template's
+/// memory, a layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    Fresh,
+    File(std::os::fd::RawFd),
+}
+
+/// The pieces (start, length, backing) of a fork's memory of `size`
+/// bytes: `file` up to `file_len`, fresh memory after, `layer`'s runs
+/// over both. Ascending and contiguous from 0 to `size`.
+fn pieces(
+    file: &File,
+    file_len: u64,
+    size: u64,
+    layer: Option<&Layer>,
+) -> Result<Vec<(u64, u64, Backing)>, MemoryError> {
+    use std::os::fd::AsRawFd;
+    let mut out: Vec<(u64, u64, Backing)> = Vec::new();
+    // The template and fresh memory from `from` to `to`.
+    let base = |out: &mut Vec<(u64, u64, Backing)>, from: u64, to: u64| {
+        let split = file_len.clamp(from, to);
+        if split > from {
+            out.push((from, split - from, Backing::File(file.as_raw_fd())));
+        }
+        if to > split {
+            out.push((split, to - split, Backing::Fresh));
+        }
+    };
+    let mut at = 0;
+    for &(page, n) in layer.map_or(&[][..], |l| &l.runs[..]) {
+        let (start, len) = (page * PAGE_SIZE, n * PAGE_SIZE);
+        if start < at || start + len > size {
+            return Err(MemoryError::OutOfRange {
+                gpa: start,
+                len: len as usize,
+            });
+        }
+        base(&mut out, at, start);
+        let fd = layer.map_or(-1, |l| l.file.as_raw_fd());
+        out.push((start, len, Backing::File(fd)));
+        at = start + len;
+    }
+    base(&mut out, at, size);
+    Ok(out)
+}
+
+/// Map `pieces` (see `pieces`) as one private, contiguous host range of
+/// `size` bytes; returns its address. Each piece is mapped into a hole
+/// with MAP_FIXED_NOREPLACE: mapping over a range already mapped would
+/// unmap it first, and every unmap in this process calls the MMU
+/// notifier of every VM it holds (KVM's), so a fork of a layered sandbox
+/// would cost a round over all live VMs per piece. The hole is found by
+/// mapping and unmapping a reservation (one round); another thread may
+/// map into it meanwhile, then it is tried again, and at last the range
+/// is built over a reservation as before.
+fn map_pieces(size: u64, pieces: &[(u64, u64, Backing)]) -> io::Result<*mut libc::c_void> {
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let map_at = |base: *mut libc::c_void, off: u64, len: u64, b: Backing, fixed: i32| {
+        let (fd, flags, foff) = match b {
+            Backing::Fresh => (-1, libc::MAP_ANONYMOUS, 0),
+            Backing::File(fd) => (fd, 0, off as libc::off_t),
+        };
+        let at = (base as u64 + off) as *mut libc::c_void;
+        // SAFETY: maps `len` bytes at `at` only where `fixed` allows: a
+        // hole (MAP_FIXED_NOREPLACE fails rather than replace anything),
+        // or a range of our own reservation (MAP_FIXED); the file offset
+        // is the piece's guest offset, inside the file (the template is
+        // at least `file_len` long, a layer the memory's size).
+        let r = unsafe {
+            libc::mmap(
+                at,
+                len as usize,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE | flags | fixed,
+                fd,
+                foff,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        if r != at {
+            // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+            // SAFETY: `r` is the mapping just made, of `len` bytes.
+            unsafe { libc::munmap(r, len as usize) };
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        Ok(())
+    };
+    let reserve = |prot| {
+        // SAFETY: a new anonymous private mapping at an address the
+        // kernel chooses; nothing else refers to it.
+        let r = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    if let [(0, _, Backing::Fresh)] = pieces {
+        return reserve(prot);
+    }
+    'attempt: for _ in 0..3 {
+        let hole = reserve(libc::PROT_NONE)?;
+        // SAFETY: the reservation just made; nothing refers to it.
+        unsafe { libc::munmap(hole, size as usize) };
+        let mut done = 0;
+        for &(off, len, b) in pieces {
+            if let Err(e) = map_at(hole, off, len, b, libc::MAP_FIXED_NOREPLACE) {
+                if done > 0 {
+                    // SAFETY: the pieces this attempt mapped, ours.
+                    unsafe { libc::munmap(hole, done as usize) };
+                }
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    continue 'attempt;
+                }
+                return Err(e);
+            }
+            done = off + len;
+        }
+        return Ok(hole);
+    }
+    // Over a reservation of our own, replacing it piece by piece.
+    let base = reserve(libc::PROT_NONE)?;
+    for &(off, len, b) in pieces {
+        if let Err(e) = map_at(base, off, len, b, libc::MAP_FIXED) {
+            // SAFETY: our reservation, with what was mapped over it.
+            unsafe { libc::munmap(base, size as usize) };
+            return Err(e);
+        }
+    }
+    Ok(base)
 }
 
 /// An anonymous memory file (unsealed: a sandbox's memory grows in slot
@@ -833,6 +1003,66 @@ mod tests {
         // A layer beyond the memory is refused.
         let big = Arc::new(live.capture_layer(&[0x3ff]).unwrap());
         assert!(GuestMemory::new_layered(t.file().clone(), 2 << 20, 2 << 20, big).is_err());
+    }
+
+    #[test]
+    fn a_source_that_adopts_its_layer_keeps_its_contents_and_diverges_alone() {
+        let size = 4 << 20;
+        let t = GuestMemory::new(size).unwrap();
+        t.write_u64(0x1000, 1).unwrap();
+        let mut live = GuestMemory::new_cow(t.file().clone(), 2 << 20, size).unwrap();
+        live.write_u64(0x1000, 10).unwrap();
+        live.write_u64(0x30_0000, 30).unwrap();
+        let layer = Arc::new(live.capture_layer(&live.private_pages().unwrap()).unwrap());
+        live.adopt_layer(layer.clone()).unwrap();
+        // Same contents, nothing private any more: the layer holds them.
+        assert_eq!(live.read_u64(0x1000).unwrap(), 10);
+        assert_eq!(live.read_u64(0x30_0000).unwrap(), 30);
+        assert!(live.private_pages().unwrap().is_empty());
+        let copy = GuestMemory::new_layered(t.file().clone(), 2 << 20, size, layer).unwrap();
+        // The source writes on: the copy and the layer do not see it.
+        live.write_u64(0x1000, 11).unwrap();
+        assert_eq!(live.private_pages().unwrap(), vec![1]);
+        assert_eq!(copy.read_u64(0x1000).unwrap(), 10);
+        copy.write_u64(0x30_0000, 31).unwrap();
+        assert_eq!(live.read_u64(0x30_0000).unwrap(), 30);
+        // A template's shared memory never takes a layer.
+        let mut shared = GuestMemory::new(size).unwrap();
+        let l = Arc::new(live.capture_layer(&[1]).unwrap());
+        assert!(shared.adopt_layer(l).is_err());
+    }
+
+    #[test]
+    fn a_forks_pieces_cover_its_memory_in_order() {
+        use std::os::fd::AsRawFd;
+        let t = memfd("test-template").unwrap();
+        let l = memfd("test-layer").unwrap();
+        let (tf, lf) = (Backing::File(t.as_raw_fd()), Backing::File(l.as_raw_fd()));
+        let p = PAGE_SIZE;
+        assert_eq!(
+            pieces(&t, 8 * p, 16 * p, None).unwrap(),
+            vec![(0, 8 * p, tf), (8 * p, 8 * p, Backing::Fresh)]
+        );
+        // Runs at the start, across the template's end, and at the end.
+        let layer = Layer {
+            file: Arc::new(l),
+            runs: vec![(0, 2), (7, 2), (15, 1)],
+        };
+        assert_eq!(
+            pieces(&t, 8 * p, 16 * p, Some(&layer)).unwrap(),
+            vec![
+                (0, 2 * p, lf),
+                (2 * p, 5 * p, tf),
+                (7 * p, 2 * p, lf),
+                (9 * p, 6 * p, Backing::Fresh),
+                (15 * p, p, lf),
+            ]
+        );
+        assert!(pieces(&t, 8 * p, 15 * p, Some(&layer)).is_err());
+        assert_eq!(
+            pieces(&t, 0, 4 * p, None).unwrap(),
+            vec![(0, 4 * p, Backing::Fresh)]
+        );
     }
 
     #[test]

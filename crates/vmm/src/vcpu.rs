@@ -16,6 +16,7 @@ use crate::boot::{self, has_error_code};
 use crate::kick::ExitFlag;
 use crate::layout::*;
 use crate::memory::GuestMemory;
+use crate::reaper::Deferred;
 use crate::tsc::{self, TscInfo};
 use crate::vm::Host;
 
@@ -98,7 +99,9 @@ pub struct VcpuState {
 
 /// The guest's one vCPU.
 pub struct Vcpu {
-    fd: VcpuFd,
+    /// Closed (with its `kvm_run` mapping) by the reaper
+    /// (`crate::reaper`) once the vCPU is dropped.
+    fd: Deferred<VcpuFd>,
     tsc: Option<TscInfo>,
     /// The next `run` returns to ring 3 (a `resume_*` was called).
     to_user: bool,
@@ -163,7 +166,7 @@ impl Vcpu {
         let tsc = tsc::attach(&fd, host);
         let exit_flag = ExitFlag::new(NonNull::from(&mut fd.get_kvm_run().immediate_exit));
         Ok(Vcpu {
-            fd,
+            fd: Deferred::new(fd),
             tsc,
             to_user: false,
             dropped_exceptions: 0,

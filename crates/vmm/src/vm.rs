@@ -7,6 +7,7 @@ use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VmFd};
 
 use crate::memory::GuestMemory;
+use crate::reaper::Deferred;
 use crate::vcpu::Vcpu;
 
 /// Errors of VM creation.
@@ -223,7 +224,8 @@ pub const SLOT_CHUNK: u64 = 32 << 20;
 
 /// A VM whose guest memory is registered in slots from address 0 up.
 pub struct Vm {
-    fd: VmFd,
+    /// Closed by the reaper (`crate::reaper`) once the VM is dropped.
+    fd: Deferred<VmFd>,
     registered: u64,
     next_slot: u32,
     /// Slots are registered with KVM's dirty log (for resets).
@@ -288,7 +290,7 @@ impl Vm {
         log_dirty: bool,
     ) -> Result<Vm, VmError> {
         let mut vm = Vm {
-            fd,
+            fd: Deferred::new(fd),
             registered: 0,
             next_slot: 0,
             log_dirty,
@@ -396,7 +398,7 @@ impl Vm {
             // reads it.
             let r = unsafe {
                 libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                    std::os::fd::AsRawFd::as_raw_fd(&*self.fd),
                     KVM_CLEAR_DIRTY_LOG,
                     &arg,
                 )

@@ -42,13 +42,18 @@ pub enum Bench {
         /// Executions of the hello snippet (print(1+1), console.log(1+1)).
         #[arg(long, default_value_t = 200)]
         execs: usize,
-        /// Forks held alive at once.
-        #[arg(long, default_value_t = 1000)]
-        live: usize,
+        /// Forks held alive at once; several, comma-separated, are
+        /// measured one after the other (the cost per fork at each).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        live: Vec<usize>,
         /// VMs made ahead of need by a background thread (`serve
         /// --vm-pool`; 0: every fork makes its VM itself).
         #[arg(long, default_value_t = zeroboot_vmm::pool::DEFAULT_SIZE)]
         vm_pool: usize,
+        /// Finished VMs a background thread may hold queued for teardown
+        /// (`serve --vm-reaper`; 0: torn down where they are dropped).
+        #[arg(long, default_value_t = zeroboot_vmm::reaper::DEFAULT_CAPACITY)]
+        vm_reaper: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -189,8 +194,17 @@ pub fn run(b: Bench) -> Result<()> {
             execs,
             live,
             vm_pool,
+            vm_reaper,
             json,
-        } => crate::bench_fork::run(&template, forks, execs, live, vm_pool, json),
+        } => crate::bench_fork::run(crate::bench_fork::ForkArgs {
+            template: &template,
+            forks,
+            execs,
+            live: &live,
+            vm_pool,
+            vm_reaper,
+            json,
+        }),
         Bench::Compare(a) => crate::bench_compare::run(a),
         Bench::Sandboxes {
             template,

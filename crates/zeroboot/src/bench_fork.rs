@@ -139,14 +139,65 @@ fn let_pool_fill() {
     }
 }
 
-pub fn run(
-    template: &str,
-    forks: usize,
-    execs: usize,
-    live: usize,
-    vm_pool: usize,
-    json: bool,
-) -> Result<()> {
+/// What `zeroboot bench fork` measures (see `crate::bench::Bench::Fork`).
+pub struct ForkArgs<'a> {
+    pub template: &'a str,
+    pub forks: usize,
+    pub execs: usize,
+    pub live: &'a [usize],
+    pub vm_pool: usize,
+    pub vm_reaper: usize,
+    pub json: bool,
+}
+
+/// Forks held alive at once: how long making `n` of them took, and the
+/// host memory they added.
+struct LiveRound {
+    n: usize,
+    time: Duration,
+    from_pool: u64,
+    rss_per_fork: u64,
+}
+
+/// Make `n` forks and hold them, then let them go (and wait for the
+/// reaper to tear them down, so that the next round starts clean).
+fn live_round(t: &Template, n: usize) -> Result<LiveRound> {
+    let_pool_fill();
+    let before = rss_kib();
+    let hits = pool_hits();
+    let s = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(Sandbox::fork(&t.snapshot, fork_opts())?);
+    }
+    let time = s.elapsed();
+    let from_pool = pool_hits() - hits;
+    let after = rss_kib();
+    drop(held);
+    if let Some(r) = zeroboot_vmm::reaper::global() {
+        r.wait_idle(Duration::from_secs(60));
+    }
+    Ok(LiveRound {
+        n,
+        time,
+        from_pool,
+        rss_per_fork: (after.saturating_sub(before) * 1024) / n.max(1) as u64,
+    })
+}
+
+pub fn run(a: ForkArgs) -> Result<()> {
+    let ForkArgs {
+        template,
+        forks,
+        execs,
+        live,
+        vm_pool,
+        vm_reaper,
+        json,
+    } = a;
+    if live.is_empty() || live.contains(&0) {
+        bail!("--live takes counts of at least 1");
+    }
     let Some(lang) = Language::parse(template) else {
         bail!("unknown template {template:?} (known: python, node)");
     };
@@ -160,6 +211,9 @@ pub fn run(
     let create = t0.elapsed();
     if vm_pool > 0 {
         zeroboot_vmm::pool::install(vm_pool, None).context("starting the VM pool")?;
+    }
+    if vm_reaper > 0 {
+        zeroboot_vmm::reaper::install(vm_reaper, None).context("starting the VM reaper")?;
     }
 
     let_pool_fill();
@@ -238,19 +292,10 @@ pub fn run(
     }
 
     // Many live forks at once.
-    let_pool_fill();
-    let before = rss_kib();
-    let hits = pool_hits();
-    let s = Instant::now();
-    let mut held = Vec::with_capacity(live);
-    for _ in 0..live {
-        held.push(Sandbox::fork(&t.snapshot, fork_opts())?);
-    }
-    let live_time = s.elapsed();
-    let live_pooled = pool_hits() - hits;
-    let after = rss_kib();
-    let rss_per_fork = (after.saturating_sub(before) * 1024) / live.max(1) as u64;
-    drop(held);
+    let rounds = live
+        .iter()
+        .map(|&n| live_round(&t, n))
+        .collect::<Result<Vec<_>>>()?;
 
     // Isolation: what one execution writes, the next cannot see.
     let secret = format!(
@@ -263,13 +308,14 @@ pub fn run(
     let r = t.exec(&ExecRequest::new(sn.read_secret));
     let isolated = w.stdout == "written\n" && r.stdout == "False None\n";
 
+    let last = rounds.last().context("no live rounds")?;
     let (f50, _, f99) = percentiles(fork_ns);
     let (e50, _, e99) = percentiles(exec_ns);
     let (x50, _, x99) = percentiles(fresh_ns);
     let (n50, _, _) = percentiles(numpy_ns);
     if json {
         println!(
-            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"reset_parts_p50\":{{{}}},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"vm_pool\":{vm_pool},\"live_forks\":{live},\"live_from_pool\":{live_pooled},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{rss_per_fork},\"isolation_ok\":{isolated}}}",
+            "{{\"template\":\"{}\",\"template_create_ms\":{:.1},\"fork_p50_us\":{f50:.1},\"fork_p99_us\":{f99:.1},\"exec_print_p50_ms\":{:.3},\"exec_print_p99_ms\":{:.3},\"fresh_exec_print_p50_ms\":{:.3},\"fresh_exec_print_p99_ms\":{:.3},\"reused\":{reused},\"reset_p50_ms\":{:.3},\"reset_p99_ms\":{:.3},\"reset_parts_p50\":{{{}}},\"exec_heavy\":\"{heavy_label}\",\"exec_heavy_p50_ms\":{:.3},\"vm_pool\":{vm_pool},\"vm_reaper\":{vm_reaper},\"live_forks\":{},\"live_from_pool\":{},\"live_create_ms\":{:.1},\"rss_per_fork_bytes\":{},\"live\":[{}],\"isolation_ok\":{isolated}}}",
             lang.name(),
             create.as_secs_f64() * 1e3,
             e50 / 1e3,
@@ -285,7 +331,22 @@ pub fn run(
                 .collect::<Vec<_>>()
                 .join(","),
             n50 / 1e3,
-            live_time.as_secs_f64() * 1e3,
+            last.n,
+            last.from_pool,
+            last.time.as_secs_f64() * 1e3,
+            last.rss_per_fork,
+            rounds
+                .iter()
+                .map(|r| format!(
+                    "{{\"forks\":{},\"create_ms\":{:.1},\"per_fork_us\":{:.1},\"from_pool\":{},\"rss_per_fork_bytes\":{}}}",
+                    r.n,
+                    r.time.as_secs_f64() * 1e3,
+                    r.time.as_secs_f64() * 1e6 / r.n as f64,
+                    r.from_pool,
+                    r.rss_per_fork
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
         );
     } else {
         println!(
@@ -312,11 +373,16 @@ pub fn run(
             parts[0], parts[9], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7], parts[8]
         );
         println!("reset+exec {heavy_label:<15} p50 {:>9.3} ms", n50 / 1e3);
-        println!(
-            "{live} live forks          created in {:.1} ms ({live_pooled} in a VM from the pool of {vm_pool}), host RSS {} KiB per fork",
-            live_time.as_secs_f64() * 1e3,
-            rss_per_fork / 1024
-        );
+        for r in &rounds {
+            println!(
+                "{:<5} live forks         created in {:.1} ms, {:.0} us per fork ({} in a VM from the pool of {vm_pool}), host RSS {} KiB per fork",
+                r.n,
+                r.time.as_secs_f64() * 1e3,
+                r.time.as_secs_f64() * 1e6 / r.n as f64,
+                r.from_pool,
+                r.rss_per_fork / 1024
+            );
+        }
         println!(
             "isolation check          {}",
             if isolated { "ok" } else { "FAILED" }

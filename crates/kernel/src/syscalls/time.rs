@@ -52,9 +52,9 @@ fn cpu_clock_exists(k: &crate::kernel::Kernel, clock: u64) -> bool {
     }
     let who = !(id >> 3) as u32;
     if id & 4 != 0 {
-        who == 0
-            || k.threads.contains_key(&who)
-            || k.others.values().any(|p| p.threads.contains_key(&who))
+        // A thread's clock, of the caller's own process only (Linux's
+        // lookup_task).
+        who == 0 || k.threads.contains_key(&who)
     } else {
         who == 0 || who == k.proc.pid || k.others.contains_key(&who)
     }

@@ -161,6 +161,26 @@ def test_context_cwd(sbx):
         sbx.create_code_context(cwd="/no/such/dir")
 
 
+def test_each_context_keeps_its_own_working_directory(sbx):
+    # The agent changes directory only when another context ran last.
+    ctx = sbx.create_code_context(cwd="/tmp")
+    sbx.run_code("import os; os.chdir('/usr')")
+    assert sbx.run_code("import os; os.getcwd()", context=ctx).text == "/tmp"
+    sbx.run_code("os.chdir('/etc')", context=ctx)
+    assert sbx.run_code("os.getcwd()").text == "/usr"
+    assert sbx.run_code("os.getcwd()", context=ctx).text == "/etc"
+    assert sbx.run_code("os.getcwd()").text == "/usr"
+
+
+def test_a_new_sandbox_keeps_nothing_of_the_templates_warm_up_cells(sbx):
+    # The template runs a few cells (1+1, pandas as pd, ...) to warm
+    # IPython up, then resets the context: a new sandbox counts from 1 and
+    # its namespace and history are empty.
+    ex = sbx.run_code("len(Out), len(In), 'pd' in dir()")
+    assert ex.execution_count == 1
+    assert ex.text == "(0, 2, False)"
+
+
 def test_bash_keeps_cwd_and_exports(sbx):
     ex = sbx.run_code("echo $HOME", language="bash")
     assert ex.logs.stdout == ["/home/user\n"]

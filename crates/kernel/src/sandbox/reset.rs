@@ -30,10 +30,13 @@ use super::{Sandbox, SandboxError};
 use crate::snapshot::{ForkOptions, Snapshot};
 
 /// Pages restored at every reset (see `reset`) beyond which they are
-/// write-protected again instead: restoring a page costs about a
-/// microsecond, a write fault on it some more, so only a large set (a
-/// previous execution that wrote megabytes) is worth re-arming.
-const REPROTECT_PAGES: usize = 1024;
+/// write-protected again instead. Restoring a page costs 1-2 µs, off the
+/// request's path (`Template::tidy`); a write fault on a protected page
+/// costs ~4.6 µs here, on the path of the next request. A code-interpreter
+/// cell writes ~1200 pages (IPython's objects): at 1024 they were re-armed
+/// after every sandbox and the first cell of the next one took ~7 ms
+/// instead of ~1.5. Only a run that wrote more than 16 MiB is re-armed.
+const REPROTECT_PAGES: usize = 4096;
 
 /// What one reset cost, part by part (nanoseconds; see `Sandbox::restore`
 /// and `Sandbox::begin`).

@@ -182,19 +182,21 @@ fn origin_of(t: &Template) -> usize {
 }
 
 impl LiveSandbox {
-    /// Fork `template` (or take an idle fork reset to it, or a spare fork
-    /// made ahead by `Template::refill_spares` when `opts` sets no limit of
-    /// its own). Nothing runs yet: the agent stays parked until the first
+    /// Fork `template`: take an idle fork reset to it (restored now if
+    /// `tidy` has not yet: a millisecond or two, against the first touch of
+    /// every page a request uses in a VM that never ran: ~100 ms for a
+    /// code-interpreter cell), else a spare fork made ahead by
+    /// `Template::refill_spares` when `opts` sets no limit of its own, else
+    /// a new fork. Nothing runs yet: the agent stays parked until the first
     /// `run`.
     pub fn create(template: &Template, opts: LiveOptions) -> Result<LiveSandbox, LiveError> {
         let own_limits = opts.memory.is_some() || opts.disk.is_some() || opts.fds.is_some();
-        let warm_idle = template
+        let any_idle = !template
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|sb| sb.is_restored());
-        if !own_limits && !warm_idle {
+            .is_empty();
+        if !own_limits && !any_idle {
             let spare = template
                 .spare
                 .lock()
@@ -846,6 +848,9 @@ fn duration_ns(d: Duration) -> u64 {
 /// Guest time a synchronous `run` gives per step.
 const RUN_SLICE: Duration = Duration::from_millis(50);
 
+/// The longest a spare fork's warming run may take (`warm_spare`).
+const WARM_RUN_LIMIT: Duration = Duration::from_secs(10);
+
 impl Template {
     /// Fork until `n` spare forks wait for live sandboxes (callers run it
     /// when they have nothing else to do). Returns how many it made.
@@ -889,6 +894,61 @@ impl Template {
             }
         }
         made
+    }
+
+    /// Run one spare fork once, on a request like a user's first, and keep
+    /// it with the idle forks, where the next `tidy` restores it to the
+    /// template (the reset, a security boundary, as for any reused fork).
+    /// A VM that has run has its shadow MMU and its host mappings built for
+    /// what it touched and keeps them across the reset: a new sandbox made
+    /// from it does not pay ~4 µs for the first touch of each page. A
+    /// code-interpreter cell touches enough that its first `run_code` took
+    /// 100-200 ms in a never-run fork and ~10 ms in a used one. Callers run
+    /// it when they have nothing else to do (the server's sandbox workers).
+    /// Returns whether a fork was warmed.
+    pub fn warm_spare(&self) -> bool {
+        if zeroboot_vmm::pressure::memory_tight() {
+            return false;
+        }
+        let max = self.max_idle.load(std::sync::atomic::Ordering::Relaxed);
+        if self.idle.lock().unwrap_or_else(|e| e.into_inner()).len() >= max {
+            return false;
+        }
+        let Some(mut sb) = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+            return false;
+        };
+        let request = match self.language {
+            Language::CodeInterpreter => crate::exec::cell_request_frame("1+1", "python"),
+            Language::Python => frame(&live_request("print(1+1)", &[])),
+            Language::Node => frame(&live_request("console.log(1+1)", &[])),
+        };
+        let opts = ForkOptions {
+            stdout: Sink::capture(0),
+            stderr: Sink::capture(0),
+            stdin: Source::Empty,
+            memory: None,
+            disk: None,
+            fds: None,
+            request,
+        };
+        if !matches!(sb.begin_unrun(&self.snapshot, opts), Ok(true)) {
+            return false;
+        }
+        match sb.run(Some(Instant::now() + WARM_RUN_LIMIT)) {
+            Ok(Outcome::Parked) => {
+                self.release(sb);
+                true
+            }
+            other => {
+                tracing::warn!(outcome = ?other, "warming a spare fork failed; dropped");
+                false
+            }
+        }
+    }
+
+    /// Forks kept for reuse (used, restored, or warmed).
+    pub fn idle_forks(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Spare forks waiting for live sandboxes.

@@ -204,6 +204,27 @@ fn spare_forks_serve_creates() {
 }
 
 #[test]
+fn a_warmed_spare_serves_a_create_and_keeps_nothing_of_its_run() {
+    let t = template_of(Language::Python);
+    assert!(!t.warm_spare(), "no spare to warm yet");
+    assert_eq!(t.refill_spares(1), 1);
+    assert!(t.warm_spare());
+    assert_eq!((t.spares(), t.idle_forks()), (0, 1));
+    assert!(t.tidy(), "the warmed fork is restored to the template");
+    let mut a = live(&t);
+    assert_eq!(t.idle_forks(), 0, "the create took the warmed fork");
+    // Its run left nothing: no output, no session namespace.
+    let r = a
+        .run(
+            "print(sorted(k for k in globals() if not k.startswith('__')))",
+            T,
+            CAP,
+        )
+        .unwrap();
+    assert_eq!(r.stdout, "[]\n", "{r:?}");
+}
+
+#[test]
 fn node_state_persists() {
     let t = template_of(Language::Node);
     let mut a = live(&t);

@@ -128,6 +128,9 @@ pub struct Life {
     pub paused: bool,
     /// Paused to disk: its VM is gone; resuming loads it back.
     pub on_disk: bool,
+    /// Being paused to disk: `paused` may already be set while its
+    /// checkpoint is written and its VM not yet gone; a resume waits.
+    pub pausing: bool,
 }
 
 type RunReply = oneshot::Sender<Result<ExecResult, LiveError>>;
@@ -383,6 +386,9 @@ pub struct SandboxCounters {
     pub snapshots: AtomicU64,
 }
 
+/// Longest a resume waits for a pause to disk in progress.
+const PAUSE_WAIT: Duration = Duration::from_secs(120);
+
 /// Fresh forks per template kept ready for creates.
 const SPARE_FORKS: usize = 8;
 
@@ -449,6 +455,23 @@ impl Sandboxes {
                 })?;
         }
         {
+            let ready = ready_tx.clone();
+            let weak = Arc::downgrade(&s);
+            std::thread::Builder::new()
+                .name("zeroboot-live-warm".into())
+                .spawn(move || {
+                    if let Err(e) = zeroboot_vmm::priority::idle_only() {
+                        tracing::warn!(error = %e, "the warmer thread keeps its priority");
+                    }
+                    let r = setup();
+                    let ok = r.is_ok();
+                    let _ = ready.send(r);
+                    if ok {
+                        warmer(&weak);
+                    }
+                })?;
+        }
+        {
             let runq = runq.clone();
             let timers = timers.clone();
             let weak = Arc::downgrade(&s);
@@ -457,7 +480,7 @@ impl Sandboxes {
                 .spawn(move || timers.run(&runq, &weak))?;
         }
         drop(ready_tx);
-        for r in ready_rx.iter().take(limits.workers.max(1)) {
+        for r in ready_rx.iter().take(limits.workers.max(1) + 1) {
             r.map_err(std::io::Error::other)?;
         }
         Ok(s)
@@ -696,6 +719,7 @@ impl Sandboxes {
         memory: bool,
     ) -> Result<(Arc<Entry>, bool), SandboxError> {
         let e = self.get(id, owner)?;
+        self.wait_paused(&e);
         if e.life().paused {
             self.wake_blocking(&e)?;
             if !memory {
@@ -719,6 +743,15 @@ impl Sandboxes {
         }
         drop(l);
         Ok((e, false))
+    }
+
+    /// Wait while `e` is being paused to disk (bounded): a resume in that
+    /// window would find the VM about to be unloaded.
+    fn wait_paused(&self, e: &Entry) {
+        let until = Instant::now() + PAUSE_WAIT;
+        while e.life().pausing && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Load a sandbox paused to disk back into memory (it stays paused);
@@ -816,23 +849,34 @@ impl Sandboxes {
         memory: bool,
     ) -> Result<(), SandboxError> {
         let e = self.get(id, owner)?;
-        if e.life().paused {
-            return Err(SandboxError::Conflict(format!(
-                "sandbox \"{id}\" is already paused"
-            )));
+        {
+            let mut l = lock(&e.life);
+            if l.paused || l.pausing {
+                return Err(SandboxError::Conflict(format!(
+                    "sandbox \"{id}\" is already paused"
+                )));
+            }
+            l.pausing = true;
         }
+        let r = self.pause_now(&e, memory);
+        lock(&e.life).pausing = false;
+        r
+    }
+
+    fn pause_now(&self, e: &Arc<Entry>, memory: bool) -> Result<(), SandboxError> {
+        let id = e.id.as_str();
         let Some(store) = self
             .store
             .clone()
             .filter(|_| e.template.snapshot.identity != 0)
         else {
             let (reply, rx) = oneshot::channel();
-            self.post(&e, Job::Hold { memory, reply });
+            self.post(e, Job::Hold { memory, reply });
             return rx
                 .blocking_recv()
                 .unwrap_or_else(|_| Err(self.not_found(id)));
         };
-        self.pause_to_disk(&e, &store, memory)
+        self.pause_to_disk(e, &store, memory)
     }
 
     /// Freeze `e`, write it to the store's paused directory, free its VM.
@@ -875,6 +919,7 @@ impl Sandboxes {
         memory: bool,
     ) -> Result<Arc<Entry>, SandboxError> {
         let e = self.get(id, owner)?;
+        self.wait_paused(&e);
         if !e.life().paused {
             return Err(SandboxError::Conflict(format!(
                 "sandbox \"{id}\" is already running"
@@ -1049,6 +1094,7 @@ impl Sandboxes {
                     end_at: SystemTime::now(),
                     paused: true,
                     on_disk: true,
+                    pausing: false,
                 }),
                 ..entry_parts(template, spec)
             });
@@ -1326,6 +1372,36 @@ impl Sandboxes {
     }
 }
 
+/// Run spare forks once, one after another, so that sandboxes are made
+/// from warm VMs (`Template::warm_spare`), until the table is gone. The
+/// thread is SCHED_IDLE: a warming run (100-200 ms of a code-interpreter
+/// cell in a never-run VM) only takes CPU time nothing else wants.
+fn warmer(table: &std::sync::Weak<Sandboxes>) {
+    loop {
+        let Some(t) = table.upgrade() else {
+            return;
+        };
+        let mut warmed = false;
+        for tmpl in &t.templates {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tmpl.refill_spares(SPARE_FORKS);
+                let warmed = tmpl.warm_spare();
+                // Restored here too, at this thread's priority.
+                while tmpl.tidy() {}
+                warmed
+            }));
+            warmed |= run.unwrap_or(false);
+        }
+        drop(t);
+        if !warmed {
+            std::thread::sleep(WARMER_POLL);
+        }
+    }
+}
+
+/// How often the warmer looks again when it had nothing to warm.
+const WARMER_POLL: Duration = Duration::from_millis(100);
+
 /// Serve sandboxes' jobs until the table is gone.
 fn worker(runq: &RunQueue, table: &std::sync::Weak<Sandboxes>) {
     loop {
@@ -1550,6 +1626,7 @@ fn new_entry(node_key: &str, template: Arc<Template>, spec: Spec, timeout: Durat
             end_at: now + timeout,
             paused: false,
             on_disk: false,
+            pausing: false,
         }),
         ..entry_parts(template, spec)
     })
@@ -1565,6 +1642,7 @@ fn entry_parts(template: Arc<Template>, spec: Spec) -> Entry {
             end_at: SystemTime::now(),
             paused: false,
             on_disk: false,
+            pausing: false,
         }),
         slot: Mutex::new(Slot::default()),
         subscribers: Mutex::new(HashMap::new()),

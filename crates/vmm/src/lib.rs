@@ -12,6 +12,7 @@ pub mod memory;
 pub mod paging;
 pub mod pool;
 pub mod pressure;
+pub mod priority;
 pub mod probe;
 pub mod reaper;
 pub mod seccomp;

@@ -50,6 +50,9 @@ impl Recipe {
                 "python3-venv",
                 "nodejs",
                 "npm",
+                // /etc/services and /etc/protocols: getaddrinfo and
+                // getservbyname of a service name ("http").
+                "netbase",
             ],
             // ca-certificates: Debian's node reads the system's CA bundle
             // at every start and warns on stderr when it is missing. dash
@@ -92,6 +95,7 @@ impl Recipe {
                 // bundle node reads at every start.
                 "nodejs",
                 "ca-certificates",
+                "netbase",
             ],
             _ => return None,
         };

@@ -249,3 +249,23 @@ fn urgent_data_to_an_oobinline_reader_arrives_inline() {
     let o = py(include_str!("sockets_py/urgent.py"));
     check_lines(&o, &["oobinline 1", "inline b'ABOR\\r\\nNOOP\\r\\n'"]);
 }
+
+#[test]
+fn an_ipv6_only_socket_shares_its_port_with_an_ipv4_one_and_short_waits_wait() {
+    // asyncio's create_server(host=None) binds 0.0.0.0 and :: (V6ONLY) on
+    // one port; its loop sleeps 1e-4 s in select. Checked natively.
+    let o = py(include_str!("sockets_py/dual_stack.py"));
+    check_lines(
+        &o,
+        &[
+            "dual-stack beside AF_INET: EADDRINUSE",
+            "v6only beside AF_INET: bound",
+            "second v6only: EADDRINUSE",
+            "127.0.0.1 reached AF_INET b'x'",
+            "::1 reached AF_INET6 b'x'",
+            "v4 to the v6only port: ECONNREFUSED",
+            "select returned early 0 times",
+            "poll returned early 0 times",
+        ],
+    );
+}

@@ -25,7 +25,7 @@ pub fn route(addr: &Addr) -> Route {
     }
 }
 
-fn v4_of_mapped(ip: &[u8; 16]) -> Option<[u8; 4]> {
+pub fn v4_of_mapped(ip: &[u8; 16]) -> Option<[u8; 4]> {
     (ip[..10].iter().all(|&b| b == 0) && ip[10] == 0xff && ip[11] == 0xff)
         .then(|| [ip[12], ip[13], ip[14], ip[15]])
 }

@@ -510,7 +510,7 @@ pub fn pkey_mprotect(ctx: &mut Ctx, a: Args) -> SysResult {
 }
 // ---- poll and select -------------------------------------------------------
 
-fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> SysResult {
+fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout: Option<Duration>) -> SysResult {
     if nfds
         > ctx.k.proc.rlimits[RLIMIT_NOFILE as usize]
             .rlim_cur
@@ -538,7 +538,7 @@ fn do_poll(ctx: &mut Ctx, fds_va: u64, nfds: u64, timeout_ms: Option<u64>) -> Sy
     }
     if ready == 0 {
         let fds: Vec<i32> = out.iter().map(|p| p.fd).filter(|&f| f >= 0).collect();
-        return block_until_ready(ctx, "poll", timeout_ms.map(Duration::from_millis), &fds);
+        return block_until_ready(ctx, "poll", timeout, &fds);
     }
     Ok(ready)
 }
@@ -549,17 +549,21 @@ pub fn poll(ctx: &mut Ctx, a: Args) -> SysResult {
         ctx,
         a.u64(0),
         a.u64(1),
-        if t < 0 { None } else { Some(t as u64) },
+        if t < 0 {
+            None
+        } else {
+            Some(Duration::from_millis(t as u64))
+        },
     )
 }
 
 pub fn ppoll(ctx: &mut Ctx, a: Args) -> SysResult {
+    // To the nanosecond: a timeout under a millisecond is a wait, not a
+    // poll (asyncio's loop sleeps 1e-4 s and expects to have slept).
     let t = if a.u64(2) == 0 {
         None
     } else {
-        // In milliseconds, from saturating nanoseconds (a timeout of
-        // 1 << 62 s once wrapped to 0 here).
-        Some(super::time::read_ts(ctx, a.u64(2))? / 1_000_000)
+        Some(Duration::from_nanos(super::time::read_ts(ctx, a.u64(2))?))
     };
     do_poll(ctx, a.u64(0), a.u64(1), t)
 }
@@ -570,7 +574,7 @@ fn do_select(
     rd: u64,
     wr: u64,
     ex: u64,
-    timeout_ms: Option<u64>,
+    timeout: Option<Duration>,
 ) -> SysResult {
     if nfds > 1024 {
         return Err(Errno::EINVAL.into());
@@ -612,7 +616,7 @@ fn do_select(
         // The sets are the question until the call returns: a blocked
         // select is retried with them as the caller wrote them.
         let fds: Vec<i32> = (0..nfds as i32).collect();
-        count = block_until_ready(ctx, "select", timeout_ms.map(Duration::from_millis), &fds)?;
+        count = block_until_ready(ctx, "select", timeout, &fds)?;
     }
     for (va, set) in [(rd, &ro), (wr, &wo), (ex, &vec![0u64; words])] {
         if va != 0 {
@@ -632,10 +636,11 @@ pub fn select(ctx: &mut Ctx, a: Args) -> SysResult {
         if tv.tv_sec < 0 || tv.tv_usec < 0 {
             return Err(Errno::EINVAL.into());
         }
+        // To the microsecond (a timeout under a millisecond once
+        // truncated to none: select returned at once).
         Some(
-            (tv.tv_sec as u64)
-                .saturating_mul(1000)
-                .saturating_add(tv.tv_usec as u64 / 1000),
+            Duration::from_secs(tv.tv_sec as u64)
+                .saturating_add(Duration::from_micros(tv.tv_usec as u64)),
         )
     };
     do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
@@ -645,9 +650,7 @@ pub fn pselect6(ctx: &mut Ctx, a: Args) -> SysResult {
     let t = if a.u64(4) == 0 {
         None
     } else {
-        // In milliseconds, from saturating nanoseconds (a timeout of
-        // 1 << 62 s once wrapped to 0 here).
-        Some(super::time::read_ts(ctx, a.u64(4))? / 1_000_000)
+        Some(Duration::from_nanos(super::time::read_ts(ctx, a.u64(4))?))
     };
     do_select(ctx, a.u64(0), a.u64(1), a.u64(2), a.u64(3), t)
 }

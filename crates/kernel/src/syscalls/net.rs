@@ -34,6 +34,7 @@ const SOL_SOCKET: i32 = 1;
 const IPPROTO_IP: i32 = 0;
 const IPPROTO_TCP: i32 = 6;
 const IPPROTO_IPV6: i32 = 41;
+const IPV6_V6ONLY: i32 = 26;
 const SCM_RIGHTS: i32 = 1;
 const SCM_CREDENTIALS: i32 = 2;
 /// Most descriptors one SCM_RIGHTS message carries (SCM_MAX_FD).
@@ -239,12 +240,80 @@ fn udp_disconnect(ctx: &mut Ctx, id: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The loopback socket that takes traffic to `dest` (TCP or UDP).
+/// The loopback socket that takes traffic to `dest` (TCP or UDP): the
+/// port's first holder, else another socket bound to it explicitly (an
+/// AF_INET and an IPV6_V6ONLY AF_INET6 socket share a port, as on Linux).
 fn listener_for(ctx: &Ctx, udp: bool, dest: &Addr) -> Option<u64> {
     let port = dest.port().filter(|&p| p != 0)?;
-    let &t = ctx.k.sockets.ports.get(&(udp, port))?;
-    let local = ctx.k.sockets.get(t).ok()?.local.as_ref()?;
-    inet::accepts(local, dest).then_some(t)
+    let takes = |s: &Socket| {
+        s.local.as_ref().is_some_and(|l| {
+            inet::accepts(l, dest) && families(l, v6only(s)) & families(dest, false) != 0
+        })
+    };
+    let &first = ctx.k.sockets.ports.get(&(udp, port))?;
+    if ctx.k.sockets.get(first).is_ok_and(takes) {
+        return Some(first);
+    }
+    ctx.k
+        .sockets
+        .table
+        .iter()
+        .find(|(_, s)| {
+            s.port_locked
+                && (s.ty == Type::Dgram) == udp
+                && s.local.as_ref().and_then(Addr::port) == Some(port)
+                && takes(s)
+        })
+        .map(|(&id, _)| id)
+}
+
+const FAMILY_V4: u8 = 1;
+const FAMILY_V6: u8 = 2;
+
+/// The address families a loopback address takes traffic of: an AF_INET6
+/// one both (Linux's default bindv6only=0), unless it is a v4-mapped
+/// address or the socket is IPV6_V6ONLY.
+fn families(addr: &Addr, v6only: bool) -> u8 {
+    match addr {
+        Addr::V4(..) => FAMILY_V4,
+        Addr::V6(ip, _) if inet::v4_of_mapped(ip).is_some() => FAMILY_V4,
+        Addr::V6(..) if v6only => FAMILY_V6,
+        Addr::V6(..) => FAMILY_V4 | FAMILY_V6,
+        _ => 0,
+    }
+}
+
+/// Whether IPV6_V6ONLY is set on `s`.
+fn v6only(s: &Socket) -> bool {
+    s.domain == Domain::Inet6
+        && s.opts
+            .stored
+            .get(&(IPPROTO_IPV6, IPV6_V6ONLY))
+            .is_some_and(|v| v.iter().any(|&b| b != 0))
+}
+
+/// Whether binding `port` for families `fams` conflicts with a socket
+/// that holds it: the port's first holder, or one bound to it explicitly.
+fn port_taken(ctx: &Ctx, id: u64, udp: bool, port: u16, fams: u8) -> bool {
+    let conflicts = |oid: u64, o: &Socket| {
+        oid != id
+            && (o.ty == Type::Dgram) == udp
+            && o.local
+                .as_ref()
+                .is_some_and(|l| l.port() == Some(port) && families(l, v6only(o)) & fams != 0)
+    };
+    if let Some(&first) = ctx.k.sockets.ports.get(&(udp, port)) {
+        match ctx.k.sockets.get(first) {
+            Ok(o) if conflicts(first, o) => return true,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+    ctx.k
+        .sockets
+        .table
+        .iter()
+        .any(|(&oid, o)| o.port_locked && conflicts(oid, o))
 }
 
 // ---- socket, socketpair ----------------------------------------------------
@@ -373,11 +442,10 @@ pub fn bind(ctx: &mut Ctx, a: Args) -> SysResult {
     }
     let port_locked = !matches!(addr.port(), Some(0) | None);
     let addr_locked = !inet::is_wildcard(&addr);
+    let fams = families(&addr, v6only(s));
     let port = match addr.port() {
         Some(0) | None => ctx.k.sockets.ephemeral_port(udp)?,
-        Some(p) if ctx.k.sockets.ports.contains_key(&(udp, p)) => {
-            return Err(Errno::EADDRINUSE.into())
-        }
+        Some(p) if port_taken(ctx, id, udp, p, fams) => return Err(Errno::EADDRINUSE.into()),
         Some(p) => p,
     };
     let addr = match addr {
@@ -385,7 +453,9 @@ pub fn bind(ctx: &mut Ctx, a: Args) -> SysResult {
         Addr::V6(ip, _) => Addr::V6(ip, port),
         other => other,
     };
-    ctx.k.sockets.ports.insert((udp, port), id);
+    // The port's first holder; an IPV6_V6ONLY socket beside an AF_INET
+    // one (or the reverse) is found by `listener_for`'s scan.
+    ctx.k.sockets.ports.entry((udp, port)).or_insert(id);
     let s = ctx.k.sockets.get_mut(id)?;
     s.local = Some(addr);
     s.addr_locked = addr_locked;

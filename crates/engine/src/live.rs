@@ -904,8 +904,8 @@ impl Template {
     /// from it does not pay ~4 µs for the first touch of each page. A
     /// code-interpreter cell touches enough that its first `run_code` took
     /// 100-200 ms in a never-run fork and ~10 ms in a used one. Callers run
-    /// it when they have nothing else to do (the server's sandbox workers).
-    /// Returns whether a fork was warmed.
+    /// it on CPU time nothing else wants (the server's SCHED_IDLE warmer
+    /// thread). Returns whether a fork was warmed.
     pub fn warm_spare(&self) -> bool {
         if zeroboot_vmm::pressure::memory_tight() {
             return false;

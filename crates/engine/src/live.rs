@@ -208,13 +208,10 @@ impl LiveSandbox {
             }
         }
         let fork = ForkOptions {
-            stdout: Sink::capture(0),
-            stderr: Sink::capture(0),
-            stdin: Source::Empty,
             memory: opts.memory,
             disk: opts.disk,
             fds: opts.fds,
-            request: Vec::new(),
+            ..unheard(Vec::new())
         };
         let (mut sb, _) = template
             .acquire(fork)
@@ -848,6 +845,20 @@ fn duration_ns(d: Duration) -> u64 {
 /// Guest time a synchronous `run` gives per step.
 const RUN_SLICE: Duration = Duration::from_millis(50);
 
+/// A fork whose output nobody keeps (a live sandbox's runs collect their
+/// own), under the template's limits, handed `request`.
+fn unheard(request: Vec<u8>) -> ForkOptions {
+    ForkOptions {
+        stdout: Sink::capture(0),
+        stderr: Sink::capture(0),
+        stdin: Source::Empty,
+        memory: None,
+        disk: None,
+        fds: None,
+        request,
+    }
+}
+
 /// The longest a spare fork's warming run may take (`warm_spare`).
 const WARM_RUN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -870,16 +881,7 @@ impl Template {
             return 0;
         }
         while self.spare.lock().unwrap_or_else(|e| e.into_inner()).len() < n {
-            let opts = ForkOptions {
-                stdout: Sink::capture(0),
-                stderr: Sink::capture(0),
-                stdin: Source::Empty,
-                memory: None,
-                disk: None,
-                fds: None,
-                request: Vec::new(),
-            };
-            match Sandbox::fork(&self.snapshot, opts) {
+            match Sandbox::fork(&self.snapshot, unheard(Vec::new())) {
                 Ok(sb) => {
                     self.spare
                         .lock()
@@ -922,16 +924,7 @@ impl Template {
             Language::Python => frame(&live_request("print(1+1)", &[])),
             Language::Node => frame(&live_request("console.log(1+1)", &[])),
         };
-        let opts = ForkOptions {
-            stdout: Sink::capture(0),
-            stderr: Sink::capture(0),
-            stdin: Source::Empty,
-            memory: None,
-            disk: None,
-            fds: None,
-            request,
-        };
-        if !matches!(sb.begin_unrun(&self.snapshot, opts), Ok(true)) {
+        if !matches!(sb.begin_unrun(&self.snapshot, unheard(request)), Ok(true)) {
             return false;
         }
         match sb.run(Some(Instant::now() + WARM_RUN_LIMIT)) {

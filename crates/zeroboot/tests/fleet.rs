@@ -202,6 +202,25 @@ fn wait_ready(gw: &str, key: &str, ready: bool) {
     panic!("gateway {gw} never saw node {key} ready={ready}");
 }
 
+/// Wait until `gw`'s view of node `key` has `up` (its polls).
+fn wait_node_up(gw: &str, key: &str, up: bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        let (_, _, b) = http(gw, "GET", "/v1/health", &[], b"").unwrap();
+        let h = json(&b);
+        let seen = h["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["key"] == key && n["up"] == up);
+        if seen {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gateway {gw} never saw node {key} up={up}");
+}
+
 #[test]
 fn fleet_places_routes_drains_and_survives_deaths() {
     // 127.0.0.11-13 where loopback takes them (Linux does), else ports.
@@ -443,6 +462,9 @@ fn fleet_places_routes_drains_and_survives_deaths() {
     .unwrap();
     assert_eq!(st, 404, "{r}");
     assert!(r.contains("Session not found"), "{r}");
+    // n2 left on its own (no request failed on it): the gateway learns of
+    // it from its polls, so wait for them before reading the gauge.
+    wait_node_up(&b, "n2", false);
     let (st, _, r) = http(&b, "GET", "/v1/metrics", &[], b"").unwrap();
     assert_eq!(st, 200);
     assert!(r.contains("zeroboot_gateway_nodes{state=\"up\"} 1"), "{r}");

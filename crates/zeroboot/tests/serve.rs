@@ -553,9 +553,13 @@ fn killed_sandboxes_vms_are_torn_down_by_the_reaper_and_nothing_leaks() {
         let (st, _, b) = http(&s.addr, "DELETE", &format!("/sandboxes/{id}"), &[], b"").unwrap();
         assert_eq!(st, 204, "{b}");
     };
+    let reaped = || metric(&s, "zeroboot_vm_teardowns_total{by=\"reaper\"}").unwrap();
     // Killed VMs go back to the template's idle forks (16 at most), the
     // others are torn down: the same round again leaves the same VMs.
-    let round = || {
+    // Kills finish on the sandboxes' workers, so a round waits (bounded)
+    // for the reaper to have dropped `reap` more VMs before it looks.
+    let round = |reap: u64| {
+        let r0 = reaped();
         let ids: Vec<String> = (0..24).map(|_| create()).collect();
         for id in &ids {
             assert_eq!(run_in(&s, id, "print(1)"), "1\n");
@@ -567,20 +571,26 @@ fn killed_sandboxes_vms_are_torn_down_by_the_reaper_and_nothing_leaks() {
         // A killed sandbox is gone at once, whatever the reaper still does.
         let (st, _, _) = http(&s.addr, "GET", &format!("/sandboxes/{}", ids[0]), &[], b"").unwrap();
         assert_eq!(st, 404);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while reaped() < r0 + reap {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reaper dropped {} VMs of the round, not {reap}",
+                reaped() - r0
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         wait_metric(&s, "zeroboot_vm_teardowns_queued", 0);
         (with, settled_vm_fds(pid))
     };
-    round();
-    let (_, before) = round();
+    round(0);
+    let (_, before) = round(0);
     // Idle and spare forks are kept up to a bound, refilled by workers
     // when they have time: a VM or two either way at rest; a leak would
     // be 8 or more per round.
-    let reaped = || metric(&s, "zeroboot_vm_teardowns_total{by=\"reaper\"}").unwrap();
     for _ in 0..2 {
-        let r0 = reaped();
-        let (with, after) = round();
-        // VMs beyond the idle forks were torn down by the reaper.
-        assert!(reaped() >= r0 + 3, "{r0} {}", reaped());
+        // VMs beyond the idle forks are torn down by the reaper.
+        let (with, after) = round(3);
         assert!(with.1 > after.1, "{with:?} then {after:?}");
         assert!(after.1 <= before.1 + 2, "{before:?} then {after:?}");
         assert!(after.0 <= before.0 + 2 * 4, "{before:?} then {after:?}");

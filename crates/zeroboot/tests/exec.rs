@@ -113,18 +113,32 @@ fn a_damaged_template_is_refused_with_a_clear_error() {
     exec(&["pass"]);
     let cache =
         std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/zeroboot/templates");
-    let dir = std::fs::read_dir(&cache)
+    // A template dir is `<language>-<image dir>-<build>`: take a python
+    // one whose image is in the cache.
+    let images = cache.parent().unwrap().join("images");
+    let (dir, root) = std::fs::read_dir(&cache)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
+        .filter(|p| {
             p.is_dir()
                 && p.file_name()
                     .unwrap()
                     .to_string_lossy()
                     .starts_with("python-")
         })
-        .expect("a python template dir");
+        .find_map(|t| {
+            let name = t.file_name().unwrap().to_string_lossy().into_owned();
+            std::fs::read_dir(&images)
+                .unwrap()
+                .flatten()
+                .find(|i| {
+                    let image = i.file_name().to_string_lossy().into_owned();
+                    i.path().is_dir() && name.contains(&format!("-{image}-"))
+                })
+                .map(|i| (t.clone(), i.path().join("rootfs")))
+        })
+        .expect("a python template dir and its image");
     // Damage a copy and load it through the library.
     let copy = tempfile::tempdir().unwrap();
     for f in ["state.bin", "memory.bin"] {
@@ -134,21 +148,6 @@ fn a_damaged_template_is_refused_with_a_clear_error() {
     let n = state.len();
     state[n - 100] ^= 0xff;
     std::fs::write(copy.path().join("state.bin"), &state).unwrap();
-    let root = std::fs::read_dir(dir.parent().unwrap().parent().unwrap().join("images"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("rootfs"))
-        .find(|p| {
-            dir.file_name().unwrap().to_string_lossy().ends_with(
-                p.parent()
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .as_ref(),
-            )
-        })
-        .expect("the template's image");
     let err =
         zeroboot_engine::Template::load(zeroboot_engine::Language::Python, &root, copy.path())
             .err()

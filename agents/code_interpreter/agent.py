@@ -10,9 +10,11 @@ Requests:
 - {"code", "seed", "persist", "env"}: run by the Python agent's own code
   (one-shot or live-sandbox runs); the reply is {"exit_code": N}.
 - {"cell": {"code", "context", "language", "env"}, "seed"}: run a cell in
-  a context. While it runs the agent writes event frames on the channel,
-  E2B's code-interpreter events: {"type": "number_of_executions",
-  "execution_count"}, {"type": "stdout"|"stderr", "text", "timestamp"},
+  a context ("seed" comes with a sandbox's first request only: the PRNGs
+  are reseeded then, and go on from cell to cell after). While it runs
+  the agent writes event frames on the channel, E2B's code-interpreter
+  events: {"type": "number_of_executions", "execution_count"},
+  {"type": "stdout"|"stderr", "text", "timestamp"},
   {"type": "result", "text", "html", "png", ..., "is_main_result"},
   {"type": "error", "name", "value", "traceback"}; then the reply
   {"exit_code": 0}. An interrupt (SIGINT, sent by the VMM when a cell's
@@ -784,7 +786,10 @@ home_set = False
 
 
 def serve(req):
-    plain.reseed(int(req.get("seed", 0)))
+    # A sandbox's first request only: later cells go on from the state
+    # the earlier ones left (a seed set in one cell holds for the next).
+    if "seed" in req:
+        plain.reseed(int(req["seed"]))
     env = req.get("env")
     global home_set
     if ("cell" in req or "op" in req) and not home_set and os.path.isdir(DEFAULT_CWD):

@@ -8,7 +8,8 @@
 // left), and the agent replies and blocks again.
 //
 // Frames: a 4-byte little-endian length and a JSON object.
-// Request {"code": str, "seed": int, "persist": bool, "env": {str: str}};
+// Request {"code": str, "seed": int, "persist": bool, "env": {str: str}}
+// ("seed" with a one-shot execution and a live sandbox's first request);
 // reply {"exit_code": int}. Scripts share the global scope, so a live
 // sandbox's requests ("persist": true) see what earlier ones defined
 // (top-level var/let/const/function); "env" is added to process.env.
@@ -148,7 +149,7 @@ function serve() {
     } catch (_) {}
   }
   process.exitCode = undefined;
-  reseed(Number(req.seed || 0));
+  if (req.seed !== undefined) reseed(Number(req.seed));
   if (req.env && typeof req.env === "object") {
     for (const [k, v] of Object.entries(req.env)) process.env[k] = String(v);
   }

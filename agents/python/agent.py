@@ -8,7 +8,9 @@ VMM captures, replies, and blocks again.
 
 Frames on the channel are a 4-byte little-endian length and a JSON object.
 Request: {"code": str, "seed": int, "persist": bool, "env": {str: str}}.
-Reply: {"exit_code": int}.
+Reply: {"exit_code": int}. A request with "seed" reseeds the process's
+PRNGs (`random`, numpy's): every one-shot execution, and a live sandbox's
+first request only, so that a seed set in one request holds for the next.
 
 A one-shot execution (no "persist") runs in a fresh __main__. A live
 sandbox's requests carry "persist": true and share one __main__, so names
@@ -149,7 +151,8 @@ def main():
     gc.freeze()
     while True:
         req = read_request()
-        reseed(int(req.get("seed", 0)))
+        if "seed" in req:
+            reseed(int(req["seed"]))
         env = req.get("env")
         if isinstance(env, dict):
             os.environ.update({str(k): str(v) for k, v in env.items()})

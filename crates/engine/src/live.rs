@@ -72,6 +72,13 @@ pub struct LiveSandbox {
     ended: Option<String>,
     /// Sent with the first request.
     env: Vec<(String, String)>,
+    /// Its next request carries a seed for the agent's PRNGs (Python's
+    /// `random`, numpy's, Node's `Math.random`): a new fork of a template
+    /// or of a live sandbox, or a sandbox from a snapshot, holds its
+    /// source's PRNG state, which the first request replaces. Later
+    /// requests carry none, so the state goes on from cell to cell as in
+    /// a notebook (`np.random.seed(0)` in one, the draw in the next).
+    reseed: bool,
     runs: u64,
     /// Which template it was forked from (its snapshot's address).
     origin: usize,
@@ -264,6 +271,7 @@ impl LiveSandbox {
             ended: None,
             env_vars: env.clone(),
             env,
+            reseed: true,
             runs: 0,
             origin: origin_of(template),
             commands: BTreeMap::new(),
@@ -384,6 +392,8 @@ impl LiveSandbox {
             ended: None,
             env: self.env.clone(),
             env_vars: self.env_vars.clone(),
+            // Each copy draws its own numbers from its first request on.
+            reseed: true,
             runs: self.runs,
             // Not the template's fork any more: never recycled into it.
             origin: 0,
@@ -472,11 +482,14 @@ impl LiveSandbox {
     }
 
     /// A sandbox that continues from a loaded checkpoint (a new VM: on a
-    /// vCPU thread).
+    /// vCPU thread). `resumed`: it is the checkpoint's own sandbox going on
+    /// (a resume), whose PRNGs go on too; else a new sandbox made from a
+    /// snapshot, whose first request reseeds them.
     pub fn from_loaded(
         template: &Template,
         loaded: &Loaded,
         network: Option<std::sync::Arc<crate::NetSetup>>,
+        resumed: bool,
     ) -> Result<LiveSandbox, LiveError> {
         let mut sb =
             Sandbox::fork_frozen(&loaded.frozen).map_err(|e| LiveError::Fork(e.to_string()))?;
@@ -498,6 +511,9 @@ impl LiveSandbox {
             ended: None,
             env: st.env.clone(),
             env_vars: st.env_vars.clone(),
+            // A sandbox paused before its first request still holds the
+            // template's PRNG state.
+            reseed: !resumed || st.runs == 0,
             runs: st.runs,
             origin: 0,
             commands: st.commands.clone(),
@@ -554,7 +570,8 @@ impl LiveSandbox {
             return Err(LiveError::Busy);
         }
         let env = std::mem::take(&mut self.env);
-        self.begin(live_request(code, &env), timeout, output_cap, false)
+        let seed = std::mem::take(&mut self.reseed).then(seed);
+        self.begin(live_request(code, &env, seed), timeout, output_cap, false)
     }
 
     /// Hand the agent a request of its own (`req`, a JSON object; a seed
@@ -574,8 +591,11 @@ impl LiveSandbox {
             return Err(LiveError::Busy);
         }
         let env = std::mem::take(&mut self.env);
+        let reseed = std::mem::take(&mut self.reseed);
         if let Some(obj) = req.as_object_mut() {
-            obj.insert("seed".into(), seed().into());
+            if reseed {
+                obj.insert("seed".into(), seed().into());
+            }
             if !env.is_empty() {
                 // The sandbox's environment, with its first request.
                 let map: serde_json::Map<String, serde_json::Value> = env
@@ -921,8 +941,8 @@ impl Template {
         };
         let request = match self.language {
             Language::CodeInterpreter => crate::exec::cell_request_frame("1+1", "python"),
-            Language::Python => frame(&live_request("print(1+1)", &[])),
-            Language::Node => frame(&live_request("console.log(1+1)", &[])),
+            Language::Python => frame(&live_request("print(1+1)", &[], Some(seed()))),
+            Language::Node => frame(&live_request("console.log(1+1)", &[], Some(seed()))),
         };
         if !matches!(sb.begin_unrun(&self.snapshot, unheard(request)), Ok(true)) {
             return false;
@@ -950,9 +970,13 @@ impl Template {
     }
 }
 
-/// One live request.
-fn live_request(code: &str, env: &[(String, String)]) -> serde_json::Value {
-    let mut req = serde_json::json!({ "code": code, "seed": seed(), "persist": true });
+/// One live request (a seed for the agent's PRNGs with the first, see
+/// `LiveSandbox::reseed`).
+fn live_request(code: &str, env: &[(String, String)], seed: Option<u64>) -> serde_json::Value {
+    let mut req = serde_json::json!({ "code": code, "persist": true });
+    if let Some(seed) = seed {
+        req["seed"] = seed.into();
+    }
     if !env.is_empty() {
         let map: serde_json::Map<String, serde_json::Value> = env
             .iter()

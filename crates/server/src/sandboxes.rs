@@ -1823,7 +1823,12 @@ fn serve(
                     sandbox: e.id.clone(),
                 });
             }
-            match LiveSandbox::from_loaded(&e.template, &loaded, Some(e.with_network_id())) {
+            match LiveSandbox::from_loaded(
+                &e.template,
+                &loaded,
+                Some(e.with_network_id()),
+                own_rules,
+            ) {
                 Ok(sb) => {
                     if let Some(c) = saved
                         .as_ref()

@@ -282,6 +282,18 @@ def test_sandbox_metrics(server):
     assert "\nzeroboot_seccomp_denied_total 0\n" in text
 
 
+def test_a_seed_set_in_one_run_holds_for_the_next(server):
+    # The PRNGs are reseeded with a sandbox's first request only.
+    c = client(server)
+    sb = c.create(timeout=60)
+    try:
+        sb.run("import numpy as np, random\nnp.random.seed(0)\nrandom.seed(1)")
+        got = sb.run("print(np.random.rand(), random.random())")
+        assert got == "0.5488135039273248 0.13436424411240122\n", got
+    finally:
+        sb.kill()
+
+
 def test_fork_copies_state_files_and_commands(server):
     c = client(server)
     src = c.create(timeout=120)

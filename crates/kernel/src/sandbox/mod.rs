@@ -721,6 +721,14 @@ impl Sandbox {
     }
 
     fn exception(&mut self, f: ExceptionFrame) -> Result<(), SandboxError> {
+        tracing::trace!(
+            pid = self.k.proc.pid,
+            vector = f.vector,
+            error = f.error_code,
+            cr2 = format_args!("{:#x}", f.cr2),
+            rip = format_args!("{:#x}", f.rip),
+            "exception"
+        );
         let key = (self.k.proc.pid, self.k.current, f.rip, f.cr2);
         if self.last_fault.0 == key {
             self.last_fault.1 += 1;

@@ -181,6 +181,24 @@ def test_a_new_sandbox_keeps_nothing_of_the_templates_warm_up_cells(sbx):
     assert ex.text == "(0, 2, False)"
 
 
+def test_a_seed_set_in_one_cell_holds_for_the_next(sbx):
+    # As in a notebook: the PRNGs are reseeded with the sandbox's first
+    # cell only (a new sandbox must not draw its template's numbers), then
+    # go on from cell to cell.
+    sbx.run_code("import numpy as np, random\nnp.random.seed(0)\nrandom.seed(1)")
+    assert sbx.run_code("(np.random.rand(), random.random())").text == (
+        "(0.5488135039273248, 0.13436424411240122)"
+    )
+    # Two new sandboxes draw different numbers.
+    others = [Sandbox.create(timeout=60) for _ in range(2)]
+    try:
+        draws = {o.run_code("import random; random.random()").text for o in others}
+        assert len(draws) == 2, draws
+    finally:
+        for o in others:
+            o.kill()
+
+
 def test_bash_keeps_cwd_and_exports(sbx):
     ex = sbx.run_code("echo $HOME", language="bash")
     assert ex.logs.stdout == ["/home/user\n"]

@@ -193,10 +193,15 @@ impl Tmpfs {
         self.charge(old_len, new_len)?;
         let node = self.inodes.get_mut(&ino).ok_or(Errno::EBADF)?;
         let data = Arc::make_mut(&mut node.data);
-        if (data.len() as u64) < end {
-            data.resize(end as usize, 0);
+        let (offset, end) = (offset as usize, end as usize);
+        if data.len() < offset {
+            data.resize(offset, 0);
         }
-        data[offset as usize..end as usize].copy_from_slice(buf);
+        // Overwrite what exists, append the rest: no zero-fill of the
+        // appended part first (a pass over every byte a file grows by).
+        let inside = data.len().min(end) - offset;
+        data[offset..offset + inside].copy_from_slice(&buf[..inside]);
+        data.extend_from_slice(&buf[inside..]);
         node.mtime = now;
         Ok(buf.len())
     }
@@ -315,5 +320,34 @@ impl FileContents for TmpContents {
 
     fn persisted(&self) -> crate::persist::PersistedFile {
         crate::persist::PersistedFile::Bytes(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn writes_overwrite_append_and_fill_gaps_with_zeros() {
+        let mut t = Tmpfs::new(1 << 20);
+        let ino = t.new_file(0o100644, b"abcdef".to_vec(), (0, 0)).unwrap();
+        let data = |t: &Tmpfs| t.inodes[&ino].data.as_slice().to_vec();
+        // Inside.
+        assert_eq!(t.write(ino, 1, b"XY", (0, 0)).unwrap(), 2);
+        assert_eq!(data(&t), b"aXYdef");
+        // Across the end.
+        t.write(ino, 4, b"1234", (0, 0)).unwrap();
+        assert_eq!(data(&t), b"aXYd1234");
+        // At the end.
+        t.write(ino, 8, b"!", (0, 0)).unwrap();
+        assert_eq!(data(&t), b"aXYd1234!");
+        // Past the end: the gap reads as zeros.
+        t.write(ino, 11, b"z", (0, 0)).unwrap();
+        assert_eq!(data(&t), b"aXYd1234!\0\0z");
+        assert_eq!(t.bytes(), 12);
+        // Over the limit: nothing written.
+        assert_eq!(t.write(ino, 1 << 20, b"q", (0, 0)), Err(Errno::ENOSPC));
+        assert_eq!(data(&t).len(), 12);
     }
 }

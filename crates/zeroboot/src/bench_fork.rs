@@ -10,16 +10,33 @@ use zeroboot_kernel::{ForkOptions, Outcome, Sandbox, Sink, Source};
 
 use crate::bench::percentiles;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// This process's resident memory (KiB): VmRSS and its parts, RssAnon
+/// (heap, and guest pages made private by a write), RssFile and RssShmem
+/// (pages of the templates' memory files a fork mapped by reading them:
+/// shared with the template and every other fork, yet counted in each).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+    shmem: u64,
+}
+
+fn rss_kib() -> Rss {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        total: field("VmRSS:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+        shmem: field("RssShmem:"),
+    }
 }
 
 fn fork_opts() -> ForkOptions {
@@ -157,6 +174,8 @@ struct LiveRound {
     time: Duration,
     from_pool: u64,
     rss_per_fork: u64,
+    /// Of it: anonymous, file and shared-memory pages (bytes per fork).
+    rss_parts: [u64; 3],
 }
 
 /// Make `n` forks and hold them, then let them go (and wait for the
@@ -173,6 +192,7 @@ fn live_round(t: &Template, n: usize) -> Result<LiveRound> {
     let time = s.elapsed();
     let from_pool = pool_hits() - hits;
     let after = rss_kib();
+    let per = |a: u64, b: u64| (a.saturating_sub(b) * 1024) / n.max(1) as u64;
     drop(held);
     if let Some(r) = zeroboot_vmm::reaper::global() {
         r.wait_idle(Duration::from_secs(60));
@@ -181,7 +201,12 @@ fn live_round(t: &Template, n: usize) -> Result<LiveRound> {
         n,
         time,
         from_pool,
-        rss_per_fork: (after.saturating_sub(before) * 1024) / n.max(1) as u64,
+        rss_per_fork: per(after.total, before.total),
+        rss_parts: [
+            per(after.anon, before.anon),
+            per(after.file, before.file),
+            per(after.shmem, before.shmem),
+        ],
     })
 }
 
@@ -338,12 +363,15 @@ pub fn run(a: ForkArgs) -> Result<()> {
             rounds
                 .iter()
                 .map(|r| format!(
-                    "{{\"forks\":{},\"create_ms\":{:.1},\"per_fork_us\":{:.1},\"from_pool\":{},\"rss_per_fork_bytes\":{}}}",
+                    "{{\"forks\":{},\"create_ms\":{:.1},\"per_fork_us\":{:.1},\"from_pool\":{},\"rss_per_fork_bytes\":{},\"rss_anon_per_fork_bytes\":{},\"rss_file_per_fork_bytes\":{},\"rss_shmem_per_fork_bytes\":{}}}",
                     r.n,
                     r.time.as_secs_f64() * 1e3,
                     r.time.as_secs_f64() * 1e6 / r.n as f64,
                     r.from_pool,
-                    r.rss_per_fork
+                    r.rss_per_fork,
+                    r.rss_parts[0],
+                    r.rss_parts[1],
+                    r.rss_parts[2]
                 ))
                 .collect::<Vec<_>>()
                 .join(","),
@@ -375,12 +403,15 @@ pub fn run(a: ForkArgs) -> Result<()> {
         println!("reset+exec {heavy_label:<15} p50 {:>9.3} ms", n50 / 1e3);
         for r in &rounds {
             println!(
-                "{:<5} live forks         created in {:.1} ms, {:.0} us per fork ({} in a VM from the pool of {vm_pool}), host RSS {} KiB per fork",
+                "{:<5} live forks         created in {:.1} ms, {:.0} us per fork ({} in a VM from the pool of {vm_pool}), host RSS {} KiB per fork (anon {}, file {}, shmem {})",
                 r.n,
                 r.time.as_secs_f64() * 1e3,
                 r.time.as_secs_f64() * 1e6 / r.n as f64,
                 r.from_pool,
-                r.rss_per_fork / 1024
+                r.rss_per_fork / 1024,
+                r.rss_parts[0] / 1024,
+                r.rss_parts[1] / 1024,
+                r.rss_parts[2] / 1024
             );
         }
         println!(

@@ -111,7 +111,7 @@ impl Frozen {
             base_len: self.base_len,
             mem_size: self.mem_size,
             registered: self.registered,
-            runs: self.layer.run_list().to_vec(),
+            runs: self.layer.saved_runs().to_vec(),
             vcpu: (&self.vcpu).into(),
             kernel: self.kernel.clone(),
             extra: extra.to_vec(),

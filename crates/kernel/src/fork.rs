@@ -66,6 +66,13 @@ impl Sandbox {
                     pages.dedup();
                 }
                 let layer = Arc::new(self.mem.capture_layer(&pages)?);
+                tracing::debug!(
+                    private = pages.len(),
+                    pages = layer.len(),
+                    mapped = layer.mapped_len(),
+                    runs = layer.runs(),
+                    "layer captured"
+                );
                 // The source shares the pages it just copied with its
                 // copies from now on (the host holds them once), and its
                 // next freeze copies nothing if it wrote nothing.

@@ -54,7 +54,12 @@ impl Sandbox {
             self.vcpu.run_pte_writer(&self.mem, &writes)?;
         }
         let vcpu = self.vcpu.save_state()?;
-        let mut pages = self.mem.private_pages()?;
+        // Nothing past the KVM slots (registered as frames are handed out,
+        // `sync_memory` above) can have been written, by the guest or by
+        // the VMM, which writes only frames its allocator handed out and
+        // the fixed structures below them.
+        let used = self.vm.registered().max(self.k.mm.frames.high_water());
+        let mut pages = self.mem.private_pages_below(used)?;
         let layer = match self.mem.layer() {
             // Nothing written since the last freeze: its layer is this
             // memory as it is (the source maps it too, `adopt_layer`).

@@ -454,12 +454,21 @@ impl GuestMemory {
     /// that was touched. Read from the host's page map, which sees every
     /// write, the guest's and the VMM's alike.
     pub fn private_pages(&self) -> Result<Vec<u64>, MemoryError> {
+        self.private_pages_below(self.size)
+    }
+
+    /// `private_pages` among the pages below guest-physical `end`: where
+    /// the caller knows nothing beyond was ever touched (memory no KVM
+    /// slot covers and no frame allocator handed out), the page map is
+    /// read for that much only: a few ms less per freeze of a sandbox
+    /// using 120 MiB of its 2.3 GiB.
+    pub fn private_pages_below(&self, end: u64) -> Result<Vec<u64>, MemoryError> {
         const PRESENT: u64 = 1 << 63;
         const SWAPPED: u64 = 1 << 62;
         const FILE_OR_SHARED: u64 = 1 << 61;
         use std::os::unix::fs::FileExt;
         let map = pagemap()?;
-        let pages = self.size / PAGE_SIZE;
+        let pages = end.min(self.size).div_ceil(PAGE_SIZE);
         let first = self.host_address() / PAGE_SIZE;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 8 * 4096];
@@ -1028,6 +1037,11 @@ mod tests {
         live.write_u64(0x1000, 10).unwrap();
         live.write_u64(0x30_0000, 30).unwrap();
         assert_eq!(live.private_pages().unwrap(), vec![1, 0x300]);
+        // Read up to a bound (a page or a byte past it counts whole).
+        assert_eq!(live.private_pages_below(0x30_0000).unwrap(), vec![1]);
+        assert_eq!(live.private_pages_below(0x30_0001).unwrap(), vec![1, 0x300]);
+        assert_eq!(live.private_pages_below(u64::MAX).unwrap(), vec![1, 0x300]);
+        assert!(live.private_pages_below(0).unwrap().is_empty());
         let layer = Arc::new(live.capture_layer(&[1, 0x300]).unwrap());
         assert_eq!(layer.pages().collect::<Vec<_>>(), vec![1, 0x300]);
 

@@ -182,28 +182,9 @@ fn run(gw: &str, id: &str, code: &str) -> Reply {
     post(gw, &format!("/v1/sandboxes/{id}/exec"), &body)
 }
 
-/// Wait until `gw`'s view of node `key` has `ready` (its polls).
-fn wait_ready(gw: &str, key: &str, ready: bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        let (_, _, b) = http(gw, "GET", "/v1/health", &[], b"").unwrap();
-        let h = json(&b);
-        let n = h["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["key"] == key)
-            .cloned();
-        if n.is_some_and(|n| n["ready"] == ready && (n["up"] == true || !ready)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gateway {gw} never saw node {key} ready={ready}");
-}
-
-/// Wait until `gw`'s view of node `key` has `up` (its polls).
-fn wait_node_up(gw: &str, key: &str, up: bool) {
+/// Wait until `gw`'s view of node `key` (its polls) satisfies `want`;
+/// `what` names the wait in the failure.
+fn wait_node(gw: &str, key: &str, what: &str, want: impl Fn(&Value) -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
         let (_, _, b) = http(gw, "GET", "/v1/health", &[], b"").unwrap();
@@ -212,13 +193,25 @@ fn wait_node_up(gw: &str, key: &str, up: bool) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|n| n["key"] == key && n["up"] == up);
+            .any(|n| n["key"] == key && want(n));
         if seen {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("gateway {gw} never saw node {key} up={up}");
+    panic!("gateway {gw} never saw node {key} {what}");
+}
+
+/// Wait until `gw`'s view of node `key` has `ready` (its polls).
+fn wait_ready(gw: &str, key: &str, ready: bool) {
+    wait_node(gw, key, &format!("ready={ready}"), |n| {
+        n["ready"] == ready && (n["up"] == true || !ready)
+    });
+}
+
+/// Wait until `gw`'s view of node `key` has `up` (its polls).
+fn wait_node_up(gw: &str, key: &str, up: bool) {
+    wait_node(gw, key, &format!("up={up}"), |n| n["up"] == up);
 }
 
 #[test]

@@ -50,7 +50,7 @@ impl Sandbox {
         // the tables the copies' vCPUs will walk.
         self.sync_memory()?;
         if self.k.mm.has_pending() {
-            let writes = self.k.mm.take_pending();
+            let writes = self.k.mm.take_pending(&self.mem);
             self.vcpu.run_pte_writer(&self.mem, &writes)?;
         }
         let vcpu = self.vcpu.save_state()?;

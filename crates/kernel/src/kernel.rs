@@ -381,7 +381,7 @@ impl Kernel {
     /// thread can make no further call (it exited, or the process did).
     #[doc(hidden)]
     pub fn settle_without_vcpu(&mut self) -> bool {
-        let _ = self.mm.take_pending();
+        self.mm.drop_pending();
         self.new_threads.clear();
         self.exit.is_none() && self.proc.dead.is_none() && self.threads.contains_key(&self.current)
     }

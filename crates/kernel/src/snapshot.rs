@@ -86,7 +86,7 @@ impl Sandbox {
         }
         if self.k.mm.has_pending() {
             self.sync_memory()?;
-            let writes = self.k.mm.take_pending();
+            let writes = self.k.mm.take_pending(&self.mem);
             self.vcpu
                 .run_pte_writer(&self.mem, &writes)
                 .map_err(SandboxError::from)?;

@@ -587,7 +587,7 @@ impl Sandbox {
     /// are free after it.
     fn flush_page_tables(&mut self) -> Result<(), SandboxError> {
         if self.k.mm.has_pending() {
-            let writes = self.k.mm.take_pending();
+            let writes = self.k.mm.take_pending(&self.mem);
             self.vcpu.run_pte_writer(&self.mem, &writes)?;
         }
         if self.k.mm.frames.has_retired() {

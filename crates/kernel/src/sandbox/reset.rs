@@ -11,12 +11,16 @@
 //!   rewritten by the ring-0 PTE writer, so KVM drops that shadow (host
 //!   writes are invisible to it). Where only the Accessed bit changed, the
 //!   restored entry keeps A = 1 (the entry may be shadowed, see paging.rs).
+//!   Where so many entries of one table changed that it costs less, one
+//!   misaligned write into the table drops its whole shadow instead
+//!   (`mm::table_zap_pays`).
 //! - A page-table frame the execution allocated (a new table, linked from
-//!   a template table) has its present entries cleared by the ring-0
-//!   writer too, deepest level first, so KVM keeps no shadow entry of it:
-//!   after the reset the frame is free again and may come back as data or
-//!   as another table. An execution whose new tables cannot all be found
-//!   that way (a child process's root, say) is not reset.
+//!   a template table) gets that misaligned write too, deepest level
+//!   first, so KVM keeps no shadow of it: after the reset the frame is
+//!   free again and may come back as data or as another table (a 10 MiB
+//!   buffer's five tables were ~5000 writes, one per entry). An execution
+//!   whose new tables cannot all be found that way (a child process's
+//!   root, say) is not reset.
 //! - vCPU registers, FPU state, FS/GS, CR3 and any queued event, and the
 //!   whole kernel state, come from the template.
 
@@ -27,6 +31,7 @@ use zeroboot_vmm::layout::{physmap, PAGE_SIZE, PHYSMAP_PML4_INDEX};
 use zeroboot_vmm::paging::pte;
 
 use super::{Sandbox, SandboxError};
+use crate::mm;
 use crate::snapshot::{ForkOptions, Snapshot};
 
 /// Pages restored at every reset (see `reset`) beyond which they are
@@ -230,15 +235,17 @@ impl Sandbox {
         let mut tmpl = [0u8; PAGE_SIZE as usize];
         let mut cur = [0u8; PAGE_SIZE as usize];
         let mut pages_changed = 0;
-        for (&gpa, &(level, base)) in &new_tables {
+        for (&gpa, &(level, _)) in &new_tables {
             self.mem.read(gpa, &mut cur)?;
-            for i in 0..512usize {
-                let o = i * 8;
-                let f = u64::from_le_bytes(cur[o..o + 8].try_into().unwrap_or([0; 8]));
-                if f & pte::PRESENT != 0 && (level > 1 || f & pte::ACCESSED != 0) {
-                    let span = 1u64 << (12 + 9 * (level as u64 - 1));
-                    writes.push((level, physmap(gpa + o as u64), 0, base + i as u64 * span));
-                }
+            let used = cur.chunks_exact(8).any(|e| {
+                let f = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+                f & pte::PRESENT != 0 && (level > 1 || f & pte::ACCESSED != 0)
+            });
+            if used {
+                // Its content comes back from the template below; one
+                // write drops all of its shadow.
+                let (entry, value, va) = mm::table_zap(gpa);
+                writes.push((level, entry, value, va));
             }
         }
         for page in dirty {
@@ -254,6 +261,7 @@ impl Sandbox {
             };
             view.read(gpa, &mut tmpl)?;
             self.mem.read(gpa, &mut cur)?;
+            let before = writes.len();
             for i in 0..512usize {
                 let o = i * 8;
                 let t = u64::from_le_bytes(tmpl[o..o + 8].try_into().unwrap_or([0; 8]));
@@ -271,6 +279,16 @@ impl Sandbox {
                     let span = 1u64 << (12 + 9 * (level as u64 - 1));
                     writes.push((level, physmap(gpa + o as u64), t, base + i as u64 * span));
                 }
+            }
+            let changed = writes.len() - before;
+            if changed > 1 && mm::table_zap_pays(changed, mm::shadowed_entries(&tmpl)) {
+                // One write drops the table's whole shadow: it rewrites
+                // the template's bytes it lands on.
+                writes.truncate(before);
+                let (entry, _, va) = mm::table_zap(gpa);
+                let at = (entry - physmap(gpa)) as usize;
+                let value = u64::from_le_bytes(tmpl[at..at + 8].try_into().unwrap_or([0; 8]));
+                writes.push((level, entry, value, va));
             }
             self.mem.write(gpa, &tmpl)?;
         }

@@ -105,6 +105,29 @@ int main(void) {
     }
     CHECK(again, "a mapping made again where one was unmapped is usable");
 
+    // Whole tables' worth of touched entries changed at once (the VMM
+    // drops the shadow of a whole table then, not entry by entry).
+    size_t mb2 = 2 << 20;
+    char *w = mmap(NULL, 4 * mb2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *t = (char *)(((unsigned long)w + mb2) & ~(mb2 - 1)); // 2 MiB aligned, inside w
+    memset(w, 0x33, 4 * mb2);
+    munmap(t, mb2);
+    CHECK(read_faults(t) && read_faults(t + mb2 - pg), "munmap of a whole touched table faults");
+    CHECK(t[-1] == 0x33 && t[mb2] == 0x33, "the tables around it keep their data");
+    char *t2 = mmap(t, mb2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    int zeros = t2 == t;
+    for (size_t i = 0; zeros && i < mb2; i += pg) zeros &= t[i] == 0;
+    CHECK(zeros, "a new mapping over a whole unmapped table reads zeros");
+    memset(t, 0x44, mb2);
+    munmap(t + mb2, 400 * pg); // most of the next table
+    CHECK(read_faults(t + mb2) && read_faults(t + mb2 + 399 * pg), "munmap of most of a table faults");
+    CHECK(t[mb2 + 400 * pg] == 0x33 && t[mb2 + 511 * pg] == 0x33 && t[0] == 0x44, "the rest of that table keeps its data");
+    mprotect(t, mb2, PROT_READ);
+    CHECK(write_faults(t) && write_faults(t + mb2 - pg) && t[5 * pg] == 0x44, "mprotect of a whole touched table to read-only stops writes");
+    mprotect(t, mb2, PROT_READ | PROT_WRITE);
+    CHECK(!write_faults(t + 7 * pg) && t[7 * pg] == 1, "and back to read-write allows them");
+    munmap(w, 4 * mb2);
+
     CHECK(faults > 0, "faults were delivered to the handler");
     return failures ? 1 : 0;
 }

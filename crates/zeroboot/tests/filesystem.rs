@@ -1,8 +1,9 @@
 //! The file system's Linux behaviour: names as bytes, FIFOs and mknod,
 //! splice/tee/vmsplice, flock and fcntl record locks between processes,
-//! inotify, chroot. Each guest program in tests/filesystem_py/ prints what
-//! Linux prints for it: the expected lines are a native run's (python3
-//! 3.11 as root on Linux 6.x), with the differences noted where they are.
+//! inotify, chroot, short reads and writes. Each guest program in
+//! tests/filesystem_py/ prints what Linux prints for it: the expected
+//! lines are a native run's (python3 3.11 as root on Linux 6.x), with the
+//! differences noted where they are.
 //! docs/filesystem.md says what is built and what is left out.
 #![allow(clippy::unwrap_used)]
 
@@ -207,6 +208,26 @@ fn statfs_counts_the_image_and_the_overlay() {
             "namemax 255",
             "missing ENOENT",
             "write uses space True True",
+        ],
+    );
+}
+
+#[test]
+fn reads_and_writes_stop_at_an_unmapped_page_and_large_ones_go_in_one_call() {
+    let o = py(include_str!("filesystem_py/partial_io.py"));
+    check(
+        &o,
+        &[
+            "short write 8092",
+            "write from unmapped -1 EFAULT",
+            "empty write 0",
+            "size 8092",
+            "short read 4096",
+            "offset 4096",
+            "read into unmapped -1 EFAULT",
+            "big write 31457280",
+            "big pread True",
+            "appended 31457284 b'tail' True",
         ],
     );
 }

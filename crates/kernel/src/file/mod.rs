@@ -60,6 +60,7 @@ use zerocopy::FromZeros;
 use crate::fd::{FileKind, OpenFile};
 use crate::mm::Backing;
 use crate::syscalls::events::{POLLIN, POLLOUT};
+use crate::syscalls::fs::rw::MAX_IO;
 use crate::syscalls::{Args, Ctx, SysError, SysResult};
 use crate::vfs::{DirEntry, Node};
 
@@ -119,6 +120,21 @@ pub(crate) trait FileOps {
     /// access mode).
     fn write(&self, _ctx: &mut Ctx, _io: Io, _data: &[u8]) -> Result<usize, SysError> {
         Err(Errno::EBADF.into())
+    }
+
+    /// `read` into guest memory at `va`: the bytes moved. A file that
+    /// holds its bytes in the VMM copies them into the guest directly
+    /// instead of through a buffer as large as the read.
+    fn read_user(&self, ctx: &mut Ctx, io: Io, va: u64, count: usize) -> Result<usize, SysError> {
+        let data = self.read(ctx, io, count.min(MAX_IO))?;
+        ctx.k.mm.write(ctx.mem, va, &data)?;
+        Ok(data.len())
+    }
+
+    /// `write` from guest memory at `va`, as `read_user`.
+    fn write_user(&self, ctx: &mut Ctx, io: Io, va: u64, len: usize) -> Result<usize, SysError> {
+        let data = ctx.k.mm.read_vec(ctx.mem, va, len.min(MAX_IO))?;
+        self.write(ctx, io, &data)
     }
 
     /// The file system node behind the description, where there is one

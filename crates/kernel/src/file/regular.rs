@@ -7,6 +7,7 @@ use std::sync::Arc;
 use zeroboot_abi::flags::*;
 use zeroboot_abi::structs::Stat;
 use zeroboot_abi::Errno;
+use zeroboot_vmm::layout::PAGE_SIZE;
 
 use super::{FileOps, Io};
 use crate::fd::OpenFile;
@@ -73,9 +74,70 @@ impl FileOps for ImageFile<'_> {
     }
 }
 
+/// How much of `buf.len()` bytes at `va` reads into `buf`, page by page,
+/// before the first page that does not.
+fn readable_prefix(ctx: &mut Ctx, va: u64, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let cur = va + done as u64;
+        let n = ((PAGE_SIZE - cur % PAGE_SIZE) as usize).min(buf.len() - done);
+        if ctx
+            .k
+            .mm
+            .read(ctx.mem, cur, &mut buf[done..done + n])
+            .is_err()
+        {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
+/// Bytes a write from guest memory into an overlay file copies at a time.
+const WRITE_STAGE: usize = 64 << 10;
+
 impl TmpFile {
     fn size(&self, ctx: &Ctx) -> Option<u64> {
         ctx.k.vfs.tmp.inode(self.0).map(|i| i.data.len() as u64)
+    }
+
+    /// Where a write of `len` bytes starts (the position, the offset, or
+    /// the end for O_APPEND), checked against the largest offset and
+    /// RLIMIT_FSIZE.
+    fn write_start(&self, ctx: &Ctx, io: Io, len: usize) -> Result<u64, SysError> {
+        let size = self.size(ctx).ok_or(Errno::EBADF)?;
+        let at = match io.pos {
+            Some(p) => p,
+            None if io.append => size,
+            None => io.offset,
+        };
+        super::verify_area(at, len)?;
+        let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
+        if at.saturating_add(len as u64) > fsize {
+            return Err(Errno::EFBIG.into());
+        }
+        Ok(at)
+    }
+
+    /// Put `data` into the file at `at` (and into its shared mappings).
+    fn store(&self, ctx: &mut Ctx, at: u64, data: &[u8]) -> Result<usize, SysError> {
+        let n = ctx.k.vfs.tmp.write(self.0, at, data, now())?;
+        crate::shm::written(ctx.k, ctx.mem, self.0, at, &data[..n])?;
+        Ok(n)
+    }
+
+    /// After `n` bytes were written at `at`: the offset, and watchers
+    /// (as Linux, only of a write that wrote something).
+    fn wrote(&self, ctx: &mut Ctx, io: Io, at: u64, n: usize) -> Result<(), SysError> {
+        if io.pos.is_none() {
+            ctx.k.fds.get_mut(io.fd)?.offset = at + n as u64;
+        }
+        if n > 0 && ctx.k.vfs.watched() {
+            let path = ctx.k.fds.get(io.fd)?.path.clone();
+            ctx.k.vfs.notify(&path, vfs::FsEventKind::Write);
+        }
+        Ok(())
     }
 }
 
@@ -97,27 +159,76 @@ impl FileOps for TmpFile {
     }
 
     fn write(&self, ctx: &mut Ctx, io: Io, data: &[u8]) -> Result<usize, SysError> {
-        let len = self.size(ctx).ok_or(Errno::EBADF)?;
-        let at = match io.pos {
-            Some(p) => p,
-            None if io.append => len,
-            None => io.offset,
-        };
-        super::verify_area(at, data.len())?;
-        let fsize = ctx.k.proc.rlimits[RLIMIT_FSIZE as usize].rlim_cur;
-        if at.saturating_add(data.len() as u64) > fsize {
-            return Err(Errno::EFBIG.into());
-        }
-        let n = ctx.k.vfs.tmp.write(self.0, at, data, now())?;
-        crate::shm::written(ctx.k, ctx.mem, self.0, at, &data[..n])?;
-        if io.pos.is_none() {
-            ctx.k.fds.get_mut(io.fd)?.offset = at + n as u64;
-        }
-        if ctx.k.vfs.watched() {
-            let path = ctx.k.fds.get(io.fd)?.path.clone();
-            ctx.k.vfs.notify(&path, vfs::FsEventKind::Write);
-        }
+        let at = self.write_start(ctx, io, data.len())?;
+        let n = self.store(ctx, at, data)?;
+        self.wrote(ctx, io, at, n)?;
         Ok(n)
+    }
+
+    fn read_user(&self, ctx: &mut Ctx, io: Io, va: u64, count: usize) -> Result<usize, SysError> {
+        if crate::shm::mapped(ctx.k, self.0) {
+            let data = self.read(ctx, io, count)?;
+            ctx.k.mm.write(ctx.mem, va, &data)?;
+            return Ok(data.len());
+        }
+        let k = &mut *ctx.k;
+        let node = k.vfs.tmp.inode(self.0).ok_or(Errno::EBADF)?;
+        let len = node.data.len() as u64;
+        let s = io.at().min(len) as usize;
+        let e = io.at().saturating_add(count as u64).min(len) as usize;
+        let bytes = &node.data[s..e];
+        if let Err(err) = k.mm.write(ctx.mem, va, bytes) {
+            // Up to the first page that cannot be written, as Linux
+            // copies: a short count, or EFAULT for none.
+            let mut done = 0;
+            while done < bytes.len() {
+                let cur = va + done as u64;
+                let n = ((PAGE_SIZE - cur % PAGE_SIZE) as usize).min(bytes.len() - done);
+                if k.mm.write(ctx.mem, cur, &bytes[done..done + n]).is_err() {
+                    break;
+                }
+                done += n;
+            }
+            return if done > 0 { Ok(done) } else { Err(err.into()) };
+        }
+        Ok(e - s)
+    }
+
+    fn write_user(&self, ctx: &mut Ctx, io: Io, va: u64, len: usize) -> Result<usize, SysError> {
+        let at = self.write_start(ctx, io, len)?;
+        // Room for all of it at once (as far as the disk limit goes): no
+        // regrowth, each a copy of what the file holds, along the way.
+        ctx.k.vfs.tmp.reserve(self.0, at.saturating_add(len as u64));
+        // Staged through a small buffer that stays in cache: the bytes
+        // were copied twice over freshly faulted host memory before (a
+        // buffer as large as the write, then the file).
+        let mut chunk = vec![0u8; len.min(WRITE_STAGE)];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len());
+            let from = va + done as u64;
+            // Up to the first page that cannot be read, as Linux copies.
+            let (got, fault) = match ctx.k.mm.read(ctx.mem, from, &mut chunk[..n]) {
+                Ok(()) => (n, None),
+                Err(e) => (readable_prefix(ctx, from, &mut chunk[..n]), Some(e)),
+            };
+            let stored = if got > 0 {
+                self.store(ctx, at + done as u64, &chunk[..got])
+            } else {
+                Err(fault.unwrap_or(Errno::EFAULT).into())
+            };
+            match stored {
+                Ok(m) => done += m,
+                // What was written stays written: a short count.
+                Err(_) if done > 0 => break,
+                Err(e) => return Err(e),
+            }
+            if fault.is_some() {
+                break;
+            }
+        }
+        self.wrote(ctx, io, at, done)?;
+        Ok(done)
     }
 
     fn node(&self, _ctx: &Ctx, _f: &OpenFile) -> Option<Node> {

@@ -179,6 +179,19 @@ impl Tmpfs {
         }
     }
 
+    /// Make room for file `ino` to grow to `end` bytes, where the disk
+    /// limit would let it (a write about to fill it in pieces).
+    pub fn reserve(&mut self, ino: u64, end: u64) {
+        let room = self.limit.saturating_sub(self.bytes);
+        let Some(node) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        let grow = end.saturating_sub(node.data.len() as u64);
+        if grow > 0 && grow <= room {
+            Arc::make_mut(&mut node.data).reserve(grow as usize);
+        }
+    }
+
     /// Write `buf` at `offset` (extending with zeros as needed).
     pub fn write(
         &mut self,

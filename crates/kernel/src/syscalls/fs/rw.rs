@@ -11,8 +11,14 @@ use crate::fd::OpenFile;
 use crate::file::{verify_area, Io};
 use crate::syscalls::{Args, Ctx, SysError, SysResult};
 
-/// Most bytes one read or write transfers (callers loop on short counts).
+/// Most bytes one read or write staged in a buffer of the VMM transfers
+/// (callers loop on short counts).
 pub(crate) const MAX_IO: usize = 4 << 20;
+
+/// Most bytes any one read or write transfers (Linux's MAX_RW_COUNT), for
+/// files that copy between guest memory and their own bytes directly
+/// (`FileOps::read_user`); the others stop at MAX_IO.
+pub(crate) const MAX_RW_COUNT: usize = 0x7fff_f000;
 
 const IOV_MAX: u64 = 1024;
 
@@ -56,6 +62,53 @@ pub(crate) fn do_write(
     f.kind.clone().with_ops(|ops| ops.write(ctx, io, data))
 }
 
+/// read(2) and pread(2): up to `count` bytes of `fd` into guest memory at
+/// `va`, without staging them in a buffer where the file allows
+/// (`FileOps::read_user`).
+fn do_read_user(
+    ctx: &mut Ctx,
+    fd: i32,
+    va: u64,
+    count: usize,
+    pos: Option<u64>,
+) -> Result<usize, SysError> {
+    let count = count.min(MAX_RW_COUNT);
+    let f = ctx.k.fds.get(fd)?;
+    if !f.readable() {
+        return Err(Errno::EBADF.into());
+    }
+    let io = io_of(fd, f, pos);
+    f.kind.clone().with_ops(|ops| {
+        if ops.has_offset() {
+            verify_area(io.at(), count)?;
+        }
+        let n = ops.read_user(ctx, io, va, count)?;
+        if pos.is_none() && ops.has_offset() {
+            ctx.k.fds.get_mut(fd)?.offset = io.offset + n as u64;
+        }
+        Ok(n)
+    })
+}
+
+/// write(2) and pwrite(2), as `do_read_user`.
+fn do_write_user(
+    ctx: &mut Ctx,
+    fd: i32,
+    va: u64,
+    len: usize,
+    pos: Option<u64>,
+) -> Result<usize, SysError> {
+    let len = len.min(MAX_RW_COUNT);
+    let f = ctx.k.fds.get(fd)?;
+    if !f.writable() {
+        return Err(Errno::EBADF.into());
+    }
+    let io = io_of(fd, f, pos);
+    f.kind
+        .clone()
+        .with_ops(|ops| ops.write_user(ctx, io, va, len))
+}
+
 fn io_of(fd: i32, f: &OpenFile, pos: Option<u64>) -> Io {
     Io {
         fd,
@@ -67,9 +120,7 @@ fn io_of(fd: i32, f: &OpenFile, pos: Option<u64>) -> Io {
 }
 
 pub fn read(ctx: &mut Ctx, a: Args) -> SysResult {
-    let data = do_read(ctx, a.fd(0), a.usize(2), None)?;
-    ctx.k.mm.write(ctx.mem, a.ptr(1), &data)?;
-    Ok(data.len() as u64)
+    Ok(do_read_user(ctx, a.fd(0), a.ptr(1), a.usize(2), None)? as u64)
 }
 
 pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -77,9 +128,7 @@ pub fn pread64(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EINVAL.into());
     }
     check_seekable(ctx, a.fd(0))?;
-    let data = do_read(ctx, a.fd(0), a.usize(2), Some(a.u64(3)))?;
-    ctx.k.mm.write(ctx.mem, a.ptr(1), &data)?;
-    Ok(data.len() as u64)
+    Ok(do_read_user(ctx, a.fd(0), a.ptr(1), a.usize(2), Some(a.u64(3)))? as u64)
 }
 
 fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
@@ -87,9 +136,7 @@ fn check_seekable(ctx: &Ctx, fd: i32) -> Result<(), Errno> {
 }
 
 pub fn write(ctx: &mut Ctx, a: Args) -> SysResult {
-    let len = (a.usize(2)).min(MAX_IO);
-    let data = ctx.k.mm.read_vec(ctx.mem, a.ptr(1), len)?;
-    Ok(do_write(ctx, a.fd(0), &data, None)? as u64)
+    Ok(do_write_user(ctx, a.fd(0), a.ptr(1), a.usize(2), None)? as u64)
 }
 
 pub fn pwrite64(ctx: &mut Ctx, a: Args) -> SysResult {
@@ -97,9 +144,7 @@ pub fn pwrite64(ctx: &mut Ctx, a: Args) -> SysResult {
         return Err(Errno::EINVAL.into());
     }
     check_seekable(ctx, a.fd(0))?;
-    let len = (a.usize(2)).min(MAX_IO);
-    let data = ctx.k.mm.read_vec(ctx.mem, a.ptr(1), len)?;
-    Ok(do_write(ctx, a.fd(0), &data, Some(a.u64(3)))? as u64)
+    Ok(do_write_user(ctx, a.fd(0), a.ptr(1), a.usize(2), Some(a.u64(3)))? as u64)
 }
 
 pub(crate) fn read_iovecs(ctx: &mut Ctx, va: u64, n: u64) -> Result<Vec<Iovec>, Errno> {

@@ -594,7 +594,12 @@ impl Kernel {
     /// and every other pid and tid shifted alike. glibc keeps each thread's
     /// tid in its thread descriptor, at the address the thread registered
     /// with set_tid_address (clear_child_tid): those are rewritten too.
-    pub fn renumber(&mut self, mem: &zeroboot_vmm::GuestMemory, new_pid: u32) {
+    pub fn renumber(
+        &mut self,
+        mem: &zeroboot_vmm::GuestMemory,
+        tables: Option<&zeroboot_vmm::GuestMemory>,
+        new_pid: u32,
+    ) {
         let base = self.init_pid;
         let f = |id: u32| if id >= base { id - base + new_pid } else { id };
         let fix_proc = |p: &mut Process| {
@@ -623,7 +628,12 @@ impl Kernel {
             .map(|t| (t.clear_child_tid, t.tid))
             .collect();
         for (addr, tid) in tids {
-            if addr != 0 {
+            if addr == 0 {
+                continue;
+            }
+            let via =
+                tables.and_then(|t| self.mm.write_via(t, mem, addr, &tid.to_le_bytes(), false));
+            if via.is_none() {
                 let _ = self.mm.write_obj(mem, addr, &tid);
             }
         }

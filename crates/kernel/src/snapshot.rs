@@ -119,8 +119,11 @@ impl Sandbox {
         let (vm, mut vcpu) = Vm::with_vcpu(&mem, snap.mem_len, true)?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&snap.vcpu)?;
-        let mut k = snap.fork_kernel(&mem, opts);
-        crate::vdso::rebase(&mut k, &mem, vcpu.tsc());
+        // The fork's memory is the template's: the VMM's page-table walks
+        // below read the template's view, not the fork's own mapping.
+        let view = snap.template_view().ok();
+        let mut k = snap.fork_kernel(&mem, view, opts);
+        crate::vdso::rebase_via(&mut k, &mem, view, vcpu.tsc());
         let host = Host::get()?;
         let mut sb = Sandbox::from_parts(mem, vm, vcpu, k, host.xsave_size(), initial_xsave);
         sb.resettable = true;
@@ -129,8 +132,15 @@ impl Sandbox {
 }
 
 impl Snapshot {
-    /// The kernel state of a new fork (or reset) with `opts`.
-    pub(crate) fn fork_kernel(&self, mem: &GuestMemory, opts: ForkOptions) -> Kernel {
+    /// The kernel state of a new fork (or reset) with `opts`; `tables`: a
+    /// memory with the same page tables as `mem` to walk them in
+    /// (`AddressSpace::write_via`).
+    pub(crate) fn fork_kernel(
+        &self,
+        mem: &GuestMemory,
+        tables: Option<&GuestMemory>,
+        opts: ForkOptions,
+    ) -> Kernel {
         let mut k = self.kernel.clone();
         k.stdout = opts.stdout;
         k.stderr = opts.stderr;
@@ -160,7 +170,7 @@ impl Snapshot {
         }
         // Limit hits are counted per execution.
         k.clear_limit_hits();
-        k.renumber(mem, next_fork_pid());
+        k.renumber(mem, tables, next_fork_pid());
         k.control.outbox.clear();
         k.control.inbox.clear();
         k.control.inbox.extend(opts.request);

@@ -205,6 +205,17 @@ pub fn map(k: &mut Kernel, mem: &GuestMemory) -> Result<u64, Errno> {
 /// Take a new clock sample for a vCPU whose TSC relates to the host's as
 /// `tsc` says (a new or reset VM), and give it to every process.
 pub fn rebase(k: &mut Kernel, mem: &GuestMemory, tsc: Option<TscInfo>) {
+    rebase_via(k, mem, None, tsc)
+}
+
+/// `rebase`, walking the page tables in `tables` where given (a new
+/// fork's template: `AddressSpace::write_via`).
+pub fn rebase_via(
+    k: &mut Kernel,
+    mem: &GuestMemory,
+    tables: Option<&GuestMemory>,
+    tsc: Option<TscInfo>,
+) {
     k.clock = Clock::sample_from(tsc, k.clock.frozen_mono_ns);
     let data = k.clock.vvar();
     let mut spaces = vec![&mut k.mm];
@@ -217,7 +228,10 @@ pub fn rebase(k: &mut Kernel, mem: &GuestMemory, tsc: Option<TscInfo>) {
             .find(mm.vvar)
             .is_some_and(|v| v.start == mm.vvar && &*v.name == "[vvar]");
         if mm.vvar != 0 && intact {
-            let _ = mm.write_forced(mem, mm.vvar, data.as_bytes());
+            let via = tables.and_then(|t| mm.write_via(t, mem, mm.vvar, data.as_bytes(), true));
+            if via.is_none() {
+                let _ = mm.write_forced(mem, mm.vvar, data.as_bytes());
+            }
         }
     }
 }

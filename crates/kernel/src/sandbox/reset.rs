@@ -173,7 +173,7 @@ impl Sandbox {
             return false;
         }
         let t0 = std::time::Instant::now();
-        self.k = snap.fork_kernel(&self.mem, opts);
+        self.k = snap.fork_kernel(&self.mem, None, opts);
         crate::vdso::rebase(&mut self.k, &self.mem, self.vcpu.tsc());
         self.last_fault = Default::default();
         self.last_reset.kernel_ns = t0.elapsed().as_nanos() as u64;

@@ -41,13 +41,13 @@ pub fn file_object(k: &mut Kernel, mem: &GuestMemory, ino: u64) -> Result<u64, E
     Ok(id)
 }
 
-/// The object holding file `ino`'s pages, if it is shared-mapped.
 /// Whether the tmpfs file `ino` is mapped shared somewhere (its bytes then
 /// live in the object's frames: `read` and `written`).
 pub fn mapped(k: &Kernel, ino: u64) -> bool {
     object_of(k, ino).is_some()
 }
 
+/// The object holding file `ino`'s pages, if it is shared-mapped.
 fn object_of(k: &Kernel, ino: u64) -> Option<u64> {
     k.vfs
         .tmp

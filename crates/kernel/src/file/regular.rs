@@ -74,19 +74,20 @@ impl FileOps for ImageFile<'_> {
     }
 }
 
-/// How much of `buf.len()` bytes at `va` reads into `buf`, page by page,
-/// before the first page that does not.
-fn readable_prefix(ctx: &mut Ctx, va: u64, buf: &mut [u8]) -> usize {
+/// Of `len` bytes of guest memory at `va`, how many `copy` (called with
+/// a page's address and its range of the `len` bytes, in order) moves
+/// before the first page it cannot: where a transfer stops short, as
+/// Linux copies up to the first unmapped page.
+fn page_prefix(
+    va: u64,
+    len: usize,
+    mut copy: impl FnMut(u64, std::ops::Range<usize>) -> bool,
+) -> usize {
     let mut done = 0;
-    while done < buf.len() {
+    while done < len {
         let cur = va + done as u64;
-        let n = ((PAGE_SIZE - cur % PAGE_SIZE) as usize).min(buf.len() - done);
-        if ctx
-            .k
-            .mm
-            .read(ctx.mem, cur, &mut buf[done..done + n])
-            .is_err()
-        {
+        let n = ((PAGE_SIZE - cur % PAGE_SIZE) as usize).min(len - done);
+        if !copy(cur, done..done + n) {
             break;
         }
         done += n;
@@ -178,17 +179,10 @@ impl FileOps for TmpFile {
         let e = io.at().saturating_add(count as u64).min(len) as usize;
         let bytes = &node.data[s..e];
         if let Err(err) = k.mm.write(ctx.mem, va, bytes) {
-            // Up to the first page that cannot be written, as Linux
-            // copies: a short count, or EFAULT for none.
-            let mut done = 0;
-            while done < bytes.len() {
-                let cur = va + done as u64;
-                let n = ((PAGE_SIZE - cur % PAGE_SIZE) as usize).min(bytes.len() - done);
-                if k.mm.write(ctx.mem, cur, &bytes[done..done + n]).is_err() {
-                    break;
-                }
-                done += n;
-            }
+            // A short count, or EFAULT for none.
+            let done = page_prefix(va, bytes.len(), |cur, r| {
+                k.mm.write(ctx.mem, cur, &bytes[r]).is_ok()
+            });
             return if done > 0 { Ok(done) } else { Err(err.into()) };
         }
         Ok(e - s)
@@ -210,7 +204,13 @@ impl FileOps for TmpFile {
             // Up to the first page that cannot be read, as Linux copies.
             let (got, fault) = match ctx.k.mm.read(ctx.mem, from, &mut chunk[..n]) {
                 Ok(()) => (n, None),
-                Err(e) => (readable_prefix(ctx, from, &mut chunk[..n]), Some(e)),
+                Err(e) => {
+                    let part = &mut chunk[..n];
+                    let got = page_prefix(from, n, |cur, r| {
+                        ctx.k.mm.read(ctx.mem, cur, &mut part[r]).is_ok()
+                    });
+                    (got, Some(e))
+                }
             };
             let stored = if got > 0 {
                 self.store(ctx, at + done as u64, &chunk[..got])

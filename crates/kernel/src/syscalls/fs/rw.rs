@@ -8,7 +8,7 @@ use zeroboot_abi::structs::Iovec;
 use zeroboot_abi::Errno;
 
 use crate::fd::OpenFile;
-use crate::file::{verify_area, Io};
+use crate::file::{verify_area, FileOps, Io};
 use crate::syscalls::{Args, Ctx, SysError, SysResult};
 
 /// Most bytes one read or write staged in a buffer of the VMM transfers
@@ -22,14 +22,16 @@ pub(crate) const MAX_RW_COUNT: usize = 0x7fff_f000;
 
 const IOV_MAX: u64 = 1024;
 
-/// Read up to `count` bytes from `fd` (at `pos`, or the file offset).
-pub(crate) fn do_read(
+/// A read of up to `count` bytes from `fd` (at `pos`, or the file offset)
+/// by `op`, which answers what it returns and the bytes it moved: the
+/// access mode, the offset checks and the offset's advance around it.
+fn read_op<T>(
     ctx: &mut Ctx,
     fd: i32,
     count: usize,
     pos: Option<u64>,
-) -> Result<Vec<u8>, SysError> {
-    let count = count.min(MAX_IO);
+    op: impl FnOnce(&dyn FileOps, &mut Ctx, Io, usize) -> Result<(T, usize), SysError>,
+) -> Result<T, SysError> {
     let f = ctx.k.fds.get(fd)?;
     if !f.readable() {
         return Err(Errno::EBADF.into());
@@ -39,11 +41,41 @@ pub(crate) fn do_read(
         if ops.has_offset() {
             verify_area(io.at(), count)?;
         }
-        let data = ops.read(ctx, io, count)?;
+        let (out, n) = op(ops, ctx, io, count)?;
         if pos.is_none() && ops.has_offset() {
-            ctx.k.fds.get_mut(fd)?.offset = io.offset + data.len() as u64;
+            ctx.k.fds.get_mut(fd)?.offset = io.offset + n as u64;
         }
-        Ok(data)
+        Ok(out)
+    })
+}
+
+/// A write to `fd` by `op` (at `pos`, or the file offset / end for
+/// O_APPEND), after the access-mode check.
+fn write_op(
+    ctx: &mut Ctx,
+    fd: i32,
+    pos: Option<u64>,
+    op: impl FnOnce(&dyn FileOps, &mut Ctx, Io) -> Result<usize, SysError>,
+) -> Result<usize, SysError> {
+    let f = ctx.k.fds.get(fd)?;
+    if !f.writable() {
+        return Err(Errno::EBADF.into());
+    }
+    let io = io_of(fd, f, pos);
+    f.kind.clone().with_ops(|ops| op(ops, ctx, io))
+}
+
+/// Read up to `count` bytes from `fd` (at `pos`, or the file offset).
+pub(crate) fn do_read(
+    ctx: &mut Ctx,
+    fd: i32,
+    count: usize,
+    pos: Option<u64>,
+) -> Result<Vec<u8>, SysError> {
+    read_op(ctx, fd, count.min(MAX_IO), pos, |ops, ctx, io, count| {
+        let data = ops.read(ctx, io, count)?;
+        let n = data.len();
+        Ok((data, n))
     })
 }
 
@@ -54,12 +86,7 @@ pub(crate) fn do_write(
     data: &[u8],
     pos: Option<u64>,
 ) -> Result<usize, SysError> {
-    let f = ctx.k.fds.get(fd)?;
-    if !f.writable() {
-        return Err(Errno::EBADF.into());
-    }
-    let io = io_of(fd, f, pos);
-    f.kind.clone().with_ops(|ops| ops.write(ctx, io, data))
+    write_op(ctx, fd, pos, |ops, ctx, io| ops.write(ctx, io, data))
 }
 
 /// read(2) and pread(2): up to `count` bytes of `fd` into guest memory at
@@ -72,22 +99,16 @@ fn do_read_user(
     count: usize,
     pos: Option<u64>,
 ) -> Result<usize, SysError> {
-    let count = count.min(MAX_RW_COUNT);
-    let f = ctx.k.fds.get(fd)?;
-    if !f.readable() {
-        return Err(Errno::EBADF.into());
-    }
-    let io = io_of(fd, f, pos);
-    f.kind.clone().with_ops(|ops| {
-        if ops.has_offset() {
-            verify_area(io.at(), count)?;
-        }
-        let n = ops.read_user(ctx, io, va, count)?;
-        if pos.is_none() && ops.has_offset() {
-            ctx.k.fds.get_mut(fd)?.offset = io.offset + n as u64;
-        }
-        Ok(n)
-    })
+    read_op(
+        ctx,
+        fd,
+        count.min(MAX_RW_COUNT),
+        pos,
+        |ops, ctx, io, count| {
+            let n = ops.read_user(ctx, io, va, count)?;
+            Ok((n, n))
+        },
+    )
 }
 
 /// write(2) and pwrite(2), as `do_read_user`.
@@ -99,14 +120,9 @@ fn do_write_user(
     pos: Option<u64>,
 ) -> Result<usize, SysError> {
     let len = len.min(MAX_RW_COUNT);
-    let f = ctx.k.fds.get(fd)?;
-    if !f.writable() {
-        return Err(Errno::EBADF.into());
-    }
-    let io = io_of(fd, f, pos);
-    f.kind
-        .clone()
-        .with_ops(|ops| ops.write_user(ctx, io, va, len))
+    write_op(ctx, fd, pos, |ops, ctx, io| {
+        ops.write_user(ctx, io, va, len)
+    })
 }
 
 fn io_of(fd: i32, f: &OpenFile, pos: Option<u64>) -> Io {

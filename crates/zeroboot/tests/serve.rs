@@ -564,7 +564,9 @@ fn killed_sandboxes_vms_are_torn_down_by_the_reaper_and_nothing_leaks() {
         for id in &ids {
             assert_eq!(run_in(&s, id, "print(1)"), "1\n");
         }
-        let with = vm_fds(pid);
+        // Once the workers' refill of idle and spare forks has settled
+        // too (under a loaded test run it could land after the kills).
+        let with = settled_vm_fds(pid);
         for id in &ids {
             kill(id);
         }

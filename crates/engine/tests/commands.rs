@@ -214,6 +214,28 @@ fn bad_commands_get_clear_errors() {
 }
 
 #[test]
+fn a_command_started_just_before_a_fork_runs_in_the_copy() {
+    let mut src = live();
+    let r = src
+        .run("x = 6 * 7", Duration::from_secs(20), 1 << 20)
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    // A first fork makes the source's layer; the start below then
+    // changes its memory (the new process's stack and page tables) with
+    // no run in between, and the next fork must carry that change.
+    let first = src.fork(1).unwrap().pop().unwrap().unwrap();
+    drop(first);
+    let pid = src.start(sh("echo started at $((6 * 7))")).unwrap();
+    let mut copy = src.fork(1).unwrap().pop().unwrap().unwrap();
+    let s = drive(&mut copy, pid, Duration::from_secs(20));
+    assert_eq!(s.exit_code, Some(0), "{s:?}");
+    assert_eq!(String::from_utf8_lossy(&s.stdout), "started at 42\n");
+    // The source runs it too, alone.
+    let s = drive(&mut src, pid, Duration::from_secs(20));
+    assert_eq!(String::from_utf8_lossy(&s.stdout), "started at 42\n");
+}
+
+#[test]
 fn commands_and_code_share_the_sandbox() {
     let mut sb = live();
     let r = sb

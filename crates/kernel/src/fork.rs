@@ -59,7 +59,16 @@ impl Sandbox {
         // the VMM, which writes only frames its allocator handed out and
         // the fixed structures below them.
         let used = self.vm.registered().max(self.k.mm.frames.high_water());
-        let mut pages = self.mem.private_pages_below(used)?;
+        // Neither the vCPU nor the VMM wrote this memory since the last
+        // freeze made its layer (a source forked again without running in
+        // between): the layer is still all it has of its own, and the
+        // page map need not be read.
+        let unchanged = !self.mem.written() && self.mem.layer().is_some();
+        let mut pages = if unchanged {
+            Vec::new()
+        } else {
+            self.mem.private_pages_below(used)?
+        };
         let layer = match self.mem.layer() {
             // Nothing written since the last freeze: its layer is this
             // memory as it is (the source maps it too, `adopt_layer`).
@@ -85,6 +94,8 @@ impl Sandbox {
                 layer
             }
         };
+        // The layer holds what this memory has of its own as of now.
+        self.mem.clear_written();
         let mut kernel = self.k.clone();
         kernel.clock.freeze();
         kernel.stdout = Sink::capture(0);

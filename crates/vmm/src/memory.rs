@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vm_memory::bitmap::BitmapSlice;
@@ -141,6 +141,11 @@ pub struct GuestMemory {
     /// Pages the VMM wrote, when tracking is on: KVM's dirty log sees only
     /// the guest's own writes.
     dirty: Option<DirtyMap>,
+    /// Something may have written this memory since `clear_written`: the
+    /// VMM (every write helper sets it) or a vCPU (`note_run`). A freeze
+    /// that finds it clear knows the page map has not changed (the host's
+    /// page map costs ~0.2 ms to read for 128 MiB).
+    written: AtomicBool,
 }
 
 /// The pages a live sandbox had made its own when it was forked, copied
@@ -316,6 +321,7 @@ impl GuestMemory {
             file_len: size,
             private: flags & libc::MAP_PRIVATE != 0,
             dirty: None,
+            written: AtomicBool::new(true),
         })
     }
 
@@ -373,6 +379,7 @@ impl GuestMemory {
             file_len,
             private: true,
             dirty: None,
+            written: AtomicBool::new(true),
         })
     }
 
@@ -551,6 +558,7 @@ impl GuestMemory {
     }
 
     fn mark(&self, gpa: u64, len: usize) {
+        self.written.store(true, Ordering::Relaxed);
         if let Some(d) = &self.dirty {
             if len == 0 {
                 return;
@@ -561,6 +569,22 @@ impl GuestMemory {
                 d.mark(p);
             }
         }
+    }
+
+    /// A vCPU is about to run on this memory: it may write any page.
+    pub fn note_run(&self) {
+        self.written.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the VMM or a vCPU may have written this memory since the
+    /// last `clear_written` (true for new memory).
+    pub fn written(&self) -> bool {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Start watching for writes afresh (see `written`).
+    pub fn clear_written(&self) {
+        self.written.store(false, Ordering::Relaxed);
     }
 
     /// Page numbers the VMM wrote since the last call (clears the record).
@@ -1011,6 +1035,38 @@ mod tests {
         assert!(m.read_u64((2 << 20) - 4).is_err());
         assert!(m.write(u64::MAX - 2, &[1, 2, 3, 4]).is_err());
         assert!(GuestMemory::new(12345).is_err());
+    }
+
+    #[test]
+    fn every_write_and_every_run_is_noted_until_cleared() {
+        let m = GuestMemory::new(2 << 20).unwrap();
+        let src = GuestMemory::new(2 << 20).unwrap();
+        src.write_u64(0x1000, 5).unwrap();
+        // New memory counts as written.
+        assert!(m.written());
+        let writes: [&dyn Fn(&GuestMemory); 7] = [
+            &|m| m.write(0x10, &[1]).unwrap(),
+            &|m| m.write_u64(0x20, 2).unwrap(),
+            &|m| m.zero(0x30, 8).unwrap(),
+            &|m| m.zero_page(0x1000).unwrap(),
+            &|m| m.copy_page_from(&src, 0x2000).unwrap(),
+            &|m| assert!(m.restore_page_from(&src, 0x1000).unwrap()),
+            &|m| m.note_run(),
+        ];
+        for (i, w) in writes.iter().enumerate() {
+            // Not zero, and not `src`'s: each write above changes it.
+            m.write_u64(0x1000, 9).unwrap();
+            m.clear_written();
+            let _ = m.read_u64(0x10).unwrap();
+            assert!(!m.written(), "a read is no write ({i})");
+            w(&m);
+            assert!(m.written(), "write {i} was not noted");
+        }
+        // A restore of a page that is already equal writes nothing.
+        m.copy_page_from(&src, 0x1000).unwrap();
+        m.clear_written();
+        assert!(!m.restore_page_from(&src, 0x1000).unwrap());
+        assert!(!m.written());
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl Vcpu {
                 return Ok(Exit::Exception(fault));
             }
         }
+        mem.note_run();
         let res = self.fd.run();
         // A kick that came before this point is the caller's to see (it
         // looks at the time before it runs again); a later one must stop

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use zeroboot_vmm::layout::USER_END;
-use zeroboot_vmm::{GuestMemory, Host, Layer, VcpuState, Vm};
+use zeroboot_vmm::{GuestMemory, Host, Layer, Shape, VcpuState, Vm};
 
 use crate::kernel::{Kernel, Sink};
 use crate::sandbox::{Sandbox, SandboxError};
@@ -115,13 +115,22 @@ impl Sandbox {
     /// A new sandbox that continues from `frozen`: same pids, memory,
     /// files and descriptors as the source had when it was frozen.
     pub fn fork_frozen(frozen: &Frozen) -> Result<Sandbox, SandboxError> {
-        let mem = GuestMemory::new_layered(
-            frozen.base.clone(),
-            frozen.base_len,
-            frozen.mem_size,
-            frozen.layer.clone(),
-        )?;
-        let (vm, mut vcpu) = Vm::with_vcpu(&mem, frozen.registered, false)?;
+        // In the place of a VM made ahead for this shape when the pool
+        // has one: no memory-slot change on the fork's path.
+        let shape = Shape::new(frozen.mem_size, frozen.registered, false);
+        let (mem, vm, mut vcpu) = Vm::with_memory(shape, |place| {
+            let (base, layer) = (frozen.base.clone(), frozen.layer.clone());
+            match place {
+                Some(held) => GuestMemory::new_cow_in(
+                    held,
+                    base,
+                    frozen.base_len,
+                    frozen.mem_size,
+                    Some(layer),
+                ),
+                None => GuestMemory::new_layered(base, frozen.base_len, frozen.mem_size, layer),
+            }
+        })?;
         let initial_xsave = vcpu.xsave_bytes()?;
         vcpu.restore_state(&frozen.vcpu)?;
         let mut k = frozen.kernel.clone();

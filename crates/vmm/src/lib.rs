@@ -21,9 +21,9 @@ pub mod vcpu;
 pub mod vm;
 
 pub use kick::{ExitFlag, Kicker};
-pub use memory::{GuestMemory, Layer, MemoryError};
+pub use memory::{GuestMemory, Layer, MemoryError, Reserved};
 pub use paging::{FrameAllocator, PageTables, PagingError};
 pub use pool::VmPool;
 pub use tsc::TscInfo;
 pub use vcpu::{ExceptionFrame, Exit, Vcpu, VcpuError, VcpuState};
-pub use vm::{Blank, Host, Vm, VmError};
+pub use vm::{Blank, Host, Shape, Vm, VmError};

@@ -34,6 +34,8 @@ pub enum MemoryError {
     PageMap(#[source] io::Error),
     #[error("guest-physical range {gpa:#x}+{len:#x} is outside guest memory")]
     OutOfRange { gpa: u64, len: usize },
+    #[error("another mapping took the host address range held for guest memory")]
+    Taken,
 }
 
 /// An anonymous host mapping this crate made and unmaps on drop.
@@ -55,6 +57,38 @@ impl Drop for Reservation {
         unsafe {
             libc::munmap(self.addr as *mut libc::c_void, self.len);
         }
+    }
+}
+
+/// Host address space held for guest memory that is not made yet: a VM
+/// made ahead of need registers its memory slots over it (`vm::Blank`),
+/// and the memory is mapped in its place later (`new_cow_in`), so
+/// that registering the slots (which waits for KVM's SRCU grace period,
+/// 0.1-0.6 ms here) is off the fork's path. Unmapped on drop.
+pub struct Reserved(Reservation);
+
+impl Reserved {
+    /// `len` bytes of inaccessible address space.
+    pub fn new(len: u64) -> io::Result<Reserved> {
+        let addr = anonymous(len, libc::PROT_NONE)?;
+        Ok(Reserved(Reservation {
+            addr: addr as *mut u8,
+            len: len as usize,
+        }))
+    }
+
+    /// Its host address.
+    pub fn addr(&self) -> u64 {
+        self.0.addr as u64
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.0.len as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
     }
 }
 
@@ -334,19 +368,24 @@ impl GuestMemory {
         if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
             return Err(MemoryError::BadSize(file_len));
         }
-        Self::cow_over(file, file_len, size, None)
+        Self::cow_over(file, file_len, size, None, None)
     }
 
-    /// As `new_cow`, with `layer`'s runs mapped over it (`new_layered`).
+    /// As `new_cow`, with `layer`'s runs mapped over it (`new_layered`);
+    /// in place of `at` if given (`new_cow_in`).
     fn cow_over(
         file: Arc<File>,
         file_len: u64,
         size: u64,
         layer: Option<Arc<Layer>>,
+        at: Option<Reserved>,
     ) -> Result<Self, MemoryError> {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let pieces = pieces(&file, file_len, size, layer.as_deref())?;
-        let addr = map_pieces(size, &pieces).map_err(MemoryError::Memfd)?;
+        let addr = match at {
+            Some(held) => map_pieces_in(held, size, &pieces)?,
+            None => map_pieces(size, &pieces).map_err(MemoryError::Memfd)?,
+        };
         let reservation = Reservation {
             addr: addr as *mut u8,
             len: size as usize,
@@ -397,7 +436,26 @@ impl GuestMemory {
         if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
             return Err(MemoryError::BadSize(file_len));
         }
-        Self::cow_over(file, file_len, size, Some(layer))
+        Self::cow_over(file, file_len, size, Some(layer), None)
+    }
+
+    /// As `new_cow` (with `layer`: `new_layered`), mapped in place of
+    /// `held`, which must be `size` bytes long: the memory's host address
+    /// is `held.addr()`. `Taken` when another mapping got into the range
+    /// while it was being replaced (nothing of this memory is left mapped
+    /// then).
+    pub fn new_cow_in(
+        held: Reserved,
+        file: Arc<File>,
+        file_len: u64,
+        size: u64,
+        layer: Option<Arc<Layer>>,
+    ) -> Result<Self, MemoryError> {
+        check_size(size)?;
+        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
+            return Err(MemoryError::BadSize(file_len));
+        }
+        Self::cow_over(file, file_len, size, layer, Some(held))
     }
 
     /// Map `layer`'s runs over this memory, privately (copy-on-write).
@@ -848,6 +906,81 @@ fn pieces(
     Ok(out)
 }
 
+/// A new anonymous private mapping of `len` bytes with `prot`, where the
+/// kernel chooses.
+fn anonymous(len: u64, prot: i32) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a new mapping at an address the kernel chooses; nothing
+    // else refers to it.
+    let r = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Map one piece (see `pieces`) at `base + off`, where `fixed` allows:
+/// into a hole (MAP_FIXED_NOREPLACE fails rather than replace anything),
+/// or over a range of our own reservation (MAP_FIXED).
+fn map_piece(base: u64, off: u64, len: u64, b: Backing, fixed: i32) -> io::Result<()> {
+    let (fd, flags, foff) = match b {
+        Backing::Fresh => (-1, libc::MAP_ANONYMOUS, 0),
+        Backing::File(fd) => (fd, 0, off as libc::off_t),
+    };
+    let at = (base + off) as *mut libc::c_void;
+    // SAFETY: maps `len` bytes at `at` only where `fixed` allows (see
+    // above); the file offset is the piece's guest offset, inside the
+    // file (the template is at least `file_len` long, a layer the
+    // memory's size).
+    let r = unsafe {
+        libc::mmap(
+            at,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE | flags | fixed,
+            fd,
+            foff,
+        )
+    };
+    if r == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if r != at {
+        // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+        // SAFETY: `r` is the mapping just made, of `len` bytes.
+        unsafe { libc::munmap(r, len as usize) };
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    Ok(())
+}
+
+/// Map `pieces` into the hole at `base`, each with MAP_FIXED_NOREPLACE;
+/// on failure (EEXIST: another thread mapped into the hole meanwhile)
+/// what was mapped is unmapped again.
+fn place_pieces(base: u64, pieces: &[(u64, u64, Backing)]) -> io::Result<()> {
+    let mut done = 0;
+    for &(off, len, b) in pieces {
+        if let Err(e) = map_piece(base, off, len, b, libc::MAP_FIXED_NOREPLACE) {
+            if done > 0 {
+                // SAFETY: the pieces mapped just before, ours.
+                unsafe { libc::munmap(base as *mut libc::c_void, done as usize) };
+            }
+            return Err(e);
+        }
+        done = off + len;
+    }
+    Ok(())
+}
+
 /// Map `pieces` (see `pieces`) as one private, contiguous host range of
 /// `size` bytes; returns its address. Each piece is mapped into a hole
 /// with MAP_FIXED_NOREPLACE: mapping over a range already mapped would
@@ -858,91 +991,50 @@ fn pieces(
 /// map into it meanwhile, then it is tried again, and at last the range
 /// is built over a reservation as before.
 fn map_pieces(size: u64, pieces: &[(u64, u64, Backing)]) -> io::Result<*mut libc::c_void> {
-    let prot = libc::PROT_READ | libc::PROT_WRITE;
-    let map_at = |base: *mut libc::c_void, off: u64, len: u64, b: Backing, fixed: i32| {
-        let (fd, flags, foff) = match b {
-            Backing::Fresh => (-1, libc::MAP_ANONYMOUS, 0),
-            Backing::File(fd) => (fd, 0, off as libc::off_t),
-        };
-        let at = (base as u64 + off) as *mut libc::c_void;
-        // SAFETY: maps `len` bytes at `at` only where `fixed` allows: a
-        // hole (MAP_FIXED_NOREPLACE fails rather than replace anything),
-        // or a range of our own reservation (MAP_FIXED); the file offset
-        // is the piece's guest offset, inside the file (the template is
-        // at least `file_len` long, a layer the memory's size).
-        let r = unsafe {
-            libc::mmap(
-                at,
-                len as usize,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_NORESERVE | flags | fixed,
-                fd,
-                foff,
-            )
-        };
-        if r == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        if r != at {
-            // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
-            // SAFETY: `r` is the mapping just made, of `len` bytes.
-            unsafe { libc::munmap(r, len as usize) };
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
-        Ok(())
-    };
-    let reserve = |prot| {
-        // SAFETY: a new anonymous private mapping at an address the
-        // kernel chooses; nothing else refers to it.
-        let r = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if r == libc::MAP_FAILED {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
-    };
     if let [(0, _, Backing::Fresh)] = pieces {
-        return reserve(prot);
+        return anonymous(size, libc::PROT_READ | libc::PROT_WRITE);
     }
-    'attempt: for _ in 0..3 {
-        let hole = reserve(libc::PROT_NONE)?;
-        // SAFETY: the reservation just made; nothing refers to it.
-        unsafe { libc::munmap(hole, size as usize) };
-        let mut done = 0;
-        for &(off, len, b) in pieces {
-            if let Err(e) = map_at(hole, off, len, b, libc::MAP_FIXED_NOREPLACE) {
-                if done > 0 {
-                    // SAFETY: the pieces this attempt mapped, ours.
-                    unsafe { libc::munmap(hole, done as usize) };
-                }
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    continue 'attempt;
-                }
-                return Err(e);
-            }
-            done = off + len;
+    for _ in 0..3 {
+        let held = Reserved::new(size)?;
+        let hole = held.addr();
+        drop(held);
+        match place_pieces(hole, pieces) {
+            Ok(()) => return Ok(hole as *mut libc::c_void),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(e),
         }
-        return Ok(hole);
     }
     // Over a reservation of our own, replacing it piece by piece.
-    let base = reserve(libc::PROT_NONE)?;
+    let held = Reserved::new(size)?;
+    let base = held.addr();
     for &(off, len, b) in pieces {
-        if let Err(e) = map_at(base, off, len, b, libc::MAP_FIXED) {
-            // SAFETY: our reservation, with what was mapped over it.
-            unsafe { libc::munmap(base, size as usize) };
-            return Err(e);
-        }
+        // On failure `held` unmaps the reservation with what was mapped
+        // over it.
+        map_piece(base, off, len, b, libc::MAP_FIXED)?;
     }
-    Ok(base)
+    std::mem::forget(held);
+    Ok(base as *mut libc::c_void)
+}
+
+/// `map_pieces` in place of `held` (`size` bytes): the reservation is
+/// unmapped (one MMU-notifier round, as `map_pieces` pays to find a
+/// hole) and the pieces are mapped into the hole it leaves; `Taken` if
+/// another thread mapped into it meanwhile.
+fn map_pieces_in(
+    held: Reserved,
+    size: u64,
+    pieces: &[(u64, u64, Backing)],
+) -> Result<*mut libc::c_void, MemoryError> {
+    if held.len() != size {
+        return Err(MemoryError::BadSize(held.len()));
+    }
+    let base = held.addr();
+    drop(held);
+    match place_pieces(base, pieces) {
+        Ok(()) => Ok(base as *mut libc::c_void),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Err(MemoryError::Taken),
+        Err(e) => Err(MemoryError::Memfd(e)),
+    }
 }
 
 /// An anonymous memory file (unsealed: a sandbox's memory grows in slot
@@ -1067,6 +1159,27 @@ mod tests {
         m.clear_written();
         assert!(!m.restore_page_from(&src, 0x1000).unwrap());
         assert!(!m.written());
+    }
+
+    #[test]
+    fn memory_made_in_a_held_place_is_there_and_copy_on_write() {
+        let t = GuestMemory::new(4 << 20).unwrap();
+        t.write_u64(0x1000, 11).unwrap();
+        let held = Reserved::new(4 << 20).unwrap();
+        let addr = held.addr();
+        let m = GuestMemory::new_cow_in(held, t.file().clone(), 2 << 20, 4 << 20, None).unwrap();
+        assert_eq!(m.host_address(), addr);
+        assert_eq!(m.read_u64(0x1000).unwrap(), 11);
+        m.write_u64(0x1000, 12).unwrap();
+        m.write_u64(0x30_0000, 13).unwrap();
+        assert_eq!(t.read_u64(0x1000).unwrap(), 11);
+        assert_eq!(m.private_pages().unwrap(), vec![1, 0x300]);
+        // A place of another size is refused, and released.
+        let held = Reserved::new(2 << 20).unwrap();
+        assert!(matches!(
+            GuestMemory::new_cow_in(held, t.file().clone(), 2 << 20, 4 << 20, None),
+            Err(MemoryError::BadSize(_))
+        ));
     }
 
     #[test]

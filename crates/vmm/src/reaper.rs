@@ -14,6 +14,11 @@
 //!
 //! The queue is bounded: when the reaper lags, the value is dropped inline
 //! as before, so a burst of kills cannot pile up fds or memory.
+//!
+//! A value is torn down no sooner than `GRACE` after it was queued: an
+//! unmap holds the process's mmap lock for writing, and a client's next
+//! call after a kill (often a fork or a create, which map memory) would
+//! otherwise wait for it.
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -29,7 +34,12 @@ pub const DEFAULT_CAPACITY: usize = 256;
 /// What runs first on the reaper's thread (e.g. its seccomp filter).
 pub type Setup = crate::pool::Setup;
 
-type Item = Box<dyn Send>;
+/// How long a queued value waits before it is torn down (see the module's
+/// documentation; `pool::REFILL_GRACE` has the measurement).
+pub const GRACE: Duration = Duration::from_millis(5);
+
+/// A value to drop, and when it was queued.
+type Item = (Instant, Box<dyn Send>);
 
 /// Counters of a reaper.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,7 +98,10 @@ impl Reaper {
     }
 
     fn drain(&self, rx: Receiver<Item>) {
-        while let Ok(item) = rx.recv() {
+        while let Ok((at, item)) = rx.recv() {
+            if let Some(wait) = GRACE.checked_sub(at.elapsed()) {
+                std::thread::sleep(wait);
+            }
             drop(item);
             self.reaped.fetch_add(1, Ordering::SeqCst);
             let _g = self.idle.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -98,7 +111,7 @@ impl Reaper {
 
     /// Drop `value` on the reaper's thread, or here if its queue is full.
     pub fn reap<T: Send + 'static>(&self, value: T) {
-        match self.tx.try_send(Box::new(value)) {
+        match self.tx.try_send((Instant::now(), Box::new(value))) {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::SeqCst);
             }

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VmFd};
 
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, MemoryError, Reserved};
 use crate::reaper::Deferred;
 use crate::vcpu::Vcpu;
 
@@ -31,6 +31,10 @@ pub enum VmError {
     Unavailable(String),
     #[error("creating the vCPU failed")]
     Vcpu(#[from] crate::vcpu::VcpuError),
+    #[error("guest memory")]
+    Memory(#[from] crate::memory::MemoryError),
+    #[error("holding host address space for guest memory")]
+    Reserve(#[source] std::io::Error),
 }
 
 /// Process-wide KVM state.
@@ -202,6 +206,45 @@ pub struct Blank {
     /// The manual dirty-log protection is on.
     manual_log: bool,
     vcpu: Vcpu,
+    /// Its guest memory's place, when made for a shape (`create_for`).
+    place: Option<Place>,
+}
+
+/// What a VM made ahead of need can be made for: guest memory of `size`
+/// bytes with its first `registered` bytes in one KVM slot, with or
+/// without the dirty log (`Vm::over`'s first slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub size: u64,
+    pub registered: u64,
+    pub log_dirty: bool,
+}
+
+impl Shape {
+    /// The shape `Vm::with_vcpu(mem, initial, log_dirty)` gives a VM over
+    /// memory of `size` bytes.
+    pub fn new(size: u64, initial: u64, log_dirty: bool) -> Shape {
+        Shape {
+            size,
+            registered: first_slot(initial).min(size),
+            log_dirty,
+        }
+    }
+
+    /// Whether a VM of this shape serves a request for `want`: the same
+    /// memory size and log, and at least as much registered.
+    pub fn serves(&self, want: &Shape) -> bool {
+        self.size == want.size
+            && self.log_dirty == want.log_dirty
+            && self.registered >= want.registered
+    }
+}
+
+/// Host address space held for a VM's guest memory, with its first slot
+/// registered over it (see `memory::Reserved`).
+struct Place {
+    held: Reserved,
+    shape: Shape,
 }
 
 impl Blank {
@@ -213,8 +256,49 @@ impl Blank {
             fd,
             manual_log,
             vcpu,
+            place: None,
         })
     }
+
+    /// As `create`, with host address space held for guest memory of
+    /// `shape` and its first slot registered over it: a VM that
+    /// `Vm::with_memory` finishes without a KVM memory-slot change.
+    pub fn create_for(host: &Host, shape: Shape) -> Result<Blank, VmError> {
+        if shape.registered > shape.size || shape.registered == 0 {
+            return Err(VmError::Memory(MemoryError::BadSize(shape.registered)));
+        }
+        let mut b = Blank::create(host)?;
+        let held = Reserved::new(shape.size).map_err(VmError::Reserve)?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: if shape.log_dirty {
+                kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
+            guest_phys_addr: 0,
+            memory_size: shape.registered,
+            userspace_addr: held.addr(),
+        };
+        // SAFETY: the region lies inside `held` (checked above), an
+        // inaccessible mapping the blank keeps; no vCPU runs before guest
+        // memory is mapped in its place (`Vm::with_memory`), and a blank
+        // dropped unused never runs.
+        unsafe { b.fd.set_user_memory_region(region) }.map_err(VmError::MemorySlot)?;
+        b.place = Some(Place { held, shape });
+        Ok(b)
+    }
+
+    /// The shape it was made for, if any.
+    pub fn shape(&self) -> Option<Shape> {
+        self.place.as_ref().map(|p| p.shape)
+    }
+}
+
+/// The first slot `Vm::over` registers for `initial` bytes (before the
+/// memory's size caps it).
+fn first_slot(initial: u64) -> u64 {
+    initial.max(SLOT_CHUNK).div_ceil(SLOT_CHUNK) * SLOT_CHUNK
 }
 
 /// Guest memory is registered with KVM in slots of this size as it comes
@@ -280,6 +364,62 @@ impl Vm {
         Ok((vm, blank.vcpu))
     }
 
+    /// A VM with its vCPU over guest memory that `make` maps, with the
+    /// first `shape.registered` bytes registered. The memory is mapped in
+    /// the place of a VM the pool made for this shape when it holds one
+    /// (`make` gets the place; the slot is already registered there), so
+    /// that the fork does not wait for a memory-slot change; else, or if
+    /// the place was taken meanwhile, `make` gets none and the VM is made
+    /// as by `with_vcpu`.
+    pub fn with_memory(
+        shape: Shape,
+        make: impl Fn(Option<Reserved>) -> Result<GuestMemory, MemoryError>,
+    ) -> Result<(GuestMemory, Vm, Vcpu), VmError> {
+        Vm::with_memory_from(crate::pool::global(), shape, make)
+    }
+
+    /// As `with_memory`, from `pool` (none: made now).
+    pub fn with_memory_from(
+        pool: Option<&crate::pool::VmPool>,
+        shape: Shape,
+        make: impl Fn(Option<Reserved>) -> Result<GuestMemory, MemoryError>,
+    ) -> Result<(GuestMemory, Vm, Vcpu), VmError> {
+        if let Some(blank) = pool.and_then(|p| p.take_for(shape)) {
+            let Blank {
+                fd,
+                manual_log,
+                vcpu,
+                place,
+            } = blank;
+            if let Some(Place { held, shape: made }) = place {
+                let addr = held.addr();
+                match make(Some(held)) {
+                    Ok(mem) if mem.host_address() == addr && mem.size() == made.size => {
+                        let vm = Vm {
+                            fd: Deferred::new(fd),
+                            registered: made.registered,
+                            next_slot: 1,
+                            log_dirty: made.log_dirty,
+                            sticky: made.log_dirty && manual_log,
+                            slots: vec![(0, 0, made.registered)],
+                        };
+                        return Ok((mem, vm, vcpu));
+                    }
+                    // Not where the slot is (never the case): the VM is
+                    // dropped without having run.
+                    Ok(_) => {}
+                    // Another mapping got into the place: the VM (never
+                    // run) is dropped, and the memory made anew.
+                    Err(MemoryError::Taken) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let mem = make(None)?;
+        let (vm, vcpu) = Vm::with_vcpu_from(pool, &mem, shape.registered, shape.log_dirty)?;
+        Ok((mem, vm, vcpu))
+    }
+
     /// A VM on `fd` (no slot yet) with at least the first `initial` bytes
     /// of `mem` registered.
     fn over(
@@ -297,8 +437,7 @@ impl Vm {
             sticky,
             slots: Vec::new(),
         };
-        let first = initial.max(SLOT_CHUNK).div_ceil(SLOT_CHUNK) * SLOT_CHUNK;
-        vm.add_slot(mem, first.min(mem.size()))?;
+        vm.add_slot(mem, first_slot(initial).min(mem.size()))?;
         Ok(vm)
     }
 

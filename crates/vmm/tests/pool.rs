@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zeroboot_vmm::probe::{self, RawGuest};
-use zeroboot_vmm::{Exit, VmPool};
+use zeroboot_vmm::{Exit, GuestMemory, Reserved, Shape, Vcpu, Vm, VmPool};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -77,6 +77,68 @@ fn a_pooled_vm_starts_in_the_state_a_fresh_one_does() {
     assert_eq!(a.xsave, b.xsave);
     assert_eq!(pooled.vcpu.tsc().is_some(), fresh.vcpu.tsc().is_some());
     assert_eq!(run_read_loop(Some(&pool)), run_read_loop(None));
+}
+
+/// Run `READ_LOOP` on `vcpu` over `mem` (a copy of a `RawGuest`'s
+/// memory) once: what it read.
+fn read_once(vcpu: &mut Vcpu, mem: &GuestMemory) -> u64 {
+    let r = vcpu.regs_mut();
+    r.rip = probe::CODE;
+    r.rbx = probe::CODE;
+    r.rflags = 0x2;
+    vcpu.resume_user();
+    match vcpu.run(mem).unwrap() {
+        Exit::Syscall => vcpu.regs().rdi,
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
+
+#[test]
+fn vms_made_for_a_shape_serve_forks_of_that_shape() {
+    let pool = VmPool::start(2, never_short, None).unwrap();
+    assert!(pool.wait_full(WAIT));
+    // A template: the code and its page tables in shared memory.
+    let t = RawGuest::new(&READ_LOOP).unwrap();
+    let size = t.mem.size();
+    let make = |place: Option<Reserved>| match place {
+        Some(held) => GuestMemory::new_cow_in(held, t.mem.file().clone(), size, size, None),
+        None => GuestMemory::new_cow(t.mem.file().clone(), size, size),
+    };
+    let first = u64::from_le_bytes(READ_LOOP[..8].try_into().unwrap());
+    let shape = Shape::new(size, size, false);
+    // None is made for a shape before one is asked for: this fork is made
+    // on the spot, and the pool makes VMs for its shape from then on.
+    let (mem, _vm, mut vcpu) = Vm::with_memory_from(Some(&pool), shape, make).unwrap();
+    assert_eq!(read_once(&mut vcpu, &mem), first);
+    assert_eq!(
+        (pool.stats().placed_hits, pool.stats().placed_misses),
+        (0, 1)
+    );
+    assert!(pool.wait_placed(2, WAIT), "{:?}", pool.stats());
+    // Made a while before it is used.
+    std::thread::sleep(Duration::from_millis(200));
+    let (mem, _vm, mut vcpu) = Vm::with_memory_from(Some(&pool), shape, make).unwrap();
+    assert_eq!(pool.stats().placed_hits, 1);
+    assert_eq!(read_once(&mut vcpu, &mem), first);
+    // The copy is its own: a write stays in it.
+    mem.write_u64(0x10_0000, 7).unwrap();
+    assert_eq!(t.mem.read_u64(0x10_0000).unwrap(), 0);
+    // Another shape is not served by them: those are dropped, and the
+    // pool makes VMs for the new one.
+    let other = Shape::new(size, size, true);
+    let dropped = pool.stats().dropped;
+    let (mem, _vm, mut vcpu) = Vm::with_memory_from(Some(&pool), other, make).unwrap();
+    assert_eq!(read_once(&mut vcpu, &mem), first);
+    assert_eq!(pool.stats().placed_misses, 2);
+    assert!(pool.wait_placed(2, WAIT), "{:?}", pool.stats());
+    assert!(pool.stats().dropped > dropped, "{:?}", pool.stats());
+    let (mem, vm, mut vcpu) = Vm::with_memory_from(Some(&pool), other, make).unwrap();
+    assert_eq!(pool.stats().placed_hits, 2);
+    assert_eq!(read_once(&mut vcpu, &mem), first);
+    // Its slot has the dirty log, as one `with_vcpu` registers would.
+    assert!(!vm.take_dirty_log().unwrap().is_empty());
+    // Plain takes never get one of them.
+    assert!(pool.take().is_some_and(|b| b.shape().is_none()));
 }
 
 #[test]

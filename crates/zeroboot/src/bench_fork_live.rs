@@ -1,10 +1,11 @@
 //! `zeroboot bench fork-live`: fork of a live sandbox through the HTTP API
 //! of a server it starts. The source holds `--state-mb` of numpy data; the
 //! bench measures one fork call of one copy (the source's freeze included),
-//! a call of `--count` copies, a first run in a copy, and the server's
-//! host memory with the copies idle; then, on disk, a snapshot of the
-//! source, a sandbox made from it (with its first run), and a pause to
-//! disk with its resume.
+//! the same after a run in the source each time (the freeze then copies
+//! what the run wrote), a call of `--count` copies, a first run in a copy,
+//! and the server's host memory with the copies idle; then, on disk, a
+//! snapshot of the source, a sandbox made from it (with its first run),
+//! and a pause to disk with its resume.
 
 use std::time::Instant;
 
@@ -99,6 +100,24 @@ pub fn run(count: usize, runs: usize, state_mb: usize, vm_pool: usize, json: boo
             kill(&mut c, id)?;
         }
     }
+    // One copy per call after a run in the source each time: its freeze
+    // reads the page map and copies what the run wrote into a new layer.
+    let mut changed_ns = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let (st, body) = c.post(
+            &format!("/v1/sandboxes/{src}/exec"),
+            &format!(r#"{{"code": "a[{i}] = {i}.5"}}"#),
+        )?;
+        if st != 200 {
+            bail!("a run in the source answered {st}: {body}");
+        }
+        let t = Instant::now();
+        let ids = fork(&mut c, 1)?;
+        changed_ns.push(ns(t));
+        for id in &ids {
+            kill(&mut c, id)?;
+        }
+    }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let pss_before = pss_kib(pid);
     let t = Instant::now();
@@ -172,6 +191,7 @@ pub fn run(count: usize, runs: usize, state_mb: usize, vm_pool: usize, json: boo
 
     let (o50, _, o99) = percentiles(one_ns);
     let (r50, _, r99) = percentiles(first_run_ns);
+    let (c50, _, c99) = percentiles(changed_ns);
     let per_copy_kib = pss_with.saturating_sub(pss_before) as f64 / count as f64;
     if json {
         println!(
@@ -181,6 +201,7 @@ pub fn run(count: usize, runs: usize, state_mb: usize, vm_pool: usize, json: boo
                 "vm_pool": vm_pool,
                 "fork_one_copy_us": {"p50": o50, "p99": o99},
                 "first_run_in_copy_us": {"p50": r50, "p99": r99},
+                "fork_one_copy_after_a_run_us": {"p50": c50, "p99": c99},
                 "fork_count": count,
                 "fork_count_total_ms": all.as_secs_f64() * 1e3,
                 "fork_count_per_copy_us": all.as_secs_f64() * 1e6 / count as f64,
@@ -196,6 +217,7 @@ pub fn run(count: usize, runs: usize, state_mb: usize, vm_pool: usize, json: boo
     println!("fork of a live sandbox holding {state_mb} MiB of numpy data (HTTP, one client, --vm-pool {vm_pool})");
     println!("  fork, 1 copy (freeze + copy)      p50 {o50:>9.1} us   p99 {o99:>9.1} us");
     println!("  first run in the copy (len(a))    p50 {r50:>9.1} us   p99 {r99:>9.1} us");
+    println!("  fork, 1 copy after a run in it    p50 {c50:>9.1} us   p99 {c99:>9.1} us");
     println!(
         "  fork, {count} copies in one call      {:.1} ms: {:.1} us per copy",
         all.as_secs_f64() * 1e3,

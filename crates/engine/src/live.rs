@@ -374,7 +374,7 @@ impl LiveSandbox {
     pub fn fork(&mut self, count: usize) -> Result<Vec<Result<LiveSandbox, LiveError>>, LiveError> {
         let frozen = self
             .sandbox_or_dead()?
-            .freeze()
+            .freeze_for(count)
             .map_err(|e| LiveError::Fork(e.to_string()))?;
         Ok((0..count).map(|_| self.copy_of(&frozen)).collect())
     }

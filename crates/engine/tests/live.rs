@@ -273,3 +273,51 @@ fn forks_share_the_sources_pages_and_each_diverges_alone() {
     // A forked source shares its pages with its copies: never recycled.
     assert!(!src.recycle(t, "killed on request"));
 }
+
+#[test]
+fn forks_after_each_change_stack_layers_and_every_generation_keeps_its_state() {
+    let t = python();
+    let mut src = live(t);
+    src.run("big = list(range(200000))\nx = 0", T, CAP).unwrap();
+    // Each fork after a run copies what the run changed into a layer over
+    // the last: more generations than the chain may be deep, so layers
+    // are folded on the way, and one freeze for many copies folds the rest.
+    let mut gens = Vec::new();
+    for i in 1..=7 {
+        src.run(
+            &format!("x = {i}\nl = [{i}] * 5000\nbig[{i}] = -{i}"),
+            T,
+            CAP,
+        )
+        .unwrap();
+        let count = if i == 6 { 9 } else { 1 };
+        let mut copies = src.fork(count).unwrap();
+        gens.push((i, copies.pop().unwrap().unwrap()));
+    }
+    let check = |c: &mut LiveSandbox, i: i32| {
+        let r = c
+            .run("print(x, len(l), l[0], sum(big[1:8]), len(big))", T, CAP)
+            .unwrap();
+        // big[1..=i] were negated by generations 1..=i.
+        let neg: i32 = (1..=i).sum();
+        let rest: i32 = (i + 1..8).sum();
+        assert_eq!(
+            r.stdout,
+            format!("{i} 5000 {i} {} 200000\n", rest - neg),
+            "generation {i}: {r:?}"
+        );
+    };
+    for (i, c) in gens.iter_mut() {
+        check(c, *i);
+    }
+    // A copy forked after it ran: its own change over its layers.
+    let (_, c3) = &mut gens[2];
+    c3.run("x = 30", T, CAP).unwrap();
+    let mut c3b = c3.fork(1).unwrap().pop().unwrap().unwrap();
+    let r = c3b.run("print(x, l[0])", T, CAP).unwrap();
+    assert_eq!(r.stdout, "30 3\n", "{r:?}");
+    // The source goes on over its layers.
+    src.run("x = 99", T, CAP).unwrap();
+    let r = src.run("print(x, l[0], sum(big[1:8]))", T, CAP).unwrap();
+    assert_eq!(r.stdout, "99 7 -28\n", "{r:?}");
+}

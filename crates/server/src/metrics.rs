@@ -166,6 +166,16 @@ impl Metrics {
                 "# HELP zeroboot_vm_pool_takes_total Forks that found a VM in the pool (hit) or made their own (miss).\n# TYPE zeroboot_vm_pool_takes_total counter\nzeroboot_vm_pool_takes_total{{result=\"hit\"}} {}\nzeroboot_vm_pool_takes_total{{result=\"miss\"}} {}",
                 p.hits, p.misses
             );
+            let _ = writeln!(
+                out,
+                "# HELP zeroboot_vm_pool_placed_ready VMs made ahead for the memory shape of live forks (guest address space held, first memory slot registered).\n# TYPE zeroboot_vm_pool_placed_ready gauge\nzeroboot_vm_pool_placed_ready {}",
+                p.placed
+            );
+            let _ = writeln!(
+                out,
+                "# HELP zeroboot_vm_pool_placed_takes_total Live forks that found a VM made for their memory shape (hit) or not (miss).\n# TYPE zeroboot_vm_pool_placed_takes_total counter\nzeroboot_vm_pool_placed_takes_total{{result=\"hit\"}} {}\nzeroboot_vm_pool_placed_takes_total{{result=\"miss\"}} {}",
+                p.placed_hits, p.placed_misses
+            );
         }
         if let Some(r) = zeroboot_engine::vm_reaper() {
             let r = r.stats();

@@ -486,6 +486,29 @@ fn sandboxes_and_their_forks_take_vms_from_the_pool() {
     assert!(hits >= 3, "{hits} forks from the pool");
     // Refilled off the request path.
     wait_metric(&s, "zeroboot_vm_pool_ready", 4);
+    // From then on the pool also keeps VMs made for the copies' memory
+    // shape (their memory slot registered ahead), and the next fork maps
+    // its memory into one of them.
+    let placed = |r: &str| {
+        metric(
+            &s,
+            &format!("zeroboot_vm_pool_placed_takes_total{{result=\"{r}\"}}"),
+        )
+        .unwrap()
+    };
+    // The first copy found none made for its shape yet.
+    assert!(placed("miss") >= 1);
+    wait_metric(&s, "zeroboot_vm_pool_placed_ready", 4);
+    let hits = placed("hit");
+    let (st, _, b) = s.post(&format!("/sandboxes/{src}/fork"), None, r#"{"count": 1}"#);
+    assert_eq!(st, 201, "{b}");
+    let copy = json(&b)[0]["sandbox"]["sandboxID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(placed("hit"), hits + 1);
+    assert_eq!(run_in(&s, &copy, "x += 100; print(x)"), "141\n");
+    assert_eq!(run_in(&s, &src, "print(x)"), "41\n");
 }
 
 #[test]

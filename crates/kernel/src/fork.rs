@@ -98,9 +98,10 @@ impl Sandbox {
                 // is bounded as it grows: a layer no larger than what goes
                 // over it is folded into the new one (its pages copied
                 // again, read from this memory), and so is every layer
-                // that would lie `MAX_LAYERS` deep. Layers then grow
-                // downwards, and a page is copied again a few times at
-                // most before it rests in a large low layer.
+                // that would leave the new one more than `MAX_LAYERS`
+                // deep. Layers then grow downwards, and a page is copied
+                // again a few times at most before it rests in a large
+                // low layer.
                 let private = pages.len();
                 let many = copies >= MANY_COPIES;
                 let mut below = self.mem.layer().cloned();

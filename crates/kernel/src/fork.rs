@@ -104,6 +104,7 @@ impl Sandbox {
                 // low layer.
                 let private = pages.len();
                 let many = copies >= MANY_COPIES;
+                let mut folded_wide = false;
                 let mut below = self.mem.layer().cloned();
                 while let Some(l) = below.take() {
                     let bottom = l.below().is_none();
@@ -117,13 +118,17 @@ impl Sandbox {
                         break;
                     }
                     pages.extend(l.own_pages());
+                    folded_wide |= l.maps_more();
                     below = l.below().cloned();
                 }
                 pages.sort_unstable();
                 pages.dedup();
                 // A bottom layer, or one for many forks, is mapped in few
                 // runs; one over others holds little and is mapped as is.
-                let wide = below.is_none() || many;
+                // One that folds a layer mapped in few runs is too, so that
+                // its runs cover those (the source then maps nothing of the
+                // folded layer's file any more, and the host frees it).
+                let wide = below.is_none() || many || folded_wide;
                 let layer = Arc::new(self.mem.capture_layer(&pages, below, wide)?);
                 tracing::debug!(
                     private,

@@ -291,6 +291,12 @@ impl Layer {
         self.flatten(|l| &l.runs).len()
     }
 
+    /// Whether forks map more of its file than it carries (its runs joined
+    /// over pages between, `capture_layer`'s `wide`).
+    pub fn maps_more(&self) -> bool {
+        self.runs != self.saved
+    }
+
     /// Its own runs as forks map them: (first page, pages), ascending.
     pub fn run_list(&self) -> &[(u64, u64)] {
         &self.runs

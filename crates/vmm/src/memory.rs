@@ -442,10 +442,6 @@ impl GuestMemory {
     /// contiguous host range, so the guest-physical layout is unchanged
     /// while only what is used costs anything.
     pub fn new_cow(file: Arc<File>, file_len: u64, size: u64) -> Result<Self, MemoryError> {
-        check_size(size)?;
-        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
-            return Err(MemoryError::BadSize(file_len));
-        }
         Self::cow_over(file, file_len, size, None, None)
     }
 
@@ -458,6 +454,10 @@ impl GuestMemory {
         layer: Option<Arc<Layer>>,
         at: Option<Reserved>,
     ) -> Result<Self, MemoryError> {
+        check_size(size)?;
+        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
+            return Err(MemoryError::BadSize(file_len));
+        }
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let pieces = pieces(&file, file_len, size, layer.as_deref())?;
         let addr = match at {
@@ -510,10 +510,6 @@ impl GuestMemory {
         size: u64,
         layer: Arc<Layer>,
     ) -> Result<Self, MemoryError> {
-        check_size(size)?;
-        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
-            return Err(MemoryError::BadSize(file_len));
-        }
         Self::cow_over(file, file_len, size, Some(layer), None)
     }
 
@@ -529,10 +525,6 @@ impl GuestMemory {
         size: u64,
         layer: Option<Arc<Layer>>,
     ) -> Result<Self, MemoryError> {
-        check_size(size)?;
-        if file_len > size || !file_len.is_multiple_of(PAGE_SIZE) {
-            return Err(MemoryError::BadSize(file_len));
-        }
         Self::cow_over(file, file_len, size, layer, Some(held))
     }
 
